@@ -1,0 +1,1 @@
+"""Declarative Jupyter classroom: classroom.yaml -> accounts, quota volumes, mounts."""

@@ -1,0 +1,41 @@
+"""Append-only record of every applied action: <state_dir>/journal.jsonl.
+
+It records what was done and how it ended, never a secret: password actions
+carry only the placeholder the plan shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .plan import Action
+
+
+class Journal:
+    def __init__(self, path: Path, pass_id: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.pass_id = path, pass_id
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def record(self, action: Action, result: str, detail: str = "") -> None:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "pass": self.pass_id,
+            **action.to_json(),
+            "result": result,
+            "detail": detail,
+        }
+        os.write(self._fd, (json.dumps(entry) + "\n").encode())
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,54 @@
+"""`reconcile status`: what each person has on this host right now."""
+
+from __future__ import annotations
+
+from .observe import Actual
+from .plan import is_disabled, is_enabled
+from .sizes import format_size
+from .spec import Desired
+
+
+def rows(desired: Desired, actual: Actual, pending_credentials: list[str]) -> list[dict]:
+    """One row per person in the file, then anyone we manage who is no longer in it."""
+    listed = [(m.username, m.role, m.status) for m in desired.members]
+    known = {name for name, _, _ in listed}
+    extra = sorted(a.username for a in actual.accounts.values()
+                   if a.classroom == desired.classroom and a.username not in known)
+    extra += sorted(set(actual.volumes) - known - set(extra))
+    out = []
+    for username, role, wanted in listed + [(name, None, "removed") for name in extra]:
+        account = actual.accounts.get(username)
+        volume = actual.volumes.get(username)
+        mount = actual.mounts.get(str(desired.paths.home(username)))
+        if account is None:
+            login = "missing"
+        elif is_enabled(account, actual.today):
+            login = "enabled"
+        elif is_disabled(account, actual.today):
+            login = "disabled"
+        else:
+            login = "half-disabled"
+        out.append({
+            "username": username,
+            "role": role,
+            "status": wanted,
+            "account": login,
+            "uid": account.uid if account else None,
+            "volume_size": volume.size if volume else None,
+            "volume_used": volume.used if volume else None,
+            "mounted": mount is not None,
+            "credentials_pending": username in pending_credentials,
+        })
+    return out
+
+
+def render(people: list[dict]) -> str:
+    header = f"{'USERNAME':<16} {'ROLE':<8} {'STATUS':<9} {'ACCOUNT':<13} {'VOLUME':>9} {'USED':>9} {'MOUNTED':<7} CREDENTIALS"
+    lines = [header]
+    for row in people:
+        lines.append(
+            f"{row['username']:<16} {row['role'] or '-':<8} {row['status']:<9} {row['account']:<13} "
+            f"{format_size(row['volume_size']):>9} {format_size(row['volume_used']):>9} "
+            f"{'yes' if row['mounted'] else 'no':<7} {'pending' if row['credentials_pending'] else '-'}"
+        )
+    return "\n".join(lines)
