@@ -35,8 +35,8 @@ def describe(action: Action) -> str:
     """``name: "Jane" -> "Jane Doe"`` for changes, ``size=1 GiB`` for creations."""
     before, after = _fields(action.before), _fields(action.after)
     if action.op == "update":
-        keys = list(dict.fromkeys([*after, *before]))
-        parts = [f"{k + ': ' if k else ''}{before.get(k, '-')} -> {after.get(k, '-')}" for k in keys]
+        parts = [f"{k + ': ' if k else ''}{before.get(k, '-')} -> {v}" for k, v in after.items()]
+        parts += [f"{k} {v}" for k, v in before.items() if k not in after]
     else:
         shown = after if action.op == "create" else before
         parts = [f"{k}={v}" if k else v for k, v in shown.items()]

@@ -443,6 +443,4 @@ def _absolute(site: Site, base: Path) -> Site:
 
 def json_schema() -> dict:
     """The JSON schema of classroom.yaml, as checked in at schemas/classroom.schema.json."""
-    schema = Classroom.model_json_schema()
-    schema["$id"] = "https://github.com/classroom-reconciler/schemas/classroom.schema.json"
-    return schema
+    return Classroom.model_json_schema()

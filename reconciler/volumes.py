@@ -15,7 +15,7 @@ from . import mounts
 from .fsutil import fsync_dir
 from .layout import Paths
 from .observe import read_loops, read_superblock
-from .system import run
+from .system import CommandFailed, run
 
 SYS_BLOCK = Path("/sys/block")
 
@@ -63,7 +63,7 @@ def make_filesystem(paths: Paths, username: str, size: int) -> str:
 
 
 def resize(paths: Paths, username: str, size: int) -> str:
-    """Grow online (truncate, losetup -c, resize2fs); shrink offline, then remount if it was mounted."""
+    """Grow online (truncate, losetup -c, resize2fs); shrink offline, remounting if it was mounted."""
     image = paths.image(username)
     loop = loop_of(image)
     fs = read_superblock(loop or str(image))
@@ -71,35 +71,45 @@ def resize(paths: Paths, username: str, size: int) -> str:
         raise RuntimeError(f"{image} holds no ext4 filesystem")
     if image.stat().st_size == size and fs.size == size:
         return "already"
-    if size >= fs.size:
-        if image.stat().st_size < size:
-            os.truncate(image, size)
-        if loop and mounts.is_mounted(paths.home(username), image):
-            run(["losetup", "--set-capacity", loop])
-            run(["resize2fs", loop])  # online
-        else:
-            if loop:
-                run(["losetup", "--detach", loop])
-            run(["e2fsck", "-f", "-p", str(image)], ok_codes=(0, 1, 2))
-            run(["resize2fs", str(image)])
-        return "grown"
-    home = paths.home(username)
+    if size < fs.size:
+        _resize_offline(paths, username, size)
+        return "shrunk"
+    if image.stat().st_size < size:
+        os.truncate(image, size)
+    if loop and mounts.is_mounted(paths.home(username), image):
+        run(["losetup", "--set-capacity", loop])
+        try:
+            run(["resize2fs", loop])
+            return "grown online"
+        except CommandFailed as exc:
+            # Online resizing needs CAP_SYS_RESOURCE, which a container's root may lack.
+            if "Permission denied" not in exc.stderr:
+                raise
+    _resize_offline(paths, username, size)
+    return "grown offline"
+
+
+def _resize_offline(paths: Paths, username: str, size: int) -> None:
+    """Unmount, check, resize the filesystem, then cut or extend the image; remount as it was."""
+    image, home = paths.image(username), paths.home(username)
     was_mounted = mounts.is_mounted(home, image)
     if was_mounted:
         mounts.unmount(paths, username)  # fails with "target is busy" while their server runs
-    elif loop:
-        run(["losetup", "--detach", loop])
+    elif loop_of(image):
+        run(["losetup", "--detach", loop_of(image)])
     try:
+        if image.stat().st_size < size:
+            os.truncate(image, size)
         run(["e2fsck", "-f", "-p", str(image)], ok_codes=(0, 1, 2))
         run(["resize2fs", str(image), f"{size // 1024}K"])
         after = read_superblock(str(image))
         if after is None or after.size > size:
             raise RuntimeError(f"resize2fs left {image} larger than {size} bytes; not cutting the image")
-        os.truncate(image, size)
+        if image.stat().st_size > size:
+            os.truncate(image, size)
     finally:
         if was_mounted:
             mounts.mount(paths, username)
-    return "shrunk"
 
 
 def detach(paths: Paths, username: str) -> str:

@@ -1,0 +1,118 @@
+"""Throw-away classrooms on the real host for integration tests, and their cleanup.
+
+Every test classroom has a random name and random usernames, lives in its own
+temp directory, and is removed completely afterwards: mounts, loop devices,
+users, groups, files.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from reconciler import observe
+from reconciler.layout import Paths
+
+ROOT_REASON = "needs root: creates real users, loop devices and mounts (CI runs as root)"
+
+
+def host_ready() -> str | None:
+    """None when real integration tests can run here, else the reason they cannot."""
+    if os.geteuid() != 0:
+        return ROOT_REASON
+    if not Path("/dev/loop-control").exists():
+        return "no /dev/loop-control: loop devices are unavailable"
+    for tool in ("useradd", "chpasswd", "mkfs.ext4", "resize2fs", "e2fsck", "losetup", "mount"):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            return f"{tool} is not installed"
+    return None
+
+
+@dataclass
+class Classroom:
+    """A classroom.yaml + site.yaml pair in a temp dir, with helpers to run reconcile on it."""
+
+    name: str
+    prefix: str
+    root: Path
+    quotas: dict = field(default_factory=lambda: {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}})
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.root / "state", self.root / "homes")
+
+    @property
+    def site(self) -> Path:
+        return self.root / "site.yaml"
+
+    @property
+    def file(self) -> Path:
+        return self.root / "classroom.yaml"
+
+    def user(self, short: str) -> str:
+        return f"{self.prefix}{short}"
+
+    def write(self, students: list[dict], admins: list[dict] | None = None, **extra) -> Path:
+        """Write classroom.yaml; people are given short names that get the random prefix."""
+        def person(p: dict) -> dict:
+            out = dict(p)
+            out["username"] = self.user(p["username"])
+            out.setdefault("name", p["username"].capitalize())
+            return out
+
+        doc = {"version": 1, "name": self.name, "quotas": self.quotas,
+               "admins": [person(p) for p in admins or []], "students": [person(p) for p in students], **extra}
+        self.file.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return self.file
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run the real `reconcile` command as a separate process."""
+        argv = [sys.executable, "-m", "reconciler", "--site", str(self.site), "-f", str(self.file), *args]
+        if args and args[0] in ("validate", "status", "mount-all"):
+            argv = [sys.executable, "-m", "reconciler", args[0], "--site", str(self.site), "-f", str(self.file),
+                    *args[1:]]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+    def observe(self) -> observe.Actual:
+        return observe.observe(self.paths)
+
+
+def make_classroom(max_disable_fraction: float = 0.5, limits: dict | None = None) -> Classroom:
+    tag = secrets.token_hex(3)
+    root = Path(tempfile.mkdtemp(prefix=f"reconcile-test-{tag}-"))
+    classroom = Classroom(name=f"t{tag}", prefix=f"z{tag}", root=root)
+    site = {"state_dir": "state", "homes_dir": "homes", "max_disable_fraction": max_disable_fraction,
+            "lock_timeout": 60}
+    if limits:
+        site["limits"] = limits
+    classroom.site.write_text(yaml.safe_dump(site))
+    return classroom
+
+
+def cleanup(classroom: Classroom) -> None:
+    """Remove everything the classroom created on the host, whatever state a test left it in."""
+    homes = str(classroom.root / "homes")
+    with open("/proc/self/mountinfo") as handle:
+        targets = [observe._unescape(line.split()[4]) for line in handle]
+    for target in sorted((t for t in targets if t.startswith(homes + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True)
+    for image, device in observe.read_loops(Path("/sys/block")).items():
+        if image.startswith(str(classroom.root) + "/"):
+            subprocess.run(["losetup", "-d", device], capture_output=True)
+    accounts = observe.read_accounts(Path("/etc/passwd"), {}, {})
+    for account in accounts.values():
+        if account.classroom == classroom.name or account.username.startswith(classroom.prefix):
+            subprocess.run(["userdel", account.username], capture_output=True)
+    groups = observe.read_groups(Path("/etc/group"))
+    for group in groups:
+        if group.startswith(classroom.name + "-") or group.startswith(classroom.prefix):
+            subprocess.run(["groupdel", group], capture_output=True)
+    shutil.rmtree(classroom.root, ignore_errors=True)
