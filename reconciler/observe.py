@@ -63,7 +63,8 @@ class Volume:
     allocated: int  # bytes really written: 0 means no data was ever stored
     fs: Filesystem | None
     loop: str | None  # /dev/loopN attached to the image
-    used: int | None  # bytes used in the filesystem
+    used: int | None  # what `df` calls used (while unmounted: in_use)
+    in_use: int | None = None  # blocks not free, filesystem metadata included: what a shrink must keep
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,8 @@ def read_volumes(directory: Path, loops: Mapping[str, str], mounts: Mapping[str,
         complete = entry.name.endswith(layout.IMAGE_SUFFIX)
         if not complete and not entry.name.endswith(layout.PARTIAL_SUFFIX):
             continue
+        if not entry.is_file(follow_symlinks=False):
+            continue  # only our own regular files are images; never follow a link
         username = entry.name.removesuffix(layout.PARTIAL_SUFFIX).removesuffix(layout.IMAGE_SUFFIX)
         if username in volumes and volumes[username].complete:
             continue  # a finished image wins over a leftover partial one
@@ -296,12 +299,13 @@ def read_volumes(directory: Path, loops: Mapping[str, str], mounts: Mapping[str,
         # A mounted filesystem is read through its loop device: that is where the kernel keeps it current.
         fs = read_superblock(loop or entry.path)
         mount = mounts.get(str(homes / username))
-        used = None
-        if mount is not None and mount.source == entry.path:
-            vfs = os.statvfs(mount.target)
+        used = in_use = None
+        if fs is not None and mount is not None and mount.source == entry.path:
+            vfs = os.statvfs(mount.target)  # current; an ext4 superblock's free count lags while mounted
             used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
+            in_use = fs.size - vfs.f_bfree * vfs.f_frsize
         elif fs is not None:
-            used = fs.size - fs.free
+            used = in_use = fs.size - fs.free
         volumes[username] = Volume(
             username=username,
             path=entry.path,
@@ -311,6 +315,7 @@ def read_volumes(directory: Path, loops: Mapping[str, str], mounts: Mapping[str,
             fs=fs,
             loop=loop,
             used=used,
+            in_use=in_use,
         )
     return volumes
 

@@ -363,16 +363,21 @@ def _guard_mass_disable(actions: Iterable[Action], desired: Desired, actual: Act
                  "Re-run with --allow-mass-disable if this is intended")]
 
 
+SHRINK_HEADROOM = 0.9  # resize2fs needs room for metadata; a full volume is of no use to a student
+
+
 def _guard_shrink(actions: Iterable[Action], actual: Actual) -> list[Note]:
-    """Never shrink a filesystem below what its owner has stored."""
+    """Never shrink a filesystem below what its owner has stored (plus metadata, with headroom)."""
     notes = []
     for action in actions:
         if action.kind != "volume" or action.op != "update":
             continue
-        used = actual.volumes[action.target].used
+        volume = actual.volumes[action.target]
+        in_use = volume.in_use if volume.in_use is not None else volume.used
         size = action.after["size"]
-        if used is not None and size < action.before["size"] and used > size:
+        if in_use is not None and size < action.before["size"] and in_use > size * SHRINK_HEADROOM:
             notes.append(Note("shrink", action.target,
-                              f"{action.target} uses {format_size(used)}, more than the new disk quota "
-                              f"{format_size(size)}; raise the quota or ask them to free space"))
+                              f"{action.target} uses {format_size(in_use)} (files and filesystem metadata), "
+                              f"more than {SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; "
+                              "raise the quota or ask them to free space"))
     return notes

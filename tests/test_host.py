@@ -1,0 +1,336 @@
+"""Integration on the real host (root): real users, PAM logins, loop images, ext4, mounts.
+
+Each test works in a throw-away classroom (random name and usernames, its own
+temp dirs) that the `classroom` fixture removes completely afterwards.
+"""
+
+import fcntl
+import json
+import os
+import pwd
+import stat
+import subprocess
+from pathlib import Path
+
+import pamela
+import pytest
+
+from reconciler import observe
+from reconciler.sizes import MiB
+
+SIZE = 128 * MiB
+
+
+def login_ok(username: str, password: str) -> bool:
+    """A real PAM login through the same service JupyterHub's PAMAuthenticator uses."""
+    try:
+        pamela.authenticate(username, password, service="login", resetcred=0)
+        return True
+    except pamela.PAMError:
+        return False
+
+
+def outbox_password(room, short: str) -> str:
+    item = room.paths.outbox / f"{room.user(short)}.json"
+    assert stat.S_IMODE(item.stat().st_mode) == 0o600
+    return json.loads(item.read_text())["password"]
+
+
+def snapshot(room) -> tuple:
+    """What a failed or refused pass must leave untouched."""
+    actual = room.observe()
+    accounts = {k: v for k, v in actual.accounts.items() if k.startswith(room.prefix)}
+    manifest = room.paths.manifest.read_text() if room.paths.manifest.exists() else None
+    journal = room.paths.journal.read_text() if room.paths.journal.exists() else None
+    return accounts, dict(actual.volumes), dict(actual.mounts), manifest, journal
+
+
+def test_create_then_second_pass_changes_nothing(classroom):
+    room = classroom
+    room.write([{"username": "ann", "email": "ann@example.org"}, {"username": "bob", "disk": "256Mi"}],
+               admins=[{"username": "tea"}])
+    first = room.cli()
+    assert first.returncode == 0, first.stderr
+    assert "Plan: " in first.stdout and "Converged" in first.stderr
+
+    again = room.cli("--dry-run")
+    assert again.returncode == 0, again.stdout
+    assert "No changes" in again.stdout
+
+    for short, group in (("ann", f"{room.name}-students"), ("bob", f"{room.name}-students"),
+                         ("tea", f"{room.name}-teachers")):
+        user = room.user(short)
+        entry = pwd.getpwnam(user)
+        assert entry.pw_shell == "/usr/sbin/nologin"
+        assert entry.pw_gecos.endswith(f",,,,classroom={room.name}")
+        assert entry.pw_dir == str(room.paths.home(user))
+        assert user in observe.read_groups(Path("/etc/group"))[group].members
+        home = room.paths.home(user)
+        st = os.stat(home)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (entry.pw_uid, entry.pw_gid, 0o700)
+        mount = room.observe().mounts[str(home)]
+        assert mount.fstype == "ext4" and {"nodev", "nosuid"} <= mount.options
+        assert login_ok(user, outbox_password(room, short))
+        assert not login_ok(user, "wrong-password")
+
+    volumes = room.observe().volumes
+    assert volumes[room.user("ann")].size == SIZE and volumes[room.user("bob")].size == 2 * SIZE
+    assert volumes[room.user("tea")].allocated < SIZE  # sparse: only what mkfs wrote
+    manifest = room.paths.manifest.read_text()
+    assert f"{room.paths.image(room.user('ann'))} {room.paths.home(room.user('ann'))} ext4 " in manifest
+    assert stat.S_IMODE(room.paths.outbox.stat().st_mode) == 0o700
+
+
+def test_password_appears_only_in_the_outbox(classroom):
+    room = classroom
+    room.write([{"username": "ann"}])
+    plan_json = room.cli("--dry-run", "--json")
+    applied = room.cli()
+    assert applied.returncode == 0, applied.stderr
+    password = outbox_password(room, "ann")
+    assert len(password) >= 12
+    status = room.cli("status", "--json")
+    for text in (plan_json.stdout, applied.stdout, applied.stderr, status.stdout,
+                 room.paths.journal.read_text(), room.paths.manifest.read_text()):
+        assert password not in text
+    entries = [json.loads(line) for line in room.paths.journal.read_text().splitlines()]
+    assert {e["kind"] for e in entries} >= {"account", "password", "volume", "mount"}
+    assert all(e["result"] == "ok" for e in entries)
+
+
+def test_removing_a_student_disables_and_keeps_files_then_reenable(classroom):
+    room = classroom
+    people = [{"username": n} for n in ("ann", "bob", "cat")]
+    room.write(people)
+    assert room.cli().returncode == 0
+    ann = room.user("ann")
+    password = outbox_password(room, "ann")
+    note = room.paths.home(ann) / "notebook.ipynb"
+    note.write_text("my homework")
+
+    room.write(people[1:])
+    preview = room.cli("--dry-run")
+    assert preview.returncode == 2
+    assert "not in classroom.yaml" in preview.stdout
+    assert room.cli().returncode == 0
+    actual = room.observe()
+    account = actual.accounts[ann]
+    assert account.locked and account.expire_day is not None
+    assert str(room.paths.home(ann)) not in actual.mounts
+    assert str(room.paths.home(ann)) not in room.paths.manifest.read_text()
+    assert room.paths.image(ann).exists() and actual.volumes[ann].loop is None
+    assert not login_ok(ann, password)
+    # the bare mount point is root's and closed: nothing lands on the host disk by mistake
+    st = os.stat(room.paths.home(ann))
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0)
+    assert room.cli("--dry-run").returncode == 0
+
+    room.write(people)
+    assert room.cli().returncode == 0
+    assert note.read_text() == "my homework"
+    assert login_ok(ann, password)
+    assert room.cli("--dry-run").returncode == 0
+
+
+def test_status_disabled_in_file(classroom):
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}])
+    assert room.cli().returncode == 0
+    room.write([{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "cat"}])
+    out = room.cli()
+    assert out.returncode == 0, out.stderr
+    rows = {r["username"]: r for r in json.loads(room.cli("status", "--json").stdout)["people"]}
+    assert rows[room.user("ann")]["account"] == "disabled" and not rows[room.user("ann")]["mounted"]
+    assert rows[room.user("bob")]["account"] == "enabled" and rows[room.user("bob")]["mounted"]
+
+
+def test_grow_keeps_data_and_shrink_is_guarded(classroom):
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}])
+    assert room.cli().returncode == 0
+    ann = room.user("ann")
+    data = room.paths.home(ann) / "data.bin"
+    data.write_bytes(os.urandom(60 * MiB))
+    before = data.read_bytes()
+
+    room.write([{"username": "ann", "disk": "384Mi"}, {"username": "bob"}])
+    grow = room.cli()
+    assert grow.returncode == 0, grow.stderr
+    volume = room.observe().volumes[ann]
+    assert volume.size == 3 * SIZE and volume.fs.size == 3 * SIZE
+    assert data.read_bytes() == before
+    assert room.cli("--dry-run").returncode == 0
+
+    # lowering the quota while the data still fits: shrunk offline and remounted
+    room.write([{"username": "ann", "disk": "128Mi"}, {"username": "bob"}])
+    shrink = room.cli()
+    assert shrink.returncode == 0, shrink.stderr
+    assert room.observe().volumes[ann].size == SIZE
+    assert data.read_bytes() == before
+    assert str(room.paths.home(ann)) in room.observe().mounts
+
+    # below what is stored: the whole pass is refused and nothing changes
+    data.write_bytes(os.urandom(100 * MiB))
+    room.write([{"username": "ann", "disk": "384Mi"}, {"username": "bob"}])
+    assert room.cli().returncode == 0
+    room.write([{"username": "ann", "disk": "64Mi"}, {"username": "bob", "disk": "256Mi"}])
+    before_state = snapshot(room)
+    refused = room.cli()
+    assert refused.returncode == 3
+    assert "uses" in refused.stdout and "raise the quota" in refused.stdout
+    assert snapshot(room) == before_state
+    assert room.cli("--dry-run").returncode == 3
+
+
+def test_purge_needs_a_tombstone_and_the_flag(classroom):
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}])
+    assert room.cli().returncode == 0
+    ann = room.user("ann")
+    room.write([{"username": "ann", "status": "purged"}, {"username": "bob"}, {"username": "cat"}])
+    before = snapshot(room)
+    refused = room.cli()
+    assert refused.returncode == 3 and "--allow-destroy" in refused.stdout
+    assert snapshot(room) == before
+    assert room.cli("--dry-run").returncode == 3
+
+    done = room.cli("--allow-destroy")
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(KeyError):
+        pwd.getpwnam(ann)
+    assert not room.paths.image(ann).exists()
+    assert not (room.paths.outbox / f"{ann}.json").exists()
+    assert room.cli("--dry-run", "--allow-destroy").returncode == 0
+
+
+def test_mass_disable_guard(classroom):
+    room = classroom  # the fixture's site allows disabling half the class in one pass
+    people = [{"username": f"s{i}"} for i in range(6)]
+    room.write(people)
+    assert room.cli().returncode == 0
+    room.write(people[:2])  # a truncated file: 4 of 6 would go
+    before = snapshot(room)
+    refused = room.cli()
+    assert refused.returncode == 3 and "--allow-mass-disable" in refused.stdout
+    assert snapshot(room) == before
+    allowed = room.cli("--allow-mass-disable")
+    assert allowed.returncode == 0, allowed.stderr
+    assert sum(1 for a in room.observe().accounts.values() if a.username.startswith(room.prefix) and a.locked) == 4
+
+
+def test_foreign_account_is_refused_and_untouched(classroom):
+    room = classroom
+    intruder = room.user("host")
+    subprocess.run(["useradd", "--no-create-home", "--comment", "Somebody Else", intruder], check=True)
+    before = pwd.getpwnam(intruder)
+    room.write([{"username": "host"}, {"username": "ann"}])
+    out = room.cli()
+    assert out.returncode == 3
+    assert "was not created by reconcile" in out.stdout
+    assert pwd.getpwnam(intruder) == before
+    assert room.user("ann") not in room.observe().accounts
+
+
+def test_bad_input_changes_nothing(classroom):
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "Bad!", "emial": "y"}])
+    out = room.cli()
+    assert out.returncode == 1
+    assert f"{room.file}:" in out.stderr and "students[1].username" in out.stderr
+    assert "students[1].emial: unknown key" in out.stderr
+    assert not room.paths.state.exists()
+    assert room.user("ann") not in room.observe().accounts
+
+
+def test_mount_all_after_a_reboot(classroom):
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat", "status": "disabled"}])
+    assert room.cli().returncode == 0
+    (room.paths.home(room.user("ann")) / "keep").write_text("x")
+    for short in ("ann", "bob"):  # what a reboot does to loop mounts
+        subprocess.run(["umount", str(room.paths.home(room.user(short)))], check=True)
+    assert not room.observe().mounts
+    drift = room.cli("--dry-run")
+    assert drift.returncode == 2 and "Drift" in drift.stdout
+
+    out = room.cli("mount-all")
+    assert out.returncode == 0, out.stderr
+    assert "2 of 2 volume(s) mounted" in out.stdout
+    assert (room.paths.home(room.user("ann")) / "keep").read_text() == "x"
+    assert room.cli("--dry-run").returncode == 0
+    again = room.cli("mount-all")
+    assert again.returncode == 0 and again.stdout.count("already") == 2
+
+
+def test_drift_is_shown_apart_and_repaired(classroom):
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}])
+    assert room.cli().returncode == 0
+    ann, bob = room.user("ann"), room.user("bob")
+    subprocess.run(["usermod", "--lock", ann], check=True)
+    os.chmod(room.paths.home(bob), 0o755)
+    subprocess.run(["usermod", "--shell", "/bin/bash", bob], check=True)
+    lines = room.paths.manifest.read_text().splitlines()
+    room.paths.manifest.write_text("\n".join(line for line in lines if ann not in line) + "\n")
+
+    preview = room.cli("--dry-run", "--json")
+    assert preview.returncode == 2
+    plan = json.loads(preview.stdout)
+    assert plan["actions"] == []
+    drift = {(d["kind"], d["target"]) for d in plan["drift"]}
+    assert drift == {("account", ann), ("manifest", ann), ("ownership", bob), ("account", bob)}
+
+    assert room.cli().returncode == 0
+    assert room.cli("--dry-run").returncode == 0
+    assert pwd.getpwnam(bob).pw_shell == "/usr/sbin/nologin"
+    assert stat.S_IMODE(os.stat(room.paths.home(bob)).st_mode) == 0o700
+
+
+def test_one_failing_student_does_not_stop_the_others(classroom):
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}])
+    room.paths.volumes.mkdir(parents=True)
+    room.paths.partial(room.user("bob")).mkdir()  # a directory where bob's image must go
+    out = room.cli()
+    assert out.returncode == 1
+    assert f"failed: {room.user('bob')}" in out.stderr
+    actual = room.observe()
+    for short in ("ann", "cat"):
+        assert str(room.paths.home(room.user(short))) in actual.mounts
+    journal = [json.loads(line) for line in room.paths.journal.read_text().splitlines()]
+    results = {(e["kind"], e["target"]): e["result"] for e in journal}
+    assert results[("volume", room.user("bob"))] == "failed"
+    assert results[("mount", room.user("bob"))] == "skipped"
+
+    room.paths.partial(room.user("bob")).rmdir()
+    assert room.cli().returncode == 0
+    assert room.cli("--dry-run").returncode == 0
+
+
+def test_blocked_student_is_skipped_others_proceed(classroom):
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}])
+    room.paths.volumes.mkdir(parents=True)
+    room.paths.image(room.user("ann")).write_bytes(b"not ext4 but someone's data" * 1000)
+    out = room.cli()
+    assert out.returncode == 1
+    assert "never formatted automatically" in out.stdout
+    assert room.paths.image(room.user("ann")).read_bytes().startswith(b"not ext4")
+    assert str(room.paths.home(room.user("bob"))) in room.observe().mounts
+
+
+def test_second_pass_waits_then_names_the_holder(classroom):
+    room = classroom
+    room.write([{"username": "ann"}])
+    site = room.site.read_text().replace("lock_timeout: 60", "lock_timeout: 1")
+    room.site.write_text(site)
+    room.paths.state.mkdir(parents=True)
+    with open(room.paths.lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write("pid 4242, started 2026-01-01T00:00:00Z: reconcile watch\n")
+        handle.flush()
+        out = room.cli()
+    assert out.returncode == 1
+    assert "another reconcile pass holds" in out.stderr and "pid 4242" in out.stderr
+    assert room.user("ann") not in room.observe().accounts
+    assert room.cli().returncode == 0
