@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, Iterable
 
 from . import layout
-from .observe import Account, Actual, ManifestEntry, Mount, Volume
+from .observe import Account, Actual, ManifestEntry, Volume
 from .sizes import format_size, round_up
 from .spec import ROLES, Desired, Member, group_name
 
@@ -185,7 +185,9 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
             actions += steps
 
     for username in sorted(_leftovers(desired, actual) - listed):
-        actions += _converge_disabled(username, actual.accounts.get(username), desired, actual,
+        account = actual.accounts.get(username)
+        ours = account if account is not None and account.classroom == desired.classroom else None
+        actions += _converge_disabled(username, ours, desired, actual,
                                       "not in classroom.yaml (removed people are disabled, never deleted)")
 
     refused += _guard_mass_disable(actions, desired, actual, policy)
@@ -289,7 +291,10 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
         if not layout.REQUIRED_MOUNT_FLAGS <= mount.options:
             steps.append(Action("update", "mount", user, before=",".join(sorted(mount.options)),
                                 after="nodev,nosuid", reason="mount options changed by hand", drift=True))
-        if account is not None and mount.owner != (account.uid, account.gid, layout.HOME_MODE):
+        if account is None:
+            steps.append(Action("update", "ownership", user, before=_owner_text(mount.owner), after=owner_after,
+                                reason="the account was missing: its home goes to the new account", drift=True))
+        elif mount.owner != (account.uid, account.gid, layout.HOME_MODE):
             steps.append(Action("update", "ownership", user, before=_owner_text(mount.owner), after=owner_after,
                                 reason="home ownership or mode changed by hand", drift=True))
     return steps, None

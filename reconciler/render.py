@@ -21,7 +21,7 @@ def _value(key: str | None, value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(_value(key, v) for v in value) or "(none)"
     if isinstance(value, str) and (" " in value or not value):
-        return json.dumps(value)
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 

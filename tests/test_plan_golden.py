@@ -530,10 +530,6 @@ def test_leftover_found_by_mount_and_manifest_under_homes_only() -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plan() checks the classroom marker only for people listed in classroom.yaml; a leftover found by its "
-    "image (or mount/manifest entry) whose account lacks our marker gets a 'disable account' action, which "
-    "the driver then refuses (NotOurs) on every pass"))
 def test_leftover_volume_never_disables_a_foreign_account() -> None:
     actual = converged(ALICE)
     actual = dataclasses.replace(
@@ -640,3 +636,12 @@ def test_plan_summary_is_recomputed_from_actions() -> None:
                            Action("destroy", "volume", "u", destructive=True)), summary={"bogus": 1})
     assert dict(p.summary) == {"create": 1, "change": 1, "disable": 0, "destroy": 1}
     assert Note("r", "t", "m").to_json() == {"rule": "r", "target": "t", "message": "m"}
+
+
+def test_account_deleted_by_hand_while_mounted_converges_in_one_pass() -> None:
+    actual = converged(ALICE)
+    actual = dataclasses.replace(actual, accounts=MappingProxyType({}))
+    result = plan(desired(ALICE), actual)
+    kinds = [(a.op, a.kind) for a in result.actions if a.target == "alice"]
+    assert ("create", "account") in kinds and ("update", "ownership") in kinds
+    assert kinds.index(("create", "account")) < kinds.index(("update", "ownership"))

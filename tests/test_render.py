@@ -248,3 +248,10 @@ def test_no_value_looks_like_a_password() -> None:
     assert len(strings) > 50
     assert not [s for s in strings if _looks_like_password(s)]
     assert not _looks_like_password(render_text(p))
+
+
+def test_text_shows_non_ascii_names_as_written() -> None:
+    action = Action("update", "account", "nricci", before={"name": "Niccolò"}, after={"name": "Niccolò Ricci"},
+                    reason="name changed in classroom.yaml")
+    assert describe(action) == 'name: Niccolò -> "Niccolò Ricci"'
+    assert "Niccolò Ricci" in render_text(Plan("py101", actions=(action,)))
