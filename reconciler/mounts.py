@@ -38,6 +38,11 @@ def is_mounted(home: Path, image: Path) -> bool:
     return _mounted_source(home) == str(image)
 
 
+def loop_of(image: Path) -> str | None:
+    """The loop device the image is attached to, if any."""
+    return read_loops(SYS_BLOCK).get(str(image))
+
+
 # --- manifest ---------------------------------------------------------------------------------
 
 
@@ -86,7 +91,7 @@ def mount(paths: Paths, username: str) -> str:
         raise RuntimeError(f"{home} already has {source} mounted on it")
     if not image.exists():
         raise RuntimeError(f"{image} does not exist")
-    stale = read_loops(SYS_BLOCK).get(str(image))
+    stale = loop_of(image)
     if stale:  # never attach one image twice: two loop devices on one ext4 corrupt it
         run(["losetup", "--detach", stale])
     _prepare_mount_point(home)
@@ -113,7 +118,7 @@ def unmount(paths: Paths, username: str) -> str:
             run(["umount", str(home)])
         except Exception as exc:
             raise RuntimeError(f"cannot unmount {home} (is their server still running?): {exc}") from None
-    loop = read_loops(SYS_BLOCK).get(str(image))
+    loop = loop_of(image)
     if loop:
         run(["losetup", "--detach", loop])
     return "unmounted" if source else "already"

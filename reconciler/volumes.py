@@ -9,19 +9,13 @@ is offline and checks the filesystem's size before the image is cut.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from . import mounts
 from .fsutil import fsync_dir
 from .layout import Paths
-from .observe import read_loops, read_superblock
+from .mounts import loop_of
+from .observe import read_superblock
 from .system import CommandFailed, run
-
-SYS_BLOCK = Path("/sys/block")
-
-
-def loop_of(image: Path) -> str | None:
-    return read_loops(SYS_BLOCK).get(str(image))
 
 
 def _ensure_dir(paths: Paths) -> None:
