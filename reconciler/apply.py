@@ -14,7 +14,7 @@ from . import accounts, mounts, volumes
 from .journal import Journal
 from .layout import Paths
 from .plan import Action, Plan
-from .spec import Desired
+from .spec import Desired, Member
 
 
 @dataclass
@@ -29,11 +29,11 @@ class Result:
         return not self.failed and not self.interrupted
 
 
-def _driver(action: Action, desired: Desired) -> Callable[[], str]:
+def _driver(action: Action, desired: Desired, members: dict[str, Member]) -> Callable[[], str]:
     """The one driver call that carries out ``action``."""
     paths: Paths = desired.paths
     user, after, classroom = action.target, action.after, desired.classroom
-    member = next((m for m in desired.members if m.username == user), None)
+    member = members.get(user)
     table: dict[tuple[str, str], Callable[[], str]] = {
         ("create", "group"): lambda: accounts.create_group(user),
         ("create", "account"): lambda: accounts.create_account(
@@ -65,6 +65,7 @@ def apply(plan: Plan, desired: Desired, journal: Journal, should_stop: Callable[
           report: Callable[[Action, str, str], None] = lambda a, r, d: None) -> Result:
     """Carry out the plan.  ``should_stop`` is checked between actions (SIGTERM finishes the one in flight)."""
     result = Result()
+    members = {m.username: m for m in desired.members}
     blocked = {note.target for note in plan.blocked}
     for action in plan.actions:
         if should_stop():
@@ -76,7 +77,7 @@ def apply(plan: Plan, desired: Desired, journal: Journal, should_stop: Callable[
             report(action, "skipped", "")
             continue
         try:
-            detail = _driver(action, desired)()
+            detail = _driver(action, desired, members)()
         except Exception as exc:  # noqa: BLE001 - any driver error is this person's failure only
             message = str(exc) or type(exc).__name__
             result.failed[action.target] = message

@@ -28,7 +28,7 @@ from pydantic import (
 
 from . import yamlsrc
 from .layout import Paths
-from .sizes import parse_size
+from .sizes import format_size, parse_size
 from .yamlsrc import Problem, Source
 
 USERNAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
@@ -389,8 +389,6 @@ def _check_limits(source: Source, where: tuple, values: dict, base: Any, site: S
 
 
 def _show_limit(key: str, limit: float) -> str:
-    from .sizes import format_size
-
     return f"{limit:g} CPUs" if key == "cpu" else format_size(int(limit))
 
 
