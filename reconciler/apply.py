@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import accounts, mounts, volumes
+from . import accounts, containers, mounts, volumes
+from .hubapi import HubClient
 from .journal import Journal
 from .layout import Paths
 from .plan import Action, Plan
@@ -29,7 +30,7 @@ class Result:
         return not self.failed and not self.interrupted
 
 
-def _driver(action: Action, desired: Desired, members: dict[str, Member]) -> Callable[[], str]:
+def _driver(action: Action, desired: Desired, members: dict[str, Member], hub: HubClient | None) -> Callable[[], str]:
     """The one driver call that carries out ``action``."""
     paths: Paths = desired.paths
     user, after, classroom = action.target, action.after, desired.classroom
@@ -57,16 +58,25 @@ def _driver(action: Action, desired: Desired, members: dict[str, Member]) -> Cal
         ("disable", "mount"): lambda: mounts.unmount(paths, user),
         ("create", "ownership"): lambda: mounts.set_ownership(paths, user),
         ("update", "ownership"): lambda: mounts.set_ownership(paths, user),
+        ("update", "container"): lambda: containers.update_memory(classroom, user, after["memory"]),
+        ("disable", "server"): lambda: _need(hub).stop_server(user),
+        ("disable", "hub-user"): lambda: _need(hub).delete_user(user),
+        ("update", "hub-user"): lambda: _need(hub).delete_user(user),  # demote: admin returns only via the group
     }
     return table[(action.op, action.kind)]
 
 
+def _need(hub: HubClient | None) -> HubClient:
+    if hub is None:
+        raise RuntimeError("the hub API is not available")
+    return hub
+
+
 def apply(plan: Plan, desired: Desired, journal: Journal, should_stop: Callable[[], bool] = lambda: False,
-          report: Callable[[Action, str, str], None] = lambda a, r, d: None) -> Result:
+          report: Callable[[Action, str, str], None] = lambda a, r, d: None, hub: HubClient | None = None) -> Result:
     """Carry out the plan.  ``should_stop`` is checked between actions (SIGTERM finishes the one in flight)."""
     result = Result()
     members = {m.username: m for m in desired.members}
-    blocked = {note.target for note in plan.blocked}
     for action in plan.actions:
         if should_stop():
             result.interrupted = True
@@ -77,7 +87,7 @@ def apply(plan: Plan, desired: Desired, journal: Journal, should_stop: Callable[
             report(action, "skipped", "")
             continue
         try:
-            detail = _driver(action, desired, members)()
+            detail = _driver(action, desired, members, hub)()
         except Exception as exc:  # noqa: BLE001 - any driver error is this person's failure only
             message = str(exc) or type(exc).__name__
             result.failed[action.target] = message
@@ -87,6 +97,6 @@ def apply(plan: Plan, desired: Desired, journal: Journal, should_stop: Callable[
         journal.record(action, "ok", detail)
         report(action, "ok", detail)
         result.ok += 1
-    for target in blocked:
-        result.failed.setdefault(target, "blocked: see the plan")
+    for note in plan.blocked:
+        result.failed.setdefault(note.target or note.rule, note.message)
     return result

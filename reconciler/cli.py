@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from . import journal as journal_mod
-from . import lock, mounts, observe, outbox, render, spec, status
+from . import containers, hubapi, lock, mounts, observe, outbox, render, spec, status
 from .apply import apply
+from .hub.config import hub_api_url
 from .plan import Action, Plan, Policy, plan
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED = 0, 1, 2, 3
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("validate", "check classroom.yaml (and site.yaml); change nothing"),
                        ("schema", "print the JSON schema of classroom.yaml"),
                        ("status", "show each person's account, volume and mount"),
-                       ("mount-all", "mount every volume in the manifest (at boot, before the hub)")):
+                       ("mount-all", "mount every volume in the manifest (at boot, before the hub)"),
+                       ("hub", "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)")):
         command = sub.add_parser(name, help=text, description=text)
         if name != "schema":
             _common(command, suppress=True)
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         site = spec.load_site(spec.find_site(args.site))
         if args.command == "mount-all":
             return _mount_all(site)
+        if args.command == "hub":
+            return _hub(site, spec.find_site(args.site), _classroom_path(args, site))
         if args.command == "status":
             return _status(site, _classroom_path(args, site), args.json)
         classroom = spec.load_classroom(_classroom_path(args, site), site)
@@ -97,8 +101,9 @@ def run_pass(site: spec.Site, classroom: spec.Classroom, policy: Policy, *, dry_
     """Observe, plan, then preview or apply, all under the pass lock."""
     paths = site.paths
     desired = spec.resolve(classroom, paths)
+    hub_client, hub_probe, container_probe = _hub_probes(site, classroom.name)
     with lock.hold(paths.lock, exclusive=not dry_run, timeout=site.lock_timeout):
-        the_plan = plan(desired, observe.observe(paths), policy)
+        the_plan = plan(desired, observe.observe(paths, hub=hub_probe, containers=container_probe), policy)
         print(render.render_json(the_plan) if as_json else render.render_text(the_plan), file=out)
         if the_plan.refused:
             print("A safety guard refused this pass; nothing was changed.", file=sys.stderr)
@@ -107,10 +112,22 @@ def run_pass(site: spec.Site, classroom: spec.Classroom, policy: Policy, *, dry_
             if the_plan.blocked:
                 return EXIT_ERROR
             return EXIT_PENDING if the_plan.actions else EXIT_OK
-        return _apply(the_plan, desired, paths, quiet=as_json)
+        return _apply(the_plan, desired, paths, quiet=as_json, hub=hub_client)
 
 
-def _apply(the_plan: Plan, desired: spec.Desired, paths, quiet: bool) -> int:
+def _hub_probes(site: spec.Site, classroom: str):
+    """The hub and Docker probes, when site.yaml has a hub section; else (None, None, None)."""
+    if site.hub is None:
+        return None, None, None
+    try:
+        client = hubapi.HubClient(hub_api_url(site.hub), site.hub.token_file, site.hub.request_timeout)
+        error = None
+    except hubapi.HubUnavailable as exc:
+        client, error = None, str(exc)
+    return client, (lambda: hubapi.snapshot(client, error)), (lambda: containers.list_containers(classroom))
+
+
+def _apply(the_plan: Plan, desired: spec.Desired, paths, quiet: bool, hub=None) -> int:
     if not the_plan.actions and not the_plan.blocked:
         return EXIT_OK
     pass_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
@@ -122,7 +139,7 @@ def _apply(the_plan: Plan, desired: spec.Desired, paths, quiet: bool) -> int:
             print(f"{line} ({detail})" if detail else line, file=sys.stderr)
 
     try:
-        result = apply(the_plan, desired, journal, report=report)
+        result = apply(the_plan, desired, journal, report=report, hub=hub)
     finally:
         journal.close()
     new_credentials = sum(1 for a in the_plan.actions if a.kind == "password")
@@ -136,6 +153,16 @@ def _apply(the_plan: Plan, desired: spec.Desired, paths, quiet: bool) -> int:
         return EXIT_ERROR
     print(f"Applied {result.ok} action(s). Converged.", file=sys.stderr)
     return EXIT_OK
+
+
+def _hub(site: spec.Site, site_file: Path | None, classroom_file: Path) -> int:
+    if site.hub is None or site_file is None:
+        print("reconcile hub: site.yaml has no hub: section (see examples/site.yaml)", file=sys.stderr)
+        return EXIT_ERROR
+    from .hub.launch import exec_hub
+
+    exec_hub(site, site_file, classroom_file)
+    return EXIT_ERROR  # not reached: exec_hub replaces this process
 
 
 def _mount_all(site: spec.Site) -> int:

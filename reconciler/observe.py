@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 
 from . import layout
 
@@ -85,6 +85,32 @@ class ManifestEntry:
 
 
 @dataclass(frozen=True)
+class HubUser:
+    name: str
+    admin: bool
+    running: bool  # the default server is running or starting
+    last_activity: str | None = None
+
+
+@dataclass(frozen=True)
+class HubState:
+    """JupyterHub's users, or why they could not be listed (the pass then reports the hub part failed)."""
+
+    users: Mapping[str, HubUser] | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    """A student's server container (DockerSpawner), found by our labels."""
+
+    username: str
+    id: str
+    running: bool
+    memory: int  # the cgroup memory limit now in force (0 = none)
+
+
+@dataclass(frozen=True)
 class Actual:
     """The host as observed at one moment; plan() only ever reads this."""
 
@@ -95,6 +121,8 @@ class Actual:
     manifest: Mapping[str, ManifestEntry]  # by mount point
     today: int  # days since the epoch, for account expiry
     volume_step: int = layout.LOOP_VOLUME_STEP
+    hub: HubState | None = None  # None: no hub configured on this host
+    containers: Mapping[str, Container] | None = field(default_factory=lambda: MappingProxyType({}))  # None: no Docker
 
 
 @dataclass(frozen=True)
@@ -107,8 +135,9 @@ class Host:
     clock: object = field(default=time.time, compare=False)
 
 
-def observe(paths: layout.Paths, host: Host = Host()) -> Actual:
-    """Take the snapshot.  Reads each source exactly once."""
+def observe(paths: layout.Paths, host: Host = Host(), hub: Callable[[], HubState] | None = None,
+            containers: Callable[[], Mapping[str, Container] | None] | None = None) -> Actual:
+    """Take the snapshot.  Reads each source exactly once; ``hub`` and ``containers`` are one call each."""
     groups = read_groups(host.etc / "group")
     shadow = read_shadow(host.etc / "shadow")
     accounts = read_accounts(host.etc / "passwd", groups, shadow)
@@ -123,6 +152,8 @@ def observe(paths: layout.Paths, host: Host = Host()) -> Actual:
         mounts=MappingProxyType(mounts),
         manifest=MappingProxyType(manifest),
         today=int(host.clock() // 86400),  # type: ignore[operator]
+        hub=hub() if hub else None,
+        containers=containers() if containers else MappingProxyType({}),
     )
 
 

@@ -21,7 +21,8 @@ from .sizes import format_size, round_up
 from .spec import ROLES, Desired, Member, group_name
 
 OPS = ("create", "update", "disable", "destroy")
-KINDS = ("group", "account", "password", "volume", "filesystem", "manifest", "mount", "ownership")
+KINDS = ("group", "account", "password", "volume", "filesystem", "manifest", "mount", "ownership",
+         "container", "server", "hub-user")
 
 
 def freeze(value: Any) -> Any:
@@ -153,6 +154,11 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
             if name not in actual.groups:
                 actions.append(Action("create", "group", name, reason=f"classroom {role} group"))
 
+    if actual.hub is not None and actual.hub.users is None:
+        blocked.append(Note("hub", "", f"JupyterHub: {actual.hub.error}; its part is retried next pass"))
+    if actual.hub is not None and actual.containers is None:
+        blocked.append(Note("docker", "", "Docker is unreachable: running servers' limits are not updated"))
+
     listed = {m.username for m in desired.members}
     for member in desired.members:
         account = actual.accounts.get(member.username)
@@ -170,7 +176,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
             continue
         if member.status == "active":
             steps, problem = _converge_active(member, account, desired, actual)
-            actions += steps
+            actions += steps + _hub_active(member, actual)
             if problem:
                 blocked.append(Note("blocked", member.username, problem))
         elif member.status == "disabled":
@@ -199,6 +205,7 @@ def _leftovers(desired: Desired, actual: Actual) -> set[str]:
     """People we manage on this host in any form: our accounts, images, manifest entries, mounts."""
     names = {a.username for a in actual.accounts.values() if a.classroom == desired.classroom}
     names |= set(actual.volumes)
+    names |= set(_hub_users(actual))
     homes = str(desired.paths.homes).rstrip("/") + "/"
     for target in (*actual.manifest, *actual.mounts):
         if target.startswith(homes) and "/" not in target[len(homes):]:
@@ -313,9 +320,41 @@ def _resize(member: Member, volume: Volume, size: int) -> Action:
                   before={"size": current, "used": volume.used}, after={"size": size}, reason=reason, drift=drift)
 
 
+def _hub_users(actual: Actual) -> dict:
+    return dict(actual.hub.users) if actual.hub is not None and actual.hub.users is not None else {}
+
+
+def _hub_active(member: Member, actual: Actual) -> list[Action]:
+    """Demote stale admins; apply a changed memory quota to a running server in place."""
+    steps = []
+    hub_user = _hub_users(actual).get(member.username)
+    if hub_user is not None and hub_user.admin and member.role != "teacher":
+        steps.append(Action("update", "hub-user", member.username, before={"admin": True}, after={"admin": False},
+                            reason="not a teacher: admin rights come back only through the teachers group"))
+    container = (actual.containers or {}).get(member.username)
+    if container is not None and container.running and container.memory != member.memory:
+        steps.append(Action("update", "container", member.username, before={"memory": container.memory},
+                            after={"memory": member.memory}, reason="memory quota changed; applied live"))
+    return steps
+
+
+def _hub_leave(user: str, actual: Actual, reason: str, drift: bool) -> list[Action]:
+    """Stop the server and forget the hub user before the home is unmounted; files are untouched."""
+    hub_user = _hub_users(actual).get(user)
+    if hub_user is None:
+        return []
+    steps = []
+    if hub_user.running:
+        steps.append(Action("disable", "server", user, before="running", after="stopped", reason=reason, drift=drift))
+    steps.append(Action("disable", "hub-user", user, before={"admin": hub_user.admin}, reason=reason, drift=drift))
+    return steps
+
+
 def _converge_disabled(user: str, account: Account | None, desired: Desired, actual: Actual, reason: str) -> list[Action]:
     """Reverse order of creation; files are kept."""
-    steps = _unmount_steps(user, desired, actual, reason)
+    drift = account is None and user not in actual.volumes  # a hub user we never created
+    steps = _hub_leave(user, actual, reason if not drift else "hub user not in classroom.yaml", drift)
+    steps += _unmount_steps(user, desired, actual, reason)
     if account is not None and not is_disabled(account, actual.today):
         steps.append(Action("disable", "account", user, before={"login": "enabled"}, after={"login": "disabled"},
                             reason=reason))
@@ -337,7 +376,7 @@ def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str) -> 
 
 
 def _converge_purged(user: str, account: Account | None, desired: Desired, actual: Actual) -> list[Action]:
-    steps = _unmount_steps(user, desired, actual, "status: purged")
+    steps = _hub_leave(user, actual, "status: purged", False) + _unmount_steps(user, desired, actual, "status: purged")
     volume = actual.volumes.get(user)
     if volume is not None:
         steps.append(Action("destroy", "volume", user, before={"path": volume.path, "used": volume.used},

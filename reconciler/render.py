@@ -58,7 +58,7 @@ def render_text(plan: Plan) -> str:
         lines.append("")
     if plan.blocked:
         lines.append("Blocked (these people are skipped; everyone else proceeds):")
-        lines += [f"  ? {n.target}: {n.message}" for n in plan.blocked]
+        lines += [f"  ? {n.target + ': ' if n.target else ''}{n.message}" for n in plan.blocked]
         lines.append("")
     if changes:
         lines.append(f"Changes for classroom {plan.classroom}:")

@@ -174,6 +174,26 @@ class Limits(_Strict):
     disk: Size | None = None
 
 
+class HubSettings(_Strict):
+    """site.yaml's optional ``hub:`` section.  Without it, reconcile leaves JupyterHub alone."""
+
+    public_url: str = Field("http://127.0.0.1:8000", description="Where people open the hub (the proxy)")
+    api_url: str | None = Field(None, description="The hub API as reconcile reaches it (default: on the "
+                                "students' bridge gateway, port 8081)")
+    token_file: Path = Field(..., description="reconcile's service token for the hub API (0600; never in git)")
+    cookie_secret_file: Path | None = None
+    db_url: str | None = Field(None, description="Default: sqlite in <state_dir>/jupyterhub.sqlite")
+    image: str = "classroom-student:latest"
+    network: str = Field("classroom-students", description="Docker bridge for student containers")
+    subnet: str = Field("172.31.251.0/24", description="Its subnet; the hub API listens on its gateway")
+    shared_dir: Path | None = Field(None, description="Course folder (default <homes_dir>/../shared)")
+    cull_idle_timeout: Annotated[int, Field(gt=0)] = 3600
+    pids_limit: Annotated[int, Field(gt=0)] = 512
+    tmp_size: Size = 256 * 1024 * 1024
+    request_timeout: Annotated[float, Field(gt=0)] = 10.0
+    proxy_api_port: Annotated[int, Field(gt=0, lt=65536)] = Field(8001, description="On 127.0.0.1 only")
+
+
 class Site(_Strict):
     """site.yaml: this host's settings.  Relative paths are relative to the site file."""
 
@@ -184,6 +204,7 @@ class Site(_Strict):
     max_disable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
     limits: Limits = Field(default_factory=Limits)
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
+    hub: HubSettings | None = None
 
     @property
     def paths(self) -> Paths:
@@ -430,12 +451,17 @@ def _absolute(site: Site, base: Path) -> Site:
         return None if p is None else (p if p.is_absolute() else (base / p)).resolve()
 
     state_dir = fix(site.state_dir)
+    homes = fix(site.homes_dir) or state_dir / "homes"
+    hub = site.hub
+    if hub is not None:
+        hub = hub.model_copy(update={
+            "token_file": fix(hub.token_file),
+            "cookie_secret_file": fix(hub.cookie_secret_file),
+            "shared_dir": fix(hub.shared_dir) or homes.parent / "shared",
+            "db_url": hub.db_url or f"sqlite:///{state_dir / 'jupyterhub.sqlite'}",
+        })
     return site.model_copy(
-        update={
-            "state_dir": state_dir,
-            "homes_dir": fix(site.homes_dir) or state_dir / "homes",
-            "classroom_file": fix(site.classroom_file),
-        }
+        update={"state_dir": state_dir, "homes_dir": homes, "classroom_file": fix(site.classroom_file), "hub": hub}
     )
 
 

@@ -37,3 +37,9 @@ def run(argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...]
     if proc.returncode not in ok_codes:
         raise CommandFailed(argv, proc.returncode, proc.stderr or proc.stdout)
     return proc.stdout
+
+
+def succeeds(argv: Sequence[str]) -> bool:
+    """True when the command exits 0 (for checks such as `iptables -C`)."""
+    return subprocess.run(list(argv), capture_output=True, pass_fds=_inherited_fds,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}).returncode == 0

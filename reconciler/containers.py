@@ -1,0 +1,49 @@
+"""Driver and probe for the students' server containers (Docker).
+
+DockerSpawner starts them with our labels (see hub/jupyterhub_config.py), so
+one filtered list call finds every container of a classroom.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+from .observe import Container
+
+LABEL_USER = "org.classroom.user"
+LABEL_CLASSROOM = "org.classroom.classroom"
+
+
+def _client():
+    import docker  # imported lazily: hosts without a hub never need it
+
+    return docker.from_env(timeout=30)
+
+
+def list_containers(classroom: str) -> Mapping[str, Container] | None:
+    """username -> container, in one API call; None when Docker cannot be reached."""
+    try:
+        found = _client().containers.list(all=True, filters={"label": f"{LABEL_CLASSROOM}={classroom}"})
+    except Exception:  # noqa: BLE001 - docker raises many types; the plan reports "unreachable"
+        return None
+    out = {}
+    for item in found:
+        user = item.labels.get(LABEL_USER)
+        if user:
+            out[user] = Container(user, item.id, item.status in ("running", "restarting", "created"),
+                                  int(item.attrs.get("HostConfig", {}).get("Memory") or 0))
+    return MappingProxyType(out)
+
+
+def update_memory(classroom: str, username: str, memory: int) -> str:
+    """Change a running server's memory limit in place (memory+swap equal: no swap)."""
+    client = _client()
+    found = client.containers.list(filters={"label": [f"{LABEL_CLASSROOM}={classroom}", f"{LABEL_USER}={username}"]})
+    if not found:
+        return "not running"
+    container = found[0]
+    if int(container.attrs["HostConfig"].get("Memory") or 0) == memory:
+        return "already"
+    container.update(mem_limit=memory, memswap_limit=memory)
+    return "updated"

@@ -1,0 +1,1 @@
+"""JupyterHub + DockerSpawner configured from the same classroom.yaml and site.yaml."""

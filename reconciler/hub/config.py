@@ -1,0 +1,86 @@
+"""Build JupyterHub's configuration from site.yaml and classroom.yaml.
+
+Access follows the Unix groups reconcile manages (PAM checks passwords and
+locked/expired accounts); admin rights come only from the teachers group.
+Student servers run in hardened Docker containers as the person's own UID.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+from .. import spec
+from ..spec import group_name
+
+CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
+HUB_PORT = 8081
+RECONCILER_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "delete:users"]
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+
+
+def gateway(subnet: str) -> str:
+    """The students' bridge gateway: the one host address their containers can reach (the hub API)."""
+    return str(next(ipaddress.ip_network(subnet).hosts()))
+
+
+def hub_api_url(hub: spec.HubSettings) -> str:
+    return hub.api_url or f"http://{gateway(hub.subnet)}:{HUB_PORT}/hub/api"
+
+
+def load() -> tuple[spec.Site, Path]:
+    site = spec.load_site(spec.find_site(None))
+    if site.hub is None:
+        raise SystemExit("site.yaml has no hub: section; add one to run JupyterHub (see examples/site.yaml)")
+    classroom = Path(os.environ.get("RECONCILE_CLASSROOM") or site.classroom_file or "classroom.yaml").resolve()
+    spec.load_classroom(classroom, site)  # refuse to start on an invalid roster
+    return site, classroom
+
+
+def configure(c, site: spec.Site | None = None, classroom_file: Path | None = None) -> None:
+    if site is None or classroom_file is None:
+        site, classroom_file = load()
+    hub = site.hub
+    assert hub is not None
+    classroom = spec.load_classroom(classroom_file, site)
+    token = hub.token_file.read_text().strip()
+
+    c.JupyterHub.bind_url = hub.public_url
+    c.JupyterHub.hub_bind_url = f"http://{gateway(hub.subnet)}:{HUB_PORT}"
+    c.JupyterHub.hub_connect_url = c.JupyterHub.hub_bind_url
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"  # never reachable from containers
+    c.JupyterHub.db_url = hub.db_url
+    c.JupyterHub.cookie_secret_file = str(hub.cookie_secret_file or site.state_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(site.state_dir / "jupyterhub.pid")
+    c.JupyterHub.cleanup_servers = False  # a hub restart must not kill every student's running notebook
+
+    # PAM against the accounts reconcile manages; locked or expired accounts are refused.
+    c.JupyterHub.authenticator_class = "pam"
+    c.PAMAuthenticator.allowed_groups = {group_name(classroom.name, "student"), group_name(classroom.name, "teacher")}
+    c.PAMAuthenticator.admin_groups = {group_name(classroom.name, "teacher")}
+    c.PAMAuthenticator.check_account = True
+    c.PAMAuthenticator.open_sessions = False
+    c.Authenticator.admin_users = set()
+
+    c.JupyterHub.spawner_class = "reconciler.hub.spawner.ClassroomSpawner"
+    c.Spawner.default_url = "/lab"
+    c.DockerSpawner.image = hub.image
+    c.DockerSpawner.pull_policy = "never"  # no registry: the image is built locally
+    c.DockerSpawner.remove = True
+    c.DockerSpawner.network_name = hub.network
+    c.DockerSpawner.use_internal_ip = True
+    c.DockerSpawner.prefix = f"jupyter-{classroom.name}"
+
+    c.JupyterHub.services = [
+        {"name": "idle-culler",
+         "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={hub.cull_idle_timeout}"]},
+        {"name": "reconciler", "api_token": token},
+    ]
+    c.JupyterHub.load_roles = [
+        {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]},
+        {"name": "reconciler", "scopes": RECONCILER_SCOPES, "services": ["reconciler"]},
+    ]
+    c.ClassroomSpawner.site_file = str(spec.find_site(None) or "")
+    c.ClassroomSpawner.classroom_file = str(classroom_file)

@@ -1,0 +1,67 @@
+"""`reconcile hub`: prepare the host (secrets, bridge, firewall, shared folder), then exec JupyterHub.
+
+This is what the systemd unit runs, in the foreground.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+from .. import spec
+from ..fsutil import write_atomic
+from ..spec import group_name
+from . import network
+from .config import CONFIG_FILE
+
+
+def ensure_secret(path: Path) -> None:
+    """Create a random secret (0600) once; never print or overwrite it."""
+    if not path.exists():
+        write_atomic(path, secrets.token_hex(32) + "\n", mode=0o600)
+
+
+def ensure_shared(shared: Path, classroom: str) -> None:
+    """The course folder: teachers write (setgid group), students read."""
+    shared.mkdir(parents=True, exist_ok=True)
+    try:
+        gid = grp.getgrnam(group_name(classroom, "teacher")).gr_gid
+    except KeyError:
+        gid = 0  # groups appear with the first reconcile pass
+    os.chown(shared, 0, gid)
+    os.chmod(shared, 0o2775)
+
+
+def prepare(site: spec.Site, classroom: spec.Classroom) -> None:
+    hub = site.hub
+    assert hub is not None
+    site.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_secret(hub.token_file)
+    ensure_secret(hub.cookie_secret_file or site.state_dir / "jupyterhub_cookie_secret")
+    network.ensure_network(hub)
+    network.ensure_firewall(hub)
+    ensure_shared(Path(hub.shared_dir or site.paths.homes.parent / "shared"), classroom.name)
+
+
+def proxy_env() -> dict[str, str]:
+    """Debian's configurable-http-proxy needs its node modules on NODE_PATH."""
+    env = {}
+    if Path("/usr/share/nodejs").is_dir():
+        env["NODE_PATH"] = ":".join(p for p in (os.environ.get("NODE_PATH"), "/usr/share/nodejs") if p)
+    if shutil.which("configurable-http-proxy") is None:
+        raise SystemExit("configurable-http-proxy is not installed (apt-get install node-configurable-http-proxy)")
+    return env
+
+
+def exec_hub(site: spec.Site, site_file: Path, classroom_file: Path) -> None:
+    classroom = spec.load_classroom(classroom_file, site)
+    prepare(site, classroom)
+    env = {**os.environ, **proxy_env(), "RECONCILE_SITE": str(site_file.resolve()),
+           "RECONCILE_CLASSROOM": str(classroom_file.resolve())}
+    os.chdir(site.state_dir)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)], env)

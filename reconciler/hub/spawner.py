@@ -1,0 +1,88 @@
+"""DockerSpawner for a classroom: limits from classroom.yaml, the person's own UID, hardened containers.
+
+classroom.yaml is read again at every start, so a quota change reaches the
+next server without restarting the hub (a running one is updated live by
+reconcile).  A start is refused with a clear message when the person's home
+volume is not mounted: a container must never write to the host's own disk.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from pathlib import Path
+
+from dockerspawner import DockerSpawner
+from tornado import web
+from traitlets import Unicode
+
+from .. import mounts, spec
+from ..containers import LABEL_CLASSROOM, LABEL_USER
+from ..spec import group_name
+
+HOME_ROOT = "/home"
+
+
+def container_settings(site: spec.Site, classroom: spec.Classroom, username: str) -> dict:
+    """Everything about one person's container; pure apart from the account lookup, so tests can check it."""
+    desired = spec.resolve(classroom, site.paths)
+    member = next((m for m in desired.members if m.username == username), None)
+    if member is None or member.status != "active":
+        raise web.HTTPError(403, f"{username} is not an active member of this classroom: ask your teacher")
+    hub = site.hub
+    assert hub is not None
+    paths = site.paths
+    if not mounts.is_mounted(paths.home(username), paths.image(username)):
+        raise web.HTTPError(503, "Your files are not available right now (your home volume is not mounted). "
+                                 "Please tell your teacher; nothing of yours was lost.")
+    account = pwd.getpwnam(username)
+    home = f"{HOME_ROOT}/{username}"
+    teacher = member.role == "teacher"
+    extra_groups = [grp.getgrnam(group_name(classroom.name, "teacher")).gr_gid] if teacher else []
+    shared = Path(hub.shared_dir) if hub.shared_dir else paths.homes.parent / "shared"
+    binds = [{"type": "bind", "source": str(paths.home(username)), "target": home, "read_only": False}]
+    if shared.is_dir():
+        binds.append({"type": "bind", "source": str(shared), "target": f"{home}/shared", "read_only": not teacher})
+    return {
+        "member": member,
+        "home": home,
+        "mounts": binds,
+        "create": {
+            "user": f"{account.pw_uid}:{account.pw_gid}",
+            "working_dir": home,
+            "labels": {LABEL_CLASSROOM: classroom.name, LABEL_USER: username},
+        },
+        "host": {
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": hub.pids_limit,
+            "read_only": True,
+            "tmpfs": {"/tmp": f"size={hub.tmp_size},mode=1777,nosuid,nodev"},
+            "memswap_limit": member.memory,  # equal to the memory limit: no swap
+            "group_add": [str(g) for g in extra_groups],
+        },
+        "env": {"HOME": home, "USER": username, "SHELL": "/bin/bash"},
+    }
+
+
+class ClassroomSpawner(DockerSpawner):
+    site_file = Unicode("", config=True, help="site.yaml to read at each start")
+    classroom_file = Unicode("", config=True, help="classroom.yaml to read at each start")
+
+    async def start(self):
+        site = spec.load_site(Path(self.site_file) if self.site_file else None)
+        try:
+            classroom = spec.load_classroom(Path(self.classroom_file), site)
+        except spec.InvalidFile as exc:
+            self.log.error("classroom.yaml is invalid; refusing to start servers:\n%s", exc)
+            raise web.HTTPError(503, "The classroom configuration is being changed; try again in a minute.") from None
+        settings = container_settings(site, classroom, self.user.name)
+        member = settings["member"]
+        self.mem_limit = member.memory
+        self.cpu_limit = member.cpu
+        self.mounts = settings["mounts"]
+        self.extra_create_kwargs = settings["create"]
+        self.extra_host_config = settings["host"]
+        self.notebook_dir = settings["home"]
+        self.environment = {**self.environment, **settings["env"]}
+        return await super().start()

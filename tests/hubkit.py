@@ -1,0 +1,115 @@
+"""A real JupyterHub (+ configurable-http-proxy, PAM) for a throw-away classroom, and a browser-less client.
+
+The hub runs as `reconcile hub`, exactly as the systemd unit would start it,
+in its own process group so that stopping it also stops the proxy and culler.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+import yaml
+
+from hostkit import Classroom
+
+from reconciler import spec
+from reconciler.hub import network
+
+
+def hub_ready() -> str | None:
+    if shutil.which("configurable-http-proxy") is None:
+        return "configurable-http-proxy is not installed (tests/bootstrap.sh installs it)"
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception as exc:  # noqa: BLE001
+        return f"Docker is not reachable ({type(exc).__name__}); tests/bootstrap.sh starts dockerd"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def add_hub(room: Classroom) -> dict:
+    """Give the classroom's site.yaml a hub section on its own bridge, subnet and ports."""
+    site = yaml.safe_load(room.site.read_text())
+    octet = random.randint(200, 250)
+    site["hub"] = {
+        "public_url": f"http://127.0.0.1:{free_port()}",
+        "token_file": "state/hub-token",
+        "network": f"clsrm-{room.name}",
+        "subnet": f"172.31.{octet}.0/24",
+        "proxy_api_port": free_port(),
+        "request_timeout": 5,
+    }
+    room.site.write_text(yaml.safe_dump(site))
+    return site["hub"]
+
+
+class Hub:
+    def __init__(self, room: Classroom):
+        self.room = room
+        self.settings = spec.load_site(room.site).hub
+        self.url = self.settings.public_url
+        self.proc: subprocess.Popen | None = None
+        self.log = room.root / "hub.log"
+
+    def start(self, timeout: float = 60) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "hub", "--site", str(self.room.site), "-f", str(self.room.file)],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"hub did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the proxy and the culler, if they outlived the hub
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+    def remove_network(self) -> None:
+        network.remove(self.settings)
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        token = self.settings.token_file.read_text().strip()
+        return requests.request(method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {token}"},
+                                timeout=10, **kwargs)
+
+    def login(self, username: str, password: str) -> requests.Session | None:
+        """The real /hub/login form, XSRF token included; the session on success, None on refusal."""
+        session = requests.Session()
+        session.get(f"{self.url}/hub/login", timeout=10)
+        response = session.post(f"{self.url}/hub/login?next=",
+                                data={"username": username, "password": password,
+                                      "_xsrf": session.cookies.get("_xsrf", "")},
+                                allow_redirects=False, timeout=30)
+        return session if response.status_code == 302 else None

@@ -1,0 +1,125 @@
+"""Hub users in the reconcile loop, against a real JupyterHub with PAM and configurable-http-proxy.
+
+No student server is started here (that needs the student image: see
+test_e2e.py); these tests cover logins, admin rights from the teachers group,
+disabling, demotion, a hub that is down, and the refusal to spawn on an
+unmounted home.
+"""
+
+import json
+import subprocess
+
+import pytest
+
+from hostkit import cleanup, host_ready, make_classroom
+from hubkit import Hub, add_hub, hub_ready
+
+pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
+
+
+def password(room, short):
+    return json.loads((room.paths.outbox / f"{room.user(short)}.json").read_text())["password"]
+
+
+@pytest.fixture
+def hubroom():
+    room = make_classroom()
+    add_hub(room)
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}], admins=[{"username": "tea"}])
+    first = room.cli()  # the hub is not running yet: its part fails, accounts and volumes converge
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "hub" in first.stderr
+    hub = Hub(room)
+    try:
+        hub.start()
+        yield room, hub
+    finally:
+        hub.stop()
+        hub.remove_network()
+        cleanup(room)
+
+
+def admin_of(hub, username):
+    response = hub.api("GET", f"/users/{username}")
+    return response.json()["admin"] if response.status_code == 200 else None
+
+
+def test_login_with_generated_password_and_teacher_is_admin(hubroom):
+    room, hub = hubroom
+    assert room.cli("--dry-run").returncode == 0  # the hub part converges once the hub is up
+    for short in ("ann", "tea"):
+        assert hub.login(room.user(short), password(room, short)) is not None
+    assert hub.login(room.user("bob"), "not-the-password") is None
+    assert admin_of(hub, room.user("tea")) is True
+    assert admin_of(hub, room.user("ann")) is False
+    # a host account outside the classroom's groups cannot log in, even with the right password
+    outsider = room.user("out")
+    subprocess.run(["useradd", "--no-create-home", outsider], check=True)
+    subprocess.run(["chpasswd"], input=f"{outsider}:Outsider-pass-123\n", text=True, check=True)
+    assert hub.login(outsider, "Outsider-pass-123") is None
+
+
+def test_disable_removes_hub_user_and_login_is_refused_then_reenable(hubroom):
+    room, hub = hubroom
+    ann = room.user("ann")
+    assert hub.login(ann, password(room, "ann"))
+    assert admin_of(hub, ann) is False
+
+    room.write([{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "cat"}],
+               admins=[{"username": "tea"}])
+    preview = room.cli("--dry-run")
+    assert preview.returncode == 2 and "- hub-user" in preview.stdout
+    out = room.cli()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert admin_of(hub, ann) is None
+    assert hub.login(ann, password(room, "ann")) is None  # PAM refuses the locked, expired account
+
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}], admins=[{"username": "tea"}])
+    assert room.cli().returncode == 0
+    assert hub.login(ann, password(room, "ann")) is not None
+
+
+def test_demoted_teacher_loses_admin(hubroom):
+    room, hub = hubroom
+    tea = room.user("tea")
+    assert hub.login(tea, password(room, "tea"))
+    assert admin_of(hub, tea) is True
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "tea"}])
+    out = room.cli()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "~ hub-user" in out.stdout
+    assert hub.login(tea, password(room, "tea"))
+    assert admin_of(hub, tea) is False
+    assert room.cli("--dry-run").returncode == 0
+
+
+def test_hub_down_still_converges_accounts_and_reports_failure(hubroom):
+    room, hub = hubroom
+    ann = room.user("ann")
+    assert hub.login(ann, password(room, "ann"))
+    hub.stop()
+    room.write([{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "cat"}],
+               admins=[{"username": "tea"}])
+    out = room.cli()
+    assert out.returncode == 1
+    assert "hub API" in out.stdout and "unreachable" in out.stdout
+    assert room.observe().accounts[ann].locked  # the host part was applied anyway
+    hub.start()
+    preview = room.cli("--dry-run")
+    assert preview.returncode == 2 and "- hub-user" in preview.stdout  # the next pass finishes it
+    assert room.cli().returncode == 0
+    assert admin_of(hub, ann) is None
+
+
+def test_spawn_refused_with_a_clear_message_when_home_is_not_mounted(hubroom):
+    room, hub = hubroom
+    bob = room.user("bob")
+    session = hub.login(bob, password(room, "bob"))
+    assert session is not None
+    subprocess.run(["umount", str(room.paths.home(bob))], check=True)
+    response = session.post(f"{hub.url}/hub/api/users/{bob}/server",
+                            headers={"X-XSRFToken": session.cookies.get("_xsrf", "")}, timeout=30)
+    assert response.status_code == 503, response.text
+    assert "home volume is not mounted" in response.json()["message"]
+    assert subprocess.run(["docker", "ps", "-aq", "--filter", f"label=org.classroom.user={bob}"],
+                          capture_output=True, text=True).stdout.strip() == ""
