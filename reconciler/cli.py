@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
             _common(command, suppress=True)
         if name == "status":
             command.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    image = sub.add_parser("image", help="the student container image")
+    image_sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    build = image_sub.add_parser("build", help="build it locally (debootstrap + wheels, no registry); cached "
+                                               "by a hash of its inputs")
+    _common(build, suppress=True)
+    build.add_argument("--tag", default=None, help="default: site.yaml's hub.image, else classroom-student:latest")
+    build.add_argument("--cache-dir", type=Path, default=None, help="default: <state_dir>/image-cache")
+    build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     return parser
 
 
@@ -66,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(spec.json_schema(), indent=2))
             return EXIT_OK
         site = spec.load_site(spec.find_site(args.site))
+        if args.command == "image":
+            from . import image
+
+            tag = args.tag or (site.hub.image if site.hub else image.DEFAULT_TAG)
+            return image.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force)
         if args.command == "mount-all":
             return _mount_all(site)
         if args.command == "hub":

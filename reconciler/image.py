@@ -44,7 +44,7 @@ LABEL = "org.classroom.student-image.inputs"  # the inputs hash; an image carryi
 JUPYTERHUB_LABEL = "org.classroom.student-image.jupyterhub"  # for the hub to check it matches
 
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
+APT_SOURCES = Path("/etc/apt")
 VARIANT = "minbase"
 # python3-venv so students can make venvs; C.UTF-8 is built into Debian 12's libc, so no `locales`.
 DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
@@ -218,7 +218,7 @@ def _image_with_inputs(key: str) -> str | None:
 
 
 def _debs_key() -> str:
-    return hashlib.sha256(repr((SUITE, VARIANT, DEBIAN_PACKAGES, MIRROR)).encode()).hexdigest()[:16]
+    return hashlib.sha256(repr((SUITE, VARIANT, DEBIAN_PACKAGES, host_mirror())).encode()).hexdigest()[:16]
 
 
 def _debs_tarball(cache: Path) -> Path:
@@ -240,7 +240,7 @@ def _debs_tarball(cache: Path) -> Path:
 
 def _debootstrap(target: Path, extra: list[str]) -> None:
     argv = ["debootstrap", f"--variant={VARIANT}", "--include=" + ",".join(DEBIAN_PACKAGES), *extra,
-            SUITE, str(target), MIRROR]
+            SUITE, str(target), host_mirror()]
     try:
         system.run(argv)
     except CommandFailed as exc:
@@ -252,6 +252,30 @@ def _debootstrap(target: Path, extra: list[str]) -> None:
         raise ImageBuildError(f"debootstrap failed: {exc}{tail}") from exc
     except FileNotFoundError as exc:
         raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap)") from exc
+
+
+def host_mirror(apt: Path = APT_SOURCES) -> str:
+    """The Debian mirror this host's apt already uses for SUITE: debootstrap fetches from the same place.
+
+    $RECONCILE_DEBIAN_MIRROR overrides it.
+    """
+    if os.environ.get("RECONCILE_DEBIAN_MIRROR"):
+        return os.environ["RECONCILE_DEBIAN_MIRROR"]
+    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]:
+        for line in path.read_text().splitlines() if path.is_file() else ():
+            words = [w for w in line.split() if not w.startswith("[") and not w.endswith("]")]
+            if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
+                return words[1]
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        for stanza in path.read_text().split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                key, sep, value = line.partition(":")
+                if sep and not line.startswith(("#", " ")):
+                    fields[key.strip().lower()] = value.split()
+            if "deb" in fields.get("types", []) and SUITE in fields.get("suites", []) and fields.get("uris"):
+                return fields["uris"][0]
+    raise ImageBuildError(f"no apt source for Debian {SUITE} on this host; set RECONCILE_DEBIAN_MIRROR")
 
 
 def _wheels_key() -> str:
@@ -421,6 +445,19 @@ def resolve_pins() -> tuple[str, ...]:
     return tuple(sorted(pins))
 
 
+def report(tag: str, cache_dir: Path | None, force: bool) -> int:
+    """Build and print one line about it; the exit code for the CLI."""
+    try:
+        result = build_image(tag, cache_dir, force)
+    except ImageBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = int(system.run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
+    print(f"{result.tag} {result.image_id} {'cached' if result.cached else 'built'} in {result.seconds:.1f} s, "
+          f"{size / 1e6:.0f} MB, inputs {result.inputs_hash[:12]}")
+    return 0
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -430,14 +467,7 @@ if __name__ == "__main__":
     parser.add_argument("--force", action="store_true", help="rebuild even if an image with these inputs exists")
     parser.add_argument("--resolve", action="store_true", help="print freshly resolved pins for PINNED and exit")
     args = parser.parse_args()
-    try:
-        if args.resolve:
-            print(",\n".join(f'"{p}"' for p in resolve_pins()))
-            sys.exit(0)
-        result = build_image(args.tag, args.cache_dir, args.force)
-    except ImageBuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    size = int(system.run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
-    print(f"{result.tag} {result.image_id} {'cached' if result.cached else 'built'} in {result.seconds:.1f} s, "
-          f"{size / 1e6:.0f} MB, inputs {result.inputs_hash[:12]}")
+    if args.resolve:
+        print(",\n".join(f'"{p}"' for p in resolve_pins()))
+        sys.exit(0)
+    sys.exit(report(args.tag, args.cache_dir, args.force))

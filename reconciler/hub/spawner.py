@@ -61,7 +61,9 @@ def container_settings(site: spec.Site, classroom: spec.Classroom, username: str
             "memswap_limit": member.memory,  # equal to the memory limit: no swap
             "group_add": [str(g) for g in extra_groups],
         },
-        "env": {"HOME": home, "USER": username, "SHELL": "/bin/bash"},
+        # ~/.local/bin first: console scripts of a student's own `pip install` are found by name
+        "env": {"HOME": home, "USER": username, "SHELL": "/bin/bash",
+                "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin"},
     }
 
 
