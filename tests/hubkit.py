@@ -110,6 +110,41 @@ class Hub:
         session.get(f"{self.url}/hub/login", timeout=10)
         response = session.post(f"{self.url}/hub/login?next=",
                                 data={"username": username, "password": password,
-                                      "_xsrf": session.cookies.get("_xsrf", "")},
+                                      "_xsrf": xsrf(session)["X-XSRFToken"]},
                                 allow_redirects=False, timeout=30)
         return session if response.status_code == 302 else None
+
+
+def xsrf(session: requests.Session) -> dict:
+    """The hub's XSRF token (a single-user server sets its own _xsrf cookie under /user/<name>/)."""
+    tokens = [c.value for c in session.cookies if c.name == "_xsrf" and c.path.startswith("/hub")]
+    tokens += [c.value for c in session.cookies if c.name == "_xsrf"]
+    return {"X-XSRFToken": tokens[0] if tokens else ""}
+
+
+def start_server(hub: Hub, session: requests.Session, username: str, timeout: float = 180) -> None:
+    """What the spawn button does, through the API with the browser's cookie; waits until ready."""
+    response = session.post(f"{hub.url}/hub/api/users/{username}/server", headers=xsrf(session), timeout=60)
+    assert response.status_code in (201, 202), f"{response.status_code} {response.text}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = session.get(f"{hub.url}/hub/api/users/{username}", headers=xsrf(session), timeout=10).json()
+        server = model.get("servers", {}).get("")
+        if server and server.get("ready"):
+            return
+        if not server:
+            raise AssertionError(f"{username}'s server failed to start:\n{hub.log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"{username}'s server was not ready after {timeout}s")
+
+
+def stop_server(hub: Hub, session: requests.Session, username: str, timeout: float = 60) -> None:
+    response = session.delete(f"{hub.url}/hub/api/users/{username}/server", headers=xsrf(session), timeout=60)
+    assert response.status_code in (202, 204), f"{response.status_code} {response.text}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = session.get(f"{hub.url}/hub/api/users/{username}", headers=xsrf(session), timeout=10).json()
+        if not model.get("servers", {}).get(""):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{username}'s server did not stop")

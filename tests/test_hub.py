@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready
+from hubkit import Hub, add_hub, hub_ready, xsrf
 
 pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
 
@@ -118,7 +118,7 @@ def test_spawn_refused_with_a_clear_message_when_home_is_not_mounted(hubroom):
     assert session is not None
     subprocess.run(["umount", str(room.paths.home(bob))], check=True)
     response = session.post(f"{hub.url}/hub/api/users/{bob}/server",
-                            headers={"X-XSRFToken": session.cookies.get("_xsrf", "")}, timeout=30)
+                            headers=xsrf(session), timeout=30)
     assert response.status_code == 503, response.text
     assert "home volume is not mounted" in response.json()["message"]
     assert subprocess.run(["docker", "ps", "-aq", "--filter", f"label=org.classroom.user={bob}"],

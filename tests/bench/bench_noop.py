@@ -356,6 +356,7 @@ class Row:
     n: int
     apply_s: float | None = None
     dry: list[float] = field(default_factory=list)
+    dry_cached: list[float] = field(default_factory=list)
     engine: dict[str, float] = field(default_factory=dict)
     startup: dict[str, float] = field(default_factory=dict)
     ansible: list[float] = field(default_factory=list)
@@ -395,9 +396,18 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
             row.dry.append(ran.seconds)
         print("  dry-run times: " + " ".join(f"{t:.3f}" for t in row.dry), flush=True)
 
-        for key, argv in (("python", [sys.executable, "-c", "pass"]),
-                          ("imports", [sys.executable, "-c", "import reconciler.cli"])):
-            row.startup[key] = median([run(argv).seconds for _ in range(args.repeat)])
+        # The same with a bytecode cache (as a pip-installed package has): it is kept under the
+        # classroom's temp dir, so the work tree gets no __pycache__ and cleanup removes it.
+        cached = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        cached["PYTHONPYCACHEPREFIX"] = str(room.root / "pycache")
+        run(reconcile_argv(room, "--dry-run"), env=cached)  # fills the cache
+        row.dry_cached = [run(reconcile_argv(room, "--dry-run"), env=cached).seconds for _ in range(args.repeat)]
+        print("  dry-run times with a bytecode cache: " + " ".join(f"{t:.3f}" for t in row.dry_cached), flush=True)
+
+        for key, argv, env in (("python", [sys.executable, "-c", "pass"], None),
+                               ("imports", [sys.executable, "-c", "import reconciler.cli"], None),
+                               ("imports_cached", [sys.executable, "-c", "import reconciler.cli"], cached)):
+            row.startup[key] = median([run(argv, env=env).seconds for _ in range(args.repeat)])
         row.engine = engine_times(room, args.repeat)
         if args.profile and n == max(args.n):
             profiles[n] = profile_engine(room)
@@ -449,6 +459,10 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
                   f"load+validate classroom.yaml {e['load'] * 1000:.0f}, observe {e['observe'] * 1000:.1f} "
                   f"[{stages}], plan {e['plan'] * 1000:.1f}, render {e['render'] * 1000:.1f}, "
                   f"other (argparse, site.yaml, lock, cold first calls, exit) {rest * 1000:.0f}")
+            if r.dry_cached:
+                print(f"  with a bytecode cache N={r.n}: dry-run median {median(r.dry_cached):.3f} s "
+                      f"(min {min(r.dry_cached):.3f}, max {max(r.dry_cached):.3f}), imports "
+                      f"{(s['imports_cached'] - s['python']) * 1000:.0f} ms instead of {(s['imports'] - s['python']) * 1000:.0f}")
     bad = [r.n for r in rows if not r.clean]
     print("cleanup: " + ("every classroom removed (no users, groups, mounts or attached loop devices left)"
                          if not bad else f"LEFTOVERS for N={bad}; see above"))
@@ -470,6 +484,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     print(f"host: {platform.node()} {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"load {os.getloadavg()[0]:.2f}")
+    pyc = (Path(spec.__file__).parent / "__pycache__").is_dir()
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") or not pyc:
+        print(f"note: PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!s}, reconciler/__pycache__ "
+              f"{'exists' if pyc else 'missing'}: each plain run compiles reconciler/*.py; the 'bytecode cache' "
+              "line shows runs that do not")
     ansible_version = ensure_ansible() if args.ansible else None
     if ansible_version:
         print(f"ansible: {ansible_version} (connection: local, pipelining on)")

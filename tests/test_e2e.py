@@ -1,0 +1,226 @@
+"""End to end: reconcile -> real JupyterHub + configurable-http-proxy + PAM -> DockerSpawner -> the student image.
+
+One classroom and one hub for the module (a server start costs a few CPU-seconds on this 2-core box);
+the tests run in file order and each leaves the class as it found it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import docker
+import pytest
+import yaml
+
+from hostkit import cleanup, host_ready, make_classroom
+from hubkit import Hub, add_hub, hub_ready, start_server, stop_server, xsrf
+from imagekit import TAG, build_test_image, image_unavailable, make_tiny_wheel
+from reconciler.sizes import MiB
+
+REASON = host_ready() or hub_ready() or image_unavailable()
+pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
+
+MEMORY, PIDS, TMP = 256 * MiB, 128, 32 * MiB
+ROSTER = [{"username": "ann"}, {"username": "bob"}, {"username": "cat"}]
+TEACHERS = [{"username": "tea"}]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    build_test_image()
+    room = make_classroom()
+    add_hub(room)
+    site = yaml.safe_load(room.site.read_text())
+    site["hub"].update({"image": TAG, "pids_limit": PIDS, "tmp_size": "32Mi"})
+    room.site.write_text(yaml.safe_dump(site))
+    room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
+    room.write(ROSTER, admins=TEACHERS)
+    room.cli()  # host part converges; the hub is not up yet
+    hub = Hub(room)
+    hub.start()
+    wheel = make_tiny_wheel(tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheels"))
+    sessions = {}
+    try:
+        yield room, hub, sessions, wheel
+    finally:
+        for name in list(sessions):
+            try:
+                stop_server(hub, sessions[name], name)
+            except Exception:  # noqa: BLE001 - best effort; the containers are removed below anyway
+                pass
+        hub.stop()
+        for container in docker.from_env().containers.list(all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
+            container.remove(force=True)
+        hub.remove_network()
+        cleanup(room)
+
+
+def password(room, short):
+    return json.loads((room.paths.outbox / f"{room.user(short)}.json").read_text())["password"]
+
+
+def running(room, hub, sessions, short):
+    """Log in through the form and start the server (once); return (username, container)."""
+    user = room.user(short)
+    if user not in sessions:
+        session = hub.login(user, password(room, short))
+        assert session is not None, f"{user} could not log in"
+        sessions[user] = session
+    session = sessions[user]
+    model = session.get(f"{hub.url}/hub/api/users/{user}", headers=xsrf(session)).json()
+    if not (model.get("servers", {}).get("") or {}).get("ready"):
+        start_server(hub, session, user)
+    (container,) = docker.from_env().containers.list(filters={"label": f"org.classroom.user={user}"})
+    return user, container
+
+
+def sh(container, script, timeout=120):
+    """Run a shell snippet in the student's container, as the student (the container's user)."""
+    result = subprocess.run(["docker", "exec", container.id, "bash", "-c", script],
+                            capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_student_logs_in_and_gets_jupyterlab(env):
+    room, hub, sessions, _ = env
+    user, _ = running(room, hub, sessions, "ann")
+    session = sessions[user]
+    lab = session.get(f"{hub.url}/user/{user}/lab", timeout=30)  # follows the hub's OAuth dance, as a browser
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+    status = session.get(f"{hub.url}/user/{user}/api/status", timeout=30)
+    assert status.status_code == 200, status.text[:500]
+    assert "kernels" in status.json()
+
+
+def test_container_is_hardened_and_runs_as_the_student(env):
+    room, hub, sessions, _ = env
+    user, container = running(room, hub, sessions, "ann")
+    account = room.observe().accounts[user]
+    config, host = container.attrs["Config"], container.attrs["HostConfig"]
+    assert config["User"] == f"{account.uid}:{account.gid}"
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+    assert host["ReadonlyRootfs"] is True and host["PidsLimit"] == PIDS
+    assert host["Memory"] == MEMORY and host["MemorySwap"] == MEMORY
+    assert host["NanoCpus"] or host["CpuQuota"] == 100_000
+    assert "/tmp" in host["Tmpfs"] and f"size={TMP}" in host["Tmpfs"]["/tmp"]
+    assert host["AutoRemove"] is True
+    binds = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    home = binds[f"/home/{user}"]
+    assert home["Type"] == "bind" and home["Source"] == str(room.paths.home(user)) and home["RW"] is True
+    assert not any("docker.sock" in m["Source"] for m in container.attrs["Mounts"])
+    code, out = sh(container, "id -u; id -g; cat /proc/1/status | grep CapEff")
+    assert code == 0 and out.split()[:2] == [str(account.uid), str(account.gid)]
+    assert "0000000000000000" in out
+
+
+def test_quotas_are_enforced_inside_the_container(env):
+    room, hub, sessions, _ = env
+    _, container = running(room, hub, sessions, "ann")
+    code, out = sh(container, "dd if=/dev/zero of=$HOME/fill bs=1M count=300 2>&1; rm -f $HOME/fill")
+    assert "No space left on device" in out
+    code, out = sh(container, "dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>&1; rm -f /tmp/fill")
+    assert "No space left on device" in out
+    code, out = sh(container, "touch /usr/x 2>&1 || echo refused")
+    assert "Read-only file system" in out
+    code, out = sh(container, "python3 -c 'x = b\"x\" * (600 << 20); print(len(x))'")
+    assert code == 137, out  # the kernel's OOM killer, inside the container's cgroup
+    code, out = sh(container, """python3 - <<'EOF'
+import os
+children, stopped = [], None
+try:
+    while len(children) < 1000:
+        pid = os.fork()
+        if pid == 0:
+            os.execv("/bin/sleep", ["sleep", "60"])
+        children.append(pid)
+except OSError as exc:
+    stopped = exc.errno
+for pid in children:
+    os.kill(pid, 9)
+print(len(children), stopped)
+EOF""")
+    forked, errno = out.split()[-2:]
+    assert errno == "11" and int(forked) < PIDS, out  # EAGAIN at the pids limit
+    assert container.reload() is None and container.status == "running"
+
+
+def test_isolation_between_students_and_from_the_host(env):
+    room, hub, sessions, _ = env
+    _, a = running(room, hub, sessions, "ann")
+    _, b = running(room, hub, sessions, "bob")
+    settings = hub.settings
+    b_ip = b.attrs["NetworkSettings"]["Networks"][settings.network]["IPAddress"]
+    gateway = settings.subnet.rsplit(".", 1)[0] + ".1"
+    def connect(host, port):
+        script = (f"python3 -c \"import socket\ntry:\n socket.create_connection(('{host}', {port}), timeout=3)\n"
+                  f" print('open')\nexcept Exception as e:\n print(type(e).__name__)\"")
+        return sh(a, script)[1].strip()
+
+    assert connect(b_ip, 8888) != "open"  # another student's server
+    assert connect(gateway, settings.proxy_api_port) == "ConnectionRefusedError"  # the proxy API
+    assert connect("127.0.0.1", settings.proxy_api_port) == "ConnectionRefusedError"
+    public_port = int(settings.public_url.rsplit(":", 1)[1])
+    assert connect(gateway, public_port) == "ConnectionRefusedError"  # other host services
+    code, out = sh(a, f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{gateway}:8081/hub/api/').status)\"")
+    assert out.strip() == "200"  # the hub API is the one host service they reach
+
+
+def test_files_and_pip_installs_survive_a_restart(env):
+    room, hub, sessions, wheel = env
+    user, container = running(room, hub, sessions, "cat")
+    home = room.paths.home(user)
+    account = room.observe().accounts[user]
+    shutil.copy(wheel, home / wheel.name)
+    (home / wheel.name).chmod(0o644)
+    os.chown(home / wheel.name, account.uid, account.gid)
+    code, out = sh(container, f"echo homework > ~/notes.txt && pip install --no-index ~/{wheel.name} && hello-student")
+    assert code == 0, out
+    assert "hello from" in out
+    stop_server(hub, sessions[user], user)
+    _, again = running(room, hub, sessions, "cat")
+    assert again.id != container.id
+    code, out = sh(again, "cat ~/notes.txt && python3 -c 'import hello_student; print(hello_student.__file__)'")
+    assert code == 0 and "homework" in out and f"/home/{user}/.local/lib/python3.11/site-packages" in out, out
+
+
+def test_memory_quota_change_reaches_the_running_server(env):
+    room, hub, sessions, _ = env
+    user, container = running(room, hub, sessions, "ann")
+    room.write([{"username": "ann", "memory": "384Mi"}, *ROSTER[1:]], admins=TEACHERS)
+    preview = room.cli("--dry-run")
+    assert preview.returncode == 2 and "~ container" in preview.stdout
+    assert room.cli().returncode == 0
+    container.reload()
+    assert container.attrs["HostConfig"]["Memory"] == 384 * MiB == container.attrs["HostConfig"]["MemorySwap"]
+    assert room.cli("--dry-run").returncode == 0
+    room.write(ROSTER, admins=TEACHERS)
+    assert room.cli().returncode == 0
+
+
+def test_disable_stops_the_server_and_refuses_login_then_reenable(env):
+    room, hub, sessions, _ = env
+    user, _ = running(room, hub, sessions, "bob")
+    (room.paths.home(user) / "keep.txt").write_text("mine")
+    room.write([{"username": "ann"}, {"username": "bob", "status": "disabled"}, {"username": "cat"}], admins=TEACHERS)
+    out = room.cli()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not docker.from_env().containers.list(all=True, filters={"label": f"org.classroom.user={user}"})
+    assert hub.login(user, password(room, "bob")) is None
+    sessions.pop(user)
+    room.write(ROSTER, admins=TEACHERS)
+    assert room.cli().returncode == 0
+    user, container = running(room, hub, sessions, "bob")
+    assert sh(container, "cat ~/keep.txt")[1].strip() == "mine"
+
+
+def test_teacher_is_admin_and_can_write_the_shared_folder(env):
+    room, hub, sessions, _ = env
+    teacher, t = running(room, hub, sessions, "tea")
+    assert hub.api("GET", f"/users/{teacher}").json()["admin"] is True
+    code, out = sh(t, "echo lesson1 > ~/shared/lesson1.txt && cat ~/shared/lesson1.txt")
+    assert code == 0 and "lesson1" in out, out
+    stop_server(hub, sessions[teacher], teacher)
+    _, a = running(room, hub, sessions, "ann")
+    code, out = sh(a, "cat ~/shared/lesson1.txt; touch ~/shared/x 2>&1")
+    assert "lesson1" in out and "Read-only file system" in out
