@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -322,6 +323,18 @@ def _install_wheels(rootfs: Path, wheels: Path) -> None:
           [*chroot, "-m", "pip", "check", "--disable-pip-version-check"])
     if (rootfs / PEP668_MARKER).exists():
         raise ImageBuildError(f"/{PEP668_MARKER} came back: students could not pip install")
+    _write_lab_settings(rootfs)
+
+
+# JupyterLab defaults for a classroom: no pop-up asking children about Jupyter news, and no
+# calls from students' servers to the internet to check for it or for updates.
+LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+
+
+def _write_lab_settings(rootfs: Path) -> None:
+    target = rootfs / "usr/local/share/jupyter/lab/settings/overrides.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(LAB_OVERRIDES, indent=2) + "\n")
 
 
 def _slim(rootfs: Path) -> None:

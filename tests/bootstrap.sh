@@ -8,7 +8,7 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 need=()
 for pair in useradd:passwd chpasswd:passwd mkfs.ext4:e2fsprogs resize2fs:e2fsprogs e2fsck:e2fsprogs \
             losetup:mount mount:mount iptables:iptables dockerd:docker.io debootstrap:debootstrap \
-            configurable-http-proxy:node-configurable-http-proxy; do
+            configurable-http-proxy:node-configurable-http-proxy chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -21,4 +21,4 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c 'import reconciler, pydantic, yaml, hypothesis, pamela, jupyterhub, dockerspawner'
+.venv/bin/python -c 'import reconciler, pydantic, yaml, hypothesis, pamela, jupyterhub, dockerspawner, playwright'

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import docker
 import pytest
@@ -224,3 +225,32 @@ def test_teacher_is_admin_and_can_write_the_shared_folder(env):
     _, a = running(room, hub, sessions, "ann")
     code, out = sh(a, "cat ~/shared/lesson1.txt; touch ~/shared/x 2>&1")
     assert "lesson1" in out and "Read-only file system" in out
+
+
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
+                "--disable-background-networking", "--disable-component-update"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def test_real_browser_logs_in_and_sees_jupyterlab(env):
+    """Headless Chromium (Debian's) through the login form to a loaded JupyterLab; the screenshot is kept."""
+    from playwright.sync_api import sync_playwright
+
+    room, hub, sessions, _ = env
+    user = room.user("cat")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"{hub.url}/hub/login")
+            page.fill("#username_input", user)
+            page.fill("#password_input", password(room, "cat"))
+            page.click("#login_submit")
+            page.wait_for_url(f"**/user/{user}/lab**", timeout=180_000)
+            page.wait_for_selector(".jp-LauncherCard", timeout=120_000)  # the Launcher: JupyterLab is up
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab-student.png"))
+            assert "JupyterLab" in page.title()
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "jupyterlab-student.png").stat().st_size > 10_000

@@ -222,3 +222,8 @@ def test_build_directory_removal_unmounts_and_never_follows_a_mount(tmp_path):
     finally:
         for point in image._mounts_under(work):
             system.run(["umount", "--lazy", point])
+
+
+def test_jupyterlab_classroom_defaults(built, home):
+    out = ok(run_student(built, home, "cat", "/usr/local/share/jupyter/lab/settings/overrides.json"))
+    assert json.loads(out) == image.LAB_OVERRIDES

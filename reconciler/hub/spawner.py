@@ -8,13 +8,16 @@ volume is not mounted: a container must never write to the host's own disk.
 
 from __future__ import annotations
 
+import asyncio
 import grp
+import os
 import pwd
 from pathlib import Path
 
 from dockerspawner import DockerSpawner
+from jupyterhub.utils import wait_for_http_server
 from tornado import web
-from traitlets import Unicode
+from traitlets import Integer, Unicode
 
 from .. import mounts, spec
 from ..containers import LABEL_CLASSROOM, LABEL_USER
@@ -67,9 +70,25 @@ def container_settings(site: spec.Site, classroom: spec.Classroom, username: str
     }
 
 
+_slots: asyncio.Semaphore | None = None
+
+
+def start_slots(size: int) -> asyncio.Semaphore:
+    """One semaphore per hub process: at most ``size`` servers booting at once."""
+    global _slots
+    if _slots is None:
+        _slots = asyncio.Semaphore(size)
+    return _slots
+
+
 class ClassroomSpawner(DockerSpawner):
     site_file = Unicode("", config=True, help="site.yaml to read at each start")
     classroom_file = Unicode("", config=True, help="classroom.yaml to read at each start")
+    start_slots = Integer(
+        os.cpu_count() or 1, config=True,
+        help="Servers allowed to boot at the same time.  A JupyterLab start is CPU-bound (~1.5 CPU-s), so "
+             "with one slot per core a class that logs in at the same second queues on the spawn page "
+             "instead of every start timing out together.")
 
     async def start(self):
         site = spec.load_site(Path(self.site_file) if self.site_file else None)
@@ -87,4 +106,8 @@ class ClassroomSpawner(DockerSpawner):
         self.extra_host_config = settings["host"]
         self.notebook_dir = settings["home"]
         self.environment = {**self.environment, **settings["env"]}
-        return await super().start()
+        async with start_slots(self.start_slots):
+            # Hold the slot until the server answers: its boot, not the container create, costs the CPU.
+            ip, port = await super().start()
+            await wait_for_http_server(f"http://{ip}:{port}{self.user.url}", timeout=self.http_timeout)
+        return ip, port
