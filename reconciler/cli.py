@@ -115,6 +115,8 @@ def run_pass(site: spec.Site, classroom: spec.Classroom, policy: Policy, *, dry_
     paths = site.paths
     desired = spec.resolve(classroom, paths)
     hub_client, hub_probe, container_probe = _hub_probes(site, classroom.name)
+    if site.hub is None and not as_json:
+        print("note: site.yaml has no hub: section, so JupyterHub users and servers are left alone.", file=sys.stderr)
     with lock.hold(paths.lock, exclusive=not dry_run, timeout=site.lock_timeout):
         the_plan = plan(desired, observe.observe(paths, hub=hub_probe, containers=container_probe), policy)
         print(render.render_json(the_plan) if as_json else render.render_text(the_plan), file=out)

@@ -36,9 +36,27 @@ def ensure_shared(shared: Path, classroom: str) -> None:
     os.chmod(shared, 0o2775)
 
 
+def check_image(image: str) -> None:
+    """The image must exist (there is no registry to pull from) and carry the hub's jupyterhub version."""
+    import docker
+    import jupyterhub
+
+    from ..image import JUPYTERHUB_LABEL
+
+    try:
+        labels = docker.from_env().images.get(image).labels or {}
+    except docker.errors.ImageNotFound:
+        raise SystemExit(f"the student image {image} does not exist: run `reconcile image build --tag {image}`") from None
+    version = labels.get(JUPYTERHUB_LABEL)
+    if version is not None and version != jupyterhub.__version__:
+        raise SystemExit(f"the student image {image} has jupyterhub {version} but the hub runs "
+                         f"{jupyterhub.__version__}: rebuild it with `reconcile image build --force`")
+
+
 def prepare(site: spec.Site, classroom: spec.Classroom) -> None:
     hub = site.hub
     assert hub is not None
+    check_image(hub.image)
     site.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_secret(hub.token_file)
     ensure_secret(hub.cookie_secret_file or site.state_dir / "jupyterhub_cookie_secret")
