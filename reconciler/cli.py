@@ -194,8 +194,9 @@ def _mount_all(site: spec.Site) -> int:
 def _status(site: spec.Site, classroom_path: Path, as_json: bool) -> int:
     classroom = spec.load_classroom(classroom_path, site)
     paths = site.paths
+    _, hub_probe, _ = _hub_probes(site, classroom.name)
     with lock.hold(paths.lock, exclusive=False, timeout=site.lock_timeout):
-        actual = observe.observe(paths)
+        actual = observe.observe(paths, hub=hub_probe)
     rows = status.rows(spec.resolve(classroom, paths), actual, outbox.pending(paths.outbox))
     print(json.dumps({"format_version": 1, "classroom": classroom.name, "people": rows}, indent=2)
           if as_json else status.render(rows))

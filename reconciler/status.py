@@ -38,17 +38,28 @@ def rows(desired: Desired, actual: Actual, pending_credentials: list[str]) -> li
             "volume_used": volume.used if volume else None,
             "mounted": mount is not None,
             "credentials_pending": username in pending_credentials,
+            "server": _server(actual, username),
         })
     return out
 
 
+def _server(actual: Actual, username: str) -> str | None:
+    """running / stopped from the hub; None when no hub is configured or it could not be asked."""
+    if actual.hub is None or actual.hub.users is None:
+        return None
+    user = actual.hub.users.get(username)
+    return "running" if user is not None and user.running else "stopped"
+
+
 def render(people: list[dict]) -> str:
-    header = f"{'USERNAME':<16} {'ROLE':<8} {'STATUS':<9} {'ACCOUNT':<13} {'VOLUME':>9} {'USED':>9} {'MOUNTED':<7} CREDENTIALS"
+    header = (f"{'USERNAME':<16} {'ROLE':<8} {'STATUS':<9} {'ACCOUNT':<13} {'VOLUME':>9} {'USED':>9} {'MOUNTED':<7} "
+              f"{'SERVER':<8} CREDENTIALS")
     lines = [header]
     for row in people:
         lines.append(
             f"{row['username']:<16} {row['role'] or '-':<8} {row['status']:<9} {row['account']:<13} "
             f"{format_size(row['volume_size']):>9} {format_size(row['volume_used']):>9} "
-            f"{'yes' if row['mounted'] else 'no':<7} {'pending' if row['credentials_pending'] else '-'}"
+            f"{'yes' if row['mounted'] else 'no':<7} {row['server'] or '-':<8} "
+            f"{'pending' if row['credentials_pending'] else '-'}"
         )
     return "\n".join(lines)
