@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
-from . import journal as journal_mod
-from . import containers, hubapi, lock, mounts, observe, outbox, render, spec, status
-from .apply import apply
-from .hub.config import hub_api_url
-from .plan import Action, Plan, Policy, plan
-
-EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED = 0, 1, 2, 3
+from . import engine, lock, mounts, observe, outbox, render, spec, status
+from .engine import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
+from .plan import Action, Plan, Policy
 
 
 def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -111,52 +105,27 @@ def _classroom_path(args: argparse.Namespace, site: spec.Site) -> Path:
 
 def run_pass(site: spec.Site, classroom: spec.Classroom, policy: Policy, *, dry_run: bool, as_json: bool,
              out=sys.stdout) -> int:
-    """Observe, plan, then preview or apply, all under the pass lock."""
-    paths = site.paths
-    desired = spec.resolve(classroom, paths)
-    hub_client, hub_probe, container_probe = _hub_probes(site, classroom.name)
+    """Observe, plan, then preview or apply; print the plan and what happened."""
     if site.hub is None and not as_json:
         print("note: site.yaml has no hub: section, so JupyterHub users and servers are left alone.", file=sys.stderr)
-    with lock.hold(paths.lock, exclusive=not dry_run, timeout=site.lock_timeout):
-        the_plan = plan(desired, observe.observe(paths, hub=hub_probe, containers=container_probe), policy)
+
+    def show(the_plan: Plan) -> None:
         print(render.render_json(the_plan) if as_json else render.render_text(the_plan), file=out)
-        if the_plan.refused:
-            print("A safety guard refused this pass; nothing was changed.", file=sys.stderr)
-            return EXIT_REFUSED
-        if dry_run:
-            if the_plan.blocked:
-                return EXIT_ERROR
-            return EXIT_PENDING if the_plan.actions else EXIT_OK
-        return _apply(the_plan, desired, paths, quiet=as_json, hub=hub_client)
-
-
-def _hub_probes(site: spec.Site, classroom: str):
-    """The hub and Docker probes, when site.yaml has a hub section; else (None, None, None)."""
-    if site.hub is None:
-        return None, None, None
-    try:
-        client = hubapi.HubClient(hub_api_url(site.hub), site.hub.token_file, site.hub.request_timeout)
-        error = None
-    except hubapi.HubUnavailable as exc:
-        client, error = None, str(exc)
-    return client, (lambda: hubapi.snapshot(client, error)), (lambda: containers.list_containers(classroom))
-
-
-def _apply(the_plan: Plan, desired: spec.Desired, paths, quiet: bool, hub=None) -> int:
-    if not the_plan.actions and not the_plan.blocked:
-        return EXIT_OK
-    pass_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
-    journal = journal_mod.Journal(paths.journal, pass_id)
 
     def report(action: Action, result: str, detail: str) -> None:
-        if not quiet:
+        if not as_json:
             line = f"{result:>7}: {render.SYMBOLS[action.op]} {action.kind} {action.target}"
             print(f"{line} ({detail})" if detail else line, file=sys.stderr)
 
-    try:
-        result = apply(the_plan, desired, journal, report=report, hub=hub)
-    finally:
-        journal.close()
+    outcome = engine.one_pass(site, classroom, policy, dry_run=dry_run, on_plan=show, report=report)
+    if outcome.code == EXIT_REFUSED:
+        print("A safety guard refused this pass; nothing was changed.", file=sys.stderr)
+    if outcome.result is not None:
+        _summarize(outcome.plan, outcome.result, site.paths)
+    return outcome.code
+
+
+def _summarize(the_plan: Plan, result, paths) -> None:
     new_credentials = sum(1 for a in the_plan.actions if a.kind == "password")
     if new_credentials:
         print(f"{new_credentials} new password(s) wait in {paths.outbox}/ (root only) for delivery.", file=sys.stderr)
@@ -165,9 +134,8 @@ def _apply(the_plan: Plan, desired: spec.Desired, paths, quiet: bool, hub=None) 
             print(f"failed: {target}: {error}", file=sys.stderr)
         print(f"Applied {result.ok} action(s); {len(result.failed)} target(s) failed, {result.skipped} step(s) "
               "skipped. The next pass retries them.", file=sys.stderr)
-        return EXIT_ERROR
-    print(f"Applied {result.ok} action(s). Converged.", file=sys.stderr)
-    return EXIT_OK
+    else:
+        print(f"Applied {result.ok} action(s). Converged.", file=sys.stderr)
 
 
 def _hub(site: spec.Site, site_file: Path | None, classroom_file: Path) -> int:
@@ -194,7 +162,7 @@ def _mount_all(site: spec.Site) -> int:
 def _status(site: spec.Site, classroom_path: Path, as_json: bool) -> int:
     classroom = spec.load_classroom(classroom_path, site)
     paths = site.paths
-    _, hub_probe, _ = _hub_probes(site, classroom.name)
+    _, hub_probe, _ = engine.hub_probes(site, classroom.name)
     with lock.hold(paths.lock, exclusive=False, timeout=site.lock_timeout):
         actual = observe.observe(paths, hub=hub_probe)
     rows = status.rows(spec.resolve(classroom, paths), actual, outbox.pending(paths.outbox))
