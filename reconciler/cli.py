@@ -44,12 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
                        ("schema", "print the JSON schema of classroom.yaml"),
                        ("status", "show each person's account, volume and mount"),
                        ("mount-all", "mount every volume in the manifest (at boot, before the hub)"),
-                       ("hub", "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)")):
+                       ("hub", "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)"),
+                       ("watch", "the daemon: apply classroom.yaml on every save and every resync_interval")):
         command = sub.add_parser(name, help=text, description=text)
         if name != "schema":
             _common(command, suppress=True)
         if name == "status":
             command.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        if name == "watch":
+            command.add_argument("--allow-mass-disable", action="store_true", default=argparse.SUPPRESS)
+            command.add_argument("--allow-destroy", action="store_true", default=argparse.SUPPRESS)
     image = sub.add_parser("image", help="the student container image")
     image_sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     build = image_sub.add_parser("build", help="build it locally (debootstrap + wheels, no registry); cached "
@@ -79,12 +83,16 @@ def main(argv: list[str] | None = None) -> int:
             return _hub(site, spec.find_site(args.site), _classroom_path(args, site))
         if args.command == "status":
             return _status(site, _classroom_path(args, site), args.json)
+        policy = Policy(args.allow_destroy, args.allow_mass_disable, site.max_disable_fraction)
+        if args.command == "watch":
+            from . import watch
+
+            return watch.main(site, _classroom_path(args, site), policy)
         classroom = spec.load_classroom(_classroom_path(args, site), site)
         if args.command == "validate":
             people = len(classroom.admins) + len(classroom.students)
             print(f"{_classroom_path(args, site)}: valid (classroom {classroom.name}, {people} people)")
             return EXIT_OK
-        policy = Policy(args.allow_destroy, args.allow_mass_disable, site.max_disable_fraction)
         return run_pass(site, classroom, policy, dry_run=args.dry_run, as_json=args.json)
     except spec.InvalidFile as exc:
         for problem in exc.problems:

@@ -204,6 +204,7 @@ class Site(_Strict):
     max_disable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
     limits: Limits = Field(default_factory=Limits)
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
+    resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
     hub: HubSettings | None = None
 
     @property

@@ -1,0 +1,169 @@
+"""`reconcile watch`: the daemon that keeps the host converged on classroom.yaml.
+
+Edge- and level-triggered: inotify (watchdog) on the file's directory wakes it
+for a save (editors save by rename, so the directory is watched, not the
+file), bursts are debounced; a full pass also runs every resync_interval to
+repair drift, and at once on SIGHUP.  An invalid file is logged with
+file:line and never applied: the last good state stays in force.  SIGTERM
+finishes the action in flight, then exits.  After each pass the daemon writes
+<state_dir>/status.json atomically, naming the file version (content hash, git
+commit) it reflects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from . import engine, render, spec
+from .fsutil import write_atomic
+from .plan import Action, Policy
+
+log = logging.getLogger("reconcile.watch")
+DEBOUNCE = 0.25
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, target: Path, daemon: "Daemon"):
+        self.target, self.daemon = str(target), daemon
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = {getattr(event, "src_path", ""), getattr(event, "dest_path", "")}
+        if self.target in {str(p) for p in paths}:
+            self.daemon.poke()
+
+
+class Daemon:
+    def __init__(self, site: spec.Site, classroom_file: Path, policy: Policy):
+        self.site, self.file, self.policy = site, classroom_file.resolve(), policy
+        self.status_file = site.state_dir / "status.json"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_event = 0.0
+        self.last_good: dict | None = None  # the last valid file version applied (hash, time)
+
+    def poke(self) -> None:
+        self._last_event = time.monotonic()
+        self._wake.set()
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._wake.set())
+        observer = Observer()
+        observer.schedule(_Wake(self.file, self), str(self.file.parent), recursive=False)
+        observer.start()
+        log.info("watching %s (resync every %gs)", self.file, self.site.resync_interval)
+        try:
+            while not self._stop.is_set():
+                self.pass_once()
+                self._wait()
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+        log.info("stopped")
+        return 0
+
+    def _wait(self) -> None:
+        """Until a save (debounced), SIGHUP, SIGTERM or the resync interval, whichever comes first."""
+        self._wake.wait(timeout=self.site.resync_interval)
+        self._wake.clear()
+        while not self._stop.is_set() and time.monotonic() - self._last_event < DEBOUNCE:
+            time.sleep(DEBOUNCE / 5)  # an editor's save is often several events: let the burst end
+
+    def pass_once(self) -> None:
+        started = time.time()
+        try:
+            content = self.file.read_bytes()
+        except OSError as exc:
+            self._write_status(started, None, "invalid", problems=[f"{self.file}: cannot read: {exc.strerror}"])
+            log.error("cannot read %s: %s; the last good state stays in force", self.file, exc.strerror)
+            return
+        digest = hashlib.sha256(content).hexdigest()
+        try:
+            classroom = spec.load_classroom(self.file, self.site)
+        except spec.InvalidFile as exc:
+            for problem in exc.problems:
+                log.error("%s", problem)
+            log.error("%s is invalid and was not applied; the last good state stays in force", self.file)
+            self._write_status(started, digest, "invalid", problems=[str(p) for p in exc.problems])
+            return
+
+        def report(action: Action, result: str, detail: str) -> None:
+            level = logging.INFO if result == "ok" else logging.WARNING
+            log.log(level, "%s: %s %s %s %s", result, render.SYMBOLS[action.op], action.kind, action.target, detail)
+
+        try:
+            outcome = engine.one_pass(self.site, classroom, self.policy, dry_run=False, report=report,
+                                      should_stop=self._stop.is_set)
+        except Exception as exc:  # noqa: BLE001 - the daemon must outlive a failed pass (lock timeout, ...)
+            log.exception("pass failed")
+            self._write_status(started, digest, "error", problems=[str(exc)])
+            return
+        the_plan, result = outcome.plan, outcome.result
+        if the_plan.refused:
+            for note in the_plan.refused:
+                log.error("refused: %s", note.message)
+        state = {engine.EXIT_OK: "converged", engine.EXIT_ERROR: "failed", engine.EXIT_REFUSED: "refused"}[outcome.code]
+        if result is not None and result.interrupted:
+            state = "interrupted"
+        failed = dict(result.failed) if result else {n.target: n.message for n in the_plan.blocked}
+        people = {m.username: ({"condition": "failed", "reason": failed[m.username]} if m.username in failed
+                               else {"condition": "ok"})
+                  for m in spec.resolve(classroom, self.site.paths).members}
+        if state in ("converged", "failed"):
+            self.last_good = {"sha256": digest, "time": _iso(started)}
+        if the_plan.actions:
+            log.info("%s: %s", state, render.render_text(the_plan).splitlines()[-1])
+        self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
+                           applied=result.ok if result else 0, failed=failed)
+
+    def _write_status(self, started: float, digest: str | None, result: str, **extra) -> None:
+        status = {
+            "format_version": 1,
+            "time": _iso(started),
+            "duration_seconds": round(time.time() - started, 3),
+            "classroom_file": str(self.file),
+            "file_sha256": digest,
+            "git": git_revision(self.file),
+            "result": result,
+            "last_applied": self.last_good,
+            **extra,
+        }
+        write_atomic(self.status_file, json.dumps(status, indent=2) + "\n")
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def git_revision(path: Path) -> dict | None:
+    """The commit the file comes from, when it lives in a git checkout (and whether it has local edits)."""
+    try:
+        head = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(path.parent), "status", "--porcelain", "--", path.name],
+                               capture_output=True, text=True, timeout=5).stdout.strip() != ""
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"commit": head.stdout.strip(), "dirty": dirty}
+
+
+def main(site: spec.Site, classroom_file: Path, policy: Policy) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return Daemon(site, classroom_file, policy).run()

@@ -1,0 +1,137 @@
+"""`reconcile watch` as a real process on the real host: saves, invalid saves, resync, SIGHUP, SIGTERM."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from hostkit import host_ready
+
+pytestmark = pytest.mark.skipif(host_ready() is not None, reason=host_ready() or "")
+
+
+def save_by_rename(room, students):
+    """What editors do: write a temp file, then rename it over classroom.yaml."""
+    tmp = room.file.with_name(".classroom.yaml.swp")
+    doc = {"version": 1, "name": room.name, "quotas": room.quotas,
+           "students": [{"username": room.user(s), "name": s.capitalize()} for s in students]}
+    tmp.write_text(yaml.safe_dump(doc))
+    os.replace(tmp, room.file)
+    return hashlib.sha256(room.file.read_bytes()).hexdigest()
+
+
+def status(room):
+    path = room.paths.state / "status.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def wait_for(predicate, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def daemon(classroom):
+    room = classroom
+    site = yaml.safe_load(room.site.read_text())
+    site["resync_interval"] = 3
+    room.site.write_text(yaml.safe_dump(site))
+    save_by_rename(room, ["ann", "bob"])
+    log = open(room.root / "watch.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
+                             "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield room, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_saves_are_applied_and_invalid_saves_are_not(daemon):
+    room, proc = daemon
+    first = hashlib.sha256(room.file.read_bytes()).hexdigest()
+    wait_for(lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
+             what="the first pass")
+    assert {room.user("ann"), room.user("bob")} <= set(room.observe().accounts)
+    assert status(room)["people"][room.user("ann")] == {"condition": "ok"}
+
+    second = save_by_rename(room, ["ann", "bob", "cat"])
+    wait_for(lambda: status(room).get("file_sha256") == second and status(room)["result"] == "converged",
+             timeout=30, what="the save to be applied")
+    assert room.user("cat") in room.observe().accounts
+
+    room.file.write_text(room.file.read_text().replace("version: 1", "version: 1\nstudnets: []"))
+    bad = hashlib.sha256(room.file.read_bytes()).hexdigest()
+    wait_for(lambda: status(room).get("file_sha256") == bad, timeout=30, what="the invalid save to be seen")
+    current = status(room)
+    assert current["result"] == "invalid"
+    assert any(f"{room.file}:" in p and "studnets: unknown key" in p for p in current["problems"])
+    assert current["last_applied"]["sha256"] == second
+    assert "studnets" in (room.root / "watch.log").read_text()
+
+    third = save_by_rename(room, ["ann", "cat"])  # a valid save again: bob is disabled
+    wait_for(lambda: status(room).get("file_sha256") == third and status(room)["result"] == "converged",
+             timeout=30, what="the next valid save")
+    assert room.observe().accounts[room.user("bob")].locked
+    assert proc.poll() is None
+
+
+def test_resync_repairs_drift_and_sighup_runs_a_pass_now(daemon):
+    room, proc = daemon
+    first = hashlib.sha256(room.file.read_bytes()).hexdigest()
+    wait_for(lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
+             what="the first pass")
+    subprocess.run(["usermod", "--lock", room.user("ann")], check=True)
+    wait_for(lambda: not room.observe().accounts[room.user("ann")].locked, timeout=20,
+             what="the resync to unlock the account")
+
+    site = yaml.safe_load(room.site.read_text())  # a long resync, so only SIGHUP can explain a quick pass
+    site["resync_interval"] = 600
+    room.site.write_text(yaml.safe_dump(site))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    log = open(room.root / "watch2.log", "w")
+    proc2 = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
+                              "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: status(room).get("time") and "watching" in (room.root / "watch2.log").read_text(),
+                 what="the restarted daemon")
+        before = status(room)["time"]
+        time.sleep(1.1)  # status times have one-second resolution
+        subprocess.run(["usermod", "--lock", room.user("bob")], check=True)
+        proc2.send_signal(signal.SIGHUP)
+        wait_for(lambda: status(room)["time"] != before, timeout=15, what="a pass after SIGHUP")
+        wait_for(lambda: not room.observe().accounts[room.user("bob")].locked, timeout=15, what="the repair")
+        proc2.send_signal(signal.SIGTERM)
+        assert proc2.wait(timeout=30) == 0
+    finally:
+        if proc2.poll() is None:
+            proc2.kill()
+        log.close()
+
+
+def test_status_names_the_git_commit(daemon):
+    room, proc = daemon
+    wait_for(lambda: status(room).get("result") == "converged", what="the first pass")  # signal handlers are set
+    subprocess.run(["git", "init", "-q", str(room.root)], check=True)
+    subprocess.run(["git", "-C", str(room.root), "add", "classroom.yaml"], check=True)
+    subprocess.run(["git", "-C", str(room.root), "-c", "user.name=t", "-c", "user.email=t@example.org",
+                    "commit", "-qm", "roster"], check=True)
+    commit = subprocess.run(["git", "-C", str(room.root), "rev-parse", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: (status(room).get("git") or {}).get("commit") == commit, timeout=20, what="the commit")
+    assert status(room)["git"]["dirty"] is False
