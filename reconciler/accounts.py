@@ -60,16 +60,18 @@ def create_account(username: str, classroom: str, name: str, group: str, home: s
     return "created"
 
 
-def set_password(username: str, classroom: str, member_name: str, emails: tuple[str, ...], outbox_dir, reason: str) -> str:
+def set_password(username: str, classroom: str, member_name: str, emails: tuple[str, ...], outbox_dir, reason: str,
+                 reset: bool = False) -> str:
     """Generate a password, hand it to the 0600 outbox, then set it through chpasswd's stdin.
 
     The outbox is written first: if we die in between, the next pass sees no
-    password and generates a new one, replacing the outbox item.
+    password and generates a new one, replacing the outbox item.  Without
+    ``reset``, an account that already has a password keeps it.
     """
     if _ours(username, classroom) is None:
         raise RuntimeError(f"{username} does not exist")
     password_field, _ = _shadow(username)
-    if password_field.lstrip("!").startswith("$"):
+    if password_field.lstrip("!").startswith("$") and not reset:
         return "already set"
     secret = passwords.generate()
     outbox.put(outbox_dir, username=username, name=member_name, emails=emails, password=secret, reason=reason)

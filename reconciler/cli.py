@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "watch":
             command.add_argument("--allow-mass-disable", action="store_true", default=argparse.SUPPRESS)
             command.add_argument("--allow-destroy", action="store_true", default=argparse.SUPPRESS)
+    reset = sub.add_parser("reset-password", help="give USER a new generated password, delivered like a new one")
+    _common(reset, suppress=True)
+    reset.add_argument("username")
+    credentials = sub.add_parser("credentials", help="deliver new passwords: e-mail or printable slips")
+    cred_sub = credentials.add_subparsers(dest="credentials_command", metavar="ACTION", required=True)
+    send = cred_sub.add_parser("send", help="e-mail every waiting password now (the daemon does this after each pass)")
+    _common(send, suppress=True)
+    slips = cred_sub.add_parser("slips", help="write printable slips (HTML) for people without e-mail; "
+                                              "those passwords leave the outbox")
+    _common(slips, suppress=True)
+    slips.add_argument("--out", type=Path, required=True, help="the HTML file to write (mode 0600)")
+    slips.add_argument("--all", action="store_true", help="also people who have an e-mail address")
     image = sub.add_parser("image", help="the student container image")
     image_sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     build = image_sub.add_parser("build", help="build it locally (debootstrap + wheels, no registry); cached "
@@ -89,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return watch.main(site, _classroom_path(args, site), policy)
         classroom = spec.load_classroom(_classroom_path(args, site), site)
+        if args.command == "reset-password":
+            return _reset_password(site, classroom, args.username)
+        if args.command == "credentials":
+            return _credentials(site, classroom, args)
         if args.command == "validate":
             people = len(classroom.admins) + len(classroom.students)
             print(f"{_classroom_path(args, site)}: valid (classroom {classroom.name}, {people} people)")
@@ -144,6 +161,60 @@ def _summarize(the_plan: Plan, result, paths) -> None:
               "skipped. The next pass retries them.", file=sys.stderr)
     else:
         print(f"Applied {result.ok} action(s). Converged.", file=sys.stderr)
+
+
+def _reset_password(site: spec.Site, classroom: spec.Classroom, username: str) -> int:
+    from . import accounts
+    from .journal import Journal
+
+    paths = site.paths
+    member = next((m for m in spec.resolve(classroom, paths).members if m.username == username), None)
+    if member is None or member.status != "active":
+        print(f"reconcile: {username} is not an active person in {classroom.name}", file=sys.stderr)
+        return EXIT_ERROR
+    action = Action("update", "password", username, after="generated, to the outbox", reason="password reset")
+    with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout):
+        journal = Journal(paths.journal, f"reset-{os.getpid()}")
+        try:
+            accounts.set_password(username, classroom.name, member.name, member.emails, paths.outbox,
+                                  "password reset", reset=True)
+            journal.record(action, "ok", "set")
+        except Exception as exc:  # noqa: BLE001 - reported and journaled
+            journal.record(action, "failed", str(exc))
+            print(f"reconcile: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        finally:
+            journal.close()
+        print(f"{username} has a new password; it waits in {paths.outbox}/ (root only).")
+        return _send(site, classroom)
+
+
+def _send(site: spec.Site, classroom: spec.Classroom) -> int:
+    from . import delivery
+
+    if site.delivery.smtp is None:
+        print("No smtp: in site.yaml's delivery section: print slips with `reconcile credentials slips --out FILE`.")
+        return EXIT_OK
+    report = delivery.deliver(site, classroom.name)
+    for username in report.sent:
+        print(f"sent: {username}")
+    for username, error in sorted(report.failed.items()):
+        print(f"not sent (kept, will retry): {username}: {error}", file=sys.stderr)
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
+def _credentials(site: spec.Site, classroom: spec.Classroom, args: argparse.Namespace) -> int:
+    from . import delivery
+
+    with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
+        if args.credentials_command == "send":
+            return _send(site, classroom)
+        written = delivery.write_slips(site, classroom.name, args.out, everyone=args.all)
+    if not written:
+        print("No passwords are waiting for a slip.")
+        return EXIT_OK
+    print(f"{len(written)} slip(s) written to {args.out} (it contains passwords: print it, then delete it).")
+    return EXIT_OK
 
 
 def _hub(site: spec.Site, site_file: Path | None, classroom_file: Path) -> int:

@@ -194,6 +194,27 @@ class HubSettings(_Strict):
     proxy_api_port: Annotated[int, Field(gt=0, lt=65536)] = Field(8001, description="On 127.0.0.1 only")
 
 
+class Smtp(_Strict):
+    host: str
+    port: Annotated[int, Field(gt=0, lt=65536)] = 587
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    secrets_file: Path | None = Field(None, description="YAML with username and password (0600; never in git)")
+    ca_file: Path | None = Field(None, description="Trust this CA bundle instead of the system's")
+    sender: str = Field(..., description='The From: header, e.g. "Classroom <noreply@school.example>"')
+    timeout: Annotated[float, Field(gt=0)] = 20.0
+
+
+class Delivery(_Strict):
+    """site.yaml's optional ``delivery:`` section: how new credentials reach people."""
+
+    hub_url: str | None = Field(None, description="Printed in mails and slips (default: hub.public_url)")
+    language: Literal["en", "it"] = "en"
+    templates_dir: Path | None = Field(None, description="Overrides for the packaged templates (same names)")
+    smtp: Smtp | None = None
+    retry_base: Annotated[float, Field(ge=0)] = 60.0
+    retry_max: Annotated[float, Field(ge=0)] = 3600.0
+
+
 class Site(_Strict):
     """site.yaml: this host's settings.  Relative paths are relative to the site file."""
 
@@ -206,6 +227,7 @@ class Site(_Strict):
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
     resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
     hub: HubSettings | None = None
+    delivery: Delivery = Field(default_factory=Delivery)
 
     @property
     def paths(self) -> Paths:
@@ -461,8 +483,14 @@ def _absolute(site: Site, base: Path) -> Site:
             "shared_dir": fix(hub.shared_dir) or homes.parent / "shared",
             "db_url": hub.db_url or f"sqlite:///{state_dir / 'jupyterhub.sqlite'}",
         })
+    delivery = site.delivery
+    smtp = delivery.smtp
+    if smtp is not None:
+        smtp = smtp.model_copy(update={"secrets_file": fix(smtp.secrets_file), "ca_file": fix(smtp.ca_file)})
+    delivery = delivery.model_copy(update={"templates_dir": fix(delivery.templates_dir), "smtp": smtp})
     return site.model_copy(
-        update={"state_dir": state_dir, "homes_dir": homes, "classroom_file": fix(site.classroom_file), "hub": hub}
+        update={"state_dir": state_dir, "homes_dir": homes, "classroom_file": fix(site.classroom_file), "hub": hub,
+                "delivery": delivery}
     )
 
 

@@ -8,7 +8,7 @@ from .sizes import format_size
 from .spec import Desired
 
 
-def rows(desired: Desired, actual: Actual, pending_credentials: list[str]) -> list[dict]:
+def rows(desired: Desired, actual: Actual, pending_credentials: dict[str, dict]) -> list[dict]:
     """One row per person in the file, then anyone we manage who is no longer in it."""
     listed = [(m.username, m.role, m.status) for m in desired.members]
     known = {name for name, _, _ in listed}
@@ -37,10 +37,21 @@ def rows(desired: Desired, actual: Actual, pending_credentials: list[str]) -> li
             "volume_size": volume.size if volume else None,
             "volume_used": volume.used if volume else None,
             "mounted": mount is not None,
-            "credentials_pending": username in pending_credentials,
+            "credentials": _credentials(pending_credentials.get(username)),
             "server": _server(actual, username),
         })
     return out
+
+
+def _credentials(item: dict | None) -> str | None:
+    """None: nothing waiting; "pending"; "slip" (no e-mail: print it); "failed (N): error" (will retry)."""
+    if item is None:
+        return None
+    if not item["emails"]:
+        return "slip"
+    if item["attempts"]:
+        return f"failed ({item['attempts']}x): {item['last_error']}"
+    return "pending"
 
 
 def _server(actual: Actual, username: str) -> str | None:
@@ -60,6 +71,6 @@ def render(people: list[dict]) -> str:
             f"{row['username']:<16} {row['role'] or '-':<8} {row['status']:<9} {row['account']:<13} "
             f"{format_size(row['volume_size']):>9} {format_size(row['volume_used']):>9} "
             f"{'yes' if row['mounted'] else 'no':<7} {row['server'] or '-':<8} "
-            f"{'pending' if row['credentials_pending'] else '-'}"
+            f"{row['credentials'] or '-'}"
         )
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import engine, render, spec
+from . import delivery, engine, lock, outbox, render, spec
 from .fsutil import write_atomic
 from .plan import Action, Policy
 
@@ -128,8 +128,25 @@ class Daemon:
             self.last_good = {"sha256": digest, "time": _iso(started)}
         if the_plan.actions:
             log.info("%s: %s", state, render.render_text(the_plan).splitlines()[-1])
+        credentials = self._deliver(classroom)
         self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
-                           applied=result.ok if result else 0, failed=failed)
+                           applied=result.ok if result else 0, failed=failed, credentials=credentials)
+
+    def _deliver(self, classroom: spec.Classroom) -> dict:
+        """Send waiting credentials; a mail server that is down never holds up reconciling."""
+        if self.site.delivery.smtp is None:
+            return {"waiting": sorted(outbox.pending(self.site.paths.outbox))}
+        try:
+            with lock.hold(self.site.paths.lock, exclusive=True, timeout=self.site.lock_timeout):
+                report = delivery.deliver(self.site, classroom.name)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("credential delivery skipped: %s", exc)
+            return {"error": str(exc)}
+        for username in report.sent:
+            log.info("credentials sent to %s", username)
+        for username, error in report.failed.items():
+            log.warning("credentials for %s not sent (kept, will retry): %s", username, error)
+        return {"sent": report.sent, "failed": report.failed, "waiting": report.waiting}
 
     def _write_status(self, started: float, digest: str | None, result: str, **extra) -> None:
         status = {
