@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(slips, suppress=True)
     slips.add_argument("--out", type=Path, required=True, help="the HTML file to write (mode 0600)")
     slips.add_argument("--all", action="store_true", help="also people who have an e-mail address")
+    imp = sub.add_parser("import-csv", help="add the people of a CSV roster to classroom.yaml (comments kept)")
+    _common(imp, suppress=True)
+    imp.add_argument("csv", type=Path, metavar="roster.csv")
+    imp.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help="show who would be added")
+    imp.add_argument("--skip-invalid", action="store_true", help="add the valid rows, report the others")
     image = sub.add_parser("image", help="the student container image")
     image_sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     build = image_sub.add_parser("build", help="build it locally (debootstrap + wheels, no registry); cached "
@@ -102,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return watch.main(site, _classroom_path(args, site), policy)
         classroom = spec.load_classroom(_classroom_path(args, site), site)
+        if args.command == "import-csv":
+            return _import_csv(site, _classroom_path(args, site), args)
         if args.command == "reset-password":
             return _reset_password(site, classroom, args.username)
         if args.command == "credentials":
@@ -161,6 +168,47 @@ def _summarize(the_plan: Plan, result, paths) -> None:
               "skipped. The next pass retries them.", file=sys.stderr)
     else:
         print(f"Applied {result.ok} action(s). Converged.", file=sys.stderr)
+
+
+def _import_csv(site: spec.Site, classroom_file: Path, args: argparse.Namespace) -> int:
+    import yaml
+
+    from . import roster
+
+    try:
+        data = args.csv.read_bytes()
+        rows, fatal = roster.read_rows(data)
+    except OSError as exc:
+        rows, fatal = [], [f"cannot read {args.csv}: {exc.strerror}"]
+    except UnicodeDecodeError:
+        rows, fatal = [], [f"{args.csv} is not UTF-8 text (save it as CSV UTF-8)"]
+    if fatal:
+        for problem in fatal:
+            print(f"{args.csv}: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    spec.load_classroom(classroom_file, site)  # the roster must be valid before we add to it
+    accounts = observe.read_accounts(Path("/etc/passwd"), {}, {})
+    result = roster.plan_import(rows, yaml.safe_load(classroom_file.read_text()), accounts, site)
+    for line in result.present:
+        print(f"skipped: {line}")
+    if result.problems:
+        for problem in result.problems:
+            print(f"{args.csv}: {problem}", file=sys.stderr)
+        if not args.skip_invalid:
+            print(f"{len(result.problems)} invalid row(s); nothing was changed (--skip-invalid adds the others).",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        print(f"left out {len(result.problems)} invalid row(s).", file=sys.stderr)
+    for entry in result.added:
+        emails = entry.get("email", "")
+        print(f"+ {entry['username']:<16} {entry['name']}  {', '.join(emails) if isinstance(emails, list) else emails}")
+    if getattr(args, "dry_run", False):
+        print(f"{len(result.added)} to add (dry run: {classroom_file} unchanged).")
+        return engine.EXIT_PENDING if result.added else EXIT_OK
+    if result.added:
+        roster.add_people(classroom_file, result.added, site)
+    print(f"{len(result.added)} added to {classroom_file}.")
+    return EXIT_OK
 
 
 def _reset_password(site: spec.Site, classroom: spec.Classroom, username: str) -> int:
