@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import engine, lock, mounts, observe, outbox, render, spec, status
 from .engine import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
-from .plan import Action, Plan, Policy
+from .plan import Action, Plan, Policy, plan
 
 
 def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow disabling more than max_disable_fraction of the class in one pass")
     parser.add_argument("--allow-destroy", action="store_true",
                         help="carry out status: purged (deletes accounts and their files)")
+    parser.add_argument("--observed", type=Path, metavar="snapshot.json",
+                        help="with --dry-run: plan against a snapshot from `reconcile status --json` (for CI)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (("validate", "check classroom.yaml (and site.yaml); change nothing"),
                        ("schema", "print the JSON schema of classroom.yaml"),
@@ -117,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             people = len(classroom.admins) + len(classroom.students)
             print(f"{_classroom_path(args, site)}: valid (classroom {classroom.name}, {people} people)")
             return EXIT_OK
+        if args.observed:
+            if not args.dry_run:
+                print("reconcile: --observed only plans: add --dry-run", file=sys.stderr)
+                return EXIT_ERROR
+            return _plan_offline(site, classroom, args.observed, policy, args.json)
         return run_pass(site, classroom, policy, dry_run=args.dry_run, as_json=args.json)
     except spec.InvalidFile as exc:
         for problem in exc.problems:
@@ -292,10 +299,31 @@ def _status(site: spec.Site, classroom_path: Path, as_json: bool) -> int:
     _, hub_probe, _ = engine.hub_probes(site, classroom.name)
     with lock.hold(paths.lock, exclusive=False, timeout=site.lock_timeout):
         actual = observe.observe(paths, hub=hub_probe)
-    rows = status.rows(spec.resolve(classroom, paths), actual, outbox.pending(paths.outbox))
-    print(json.dumps({"format_version": 1, "classroom": classroom.name, "people": rows}, indent=2)
-          if as_json else status.render(rows))
+    desired = spec.resolve(classroom, paths)
+    if as_json:
+        print(json.dumps(status.document(site, desired, actual), indent=2))
+    else:
+        print(status.render(status.rows(desired, actual, outbox.pending(paths.outbox))))
     return EXIT_OK
+
+
+def _plan_offline(site: spec.Site, classroom: spec.Classroom, snapshot_file: Path, policy: Policy,
+                  as_json: bool) -> int:
+    """--dry-run --observed: plan against a server's snapshot, without touching this host."""
+    from .layout import Paths
+
+    data = json.loads(snapshot_file.read_text())
+    actual = observe.from_json(data.get("observed", data))
+    paths = Paths(Path(data["paths"]["state"]), Path(data["paths"]["homes"])) if "paths" in data else site.paths
+    policy = Policy(policy.allow_destroy, policy.allow_mass_disable,
+                    data.get("max_disable_fraction", policy.max_disable_fraction))
+    the_plan = plan(spec.resolve(classroom, paths), actual, policy)
+    print(render.render_json(the_plan) if as_json else render.render_text(the_plan))
+    if the_plan.refused:
+        return EXIT_REFUSED
+    if the_plan.blocked:
+        return EXIT_ERROR
+    return engine.EXIT_PENDING if the_plan.actions else EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ so a no-op pass over a thousand students stays well under a second.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import struct
@@ -363,3 +364,60 @@ def read_manifest(path: Path) -> dict[str, ManifestEntry]:
             entry = ManifestEntry(_unescape(fields[0]), _unescape(fields[1]), fields[2], fields[3])
             entries[entry.target] = entry
     return entries
+
+
+# --- snapshots: plan elsewhere (CI) against what a server observed ------------------------------
+
+SNAPSHOT_FORMAT = 1
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "clock"}
+    if isinstance(value, (dict, MappingProxyType)):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (frozenset, set)):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def to_json(actual: Actual) -> dict:
+    """The snapshot as JSON-ready data (no secrets: /etc/shadow contributes only lock and expiry state)."""
+    return {"format_version": SNAPSHOT_FORMAT, **_plain(actual)}
+
+
+def from_json(data: dict) -> Actual:
+    """Rebuild a snapshot written by to_json (``reconcile status --json``)."""
+    if data.get("format_version") != SNAPSHOT_FORMAT:
+        raise ValueError(f"unsupported snapshot format {data.get('format_version')!r}")
+
+    def table(key, build):
+        return MappingProxyType({name: build(item) for name, item in (data.get(key) or {}).items()})
+
+    def account(a):
+        return Account(**{**a, "groups": frozenset(a["groups"])})
+
+    def volume(v):
+        return Volume(**{**v, "fs": Filesystem(**v["fs"]) if v.get("fs") else None})
+
+    def mount(m):
+        return Mount(**{**m, "options": frozenset(m["options"]), "owner": tuple(m["owner"]) if m["owner"] else None})
+
+    hub = data.get("hub")
+    containers = data.get("containers")
+    return Actual(
+        accounts=table("accounts", account),
+        groups=table("groups", lambda g: Group(**{**g, "members": frozenset(g["members"])})),
+        volumes=table("volumes", volume),
+        mounts=table("mounts", mount),
+        manifest=table("manifest", lambda e: ManifestEntry(**e)),
+        today=data["today"],
+        volume_step=data.get("volume_step", layout.LOOP_VOLUME_STEP),
+        hub=None if hub is None else HubState(
+            None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
+            hub.get("error")),
+        containers=None if containers is None else MappingProxyType(
+            {n: Container(**c) for n, c in containers.items()}),
+    )

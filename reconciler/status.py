@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .observe import Actual
+from . import outbox
+from .observe import Actual, to_json
 from .plan import is_disabled, is_enabled
 from .sizes import format_size
-from .spec import Desired
+from .spec import Desired, Site
 
 
 def rows(desired: Desired, actual: Actual, pending_credentials: dict[str, dict]) -> list[dict]:
@@ -74,3 +75,15 @@ def render(people: list[dict]) -> str:
             f"{row['credentials'] or '-'}"
         )
     return "\n".join(lines)
+
+
+def document(site: Site, desired: Desired, actual: Actual) -> dict:
+    """`reconcile status --json`: people, plus the raw snapshot, so CI can plan against it (--observed)."""
+    return {
+        "format_version": 1,
+        "classroom": desired.classroom,
+        "people": rows(desired, actual, outbox.pending(site.paths.outbox)),
+        "paths": {"state": str(site.paths.state), "homes": str(site.paths.homes)},
+        "max_disable_fraction": site.max_disable_fraction,
+        "observed": to_json(actual),
+    }

@@ -24,7 +24,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import delivery, engine, lock, outbox, render, spec
+from . import delivery, engine, lock, observe, outbox, render, spec, status
 from .fsutil import write_atomic
 from .plan import Action, Policy
 
@@ -129,8 +129,19 @@ class Daemon:
         if the_plan.actions:
             log.info("%s: %s", state, render.render_text(the_plan).splitlines()[-1])
         credentials = self._deliver(classroom)
+        self._write_snapshot(classroom)
         self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
                            applied=result.ok if result else 0, failed=failed, credentials=credentials)
+
+    def _write_snapshot(self, classroom: spec.Classroom) -> None:
+        """<state_dir>/snapshot.json, as `reconcile status --json` prints it: CI plans against it (--observed)."""
+        try:
+            _, hub_probe, container_probe = engine.hub_probes(self.site, classroom.name)
+            actual = observe.observe(self.site.paths, hub=hub_probe, containers=container_probe)
+            document = status.document(self.site, spec.resolve(classroom, self.site.paths), actual)
+            write_atomic(self.site.state_dir / "snapshot.json", json.dumps(document, indent=1) + "\n")
+        except Exception:  # noqa: BLE001 - a snapshot is a convenience; never stop the daemon for it
+            log.exception("could not write snapshot.json")
 
     def _deliver(self, classroom: spec.Classroom) -> dict:
         """Send waiting credentials; a mail server that is down never holds up reconciling."""
