@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Set up a classroom server on a fresh Debian 12 / Ubuntu 24.04, as root, in one command:
+#   examples/install.sh
+# Idempotent: running it again changes nothing that is already in place, and never overwrites
+# site.yaml, classroom.yaml or a secret.  Paths can be moved for testing with the variables below.
+set -euo pipefail
+
+SRC="$(cd "$(dirname "$0")/.." && pwd)"
+PREFIX="${PREFIX:-/opt/classroom}"                 # the virtualenv lives in $PREFIX/venv
+ETC="${ETC:-/etc/classroom}"                       # site.yaml, classroom.yaml, secrets
+STATE="${STATE:-/var/lib/classroom}"               # volumes, manifest, journal, outbox, hub database
+HOMES="${HOMES:-/srv/classroom/homes}"             # where volumes are mounted
+SYSTEMD_DIR="${SYSTEMD_DIR:-/etc/systemd/system}"
+IMAGE_CACHE="${IMAGE_CACHE:-$STATE/image-cache}"
+IMAGE_TAG="${IMAGE_TAG:-classroom-student:latest}"
+LINK_DIR="${LINK_DIR:-/usr/local/sbin}"            # where the `reconcile` command is linked
+SKIP_APT="${SKIP_APT:-}"                           # set to skip apt-get (tests; offline re-runs)
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+[ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
+
+# 1. system packages
+PACKAGES=(python3-venv e2fsprogs mount passwd iptables docker.io node-configurable-http-proxy debootstrap lvm2
+          rsync git)
+if [ -z "$SKIP_APT" ]; then
+  missing=()
+  for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "system packages: already installed"
+  fi
+fi
+
+# 2. the package, in its own virtualenv (reinstalled only when the source changed)
+hash=$(cd "$SRC" && find pyproject.toml reconciler -type f \( -name '*.py' -o -name '*.j2' -o -name '*.toml' \) \
+       -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+[ -x "$PREFIX/venv/bin/python" ] || { say "creating $PREFIX/venv"; python3 -m venv "$PREFIX/venv"; }
+if [ "$(cat "$PREFIX/.source-hash" 2>/dev/null)" != "$hash" ]; then
+  say "installing reconcile into $PREFIX/venv"
+  "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "$SRC" 2>&1 | grep -v "^WARNING: Location" || true
+  "$PREFIX/venv/bin/reconcile" --help >/dev/null
+  echo "$hash" > "$PREFIX/.source-hash"
+else
+  say "reconcile: already installed ($hash)"
+fi
+install -d "$LINK_DIR" && ln -sfn "$PREFIX/venv/bin/reconcile" "$LINK_DIR/reconcile"
+
+# 3. configuration: only when absent
+install -d -m 755 "$ETC" "$STATE" "$HOMES" "$(dirname "$HOMES")/shared"
+if [ ! -e "$ETC/site.yaml" ]; then
+  say "writing $ETC/site.yaml"
+  cat > "$ETC/site.yaml" <<EOF
+# This server's settings (see $SRC/examples/site.yaml for every option).
+classroom_file: $ETC/classroom.yaml
+state_dir: $STATE
+homes_dir: $HOMES
+volumes: {backend: loop}
+max_disable_fraction: 0.2
+hub:
+  public_url: http://0.0.0.0:8000
+  token_file: $ETC/hub-token
+  cookie_secret_file: $ETC/jupyterhub_cookie_secret
+  image: $IMAGE_TAG
+  shared_dir: $(dirname "$HOMES")/shared
+EOF
+else
+  say "$ETC/site.yaml exists: kept"
+fi
+if [ ! -e "$ETC/classroom.yaml" ]; then
+  say "writing a starter $ETC/classroom.yaml (no people yet: add them, or reconcile import-csv roster.csv)"
+  cat > "$ETC/classroom.yaml" <<EOF
+# yaml-language-server: \$schema=$SRC/schemas/classroom.schema.json
+# The desired state of this classroom: edit it (or keep it in git) and the daemon applies it.
+version: 1
+name: my-class
+quotas:
+  default: {memory: 1Gi, cpu: 1, disk: 2Gi}
+admins: []
+students: []
+EOF
+else
+  say "$ETC/classroom.yaml exists: kept"
+fi
+for secret in hub-token jupyterhub_cookie_secret; do
+  if [ ! -e "$ETC/$secret" ]; then
+    (umask 077; openssl rand -hex 32 > "$ETC/$secret" 2>/dev/null || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$ETC/$secret")
+    say "created $ETC/$secret (0600)"
+  fi
+  chmod 600 "$ETC/$secret"
+done
+RECONCILE_SITE="$ETC/site.yaml" "$PREFIX/venv/bin/reconcile" validate >/dev/null
+
+# 4. Docker and the student image
+systemd_running() { [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+if ! docker info >/dev/null 2>&1; then
+  if systemd_running; then
+    systemctl enable --now docker
+  else
+    say "systemd is not PID 1 here: starting dockerd in the background (log: /var/log/dockerd.log)"
+    nohup dockerd >>/var/log/dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+fi
+say "student image (cached by the hash of its inputs)"
+RECONCILE_SITE="$ETC/site.yaml" "$PREFIX/venv/bin/reconcile" image build --cache-dir "$IMAGE_CACHE"
+
+# 5. systemd units
+install -d "$SYSTEMD_DIR"
+changed=""
+for unit in "$SRC"/examples/systemd/*.service; do
+  target="$SYSTEMD_DIR/$(basename "$unit")"
+  rendered=$(sed -e "s#/opt/classroom/venv#$PREFIX/venv#g" -e "s#/etc/classroom#$ETC#g" \
+                 -e "s#/var/lib/classroom#$STATE#g" -e "s#/srv/classroom#$(dirname "$HOMES")#g" "$unit")
+  if [ ! -e "$target" ] || [ "$(cat "$target")" != "$rendered" ]; then
+    printf '%s\n' "$rendered" > "$target"
+    changed=yes
+  fi
+done
+units="classroom-mount.service classroom-hub.service classroom-reconcile.service"
+if systemd_running; then
+  [ -z "$changed" ] || systemctl daemon-reload
+  systemctl enable --now $units
+  say "running: $units"
+else
+  say "systemd is not PID 1 here, so the units are installed in $SYSTEMD_DIR but not started."
+  cat <<EOF
+    Start the processes by hand, in this order:
+      RECONCILE_SITE=$ETC/site.yaml reconcile mount-all
+      RECONCILE_SITE=$ETC/site.yaml nohup reconcile hub   > /var/log/classroom-hub.log 2>&1 &
+      RECONCILE_SITE=$ETC/site.yaml nohup reconcile watch > /var/log/classroom-reconcile.log 2>&1 &
+EOF
+fi
+say "done.  Edit $ETC/classroom.yaml; the hub will be at the public_url in $ETC/site.yaml."
