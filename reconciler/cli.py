@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("status", "show each person's account, volume and mount"),
                        ("mount-all", "mount every volume in the manifest (at boot, before the hub)"),
                        ("hub", "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)"),
-                       ("watch", "the daemon: apply classroom.yaml on every save and every resync_interval")):
+                       ("watch", "the daemon: apply classroom.yaml on every save and every resync_interval"),
+                       ("up", "everything on this machine: image, volumes, hub and daemon in the background, "
+                              "one pass"),
+                       ("down", "stop the hub and the daemon started by `reconcile up`")):
         command = sub.add_parser(name, help=text, description=text)
         if name != "schema":
             _common(command, suppress=True)
@@ -97,10 +100,15 @@ def main(argv: list[str] | None = None) -> int:
 
             tag = args.tag or (site.hub.image if site.hub else image.DEFAULT_TAG)
             return image.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force)
+        if args.command in ("up", "down"):
+            from . import up
+
+            classroom_file = _classroom_path(args, site)
+            return up.up(site, classroom_file) if args.command == "up" else up.down(site, classroom_file)
         if args.command == "mount-all":
             return _mount_all(site)
         if args.command == "hub":
-            return _hub(site, spec.find_site(args.site), _classroom_path(args, site))
+            return _hub(site, _classroom_path(args, site))
         if args.command == "status":
             return _status(site, _classroom_path(args, site), args.json)
         policy = Policy(args.allow_destroy, args.allow_mass_disable, site.max_disable_fraction)
@@ -272,13 +280,13 @@ def _credentials(site: spec.Site, classroom: spec.Classroom, args: argparse.Name
     return EXIT_OK
 
 
-def _hub(site: spec.Site, site_file: Path | None, classroom_file: Path) -> int:
-    if site.hub is None or site_file is None:
+def _hub(site: spec.Site, classroom_file: Path) -> int:
+    if site.hub is None:
         print("reconcile hub: site.yaml has no hub: section (see examples/site.yaml)", file=sys.stderr)
         return EXIT_ERROR
     from .hub.launch import exec_hub
 
-    exec_hub(site, site_file, classroom_file)
+    exec_hub(site, classroom_file)
     return EXIT_ERROR  # not reached: exec_hub replaces this process
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
@@ -455,7 +456,7 @@ def find_site(explicit: str | None) -> Path | None:
 def load_site(path: Path | None) -> Site:
     """Read site.yaml (or use the embedded default) and make every path absolute."""
     if path is None:
-        return _absolute(Site(), Path.cwd())
+        return _absolute(Site(hub=HubSettings(token_file=Path("state/hub-token"))), Path.cwd())
     source = read_source(path)
     if source.problems:
         raise InvalidFile(source.problems)
@@ -492,6 +493,14 @@ def _absolute(site: Site, base: Path) -> Site:
         update={"state_dir": state_dir, "homes_dir": homes, "classroom_file": fix(site.classroom_file), "hub": hub,
                 "delivery": delivery}
     )
+
+
+def write_effective(site: Site, path: Path) -> Path:
+    """The site as resolved (absolute paths), for processes that must see exactly this configuration."""
+    from .fsutil import write_atomic
+
+    write_atomic(path, yaml.safe_dump(site.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    return path
 
 
 def json_schema() -> dict:

@@ -75,10 +75,12 @@ def proxy_env() -> dict[str, str]:
     return env
 
 
-def exec_hub(site: spec.Site, site_file: Path, classroom_file: Path) -> None:
+def exec_hub(site: spec.Site, classroom_file: Path) -> None:
     classroom = spec.load_classroom(classroom_file, site)
     prepare(site, classroom)
-    env = {**os.environ, **proxy_env(), "RECONCILE_SITE": str(site_file.resolve()),
+    # The hub process reads the site exactly as resolved here, whether it came from a file or is the default.
+    effective = spec.write_effective(site, site.state_dir / "site.effective.yaml")
+    env = {**os.environ, **proxy_env(), "RECONCILE_SITE": str(effective),
            "RECONCILE_CLASSROOM": str(classroom_file.resolve())}
     os.chdir(site.state_dir)
     sys.stdout.flush()

@@ -1,0 +1,66 @@
+"""`reconcile up` / `down`: image, volumes, hub and daemon on one machine without an init system."""
+
+import json
+import os
+import time
+
+import pytest
+import yaml
+
+from hostkit import cleanup, host_ready, make_classroom
+from hubkit import Hub, add_hub, hub_ready
+from imagekit import TAG, build_test_image, image_unavailable
+
+REASON = host_ready() or hub_ready() or image_unavailable()
+pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
+
+
+def alive(pid_file):
+    try:
+        pid = int(pid_file.read_text())
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, ValueError):
+        return False
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline") as handle:
+            return handle.read().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def test_up_brings_everything_and_down_stops_it():
+    build_test_image()
+    room = make_classroom()
+    add_hub(room)
+    site = yaml.safe_load(room.site.read_text())
+    site["hub"]["image"] = TAG
+    room.site.write_text(yaml.safe_dump(site))
+    room.write([{"username": "ann"}, {"username": "bob"}])
+    hub = Hub(room)
+    try:
+        out = room.cli("up")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"JupyterHub: {hub.url}" in out.stdout and "2 new password(s)" in out.stdout
+        state = room.paths.state
+        assert alive(state / "hub.pid") and alive(state / "watch.pid")
+        password = json.loads((room.paths.outbox / f"{room.user('ann')}.json").read_text())["password"]
+        assert hub.login(room.user("ann"), password) is not None
+        deadline = time.monotonic() + 30
+        while not (state / "status.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert json.loads((state / "status.json").read_text())["result"] == "converged"
+        again = room.cli("up")  # idempotent: nothing started twice
+        assert again.returncode == 0 and "already running" in again.stdout
+
+        down = room.cli("down")
+        assert down.returncode == 0, down.stderr
+        assert not alive(state / "hub.pid") and not alive(state / "watch.pid")
+        assert not [p for p in os.listdir("/proc") if p.isdigit() and f"--site {state}" in cmdline(p)]
+    finally:
+        room.cli("down")
+        hub.remove_network()
+        cleanup(room)
