@@ -37,6 +37,8 @@ class _Wake(FileSystemEventHandler):
         self.target, self.daemon = str(target), daemon
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return  # our own reads of the file: reacting to them would loop forever
         paths = {getattr(event, "src_path", ""), getattr(event, "dest_path", "")}
         if self.target in {str(p) for p in paths}:
             self.daemon.poke()

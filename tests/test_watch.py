@@ -135,3 +135,26 @@ def test_status_names_the_git_commit(daemon):
     proc.send_signal(signal.SIGHUP)
     wait_for(lambda: (status(room).get("git") or {}).get("commit") == commit, timeout=20, what="the commit")
     assert status(room)["git"]["dirty"] is False
+
+
+def test_no_pass_without_a_reason(classroom):
+    """Its own reads of the file must not wake the daemon: with no save and no resync due, nothing runs."""
+    room = classroom
+    site = yaml.safe_load(room.site.read_text())
+    site["resync_interval"] = 600
+    room.site.write_text(yaml.safe_dump(site))
+    save_by_rename(room, ["ann"])
+    log = open(room.root / "watch.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
+                             "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: status(room).get("result") == "converged", what="the first pass")
+        first = (room.paths.state / "status.json").stat().st_mtime_ns
+        time.sleep(3)
+        assert (room.paths.state / "status.json").stat().st_mtime_ns == first
+        save_by_rename(room, ["ann", "bob"])  # while a real save still wakes it
+        wait_for(lambda: room.user("bob") in room.observe().accounts, timeout=30, what="the save")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
