@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("csv", type=Path, metavar="roster.csv")
     imp.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help="show who would be added")
     imp.add_argument("--skip-invalid", action="store_true", help="add the valid rows, report the others")
+    storage = sub.add_parser("storage", help="LVM storage for the volumes")
+    storage_sub = storage.add_subparsers(dest="storage_command", metavar="ACTION", required=True)
+    init = storage_sub.add_parser("init", help="create a volume group on a sparse file behind a loop device "
+                                               "(for servers without a spare disk); idempotent")
+    init.add_argument("--vg", required=True)
+    init.add_argument("--file", type=Path, required=True)
+    init.add_argument("--size", required=True, help="e.g. 100G")
     image = sub.add_parser("image", help="the student container image")
     image_sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     build = image_sub.add_parser("build", help="build it locally (debootstrap + wheels, no registry); cached "
@@ -95,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(spec.json_schema(), indent=2))
             return EXIT_OK
         site = spec.load_site(spec.find_site(args.site))
+        if args.command == "storage":
+            from . import lvm
+
+            print(lvm.storage_init(args.vg, args.file, spec.parse_size(args.size)))
+            return EXIT_OK
         if args.command == "image":
             from . import image
 
@@ -293,6 +305,10 @@ def _hub(site: spec.Site, classroom_file: Path) -> int:
 def _mount_all(site: spec.Site) -> int:
     paths = site.paths
     with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout):
+        if isinstance(site.volumes, spec.LvmVolumes) and site.volumes.pv_file:
+            from . import lvm
+
+            print(lvm.attach_pv(site.volumes.pv_file))
         results = mounts.mount_all(paths)
     for username, result in results.items():
         print(f"{username}: {result}")

@@ -31,11 +31,25 @@ def _mounted_source(home: Path) -> str | None:
     """The image (or device) mounted at ``home`` right now, if any."""
     mounts = read_mounts(MOUNTINFO, read_loops(SYS_BLOCK), under=str(home.parent))
     mount = mounts.get(str(home))
-    return mount.source if mount else None
+    return None if mount is None else mount.source
 
 
-def is_mounted(home: Path, image: Path) -> bool:
-    return _mounted_source(home) == str(image)
+def _device_number(path: str) -> str | None:
+    try:
+        rdev = os.stat(path).st_rdev
+    except OSError:
+        return None
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+
+def is_mounted(home: Path, source: Path) -> bool:
+    """Is ``source`` (an image, or a device such as /dev/vg/lv) what is mounted at ``home``?"""
+    mount = read_mounts(MOUNTINFO, read_loops(SYS_BLOCK), under=str(home.parent)).get(str(home))
+    if mount is None:
+        return False
+    if mount.source == str(source):
+        return True
+    return str(source).startswith("/dev/") and _device_number(str(source)) == mount.device
 
 
 def loop_of(image: Path) -> str | None:
@@ -56,7 +70,7 @@ def _write_manifest(paths: Paths, entries: dict[str, ManifestEntry]) -> None:
 
 def add_entry(paths: Paths, username: str) -> str:
     entries = read_manifest(paths.manifest)
-    want = ManifestEntry(str(paths.image(username)), str(paths.home(username)), "ext4", layout.MOUNT_OPTIONS)
+    want = ManifestEntry(str(paths.source(username)), str(paths.home(username)), "ext4", paths.mount_options)
     if entries.get(want.target) == want:
         return "already"
     entries[want.target] = want
@@ -83,43 +97,48 @@ def _prepare_mount_point(home: Path) -> None:
 
 
 def mount(paths: Paths, username: str) -> str:
-    home, image = paths.home(username), paths.image(username)
-    source = _mounted_source(home)
-    if source == str(image):
+    home, image = paths.home(username), paths.source(username)
+    if is_mounted(home, image):
         return "already"
-    if source is not None:
+    if (source := _mounted_source(home)) is not None:
         raise RuntimeError(f"{home} already has {source} mounted on it")
-    if not image.exists():
+    if paths.backend == "lvm":
+        from . import lvm
+
+        lvm.activate(paths.vg or "", username)
+    elif not image.exists():
         raise RuntimeError(f"{image} does not exist")
-    stale = loop_of(image)
-    if stale:  # never attach one image twice: two loop devices on one ext4 corrupt it
+    elif stale := loop_of(image):  # never attach one image twice: two loop devices on one ext4 corrupt it
         run(["losetup", "--detach", stale])
     _prepare_mount_point(home)
-    run(["mount", "-t", "ext4", "-o", layout.MOUNT_OPTIONS, str(image), str(home)])
+    run(["mount", "-t", "ext4", "-o", paths.mount_options, str(image), str(home)])
     return "mounted"
 
 
 def remount(paths: Paths, username: str) -> str:
     home = paths.home(username)
-    if not is_mounted(home, paths.image(username)):
+    if not is_mounted(home, paths.source(username)):
         raise RuntimeError(f"{home} is not mounted")
     run(["mount", "-o", "remount,nodev,nosuid", str(home)])
     return "remounted"
 
 
 def unmount(paths: Paths, username: str) -> str:
-    """Unmount and detach the loop device; the image and its data stay."""
-    home, image = paths.home(username), paths.image(username)
+    """Unmount, then detach the loop device or deactivate the LV; the data stays."""
+    home, image = paths.home(username), paths.source(username)
     source = _mounted_source(home)
-    if source is not None and source != str(image):
+    if source is not None and not is_mounted(home, image):
         raise RuntimeError(f"{home} has {source} mounted, not {image}; leaving it alone")
     if source is not None:
         try:
             run(["umount", str(home)])
         except Exception as exc:
             raise RuntimeError(f"cannot unmount {home} (is their server still running?): {exc}") from None
-    loop = loop_of(image)
-    if loop:
+    if paths.backend == "lvm":
+        from . import lvm
+
+        lvm.deactivate(paths.vg or "", username)
+    elif loop := loop_of(image):
         run(["losetup", "--detach", loop])
     return "unmounted" if source else "already"
 
@@ -127,7 +146,7 @@ def unmount(paths: Paths, username: str) -> str:
 def set_ownership(paths: Paths, username: str) -> str:
     """The mounted volume's root belongs to its owner, mode 0700; never the bare mount point."""
     home = paths.home(username)
-    if not is_mounted(home, paths.image(username)):
+    if not is_mounted(home, paths.source(username)):
         raise RuntimeError(f"{home} is not mounted; not changing the bare mount point")
     entry = pwd.getpwnam(username)
     st = os.stat(home)
@@ -145,7 +164,7 @@ def mount_all(paths: Paths) -> dict[str, str]:
     results = {}
     for target, entry in sorted(entries.items()):
         username = Path(target).name
-        if target in mounts and mounts[target].source == entry.source:
+        if target in mounts and is_mounted(Path(target), Path(entry.source)):
             results[username] = "already"
             continue
         try:

@@ -66,6 +66,7 @@ class Volume:
     loop: str | None  # /dev/loopN attached to the image
     used: int | None  # what `df` calls used (while unmounted: in_use)
     in_use: int | None = None  # blocks not free, filesystem metadata included: what a shrink must keep
+    attached: bool = False  # a loop device holds the image / the logical volume is active
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Mount:
     fstype: str
     options: frozenset[str]
     owner: tuple[int, int, int] | None  # uid, gid, mode of the mounted root
+    device: str = ""  # "major:minor" of the mounted device
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,18 @@ def observe(paths: layout.Paths, host: Host = Host(), hub: Callable[[], HubState
     shadow = read_shadow(host.etc / "shadow")
     accounts = read_accounts(host.etc / "passwd", groups, shadow)
     loops = read_loops(host.sys_block)
-    mounts = read_mounts(host.mountinfo, loops, under=str(paths.homes))
-    volumes = read_volumes(paths.volumes, loops, mounts, paths.homes)
+    step = layout.LOOP_VOLUME_STEP
+    if paths.backend == "lvm":
+        from . import lvm
+
+        lvs = lvm.read_lvs(paths.vg or "")
+        mounts = read_mounts(host.mountinfo, {**loops, **{v: k for k, v in lvm.device_aliases(lvs).items()}},
+                             under=str(paths.homes))
+        volumes = MappingProxyType(lvm.volumes_from(lvs, mounts, paths))
+        step = lvm.read_vg(paths.vg or "")["extent"]
+    else:
+        mounts = read_mounts(host.mountinfo, loops, under=str(paths.homes))
+        volumes = read_volumes(paths.volumes, loops, mounts, paths.homes)
     manifest = read_manifest(paths.manifest)
     return Actual(
         accounts=MappingProxyType(accounts),
@@ -153,6 +165,7 @@ def observe(paths: layout.Paths, host: Host = Host(), hub: Callable[[], HubState
         mounts=MappingProxyType(mounts),
         manifest=MappingProxyType(manifest),
         today=int(host.clock() // 86400),  # type: ignore[operator]
+        volume_step=step,
         hub=hub() if hub else None,
         containers=containers() if containers else MappingProxyType({}),
     )
@@ -260,7 +273,11 @@ def escape(text: str) -> str:
 
 
 def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str) -> dict[str, Mount]:
-    """Mounts below ``under``; loop sources are translated back to their image."""
+    """Mounts below ``under``; loop sources are translated back to their image.
+
+    ``loops`` maps image -> /dev/loopN, and may also map a volume's path -> "major:minor"
+    (LVM: mountinfo names /dev/mapper/..., we name /dev/<vg>/<lv>).
+    """
     by_device = {device: image for image, device in loops.items()}
     prefix = under.rstrip("/") + "/"
     mounts = {}
@@ -275,10 +292,11 @@ def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str) -> dict[s
         source = _unescape(tail[1])
         mounts[target] = Mount(
             target=target,
-            source=by_device.get(source, source),
+            source=by_device.get(fields[2], by_device.get(source, source)),
             fstype=tail[0],
             options=frozenset(fields[5].split(",")),
             owner=_owner(target),
+            device=fields[2],
         )
     return mounts
 
@@ -348,6 +366,7 @@ def read_volumes(directory: Path, loops: Mapping[str, str], mounts: Mapping[str,
             loop=loop,
             used=used,
             in_use=in_use,
+            attached=loop is not None,
         )
     return volumes
 

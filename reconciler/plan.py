@@ -218,7 +218,7 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
     paths = desired.paths
     group = group_name(desired.classroom, member.role)
     home = str(paths.home(user))
-    image = str(paths.image(user))
+    image = str(paths.source(user))
     new = account is None
     reenabling = account is not None and is_disabled(account, actual.today)
     steps: list[Action] = []
@@ -268,16 +268,16 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
         steps.append(Action("create", "filesystem", user, before="unfinished image",
                             after={"fstype": "ext4", "size": size},
                             reason="volume creation was interrupted; the image never held data", drift=not new))
-    elif volume.fs is None:
+    elif volume.fs is None and (volume.attached or paths.backend == "loop"):
         return steps, (f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
                        "inspect it by hand")
-    elif volume.size != size or volume.fs.size != size:
-        steps.append(_resize(member, volume, size))
+    elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
+        steps.append(_resize(member, volume, size))  # an inactive LV: its size is known, its filesystem not yet
 
     # manifest, mount, ownership
     expected_by_file = new or reenabling or volume is None or not volume.complete
     entry = actual.manifest.get(home)
-    want = ManifestEntry(image, home, "ext4", layout.MOUNT_OPTIONS)
+    want = ManifestEntry(image, home, "ext4", paths.mount_options)
     if entry is None:
         steps.append(Action("create", "manifest", user, after=f"{image} {home}",
                             reason="mount at boot", drift=not expected_by_file))
@@ -369,9 +369,13 @@ def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str) -> 
         steps.append(Action("disable", "mount", user, before=home, reason=reason))
     if home in actual.manifest:
         steps.append(Action("disable", "manifest", user, before=f"{actual.manifest[home].source} {home}", reason=reason))
-    if volume is not None and volume.loop and home not in actual.mounts:
-        steps.append(Action("disable", "volume", user, before={"loop": volume.loop}, after={"loop": None},
-                            reason="image still attached to a loop device", drift=True))
+    if volume is not None and volume.attached and home not in actual.mounts:
+        if volume.loop:
+            steps.append(Action("disable", "volume", user, before={"loop": volume.loop}, after={"loop": None},
+                                reason="image still attached to a loop device", drift=True))
+        else:
+            steps.append(Action("disable", "volume", user, before={"active": True}, after={"active": False},
+                                reason="logical volume still active", drift=True))
     return steps
 
 

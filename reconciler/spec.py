@@ -164,7 +164,18 @@ class Classroom(_Strict):
 
 
 class LoopVolumes(_Strict):
+    """One sparse ext4 image per person under <state_dir>/volumes, loop-mounted."""
+
     backend: Literal["loop"] = "loop"
+
+
+class LvmVolumes(_Strict):
+    """One logical volume per person in an existing volume group."""
+
+    backend: Literal["lvm"]
+    vg: Annotated[str, Field(pattern=r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")]
+    pv_file: Path | None = Field(None, description="The VG's PV is this file on a loop device "
+                                                   "(`reconcile storage init`); mount-all attaches it at boot")
 
 
 class Limits(_Strict):
@@ -222,7 +233,7 @@ class Site(_Strict):
     classroom_file: Path | None = Field(None, description="Default for -f")
     state_dir: Path = Path("state")
     homes_dir: Path | None = Field(None, description="Where volumes are mounted (default <state_dir>/homes)")
-    volumes: LoopVolumes = Field(default_factory=LoopVolumes)
+    volumes: Annotated[LoopVolumes | LvmVolumes, Field(discriminator="backend")] = Field(default_factory=LoopVolumes)
     max_disable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
     limits: Limits = Field(default_factory=Limits)
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
@@ -232,7 +243,10 @@ class Site(_Strict):
 
     @property
     def paths(self) -> Paths:
-        return Paths(self.state_dir, self.homes_dir if self.homes_dir is not None else self.state_dir / "homes")
+        homes = self.homes_dir if self.homes_dir is not None else self.state_dir / "homes"
+        if isinstance(self.volumes, LvmVolumes):
+            return Paths(self.state_dir, homes, "lvm", self.volumes.vg)
+        return Paths(self.state_dir, homes)
 
 
 # --- desired state, resolved -------------------------------------------------------------
@@ -316,6 +330,10 @@ def _pydantic_problems(source: Source, error: ValidationError, model: type[BaseM
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = _unknown_key_message(loc, model)
+        elif item["type"] == "union_tag_invalid":
+            ctx = item.get("ctx", {})
+            loc = loc + (str(ctx.get("discriminator", "")).strip("'"),)
+            message = f"unknown {loc[-1]} {ctx.get('tag')!r} (one of {ctx.get('expected_tags')})"
         elif item["type"] == "missing":
             message = f"missing required key {loc[-1]!r}"
         elif item["type"] == "string_pattern_mismatch" and loc and loc[-1] == "username":

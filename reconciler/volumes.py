@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from . import mounts
+from . import lvm, mounts
 from .fsutil import fsync_dir
 from .layout import Paths
 from .mounts import loop_of
@@ -24,7 +24,9 @@ def _ensure_dir(paths: Paths) -> None:
 
 
 def create_image(paths: Paths, username: str, size: int) -> str:
-    """A sparse file of ``size`` bytes: no disk is used until the student writes."""
+    """A sparse file of ``size`` bytes: no disk is used until the student writes (or an LV, with lvm)."""
+    if paths.backend == "lvm":
+        return lvm.create(paths.vg or "", username, size)
     if paths.image(username).exists():
         return "exists"
     _ensure_dir(paths)
@@ -40,6 +42,8 @@ def create_image(paths: Paths, username: str, size: int) -> str:
 
 def make_filesystem(paths: Paths, username: str, size: int) -> str:
     """mkfs the partial image (it never held data), then rename it into place."""
+    if paths.backend == "lvm":
+        return lvm.make_filesystem(paths.vg or "", username)
     image, partial = paths.image(username), paths.partial(username)
     if image.exists():
         return "exists"
@@ -58,6 +62,8 @@ def make_filesystem(paths: Paths, username: str, size: int) -> str:
 
 def resize(paths: Paths, username: str, size: int) -> str:
     """Grow online (truncate, losetup -c, resize2fs); shrink offline, remounting if it was mounted."""
+    if paths.backend == "lvm":
+        return _resize_lv(paths, username, size)
     image = paths.image(username)
     loop = loop_of(image)
     fs = read_superblock(loop or str(image))
@@ -106,7 +112,26 @@ def _resize_offline(paths: Paths, username: str, size: int) -> None:
             mounts.mount(paths, username)
 
 
+def _resize_lv(paths: Paths, username: str, size: int) -> str:
+    """lvextend -r online; a shrink unmounts, lets fsadm check and shrink, then mounts again."""
+    home, source = paths.home(username), paths.source(username)
+    mounted = mounts.is_mounted(home, source)
+    lv = lvm.read_lvs(paths.vg or "")
+    current = next((int(x["lv_size"]) for x in lv if x["lv_name"] == lvm.lv_name(username)), size)
+    if size >= current or not mounted:
+        return lvm.resize(paths.vg or "", username, size, mounted)
+    mounts.unmount(paths, username)
+    try:
+        return lvm.resize(paths.vg or "", username, size, mounted=False)
+    finally:
+        mounts.mount(paths, username)
+
+
 def detach(paths: Paths, username: str) -> str:
+    if paths.backend == "lvm":
+        if mounts.is_mounted(paths.home(username), paths.source(username)):
+            raise RuntimeError(f"{paths.source(username)} is still mounted")
+        return lvm.deactivate(paths.vg or "", username)
     loop = loop_of(paths.image(username))
     if loop is None:
         return "already"
@@ -117,7 +142,11 @@ def detach(paths: Paths, username: str) -> str:
 
 
 def destroy(paths: Paths, username: str) -> str:
-    """Delete the image (purge only).  Refuses while it is mounted or attached."""
+    """Delete the image or LV (purge only).  Refuses while it is mounted or attached."""
+    if paths.backend == "lvm":
+        if mounts.is_mounted(paths.home(username), paths.source(username)):
+            raise RuntimeError(f"{paths.source(username)} is still mounted")
+        return lvm.destroy(paths.vg or "", username)
     image = paths.image(username)
     if mounts.is_mounted(paths.home(username), image) or loop_of(image):
         raise RuntimeError(f"{image} is still in use")

@@ -102,6 +102,7 @@ def volume(username: str, *, size: int = GiB, fs_size: int | None = None, fs: bo
         loop=loop,
         used=used if fs else None,
         in_use=(used if in_use is None else in_use) if fs else None,
+        attached=loop is not None,
     )
 
 

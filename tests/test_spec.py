@@ -160,7 +160,7 @@ def test_site_typos_are_errors(tmp_path):
         spec.load_site(path)
     text = str(info.value)
     assert ":3:1: max_disable_fraktion: unknown key" in text and "did you mean 'max_disable_fraction'" in text
-    assert ":2:11: volumes.backend: Input should be 'loop'" in text
+    assert ":2:11: volumes.backend: unknown backend 'zfs' (one of 'loop', 'lvm')" in text
 
 
 def test_checked_in_schema_matches_the_models():

@@ -35,7 +35,7 @@ def container_settings(site: spec.Site, classroom: spec.Classroom, username: str
     hub = site.hub
     assert hub is not None
     paths = site.paths
-    if not mounts.is_mounted(paths.home(username), paths.image(username)):
+    if not mounts.is_mounted(paths.home(username), paths.source(username)):
         raise web.HTTPError(503, "Your files are not available right now (your home volume is not mounted). "
                                  "Please tell your teacher; nothing of yours was lost.")
     account = pwd.getpwnam(username)
