@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import engine, lock, mounts, observe, outbox, render, spec, status
+from . import engine, lock, mounts, observe, outbox, render, spec, status, system
 from .engine import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
 from .plan import Action, Plan, Policy, plan
 
@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found; nothing was changed.", file=sys.stderr)
+        return EXIT_ERROR
+    except system.CommandFailed as exc:  # observe's lvs/vgs, storage init, ...
+        print(f"reconcile: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (lock.LockBusy, PermissionError) as exc:
         hint = " (reconcile must run as root)" if isinstance(exc, PermissionError) else ""

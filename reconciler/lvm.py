@@ -42,17 +42,17 @@ def _report(stdout: str, key: str) -> list[dict]:
     return json.loads(stdout)["report"][0][key]
 
 
-def read_vg(vg: str, runner: Callable = run) -> dict:
+def read_vg(vg: str, runner: Callable | None = None) -> dict:
     """Extent size, size and free bytes of the volume group (one `vgs`)."""
-    out = runner(["vgs", "--reportformat", "json", "--units", "b", "--nosuffix",
+    out = (runner or run)(["vgs", "--reportformat", "json", "--units", "b", "--nosuffix",
                   "-o", "vg_name,vg_extent_size,vg_size,vg_free", vg])
     (row,) = _report(out, "vg")
     return {"extent": int(row["vg_extent_size"]), "size": int(row["vg_size"]), "free": int(row["vg_free"])}
 
 
-def read_lvs(vg: str, runner: Callable = run) -> list[dict]:
+def read_lvs(vg: str, runner: Callable | None = None) -> list[dict]:
     """Every LV of the group (one `lvs`)."""
-    out = runner(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", _RESERVED_FIELDS, vg])
+    out = (runner or run)(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", _RESERVED_FIELDS, vg])
     return _report(out, "lv")
 
 

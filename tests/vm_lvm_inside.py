@@ -1,0 +1,149 @@
+"""The LVM backend on real LVM, run INSIDE the test VM by test_lvm_vm.py (not collected on the host).
+
+The same behaviours the loop backend is tested for on the host: create, an idempotent second
+pass, online grow with data intact, a refused shrink below what is stored, an allowed offline
+shrink, disable keeps the data, re-enable, purge; observe costs one `lvs` and one `vgs`; and a
+"reboot" (unmount, deactivate, detach the PV's loop device) followed by `reconcile mount-all`.
+Everything runs in-process (`cli.main`): Python starts slowly under TCG.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler import cli, spec, system
+from reconciler.observe import observe
+from reconciler.sizes import MiB
+
+ROOT = Path("/tmp/lvmclass")
+VG = "classvg"
+PV_FILE = ROOT / "pv.img"
+
+
+@pytest.fixture(scope="module")
+def room():
+    ROOT.mkdir(parents=True, exist_ok=True)
+    assert cli.main(["storage", "init", "--vg", VG, "--file", str(PV_FILE), "--size", "1G"]) == 0
+    assert cli.main(["storage", "init", "--vg", VG, "--file", str(PV_FILE), "--size", "1G"]) == 0  # idempotent
+    (ROOT / "site.yaml").write_text(yaml.safe_dump({
+        "state_dir": "state", "homes_dir": "homes", "max_disable_fraction": 1.0,
+        "volumes": {"backend": "lvm", "vg": VG, "pv_file": str(PV_FILE)}}))
+    return ROOT
+
+
+def write(root, students):
+    doc = {"version": 1, "name": "lvmc", "quotas": {"default": {"memory": "256Mi", "cpu": 1, "disk": "100Mi"}},
+           "students": students}
+    (root / "classroom.yaml").write_text(yaml.safe_dump(doc))
+
+
+def reconcile(root, *args):
+    return cli.main(["--site", str(root / "site.yaml"), "-f", str(root / "classroom.yaml"), *args])
+
+
+def site(root):
+    return spec.load_site(root / "site.yaml")
+
+
+def lvs():
+    out = subprocess.run(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+                          "lv_name,lv_size,lv_active", VG], capture_output=True, text=True, check=True).stdout
+    return {lv["lv_name"]: lv for lv in json.loads(out)["report"][0]["lv"]}
+
+
+def test_create_and_second_pass_changes_nothing(room):
+    write(room, [{"username": "ann", "name": "Ann"}, {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"}])
+    assert reconcile(room) == 0
+    assert reconcile(room, "--dry-run") == 0
+    lv = lvs()
+    assert int(lv["home-ann"]["lv_size"]) == 100 * MiB
+    assert int(lv["home-b+tmeta"]["lv_size"]) == 152 * MiB  # whole 4 MiB extents, planned as such
+    paths = site(room).paths
+    actual = observe(paths)
+    assert actual.volumes["b_tmeta"].fs.size == 152 * MiB
+    home = paths.home("ann")
+    st = os.stat(home)
+    assert (st.st_uid, oct(st.st_mode & 0o777)) == (actual.accounts["ann"].uid, "0o700")
+    assert actual.mounts[str(home)].source == "/dev/classvg/home-ann"
+    assert "/dev/classvg/home-ann" in paths.manifest.read_text()
+    (home / "work.txt").write_text("important")
+
+
+def test_observe_runs_one_lvs_and_one_vgs(room, monkeypatch):
+    calls = []
+    real = system.run
+
+    def counting(argv, *a, **k):
+        calls.append(argv[0])
+        return real(argv, *a, **k)
+
+    from reconciler import lvm
+
+    monkeypatch.setattr(lvm, "run", counting)
+    observe(site(room).paths)
+    assert sorted(calls) == ["lvs", "vgs"]
+
+
+def test_grow_online_keeps_data(room):
+    write(room, [{"username": "ann", "name": "Ann", "disk": "200Mi"}, {"username": "b_tmeta", "name": "Bee",
+                                                                        "disk": "150Mi"}])
+    assert reconcile(room) == 0
+    actual = observe(site(room).paths)
+    assert actual.volumes["ann"].size == actual.volumes["ann"].fs.size == 200 * MiB
+    assert str(site(room).paths.home("ann")) in actual.mounts  # stayed mounted: grown online
+    assert (site(room).paths.home("ann") / "work.txt").read_text() == "important"
+    assert reconcile(room, "--dry-run") == 0
+
+
+def test_shrink_below_used_is_refused_and_an_allowed_one_is_done_offline(room):
+    home = site(room).paths.home("ann")
+    with open(home / "big.bin", "wb") as handle:
+        handle.write(os.urandom(120 * MiB))
+    write(room, [{"username": "ann", "name": "Ann", "disk": "100Mi"}, {"username": "b_tmeta", "name": "Bee",
+                                                                        "disk": "150Mi"}])
+    assert reconcile(room) == 3
+    assert int(lvs()["home-ann"]["lv_size"]) == 200 * MiB
+    (home / "big.bin").unlink()
+    assert reconcile(room) == 0
+    actual = observe(site(room).paths)
+    assert actual.volumes["ann"].size == actual.volumes["ann"].fs.size == 100 * MiB
+    assert (home / "work.txt").read_text() == "important"
+    assert reconcile(room, "--dry-run") == 0
+
+
+def test_disable_deactivates_and_keeps_data_then_reenable(room):
+    write(room, [{"username": "ann", "name": "Ann", "status": "disabled"},
+                 {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"}])
+    assert reconcile(room) == 0
+    assert lvs()["home-ann"]["lv_active"] == ""
+    assert reconcile(room, "--dry-run") == 0  # deactivated in the same pass as the unmount
+    write(room, [{"username": "ann", "name": "Ann"}, {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"}])
+    assert reconcile(room) == 0
+    assert (site(room).paths.home("ann") / "work.txt").read_text() == "important"
+    assert reconcile(room, "--dry-run") == 0
+
+
+def test_reboot_then_mount_all_brings_every_active_volume_back(room):
+    paths = site(room).paths
+    for user in ("ann", "b_tmeta"):
+        subprocess.run(["umount", str(paths.home(user))], check=True)
+    subprocess.run(["vgchange", "-an", VG], check=True, capture_output=True)
+    loop = subprocess.run(["losetup", "-j", str(PV_FILE)], capture_output=True, text=True).stdout.split(":")[0]
+    subprocess.run(["losetup", "-d", loop], check=True)
+    assert reconcile(room, "--dry-run") == 1  # the VG is unreachable until mount-all attaches its PV
+    assert cli.main(["mount-all", "--site", str(room / "site.yaml")]) == 0
+    assert (paths.home("ann") / "work.txt").read_text() == "important"
+    assert reconcile(room, "--dry-run") == 0
+
+
+def test_purge_needs_the_flag_and_removes_the_lv(room):
+    write(room, [{"username": "ann", "name": "Ann"}, {"username": "b_tmeta", "name": "Bee", "status": "purged"}])
+    assert reconcile(room) == 3
+    assert "home-b+tmeta" in lvs()
+    assert reconcile(room, "--allow-destroy") == 0
+    assert "home-b+tmeta" not in lvs()
+    assert reconcile(room, "--dry-run", "--allow-destroy") == 0
