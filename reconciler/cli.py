@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             return _hub(site, _classroom_path(args, site))
         if args.command == "status":
             return _status(site, _classroom_path(args, site), args.json)
-        policy = Policy(args.allow_destroy, args.allow_mass_disable, site.max_disable_fraction)
+        policy = engine.policy(site, args.allow_destroy, args.allow_mass_disable)
         if args.command == "watch":
             from . import watch
 
@@ -342,8 +342,10 @@ def _plan_offline(site: spec.Site, classroom: spec.Classroom, snapshot_file: Pat
     data = json.loads(snapshot_file.read_text())
     actual = observe.from_json(data.get("observed", data))
     paths = Paths(Path(data["paths"]["state"]), Path(data["paths"]["homes"])) if "paths" in data else site.paths
+    limits = data.get("policy", {})
     policy = Policy(policy.allow_destroy, policy.allow_mass_disable,
-                    data.get("max_disable_fraction", policy.max_disable_fraction))
+                    limits.get("max_disable_fraction", policy.max_disable_fraction),
+                    limits.get("max_overcommit", policy.max_overcommit))
     the_plan = plan(spec.resolve(classroom, paths), actual, policy)
     print(render.render_json(the_plan) if as_json else render.render_text(the_plan))
     if the_plan.refused:

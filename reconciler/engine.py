@@ -27,6 +27,12 @@ class Outcome:
     code: int
 
 
+def policy(site: spec.Site, allow_destroy: bool = False, allow_mass_disable: bool = False) -> Policy:
+    """The operator's flags plus the site's limits."""
+    overcommit = site.volumes.max_overcommit if isinstance(site.volumes, spec.LvmVolumes) else 1.0
+    return Policy(allow_destroy, allow_mass_disable, site.max_disable_fraction, overcommit)
+
+
 def hub_probes(site: spec.Site, classroom: str):
     """(hub client, hub probe, container probe) when site.yaml has a hub section, else Nones."""
     if site.hub is None:

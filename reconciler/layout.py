@@ -26,6 +26,7 @@ class Paths:
     homes: Path
     backend: str = "loop"  # "loop" | "lvm"
     vg: str | None = None  # the volume group, for lvm
+    thin_pool: str | None = None  # thin provisioning from this pool, for lvm
 
     def source(self, username: str) -> Path:
         """What is mounted at the person's home: their image, or their logical volume."""

@@ -23,7 +23,7 @@ PARTIAL_TAG = "classroom-partial"
 LV_PREFIX = "home-"
 # LVM reserves some suffixes (_tmeta, _rimage, ...) inside names; usernames never contain '+', so
 # '_' -> '+' keeps every username a legal LV name and the mapping reversible.
-_RESERVED_FIELDS = "lv_name,vg_name,lv_size,lv_active,lv_path,lv_tags,lv_kernel_major,lv_kernel_minor"
+_RESERVED_FIELDS = "lv_name,vg_name,lv_size,lv_active,lv_path,lv_tags,lv_kernel_major,lv_kernel_minor,pool_lv"
 
 
 def lv_name(username: str) -> str:
@@ -99,12 +99,21 @@ def _lv(vg: str, username: str) -> dict | None:
     return next((lv for lv in read_lvs(vg) if lv["lv_name"] == name), None)
 
 
-def create(vg: str, username: str, size: int) -> str:
+def create(vg: str, username: str, size: int, thin_pool: str | None = None) -> str:
     if _lv(vg, username) is not None:
         return "exists"
-    run(["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--addtag", PARTIAL_TAG,
-         "-L", f"{size}b", "-n", lv_name(username), vg])
+    if thin_pool:
+        run(["lvcreate", "--yes", "--thin", "-V", f"{size}b", "--addtag", PARTIAL_TAG, "-n", lv_name(username),
+             f"{vg}/{thin_pool}"])
+    else:
+        run(["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--addtag", PARTIAL_TAG,
+             "-L", f"{size}b", "-n", lv_name(username), vg])
     return "created"
+
+
+def pool_size(lvs: list[dict], thin_pool: str | None) -> int | None:
+    """The thin pool's data size, what every thin volume's writes share."""
+    return next((int(lv["lv_size"]) for lv in lvs if thin_pool and lv["lv_name"] == thin_pool), None)
 
 
 def make_filesystem(vg: str, username: str) -> str:

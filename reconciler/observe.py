@@ -124,6 +124,7 @@ class Actual:
     manifest: Mapping[str, ManifestEntry]  # by mount point
     today: int  # days since the epoch, for account expiry
     volume_step: int = layout.LOOP_VOLUME_STEP
+    thin_pool_size: int | None = None  # LVM thin provisioning: the pool every volume writes into
     hub: HubState | None = None  # None: no hub configured on this host
     containers: Mapping[str, Container] | None = field(default_factory=lambda: MappingProxyType({}))  # None: no Docker
 
@@ -145,7 +146,7 @@ def observe(paths: layout.Paths, host: Host = Host(), hub: Callable[[], HubState
     shadow = read_shadow(host.etc / "shadow")
     accounts = read_accounts(host.etc / "passwd", groups, shadow)
     loops = read_loops(host.sys_block)
-    step = layout.LOOP_VOLUME_STEP
+    step, pool = layout.LOOP_VOLUME_STEP, None
     if paths.backend == "lvm":
         from . import lvm
 
@@ -154,6 +155,7 @@ def observe(paths: layout.Paths, host: Host = Host(), hub: Callable[[], HubState
                              under=str(paths.homes))
         volumes = MappingProxyType(lvm.volumes_from(lvs, mounts, paths))
         step = lvm.read_vg(paths.vg or "")["extent"]
+        pool = lvm.pool_size(lvs, paths.thin_pool)
     else:
         mounts = read_mounts(host.mountinfo, loops, under=str(paths.homes))
         volumes = read_volumes(paths.volumes, loops, mounts, paths.homes)
@@ -166,6 +168,7 @@ def observe(paths: layout.Paths, host: Host = Host(), hub: Callable[[], HubState
         manifest=MappingProxyType(manifest),
         today=int(host.clock() // 86400),  # type: ignore[operator]
         volume_step=step,
+        thin_pool_size=pool,
         hub=hub() if hub else None,
         containers=containers() if containers else MappingProxyType({}),
     )
@@ -434,6 +437,7 @@ def from_json(data: dict) -> Actual:
         manifest=table("manifest", lambda e: ManifestEntry(**e)),
         today=data["today"],
         volume_step=data.get("volume_step", layout.LOOP_VOLUME_STEP),
+        thin_pool_size=data.get("thin_pool_size"),
         hub=None if hub is None else HubState(
             None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
             hub.get("error")),

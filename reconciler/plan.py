@@ -91,6 +91,7 @@ class Policy:
     allow_destroy: bool = False
     allow_mass_disable: bool = False
     max_disable_fraction: float = 0.2
+    max_overcommit: float = 1.0  # thin pools: volumes may add up to this times the pool
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
 
     refused += _guard_mass_disable(actions, desired, actual, policy)
     refused += _guard_shrink(actions, actual)
+    refused += _guard_overcommit(actions, desired, actual, policy)
     return Plan(desired.classroom, tuple(actions), tuple(refused), tuple(blocked))
 
 
@@ -412,6 +414,24 @@ def _guard_mass_disable(actions: Iterable[Action], desired: Desired, actual: Act
 
 
 SHRINK_HEADROOM = 0.9  # resize2fs needs room for metadata; a full volume is of no use to a student
+
+
+def _guard_overcommit(actions: Iterable[Action], desired: Desired, actual: Actual, policy: Policy) -> list[Note]:
+    """Thin pools: a full pool stalls every student's writes, so never promise more than allowed."""
+    if actual.thin_pool_size is None:
+        return []
+    sizes = {user: volume.size for user, volume in actual.volumes.items()}
+    for action in actions:
+        if action.kind == "volume" and action.op in ("create", "update"):
+            sizes[action.target] = action.after["size"]
+        elif action.kind == "volume" and action.op == "destroy":
+            sizes.pop(action.target, None)
+    total, limit = sum(sizes.values()), policy.max_overcommit * actual.thin_pool_size
+    if total <= limit or not any(a.kind == "volume" and a.op in ("create", "update") for a in actions):
+        return []
+    return [Note("overcommit", "",
+                 f"the volumes would add up to {format_size(total)}, more than {policy.max_overcommit:g} x the thin "
+                 f"pool ({format_size(actual.thin_pool_size)}); grow the pool or raise max_overcommit knowingly")]
 
 
 def _guard_shrink(actions: Iterable[Action], actual: Actual) -> list[Note]:

@@ -176,6 +176,10 @@ class LvmVolumes(_Strict):
     vg: Annotated[str, Field(pattern=r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")]
     pv_file: Path | None = Field(None, description="The VG's PV is this file on a loop device "
                                                    "(`reconcile storage init`); mount-all attaches it at boot")
+    thin_pool: str | None = Field(None, description="Thin-provision the volumes from this pool in the VG. "
+                                  "Risk: when the pool fills, every student's writes stall")
+    max_overcommit: Annotated[float, Field(ge=1.0)] = Field(
+        1.0, description="With thin_pool: refuse plans whose volumes add up to more than this times the pool")
 
 
 class Limits(_Strict):
@@ -245,7 +249,7 @@ class Site(_Strict):
     def paths(self) -> Paths:
         homes = self.homes_dir if self.homes_dir is not None else self.state_dir / "homes"
         if isinstance(self.volumes, LvmVolumes):
-            return Paths(self.state_dir, homes, "lvm", self.volumes.vg)
+            return Paths(self.state_dir, homes, "lvm", self.volumes.vg, self.volumes.thin_pool)
         return Paths(self.state_dir, homes)
 
 

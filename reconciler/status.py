@@ -84,6 +84,7 @@ def document(site: Site, desired: Desired, actual: Actual) -> dict:
         "classroom": desired.classroom,
         "people": rows(desired, actual, outbox.pending(site.paths.outbox)),
         "paths": {"state": str(site.paths.state), "homes": str(site.paths.homes)},
-        "max_disable_fraction": site.max_disable_fraction,
+        "policy": {"max_disable_fraction": site.max_disable_fraction,
+                   "max_overcommit": getattr(site.volumes, "max_overcommit", 1.0)},
         "observed": to_json(actual),
     }

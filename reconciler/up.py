@@ -79,8 +79,8 @@ def _wait_for_hub(url: str, log: Path, timeout: float = 90) -> None:
 
 
 def up(site: spec.Site, classroom_file: Path) -> int:
+    from . import engine
     from .cli import run_pass
-    from .plan import Policy
 
     classroom = spec.load_classroom(classroom_file, site)
     if site.hub is None:
@@ -96,7 +96,7 @@ def up(site: spec.Site, classroom_file: Path) -> int:
     me = [sys.executable, "-m", "reconciler", "--site", str(effective)]
     _spawn("hub", [*me[:3], "hub", "--site", str(effective), "-f", str(classroom_file.resolve())], state)
     _wait_for_hub(site.hub.public_url, state / "hub.log")
-    code = run_pass(site, classroom, Policy(max_disable_fraction=site.max_disable_fraction), dry_run=False,
+    code = run_pass(site, classroom, engine.policy(site), dry_run=False,
                     as_json=False)
     _spawn("watch", [*me[:3], "watch", "--site", str(effective), "-f", str(classroom_file.resolve())], state)
     waiting = outbox.pending(site.paths.outbox)

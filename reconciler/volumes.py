@@ -26,7 +26,7 @@ def _ensure_dir(paths: Paths) -> None:
 def create_image(paths: Paths, username: str, size: int) -> str:
     """A sparse file of ``size`` bytes: no disk is used until the student writes (or an LV, with lvm)."""
     if paths.backend == "lvm":
-        return lvm.create(paths.vg or "", username, size)
+        return lvm.create(paths.vg or "", username, size, paths.thin_pool)
     if paths.image(username).exists():
         return "exists"
     _ensure_dir(paths)

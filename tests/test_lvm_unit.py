@@ -118,3 +118,16 @@ def test_disable_deactivates_after_unmounting_and_reenable_mounts_an_inactive_lv
     assert not reenable.blocked  # an inactive LV's filesystem cannot be read yet: not a problem
     assert [(a.op, a.kind) for a in reenable.actions] == [("update", "account"), ("create", "manifest"),
                                                           ("create", "mount"), ("create", "ownership")]
+
+
+def test_thin_pools_refuse_overcommit_beyond_the_ratio():
+    from dataclasses import replace
+
+    from reconciler.plan import Policy
+
+    people = tuple(member(n) for n in ("ann", "bob", "cat"))  # 3 x 128 MiB
+    actual = replace(snapshot({}), thin_pool_size=256 * MiB)
+    refused = plan(Desired("c", people, PATHS), actual, Policy(max_overcommit=1.0)).refused
+    assert [n.rule for n in refused] == ["overcommit"] and "384 MiB" in refused[0].message
+    assert not plan(Desired("c", people, PATHS), actual, Policy(max_overcommit=1.5)).refused
+    assert not plan(Desired("c", people, PATHS), replace(actual, thin_pool_size=None)).refused  # thick LVs

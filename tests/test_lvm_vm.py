@@ -14,7 +14,7 @@ import pytest
 import vmkit
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED = 7  # tests in vm_lvm_inside.py
+EXPECTED = 8  # tests in vm_lvm_inside.py
 
 pytestmark = pytest.mark.root
 

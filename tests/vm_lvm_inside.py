@@ -147,3 +147,23 @@ def test_purge_needs_the_flag_and_removes_the_lv(room):
     assert reconcile(room, "--allow-destroy") == 0
     assert "home-b+tmeta" not in lvs()
     assert reconcile(room, "--dry-run", "--allow-destroy") == 0
+
+
+def test_thin_pool_volumes_and_the_overcommit_guard(tmp_path):
+    root = Path("/tmp/thinclass")
+    root.mkdir(exist_ok=True)
+    assert cli.main(["storage", "init", "--vg", "thinvg", "--file", str(root / "pv.img"), "--size", "512M"]) == 0
+    subprocess.run(["lvcreate", "--yes", "--type", "thin-pool", "-L", "200M", "-n", "pool", "thinvg"],
+                   check=True, capture_output=True)
+    (root / "site.yaml").write_text(yaml.safe_dump({
+        "state_dir": "state", "homes_dir": "homes",
+        "volumes": {"backend": "lvm", "vg": "thinvg", "thin_pool": "pool", "max_overcommit": 2.0}}))
+    write(root, [{"username": f"t{i}", "name": f"T {i}"} for i in range(3)])  # 300 MiB on a 200 MiB pool: 1.5x
+    assert reconcile(root) == 0
+    assert reconcile(root, "--dry-run") == 0
+    out = subprocess.run(["lvs", "--reportformat", "json", "-o", "lv_name,pool_lv", "thinvg"], capture_output=True,
+                         text=True, check=True).stdout
+    assert {lv["lv_name"]: lv["pool_lv"] for lv in json.loads(out)["report"][0]["lv"]}["home-t0"] == "pool"
+    write(root, [{"username": f"t{i}", "name": f"T {i}"} for i in range(5)])  # 500 MiB: over 2x
+    assert reconcile(root) == 3
+    assert "home-t4" not in subprocess.run(["lvs", "thinvg"], capture_output=True, text=True).stdout
