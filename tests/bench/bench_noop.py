@@ -18,6 +18,7 @@ user, group, mount or attached loop device of the classroom is left.
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import io
 import json
@@ -25,6 +26,7 @@ import os
 import platform
 import pstats
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -36,6 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
+REPO = TESTS.parent
+
+# Freeze the code under test: a copy of reconciler/ taken now is what this run imports, in-process
+# and in every child (PYTHONPATH comes before the editable install), so edits landing in the work
+# tree during a long run cannot mix two versions into one table.
+CODE = Path(tempfile.mkdtemp(prefix="bench-noop-code-"))
+shutil.copytree(REPO / "reconciler", CODE / "reconciler", ignore=shutil.ignore_patterns("__pycache__"))
+atexit.register(shutil.rmtree, CODE, True)
+sys.path.insert(0, str(CODE))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CODE), os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, str(TESTS))
 
 from hostkit import Classroom, cleanup, host_ready, make_classroom  # noqa: E402
@@ -91,18 +103,23 @@ class Ran:
     out: str
     err: str
     seconds: float
+    cpu: float  # user + system CPU seconds of the child and what it waited for (robust to a busy host)
 
 
 def run(argv: list[str], *, env: dict | None = None, timeout: float | None = None) -> Ran:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
+                            start_new_session=True, env=env, cwd=CODE)  # cwd: `python -c` puts it first on sys.path
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
         _stop_group(proc)
         raise
-    return Ran(proc.returncode, out, err, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Ran(proc.returncode, out, err, elapsed, cpu)
 
 
 def reconcile_argv(room: Classroom, *args: str) -> list[str]:
@@ -274,7 +291,7 @@ def profile_engine(room: Classroom, top: int = 18) -> str:
     stats = pstats.Stats(profiler, stream=buffer)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
-    text = (buffer.getvalue().replace(str(Path(sys.prefix)), "<venv>").replace(str(TESTS.parent), "<repo>")
+    text = (buffer.getvalue().replace(str(Path(sys.prefix)), "<venv>").replace(str(CODE), "<code>").replace(str(REPO), "<repo>")
             .replace(str(Path(sys.base_prefix)), "<python>"))
     return "\n".join(line for line in text.splitlines() if line.strip())
 
@@ -356,7 +373,9 @@ class Row:
     n: int
     apply_s: float | None = None
     dry: list[float] = field(default_factory=list)
+    dry_cpu: list[float] = field(default_factory=list)
     dry_cached: list[float] = field(default_factory=list)
+    load: str = ""
     engine: dict[str, float] = field(default_factory=dict)
     startup: dict[str, float] = field(default_factory=dict)
     ansible: list[float] = field(default_factory=list)
@@ -366,6 +385,7 @@ class Row:
 
 def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row:
     row = Row(n)
+    load_before = os.getloadavg()[0]
     room = make_classroom()
     print(f"\n== N={n}: classroom {room.name}, users {room.prefix}*, in {room.root}", flush=True)
     try:
@@ -394,7 +414,9 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
                 row.error = f"a timed dry run exited {ran.code}"
                 return row
             row.dry.append(ran.seconds)
-        print("  dry-run times: " + " ".join(f"{t:.3f}" for t in row.dry), flush=True)
+            row.dry_cpu.append(ran.cpu)
+        print("  dry-run times: " + " ".join(f"{t:.3f}" for t in row.dry)
+              + "  (CPU: " + " ".join(f"{t:.3f}" for t in row.dry_cpu) + ")", flush=True)
 
         # The same with a bytecode cache (as a pip-installed package has): it is kept under the
         # classroom's temp dir, so the work tree gets no __pycache__ and cleanup removes it.
@@ -409,6 +431,7 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
                                ("imports_cached", [sys.executable, "-c", "import reconciler.cli"], cached)):
             row.startup[key] = median([run(argv, env=env).seconds for _ in range(args.repeat)])
         row.engine = engine_times(room, args.repeat)
+        row.load = f"{load_before:.2f} before apply, {os.getloadavg()[0]:.2f} after the timings"
         if args.profile and n == max(args.n):
             profiles[n] = profile_engine(room)
 
@@ -432,15 +455,19 @@ def fmt(value: float | None, digits: int = 3) -> str:
 def report(rows: list[Row], args: argparse.Namespace) -> None:
     print("\n" + "=" * 100)
     print(f"{'N':>5}  {'apply_s':>8}  {'dryrun_median_s':>15}  {'dryrun_min_s':>12}  {'dryrun_max_s':>12}  "
-          f"{'engine_median_s':>15}  {'ansible_median_s':>16}  {'ratio':>6}")
+          f"{'dryrun_cpu_median_s':>19}  {'engine_median_s':>15}  {'ansible_median_s':>16}  {'ratio':>6}")
     for r in rows:
         dry = median(r.dry) if r.dry else None
         ans = median(r.ansible) if r.ansible else None
         ratio = f"{ans / dry:.1f}" if dry and ans else "-"
         print(f"{r.n:>5}  {fmt(r.apply_s, 1):>8}  {fmt(dry):>15}  {fmt(min(r.dry) if r.dry else None):>12}  "
-              f"{fmt(max(r.dry) if r.dry else None):>12}  {fmt(r.engine.get('engine')):>15}  {fmt(ans, 2):>16}  {ratio:>6}")
+              f"{fmt(max(r.dry) if r.dry else None):>12}  {fmt(median(r.dry_cpu) if r.dry_cpu else None):>19}  {fmt(r.engine.get('engine')):>15}  {fmt(ans, 2):>16}  {ratio:>6}")
     print(f"(dry-run: {args.repeat} runs of the real CLI as a subprocess; engine: observe()+plan() in-process, "
-          f"median of {args.repeat}; ansible: median of {args.ansible_repeat}; ratio = ansible / dry-run median)")
+          f"median of {args.repeat}; dryrun_cpu: user+system CPU of the dry-run process; ansible: median of "
+          f"{args.ansible_repeat}; ratio = ansible / dry-run median)")
+    for r in rows:
+        if r.load:
+            print(f"load average N={r.n}: {r.load} ({os.cpu_count()} CPUs)")
     for r in rows:
         if r.error:
             print(f"N={r.n}: FAILED: {r.error}")
@@ -484,11 +511,18 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     print(f"host: {platform.node()} {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"load {os.getloadavg()[0]:.2f}")
-    pyc = (Path(spec.__file__).parent / "__pycache__").is_dir()
-    if os.environ.get("PYTHONDONTWRITEBYTECODE") or not pyc:
-        print(f"note: PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!s}, reconciler/__pycache__ "
-              f"{'exists' if pyc else 'missing'}: each plain run compiles reconciler/*.py; the 'bytecode cache' "
-              "line shows runs that do not")
+    head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "reconciler"],
+                           capture_output=True, text=True).stdout.strip()
+    child = run([sys.executable, "-c", "import reconciler; print(reconciler.__file__)"]).out.strip()
+    if not child.startswith(str(CODE)) or not spec.__file__.startswith(str(CODE)):
+        print(f"cannot pin the code under test (a child imports {child})", file=sys.stderr)
+        return 1
+    print(f"code: {head or 'unknown'}{' + uncommitted changes in reconciler/' if dirty else ''}, "
+          f"copied to {CODE} for this run")
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("note: PYTHONDONTWRITEBYTECODE is set: each plain run compiles reconciler/*.py (no .pyc is kept); "
+              "the 'bytecode cache' line shows runs that do not")
     ansible_version = ensure_ansible() if args.ansible else None
     if ansible_version:
         print(f"ansible: {ansible_version} (connection: local, pipelining on)")

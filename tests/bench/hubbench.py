@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -47,6 +48,17 @@ def shielded(fn, *args, **kwargs):
 
 def password(room, username: str) -> str:
     return json.loads((room.paths.outbox / f"{username}.json").read_text())["password"]
+
+
+def host_converged(ran: subprocess.CompletedProcess) -> bool:
+    """The first pass converged the host.  Its hub part fails (exit 1) while the hub is not up yet:
+    the token file appears with the first `reconcile hub`, as in tests/test_e2e.py."""
+    failed = [line for line in (ran.stdout + ran.stderr).splitlines() if line.startswith("failed:")]
+    return ran.returncode == 0 or (ran.returncode == 1 and bool(failed) and all(f.startswith("failed: hub:") for f in failed))
+
+
+def hub_not_up_note(ran: subprocess.CompletedProcess) -> str:
+    return " (only its hub part failed: the hub is not up yet; host converged)" if ran.returncode == 1 and host_converged(ran) else ""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -161,9 +173,45 @@ def container_id(label_user: str | None = None, name: str | None = None) -> str 
     return found[0].id if found else None
 
 
+def started_at(cid: str) -> float | None:
+    """The container's State.StartedAt as a UNIX time (Docker prints nanoseconds; keep microseconds)."""
+    try:
+        raw = docker.from_env().api.inspect_container(cid)["State"]["StartedAt"]
+    except docker.errors.APIError:
+        return None
+    return _unix(raw)
+
+
+def listening_at(cid: str) -> float | None:
+    """When the single-user server logged that it is running (docker logs --timestamps), as a UNIX time:
+    the container's own boot, without the hub's polling (exponential backoff with full jitter)."""
+    try:
+        raw = docker.from_env().api.logs(cid, timestamps=True).decode(errors="replace")
+    except docker.errors.APIError:
+        return None
+    for line in raw.splitlines():
+        if "is running at" in line:
+            return _unix(line.split(" ", 1)[0])
+    return None
+
+
+def _unix(stamp: str) -> float:
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
+
+
 def cpu_seconds(cid: str) -> float | None:
     try:
         return int((CGROUP / "cpuacct" / "docker" / cid / "cpuacct.usage").read_text()) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+def throttled(cid: str) -> float | None:
+    """Seconds the container's CFS quota (cpu_limit) held it back, from cpu.stat."""
+    try:
+        stat = dict(line.split() for line in (CGROUP / "cpu" / "docker" / cid / "cpu.stat").read_text().splitlines())
+        return int(stat.get("throttled_time", 0)) / 1e9
     except (OSError, ValueError):
         return None
 
@@ -182,26 +230,68 @@ def memory(cid: str) -> dict[str, int] | None:
         return None
 
 
-def process_group_cpu(pgid: int) -> float:
-    """user+system CPU-seconds of the live processes of one process group (the hub, its proxy, culler)."""
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the comm: state ppid pgrp ... utime(11) stime(12)
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
-
-
 def host_busy_seconds() -> float:
     """Busy CPU-seconds of the whole host since boot (all cores), from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     return (sum(values[:8]) - idle) / CLK_TCK
+
+
+def docker_cgroup_cpu() -> float:
+    """CPU-seconds of every Docker container since dockerd made its cgroup (hierarchical: exited
+    containers' time stays counted)."""
+    try:
+        return int((CGROUP / "cpuacct" / "docker" / "cpuacct.usage").read_text()) / 1e9
+    except (OSError, ValueError):
+        return 0.0
+
+
+def cpu_snapshot() -> dict[int, tuple[str, int, bool, int]]:
+    """pid -> (command name, CPU ticks of it and its reaped children, runs in a Docker container, ppid)."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+            cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        in_container = any(":cpuacct" in line and "/docker/" in line for line in cgroups.splitlines())
+        ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+        out[int(pid)] = (raw[raw.index("(") + 1:raw.rindex(")")], ticks, in_container, int(fields[1]))
+    return out
+
+
+def cpu_outside_containers(before: dict, after: dict, label: dict[int, str], count: int = 6) -> str:
+    """The biggest CPU users outside containers between two snapshots, by command name.  A process's
+    children that exited (and were reaped) in between count for it, minus what they had used before
+    the first snapshot; children of processes that are gone too are not seen.  ``label`` names our pids."""
+    delta: dict[int, int] = {}
+    for pid, (comm, ticks, in_container, _) in after.items():
+        old = before.get(pid)
+        delta[pid] = ticks - (old[1] if old and old[0] == comm else 0)
+    for pid, (comm, ticks, _, ppid) in before.items():
+        if pid in after:
+            continue
+        # Exited during the window: its time from before the window reaches its nearest surviving
+        # ancestor's cutime through every exited parent in between; it is not new there.
+        seen = set()
+        while ppid not in delta and ppid in before and ppid not in seen:
+            seen.add(ppid)
+            ppid = before[ppid][3]
+        if ppid in delta:
+            delta[ppid] -= ticks
+    by_name: dict[str, int] = {}
+    for pid, ticks in delta.items():
+        comm, _, in_container, _ = after[pid]
+        if in_container or ticks <= 0:
+            continue
+        name = f"{comm} ({label[pid]})" if pid in label else comm
+        by_name[name] = by_name.get(name, 0) + ticks
+    top = sorted(by_name.items(), key=lambda item: -item[1])[:count]
+    return ", ".join(f"{comm} {ticks / CLK_TCK:.1f}" for comm, ticks in top) or "-"
 
 
 def top_cpu_users(seconds: float = 1.0, count: int = 4) -> list[str]:
@@ -254,9 +344,11 @@ def _ours(client, classroom: str, name_prefixes: tuple[str, ...]) -> list[str]:
     return sorted(found)
 
 
-def hub_processes(roots: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
-    """jupyterhub / configurable-http-proxy processes: (ours, others).  Ours run in, or were started
-    with the environment of, one of our temp dirs."""
+def hub_processes(roots: tuple[Path, ...] = ()) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """jupyterhub / configurable-http-proxy / idle-culler processes as (pid, command): (ours, others).
+    Ours run in, or were started with the environment of, one of our temp dirs (the proxy and the
+    culler get their own session from JupyterHub, so killing the hub's process group misses them
+    when the hub dies before stopping them)."""
     ours, others = [], []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -272,8 +364,34 @@ def hub_processes(roots: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
         except OSError:
             where = ""
         mine = any(str(root) in where for root in roots)
-        (ours if mine else others).append(f"{pid}: {cmd[:160]}")
+        (ours if mine else others).append((int(pid), cmd[:160]))
     return ours, others
+
+
+def pids_cpu(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def kill_ours(roots: tuple[Path, ...]) -> list[int]:
+    """SIGTERM, then SIGKILL, the hub/proxy/culler processes started for our temp dirs (by pid)."""
+    pids = [pid for pid, _ in hub_processes(roots)[0]]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+            time.sleep(0.1)
+    return pids
 
 
 def verify_clean(room, name_prefixes: tuple[str, ...], roots: tuple[Path, ...]) -> tuple[list[str], list[str]]:
@@ -295,9 +413,9 @@ def verify_clean(room, name_prefixes: tuple[str, ...], roots: tuple[Path, ...]) 
         others.append(f"clsrm networks: {sorted(set(nets) - set(mine))}")
     ours, theirs = hub_processes(roots)
     if ours:
-        problems.append("jupyterhub / configurable-http-proxy processes: " + "; ".join(ours))
+        problems.append("jupyterhub / configurable-http-proxy processes: " + "; ".join(f"{p}: {c}" for p, c in ours))
     if theirs:
-        others.append("jupyterhub / configurable-http-proxy processes: " + "; ".join(theirs))
+        others.append("jupyterhub / configurable-http-proxy processes: " + "; ".join(f"{p}: {c}" for p, c in theirs))
     if any(line.startswith(room.prefix) for line in open("/etc/passwd")):
         problems.append(f"users {room.prefix}* in /etc/passwd")
     with open("/proc/self/mountinfo") as handle:
