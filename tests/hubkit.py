@@ -125,7 +125,7 @@ def xsrf(session: requests.Session) -> dict:
 def start_server(hub: Hub, session: requests.Session, username: str, timeout: float = 180) -> None:
     """What the spawn button does, through the API with the browser's cookie; waits until ready."""
     response = session.post(f"{hub.url}/hub/api/users/{username}/server", headers=xsrf(session), timeout=60)
-    assert response.status_code in (201, 202), f"{response.status_code} {response.text}"
+    assert response.status_code in (201, 202), f"{response.status_code} {response.text}\n{hub.log.read_text()[-3000:]}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         model = session.get(f"{hub.url}/hub/api/users/{username}", headers=xsrf(session), timeout=10).json()

@@ -17,7 +17,7 @@ from ..spec import group_name
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
 HUB_PORT = 8081
-START_CPU_SECONDS = 3.0  # one JupyterLab boot, measured about 1.5 CPU-seconds here; doubled for headroom
+START_WALL_SECONDS = 10.0  # one JupyterLab boot holding a start slot: 7-9 s measured under load, rounded up
 RECONCILER_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "delete:users"]
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
@@ -70,7 +70,8 @@ def configure(c, site: spec.Site | None = None, classroom_file: Path | None = No
     # nor time them out: the limits grow with the class and with the CPU time the queue needs.
     people = len(classroom.admins) + len(classroom.students)
     c.JupyterHub.concurrent_spawn_limit = max(100, people)
-    c.Spawner.start_timeout = max(300, int(people * START_CPU_SECONDS / (os.cpu_count() or 1)) + 120)
+    slots = 2 * (os.cpu_count() or 1)  # ClassroomSpawner.start_slots
+    c.Spawner.start_timeout = max(300, int(people * START_WALL_SECONDS / slots) + 300)
     c.Spawner.http_timeout = c.Spawner.start_timeout
     c.JupyterHub.spawner_class = "reconciler.hub.spawner.ClassroomSpawner"
     c.Spawner.default_url = "/lab"
