@@ -33,7 +33,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 

@@ -337,7 +337,7 @@ def report(results: list[Result]) -> None:
                   f"slot still held): p50 {fmt(statistics.median(d))} s, p95 {fmt(hb.percentile(d, 95))} s, "
                   f"sum {sum(d):.0f} s")
         posts = [s.post_status for s in r.spawns]
-        print(f"  POST answers: " + ", ".join(f"{code}: {posts.count(code)}" for code in sorted(set(posts), key=str)))
+        print("  POST answers: " + ", ".join(f"{code}: {posts.count(code)}" for code in sorted(set(posts), key=str)))
         if r.cpu:
             cpu = list(r.cpu.values())
             mean = statistics.fmean(cpu)
