@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import accounts, containers, mounts, volumes
-from .hubapi import HubClient
+from typing import TYPE_CHECKING
+
+from . import accounts, mounts, volumes
+
+if TYPE_CHECKING:
+    from .hubapi import HubClient
 from .journal import Journal
 from .layout import Paths
 from .plan import Action, Plan
@@ -58,7 +62,7 @@ def _driver(action: Action, desired: Desired, members: dict[str, Member], hub: H
         ("disable", "mount"): lambda: mounts.unmount(paths, user),
         ("create", "ownership"): lambda: mounts.set_ownership(paths, user),
         ("update", "ownership"): lambda: mounts.set_ownership(paths, user),
-        ("update", "container"): lambda: containers.update_memory(classroom, user, after["memory"]),
+        ("update", "container"): lambda: _containers().update_memory(classroom, user, after["memory"]),
         ("disable", "server"): lambda: _need(hub).stop_server(user),
         ("disable", "hub-user"): lambda: _need(hub).delete_user(user),
         ("update", "hub-user"): lambda: _need(hub).delete_user(user),  # demote: admin returns only via the group
@@ -66,7 +70,13 @@ def _driver(action: Action, desired: Desired, members: dict[str, Member], hub: H
     return table[(action.op, action.kind)]
 
 
-def _need(hub: HubClient | None) -> HubClient:
+def _containers():
+    from . import containers  # docker's client loads only when a container must change
+
+    return containers
+
+
+def _need(hub: "HubClient | None") -> "HubClient":
     if hub is None:
         raise RuntimeError("the hub API is not available")
     return hub

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import containers, hubapi, lock, observe, spec
+from . import lock, observe, spec
 from .apply import Result, apply
 from .hub.config import hub_api_url
 from .journal import Journal
@@ -37,6 +37,8 @@ def hub_probes(site: spec.Site, classroom: str):
     """(hub client, hub probe, container probe) when site.yaml has a hub section, else Nones."""
     if site.hub is None:
         return None, None, None
+    from . import containers, hubapi  # requests and docker load only where a hub is configured
+
     try:
         client = hubapi.HubClient(hub_api_url(site.hub), site.hub.token_file, site.hub.request_timeout)
         error = None

@@ -10,7 +10,6 @@ so a no-op pass over a thousand students stays well under a second.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import struct
 import time
@@ -243,15 +242,19 @@ def read_accounts(path: Path, groups: Mapping[str, Group], shadow: Mapping[str, 
 
 
 def read_loops(sys_block: Path) -> dict[str, str]:
-    """backing file -> /dev/loopN, from sysfs (one glob, no losetup)."""
+    """backing file -> /dev/loopN, from sysfs (one listing, no losetup; free devices have no backing_file)."""
     loops = {}
-    for backing in glob.glob(str(sys_block / "loop*" / "loop" / "backing_file")):
+    try:
+        names = [n for n in os.listdir(sys_block) if n.startswith("loop")]
+    except FileNotFoundError:
+        return loops
+    for name in names:
         try:
-            target = Path(backing).read_text().strip()
+            with open(f"{sys_block}/{name}/loop/backing_file") as handle:
+                target = handle.read().strip()
         except OSError:
             continue
-        device = "/dev/" + Path(backing).parent.parent.name
-        loops[target.removesuffix(" (deleted)")] = device
+        loops[target.removesuffix(" (deleted)")] = "/dev/" + name
     return loops
 
 
