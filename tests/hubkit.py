@@ -66,10 +66,12 @@ class Hub:
         self.proc: subprocess.Popen | None = None
         self.log = room.root / "hub.log"
 
-    def start(self, timeout: float = 60) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "hub", "--site", str(self.room.site), "-f", str(self.room.file)],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "reconciler", "hub", "--site", str(self.room.site), "-f", str(self.room.file)]
+
+    def start(self, timeout: float = 60, cwd=None, env=None) -> None:
+        self.proc = subprocess.Popen(self.command(), cwd=cwd, env=env, stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

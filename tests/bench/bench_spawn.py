@@ -78,7 +78,7 @@ c.DockerSpawner.environment = {{"HOME": "/home/{user}"}}
 '''
 
 
-class PlainHub:
+class PlainHub(Hub):
     """`python -m jupyterhub -f <dir>/jupyterhub_config.py` in its own process group, cwd <dir>."""
 
     def __init__(self, workdir: Path, url: str):
@@ -86,25 +86,12 @@ class PlainHub:
         self.log = workdir / "hub.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90) -> None:
-        env = {**os.environ, **proxy_env()}  # NODE_PATH=/usr/share/nodejs for Debian's proxy
-        self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(self.dir / "jupyterhub_config.py")],
-                                     cwd=self.dir, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"plain hub exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"plain hub did not come up:\n{self.log.read_text()[-3000:]}")
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "jupyterhub", "-f", str(self.dir / "jupyterhub_config.py")]
 
-    def stop(self) -> None:
-        Hub.stop(self)  # the same: SIGTERM to the process group, then SIGKILL
+    def start(self, timeout: float = 90) -> None:
+        # NODE_PATH=/usr/share/nodejs for Debian's proxy
+        super().start(timeout, cwd=self.dir, env={**os.environ, **proxy_env()})
 
 
 def login(url: str, username: str, password: str) -> requests.Session:

@@ -35,7 +35,6 @@ import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -47,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
 
-import requests  # noqa: E402
 import yaml  # noqa: E402
 from traitlets.config import Config  # noqa: E402
 
@@ -115,22 +113,9 @@ class SlotsHub(Hub):
         super().__init__(room)
         self.slots = slots
 
-    def start(self, timeout: float = 60) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", self.WRAPPER, "hub", "--site", str(self.room.site), "-f", str(self.room.file),
-             f"--ClassroomSpawner.start_slots={self.slots}"],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"hub did not come up:\n{self.log.read_text()[-3000:]}")
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", self.WRAPPER, "hub", "--site", str(self.room.site), "-f", str(self.room.file),
+                f"--ClassroomSpawner.start_slots={self.slots}"]
 
 
 def effective_settings(room, slots_override: int | None = None) -> str:
