@@ -8,18 +8,16 @@ re-check their target before acting, so re-running a half-applied plan is safe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import accounts, mounts, volumes
-
-if TYPE_CHECKING:
-    from .hubapi import HubClient
 from .journal import Journal
 from .layout import Paths
 from .plan import Action, Plan
 from .spec import Desired, Member
+
+if TYPE_CHECKING:
+    from .hubapi import HubClient
 
 
 @dataclass
@@ -76,7 +74,7 @@ def _containers():
     return containers
 
 
-def _need(hub: "HubClient | None") -> "HubClient":
+def _need(hub: HubClient | None) -> HubClient:
     if hub is None:
         raise RuntimeError("the hub API is not available")
     return hub
