@@ -209,3 +209,41 @@ def test_the_daemon_delivers_after_a_pass(mailroom):
         log.close()
         controller.stop()
     assert passwords[room.user("ann")] not in (room.root / "watch.log").read_text()
+
+
+def test_starttls_with_login_from_the_secrets_file(mailroom, tmp_path):
+    """STARTTLS to a server with its own CA, and AUTH with the login from a 0600 secrets file."""
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+
+    room, port, passwords = mailroom
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.login == b"mailer" and auth_data.password == b"s3cret-smtp")
+
+    secrets = tmp_path / "smtp.yaml"
+    secrets.write_text("username: mailer\npassword: s3cret-smtp\n")
+    secrets.chmod(0o600)
+    site = yaml.safe_load(room.site.read_text())
+    site["delivery"]["smtp"].update({"security": "starttls", "secrets_file": str(secrets), "ca_file": str(cert)})
+    room.site.write_text(yaml.safe_dump(site))
+    controller = Controller(Inbox(), hostname="127.0.0.1", port=port, tls_context=tls, require_starttls=True,
+                            auth_required=True, authenticator=authenticator)
+    controller.start()
+    try:
+        out = room.cli("credentials", "send")
+    finally:
+        controller.stop()
+    assert out.returncode == 0, out.stderr
+    assert logins == [(b"mailer", b"s3cret-smtp")]
+    assert len(controller.handler.messages) == 2
+    assert "s3cret-smtp" not in out.stdout + out.stderr + room.paths.journal.read_text()
