@@ -88,7 +88,8 @@ def test_sigkill_at_random_points_then_rerun_converges(classroom):
     room = classroom
     base = [{"username": n} for n in ("s0", "s1", "s2", "s3")]
     other = [{"username": "s0", "disk": "256Mi"}, {"username": "s1", "status": "disabled"},
-             {"username": "s2"}, {"username": "s3", "disk": "384Mi"}, {"username": "s4"}, {"username": "s5"}]
+             {"username": "s2"}, {"username": "s3", "disk": "384Mi"},
+             *({"username": f"s{i}"} for i in range(4, 8))]
     room.write(base)
     assert _apply(room).returncode == 0
     markers = {}
@@ -98,13 +99,21 @@ def test_sigkill_at_random_points_then_rerun_converges(classroom):
         path.write_bytes(markers[path])
         os.sync()
 
+    # How long one whole apply of the edit takes here (start-up included): kills land inside it.
+    room.write(other)
+    started = time.monotonic()
+    assert _apply(room).returncode == 0
+    span = time.monotonic() - started
+    room.write(base)
+    assert _apply(room).returncode == 0
+
     rng = random.Random(20261126)
     kills = 0
     for trial in range(20):
         room.write(other if trial % 2 == 0 else base)
         proc = subprocess.Popen([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file),
                                  "--allow-mass-disable"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.15, 1.2))  # interpreter start-up takes ~0.15 s
+        time.sleep(rng.uniform(0.2, 0.9) * span)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -114,7 +123,7 @@ def test_sigkill_at_random_points_then_rerun_converges(classroom):
         assert _apply(room, "--dry-run").returncode == 0, f"trial {trial}"
     assert kills >= 10, "the kills must land mid-apply for this test to mean anything"
 
-    room.write([{"username": f"s{i}"} for i in range(6)])
+    room.write([{"username": f"s{i}"} for i in range(8)])
     assert _apply(room).returncode == 0
     for path, content in markers.items():
         assert path.read_bytes() == content

@@ -658,6 +658,9 @@ def run_in_vm(
         )
         share_specs = []
         share_args: list[str] = []
+        here = Path(cwd).resolve()
+        if any(here == Path(h) or Path(h) in here.parents for h in ("/tmp", "/run", "/dev/shm")):
+            shares = [*shares, here]  # a checkout under /tmp (as CI may clone) would be hidden by the VM's fresh /tmp
         for i, share in enumerate(shares):
             share = Path(share).resolve()
             if re.search(r"\s", str(share)) or not share.is_dir():
