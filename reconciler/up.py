@@ -29,6 +29,50 @@ def _alive(pid_file: Path) -> int | None:
     return None if state == "Z" else pid  # a zombie has exited; only its parent has not reaped it yet
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (JupyterHub starts its services in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def stop_tree(pid: int, grace: float = 20.0) -> None:
+    """SIGTERM the process group, wait, then SIGKILL whatever of it and its descendants is left."""
+    below = descendants(pid)
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_running(p) for p in [pid, *below]):
+        time.sleep(0.2)
+    for target in [pid, *below]:
+        if _running(target):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def ensure_docker() -> None:
     """Start dockerd in the background when it is not running and no init system will."""
     import docker
@@ -117,13 +161,7 @@ def down(site: spec.Site, classroom_file: Path) -> int:
         if pid is None:
             print(f"{name}: not running")
             continue
-        os.killpg(pid, signal.SIGTERM)
-        for _ in range(100):
-            if _alive(pid_file) is None:
-                break
-            time.sleep(0.2)
-        else:
-            os.killpg(pid, signal.SIGKILL)
+        stop_tree(pid)
         pid_file.unlink(missing_ok=True)
         print(f"{name}: stopped")
     try:

@@ -6,10 +6,8 @@ in its own process group so that stopping it also stops the proxy and culler.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from hostkit import Classroom
 
 from reconciler import spec
 from reconciler.hub import network
+from reconciler.up import stop_tree
 
 
 def hub_ready() -> str | None:
@@ -87,15 +86,8 @@ class Hub:
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the proxy and the culler, if they outlived the hub
-        except ProcessLookupError:
-            pass
+        stop_tree(self.proc.pid)  # the hub, its proxy, and its services (sessions of their own)
+        self.proc.wait(timeout=10)
         self.proc = None
 
     def remove_network(self) -> None:
