@@ -41,8 +41,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def add_hub(room: Classroom) -> dict:
-    """Give the classroom's site.yaml a hub section on its own bridge, subnet and ports."""
+def add_hub(room: Classroom, **settings) -> dict:
+    """Give the classroom's site.yaml a hub section on its own bridge, subnet and ports (plus ``settings``)."""
     site = yaml.safe_load(room.site.read_text())
     octet = random.randint(200, 250)
     site["hub"] = {
@@ -52,6 +52,7 @@ def add_hub(room: Classroom) -> dict:
         "subnet": f"172.31.{octet}.0/24",
         "proxy_api_port": free_port(),
         "request_timeout": 5,
+        **settings,
     }
     room.site.write_text(yaml.safe_dump(site))
     return site["hub"]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import docker
 import pytest
-import yaml
 
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready, start_server, stop_server, xsrf
@@ -31,10 +30,7 @@ TEACHERS = [{"username": "tea"}]
 def env(tmp_path_factory):
     build_test_image()
     room = make_classroom()
-    add_hub(room)
-    site = yaml.safe_load(room.site.read_text())
-    site["hub"].update({"image": TAG, "pids_limit": PIDS, "tmp_size": "32Mi"})
-    room.site.write_text(yaml.safe_dump(site))
+    add_hub(room, image=TAG, pids_limit=PIDS, tmp_size="32Mi")
     room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
     room.write(ROSTER, admins=TEACHERS)
     room.cli()  # host part converges; the hub is not up yet

@@ -5,7 +5,6 @@ import os
 import time
 
 import pytest
-import yaml
 
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready
@@ -35,10 +34,7 @@ def cmdline(pid):
 def test_up_brings_everything_and_down_stops_it():
     build_test_image()
     room = make_classroom()
-    add_hub(room)
-    site = yaml.safe_load(room.site.read_text())
-    site["hub"]["image"] = TAG
-    room.site.write_text(yaml.safe_dump(site))
+    add_hub(room, image=TAG)
     room.write([{"username": "ann"}, {"username": "bob"}])
     hub = Hub(room)
     try:

@@ -42,7 +42,6 @@ import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
 
 import docker  # noqa: E402
 import requests  # noqa: E402
-import yaml  # noqa: E402
 
 from hostkit import cleanup, host_ready, make_classroom  # noqa: E402
 from hubkit import Hub, add_hub, free_port, hub_ready, xsrf  # noqa: E402
@@ -134,10 +133,7 @@ def main() -> int:
     build_test_image()
 
     room = make_classroom()
-    add_hub(room)
-    site = yaml.safe_load(room.site.read_text())
-    site["hub"]["image"] = TAG
-    room.site.write_text(yaml.safe_dump(site))
+    add_hub(room, image=TAG)
     room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
     room.write([{"username": "s1"}])
     user = room.user("s1")

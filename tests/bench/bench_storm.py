@@ -46,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
 
-import yaml  # noqa: E402
 from traitlets.config import Config  # noqa: E402
 
 from hostkit import cleanup, host_ready, make_classroom  # noqa: E402
@@ -132,10 +131,7 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
     res = Result(n)
     room = make_classroom()
     res.room = room.name
-    add_hub(room)
-    site = yaml.safe_load(room.site.read_text())
-    site["hub"]["image"] = TAG
-    room.site.write_text(yaml.safe_dump(site))
+    add_hub(room, image=TAG)
     room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
     width = len(str(n))
     room.write([{"username": f"s{i:0{width}d}"} for i in range(1, n + 1)])
