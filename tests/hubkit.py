@@ -117,14 +117,19 @@ def xsrf(session: requests.Session) -> dict:
     return {"X-XSRFToken": tokens[0] if tokens else ""}
 
 
+def server_of(hub: Hub, session: requests.Session, username: str) -> dict | None:
+    """The person's default server as the hub reports it (None when there is none)."""
+    model = session.get(f"{hub.url}/hub/api/users/{username}", headers=xsrf(session), timeout=10).json()
+    return model.get("servers", {}).get("") or None
+
+
 def start_server(hub: Hub, session: requests.Session, username: str, timeout: float = 180) -> None:
     """What the spawn button does, through the API with the browser's cookie; waits until ready."""
     response = session.post(f"{hub.url}/hub/api/users/{username}/server", headers=xsrf(session), timeout=60)
     assert response.status_code in (201, 202), f"{response.status_code} {response.text}\n{hub.log.read_text()[-3000:]}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        model = session.get(f"{hub.url}/hub/api/users/{username}", headers=xsrf(session), timeout=10).json()
-        server = model.get("servers", {}).get("")
+        server = server_of(hub, session, username)
         if server and server.get("ready"):
             return
         if not server:
@@ -138,8 +143,7 @@ def stop_server(hub: Hub, session: requests.Session, username: str, timeout: flo
     assert response.status_code in (202, 204), f"{response.status_code} {response.text}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        model = session.get(f"{hub.url}/hub/api/users/{username}", headers=xsrf(session), timeout=10).json()
-        if not model.get("servers", {}).get(""):
+        if server_of(hub, session, username) is None:
             return
         time.sleep(0.5)
     raise AssertionError(f"{username}'s server did not stop")

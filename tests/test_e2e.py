@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready, start_server, stop_server, xsrf
+from hubkit import Hub, add_hub, hub_ready, server_of, start_server, stop_server
 from imagekit import TAG, build_test_image, image_unavailable, make_tiny_wheel
 from reconciler.sizes import MiB
 
@@ -65,8 +65,7 @@ def running(room, hub, sessions, short):
         assert session is not None, f"{user} could not log in"
         sessions[user] = session
     session = sessions[user]
-    model = session.get(f"{hub.url}/hub/api/users/{user}", headers=xsrf(session)).json()
-    if not (model.get("servers", {}).get("") or {}).get("ready"):
+    if not (server_of(hub, session, user) or {}).get("ready"):
         start_server(hub, session, user)
     (container,) = docker.from_env().containers.list(filters={"label": f"org.classroom.user={user}"})
     return user, container
