@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -49,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("mount-all", "mount every volume in the manifest (at boot, before the hub)"),
                        ("hub", "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)"),
                        ("watch", "the daemon: apply classroom.yaml on every save and every resync_interval"),
+                       ("api", "the teacher API and page (a JupyterHub service: `reconcile hub` starts it)"),
                        ("up", "everything on this machine: image, volumes, hub and daemon in the background, "
                               "one pass"),
                        ("down", "stop the hub and the daemon started by `reconcile up`")):
@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             return _mount_all(site)
         if args.command == "hub":
             return _hub(site, _classroom_path(args, site))
+        if args.command == "api":
+            from .service import app
+
+            return app.main(site, _classroom_path(args, site))
         if args.command == "status":
             return _status(site, _classroom_path(args, site), args.json)
         policy = engine.policy(site, args.allow_destroy, args.allow_mass_disable)
@@ -201,24 +205,17 @@ def _summarize(the_plan: Plan, result, paths) -> None:
 
 
 def _import_csv(site: spec.Site, classroom_file: Path, args: argparse.Namespace) -> int:
-    import yaml
-
-    from . import roster
+    from . import roster, rosteredit
 
     try:
-        data = args.csv.read_bytes()
-        rows, fatal = roster.read_rows(data)
+        result = roster.prepare(classroom_file, site, args.csv.read_bytes())
     except OSError as exc:
-        rows, fatal = [], [f"cannot read {args.csv}: {exc.strerror}"]
-    except UnicodeDecodeError:
-        rows, fatal = [], [f"{args.csv} is not UTF-8 text (save it as CSV UTF-8)"]
-    if fatal:
-        for problem in fatal:
-            print(f"{args.csv}: {problem}", file=sys.stderr)
+        print(f"{args.csv}: cannot read: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    spec.load_classroom(classroom_file, site)  # the roster must be valid before we add to it
-    accounts = observe.read_accounts(Path("/etc/passwd"), {}, {})
-    result = roster.plan_import(rows, yaml.safe_load(classroom_file.read_text()), accounts, site)
+    except rosteredit.Rejected as exc:
+        for problem in exc.problems:
+            print(f"{args.csv}: {problem['message']}", file=sys.stderr)
+        return EXIT_ERROR
     for line in result.present:
         print(f"skipped: {line}")
     if result.problems:
@@ -236,35 +233,31 @@ def _import_csv(site: spec.Site, classroom_file: Path, args: argparse.Namespace)
         print(f"{len(result.added)} to add (dry run: {classroom_file} unchanged).")
         return engine.EXIT_PENDING if result.added else EXIT_OK
     if result.added:
-        roster.add_people(classroom_file, result.added, site)
+        try:
+            roster.add_people(classroom_file, result.added, site)
+        except rosteredit.Rejected as exc:
+            print(f"{classroom_file}: the import would make the file invalid ({exc}); nothing was changed.",
+                  file=sys.stderr)
+            return EXIT_ERROR
     print(f"{len(result.added)} added to {classroom_file}.")
     return EXIT_OK
 
 
 def _reset_password(site: spec.Site, classroom: spec.Classroom, username: str) -> int:
-    from . import accounts
-    from .journal import Journal
+    from . import teacher
 
-    paths = site.paths
-    member = next((m for m in spec.resolve(classroom, paths).members if m.username == username), None)
-    if member is None or member.status != "active":
-        print(f"reconcile: {username} is not an active person in {classroom.name}", file=sys.stderr)
+    try:
+        teacher.reset_password(site, classroom, username)
+    except teacher.Refused as exc:
+        print(f"reconcile: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
-    action = Action("update", "password", username, after="generated, to the outbox", reason="password reset")
-    with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout):
-        journal = Journal(paths.journal, f"reset-{os.getpid()}")
-        try:
-            accounts.set_password(username, classroom.name, member.name, member.emails, paths.outbox,
-                                  "password reset", reset=True)
-            journal.record(action, "ok", "set")
-        except Exception as exc:  # noqa: BLE001 - reported and journaled
-            journal.record(action, "failed", str(exc))
-            print(f"reconcile: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        finally:
-            journal.close()
-        print(f"{username} has a new password; it waits in {paths.outbox}/ (root only).")
-        return _send(site, classroom)
+    except (lock.LockBusy, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - journaled by reset_password
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{username} has a new password; it waits in {site.paths.outbox}/ (root only).")
+    return _send(site, classroom)
 
 
 def _send(site: spec.Site, classroom: spec.Classroom) -> int:

@@ -128,15 +128,26 @@ def _failed(site: spec.Site, item: dict, error: str, now: float, report: Report)
     report.failed[item["username"]] = error
 
 
-def write_slips(site: spec.Site, classroom: str, out: Path, everyone: bool = False) -> list[str]:
-    """One cut-out card per waiting item (by default those with no e-mail); the items are consumed."""
+def render_slips(site: spec.Site, classroom: str, everyone: bool = False) -> tuple[str, list[dict]]:
+    """One cut-out card per waiting item (by default those with no e-mail): the HTML and the items shown."""
     chosen = [i for i in outbox.items(site.paths.outbox) if everyone or not i.get("emails")]
-    if not chosen:
-        return []
     language = site.delivery.language
     html = _environment(site.delivery).get_template("slips.html.j2").render(
         classroom=classroom, items=chosen, hub_url=hub_url(site), language=language, labels=SLIP_LABELS[language])
-    write_atomic(out, html, mode=0o600)  # it holds passwords
-    for item in chosen:
+    return html, chosen
+
+
+def consume(site: spec.Site, items: list[dict]) -> list[str]:
+    """Printed slips are delivered: their passwords leave the outbox (unless a newer one replaced them)."""
+    for item in items:
         outbox.discard(site.paths.outbox, item["username"], item["password"])
-    return [i["username"] for i in chosen]
+    return [i["username"] for i in items]
+
+
+def write_slips(site: spec.Site, classroom: str, out: Path, everyone: bool = False) -> list[str]:
+    """Write the slips to ``out`` (0600: it holds passwords); the items are consumed."""
+    html, chosen = render_slips(site, classroom, everyone)
+    if not chosen:
+        return []
+    write_atomic(out, html, mode=0o600)
+    return consume(site, chosen)

@@ -15,15 +15,16 @@ from .plan import Action
 
 
 class Journal:
-    def __init__(self, path: Path, pass_id: str):
+    def __init__(self, path: Path, pass_id: str, actor: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.pass_id = path, pass_id
+        self.path, self.pass_id, self.actor = path, pass_id, actor  # actor: the teacher behind an API write
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def record(self, action: Action, result: str, detail: str = "") -> None:
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "pass": self.pass_id,
+            **({"actor": self.actor} if self.actor else {}),
             **action.to_json(),
             "result": result,
             "detail": detail,

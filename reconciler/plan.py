@@ -22,7 +22,7 @@ from .spec import ROLES, Desired, Member, group_name
 
 OPS = ("create", "update", "disable", "destroy")
 KINDS = ("group", "account", "password", "volume", "filesystem", "manifest", "mount", "ownership",
-         "container", "server", "hub-user")
+         "container", "server", "hub-user", "roster")  # roster: an edit of classroom.yaml (teacher API)
 
 
 def freeze(value: Any) -> Any:

@@ -17,14 +17,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from anyascii import anyascii
 from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
 
-from . import spec
-from .fsutil import write_atomic
-from .observe import Account
+from . import rosteredit, spec
+from .observe import Account, read_accounts
 
 ALIASES = {
     "name": {"name", "full name", "fullname", "student", "studente", "studentessa", "nome e cognome",
@@ -114,7 +112,17 @@ def username_for(name: str) -> str:
     return base[:28]
 
 
-def _taken(classroom_data: dict, accounts: dict[str, Account], classroom: str) -> set[str]:
+def unique_username(name: str, taken: set[str]) -> str:
+    """username_for(name), numbered (jnunez2, jnunez3, ...) past the names already taken."""
+    base = username_for(name)
+    username, n = base, 1
+    while username in taken:
+        n += 1
+        username = f"{base}{n}"
+    return username
+
+
+def taken_usernames(classroom_data: dict, accounts: dict[str, Account], classroom: str) -> set[str]:
     names = {p.get("username") for section in ("admins", "students") for p in classroom_data.get(section) or []
              if isinstance(p, dict)}
     names |= {u for u, a in accounts.items() if a.classroom != classroom}  # the host's own accounts
@@ -130,7 +138,7 @@ def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Accou
     known_users = {p.get("username") for p in people}
     known_emails = {e.lower() for p in people for e in ([p["email"]] if isinstance(p.get("email"), str)
                                                         else p.get("email") or [])}
-    taken = _taken(classroom_data, accounts, classroom)
+    taken = taken_usernames(classroom_data, accounts, classroom)
     for row in rows:
         if row.username in known_users or any(e.lower() in known_emails for e in row.emails):
             result.present.append(f"row {row.number}: {row.name} is already in the file")
@@ -140,11 +148,7 @@ def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Accou
             continue
         username = row.username
         if username is None:
-            base = username_for(row.name)
-            username, n = base, 1
-            while username in taken:
-                n += 1
-                username = f"{base}{n}"
+            username = unique_username(row.name, taken)
         elif username in taken:
             result.problems.append(f"row {row.number}: username {username!r} is already taken")
             continue
@@ -165,41 +169,23 @@ def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Accou
     return result
 
 
-def _yaml() -> YAML:
-    y = YAML()
-    y.preserve_quotes = True
-    y.width = 4096
-    return y
+def prepare(path: Path, site: spec.Site, data: bytes) -> Result:
+    """Read a CSV upload and decide who it adds to the file; nothing is written.
 
-
-def _sequence_indent(text: str) -> int:
-    """How far this file indents its list items ("  - x" -> 2), so rewriting keeps the style."""
-    match = re.search(r"^(students|admins):\s*(?:#.*)?\n(\s*)- ", text, re.M)
-    return len(match.group(2)) if match else 2
+    Raises rosteredit.Rejected for a file that cannot be read as a roster at
+    all, and spec.InvalidFile when classroom.yaml itself is invalid.
+    """
+    try:
+        rows, fatal = read_rows(data)
+    except UnicodeDecodeError:
+        rows, fatal = [], ["not UTF-8 text (save it as CSV UTF-8)"]
+    if fatal:
+        raise rosteredit.Rejected([{"path": "", "message": problem} for problem in fatal])
+    spec.load_classroom(path, site)  # the roster must be valid before we add to it
+    accounts = read_accounts(Path("/etc/passwd"), {}, {})
+    return plan_import(rows, yaml.safe_load(path.read_text(encoding="utf-8")), accounts, site)
 
 
 def add_people(path: Path, entries: list[dict], site: spec.Site) -> None:
     """Append to students: comments, order and formatting stay as they were; validated before the rename."""
-    text = path.read_text(encoding="utf-8")
-    y = _yaml()
-    offset = _sequence_indent(text)
-    y.indent(mapping=2, sequence=offset + 2, offset=offset)
-    doc = y.load(text)
-    students = doc.get("students")
-    if students is None:
-        doc["students"] = students = []
-    flow = bool(students) and getattr(students[0], "fa", None) is not None and students[0].fa.flow_style()
-    for entry in entries:
-        item = CommentedMap(entry)
-        if flow:
-            item.fa.set_flow_style()
-        students.append(item)
-    out = io.StringIO()
-    y.dump(doc, out)
-    candidate = path.with_name(f".{path.name}.import")
-    candidate.write_text(out.getvalue(), encoding="utf-8")
-    try:
-        spec.load_classroom(candidate, site)  # the whole file must still be valid
-        write_atomic(path, out.getvalue(), mode=path.stat().st_mode & 0o777)
-    finally:
-        candidate.unlink(missing_ok=True)
+    rosteredit.add_students(path, site, entries)

@@ -22,6 +22,7 @@ _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 MiB = 1024**2
 GiB = 1024**3
+MAX_SIZE = 1024**6  # 1 EiB: anything above is a typo, and would overflow the tools' 64-bit sizes
 
 
 def parse_size(value: object) -> int:
@@ -31,6 +32,8 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         number, unit = Decimal(value), ""
     elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("a size must be a finite number")
         number, unit = Decimal(str(value)), ""
     elif isinstance(value, str):
         match = _SIZE.match(value)
@@ -48,6 +51,8 @@ def parse_size(value: object) -> int:
     size = int(number * _UNITS[unit])
     if size <= 0:
         raise ValueError("a size must be positive")
+    if size > MAX_SIZE:
+        raise ValueError(f"{value!r} is larger than any volume or memory this tool can manage (1 EiB)")
     return size
 
 

@@ -9,6 +9,7 @@ anything on the host is touched.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -64,8 +65,10 @@ def _cpu(value: object) -> float:
             cpus = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise ValueError(f"{value!r} is not a number of CPUs; use e.g. 1, 0.5 or 500m") from None
-    if cpus <= 0:
-        raise ValueError("a CPU limit must be positive")
+    if not math.isfinite(cpus) or cpus <= 0:
+        raise ValueError("a CPU limit must be a positive number")
+    if cpus > 4096:
+        raise ValueError(f"{value!r} CPUs is more than any server has")
     return cpus
 
 
@@ -141,8 +144,9 @@ class Person(_Strict):
     @classmethod
     def _plain_name(cls, value: str) -> str:
         # The name goes into /etc/passwd's GECOS field, where ':' ',' and newlines are separators.
-        if any(ch in value for ch in ":,\n\r\t\\") or not value.strip():
-            raise ValueError("a name may not contain ':', ',', backslashes, tabs or newlines")
+        if any(ch in value for ch in ":,\\") or any(ord(ch) < 32 or ord(ch) == 127 for ch in value) \
+                or not value.strip():
+            raise ValueError("a name may not contain ':', ',', backslashes or control characters (tabs, newlines)")
         return value.strip()
 
 
@@ -208,6 +212,9 @@ class HubSettings(_Strict):
     tmp_size: Size = 256 * 1024 * 1024
     request_timeout: Annotated[float, Field(gt=0)] = 10.0
     proxy_api_port: Annotated[int, Field(gt=0, lt=65536)] = Field(8001, description="On 127.0.0.1 only")
+    service_port: Annotated[int, Field(gt=0, lt=65536)] = Field(
+        8002, description="The teacher API and page on 127.0.0.1; people reach it through the proxy at "
+        "/services/classroom/")
 
 
 class Smtp(_Strict):
@@ -242,6 +249,8 @@ class Site(_Strict):
     limits: Limits = Field(default_factory=Limits)
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
     resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
+    roster_in_git: bool = Field(False, description="classroom.yaml reaches this host from git (CI): the teacher "
+                                "API refuses roster edits (409) so the file in git stays the single source of truth")
     hub: HubSettings | None = None
     delivery: Delivery = Field(default_factory=Delivery)
 
@@ -378,7 +387,15 @@ def _model_of(annotation: Any) -> Any:
 
 def load_classroom(path: Path, site: Site) -> Classroom:
     """Parse and validate the whole file; raise InvalidFile listing every problem."""
-    source = read_source(path)
+    return check_classroom(read_source(path), site)
+
+
+def parse_classroom(text: str, file: str, site: Site) -> Classroom:
+    """Validate a candidate content before it replaces the file (the teacher API's and import's edits)."""
+    return check_classroom(yamlsrc.load(text, file), site)
+
+
+def check_classroom(source: Source, site: Site) -> Classroom:
     problems = list(source.problems)
     if source.data is not None and not isinstance(source.data, dict):
         problems.append(source.problem((), "the file must be a mapping with version, name, quotas, admins, students"))
