@@ -23,7 +23,8 @@ def build(tmp_path):
 
 def test_access_follows_the_managed_groups(tmp_path):
     c, _ = build(tmp_path)
-    assert c.JupyterHub.authenticator_class == "pam"
+    assert c.JupyterHub.authenticator_class == "reconciler.hub.auth.ClassroomAuthenticator"
+    assert c.ClassroomAuthenticator.teachers_group == "python-101-teachers"  # mirrored for the teacher role
     assert c.PAMAuthenticator.allowed_groups == {"python-101-students", "python-101-teachers"}
     assert c.PAMAuthenticator.admin_groups == {"python-101-teachers"}
     assert c.PAMAuthenticator.check_account is True
@@ -39,6 +40,18 @@ def test_services_have_least_privilege_and_no_admin_flag(tmp_path):
     assert set(roles["reconciler"]["scopes"]) == {"list:users", "read:users", "read:servers", "delete:servers",
                                                  "delete:users"}
     assert not any(scope.startswith("admin") for role in roles.values() for scope in role["scopes"])
+
+
+def test_teacher_service_is_registered_with_its_custom_scope(tmp_path):
+    c, _ = build(tmp_path)
+    service = {s["name"]: s for s in c.JupyterHub.services}["classroom"]
+    assert service["url"] == "http://127.0.0.1:8002"  # loopback: reached only through the proxy
+    assert service["command"][1:4] == ["-m", "reconciler", "api"]
+    assert service["oauth_client_allowed_scopes"] == ["custom:classroom:manage"]
+    assert "custom:classroom:manage" in c.JupyterHub.custom_scopes
+    teacher = {r["name"]: r for r in c.JupyterHub.load_roles}["classroom-teacher"]
+    assert teacher["groups"] == ["python-101-teachers"]
+    assert set(teacher["scopes"]) == {"custom:classroom:manage", "access:services!service=classroom"}
 
 
 def test_network_layout(tmp_path):

@@ -20,6 +20,9 @@ HUB_PORT = 8081
 START_WALL_SECONDS = 10.0  # one JupyterLab boot holding a start slot: 7-9 s measured under load, rounded up
 RECONCILER_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "delete:users"]
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+SERVICE_NAME = "classroom"  # the teacher API and page, at /services/classroom/
+MANAGE_SCOPE = "custom:classroom:manage"
+TEACHER_SCOPES = [MANAGE_SCOPE, f"access:services!service={SERVICE_NAME}"]
 
 
 def gateway(subnet: str) -> str:
@@ -58,7 +61,8 @@ def configure(c, site: spec.Site | None = None, classroom_file: Path | None = No
     c.JupyterHub.cleanup_servers = False  # a hub restart must not kill every student's running notebook
 
     # PAM against the accounts reconcile manages; locked or expired accounts are refused.
-    c.JupyterHub.authenticator_class = "pam"
+    c.JupyterHub.authenticator_class = "reconciler.hub.auth.ClassroomAuthenticator"
+    c.ClassroomAuthenticator.teachers_group = group_name(classroom.name, "teacher")
     c.PAMAuthenticator.allowed_groups = {group_name(classroom.name, "student"), group_name(classroom.name, "teacher")}
     c.PAMAuthenticator.admin_groups = {group_name(classroom.name, "teacher")}
     c.PAMAuthenticator.check_account = True
@@ -86,10 +90,21 @@ def configure(c, site: spec.Site | None = None, classroom_file: Path | None = No
         {"name": "idle-culler",
          "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={hub.cull_idle_timeout}"]},
         {"name": "reconciler", "api_token": token},
+        {"name": SERVICE_NAME, "display": True, "url": f"http://127.0.0.1:{hub.service_port}",
+         "command": [sys.executable, "-m", "reconciler", "api", "-f", str(classroom_file)],
+         "environment": {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", "")},
+         "oauth_client_allowed_scopes": [MANAGE_SCOPE],
+         "oauth_no_confirm": True},  # the hub's own packaged service: no "authorize this app?" step
     ]
+    # Teachers (the Unix teachers group, mirrored into the hub by ClassroomAuthenticator) manage the
+    # classroom through the service; scripts use a token the teacher makes with the custom scope.
+    c.JupyterHub.custom_scopes = {
+        MANAGE_SCOPE: {"description": "Manage the classroom's students through the classroom service"},
+    }
     c.JupyterHub.load_roles = [
         {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]},
         {"name": "reconciler", "scopes": RECONCILER_SCOPES, "services": ["reconciler"]},
+        {"name": "classroom-teacher", "scopes": TEACHER_SCOPES, "groups": [group_name(classroom.name, "teacher")]},
     ]
     c.ClassroomSpawner.site_file = str(spec.find_site(None) or "")
     c.ClassroomSpawner.classroom_file = str(classroom_file)

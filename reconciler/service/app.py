@@ -1,0 +1,261 @@
+"""`reconcile api`: the teacher API and page, a hub-managed service at /services/classroom/.
+
+Tornado with JupyterHub's own HubOAuthenticated: browsers log in through the
+hub's OAuth (cookie, and XSRF on every write), scripts send a hub token that
+carries custom:classroom:manage.  A person must also be an active admin in
+classroom.yaml as it is now.  Blocking work (observing the host, writing the
+roster, passwords) runs in a thread so one slow request never stalls others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from tornado import web
+
+from .. import lock, spec, teacher
+from ..hub.config import MANAGE_SCOPE
+from ..rosteredit import Rejected
+from . import openapi
+
+STATIC = Path(__file__).with_name("static")
+USERNAME = r"[a-z][a-z0-9_-]{0,31}"
+log = logging.getLogger("reconcile.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, problems: list[dict] | None = None):
+        self.status, self.message, self.problems = status, message, problems or []
+        super().__init__(message)
+
+
+class Teacher(HubOAuthenticated, web.RequestHandler):
+    """Identified by the hub; allowed with the custom scope, and (for people) only as a current teacher."""
+
+    hub_scopes = {MANAGE_SCOPE}
+
+    @property
+    def room(self) -> teacher.Room:
+        return self.settings["room"]
+
+    def check_hub_user(self, model: dict) -> dict:
+        model = super().check_hub_user(model)  # raises UserNotAllowed without the scope
+        teachers = self.room.teachers()  # None while the file is invalid: the scope alone decides
+        if model.get("kind", "user") == "user" and teachers is not None and model["name"] not in teachers:
+            raise UserNotAllowed(model)
+        return model
+
+    @property
+    def actor(self) -> str:
+        """Who the journal names: the teacher, or the service that holds the scope."""
+        model = self.current_user
+        return model["name"] if model.get("kind", "user") == "user" else f"service:{model['name']}"
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+
+
+class Page(Teacher):
+    @web.authenticated
+    def get(self) -> None:
+        self.render("index.html", xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes)
+                    else self.xsrf_token, teacher=self.current_user["name"])
+
+
+class Api(Teacher):
+    def get_login_url(self) -> str:
+        raise web.HTTPError(403, "log in through the hub, or send a hub token with the custom:classroom:manage scope")
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            body = {"error": exc.message, "problems": exc.problems}
+        elif isinstance(exc, web.HTTPError) and exc.log_message:
+            body = {"error": exc.log_message % exc.args if exc.args else exc.log_message, "problems": []}
+        else:
+            body = {"error": self._reason, "problems": []}
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(body))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, ApiError):
+            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    async def call(self, fn, *args, **kwargs):
+        """Run blocking work in a thread; turn the core's refusals into HTTP answers."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+        except teacher.Refused as exc:
+            raise ApiError(exc.status, exc.message) from None
+        except Rejected as exc:
+            raise ApiError(exc.status, "invalid input; classroom.yaml was not changed", exc.problems) from None
+        except spec.InvalidFile as exc:
+            raise ApiError(409, "classroom.yaml is invalid as it stands; fix the file first",
+                           [{"path": p.path, "message": f"line {p.line}: {p.message}"} for p in exc.problems]) from None
+        except lock.LockBusy as exc:
+            self.set_header("Retry-After", "5")
+            raise ApiError(503, str(exc)) from None
+
+    def body(self) -> dict:
+        try:
+            data = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise ApiError(400, "the request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return data
+
+    def send(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+
+class Students(Api):
+    @web.authenticated
+    async def get(self) -> None:
+        self.send(await self.call(teacher.students, self.room))
+
+    @web.authenticated
+    async def post(self) -> None:
+        entry = await self.call(teacher.add_student, self.room, self.actor, self.body())
+        self.send(entry, 201)
+
+
+class Student(Api):
+    @web.authenticated
+    async def get(self, username: str) -> None:
+        listing = await self.call(teacher.students, self.room)
+        row = next((p for p in listing["students"] if p["username"] == username), None)
+        if row is None:
+            raise ApiError(404, f"{username} is not in the classroom")
+        self.send(row)
+
+    @web.authenticated
+    async def patch(self, username: str) -> None:
+        self.send(await self.call(teacher.change_student, self.room, self.actor, username, self.body()))
+
+    @web.authenticated
+    async def delete(self, username: str) -> None:
+        self.send(await self.call(teacher.disable_student, self.room, self.actor, username))
+
+
+class ResetPassword(Api):
+    @web.authenticated
+    async def post(self, username: str) -> None:
+        self.send(await self.call(teacher.reset_and_deliver, self.room, self.actor, username))
+
+
+class Import(Api):
+    @web.authenticated
+    async def post(self) -> None:
+        files = self.request.files.get("file")
+        data = files[0]["body"] if files else self.request.body
+        flags = {name: self.get_argument(name, "false").lower() in ("1", "true", "yes", "on")
+                 for name in ("skip_invalid", "dry_run")}
+        self.send(await self.call(teacher.import_csv, self.room, self.actor, data, **flags))
+
+
+class Plan(Api):
+    @web.authenticated
+    async def get(self) -> None:
+        self.send(await self.call(teacher.pending_plan, self.room))
+
+
+class Status(Api):
+    @web.authenticated
+    async def get(self) -> None:
+        found = await self.call(teacher.last_status, self.room)
+        if found is None:
+            raise ApiError(404, "the daemon (reconcile watch) has not finished a pass yet")
+        self.send(found)
+
+
+class Slips(Api):
+    """Printable credential slips: an HTML page holding passwords, so it is a POST and never cached."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        everyone = self.get_argument("all", "false").lower() in ("1", "true", "yes", "on")
+        html, _ = await self.call(teacher.print_slips, self.room, self.actor, everyone)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(html)
+
+
+class OpenApi(web.RequestHandler):
+    """The API's description; public, like the hub's own REST API documentation."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(openapi.document(self.settings["prefix"])))
+
+
+class NoSuchEndpoint(Api):
+    """A JSON 404 for any other path under api/ (tornado's default is an HTML page)."""
+
+    def prepare(self) -> None:
+        raise ApiError(404, f"no such endpoint: {self.request.method} {self.request.path}")
+
+
+def make_app(room: teacher.Room, prefix: str) -> web.Application:
+    prefix = "/" + prefix.strip("/") + "/"
+    api = prefix + "api/"
+    return web.Application(
+        [
+            (prefix, Page),
+            (prefix + "oauth_callback", HubOAuthCallbackHandler),
+            (api + "openapi.json", OpenApi),
+            (api + "students", Students),
+            (api + f"students/({USERNAME})", Student),
+            (api + f"students/({USERNAME})/reset-password", ResetPassword),
+            (api + "import", Import),
+            (api + "plan", Plan),
+            (api + "status", Status),
+            (api + "slips", Slips),
+            (api + ".*", NoSuchEndpoint),
+            (prefix + "static/(.*)", web.StaticFileHandler, {"path": str(STATIC / "assets")}),
+        ],
+        room=room,
+        prefix=prefix,
+        template_path=str(STATIC),
+        cookie_secret=os.urandom(32),  # only the OAuth state and token cookies: a restart just logs in again
+        static_url_prefix=prefix + "static/",
+    )
+
+
+def main(site: spec.Site, classroom_file: Path) -> int:
+    """Run under the hub, which sets JUPYTERHUB_SERVICE_URL, _PREFIX, the API token and the OAuth client."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
+    if not url.port:
+        raise SystemExit("reconcile api runs as a JupyterHub service (`reconcile hub` starts it): "
+                         "JUPYTERHUB_SERVICE_URL is not set")
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/classroom/")
+    room = teacher.Room(site, classroom_file.resolve())
+    asyncio.run(_serve(make_app(room, prefix), url.hostname or "127.0.0.1", url.port))
+    return 0
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    server = app.listen(port, host, xheaders=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("teacher API at %s:%d%s", host, port, app.settings["prefix"])
+    await stop.wait()
+    server.stop()

@@ -1,0 +1,230 @@
+"""The teacher API's OpenAPI 3.1 description, served at <prefix>api/openapi.json.
+
+The student fields come from the same pydantic model that validates
+classroom.yaml, so the documentation cannot drift from what the file
+accepts; the tests run schemathesis against this document.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+
+from .. import spec
+from ..rosteredit import EDITABLE
+
+USERNAME = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,31}$"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+
+
+def _person_schemas() -> tuple[dict, dict]:
+    person = spec.Person.model_json_schema()
+    new = deepcopy(person)
+    new["title"] = "NewStudent"
+    new["description"] = "A student as classroom.yaml takes it; without username, one is made from the name"
+    new["required"] = ["name"]
+    new["properties"]["status"] = {"enum": ["active", "disabled"], "default": "active"}
+    changes = {
+        "title": "StudentChanges",
+        "description": "A merge patch: the keys given are set, a null removes the key (e.g. an inline quota)",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {key: {"anyOf": [deepcopy(person["properties"][key]), {"type": "null"}]} for key in EDITABLE},
+    }
+    changes["properties"]["status"] = {"enum": ["active", "disabled"]}
+    return new, changes
+
+
+def _components() -> dict:
+    new, changes = _person_schemas()
+    action = {
+        "type": "object",
+        "required": ["op", "kind", "target", "reason", "destructive", "drift"],
+        "properties": {
+            "op": {"enum": ["create", "update", "disable", "destroy"]},
+            "kind": {"type": "string"},
+            "target": {"type": "string"},
+            "before": {},
+            "after": {},
+            "reason": {"type": "string"},
+            "destructive": {"type": "boolean"},
+            "drift": {"type": "boolean"},
+        },
+    }
+    note = {"type": "object", "required": ["rule", "target", "message"],
+            "properties": {"rule": {"type": "string"}, "target": {"type": "string"}, "message": {"type": "string"}}}
+    row = {
+        "type": "object",
+        "required": ["username", "name", "role", "status", "emails", "quota", "account", "cpu", "memory_limit",
+                     "memory_used", "disk_quota", "disk_used", "volume_size", "mounted", "server", "last_activity",
+                     "credentials"],
+        "properties": {
+            "username": {"type": "string"},
+            "name": NULLABLE_STRING,
+            "role": {"enum": ["student", "teacher", None]},
+            "status": {"enum": ["active", "disabled", "purged", "removed"],
+                       "description": "as the file says; removed = managed here but no longer in the file"},
+            "emails": {"type": "array", "items": {"type": "string"}},
+            "quota": NULLABLE_STRING,
+            "account": {"enum": ["enabled", "disabled", "half-disabled", "missing"]},
+            "cpu": {"type": ["number", "null"]},
+            "memory_limit": NULLABLE_INT,
+            "memory_used": {**NULLABLE_INT, "description": "bytes, while the server runs"},
+            "disk_quota": NULLABLE_INT,
+            "disk_used": NULLABLE_INT,
+            "volume_size": NULLABLE_INT,
+            "mounted": {"type": "boolean"},
+            "server": {"enum": ["running", "stopped", None], "description": "null when the hub cannot be asked"},
+            "last_activity": NULLABLE_STRING,
+            "credentials": {**NULLABLE_STRING, "description": "null: nothing waiting; pending; slip; failed (N): ..."},
+        },
+    }
+    return {
+        "schemas": {
+            "Problem": {"type": "object", "required": ["path", "message"],
+                        "properties": {"path": {"type": "string"}, "message": {"type": "string"}}},
+            "Error": {"type": "object", "required": ["error", "problems"],
+                      "properties": {"error": {"type": "string"},
+                                     "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}}},
+            "NewStudent": new,
+            "StudentChanges": changes,
+            "Entry": {"type": "object", "required": ["username", "name"], "description": "The person as now written",
+                      "properties": {"username": {"type": "string"}, "name": {"type": "string"}}},
+            "Student": row,
+            "StudentList": {
+                "type": "object",
+                "required": ["classroom", "roster_in_git", "hub", "quotas", "students"],
+                "properties": {
+                    "classroom": {"type": "string"},
+                    "roster_in_git": {"type": "boolean"},
+                    "hub": {"anyOf": [{"type": "null"},
+                                      {"type": "object", "required": ["reachable", "error"],
+                                       "properties": {"reachable": {"type": "boolean"}, "error": NULLABLE_STRING}}]},
+                    "quotas": {"type": "array", "items": {"type": "string"}},
+                    "students": {"type": "array", "items": {"$ref": "#/components/schemas/Student"}},
+                },
+            },
+            "Reset": {"type": "object", "required": ["username", "delivery", "sent", "error"],
+                      "properties": {"username": {"type": "string"}, "delivery": {"enum": ["email", "slip"]},
+                                     "sent": {"type": "boolean"}, "error": NULLABLE_STRING}},
+            "ImportResult": {
+                "type": "object", "required": ["dry_run", "added", "present", "skipped"],
+                "properties": {"dry_run": {"type": "boolean"},
+                               "added": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
+                               "present": {"type": "array", "items": {"type": "string"}},
+                               "skipped": {"type": "array", "items": {"type": "string"}}}},
+            "Action": action,
+            "Note": note,
+            "Plan": {
+                "type": "object", "required": ["format_version", "classroom", "actions", "drift", "refused", "blocked",
+                                               "summary"],
+                "properties": {"format_version": {"const": 1}, "classroom": {"type": "string"},
+                               "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
+                               "drift": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
+                               "refused": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}},
+                               "blocked": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}},
+                               "summary": {"type": "object"}}},
+            "PassStatus": {
+                "type": "object", "required": ["format_version", "time", "result"],
+                "description": "The daemon's <state_dir>/status.json",
+                "properties": {"format_version": {"const": 1}, "time": {"type": "string"},
+                               "result": {"enum": ["converged", "failed", "refused", "interrupted", "invalid", "error"]},
+                               "problems": {"type": "array", "items": {"type": "string"}},
+                               "plan": {"$ref": "#/components/schemas/Plan"}}},
+        },
+        "securitySchemes": {
+            "hubToken": {"type": "http", "scheme": "bearer",
+                         "description": "A JupyterHub API token with the custom:classroom:manage scope "
+                                        "(`Authorization: token ...` works too)"},
+            "hubLogin": {"type": "apiKey", "in": "cookie", "name": "jupyterhub-services-classroom",
+                         "description": "The browser's hub OAuth login; writes also need the _xsrf token "
+                                        "(X-XSRFToken header)"},
+        },
+    }
+
+
+def _json(schema: str) -> dict:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "The body is not a JSON object", 403: "Not a teacher (or no login / token)",
+            404: "No such person", 409: "The roster is kept in git, the person exists, or the file is invalid",
+            422: "Invalid input: problems with field paths; classroom.yaml untouched",
+            503: "Another pass holds the lock; retry (Retry-After)"}
+    return {str(code): {"description": text[code], **_json("Error")} for code in (403, 503, *codes)}
+
+
+def document(prefix: str = "/services/classroom/") -> dict:
+    user = {"name": "username", "in": "path", "required": True, "schema": USERNAME}
+    flag = {"schema": {"type": "boolean", "default": False}, "in": "query", "required": False}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Classroom teacher API", "version": "1",
+                 "description": "Manage the classroom's students. Writes change classroom.yaml (comments kept); "
+                                "the reconcile daemon then converges the server. DELETE disables, never purges."},
+        "servers": [{"url": prefix.rstrip("/")}],
+        "security": [{"hubToken": []}, {"hubLogin": []}],
+        "paths": {
+            "/api/students": {
+                "get": {"summary": "Every person: desired and observed", "operationId": "listStudents",
+                        "responses": {"200": {"description": "The class", **_json("StudentList")},
+                                      **_errors(409)}},
+                "post": {"summary": "Add a student", "operationId": "addStudent",
+                         "requestBody": {"required": True, **_json("NewStudent")},
+                         "responses": {"201": {"description": "Added as written", **_json("Entry")},
+                                       **_errors(400, 409, 422)}},
+            },
+            "/api/students/{username}": {
+                "parameters": [user],
+                "get": {"summary": "One person", "operationId": "getStudent",
+                        "responses": {"200": {"description": "The person", **_json("Student")}, **_errors(404, 409)}},
+                "patch": {"summary": "Change a person (quota, e-mail, status: disabled / active, ...)",
+                          "operationId": "changeStudent",
+                          "requestBody": {"required": True,
+                                          "content": {"application/json": {
+                                              "schema": {"$ref": "#/components/schemas/StudentChanges"}}}},
+                          "responses": {"200": {"description": "The person as now written", **_json("Entry")},
+                                        **_errors(400, 404, 409, 422)}},
+                "delete": {"summary": "Disable (account locked, files kept); never purges",
+                           "operationId": "disableStudent",
+                           "responses": {"200": {"description": "The person as now written", **_json("Entry")},
+                                         **_errors(404, 409, 422)}},
+            },
+            "/api/students/{username}/reset-password": {
+                "parameters": [user],
+                "post": {"summary": "A new generated password, e-mailed or left for a slip (never in the answer)",
+                         "operationId": "resetPassword",
+                         "responses": {"200": {"description": "How it will reach the person", **_json("Reset")},
+                                       **_errors(404, 409)}},
+            },
+            "/api/import": {
+                "post": {"summary": "Add the people of a CSV roster (same rules as `reconcile import-csv`)",
+                         "operationId": "importCsv",
+                         "parameters": [{"name": "skip_invalid", **flag}, {"name": "dry_run", **flag}],
+                         "requestBody": {"required": True, "content": {
+                             "text/csv": {"schema": {"type": "string"}},
+                             "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                                 "file": {"type": "string", "contentMediaType": "text/csv"}}}}}},
+                         "responses": {"200": {"description": "Who was (or would be) added", **_json("ImportResult")},
+                                       **_errors(409, 422)}},
+            },
+            "/api/plan": {
+                "get": {"summary": "The pending plan (the core's dry run, JSON format)", "operationId": "getPlan",
+                        "responses": {"200": {"description": "The plan", **_json("Plan")}, **_errors(409)}},
+            },
+            "/api/status": {
+                "get": {"summary": "The daemon's last pass", "operationId": "getStatus",
+                        "responses": {"200": {"description": "status.json", **_json("PassStatus")}, **_errors(404)}},
+            },
+            "/api/slips": {
+                "post": {"summary": "Printable credential slips (HTML with passwords; they leave the outbox)",
+                         "operationId": "printSlips",
+                         "parameters": [{"name": "all", **flag, "description": "also people with an e-mail"}],
+                         "responses": {"200": {"description": "The slips page",
+                                               "content": {"text/html": {"schema": {"type": "string"}}}},
+                                       **_errors(409)}},
+            },
+        },
+        "components": _components(),
+    }

@@ -1,0 +1,255 @@
+"""What a teacher can see and change, as plain functions: the core of the teacher API.
+
+Reads reuse the status command's observation and the core's dry run; roster
+writes go through the same comment-preserving writer as `import-csv` (the
+daemon then converges the host), passwords through the account driver.
+Every write is journaled with the teacher who made it, never with a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import containers, delivery, engine, lock, observe, outbox, roster, rosteredit, spec, status
+from .journal import Journal
+from .plan import Action
+from .rosteredit import Rejected
+
+
+class Refused(Exception):
+    """The request cannot be carried out as asked (unknown person, roster kept in git, ...)."""
+
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Room:
+    """The site and the classroom file the service manages."""
+
+    site: spec.Site
+    file: Path
+
+    def classroom(self) -> spec.Classroom:
+        return spec.load_classroom(self.file, self.site)
+
+    def teachers(self) -> frozenset[str] | None:
+        """Active admins in the file as it is now: a teacher removed from it loses the API at once.
+
+        None while the file is invalid, so teachers can still open the page that shows why.
+        """
+        try:
+            return frozenset(p.username for p in self.classroom().admins if p.status == "active")
+        except spec.InvalidFile:
+            return None
+
+
+def _journal(room: Room, actor: str, action: Action, detail: str = "") -> None:
+    journal = Journal(room.site.paths.journal, time.strftime("api-%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}",
+                      actor=actor)
+    try:
+        journal.record(action, "ok", detail)
+    finally:
+        journal.close()
+
+
+def _writable(room: Room) -> None:
+    if room.site.roster_in_git:
+        from .watch import git_revision
+
+        revision = git_revision(room.file)
+        at = f" (this server runs commit {revision['commit'][:12]})" if revision else ""
+        raise Refused(409, f"classroom.yaml is managed in git{at}: change it in the repository and let CI deliver "
+                           "it, so the file in git stays the single source of truth")
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def students(room: Room) -> dict:
+    """Desired and observed, per person: the page's table and GET /api/students."""
+    classroom = room.classroom()
+    paths = room.site.paths
+    desired = spec.resolve(classroom, paths)
+    _, hub_probe, container_probe = engine.hub_probes(room.site, classroom.name)
+    actual = observe.observe(paths, hub=hub_probe, containers=container_probe)
+    memory = containers.memory_usage(actual.containers)
+    members = {m.username: m for m in desired.members}
+    quotas = {p.username: p.quota for p in (*classroom.admins, *classroom.students)}
+    hub_users = actual.hub.users if actual.hub is not None and actual.hub.users is not None else {}
+    people = []
+    for row in status.rows(desired, actual, outbox.pending(paths.outbox)):
+        name = row["username"]
+        member = members.get(name)
+        hub_user = hub_users.get(name)
+        people.append({
+            "username": name,
+            "name": member.name if member else None,
+            "role": row["role"],
+            "status": row["status"],
+            "emails": list(member.emails) if member else [],
+            "quota": quotas.get(name),
+            "account": row["account"],
+            "cpu": member.cpu if member else None,
+            "memory_limit": member.memory if member else None,
+            "memory_used": memory.get(name),
+            "disk_quota": member.disk if member else None,
+            "disk_used": row["volume_used"],
+            "volume_size": row["volume_size"],
+            "mounted": row["mounted"],
+            "server": row["server"],
+            "last_activity": hub_user.last_activity if hub_user else None,
+            "credentials": row["credentials"],
+        })
+    hub = None if actual.hub is None else {"reachable": actual.hub.users is not None, "error": actual.hub.error}
+    return {"classroom": classroom.name, "roster_in_git": room.site.roster_in_git, "hub": hub,
+            "quotas": sorted(classroom.quotas), "students": people}
+
+
+def pending_plan(room: Room) -> dict:
+    """The current dry run, in the core's JSON format: what the daemon will do next."""
+    outcome = engine.one_pass(room.site, room.classroom(), engine.policy(room.site), dry_run=True)
+    return outcome.plan.to_json()
+
+
+def last_status(room: Room) -> dict | None:
+    """The daemon's last pass (<state_dir>/status.json), None before its first."""
+    try:
+        return json.loads((room.site.state_dir / "status.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+# --- roster writes -------------------------------------------------------------------------------
+
+
+def add_student(room: Room, actor: str, body: dict) -> dict:
+    """Append one student; a missing username is made from the name like `import-csv` does."""
+    _writable(room)
+    room.classroom()  # never add to a file that is already invalid
+    entry = {key: body[key] for key in ("username", *rosteredit.EDITABLE) if body.get(key) is not None}
+    entry.update({k: v for k, v in body.items() if k not in entry and v is not None})  # unknown keys: 422 below
+    data = yaml.safe_load(room.file.read_text(encoding="utf-8"))
+    accounts = observe.read_accounts(Path("/etc/passwd"), {}, {})
+    taken = roster.taken_usernames(data, accounts, data["name"])
+    if "username" not in entry and isinstance(entry.get("name"), str) and entry["name"].strip():
+        entry = {"username": roster.unique_username(entry["name"], taken), **entry}
+    rosteredit.check_person(entry)
+    username = entry["username"]
+    if any(isinstance(p, dict) and p.get("username") == username
+           for section in ("admins", "students") for p in data.get(section) or []):
+        raise Refused(409, f"{username} is already in the classroom")
+    if username in taken:
+        raise Rejected([{"path": "username", "message": f"{username!r} is taken by another account on this server"}])
+    if entry.get("status") == "purged":
+        raise Rejected([{"path": "status", "message": "a new student cannot be purged"}])
+    rosteredit.add_students(room.file, room.site, [entry])
+    _journal(room, actor, Action("create", "roster", username, after=entry, reason="added through the teacher API"))
+    return entry
+
+
+def change_student(room: Room, actor: str, username: str, changes: dict) -> dict:
+    """Merge-patch one person (null removes a key, e.g. an inline quota override)."""
+    _writable(room)
+    room.classroom()
+    before = _entry(room, username)
+    try:
+        after = rosteredit.change_person(room.file, room.site, username, changes)
+    except Rejected as exc:
+        if exc.status == 404:
+            raise Refused(404, f"{username} is not in the classroom") from None
+        raise
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if changed:
+        _journal(room, actor, Action("update", "roster", username, before={k: before.get(k) for k in changed},
+                                     after={k: after.get(k) for k in changed}, reason="changed through the teacher API"))
+    return after
+
+
+def disable_student(room: Room, actor: str, username: str) -> dict:
+    """DELETE never deletes: the account is locked and the files are kept (status: disabled)."""
+    return change_student(room, actor, username, {"status": "disabled"})
+
+
+def _entry(room: Room, username: str) -> dict:
+    data = yaml.safe_load(room.file.read_text(encoding="utf-8"))
+    for section in ("admins", "students"):
+        for person in data.get(section) or []:
+            if isinstance(person, dict) and person.get("username") == username:
+                return person
+    raise Refused(404, f"{username} is not in the classroom")
+
+
+def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_run: bool) -> dict:
+    """`reconcile import-csv` over HTTP: same reading, same username rules, same errors."""
+    if not dry_run:
+        _writable(room)
+    result = roster.prepare(room.file, room.site, data)
+    if result.problems and not skip_invalid:
+        raise Rejected([{"path": "", "message": problem} for problem in result.problems])
+    if result.added and not dry_run:
+        rosteredit.add_students(room.file, room.site, result.added)
+        for entry in result.added:
+            _journal(room, actor, Action("create", "roster", entry["username"], after=entry,
+                                         reason="imported from CSV through the teacher API"))
+    return {"dry_run": dry_run, "added": result.added, "present": result.present, "skipped": result.problems}
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+def reset_password(site: spec.Site, classroom: spec.Classroom, username: str, actor: str | None = None) -> str:
+    """A new generated password to the outbox (then e-mail or slip), like a new student's.
+
+    Not a roster edit, so it works when the roster is kept in git.
+    """
+    paths = site.paths
+    member = next((m for m in spec.resolve(classroom, paths).members if m.username == username), None)
+    if member is None or member.status != "active":
+        raise Refused(404, f"{username} is not an active person in {classroom.name}")
+    action = Action("update", "password", username, after="generated, to the outbox", reason="password reset")
+    with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout):
+        journal = Journal(paths.journal, f"reset-{os.getpid()}", actor=actor)
+        try:
+            from . import accounts
+
+            accounts.set_password(username, classroom.name, member.name, member.emails, paths.outbox,
+                                  "password reset", reset=True)
+            journal.record(action, "ok", "set")
+        except Exception as exc:
+            journal.record(action, "failed", str(exc))
+            raise
+        finally:
+            journal.close()
+    return "email" if member.emails and site.delivery.smtp is not None else "slip"
+
+
+def reset_and_deliver(room: Room, actor: str, username: str) -> dict:
+    classroom = room.classroom()
+    delivery_by = reset_password(room.site, classroom, username, actor)
+    if delivery_by == "email":
+        with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
+            report = delivery.deliver(room.site, classroom.name)
+        if username in report.failed:
+            return {"username": username, "delivery": "email", "sent": False, "error": report.failed[username]}
+        return {"username": username, "delivery": "email", "sent": username in report.sent, "error": None}
+    return {"username": username, "delivery": "slip", "sent": False, "error": None}
+
+
+def print_slips(room: Room, actor: str, everyone: bool) -> tuple[str, list[str]]:
+    """The slips page (it holds passwords); the passwords shown leave the outbox, as with the CLI."""
+    classroom = room.classroom()
+    with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
+        html, chosen = delivery.render_slips(room.site, classroom.name, everyone)
+        names = delivery.consume(room.site, chosen)
+    for name in names:
+        _journal(room, actor, Action("update", "password", name, after="handed out on a printed slip",
+                                     reason="slips printed through the teacher API"))
+    return html, names

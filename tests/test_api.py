@@ -1,0 +1,239 @@
+"""The teacher API as a real JupyterHub service: real hub, proxy, PAM logins, OAuth and tokens.
+
+One hub serves the module (starting one takes seconds); each test works on
+its own students so the order of the tests does not matter.
+"""
+
+import json
+
+import pytest
+import requests
+import yaml
+
+from hostkit import cleanup, host_ready, make_classroom
+from hubkit import Hub, add_hub, free_port, hub_ready, xsrf
+
+from reconciler import journal
+
+pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
+
+SCOPE = "custom:classroom:manage"
+
+
+def password(room, short):
+    return json.loads((room.paths.outbox / f"{room.user(short)}.json").read_text())["password"]
+
+
+class Api:
+    """The service as a script (token) or a browser (OAuth cookie + XSRF) sees it."""
+
+    def __init__(self, hub, session, headers=None):
+        self.base = f"{hub.url}/services/classroom"
+        self.session, self.headers = session, headers or {}
+
+    def __call__(self, method, path, **kwargs):
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return self.session.request(method, f"{self.base}{path}", headers=headers, timeout=60, **kwargs)
+
+
+def token_for(hub, room, short, scopes=None):
+    """A hub API token the person makes for themselves (the /hub/token page does the same)."""
+    session = hub.login(room.user(short), password(room, short))
+    assert session is not None
+    body = {"note": "test", **({"scopes": scopes} if scopes is not None else {})}
+    response = session.post(f"{hub.url}/hub/api/users/{room.user(short)}/tokens", json=body, headers=xsrf(session),
+                            timeout=10)
+    return response
+
+
+@pytest.fixture(scope="module")
+def served():
+    room = make_classroom()
+    add_hub(room, service_port=free_port())
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "dot"}],
+               admins=[{"username": "tea"}])
+    text = room.file.read_text()
+    room.file.write_text("# the roster of our test class\n" + text.replace("students:", "students:  # keep sorted"))
+    first = room.cli()
+    assert first.returncode == 1, first.stdout + first.stderr  # the hub is not up yet: only its part fails
+    hub = Hub(room)
+    try:
+        hub.start()
+        response = token_for(hub, room, "tea", [SCOPE])
+        assert response.status_code == 201, response.text
+        teacher = Api(hub, requests.Session(), {"Authorization": f"token {response.json()['token']}"})
+        yield room, hub, teacher
+    finally:
+        hub.stop()
+        hub.remove_network()
+        cleanup(room)
+
+
+def test_teacher_token_lists_everyone_with_usage(served):
+    room, hub, api = served
+    response = api("GET", "/api/students")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    people = {p["username"]: p for p in body["students"]}
+    assert set(people) == {room.user(s) for s in ("tea", "ann", "bob", "cat", "dot")}
+    ann = people[room.user("ann")]
+    assert ann["role"] == "student" and ann["account"] == "enabled" and ann["mounted"] is True
+    assert ann["disk_quota"] == 128 * 1024**2 and 0 < ann["disk_used"] < ann["disk_quota"]
+    assert ann["memory_limit"] == 256 * 1024**2 and ann["server"] == "stopped"
+    assert ann["credentials"] == "slip"  # no e-mail: the generated password waits for a printed slip
+    assert body["hub"] == {"reachable": True, "error": None}
+
+
+def test_students_and_anonymous_requests_are_refused(served):
+    room, hub, api = served
+    student = token_for(hub, room, "ann")  # a student's own token, default scopes
+    assert student.status_code == 201
+    as_student = Api(hub, requests.Session(), {"Authorization": f"token {student.json()['token']}"})
+    for method, path in (("GET", "/api/students"), ("GET", "/api/plan"), ("PATCH", f"/api/students/{room.user('bob')}"),
+                         ("POST", "/api/students")):
+        assert as_student(method, path, json={}).status_code == 403
+        anonymous = Api(hub, requests.Session())(method, path, json={}, allow_redirects=False)
+        assert anonymous.status_code == 403, (method, path, anonymous.status_code)
+    # a student cannot give themselves the scope either
+    refused = token_for(hub, room, "ann", [SCOPE])
+    assert refused.status_code in (400, 403) and SCOPE in refused.text, refused.text
+    # and a student's browser, logged in to the hub, is turned away from the page
+    browser = hub.login(room.user("ann"), password(room, "ann"))
+    assert browser.get(f"{hub.url}/services/classroom/", timeout=30).status_code == 403
+
+
+def test_teacher_changes_reach_the_file_with_comments_and_the_journal(served):
+    room, hub, api = served
+    ann = room.user("ann")
+    response = api("PATCH", f"/api/students/{ann}", json={"memory": "512Mi", "disk": "192Mi"})
+    assert response.status_code == 200, response.text
+    assert response.json()["memory"] == "512Mi"
+    text = room.file.read_text()
+    assert text.startswith("# the roster of our test class\n") and "students:  # keep sorted" in text
+    written = next(p for p in yaml.safe_load(text)["students"] if p["username"] == ann)
+    assert written["memory"] == "512Mi" and written["disk"] == "192Mi"
+    entries = [e for e in journal.read(room.paths.journal) if e.get("actor") == room.user("tea")]
+    assert entries[-1]["kind"] == "roster" and entries[-1]["target"] == ann
+    assert entries[-1]["after"] == {"disk": "192Mi", "memory": "512Mi"}
+    plan = api("GET", "/api/plan").json()
+    assert any(a["kind"] == "volume" and a["target"] == ann for a in plan["actions"])
+    # the daemon would converge; one pass here does the same
+    assert room.cli().returncode == 0
+    people = {p["username"]: p for p in api("GET", "/api/students").json()["students"]}
+    assert people[ann]["disk_quota"] == 192 * 1024**2 and people[ann]["volume_size"] >= 192 * 1024**2
+
+
+def test_add_disable_enable(served):
+    room, hub, api = served
+    added = api("POST", "/api/students", json={"name": "Émile Zola", "email": "emile@example.org",
+                                              "quota": "default"})
+    assert added.status_code == 201, added.text
+    username = added.json()["username"]
+    assert username == "ezola"  # made from the name, like import-csv
+    again = api("POST", "/api/students", json={"username": username, "name": "Someone Else"})
+    assert again.status_code == 409
+    bob = room.user("bob")
+    assert api("DELETE", f"/api/students/{bob}").json()["status"] == "disabled"
+    assert room.cli().returncode == 0
+    people = {p["username"]: p for p in api("GET", "/api/students").json()["students"]}
+    assert people[bob]["account"] == "disabled" and people[bob]["status"] == "disabled"
+    assert people[username]["account"] == "enabled"
+    assert api("PATCH", f"/api/students/{bob}", json={"status": "active"}).status_code == 200
+    assert room.cli().returncode == 0
+    people = {p["username"]: p for p in api("GET", "/api/students").json()["students"]}
+    assert people[bob]["account"] == "enabled"
+    # leave the classroom as it was for the other tests (the host account stays: removal only disables)
+    api("DELETE", f"/api/students/{username}")
+
+
+@pytest.mark.parametrize("method, path, body, where", [
+    ("PATCH", "/api/students/{cat}", {"memory": "lots"}, "memory"),
+    ("PATCH", "/api/students/{cat}", {"quota": "nonexistent"}, "quota"),
+    ("PATCH", "/api/students/{cat}", {"username": "renamed"}, "username"),
+    ("PATCH", "/api/students/{cat}", {"status": "purged"}, "status"),
+    ("PATCH", "/api/students/{cat}", {"name": "Bad\x00Name"}, "name"),
+    ("POST", "/api/students", {"name": "New Person", "shoe_size": 44}, "shoe_size"),
+    ("POST", "/api/students", {"username": "Not Valid", "name": "X"}, "username"),
+    ("POST", "/api/students", {"username": "root", "name": "Root"}, "username"),
+    ("POST", "/api/students", {"name": "Big", "memory": "1Ti", "cpu": 1, "disk": "1Gi", "quota": "none"}, "quota"),
+])
+def test_invalid_input_is_422_with_the_field_and_the_file_is_untouched(served, method, path, body, where):
+    room, hub, api = served
+    before = room.file.read_bytes()
+    response = api(method, path.format(cat=room.user("cat")), json=body)
+    assert response.status_code == 422, response.text
+    assert any(where in p["path"] for p in response.json()["problems"]), response.json()
+    assert room.file.read_bytes() == before
+
+
+def test_not_json_and_unknown_people(served):
+    room, hub, api = served
+    assert api("PATCH", f"/api/students/{room.user('cat')}", data=b"{not json").status_code == 400
+    assert api("PATCH", "/api/students/nobody", json={"memory": "1Gi"}).status_code == 404
+    assert api("GET", "/api/students/nobody").status_code == 404
+    assert api("POST", "/api/students/nobody/reset-password").status_code == 404
+    assert api("GET", "/api/no-such-thing").json()["error"].startswith("no such endpoint")
+
+
+def test_import_csv_upload(served):
+    room, hub, api = served
+    csv = "Nome;Cognome;Email\nGiulia;Bianchi;giulia@example.org\nMarco;;marco@example.org\n"
+    preview = api("POST", "/api/import?dry_run=true", data=csv.encode(), headers={"Content-Type": "text/csv"})
+    assert preview.status_code == 200 and [a["username"] for a in preview.json()["added"]] == ["gbianchi", "marco"]
+    assert "gbianchi" not in room.file.read_text()
+    bad = api("POST", "/api/import", data=b"just,some\n1,2\n", headers={"Content-Type": "text/csv"})
+    assert bad.status_code == 422 and "no name column" in bad.json()["problems"][0]["message"]
+    done = api("POST", "/api/import", files={"file": ("class.csv", csv.encode(), "text/csv")})
+    assert done.status_code == 200, done.text
+    assert {"gbianchi", "marco"} <= {p["username"] for p in yaml.safe_load(room.file.read_text())["students"]}
+    for username in ("gbianchi", "marco"):
+        api("DELETE", f"/api/students/{username}")
+
+
+def test_reset_password_and_slips(served):
+    room, hub, api = served
+    dot = room.user("dot")
+    api("POST", "/api/slips")  # hand out whatever waits, so only the reset's password is left
+    response = api("POST", f"/api/students/{dot}/reset-password")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"username": dot, "delivery": "slip", "sent": False, "error": None}
+    secret = password(room, "dot")
+    assert secret not in response.text and secret not in room.paths.journal.read_text()
+    slips = api("POST", "/api/slips")
+    assert slips.status_code == 200 and slips.headers["Content-Type"].startswith("text/html")
+    assert secret in slips.text and dot in slips.text
+    assert not (room.paths.outbox / f"{dot}.json").exists()  # handed out
+    assert hub.login(dot, secret) is not None
+    entries = [e for e in journal.read(room.paths.journal) if e.get("actor") == room.user("tea")]
+    assert any(e["kind"] == "password" and e["target"] == dot and e["reason"] == "password reset" for e in entries)
+
+
+def test_browser_login_needs_xsrf_for_writes(served):
+    room, hub, api = served
+    browser = hub.login(room.user("tea"), password_or_reset(room, api, "tea"))
+    page = browser.get(f"{hub.url}/services/classroom/", timeout=30)
+    assert page.status_code == 200 and room.user("tea") in page.text
+    token = page.text.split('name="xsrf" content="')[1].split('"')[0]
+    as_browser = Api(hub, browser)
+    assert as_browser("GET", "/api/students").status_code == 200
+    cat = room.user("cat")
+    assert as_browser("PATCH", f"/api/students/{cat}", json={"cpu": 0.5}).status_code == 403  # no XSRF token
+    ok = as_browser("PATCH", f"/api/students/{cat}", json={"cpu": 0.5}, headers={"X-XSRFToken": token})
+    assert ok.status_code == 200, ok.text
+
+
+def password_or_reset(room, api, short):
+    """The teacher's password: still in the outbox, or reset and taken from the slip page."""
+    path = room.paths.outbox / f"{room.user(short)}.json"
+    if not path.exists():
+        assert api("POST", f"/api/students/{room.user(short)}/reset-password").status_code == 200
+    return password(room, short)
+
+
+def test_openapi_is_served_and_describes_every_route(served):
+    room, hub, api = served
+    document = requests.get(f"{hub.url}/services/classroom/api/openapi.json", timeout=10).json()
+    assert document["openapi"] == "3.1.0" and document["servers"] == [{"url": "/services/classroom"}]
+    assert set(document["paths"]) == {"/api/students", "/api/students/{username}",
+                                      "/api/students/{username}/reset-password", "/api/import", "/api/plan",
+                                      "/api/status", "/api/slips"}
