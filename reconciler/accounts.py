@@ -28,7 +28,7 @@ def gecos(name: str, classroom: str) -> str:
     return f"{name},,,,{MARKER_PREFIX}{classroom}"
 
 
-def _ours(username: str, classroom: str) -> pwd.struct_passwd | None:
+def ours(username: str, classroom: str) -> pwd.struct_passwd | None:
     """The account if it exists and is ours; raise if it exists and is not."""
     try:
         entry = pwd.getpwnam(username)
@@ -53,7 +53,7 @@ def create_group(name: str) -> str:
 
 
 def create_account(username: str, classroom: str, name: str, group: str, home: str, shell: str) -> str:
-    if _ours(username, classroom) is not None:
+    if ours(username, classroom) is not None:
         return "exists"
     run(["useradd", "--comment", gecos(name, classroom), "--home-dir", home, "--no-create-home",
          "--shell", shell, "--user-group", "--groups", group, username])
@@ -68,7 +68,7 @@ def set_password(username: str, classroom: str, member_name: str, emails: tuple[
     password and generates a new one, replacing the outbox item.  Without
     ``reset``, an account that already has a password keeps it.
     """
-    if _ours(username, classroom) is None:
+    if ours(username, classroom) is None:
         raise RuntimeError(f"{username} does not exist")
     password_field, _ = _shadow(username)
     if password_field.lstrip("!").startswith("$") and not reset:
@@ -81,7 +81,7 @@ def set_password(username: str, classroom: str, member_name: str, emails: tuple[
 
 def update_account(username: str, classroom: str, changes: dict) -> str:
     """Apply name / groups / home / shell / login changes with a single usermod."""
-    entry = _ours(username, classroom)
+    entry = ours(username, classroom)
     if entry is None:
         raise RuntimeError(f"{username} does not exist")
     argv = ["usermod"]
@@ -110,7 +110,7 @@ def update_account(username: str, classroom: str, changes: dict) -> str:
 
 def disable_account(username: str, classroom: str) -> str:
     """Lock the password and expire the account: PAM refuses the login, files stay."""
-    if _ours(username, classroom) is None:
+    if ours(username, classroom) is None:
         return "absent"
     password_field, expire = _shadow(username)
     if password_field.startswith("!") and expire is not None and expire <= time.time() // 86400:
@@ -120,7 +120,7 @@ def disable_account(username: str, classroom: str) -> str:
 
 
 def destroy_account(username: str, classroom: str, outbox_dir) -> str:
-    if _ours(username, classroom) is None:
+    if ours(username, classroom) is None:
         outbox.discard(outbox_dir, username)
         return "absent"
     run(["userdel", username])

@@ -214,12 +214,14 @@ def reset_password(site: spec.Site, classroom: spec.Classroom, username: str, ac
     member = next((m for m in spec.resolve(classroom, paths).members if m.username == username), None)
     if member is None or member.status != "active":
         raise Refused(404, f"{username} is not an active person in {classroom.name}")
+    from . import accounts
+
+    if accounts.ours(username, classroom.name) is None:
+        raise Refused(409, f"{username} has no account yet: the next pass creates it, with a first password")
     action = Action("update", "password", username, after="generated, to the outbox", reason="password reset")
     with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout):
         journal = Journal(paths.journal, f"reset-{os.getpid()}", actor=actor)
         try:
-            from . import accounts
-
             accounts.set_password(username, classroom.name, member.name, member.emails, paths.outbox,
                                   "password reset", reset=True)
             journal.record(action, "ok", "set")

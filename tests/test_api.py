@@ -5,11 +5,15 @@ its own students so the order of the tests does not matter.
 """
 
 import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import requests
 import yaml
-
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, free_port, hub_ready, xsrf
 
@@ -237,3 +241,31 @@ def test_openapi_is_served_and_describes_every_route(served):
     assert set(document["paths"]) == {"/api/students", "/api/students/{username}",
                                       "/api/students/{username}/reset-password", "/api/import", "/api/plan",
                                       "/api/status", "/api/slips"}
+
+
+def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(served, tmp_path):
+    """Property-based: generated valid and invalid requests for every operation, with a teacher's token."""
+    room, hub, api = served
+    daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f",
+                               str(room.file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # one daemon pass, so that GET /api/status has the last pass to describe
+        deadline = time.monotonic() + 120
+        while not (room.paths.state / "status.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+    assert api("GET", "/api/status").json()["result"] == "converged"
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert st, "schemathesis is a test dependency (pip install -e '.[test]')"
+    result = subprocess.run(
+        [st, "run", f"{hub.url}/services/classroom/api/openapi.json", "--header", api.headers["Authorization"]
+         .replace("token ", "Authorization: token ", 1),
+         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+         "response_schema_conformance,negative_data_rejection",
+         "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--workers", "1", "--seed", "1",
+         "--generation-database", "none", "--request-timeout", "60", "--report", "junit",
+         "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert room.file.exists()

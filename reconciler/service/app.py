@@ -120,6 +120,16 @@ class Api(Teacher):
             raise ApiError(400, "the request body must be a JSON object")
         return data
 
+    def flag(self, name: str) -> bool:
+        """A boolean query parameter: true/false (also 1/0, yes/no); anything else is a client error."""
+        values = self.get_query_arguments(name)
+        if not values:
+            return False
+        value = values[-1].lower()
+        if len(values) > 1 or value not in ("true", "false", "1", "0", "yes", "no"):
+            raise ApiError(400, f"{name} must be true or false")
+        return value in ("true", "1", "yes")
+
     def send(self, data, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(data))
@@ -165,8 +175,7 @@ class Import(Api):
     async def post(self) -> None:
         files = self.request.files.get("file")
         data = files[0]["body"] if files else self.request.body
-        flags = {name: self.get_argument(name, "false").lower() in ("1", "true", "yes", "on")
-                 for name in ("skip_invalid", "dry_run")}
+        flags = {name: self.flag(name) for name in ("skip_invalid", "dry_run")}
         self.send(await self.call(teacher.import_csv, self.room, self.actor, data, **flags))
 
 
@@ -190,7 +199,7 @@ class Slips(Api):
 
     @web.authenticated
     async def post(self) -> None:
-        everyone = self.get_argument("all", "false").lower() in ("1", "true", "yes", "on")
+        everyone = self.flag("all")
         html, _ = await self.call(teacher.print_slips, self.room, self.actor, everyone)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.finish(html)

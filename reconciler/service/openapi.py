@@ -24,6 +24,9 @@ def _person_schemas() -> tuple[dict, dict]:
     new["description"] = "A student as classroom.yaml takes it; without username, one is made from the name"
     new["required"] = ["name"]
     new["properties"]["status"] = {"enum": ["active", "disabled"], "default": "active"}
+    for key, schema in new["properties"].items():  # null = not given, as in the file
+        if key != "name":
+            new["properties"][key] = {"anyOf": [schema, {"type": "null"}]}
     changes = {
         "title": "StudentChanges",
         "description": "A merge patch: the keys given are set, a null removes the key (e.g. an inline quota)",
@@ -207,7 +210,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                              "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                                  "file": {"type": "string", "contentMediaType": "text/csv"}}}}}},
                          "responses": {"200": {"description": "Who was (or would be) added", **_json("ImportResult")},
-                                       **_errors(409, 422)}},
+                                       **_errors(400, 409, 422)}},
             },
             "/api/plan": {
                 "get": {"summary": "The pending plan (the core's dry run, JSON format)", "operationId": "getPlan",
@@ -223,7 +226,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                          "parameters": [{"name": "all", **flag, "description": "also people with an e-mail"}],
                          "responses": {"200": {"description": "The slips page",
                                                "content": {"text/html": {"schema": {"type": "string"}}}},
-                                       **_errors(409)}},
+                                       **_errors(400, 409)}},
             },
         },
         "components": _components(),
