@@ -20,6 +20,7 @@ from . import containers, delivery, engine, lock, observe, outbox, roster, roste
 from .journal import Journal
 from .plan import Action
 from .rosteredit import Rejected
+from .sizes import format_size
 
 
 class Refused(Exception):
@@ -82,7 +83,7 @@ def students(room: Room) -> dict:
     actual = observe.observe(paths, hub=hub_probe, containers=container_probe)
     memory = containers.memory_usage(actual.containers)
     members = {m.username: m for m in desired.members}
-    quotas = {p.username: p.quota for p in (*classroom.admins, *classroom.students)}
+    written = {p.username: p for p in (*classroom.admins, *classroom.students)}
     hub_users = actual.hub.users if actual.hub is not None and actual.hub.users is not None else {}
     people = []
     for row in status.rows(desired, actual, outbox.pending(paths.outbox)):
@@ -95,7 +96,8 @@ def students(room: Room) -> dict:
             "role": row["role"],
             "status": row["status"],
             "emails": list(member.emails) if member else [],
-            "quota": quotas.get(name),
+            "quota": written[name].quota if name in written else None,
+            "overrides": _overrides(written.get(name)),
             "account": row["account"],
             "cpu": member.cpu if member else None,
             "memory_limit": member.memory if member else None,
@@ -111,6 +113,14 @@ def students(room: Room) -> dict:
     hub = None if actual.hub is None else {"reachable": actual.hub.users is not None, "error": actual.hub.error}
     return {"classroom": classroom.name, "roster_in_git": room.site.roster_in_git, "hub": hub,
             "quotas": sorted(classroom.quotas), "students": people}
+
+
+def _overrides(person: spec.Person | None) -> dict | None:
+    """The person's own memory / cpu / disk, over their named quota (what the edit form shows)."""
+    if person is None:
+        return None
+    return {"memory": format_size(person.memory) if person.memory else None, "cpu": person.cpu,
+            "disk": format_size(person.disk) if person.disk else None}
 
 
 def pending_plan(room: Room) -> dict:
@@ -158,6 +168,8 @@ def add_student(room: Room, actor: str, body: dict) -> dict:
 def change_student(room: Room, actor: str, username: str, changes: dict) -> dict:
     """Merge-patch one person (null removes a key, e.g. an inline quota override)."""
     _writable(room)
+    if username == actor and changes.get("status") == "disabled":
+        raise Refused(409, "you cannot disable your own account here (ask another teacher, or edit classroom.yaml)")
     room.classroom()
     before = _entry(room, username)
     try:

@@ -177,6 +177,8 @@ def test_not_json_and_unknown_people(served):
     assert api("GET", "/api/students/nobody").status_code == 404
     assert api("POST", "/api/students/nobody/reset-password").status_code == 404
     assert api("GET", "/api/no-such-thing").json()["error"].startswith("no such endpoint")
+    teacher = room.user("tea")
+    assert api("DELETE", f"/api/students/{teacher}").status_code == 409  # never lock yourself out
 
 
 def test_import_csv_upload(served):

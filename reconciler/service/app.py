@@ -236,12 +236,12 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
             (api + "status", Status),
             (api + "slips", Slips),
             (api + ".*", NoSuchEndpoint),
-            (prefix + "static/(.*)", web.StaticFileHandler, {"path": str(STATIC / "assets")}),
         ],
         room=room,
         prefix=prefix,
         template_path=str(STATIC),
         cookie_secret=os.urandom(32),  # only the OAuth state and token cookies: a restart just logs in again
+        static_path=str(STATIC / "assets"),  # app.js, app.css: shipped in the package, no build step
         static_url_prefix=prefix + "static/",
     )
 

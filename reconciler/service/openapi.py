@@ -58,7 +58,7 @@ def _components() -> dict:
             "properties": {"rule": {"type": "string"}, "target": {"type": "string"}, "message": {"type": "string"}}}
     row = {
         "type": "object",
-        "required": ["username", "name", "role", "status", "emails", "quota", "account", "cpu", "memory_limit",
+        "required": ["username", "name", "role", "status", "emails", "quota", "overrides", "account", "cpu", "memory_limit",
                      "memory_used", "disk_quota", "disk_used", "volume_size", "mounted", "server", "last_activity",
                      "credentials"],
         "properties": {
@@ -69,6 +69,11 @@ def _components() -> dict:
                        "description": "as the file says; removed = managed here but no longer in the file"},
             "emails": {"type": "array", "items": {"type": "string"}},
             "quota": NULLABLE_STRING,
+            "overrides": {"anyOf": [{"type": "null"}, {
+                "type": "object", "required": ["memory", "cpu", "disk"],
+                "description": "The person's own limits over the named quota, as sizes like 2 GiB",
+                "properties": {"memory": NULLABLE_STRING, "cpu": {"type": ["number", "null"]},
+                               "disk": NULLABLE_STRING}}]},
             "account": {"enum": ["enabled", "disabled", "half-disabled", "missing"]},
             "cpu": {"type": ["number", "null"]},
             "memory_limit": NULLABLE_INT,

@@ -1,0 +1,286 @@
+// The teacher page: one table of the class, the daemon's last pass and the pending plan.
+// Plain ES module, no build step. Writes send the hub's XSRF token; the server re-validates everything.
+
+const xsrf = document.querySelector('meta[name="xsrf"]').content;
+const me = document.querySelector('meta[name="teacher"]').content;
+const $ = (selector, root = document) => root.querySelector(selector);
+let state = { quotas: [], rosterInGit: false };
+let editing = null; // username being edited, null when adding
+
+async function call(method, path, body, type = 'application/json') {
+  const headers = { 'X-XSRFToken': xsrf };
+  if (body !== undefined && type) headers['Content-Type'] = type;
+  const response = await fetch(path, {
+    method, headers, credentials: 'same-origin',
+    body: body === undefined ? undefined : (type === 'application/json' ? JSON.stringify(body) : body),
+  });
+  const data = response.headers.get('Content-Type')?.startsWith('application/json') ? await response.json() : null;
+  if (!response.ok) {
+    const error = new Error(data?.error || `${response.status} ${response.statusText}`);
+    error.problems = data?.problems || [];
+    throw error;
+  }
+  return data;
+}
+
+function size(bytes) {
+  if (bytes === null || bytes === undefined) return '–';
+  const units = [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]];
+  for (const [unit, factor] of units) {
+    if (bytes >= factor) return `${(bytes / factor).toFixed(bytes % factor ? 1 : 0)} ${unit}`;
+  }
+  return `${bytes} B`;
+}
+
+function ago(iso) {
+  if (!iso) return null;
+  const minutes = Math.round((Date.now() - Date.parse(iso)) / 60000);
+  if (minutes < 1) return 'just now';
+  if (minutes < 90) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  return hours < 48 ? `${hours} h ago` : `${Math.round(hours / 24)} days ago`;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === 'class') node.className = value;
+    else if (key.startsWith('data-')) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+function usage(used, limit, label) {
+  // A <meter> turns amber at 80 % and red at 95 % of the limit: no inline styles needed (CSP).
+  const cell = el('td', { class: 'usage' });
+  if (limit) {
+    cell.append(el('meter', { min: 0, max: limit, value: Math.min(used ?? 0, limit), low: 0.8 * limit,
+      high: 0.95 * limit, optimum: 0, title: `${label}: ${size(used)} of ${size(limit)}` }));
+  }
+  cell.append(el('span', { class: 'numbers' }, `${used === null ? '–' : size(used)} / ${size(limit)}`));
+  return cell;
+}
+
+function server(person) {
+  if (person.server === null) return el('td', { class: 'muted' }, 'unknown');
+  if (person.server !== 'running') {
+    const last = ago(person.last_activity);
+    return el('td', { class: 'muted' }, last ? `stopped · active ${last}` : 'stopped');
+  }
+  const idle = person.last_activity ? (Date.now() - Date.parse(person.last_activity)) / 60000 : 0;
+  return idle >= 15 ? el('td', { class: 'idle' }, `idle ${Math.round(idle)} min`) : el('td', { class: 'ok' }, 'running');
+}
+
+function row(person) {
+  const writable = !state.rosterInGit && person.role !== null;
+  const who = el('td', {}, el('strong', {}, person.name ?? person.username), el('br'),
+    el('code', {}, person.username), person.role === 'teacher' ? el('span', { class: 'tag' }, 'teacher') : null);
+  const account = el('td', { class: person.account === 'enabled' ? 'ok' : 'warn' }, person.account);
+  if (person.status !== 'active') account.append(el('br'), el('small', {}, `file: ${person.status}`));
+  const quota = el('td');
+  if (writable && person.quota !== null) {
+    const select = el('select', { 'data-user': person.username, title: 'Change the quota', 'aria-label': 'quota' });
+    for (const name of state.quotas) select.append(el('option', { value: name, selected: name === person.quota }, name));
+    select.addEventListener('change', () => change(person.username, { quota: select.value }, `quota ${select.value}`));
+    quota.append(select);
+  } else {
+    quota.append(person.quota ?? '–');
+  }
+  quota.append(el('br'), el('small', {}, `${person.cpu ?? '–'} CPU`));
+  const actions = el('td', { class: 'actions' });
+  if (writable) {
+    actions.append(el('button', { class: 'quiet', onclick: () => openPerson(person) }, 'Edit'));
+    if (person.status === 'active' && person.username !== me) {
+      actions.append(el('button', { class: 'quiet', onclick: () => disable(person) }, 'Disable'));
+    } else if (person.status === 'disabled') {
+      actions.append(el('button', { class: 'quiet', onclick: () => change(person.username, { status: 'active' }, 'enabled') }, 'Enable'));
+    }
+  }
+  if (person.status === 'active' && person.account !== 'missing') {
+    actions.append(el('button', { class: 'quiet', onclick: () => reset(person) }, 'Reset password'));
+  }
+  return el('tr', { 'data-user': person.username }, who, account, quota,
+    usage(person.disk_used, person.disk_quota, 'disk'), usage(person.memory_used, person.memory_limit, 'memory'),
+    server(person), el('td', {}, person.credentials ?? '–'), actions);
+}
+
+function show(text, kind = 'info', problems = []) {
+  const box = $('#message');
+  box.replaceChildren(el('span', {}, text));
+  if (problems.length) box.append(el('ul', {}, ...problems.map((p) => el('li', {}, p.path ? `${p.path}: ${p.message}` : p.message))));
+  box.className = kind;
+  box.hidden = false;
+}
+
+function describe(action) {
+  const symbol = { create: '+', update: '~', disable: '−', destroy: '!' }[action.op] ?? action.op;
+  return el('li', { class: action.destructive ? 'destructive' : '' },
+    el('code', {}, `${symbol} ${action.kind} ${action.target}`), action.reason ? ` — ${action.reason}` : '');
+}
+
+async function loadStudents() {
+  const data = await call('GET', 'api/students');
+  state.quotas = data.quotas;
+  state.rosterInGit = data.roster_in_git;
+  $('#classroom').textContent = data.classroom;
+  $('#git-note').hidden = !data.roster_in_git;
+  document.querySelectorAll('.write').forEach((b) => { b.disabled = data.roster_in_git; });
+  $('#hub-state').textContent = data.hub === null ? 'not configured' : (data.hub.reachable ? 'reachable' : `unreachable: ${data.hub.error}`);
+  const people = data.students;
+  const running = people.filter((p) => p.server === 'running').length;
+  $('#count').textContent = `(${people.filter((p) => p.role === 'student').length}, ${running} server${running === 1 ? '' : 's'} running)`;
+  $('#students tbody').replaceChildren(...people.map(row));
+}
+
+async function loadPlan() {
+  try {
+    const plan = await call('GET', 'api/plan');
+    $('#plan').replaceChildren(...(plan.actions.length ? plan.actions.map(describe) : [el('li', { class: 'muted' }, 'nothing: the server matches classroom.yaml')]));
+    $('#drift').replaceChildren(...(plan.drift.length ? plan.drift.map(describe) : [el('li', { class: 'muted' }, 'none')]));
+    const refused = plan.refused.map((n) => n.message).join('; ');
+    $('#plan-summary').textContent = refused ? `refused: ${refused}` : `${plan.actions.length} change(s), ${plan.drift.length} drift repair(s)`;
+  } catch (error) {
+    $('#plan-summary').textContent = error.message;
+  }
+}
+
+async function loadStatus() {
+  try {
+    const status = await call('GET', 'api/status');
+    const failed = Object.entries(status.failed ?? {}).map(([who, why]) => `${who}: ${why}`);
+    const problems = status.problems ?? [];
+    const commit = status.git ? ` · commit ${status.git.commit.slice(0, 8)}${status.git.dirty ? ' (edited)' : ''}` : '';
+    $('#last-pass').replaceChildren(el('span', { class: status.result === 'converged' ? 'ok' : 'warn' }, status.result),
+      ` ${ago(status.time)} · ${status.applied ?? 0} applied${commit}`,
+      ...[...failed, ...problems].map((text) => el('small', { class: 'warn' }, el('br'), text)));
+  } catch (error) {
+    $('#last-pass').textContent = error.message;
+  }
+}
+
+async function refresh() {
+  try {
+    await loadStudents();
+  } catch (error) {
+    show(error.message, 'error', error.problems);
+  }
+  await Promise.all([loadPlan(), loadStatus()]);
+}
+
+async function change(username, changes, what) {
+  try {
+    await call('PATCH', `api/students/${username}`, changes);
+    show(`${username}: ${what}. classroom.yaml is updated; the daemon applies it in a moment.`, 'ok');
+  } catch (error) {
+    show(`${username}: not changed: ${error.message}`, 'error', error.problems);
+  }
+  await refresh();
+}
+
+async function disable(person) {
+  if (!confirm(`Disable ${person.username}? Their login is locked; their files are kept.`)) return;
+  try {
+    await call('DELETE', `api/students/${person.username}`);
+    show(`${person.username} is disabled in classroom.yaml.`, 'ok');
+  } catch (error) {
+    show(error.message, 'error', error.problems);
+  }
+  await refresh();
+}
+
+async function reset(person) {
+  if (!confirm(`Give ${person.username} a new password? The old one stops working.`)) return;
+  try {
+    const result = await call('POST', `api/students/${person.username}/reset-password`);
+    show(result.delivery === 'email'
+      ? (result.sent ? `New password e-mailed to ${person.username}.` : `New password for ${person.username} will be e-mailed (${result.error ?? 'queued'}).`)
+      : `New password for ${person.username} is ready: print the credential slips.`, 'ok');
+  } catch (error) {
+    show(error.message, 'error', error.problems);
+  }
+  await refresh();
+}
+
+function openPerson(person) {
+  editing = person ? person.username : null;
+  const form = $('#person-form');
+  form.reset();
+  $('.problems', form).replaceChildren();
+  $('#person-title').textContent = person ? `Edit ${person.username}` : 'Add student';
+  form.username.disabled = Boolean(person);
+  form.quota.replaceChildren(...state.quotas.map((name) => el('option', { value: name }, name)));
+  form.quota.value = state.quotas.includes('default') ? 'default' : (state.quotas[0] ?? '');
+  if (person) {
+    form.name.value = person.name ?? '';
+    form.username.value = person.username;
+    form.email.value = person.emails[0] ?? '';
+    form.quota.value = person.quota ?? '';
+    for (const key of ['memory', 'cpu', 'disk']) form[key].value = person.overrides?.[key] ?? '';
+  }
+  $('#person-dialog').showModal();
+}
+
+async function savePerson(event) {
+  event.preventDefault();
+  const form = $('#person-form');
+  const body = {};
+  for (const key of ['name', 'email', 'quota', 'memory', 'cpu', 'disk']) {
+    const value = form[key].value.trim();
+    body[key] = value === '' ? null : value;
+  }
+  try {
+    if (editing) {
+      await call('PATCH', `api/students/${editing}`, body);
+    } else {
+      if (form.username.value.trim()) body.username = form.username.value.trim();
+      const added = await call('POST', 'api/students', body);
+      editing = added.username;
+    }
+    $('#person-dialog').close();
+    show(`${editing}: saved to classroom.yaml; the daemon applies it in a moment.`, 'ok');
+    await refresh();
+  } catch (error) {
+    $('.problems', form).replaceChildren(el('li', {}, error.message),
+      ...error.problems.map((p) => el('li', {}, p.path ? `${p.path}: ${p.message}` : p.message)));
+  }
+}
+
+async function importCsv(event, dryRun) {
+  event.preventDefault();
+  const form = $('#import-form');
+  const file = form.file.files[0];
+  if (!file) return;
+  const data = new FormData();
+  data.append('file', file);
+  try {
+    const result = await call('POST', `api/import?dry_run=${dryRun}`, data, null);
+    const lines = result.added.map((p) => el('li', {}, `${p.username} — ${p.name}`));
+    $('#import-preview').replaceChildren(el('p', {}, dryRun ? `${result.added.length} to add:` : `${result.added.length} added.`),
+      el('ul', {}, ...lines), ...result.present.map((line) => el('p', { class: 'muted' }, line)));
+    $('.problems', form).replaceChildren();
+    $('#import-save').disabled = !dryRun || result.added.length === 0;
+    if (!dryRun) {
+      $('#import-dialog').close();
+      show(`${result.added.length} student(s) imported into classroom.yaml.`, 'ok');
+      await refresh();
+    }
+  } catch (error) {
+    $('.problems', form).replaceChildren(...error.problems.map((p) => el('li', {}, p.message)), el('li', {}, error.message));
+    $('#import-save').disabled = true;
+  }
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('#add').addEventListener('click', () => openPerson(null));
+  $('#import').addEventListener('click', () => { $('#import-form').reset(); $('#import-preview').replaceChildren(); $('#import-dialog').showModal(); });
+  $('#refresh').addEventListener('click', refresh);
+  $('#person-save').addEventListener('click', savePerson);
+  $('#import-check').addEventListener('click', (e) => importCsv(e, true));
+  $('#import-save').addEventListener('click', (e) => importCsv(e, false));
+  $('#import-form').file.addEventListener('change', () => { $('#import-save').disabled = true; });
+  $('#slips-form').addEventListener('submit', () => setTimeout(refresh, 1500));
+  refresh();
+  setInterval(() => { if (!document.querySelector('dialog[open]')) refresh(); }, 10000);
+});

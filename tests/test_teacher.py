@@ -1,0 +1,132 @@
+"""The teacher API's core without HTTP: roster edits, the git-managed refusal, usage from cgroups, OpenAPI."""
+
+import pytest
+import yaml
+
+from reconciler import containers, journal, rosteredit, spec, teacher
+from reconciler.observe import Container
+from reconciler.service import openapi
+
+ROSTER = """\
+# Python 101, spring term
+version: 1
+name: py101
+quotas:
+  default: {memory: 1Gi, cpu: 1, disk: 1Gi}   # most students
+  big: {memory: 2Gi, cpu: 2, disk: 5Gi}
+admins:
+  - username: tea
+    name: Tea Cher
+students:
+  # first row
+  - username: ann
+    name: Ann Example
+    memory: 1536Mi   # she runs big notebooks
+  - username: bob
+    name: Bob Example
+"""
+
+
+@pytest.fixture
+def room(tmp_path):
+    (tmp_path / "classroom.yaml").write_text(ROSTER)
+    site = spec.load_site(None).model_copy(update={"state_dir": tmp_path / "state", "hub": None})
+    return teacher.Room(site, tmp_path / "classroom.yaml")
+
+
+def test_merge_patch_keeps_comments_and_null_removes_an_override(room):
+    after = teacher.change_student(room, "tea", "ann", {"memory": None, "quota": "big"})
+    assert after == {"username": "ann", "name": "Ann Example", "quota": "big"}
+    text = room.file.read_text()
+    assert "# Python 101, spring term" in text and "# most students" in text and "# first row" in text
+    assert "1536Mi" not in text
+    assert "  default: {memory: 1Gi, cpu: 1, disk: 1Gi}" in text  # the flow-style quotas stay as they were
+    entry = journal.read(room.site.paths.journal)[-1]
+    assert entry["actor"] == "tea" and entry["kind"] == "roster" and entry["target"] == "ann"
+    assert entry["before"] == {"memory": "1536Mi", "quota": None} and entry["after"] == {"memory": None, "quota": "big"}
+
+
+def test_delete_disables_and_never_purges(room):
+    assert teacher.disable_student(room, "tea", "bob")["status"] == "disabled"
+    with pytest.raises(rosteredit.Rejected) as refused:
+        teacher.change_student(room, "tea", "bob", {"status": "purged"})
+    assert refused.value.problems[0]["path"] == "status"
+    assert yaml.safe_load(room.file.read_text())["students"][1]["status"] == "disabled"
+
+
+def test_a_teacher_cannot_disable_themselves(room):
+    with pytest.raises(teacher.Refused) as refused:
+        teacher.disable_student(room, "tea", "tea")
+    assert refused.value.status == 409
+    assert room.file.read_text() == ROSTER
+
+
+def test_invalid_changes_name_the_field_and_leave_the_file_alone(room):
+    for changes, path in (({"memory": "a lot"}, "memory"), ({"quota": "huge"}, "students[0].quota"),
+                          ({"username": "ann2"}, "username"), ({"cpu": "nan"}, "cpu")):
+        with pytest.raises(rosteredit.Rejected) as refused:
+            teacher.change_student(room, "tea", "ann", changes)
+        assert any(p["path"] == path for p in refused.value.problems), refused.value.problems
+    assert room.file.read_text() == ROSTER
+    assert not room.site.paths.journal.exists()
+
+
+def test_adding_makes_a_username_and_validates_the_whole_file(room):
+    entry = teacher.add_student(room, "tea", {"name": "José Núñez", "email": "jose@example.org"})
+    assert entry == {"username": "jnunez", "name": "José Núñez", "email": "jose@example.org"}
+    with pytest.raises(teacher.Refused) as again:
+        teacher.add_student(room, "tea", {"username": "jnunez", "name": "Other"})
+    assert again.value.status == 409
+    with pytest.raises(rosteredit.Rejected) as reserved:
+        teacher.add_student(room, "tea", {"username": "root", "name": "Root"})
+    assert reserved.value.problems[0]["path"] == "username"
+    students = yaml.safe_load(room.file.read_text())["students"]
+    assert [s["username"] for s in students] == ["ann", "bob", "jnunez"]
+
+
+def test_a_roster_kept_in_git_refuses_every_write(room):
+    room = teacher.Room(room.site.model_copy(update={"roster_in_git": True}), room.file)
+    attempts = [
+        lambda: teacher.add_student(room, "tea", {"name": "New One"}),
+        lambda: teacher.change_student(room, "tea", "ann", {"quota": "big"}),
+        lambda: teacher.disable_student(room, "tea", "bob"),
+        lambda: teacher.import_csv(room, "tea", b"name\nNew One\n", skip_invalid=False, dry_run=False),
+    ]
+    for attempt in attempts:
+        with pytest.raises(teacher.Refused) as refused:
+            attempt()
+        assert refused.value.status == 409 and "git" in refused.value.message
+    assert room.file.read_text() == ROSTER
+    preview = teacher.import_csv(room, "tea", b"name\nNew One\n", skip_invalid=False, dry_run=True)
+    assert [p["username"] for p in preview["added"]] == ["none"]  # previewing still works
+
+
+def test_the_teachers_are_the_active_admins_of_the_file_as_it_is_now(room):
+    assert room.teachers() == {"tea"}
+    room.file.write_text(ROSTER.replace("version: 1", "version: 7"))
+    assert room.teachers() is None  # invalid: the hub's scope alone decides, so the page can show why
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2-cgroupfs", "v2-systemd"])
+def test_memory_use_comes_from_each_servers_cgroup(tmp_path, layout):
+    cid = "c0ffee" * 10
+    where, current, stat = {
+        "v1": (tmp_path / "memory" / "docker" / cid, "memory.usage_in_bytes", "total_inactive_file"),
+        "v2-cgroupfs": (tmp_path / "docker" / cid, "memory.current", "inactive_file"),
+        "v2-systemd": (tmp_path / "system.slice" / f"docker-{cid}.scope", "memory.current", "inactive_file"),
+    }[layout]
+    where.mkdir(parents=True)
+    (where / current).write_text("157286400\n")
+    (where / "memory.stat").write_text(f"cache 1\n{stat} 52428800\nrss 2\n")
+    found = {"ann": Container("ann", cid, True, 0), "bob": Container("bob", "dead" * 16, False, 0),
+             "cat": Container("cat", "gone" * 16, True, 0)}
+    assert containers.memory_usage(found, root=tmp_path) == {"ann": 100 * 1024**2}  # as docker stats counts it
+
+
+def test_openapi_student_fields_come_from_the_file_model():
+    document = openapi.document("/services/classroom/")
+    schemas = document["components"]["schemas"]
+    assert set(schemas["NewStudent"]["properties"]) == set(spec.Person.model_fields)
+    assert set(schemas["StudentChanges"]["properties"]) == set(rosteredit.EDITABLE)
+    assert set(rosteredit.EDITABLE) == set(spec.Person.model_fields) - {"username"}
+    assert document["servers"] == [{"url": "/services/classroom"}]

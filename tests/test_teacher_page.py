@@ -1,0 +1,144 @@
+"""The teacher page in a real browser, against a real hub, daemon and student server.
+
+Headless Chromium (Debian's) logs in through the hub's form and OAuth, sees
+the class with its usage bars (one student's server runs, so memory use is
+real), changes a quota and adds a student; the changes reach classroom.yaml
+and then, through the running daemon, the host.  Screenshots are kept in
+tests/artifacts/.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from hostkit import cleanup, host_ready, make_classroom
+from hubkit import Hub, add_hub, free_port, hub_ready, start_server
+from imagekit import TAG, build_test_image, image_unavailable
+
+REASON = host_ready() or hub_ready() or image_unavailable() or (
+    None if shutil.which("chromium") else "Debian's chromium is not installed (tests/bootstrap.sh installs it)")
+pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
+
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
+                "--disable-background-networking", "--disable-component-update"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+MiB = 1024**2
+
+
+def password(room, short):
+    return json.loads((room.paths.outbox / f"{room.user(short)}.json").read_text())["password"]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def classroom():
+    build_test_image()
+    room = make_classroom()
+    room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"},
+                   "big": {"memory": "512Mi", "cpu": 1, "disk": "256Mi"}}
+    add_hub(room, image=TAG, service_port=free_port())
+    room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}])
+    assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
+    hub = Hub(room)
+    daemon = None
+    try:
+        hub.start()
+        teacher_password = password(room, "tea")
+        session = hub.login(room.user("ann"), password(room, "ann"))
+        start_server(hub, session, room.user("ann"))
+        daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f",
+                                   str(room.file)], stdout=open(room.root / "daemon.log", "ab"),
+                                  stderr=subprocess.STDOUT)
+        wait_for(lambda: (room.paths.state / "status.json").exists(), 120, "the daemon's first pass")
+        yield room, hub, teacher_password
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=60)
+        hub.stop()
+        for container in docker.from_env().containers.list(
+                all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
+            container.remove(force=True)
+        hub.remove_network()
+        cleanup(room)
+
+
+def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
+    from playwright.sync_api import expect, sync_playwright
+
+    room, hub, teacher_password = classroom
+    ann, bob = room.user("ann"), room.user("bob")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(f"{hub.url}/hub/login?next=/services/classroom/")
+            page.fill("#username_input", room.user("tea"))
+            page.fill("#password_input", teacher_password)
+            page.click("#login_submit")
+            page.wait_for_url("**/services/classroom/", timeout=60_000)
+
+            # the class, with usage bars: disk for everyone, memory for ann's running server
+            expect(page.locator(f'tr[data-user="{ann}"] meter').first).to_be_visible(timeout=30_000)
+            ann_row = page.locator(f'tr[data-user="{ann}"]')
+            expect(ann_row).to_contain_text("running")
+            meters = ann_row.locator("meter")
+            expect(meters).to_have_count(2)
+            disk_used, disk_max = meters.nth(0).evaluate("m => [m.value, m.max]")
+            memory_used, memory_max = meters.nth(1).evaluate("m => [m.value, m.max]")
+            assert 0 < disk_used < disk_max == 128 * MiB
+            assert 0 < memory_used < memory_max == 256 * MiB  # read from the server's cgroup
+            expect(page.locator("#last-pass")).to_contain_text("converged")
+            page.screenshot(path=str(ARTIFACTS / "teacher-page.png"), full_page=True)
+
+            # change bob's quota: classroom.yaml first, then the daemon grows his volume
+            page.select_option(f'select[data-user="{bob}"]', "big")
+            expect(page.locator("#message")).to_contain_text("classroom.yaml is updated")
+            people = {p["username"]: p for p in yaml.safe_load(room.file.read_text())["students"]}
+            assert people[bob]["quota"] == "big"
+            wait_for(lambda: (v := room.observe().volumes.get(bob)) is not None and v.size >= 256 * MiB, 180,
+                     "the daemon to grow bob's volume")
+
+            # add a student through the form; the daemon creates the account
+            page.click("#add")
+            page.fill('#person-form input[name="name"]', "Ada Lovelace")
+            page.fill('#person-form input[name="username"]', room.user("ada"))
+            page.click("#person-save")
+            expect(page.locator("#message")).to_contain_text("saved to classroom.yaml")
+            wait_for(lambda: room.user("ada") in room.observe().accounts, 180, "the daemon to create ada's account")
+
+            # import a CSV: preview first, then add
+            page.click("#import")
+            page.set_input_files('#import-form input[name="file"]', files=[{
+                "name": "class.csv", "mimeType": "text/csv",
+                "buffer": f"Nome;Cognome;Username\nGrace;Hopper;{room.user('gra')}\n".encode()}])
+            page.click("#import-check")
+            expect(page.locator("#import-preview")).to_contain_text("1 to add")
+            page.click("#import-save")
+            expect(page.locator("#message")).to_contain_text("1 student(s) imported")
+            assert room.user("gra") in room.file.read_text()
+
+            page.click("#refresh")
+            expect(page.locator(f'tr[data-user="{bob}"]')).to_contain_text("/ 256 MiB", timeout=30_000)
+            expect(page.locator(f'tr[data-user="{room.user("ada")}"]')).to_contain_text("enabled", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "teacher-page-after.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "teacher-page.png").stat().st_size > 10_000
