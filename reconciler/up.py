@@ -146,6 +146,7 @@ def up(site: spec.Site, classroom_file: Path) -> int:
     waiting = outbox.pending(site.paths.outbox)
     print()
     print(f"JupyterHub: {site.hub.public_url}")
+    print(f"Teacher page: {site.hub.public_url.rstrip('/')}/services/classroom/ (teachers only)")
     if waiting:
         print(f"{len(waiting)} new password(s) wait in {site.paths.outbox}/ (root only). "
               f"Print them: reconcile credentials slips --all --out slips.html")

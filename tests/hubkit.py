@@ -51,6 +51,7 @@ def add_hub(room: Classroom, **settings) -> dict:
         "network": f"clsrm-{room.name}",
         "subnet": f"172.31.{octet}.0/24",
         "proxy_api_port": free_port(),
+        "service_port": free_port(),
         "request_timeout": 5,
         **settings,
     }

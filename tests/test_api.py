@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, free_port, hub_ready, xsrf
+from hubkit import Hub, add_hub, hub_ready, xsrf
 
 from reconciler import journal
 
@@ -53,7 +53,7 @@ def token_for(hub, room, short, scopes=None):
 @pytest.fixture(scope="module")
 def served():
     room = make_classroom()
-    add_hub(room, service_port=free_port())
+    add_hub(room)
     room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "dot"}],
                admins=[{"username": "tea"}])
     text = room.file.read_text()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, free_port, hub_ready, start_server
+from hubkit import Hub, add_hub, hub_ready, start_server
 from imagekit import TAG, build_test_image, image_unavailable
 
 REASON = host_ready() or hub_ready() or image_unavailable() or (
@@ -51,7 +51,7 @@ def classroom():
     room = make_classroom()
     room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"},
                    "big": {"memory": "512Mi", "cpu": 1, "disk": "256Mi"}}
-    add_hub(room, image=TAG, service_port=free_port())
+    add_hub(room, image=TAG)
     room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}])
     assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
     hub = Hub(room)

@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+import requests
 
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready
@@ -49,6 +50,11 @@ def test_up_brings_everything_and_down_stops_it():
         while not (state / "status.json").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert json.loads((state / "status.json").read_text())["result"] == "converged"
+        assert f"Teacher page: {hub.url}/services/classroom/" in out.stdout
+        teacher_api = f"{hub.url}/services/classroom/api/students"
+        while requests.get(teacher_api, timeout=10).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the proxy answers 503 until the hub's managed service listens
+        assert requests.get(teacher_api, timeout=10).status_code == 403  # up, and refusing the anonymous
         again = room.cli("up")  # idempotent: nothing started twice
         assert again.returncode == 0 and "already running" in again.stdout
 
