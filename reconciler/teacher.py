@@ -31,6 +31,9 @@ class Refused(Exception):
         super().__init__(message)
 
 
+_PARSED: dict[Path, tuple[tuple[int, int, int], spec.Classroom]] = {}
+
+
 @dataclass(frozen=True)
 class Room:
     """The site and the classroom file the service manages."""
@@ -39,7 +42,18 @@ class Room:
     file: Path
 
     def classroom(self) -> spec.Classroom:
-        return spec.load_classroom(self.file, self.site)
+        """The validated file, parsed again only when it changed (every request asks, for authorization)."""
+        try:
+            stat = self.file.stat()
+        except OSError:
+            return spec.load_classroom(self.file, self.site)  # raises InvalidFile naming the problem
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = _PARSED.get(self.file)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        classroom = spec.load_classroom(self.file, self.site)
+        _PARSED[self.file] = (key, classroom)
+        return classroom
 
     def teachers(self) -> frozenset[str] | None:
         """Active admins in the file as it is now: a teacher removed from it loses the API at once.
