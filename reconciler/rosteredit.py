@@ -13,9 +13,11 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import yaml
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from . import lock, spec
 from .fsutil import write_atomic
@@ -44,36 +46,57 @@ def _yaml(text: str) -> YAML:
 
 def rewrite(path: Path, site: spec.Site, mutate: Callable[[CommentedMap], object]) -> object:
     """Load, apply ``mutate`` to the document, validate the result as a whole, replace the file."""
-    with lock.hold(site.state_dir / "roster.lock", exclusive=True, timeout=LOCK_TIMEOUT):
-        text = path.read_text(encoding="utf-8")
-        y = _yaml(text)
-        doc = y.load(text)
-        result = mutate(doc)
-        out = io.StringIO()
-        y.dump(doc, out)
+    try:
+        with lock.hold(site.state_dir / "roster.lock", exclusive=True, timeout=LOCK_TIMEOUT):
+            text = path.read_text(encoding="utf-8")
+            y = _yaml(text)
+            doc = y.load(text)
+            result = mutate(doc)
+            out = io.StringIO()
+            y.dump(doc, out)
+            try:
+                spec.parse_classroom(out.getvalue(), str(path), site)
+            except spec.InvalidFile as exc:
+                raise Rejected([{"path": p.path, "message": p.message} for p in exc.problems]) from None
+            write_atomic(path, out.getvalue(), mode=path.stat().st_mode & 0o777)
+            return result
+    except lock.LockBusy:
+        raise lock.LockBusy(f"another edit of {path.name} is in progress; try again") from None
+
+
+def scalar(value):
+    """Quote strings a YAML 1.1 reader would take for something else (off, no, 0755, null).
+
+    ruamel writes YAML 1.2, where ``off`` is a string; the validator (PyYAML) and
+    many tools read 1.1, where it is false: a username ``off`` must stay a string.
+    """
+    if isinstance(value, list):
+        return [scalar(item) for item in value]
+    if isinstance(value, str):
         try:
-            spec.parse_classroom(out.getvalue(), str(path), site)
-        except spec.InvalidFile as exc:
-            raise Rejected([{"path": p.path, "message": p.message} for p in exc.problems]) from None
-        write_atomic(path, out.getvalue(), mode=path.stat().st_mode & 0o777)
-        return result
+            same = yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            same = False
+        if not same:
+            return SingleQuotedScalarString(value)
+    return value
+
+
+def append_students(doc: CommentedMap, entries: list[dict]) -> None:
+    """Append to students, in the style of the entries already there (block or flow)."""
+    students = doc.get("students")
+    if students is None:
+        doc["students"] = students = CommentedSeq()
+    flow = bool(students) and getattr(students[0], "fa", None) is not None and students[0].fa.flow_style()
+    for entry in entries:
+        item = CommentedMap({key: scalar(value) for key, value in entry.items()})
+        if flow:
+            item.fa.set_flow_style()
+        students.append(item)
 
 
 def add_students(path: Path, site: spec.Site, entries: list[dict]) -> None:
-    """Append to students, in the style of the entries already there (block or flow)."""
-
-    def append(doc: CommentedMap) -> None:
-        students = doc.get("students")
-        if students is None:
-            doc["students"] = students = CommentedSeq()
-        flow = bool(students) and getattr(students[0], "fa", None) is not None and students[0].fa.flow_style()
-        for entry in entries:
-            item = CommentedMap(entry)
-            if flow:
-                item.fa.set_flow_style()
-            students.append(item)
-
-    rewrite(path, site, append)
+    rewrite(path, site, lambda doc: append_students(doc, entries))
 
 
 def check_person(entry: dict) -> None:
@@ -86,8 +109,11 @@ def check_person(entry: dict) -> None:
                         ]) from None
 
 
-def change_person(path: Path, site: spec.Site, username: str, changes: dict) -> dict:
-    """Merge ``changes`` into the person (None removes a key); return the entry as now written.
+def change_person(path: Path, site: spec.Site, username: str, changes: dict,
+                  check: Callable[[dict], None] = lambda entry: None) -> tuple[dict, dict]:
+    """Merge ``changes`` into the person (None removes a key); return the entry before and after.
+
+    ``check`` sees the entry as it is under the lock and may refuse the edit.
 
     The username is the identity of an account and cannot change; purging is
     left to the file itself (a tombstone plus --allow-destroy), never an edit.
@@ -104,14 +130,16 @@ def change_person(path: Path, site: spec.Site, username: str, changes: dict) -> 
         entry = find(doc, username)
         if entry is None:
             raise Rejected([{"path": "username", "message": f"{username} is not in the classroom"}], status=404)
+        before = plain(entry)
+        check(before)
         merged = {k: v for k, v in {**entry, **changes}.items() if v is not None}
         check_person(merged)
         for key, value in changes.items():
             if value is None:
                 entry.pop(key, None)
             else:
-                entry[key] = value
-        return _plain(entry)
+                entry[key] = scalar(value)
+        return before, plain(entry)
 
     return rewrite(path, site, edit)  # type: ignore[return-value]
 
@@ -124,9 +152,9 @@ def find(doc: CommentedMap, username: str) -> CommentedMap | None:
     return None
 
 
-def _plain(value):
+def plain(value):
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

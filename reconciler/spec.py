@@ -58,13 +58,13 @@ def _cpu(value: object) -> float:
     """CPUs as a number (1, 0.5) or Kubernetes millicores ("500m")."""
     if isinstance(value, bool):
         raise ValueError("expected a number of CPUs such as 1 or 0.5")
-    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+m\s*", value):
-        cpus = int(value.strip()[:-1]) / 1000
-    else:
-        try:
+    try:
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+m\s*", value):
+            cpus = int(value.strip()[:-1]) / 1000
+        else:
             cpus = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ValueError(f"{value!r} is not a number of CPUs; use e.g. 1, 0.5 or 500m") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{value!r} is not a number of CPUs; use e.g. 1, 0.5 or 500m") from None
     if not math.isfinite(cpus) or cpus <= 0:
         raise ValueError("a CPU limit must be a positive number")
     if cpus > 4096:

@@ -20,7 +20,6 @@ from . import containers, delivery, engine, lock, observe, outbox, roster, roste
 from .journal import Journal
 from .plan import Action
 from .rosteredit import Rejected
-from .sizes import format_size
 
 
 class Refused(Exception):
@@ -31,6 +30,7 @@ class Refused(Exception):
         super().__init__(message)
 
 
+PLAN_LOCK_WAIT = 2.0  # seconds a request waits for a running pass before answering 503 (the page retries)
 _PARSED: dict[Path, tuple[tuple[int, int, int], spec.Classroom]] = {}
 
 
@@ -58,12 +58,17 @@ class Room:
     def teachers(self) -> frozenset[str] | None:
         """Active admins in the file as it is now: a teacher removed from it loses the API at once.
 
-        None while the file is invalid, so teachers can still open the page that shows why.
+        While the file is invalid, those of its last valid version (the state the daemon keeps in
+        force); None only if the service never saw a valid one: then the hub's scope alone decides.
         """
         try:
-            return frozenset(p.username for p in self.classroom().admins if p.status == "active")
+            classroom = self.classroom()
         except spec.InvalidFile:
-            return None
+            cached = _PARSED.get(self.file)  # the last valid version, like the daemon keeps in force
+            if cached is None:
+                return None
+            classroom = cached[1]
+        return frozenset(p.username for p in classroom.admins if p.status == "active")
 
 
 def _journal(room: Room, actor: str, action: Action, detail: str = "") -> None:
@@ -98,6 +103,8 @@ def students(room: Room) -> dict:
     memory = containers.memory_usage(actual.containers)
     members = {m.username: m for m in desired.members}
     written = {p.username: p for p in (*classroom.admins, *classroom.students)}
+    raw = {p.get("username"): p for section in ("admins", "students")
+           for p in (spec.read_source(room.file).data or {}).get(section) or [] if isinstance(p, dict)}
     hub_users = actual.hub.users if actual.hub is not None and actual.hub.users is not None else {}
     people = []
     for row in status.rows(desired, actual, outbox.pending(paths.outbox)):
@@ -111,7 +118,7 @@ def students(room: Room) -> dict:
             "status": row["status"],
             "emails": list(member.emails) if member else [],
             "quota": written[name].quota if name in written else None,
-            "overrides": _overrides(written.get(name)),
+            "overrides": _overrides(raw.get(name)) if name in written else None,
             "account": row["account"],
             "cpu": member.cpu if member else None,
             "memory_limit": member.memory if member else None,
@@ -129,17 +136,16 @@ def students(room: Room) -> dict:
             "quotas": sorted(classroom.quotas), "students": people}
 
 
-def _overrides(person: spec.Person | None) -> dict | None:
-    """The person's own memory / cpu / disk, over their named quota (what the edit form shows)."""
-    if person is None:
-        return None
-    return {"memory": format_size(person.memory) if person.memory else None, "cpu": person.cpu,
-            "disk": format_size(person.disk) if person.disk else None}
+def _overrides(entry: dict | None) -> dict | None:
+    """The person's own memory / cpu / disk over their named quota, as written (what the edit form shows)."""
+    entry = entry or {}
+    return {key: entry.get(key) for key in ("memory", "cpu", "disk")}
 
 
 def pending_plan(room: Room) -> dict:
     """The current dry run, in the core's JSON format: what the daemon will do next."""
-    outcome = engine.one_pass(room.site, room.classroom(), engine.policy(room.site), dry_run=True)
+    site = room.site.model_copy(update={"lock_timeout": min(room.site.lock_timeout, PLAN_LOCK_WAIT)})
+    outcome = engine.one_pass(site, room.classroom(), engine.policy(site), dry_run=True)  # 503 while a pass runs
     return outcome.plan.to_json()
 
 
@@ -160,36 +166,39 @@ def add_student(room: Room, actor: str, body: dict) -> dict:
     room.classroom()  # never add to a file that is already invalid
     entry = {key: body[key] for key in ("username", *rosteredit.EDITABLE) if body.get(key) is not None}
     entry.update({k: v for k, v in body.items() if k not in entry and v is not None})  # unknown keys: 422 below
-    data = yaml.safe_load(room.file.read_text(encoding="utf-8"))
-    accounts = observe.read_accounts(Path("/etc/passwd"), {}, {})
-    taken = roster.taken_usernames(data, accounts, data["name"])
-    if "username" not in entry and isinstance(entry.get("name"), str) and entry["name"].strip():
-        entry = {"username": roster.unique_username(entry["name"], taken), **entry}
-    rosteredit.check_person(entry)
-    username = entry["username"]
-    if any(isinstance(p, dict) and p.get("username") == username
-           for section in ("admins", "students") for p in data.get(section) or []):
-        raise Refused(409, f"{username} is already in the classroom")
-    if username in taken:
-        raise Rejected([{"path": "username", "message": f"{username!r} is taken by another account on this server"}])
     if entry.get("status") == "purged":
         raise Rejected([{"path": "status", "message": "a new student cannot be purged"}])
-    rosteredit.add_students(room.file, room.site, [entry])
-    _journal(room, actor, Action("create", "roster", username, after=entry, reason="added through the teacher API"))
-    return entry
+    accounts = observe.read_accounts(Path("/etc/passwd"), {}, {})
+
+    def add(doc) -> dict:  # under the roster lock: two teachers adding at once get distinct usernames
+        data = rosteredit.plain(doc)
+        taken = roster.taken_usernames(data, accounts, data["name"])
+        new = dict(entry)
+        if "username" not in new and isinstance(new.get("name"), str) and new["name"].strip():
+            new = {"username": roster.unique_username(new["name"], taken), **new}
+        rosteredit.check_person(new)
+        username = new["username"]
+        if rosteredit.find(doc, username) is not None:
+            raise Refused(409, f"{username} is already in the classroom")
+        if username in taken:
+            raise Rejected([{"path": "username", "message": f"{username!r} is taken by another account on this server"}])
+        rosteredit.append_students(doc, [new])
+        return new
+
+    added = rosteredit.rewrite(room.file, room.site, add)
+    _journal(room, actor, Action("create", "roster", added["username"], after=added,
+                                 reason="added through the teacher API"))
+    return added
 
 
 def change_student(room: Room, actor: str, username: str, changes: dict) -> dict:
-    """Merge-patch one person (null removes a key, e.g. an inline quota override)."""
+    """Merge-patch one student (null removes a key, e.g. an inline quota override)."""
     _writable(room)
-    if username == actor and changes.get("status") == "disabled":
-        raise Refused(409, "you cannot disable your own account here (ask another teacher, or edit classroom.yaml)")
-    room.classroom()
-    before = _entry(room, username)
+    _student(room, username)
     try:
-        after = rosteredit.change_person(room.file, room.site, username, changes)
+        before, after = rosteredit.change_person(room.file, room.site, username, changes)
     except Rejected as exc:
-        if exc.status == 404:
+        if exc.status == 404:  # removed from the file since the check above
             raise Refused(404, f"{username} is not in the classroom") from None
         raise
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
@@ -199,18 +208,19 @@ def change_student(room: Room, actor: str, username: str, changes: dict) -> dict
     return after
 
 
+def _student(room: Room, username: str) -> None:
+    """Only students change through the API: teachers (admins) are changed in classroom.yaml itself,
+    so no teacher can lock out, re-address or take over another's account from the page."""
+    classroom = room.classroom()
+    if any(p.username == username for p in classroom.admins):
+        raise Refused(409, f"{username} is a teacher: teachers are changed in classroom.yaml, not here")
+    if not any(p.username == username for p in classroom.students):
+        raise Refused(404, f"{username} is not in the classroom")
+
+
 def disable_student(room: Room, actor: str, username: str) -> dict:
     """DELETE never deletes: the account is locked and the files are kept (status: disabled)."""
     return change_student(room, actor, username, {"status": "disabled"})
-
-
-def _entry(room: Room, username: str) -> dict:
-    data = yaml.safe_load(room.file.read_text(encoding="utf-8"))
-    for section in ("admins", "students"):
-        for person in data.get(section) or []:
-            if isinstance(person, dict) and person.get("username") == username:
-                return person
-    raise Refused(404, f"{username} is not in the classroom")
 
 
 def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_run: bool) -> dict:
@@ -242,7 +252,11 @@ def reset_password(site: spec.Site, classroom: spec.Classroom, username: str, ac
         raise Refused(404, f"{username} is not an active person in {classroom.name}")
     from . import accounts
 
-    if accounts.ours(username, classroom.name) is None:
+    try:
+        exists = accounts.ours(username, classroom.name) is not None
+    except accounts.NotOurs as exc:
+        raise Refused(409, str(exc)) from None
+    if not exists:
         raise Refused(409, f"{username} has no account yet: the next pass creates it, with a first password")
     action = Action("update", "password", username, after="generated, to the outbox", reason="password reset")
     with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout):
@@ -260,6 +274,7 @@ def reset_password(site: spec.Site, classroom: spec.Classroom, username: str, ac
 
 
 def reset_and_deliver(room: Room, actor: str, username: str) -> dict:
+    _student(room, username)
     classroom = room.classroom()
     delivery_by = reset_password(room.site, classroom, username, actor)
     if delivery_by == "email":
@@ -271,13 +286,18 @@ def reset_and_deliver(room: Room, actor: str, username: str) -> dict:
     return {"username": username, "delivery": "slip", "sent": False, "error": None}
 
 
-def print_slips(room: Room, actor: str, everyone: bool) -> tuple[str, list[str]]:
-    """The slips page (it holds passwords); the passwords shown leave the outbox, as with the CLI."""
+def render_slips(room: Room, everyone: bool) -> tuple[str, list[dict]]:
+    """The slips page (it holds passwords) and the outbox items on it; nothing is consumed yet."""
     classroom = room.classroom()
     with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
-        html, chosen = delivery.render_slips(room.site, classroom.name, everyone)
-        names = delivery.consume(room.site, chosen)
+        return delivery.render_slips(room.site, classroom.name, everyone)
+
+
+def hand_out(room: Room, actor: str, items: list[dict]) -> list[str]:
+    """Once the page reached the teacher: those passwords leave the outbox (a newer one stays)."""
+    with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
+        names = delivery.consume(room.site, items)
     for name in names:
         _journal(room, actor, Action("update", "password", name, after="handed out on a printed slip",
                                      reason="slips printed through the teacher API"))
-    return html, names
+    return names

@@ -54,11 +54,28 @@ def test_delete_disables_and_never_purges(room):
     assert yaml.safe_load(room.file.read_text())["students"][1]["status"] == "disabled"
 
 
-def test_a_teacher_cannot_disable_themselves(room):
-    with pytest.raises(teacher.Refused) as refused:
-        teacher.disable_student(room, "tea", "tea")
-    assert refused.value.status == 409
+def test_teachers_are_read_only_here(room):
+    for attempt in (lambda: teacher.disable_student(room, "tea", "tea"),
+                    lambda: teacher.change_student(room, "ann", "tea", {"email": "mine@example.org"}),
+                    lambda: teacher.reset_and_deliver(room, "ann", "tea")):
+        with pytest.raises(teacher.Refused) as refused:
+            attempt()
+        assert refused.value.status == 409 and "teacher" in refused.value.message
     assert room.file.read_text() == ROSTER
+
+
+def test_yaml_1_1_lookalikes_stay_strings(room):
+    entry = teacher.add_student(room, "tea", {"username": "off", "name": "No", "disk": "0755"})
+    assert entry["username"] == "off"
+    assert {"username": "off", "name": "No", "disk": "0755"}.items() <= yaml.safe_load(room.file.read_text())[
+        "students"][-1].items()
+    teacher.change_student(room, "tea", "off", {"name": "Yes"})
+    assert yaml.safe_load(room.file.read_text())["students"][-1]["name"] == "Yes"
+
+
+def test_overrides_are_shown_as_written(room):
+    listing_entry = teacher._overrides({"username": "ann", "memory": "1536Mi", "cpu": "500m"})
+    assert listing_entry == {"memory": "1536Mi", "cpu": "500m", "disk": None}
 
 
 def test_invalid_changes_name_the_field_and_leave_the_file_alone(room):
@@ -104,7 +121,12 @@ def test_a_roster_kept_in_git_refuses_every_write(room):
 def test_the_teachers_are_the_active_admins_of_the_file_as_it_is_now(room):
     assert room.teachers() == {"tea"}
     room.file.write_text(ROSTER.replace("version: 1", "version: 7"))
-    assert room.teachers() is None  # invalid: the hub's scope alone decides, so the page can show why
+    assert room.teachers() == {"tea"}  # invalid now: the last valid version stays in force
+    room.file.write_text(ROSTER.replace("admins:\n  - username: tea\n    name: Tea Cher\n", "admins: []\n"))
+    assert room.teachers() == frozenset()  # removed from the file: no more access
+    never_valid = teacher.Room(room.site, room.file.with_name("other.yaml"))
+    never_valid.file.write_text("version: 7\n")
+    assert never_valid.teachers() is None  # never valid: the hub's scope alone decides
 
 
 @pytest.mark.parametrize("layout", ["v1", "v2-cgroupfs", "v2-systemd"])

@@ -12,7 +12,7 @@ from copy import deepcopy
 from .. import spec
 from ..rosteredit import EDITABLE
 
-USERNAME = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,31}$"}
+USERNAME = {"type": "string", "pattern": spec.USERNAME_PATTERN}
 NULLABLE_STRING = {"type": ["string", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
 
@@ -71,9 +71,8 @@ def _components() -> dict:
             "quota": NULLABLE_STRING,
             "overrides": {"anyOf": [{"type": "null"}, {
                 "type": "object", "required": ["memory", "cpu", "disk"],
-                "description": "The person's own limits over the named quota, as sizes like 2 GiB",
-                "properties": {"memory": NULLABLE_STRING, "cpu": {"type": ["number", "null"]},
-                               "disk": NULLABLE_STRING}}]},
+                "description": "The person's own limits over the named quota, as written in the file",
+                "properties": {key: {"type": ["string", "number", "null"]} for key in ("memory", "cpu", "disk")}}]},
             "account": {"enum": ["enabled", "disabled", "half-disabled", "missing"]},
             "cpu": {"type": ["number", "null"]},
             "memory_limit": NULLABLE_INT,

@@ -2,10 +2,10 @@
 // Plain ES module, no build step. Writes send the hub's XSRF token; the server re-validates everything.
 
 const xsrf = document.querySelector('meta[name="xsrf"]').content;
-const me = document.querySelector('meta[name="teacher"]').content;
 const $ = (selector, root = document) => root.querySelector(selector);
 let state = { quotas: [], rosterInGit: false };
-let editing = null; // username being edited, null when adding
+let editing = null; // the person being edited, null when adding
+let refreshing = null; // the refresh in flight: a slow pass must not stack requests
 
 async function call(method, path, body, type = 'application/json') {
   const headers = { 'X-XSRFToken': xsrf };
@@ -74,7 +74,8 @@ function server(person) {
 }
 
 function row(person) {
-  const writable = !state.rosterInGit && person.role !== null;
+  // Teachers are changed in classroom.yaml itself (the API refuses); removed people have no entry to edit.
+  const writable = !state.rosterInGit && person.role === 'student';
   const who = el('td', {}, el('strong', {}, person.name ?? person.username), el('br'),
     el('code', {}, person.username), person.role === 'teacher' ? el('span', { class: 'tag' }, 'teacher') : null);
   const account = el('td', { class: person.account === 'enabled' ? 'ok' : 'warn' }, person.account);
@@ -92,13 +93,13 @@ function row(person) {
   const actions = el('td', { class: 'actions' });
   if (writable) {
     actions.append(el('button', { class: 'quiet', onclick: () => openPerson(person) }, 'Edit'));
-    if (person.status === 'active' && person.username !== me) {
+    if (person.status === 'active') {
       actions.append(el('button', { class: 'quiet', onclick: () => disable(person) }, 'Disable'));
     } else if (person.status === 'disabled') {
       actions.append(el('button', { class: 'quiet', onclick: () => change(person.username, { status: 'active' }, 'enabled') }, 'Enable'));
     }
   }
-  if (person.status === 'active' && person.account !== 'missing') {
+  if (person.role === 'student' && person.status === 'active' && person.account !== 'missing') {
     actions.append(el('button', { class: 'quiet', onclick: () => reset(person) }, 'Reset password'));
   }
   return el('tr', { 'data-user': person.username }, who, account, quota,
@@ -160,13 +161,16 @@ async function loadStatus() {
   }
 }
 
-async function refresh() {
-  try {
-    await loadStudents();
-  } catch (error) {
-    show(error.message, 'error', error.problems);
-  }
-  await Promise.all([loadPlan(), loadStatus()]);
+function refresh() {
+  refreshing ??= (async () => {
+    try {
+      await loadStudents();
+    } catch (error) {
+      show(error.message, 'error', error.problems);
+    }
+    await Promise.all([loadPlan(), loadStatus()]);
+  })().finally(() => { refreshing = null; });
+  return refreshing;
 }
 
 async function change(username, changes, what) {
@@ -204,7 +208,7 @@ async function reset(person) {
 }
 
 function openPerson(person) {
-  editing = person ? person.username : null;
+  editing = person;
   const form = $('#person-form');
   form.reset();
   $('.problems', form).replaceChildren();
@@ -217,9 +221,17 @@ function openPerson(person) {
     form.username.value = person.username;
     form.email.value = person.emails[0] ?? '';
     form.quota.value = person.quota ?? '';
-    for (const key of ['memory', 'cpu', 'disk']) form[key].value = person.overrides?.[key] ?? '';
+    for (const key of ['memory', 'cpu', 'disk']) form[key].value = String(person.overrides?.[key] ?? '');
   }
   $('#person-dialog').showModal();
+}
+
+function initial(person, key) {
+  // What the form showed for this field: only fields the teacher changed are sent.
+  if (key === 'name') return person.name ?? '';
+  if (key === 'email') return person.emails[0] ?? '';
+  if (key === 'quota') return person.quota ?? '';
+  return String(person.overrides?.[key] ?? '');
 }
 
 async function savePerson(event) {
@@ -228,18 +240,20 @@ async function savePerson(event) {
   const body = {};
   for (const key of ['name', 'email', 'quota', 'memory', 'cpu', 'disk']) {
     const value = form[key].value.trim();
+    if (editing && value === initial(editing, key)) continue;
     body[key] = value === '' ? null : value;
   }
   try {
+    let username;
     if (editing) {
-      await call('PATCH', `api/students/${editing}`, body);
+      username = editing.username;
+      if (Object.keys(body).length) await call('PATCH', `api/students/${username}`, body);
     } else {
       if (form.username.value.trim()) body.username = form.username.value.trim();
-      const added = await call('POST', 'api/students', body);
-      editing = added.username;
+      username = (await call('POST', 'api/students', body)).username;
     }
     $('#person-dialog').close();
-    show(`${editing}: saved to classroom.yaml; the daemon applies it in a moment.`, 'ok');
+    show(`${username}: saved to classroom.yaml; the daemon applies it in a moment.`, 'ok');
     await refresh();
   } catch (error) {
     $('.problems', form).replaceChildren(el('li', {}, error.message),
