@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from . import containers, delivery, engine, lock, observe, outbox, roster, rosteredit, spec, status
 from .journal import Journal
 from .plan import Action
