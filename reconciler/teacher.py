@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import containers, delivery, engine, lock, observe, outbox, roster, rosteredit, spec, status
+from . import accounts, containers, delivery, engine, lock, observe, outbox, roster, rosteredit, spec, status
 from .journal import Journal
 from .plan import Action
 from .rosteredit import Rejected
@@ -29,7 +29,7 @@ class Refused(Exception):
 
 
 PLAN_LOCK_WAIT = 2.0  # seconds a request waits for a running pass before answering 503 (the page retries)
-_PARSED: dict[Path, tuple[tuple[int, int, int], spec.Classroom]] = {}
+_PARSED: dict[Path, tuple[tuple[int, int, int], spec.Classroom, dict]] = {}  # the last valid version
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,16 @@ class Room:
         cached = _PARSED.get(self.file)
         if cached is not None and cached[0] == key:
             return cached[1]
-        classroom = spec.load_classroom(self.file, self.site)
-        _PARSED[self.file] = (key, classroom)
+        source = spec.read_source(self.file)
+        classroom = spec.check_classroom(source, self.site)
+        _PARSED[self.file] = (key, classroom, source.data)
         return classroom
+
+    def written(self) -> dict[str, dict]:
+        """username -> the person's entry exactly as written (sizes as the teacher typed them)."""
+        self.classroom()
+        data = _PARSED[self.file][2]
+        return {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
 
     def teachers(self) -> frozenset[str] | None:
         """Active admins in the file as it is now: a teacher removed from it loses the API at once.
@@ -101,8 +108,7 @@ def students(room: Room) -> dict:
     memory = containers.memory_usage(actual.containers)
     members = {m.username: m for m in desired.members}
     written = {p.username: p for p in (*classroom.admins, *classroom.students)}
-    raw = {p.get("username"): p for section in ("admins", "students")
-           for p in (spec.read_source(room.file).data or {}).get(section) or [] if isinstance(p, dict)}
+    raw = room.written()
     hub_users = actual.hub.users if actual.hub is not None and actual.hub.users is not None else {}
     people = []
     for row in status.rows(desired, actual, outbox.pending(paths.outbox)):
@@ -116,7 +122,7 @@ def students(room: Room) -> dict:
             "status": row["status"],
             "emails": list(member.emails) if member else [],
             "quota": written[name].quota if name in written else None,
-            "overrides": _overrides(raw.get(name)) if name in written else None,
+            "overrides": _overrides(raw[name]) if name in written else None,
             "account": row["account"],
             "cpu": member.cpu if member else None,
             "memory_limit": member.memory if member else None,
@@ -134,9 +140,8 @@ def students(room: Room) -> dict:
             "quotas": sorted(classroom.quotas), "students": people}
 
 
-def _overrides(entry: dict | None) -> dict | None:
+def _overrides(entry: dict) -> dict:
     """The person's own memory / cpu / disk over their named quota, as written (what the edit form shows)."""
-    entry = entry or {}
     return {key: entry.get(key) for key in ("memory", "cpu", "disk")}
 
 
@@ -248,8 +253,6 @@ def reset_password(site: spec.Site, classroom: spec.Classroom, username: str, ac
     member = next((m for m in spec.resolve(classroom, paths).members if m.username == username), None)
     if member is None or member.status != "active":
         raise Refused(404, f"{username} is not an active person in {classroom.name}")
-    from . import accounts
-
     try:
         exists = accounts.ours(username, classroom.name) is not None
     except accounts.NotOurs as exc:
