@@ -47,7 +47,7 @@ class Teacher(HubOAuthenticated, web.RequestHandler):
 
     def check_hub_user(self, model: dict) -> dict:
         model = super().check_hub_user(model)  # raises UserNotAllowed without the scope
-        teachers = self.room.teachers()  # None while the file is invalid: the scope alone decides
+        teachers = self.room.teachers()  # None only if the file was never valid: the scope alone decides
         if model.get("kind", "user") == "user" and teachers is not None and model["name"] not in teachers:
             raise UserNotAllowed(model)
         return model
