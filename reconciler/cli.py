@@ -234,7 +234,7 @@ def _import_csv(site: spec.Site, classroom_file: Path, args: argparse.Namespace)
         return engine.EXIT_PENDING if result.added else EXIT_OK
     if result.added:
         try:
-            roster.add_people(classroom_file, result.added, site)
+            rosteredit.add_students(classroom_file, site, result.added)
         except rosteredit.Rejected as exc:
             print(f"{classroom_file}: the import would make the file invalid ({exc}); nothing was changed.",
                   file=sys.stderr)

@@ -184,8 +184,3 @@ def prepare(path: Path, site: spec.Site, data: bytes) -> Result:
     spec.load_classroom(path, site)  # the roster must be valid before we add to it
     accounts = read_accounts(Path("/etc/passwd"), {}, {})
     return plan_import(rows, yaml.safe_load(path.read_text(encoding="utf-8")), accounts, site)
-
-
-def add_people(path: Path, entries: list[dict], site: spec.Site) -> None:
-    """Append to students: comments, order and formatting stay as they were; validated before the rename."""
-    rosteredit.add_students(path, site, entries)
