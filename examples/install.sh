@@ -36,7 +36,7 @@ if [ -z "$SKIP_APT" ]; then
 fi
 
 # 2. the package, in its own virtualenv (reinstalled only when the source changed)
-hash=$(cd "$SRC" && find pyproject.toml reconciler -type f \( -name '*.py' -o -name '*.j2' -o -name '*.toml' \) \
+hash=$(cd "$SRC" && find pyproject.toml reconciler -type f \( -name '*.py' -o -name '*.j2' -o -name '*.toml' -o -name '*.txt' -o -name '*.html' -o -name '*.css' -o -name '*.js' \) \
        -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 [ -x "$PREFIX/venv/bin/python" ] || { say "creating $PREFIX/venv"; python3 -m venv "$PREFIX/venv"; }
 if [ "$(cat "$PREFIX/.source-hash" 2>/dev/null)" != "$hash" ]; then

@@ -7,56 +7,45 @@ Student servers run in hardened Docker containers as the person's own UID.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from pathlib import Path
 
-from .. import spec
-from ..spec import group_name
+from ..config.classroom import group_name
+from ..config.load import load_classroom, load_site
+from ..config.site import HUB_PORT, MANAGE_SCOPE, SERVICE_NAME, Site, find_site
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
-HUB_PORT = 8081
 START_WALL_SECONDS = 10.0  # one JupyterLab boot holding a start slot: 7-9 s measured under load, rounded up
 RECONCILER_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "delete:users"]
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
-SERVICE_NAME = "classroom"  # the teacher API and page, at /services/classroom/
-MANAGE_SCOPE = "custom:classroom:manage"
 TEACHER_SCOPES = [MANAGE_SCOPE, f"access:services!service={SERVICE_NAME}"]
 
 
-def gateway(subnet: str) -> str:
-    """The students' bridge gateway: the one host address their containers can reach (the hub API)."""
-    return str(next(ipaddress.ip_network(subnet).hosts()))
-
-
-def hub_api_url(hub: spec.HubSettings) -> str:
-    return hub.api_url or f"http://{gateway(hub.subnet)}:{HUB_PORT}/hub/api"
-
-
-def load() -> tuple[spec.Site, Path]:
-    site = spec.load_site(spec.find_site(None))
+def load() -> tuple[Site, Path]:
+    site = load_site(find_site(None))
     if site.hub is None:
         raise SystemExit("site.yaml has no hub: section; add one to run JupyterHub (see examples/site.yaml)")
     classroom = Path(os.environ.get("RECONCILE_CLASSROOM") or site.classroom_file or "classroom.yaml").resolve()
-    spec.load_classroom(classroom, site)  # refuse to start on an invalid roster
+    load_classroom(classroom, site)  # refuse to start on an invalid roster
     return site, classroom
 
 
-def configure(c, site: spec.Site | None = None, classroom_file: Path | None = None) -> None:
+def configure(c, site: Site | None = None, classroom_file: Path | None = None) -> None:
     if site is None or classroom_file is None:
         site, classroom_file = load()
     hub = site.hub
-    assert hub is not None
-    classroom = spec.load_classroom(classroom_file, site)
+    if hub is None:
+        raise SystemExit("site.yaml has no hub: section; add one to run JupyterHub (see examples/site.yaml)")
+    classroom = load_classroom(classroom_file, site)
     token = hub.token_file.read_text().strip()
 
     c.JupyterHub.bind_url = hub.public_url
-    c.JupyterHub.hub_bind_url = f"http://{gateway(hub.subnet)}:{HUB_PORT}"
+    c.JupyterHub.hub_bind_url = f"http://{hub.gateway}:{HUB_PORT}"
     c.JupyterHub.hub_connect_url = c.JupyterHub.hub_bind_url
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"  # never reachable from containers
     c.JupyterHub.db_url = hub.db_url
-    c.JupyterHub.cookie_secret_file = str(hub.cookie_secret_file or site.state_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.cookie_secret_file = str(site.cookie_secret_file)
     c.JupyterHub.pid_file = str(site.state_dir / "jupyterhub.pid")
     c.JupyterHub.cleanup_servers = False  # a hub restart must not kill every student's running notebook
 
@@ -106,5 +95,5 @@ def configure(c, site: spec.Site | None = None, classroom_file: Path | None = No
         {"name": "reconciler", "scopes": RECONCILER_SCOPES, "services": ["reconciler"]},
         {"name": "classroom-teacher", "scopes": TEACHER_SCOPES, "groups": [group_name(classroom.name, "teacher")]},
     ]
-    c.ClassroomSpawner.site_file = str(spec.find_site(None) or "")
+    c.ClassroomSpawner.site_file = str(find_site(None) or "")
     c.ClassroomSpawner.classroom_file = str(classroom_file)

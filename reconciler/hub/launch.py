@@ -12,9 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import spec
-from ..fsutil import write_atomic
-from ..spec import group_name
+from ..config.classroom import Classroom, group_name
+from ..config.load import dump_site, load_classroom
+from ..config.site import Site
+from ..host.fsutil import write_atomic
 from . import network
 from .config import CONFIG_FILE
 
@@ -41,7 +42,7 @@ def check_image(image: str) -> None:
     import docker
     import jupyterhub
 
-    from ..image import JUPYTERHUB_LABEL
+    from ..image.build import JUPYTERHUB_LABEL
 
     try:
         labels = docker.from_env().images.get(image).labels or {}
@@ -53,16 +54,23 @@ def check_image(image: str) -> None:
                          f"{jupyterhub.__version__}: rebuild it with `reconcile image build --force`")
 
 
-def prepare(site: spec.Site, classroom: spec.Classroom) -> None:
+def prepare(site: Site, classroom: Classroom) -> None:
     hub = site.hub
-    assert hub is not None
+    if hub is None:
+        raise SystemExit("site.yaml has no hub: section (see examples/site.yaml)")
     check_image(hub.image)
     site.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_secret(hub.token_file)
-    ensure_secret(hub.cookie_secret_file or site.state_dir / "jupyterhub_cookie_secret")
+    ensure_secret(site.cookie_secret_file)
     network.ensure_network(hub)
     network.ensure_firewall(hub)
-    ensure_shared(Path(hub.shared_dir or site.paths.homes.parent / "shared"), classroom.name)
+    ensure_shared(site.shared_dir, classroom.name)
+
+
+def write_effective(site: Site, path: Path) -> Path:
+    """The site as resolved (absolute paths), for processes that must see exactly this configuration."""
+    write_atomic(path, dump_site(site))
+    return path
 
 
 def proxy_env() -> dict[str, str]:
@@ -75,11 +83,11 @@ def proxy_env() -> dict[str, str]:
     return env
 
 
-def exec_hub(site: spec.Site, classroom_file: Path) -> None:
-    classroom = spec.load_classroom(classroom_file, site)
+def exec_hub(site: Site, classroom_file: Path) -> None:
+    classroom = load_classroom(classroom_file, site)
     prepare(site, classroom)
     # The hub process reads the site exactly as resolved here, whether it came from a file or is the default.
-    effective = spec.write_effective(site, site.state_dir / "site.effective.yaml")
+    effective = write_effective(site, site.state_dir / "site.effective.yaml")
     env = {**os.environ, **proxy_env(), "RECONCILE_SITE": str(effective),
            "RECONCILE_CLASSROOM": str(classroom_file.resolve())}
     os.chdir(site.state_dir)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-from .. import spec
-from ..system import run, succeeds
-from .config import HUB_PORT, gateway
+from ..config.site import HUB_PORT, HubSettings
+from ..host.run import run, succeeds
 
 
 def bridge_name(network: str) -> str:
@@ -24,28 +23,28 @@ def chain_name(network: str) -> str:
     return "CLSRM-" + hashlib.sha256(network.encode()).hexdigest()[:8].upper()
 
 
-def ensure_network(hub: spec.HubSettings) -> str:
+def ensure_network(hub: HubSettings) -> str:
     """Create the bridge if missing; return the gateway address the hub listens on."""
     import docker
 
     client = docker.from_env()
     if not client.networks.list(names=[hub.network]):
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=hub.subnet, gateway=gateway(hub.subnet))])
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=hub.subnet, gateway=hub.gateway)])
         client.networks.create(hub.network, driver="bridge", ipam=ipam, options={
             "com.docker.network.bridge.enable_icc": "false",
             "com.docker.network.bridge.name": bridge_name(hub.network),
         })
-    return gateway(hub.subnet)
+    return hub.gateway
 
 
-def ensure_firewall(hub: spec.HubSettings) -> None:
+def ensure_firewall(hub: HubSettings) -> None:
     """INPUT from the students' bridge: replies and the hub API only; everything else is refused."""
     chain, bridge = chain_name(hub.network), bridge_name(hub.network)
     if not succeeds(["iptables", "-w", "-n", "-L", chain]):
         run(["iptables", "-w", "-N", chain])
     run(["iptables", "-w", "-F", chain])
     run(["iptables", "-w", "-A", chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])
-    run(["iptables", "-w", "-A", chain, "-p", "tcp", "-d", gateway(hub.subnet), "--dport", str(HUB_PORT),
+    run(["iptables", "-w", "-A", chain, "-p", "tcp", "-d", hub.gateway, "--dport", str(HUB_PORT),
          "-j", "ACCEPT"])
     run(["iptables", "-w", "-A", chain, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"])
     run(["iptables", "-w", "-A", chain, "-j", "REJECT"])
@@ -54,7 +53,7 @@ def ensure_firewall(hub: spec.HubSettings) -> None:
         run(["iptables", "-w", "-I", *jump])
 
 
-def remove(hub: spec.HubSettings) -> None:
+def remove(hub: HubSettings) -> None:
     """Undo ensure_network and ensure_firewall (tests; uninstall)."""
     import docker
 

@@ -19,30 +19,36 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 from traitlets import Integer, Unicode
 
-from .. import mounts, spec
-from ..containers import LABEL_CLASSROOM, LABEL_USER
-from ..spec import group_name
+from ..config.classroom import Classroom, group_name
+from ..config.load import InvalidFile, load_classroom, load_site
+from ..config.site import Site
+from ..core.desired import resolve
+from ..host.containers import LABEL_CLASSROOM, LABEL_USER
+from ..host.facts import HostFiles
+from ..host.mounts import is_mounted
+from ..host.volumes import layout_for
 
 HOME_ROOT = "/home"
 
 
-def container_settings(site: spec.Site, classroom: spec.Classroom, username: str) -> dict:
-    """Everything about one person's container; pure apart from the account lookup, so tests can check it."""
-    desired = spec.resolve(classroom, site.paths)
-    member = next((m for m in desired.members if m.username == username), None)
+def container_settings(site: Site, classroom: Classroom, username: str, host: HostFiles = HostFiles()) -> dict:
+    """Everything about one person's container; pure apart from the account and mount lookups, so tests can check it."""
+    layout = layout_for(site)
+    member = resolve(classroom, site.paths, layout).member(username)
     if member is None or member.status != "active":
         raise web.HTTPError(403, f"{username} is not an active member of this classroom: ask your teacher")
     hub = site.hub
-    assert hub is not None
+    if hub is None:
+        raise web.HTTPError(500, "site.yaml has no hub: section")
     paths = site.paths
-    if not mounts.is_mounted(paths.home(username), paths.source(username)):
+    if not is_mounted(host, paths.home(username), layout.source(username)):
         raise web.HTTPError(503, "Your files are not available right now (your home volume is not mounted). "
                                  "Please tell your teacher; nothing of yours was lost.")
     account = pwd.getpwnam(username)
     home = f"{HOME_ROOT}/{username}"
     teacher = member.role == "teacher"
     extra_groups = [grp.getgrnam(group_name(classroom.name, "teacher")).gr_gid] if teacher else []
-    shared = Path(hub.shared_dir) if hub.shared_dir else paths.homes.parent / "shared"
+    shared = site.shared_dir
     binds = [{"type": "bind", "source": str(paths.home(username)), "target": home, "read_only": False}]
     if shared.is_dir():
         binds.append({"type": "bind", "source": str(shared), "target": f"{home}/shared", "read_only": not teacher})
@@ -91,10 +97,10 @@ class ClassroomSpawner(DockerSpawner):
              "timing out together; two per core keep the CPU busy while one boot waits on I/O.")
 
     async def start(self):
-        site = spec.load_site(Path(self.site_file) if self.site_file else None)
+        site = load_site(Path(self.site_file) if self.site_file else None)
         try:
-            classroom = spec.load_classroom(Path(self.classroom_file), site)
-        except spec.InvalidFile as exc:
+            classroom = load_classroom(Path(self.classroom_file), site)
+        except InvalidFile as exc:
             self.log.error("classroom.yaml is invalid; refusing to start servers:\n%s", exc)
             raise web.HTTPError(503, "The classroom configuration is being changed; try again in a minute.") from None
         settings = container_settings(site, classroom, self.user.name)

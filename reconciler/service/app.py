@@ -20,13 +20,16 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import web
 
-from .. import lock, spec, teacher
-from ..hub.config import MANAGE_SCOPE
-from ..rosteredit import Rejected
+from ..config.classroom import USERNAME_PATTERN
+from ..config.load import InvalidFile
+from ..config.site import MANAGE_SCOPE, Site
+from ..host.lock import LockBusy
+from ..roster.edit import Rejected
 from . import openapi
+from . import usecases as teacher
 
 STATIC = Path(__file__).with_name("static")
-USERNAME = spec.USERNAME_PATTERN.strip("^$")
+USERNAME = USERNAME_PATTERN.strip("^$")
 log = logging.getLogger("reconcile.api")
 
 
@@ -104,10 +107,10 @@ class Api(Teacher):
             raise ApiError(exc.status, exc.message) from None
         except Rejected as exc:
             raise ApiError(exc.status, "invalid input; classroom.yaml was not changed", exc.problems) from None
-        except spec.InvalidFile as exc:
+        except InvalidFile as exc:
             raise ApiError(409, "classroom.yaml is invalid as it stands; fix the file first",
                            [{"path": p.path, "message": f"line {p.line}: {p.message}"} for p in exc.problems]) from None
-        except lock.LockBusy as exc:
+        except LockBusy as exc:
             self.set_header("Retry-After", "5")
             raise ApiError(503, str(exc)) from None
 
@@ -250,7 +253,7 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
     )
 
 
-def main(site: spec.Site, classroom_file: Path) -> int:
+def main(site: Site, classroom_file: Path) -> int:
     """Run under the hub, which sets JUPYTERHUB_SERVICE_URL, _PREFIX, the API token and the OAuth client."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))

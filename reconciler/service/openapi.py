@@ -1,24 +1,84 @@
 """The teacher API's OpenAPI 3.1 description, served at <prefix>api/openapi.json.
 
-The student fields come from the same pydantic model that validates
-classroom.yaml, so the documentation cannot drift from what the file
-accepts; the tests run schemathesis against this document.
+The request bodies come from the same pydantic model that validates
+classroom.yaml, and the answers from the response models below, which the use
+cases build their answers with: the documentation cannot drift from what the
+file accepts or what the API sends.  The tests run schemathesis against it.
 """
 
 from __future__ import annotations
 
 from copy import deepcopy
+from typing import Literal
 
-from .. import spec
-from ..rosteredit import EDITABLE
+from pydantic import BaseModel, ConfigDict, Field
 
-USERNAME = {"type": "string", "pattern": spec.USERNAME_PATTERN}
+from ..config.classroom import USERNAME_PATTERN, Person
+from ..roster.edit import EDITABLE
+
+USERNAME = {"type": "string", "pattern": USERNAME_PATTERN}
 NULLABLE_STRING = {"type": ["string", "null"]}
-NULLABLE_INT = {"type": ["integer", "null"]}
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Overrides(_Answer):
+    """The person's own limits over the named quota, as written in the file."""
+
+    memory: str | int | float | None
+    cpu: str | int | float | None
+    disk: str | int | float | None
+
+
+class StudentRow(_Answer):
+    username: str
+    name: str | None
+    role: Literal["student", "teacher"] | None
+    status: Literal["active", "disabled", "purged", "removed"] = Field(
+        description="as the file says; removed = managed here but no longer in the file")
+    emails: list[str]
+    quota: str | None
+    overrides: Overrides | None
+    account: Literal["enabled", "disabled", "half-disabled", "missing"]
+    cpu: float | None
+    memory_limit: int | None
+    memory_used: int | None = Field(description="bytes, while the server runs")
+    disk_quota: int | None
+    disk_used: int | None
+    volume_size: int | None
+    mounted: bool
+    server: Literal["running", "stopped"] | None = Field(description="null when the hub cannot be asked")
+    last_activity: str | None
+    credentials: str | None = Field(description="null: nothing waiting; pending; slip; failed (N): ...")
+
+
+class HubReach(_Answer):
+    reachable: bool
+    error: str | None
+
+
+class StudentList(_Answer):
+    classroom: str
+    roster_in_git: bool
+    hub: HubReach | None
+    quotas: list[str]
+    students: list[StudentRow]
+
+
+def _model_schemas(*models: type[BaseModel]) -> dict:
+    """The models' JSON schemas as OpenAPI components (their nested models become components too)."""
+    out: dict = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
 
 
 def _person_schemas() -> tuple[dict, dict]:
-    person = spec.Person.model_json_schema()
+    person = Person.model_json_schema()
     new = deepcopy(person)
     new["title"] = "NewStudent"
     new["description"] = "A student as classroom.yaml takes it; without username, one is made from the name"
@@ -56,38 +116,9 @@ def _components() -> dict:
     }
     note = {"type": "object", "required": ["rule", "target", "message"],
             "properties": {"rule": {"type": "string"}, "target": {"type": "string"}, "message": {"type": "string"}}}
-    row = {
-        "type": "object",
-        "required": ["username", "name", "role", "status", "emails", "quota", "overrides", "account", "cpu", "memory_limit",
-                     "memory_used", "disk_quota", "disk_used", "volume_size", "mounted", "server", "last_activity",
-                     "credentials"],
-        "properties": {
-            "username": {"type": "string"},
-            "name": NULLABLE_STRING,
-            "role": {"enum": ["student", "teacher", None]},
-            "status": {"enum": ["active", "disabled", "purged", "removed"],
-                       "description": "as the file says; removed = managed here but no longer in the file"},
-            "emails": {"type": "array", "items": {"type": "string"}},
-            "quota": NULLABLE_STRING,
-            "overrides": {"anyOf": [{"type": "null"}, {
-                "type": "object", "required": ["memory", "cpu", "disk"],
-                "description": "The person's own limits over the named quota, as written in the file",
-                "properties": {key: {"type": ["string", "number", "null"]} for key in ("memory", "cpu", "disk")}}]},
-            "account": {"enum": ["enabled", "disabled", "half-disabled", "missing"]},
-            "cpu": {"type": ["number", "null"]},
-            "memory_limit": NULLABLE_INT,
-            "memory_used": {**NULLABLE_INT, "description": "bytes, while the server runs"},
-            "disk_quota": NULLABLE_INT,
-            "disk_used": NULLABLE_INT,
-            "volume_size": NULLABLE_INT,
-            "mounted": {"type": "boolean"},
-            "server": {"enum": ["running", "stopped", None], "description": "null when the hub cannot be asked"},
-            "last_activity": NULLABLE_STRING,
-            "credentials": {**NULLABLE_STRING, "description": "null: nothing waiting; pending; slip; failed (N): ..."},
-        },
-    }
     return {
         "schemas": {
+            **_model_schemas(StudentList),
             "Problem": {"type": "object", "required": ["path", "message"],
                         "properties": {"path": {"type": "string"}, "message": {"type": "string"}}},
             "Error": {"type": "object", "required": ["error", "problems"],
@@ -97,20 +128,6 @@ def _components() -> dict:
             "StudentChanges": changes,
             "Entry": {"type": "object", "required": ["username", "name"], "description": "The person as now written",
                       "properties": {"username": {"type": "string"}, "name": {"type": "string"}}},
-            "Student": row,
-            "StudentList": {
-                "type": "object",
-                "required": ["classroom", "roster_in_git", "hub", "quotas", "students"],
-                "properties": {
-                    "classroom": {"type": "string"},
-                    "roster_in_git": {"type": "boolean"},
-                    "hub": {"anyOf": [{"type": "null"},
-                                      {"type": "object", "required": ["reachable", "error"],
-                                       "properties": {"reachable": {"type": "boolean"}, "error": NULLABLE_STRING}}]},
-                    "quotas": {"type": "array", "items": {"type": "string"}},
-                    "students": {"type": "array", "items": {"$ref": "#/components/schemas/Student"}},
-                },
-            },
             "Reset": {"type": "object", "required": ["username", "delivery", "sent", "error"],
                       "properties": {"username": {"type": "string"}, "delivery": {"enum": ["email", "slip"]},
                                      "sent": {"type": "boolean"}, "error": NULLABLE_STRING}},
@@ -185,7 +202,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
             "/api/students/{username}": {
                 "parameters": [user],
                 "get": {"summary": "One person", "operationId": "getStudent",
-                        "responses": {"200": {"description": "The person", **_json("Student")}, **_errors(404, 409)}},
+                        "responses": {"200": {"description": "The person", **_json("StudentRow")}, **_errors(404, 409)}},
                 "patch": {"summary": "Change a person (quota, e-mail, status: disabled / active, ...)",
                           "operationId": "changeStudent",
                           "requestBody": {"required": True,

@@ -1,0 +1,297 @@
+"""The `reconcile` commands: each reads its arguments, calls the engine or a feature, prints, returns the exit code.
+
+The engine returns outcomes; ``exit_code`` is the one place that turns an
+outcome into the documented exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..config.classroom import Classroom, json_schema
+from ..config.load import load_classroom, load_site
+from ..config.site import Site, find_site
+from ..config.sizes import parse_size
+from ..core.actions import Action, Kind, Plan, Policy
+from ..core.render import SYMBOLS, render_json, render_text
+from ..core.report import render as render_people
+from ..core.report import rows
+from ..credentials import outbox
+from ..engine import reconcile as engine
+from ..engine.apply import Result
+from ..engine.reconcile import Outcome, Verdict
+from ..host import lock
+
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED = 0, 1, 2, 3
+EXIT_CODES = {
+    Verdict.CONVERGED: EXIT_OK,
+    Verdict.PENDING: EXIT_PENDING,
+    Verdict.BLOCKED: EXIT_ERROR,
+    Verdict.FAILED: EXIT_ERROR,
+    Verdict.INTERRUPTED: EXIT_ERROR,
+    Verdict.REFUSED: EXIT_REFUSED,
+}
+
+
+def exit_code(outcome: Outcome) -> int:
+    return EXIT_CODES[outcome.verdict]
+
+
+def site_of(args: argparse.Namespace) -> Site:
+    return load_site(find_site(getattr(args, "site", None)))
+
+
+def classroom_path(args: argparse.Namespace, site: Site) -> Path:
+    if getattr(args, "file", None):
+        return Path(args.file)
+    return site.classroom_file or Path("classroom.yaml")
+
+
+def policy_of(args: argparse.Namespace, site: Site) -> Policy:
+    return engine.policy(site, getattr(args, "allow_destroy", False), getattr(args, "allow_mass_disable", False))
+
+
+# --- a pass --------------------------------------------------------------------------------------
+
+
+def reconcile(args: argparse.Namespace) -> int:
+    """`reconcile [--dry-run] [--observed snapshot.json]`: one pass, or a plan against a server's snapshot."""
+    site = site_of(args)
+    classroom = load_classroom(classroom_path(args, site), site)
+    policy = policy_of(args, site)
+    if args.observed:
+        if not args.dry_run:
+            print("reconcile: --observed only plans: add --dry-run", file=sys.stderr)
+            return EXIT_ERROR
+        outcome = engine.plan_offline(site, classroom, json.loads(args.observed.read_text()), policy)
+        print(render_json(outcome.plan) if args.json else render_text(outcome.plan))
+        return exit_code(outcome)
+    return run_pass(site, classroom, policy, dry_run=args.dry_run, as_json=args.json)
+
+
+def run_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool, as_json: bool, out=sys.stdout) -> int:
+    """Observe, plan, then preview or apply; print the plan and what happened."""
+    if site.hub is None and not as_json:
+        print("note: site.yaml has no hub: section, so JupyterHub users and servers are left alone.", file=sys.stderr)
+
+    def show(the_plan: Plan) -> None:
+        print(render_json(the_plan) if as_json else render_text(the_plan), file=out)
+
+    def report(action: Action, result: str, detail: str) -> None:
+        if not as_json:
+            line = f"{result:>7}: {SYMBOLS[action.op]} {action.kind} {action.target}"
+            print(f"{line} ({detail})" if detail else line, file=sys.stderr)
+
+    outcome = engine.one_pass(site, classroom, policy, dry_run=dry_run, on_plan=show, report=report)
+    if outcome.verdict is Verdict.REFUSED:
+        print("A safety guard refused this pass; nothing was changed.", file=sys.stderr)
+    if outcome.result is not None:
+        _summarize(outcome.plan, outcome.result, site)
+    return exit_code(outcome)
+
+
+def _summarize(the_plan: Plan, result: Result, site: Site) -> None:
+    new_credentials = sum(1 for a in the_plan.actions if a.kind is Kind.PASSWORD)
+    if new_credentials:
+        print(f"{new_credentials} new password(s) wait in {site.paths.outbox}/ (root only) for delivery.",
+              file=sys.stderr)
+    if result.failed:
+        for target, error in sorted(result.failed.items()):
+            print(f"failed: {target}: {error}", file=sys.stderr)
+        print(f"Applied {result.ok} action(s); {len(result.failed)} target(s) failed, {result.skipped} step(s) "
+              "skipped. The next pass retries them.", file=sys.stderr)
+    else:
+        print(f"Applied {result.ok} action(s). Converged.", file=sys.stderr)
+
+
+def validate(args: argparse.Namespace) -> int:
+    site = site_of(args)
+    path = classroom_path(args, site)
+    classroom = load_classroom(path, site)
+    print(f"{path}: valid (classroom {classroom.name}, {len(classroom.people)} people)")
+    return EXIT_OK
+
+
+def schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def status(args: argparse.Namespace) -> int:
+    site = site_of(args)
+    classroom = load_classroom(classroom_path(args, site), site)
+    outcome = engine.look(site, classroom, containers=False)
+    if args.json:
+        print(json.dumps(engine.status_document(site, outcome), indent=2))
+    else:
+        print(render_people(rows(outcome.desired, outcome.actual, outbox.pending(site.paths.outbox))))
+    return EXIT_OK
+
+
+# --- the host -------------------------------------------------------------------------------------
+
+
+def mount_all(args: argparse.Namespace) -> int:
+    attached, results = engine.mount_all(site_of(args))
+    for line in attached:
+        print(line)
+    for username, result in results.items():
+        print(f"{username}: {result}")
+    failed = [u for u, r in results.items() if r.startswith("failed")]
+    print(f"{len(results) - len(failed)} of {len(results)} volume(s) mounted.")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def storage_init(args: argparse.Namespace) -> int:
+    from ..host.run import Runner
+    from ..host.volumes.lvm_storage import storage_init as init
+
+    site_of(args)  # a broken site.yaml is reported before anything is made
+    print(init(args.vg, args.file, parse_size(args.size), Runner()))
+    return EXIT_OK
+
+
+def image_build(args: argparse.Namespace) -> int:
+    from ..image import build
+
+    site = site_of(args)
+    tag = args.tag or (site.hub.image if site.hub else build.DEFAULT_TAG)
+    return build.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force)
+
+
+# --- processes ----------------------------------------------------------------------------------------
+
+
+def hub(args: argparse.Namespace) -> int:
+    site = site_of(args)
+    if site.hub is None:
+        print("reconcile hub: site.yaml has no hub: section (see examples/site.yaml)", file=sys.stderr)
+        return EXIT_ERROR
+    from ..hub.launch import exec_hub
+
+    exec_hub(site, classroom_path(args, site))
+    return EXIT_ERROR  # not reached: exec_hub replaces this process
+
+
+def api(args: argparse.Namespace) -> int:
+    from ..service import app
+
+    site = site_of(args)
+    return app.main(site, classroom_path(args, site))
+
+
+# --- roster and credentials ----------------------------------------------------------------------------
+
+
+def import_csv(args: argparse.Namespace) -> int:
+    from ..roster import csv_import, edit
+    from ..service.usecases import journal_imported
+
+    site = site_of(args)
+    classroom_file = classroom_path(args, site)
+    try:
+        result = csv_import.prepare(classroom_file, site, args.csv.read_bytes())
+    except OSError as exc:
+        print(f"{args.csv}: cannot read: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    except edit.Rejected as exc:
+        for problem in exc.problems:
+            print(f"{args.csv}: {problem['message']}", file=sys.stderr)
+        return EXIT_ERROR
+    for line in result.present:
+        print(f"skipped: {line}")
+    if result.problems:
+        for problem in result.problems:
+            print(f"{args.csv}: {problem}", file=sys.stderr)
+        if not args.skip_invalid:
+            print(f"{len(result.problems)} invalid row(s); nothing was changed (--skip-invalid adds the others).",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        print(f"left out {len(result.problems)} invalid row(s).", file=sys.stderr)
+    for entry in result.added:
+        emails = entry.get("email", "")
+        print(f"+ {entry['username']:<16} {entry['name']}  {', '.join(emails) if isinstance(emails, list) else emails}")
+    if getattr(args, "dry_run", False):
+        print(f"{len(result.added)} to add (dry run: {classroom_file} unchanged).")
+        return EXIT_PENDING if result.added else EXIT_OK
+    if result.added:
+        try:
+            edit.add_students(classroom_file, site, result.added)
+        except edit.Rejected as exc:
+            print(f"{classroom_file}: the import would make the file invalid ({exc}); nothing was changed.",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        journal_imported(site, operator(), result.added, "imported from CSV with reconcile import-csv")
+    print(f"{len(result.added)} added to {classroom_file}.")
+    return EXIT_OK
+
+
+def operator() -> str:
+    """Who ran the command, for the journal (sudo's caller when there is one)."""
+    import os
+    import pwd
+
+    name = os.environ.get("SUDO_USER")
+    if name:
+        return name
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
+def reset_password(args: argparse.Namespace) -> int:
+    from ..service import usecases
+
+    site = site_of(args)
+    classroom = load_classroom(classroom_path(args, site), site)
+    try:
+        usecases.reset_password(site, classroom, args.username, actor=operator())
+    except usecases.Refused as exc:
+        print(f"reconcile: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except (lock.LockBusy, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - journaled by reset_password
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{args.username} has a new password; it waits in {site.paths.outbox}/ (root only).")
+    return _send(site, classroom)
+
+
+def _send(site: Site, classroom: Classroom) -> int:
+    from ..credentials import delivery
+
+    if site.delivery.smtp is None:
+        print("No smtp: in site.yaml's delivery section: print slips with `reconcile credentials slips --out FILE`.")
+        return EXIT_OK
+    report = delivery.deliver(site, classroom.name)
+    for username in report.sent:
+        print(f"sent: {username}")
+    for username, error in sorted(report.failed.items()):
+        print(f"not sent (kept, will retry): {username}: {error}", file=sys.stderr)
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
+def send_credentials(args: argparse.Namespace) -> int:
+    site = site_of(args)
+    classroom = load_classroom(classroom_path(args, site), site)
+    with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
+        return _send(site, classroom)
+
+
+def slips(args: argparse.Namespace) -> int:
+    from ..credentials import delivery
+
+    site = site_of(args)
+    classroom = load_classroom(classroom_path(args, site), site)
+    with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
+        written = delivery.write_slips(site, classroom.name, args.out, everyone=args.all)
+    if not written:
+        print("No passwords are waiting for a slip.")
+        return EXIT_OK
+    print(f"{len(written)} slip(s) written to {args.out} (it contains passwords: print it, then delete it).")
+    return EXIT_OK

@@ -1,0 +1,144 @@
+"""The `reconcile` command line: the parser, and one function per command (``set_defaults(func=...)``).
+
+Exit codes.  --dry-run: 0 no changes, 2 changes pending, 1 error, 3 a guard
+refused.  Apply: 0 converged, 1 some actions failed, 3 a guard refused
+(nothing applied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from ..config.load import InvalidFile
+from ..host.lock import LockBusy
+from ..host.run import CommandFailed
+from . import commands
+from .commands import EXIT_ERROR
+
+
+def _later(module: str, name: str):
+    """A command whose module (the daemon, `up`) is imported only when that command runs."""
+
+    def command(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(args)
+
+    command.__qualname__ = f"{module}.{name}"
+    return command
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("-f", "--file", default=default, metavar="classroom.yaml",
+                        help="the desired state (default: site.yaml's classroom_file, else ./classroom.yaml)")
+    parser.add_argument("--site", default=default, metavar="site.yaml",
+                        help="host settings (default: $RECONCILE_SITE, else /etc/classroom/site.yaml, else built in)")
+
+
+def _command(sub, name: str, func, text: str, *, common: bool = True) -> argparse.ArgumentParser:
+    command = sub.add_parser(name, help=text, description=text)
+    if common:
+        _common(command, suppress=True)
+    command.set_defaults(func=func)
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconcile",
+        description="Make this server match classroom.yaml: Unix accounts, quota volumes, mounts.",
+        epilog="exit codes: 0 converged / no changes, 1 error or failed actions, 2 changes pending (--dry-run), "
+               "3 a safety guard refused the pass",
+    )
+    _common(parser, suppress=False)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--allow-mass-disable", action="store_true",
+                        help="allow disabling more than max_disable_fraction of the class in one pass")
+    parser.add_argument("--allow-destroy", action="store_true",
+                        help="carry out status: purged (deletes accounts and their files)")
+    parser.add_argument("--observed", type=Path, metavar="snapshot.json",
+                        help="with --dry-run: plan against a snapshot from `reconcile status --json` (for CI)")
+    parser.set_defaults(func=commands.reconcile)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _command(sub, "validate", commands.validate, "check classroom.yaml (and site.yaml); change nothing")
+    _command(sub, "schema", commands.schema, "print the JSON schema of classroom.yaml", common=False)
+    status = _command(sub, "status", commands.status, "show each person's account, volume and mount")
+    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="the people and the raw snapshot as JSON (what CI plans against with --observed)")
+    _command(sub, "mount-all", commands.mount_all, "mount every volume in the manifest (at boot, before the hub)")
+    _command(sub, "hub", commands.hub,
+             "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)")
+    daemon = _command(sub, "watch", _later("watch", "command"),
+                     "the daemon: apply classroom.yaml on every save and every resync_interval")
+    daemon.add_argument("--allow-mass-disable", action="store_true", default=argparse.SUPPRESS,
+                       help="let the daemon's passes disable more than max_disable_fraction of the class")
+    daemon.add_argument("--allow-destroy", action="store_true", default=argparse.SUPPRESS,
+                       help="let the daemon's passes carry out status: purged")
+    _command(sub, "api", commands.api, "the teacher API and page (a JupyterHub service: `reconcile hub` starts it)")
+    _command(sub, "up", _later("up", "up_command"),
+             "everything on this machine: image, volumes, hub and daemon in the background, one pass")
+    _command(sub, "down", _later("up", "down_command"), "stop the hub and the daemon started by `reconcile up`")
+
+    reset = _command(sub, "reset-password", commands.reset_password,
+                     "give USER a new generated password, delivered like a new one")
+    reset.add_argument("username", help="the person (a student or teacher in classroom.yaml)")
+
+    credentials = sub.add_parser("credentials", help="deliver new passwords: e-mail or printable slips",
+                                 description="deliver new passwords: e-mail or printable slips")
+    cred_sub = credentials.add_subparsers(dest="credentials_command", metavar="ACTION", required=True)
+    _command(cred_sub, "send", commands.send_credentials,
+             "e-mail every waiting password now (the daemon does this after each pass)")
+    slips = _command(cred_sub, "slips", commands.slips, "write printable slips (HTML) for people without e-mail; "
+                                                        "those passwords leave the outbox")
+    slips.add_argument("--out", type=Path, required=True, help="the HTML file to write (mode 0600)")
+    slips.add_argument("--all", action="store_true", help="also people who have an e-mail address")
+
+    imp = _command(sub, "import-csv", commands.import_csv,
+                   "add the people of a CSV roster to classroom.yaml (comments kept)")
+    imp.add_argument("csv", type=Path, metavar="roster.csv", help="UTF-8 CSV with a name (or first/last name) column")
+    imp.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help="show who would be added")
+    imp.add_argument("--skip-invalid", action="store_true", help="add the valid rows, report the others")
+
+    storage = sub.add_parser("storage", help="LVM storage for the volumes", description="LVM storage for the volumes")
+    storage_sub = storage.add_subparsers(dest="storage_command", metavar="ACTION", required=True)
+    init = _command(storage_sub, "init", commands.storage_init,
+                    "create a volume group on a sparse file behind a loop device (for servers without a spare "
+                    "disk); idempotent", common=False)
+    init.add_argument("--vg", required=True, help="the volume group's name")
+    init.add_argument("--file", type=Path, required=True, help="the sparse file that holds the physical volume")
+    init.add_argument("--size", required=True, help="the file's size, e.g. 100G")
+
+    image = sub.add_parser("image", help="the student container image", description="the student container image")
+    image_sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    build = _command(image_sub, "build", commands.image_build,
+                     "build it locally (debootstrap + wheels, no registry); cached by a hash of its inputs")
+    build.add_argument("--tag", default=None, help="default: site.yaml's hub.image, else classroom-student:latest")
+    build.add_argument("--cache-dir", type=Path, default=None, help="default: <state_dir>/image-cache")
+    build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InvalidFile as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found; nothing was changed.", file=sys.stderr)
+        return EXIT_ERROR
+    except CommandFailed as exc:  # observe's lvs/vgs, storage init, ...
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (LockBusy, PermissionError) as exc:
+        hint = " (reconcile must run as root)" if isinstance(exc, PermissionError) else ""
+        print(f"reconcile: {exc}{hint}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

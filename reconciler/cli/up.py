@@ -1,0 +1,176 @@
+"""`reconcile up` / `reconcile down`: the whole classroom on one machine, without an init system.
+
+For development and for trying it out: build the image, mount the volumes,
+start the hub and the daemon in the background (pid files and logs in
+<state_dir>), run one pass, and say where to go.  On a server, the systemd
+units do the same (examples/systemd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from ..config.load import load_classroom
+from ..config.site import Site
+from ..credentials import outbox
+from ..engine import reconcile as engine
+from ..host.containers import LABEL_CLASSROOM
+from ..hub.launch import write_effective
+from ..image import build as image
+from .commands import classroom_path, run_pass, site_of
+
+
+def up_command(args: argparse.Namespace) -> int:
+    site = site_of(args)
+    return up(site, classroom_path(args, site))
+
+
+def down_command(args: argparse.Namespace) -> int:
+    site = site_of(args)
+    return down(site, classroom_path(args, site))
+
+
+def _alive(pid_file: Path) -> int | None:
+    """The pid in the file, if that process runs (a zombie has exited; only its parent has not reaped it)."""
+    try:
+        process = psutil.Process(int(pid_file.read_text()))
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.pid
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def stop_tree(pid: int, grace: float = 20.0) -> None:
+    """SIGTERM the process and everything below it (JupyterHub starts its services in sessions of their
+    own), wait, then SIGKILL whatever is left."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)  # its process group (started in a session of its own)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for process in tree:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def ensure_docker() -> None:
+    """Start dockerd in the background when it is not running and no init system will."""
+    import docker
+
+    try:
+        docker.from_env().ping()
+        return
+    except Exception:  # noqa: BLE001 - any failure means: not reachable
+        pass
+    if Path("/proc/1/comm").read_text().strip() == "systemd":
+        subprocess.run(["systemctl", "start", "docker"], check=True)
+    else:
+        print("starting dockerd in the background (log: /var/log/dockerd.log)")
+        subprocess.Popen(["dockerd"], stdout=open("/var/log/dockerd.log", "ab"), stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    for _ in range(60):
+        try:
+            docker.from_env().ping()
+            return
+        except Exception:  # noqa: BLE001
+            time.sleep(1)
+    raise SystemExit("dockerd did not come up; see /var/log/dockerd.log")
+
+
+def _spawn(name: str, argv: list[str], state: Path) -> int:
+    pid_file = state / f"{name}.pid"
+    pid = _alive(pid_file)
+    if pid:
+        print(f"{name}: already running (pid {pid})")
+        return pid
+    log = open(state / f"{name}.log", "ab")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file.write_text(f"{proc.pid}\n")
+    print(f"{name}: started (pid {proc.pid}, log {state / f'{name}.log'})")
+    return proc.pid
+
+
+def _wait_for_hub(url: str, log: Path, timeout: float = 90) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/hub/api/", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise SystemExit(f"the hub did not answer at {url} within {timeout:g}s:\n{tail}")
+
+
+def up(site: Site, classroom_file: Path) -> int:
+    classroom = load_classroom(classroom_file, site)
+    if site.hub is None:
+        raise SystemExit("site.yaml has no hub: section; `reconcile up` runs the hub (see examples/site.yaml)")
+    state = site.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    effective = write_effective(site, state / "site.effective.yaml")
+    ensure_docker()
+    if image.report(site.hub.image, state / "image-cache", False) != 0:
+        return 1
+    engine.mount_all(site)
+    me = [sys.executable, "-m", "reconciler"]
+    _spawn("hub", [*me, "hub", "--site", str(effective), "-f", str(classroom_file.resolve())], state)
+    _wait_for_hub(site.hub.public_url, state / "hub.log")
+    code = run_pass(site, classroom, engine.policy(site), dry_run=False, as_json=False)
+    _spawn("watch", [*me, "watch", "--site", str(effective), "-f", str(classroom_file.resolve())], state)
+    waiting = outbox.pending(site.paths.outbox)
+    print()
+    print(f"JupyterHub: {site.hub.public_url}")
+    print(f"Teacher page: {site.hub.public_url.rstrip('/')}/services/classroom/ (teachers only)")
+    if waiting:
+        print(f"{len(waiting)} new password(s) wait in {site.paths.outbox}/ (root only). "
+              f"Print them: reconcile credentials slips --all --out slips.html")
+    print(f"Edit {classroom_file}: the daemon applies every save.  Stop everything: reconcile down")
+    return code
+
+
+def down(site: Site, classroom_file: Path) -> int:
+    """Stop the daemon, the hub (with its proxy and culler) and the students' servers; files stay."""
+    for name in ("watch", "hub"):
+        pid_file = site.state_dir / f"{name}.pid"
+        pid = _alive(pid_file)
+        if pid is None:
+            print(f"{name}: not running")
+            continue
+        stop_tree(pid)
+        pid_file.unlink(missing_ok=True)
+        print(f"{name}: stopped")
+    try:
+        import docker
+
+        name = load_classroom(classroom_file, site).name
+        found = docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_CLASSROOM}={name}"})
+    except Exception as exc:  # noqa: BLE001 - nothing more to stop when Docker or the file is gone
+        print(f"student servers: not checked ({type(exc).__name__})")
+        return 0
+    for container in found:
+        container.remove(force=True)
+    print(f"student servers: {len(found)} stopped")
+    return 0

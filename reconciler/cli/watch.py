@@ -1,0 +1,199 @@
+"""`reconcile watch`: the daemon that keeps the host converged on classroom.yaml.
+
+Edge- and level-triggered: inotify (watchdog) on the file's directory wakes it
+for a save (editors save by rename, so the directory is watched, not the
+file), bursts are debounced; a full pass also runs every resync_interval to
+repair drift, and at once on SIGHUP.  An invalid file is logged with
+file:line and never applied: the last good state stays in force.  SIGTERM
+finishes the action in flight, then exits.  After each pass the daemon writes
+<state_dir>/status.json atomically, naming the file version (content hash, git
+commit) it reflects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from ..config.classroom import Classroom
+from ..config.load import InvalidFile, load_classroom
+from ..config.site import Site
+from ..core.actions import Action, Policy
+from ..core.render import SYMBOLS, render_text
+from ..credentials import delivery, outbox
+from ..engine import reconcile as engine
+from ..engine.reconcile import Outcome, Verdict
+from ..host import lock
+from ..host.fsutil import write_atomic
+from ..host.gitinfo import git_revision
+from .commands import classroom_path, policy_of, site_of
+
+log = logging.getLogger("reconcile.watch")
+DEBOUNCE = 0.25
+
+
+def command(args: argparse.Namespace) -> int:
+    site = site_of(args)
+    return main(site, classroom_path(args, site), policy_of(args, site))
+
+
+def _watch(target: Path, poke) -> object:
+    """Start watching ``target``'s directory (editors save by rename); returns the running observer."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    class Wake(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.event_type in ("opened", "closed_no_write"):
+                return  # our own reads of the file: reacting to them would loop forever
+            paths = {getattr(event, "src_path", ""), getattr(event, "dest_path", "")}
+            if str(target) in {str(p) for p in paths}:
+                poke()
+
+    observer = Observer()
+    observer.schedule(Wake(), str(target.parent), recursive=False)
+    observer.start()
+    return observer
+
+
+class Daemon:
+    def __init__(self, site: Site, classroom_file: Path, policy: Policy):
+        self.site, self.file, self.policy = site, classroom_file.resolve(), policy
+        self.status_file = site.paths.pass_record
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_event = 0.0
+        self.last_good: dict | None = None  # the last valid file version applied (hash, time)
+
+    def poke(self) -> None:
+        self._last_event = time.monotonic()
+        self._wake.set()
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._wake.set())
+        observer = _watch(self.file, self.poke)
+        log.info("watching %s (resync every %gs)", self.file, self.site.resync_interval)
+        try:
+            while not self._stop.is_set():
+                self.pass_once()
+                self._wait()
+        finally:
+            observer.stop()  # type: ignore[attr-defined]
+            observer.join(timeout=5)  # type: ignore[attr-defined]
+        log.info("stopped")
+        return 0
+
+    def _wait(self) -> None:
+        """Until a save (debounced), SIGHUP, SIGTERM or the resync interval, whichever comes first."""
+        self._wake.wait(timeout=self.site.resync_interval)
+        self._wake.clear()
+        while not self._stop.is_set() and time.monotonic() - self._last_event < DEBOUNCE:
+            time.sleep(DEBOUNCE / 5)  # an editor's save is often several events: let the burst end
+
+    def pass_once(self) -> None:
+        started = time.time()
+        try:
+            content = self.file.read_bytes()
+        except OSError as exc:
+            self._write_status(started, None, "invalid", problems=[f"{self.file}: cannot read: {exc.strerror}"])
+            log.error("cannot read %s: %s; the last good state stays in force", self.file, exc.strerror)
+            return
+        digest = hashlib.sha256(content).hexdigest()
+        try:
+            classroom = load_classroom(self.file, self.site)
+        except InvalidFile as exc:
+            for problem in exc.problems:
+                log.error("%s", problem)
+            log.error("%s is invalid and was not applied; the last good state stays in force", self.file)
+            self._write_status(started, digest, "invalid", problems=[str(p) for p in exc.problems])
+            return
+
+        def report(action: Action, result: str, detail: str) -> None:
+            level = logging.INFO if result == "ok" else logging.WARNING
+            log.log(level, "%s: %s %s %s %s", result, SYMBOLS[action.op], action.kind, action.target, detail)
+
+        try:
+            outcome = engine.one_pass(self.site, classroom, self.policy, dry_run=False, report=report,
+                                      should_stop=self._stop.is_set)
+        except Exception as exc:  # noqa: BLE001 - the daemon must outlive a failed pass (lock timeout, ...)
+            log.exception("pass failed")
+            self._write_status(started, digest, "error", problems=[str(exc)])
+            return
+        the_plan, result = outcome.plan, outcome.result
+        for note in the_plan.refused:
+            log.error("refused: %s", note.message)
+        state = str(outcome.verdict)
+        failed = dict(result.failed) if result else {n.target: n.message for n in the_plan.blocked}
+        people = {m.username: ({"condition": "failed", "reason": failed[m.username]} if m.username in failed
+                               else {"condition": "ok"})
+                  for m in outcome.desired.members}
+        if outcome.verdict in (Verdict.CONVERGED, Verdict.FAILED):
+            self.last_good = {"sha256": digest, "time": _iso(started)}
+        if the_plan.actions:
+            log.info("%s: %s", state, render_text(the_plan).splitlines()[-1])
+        credentials = self._deliver(classroom)
+        self._write_snapshot(outcome)
+        self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
+                           applied=result.ok if result else 0, failed=failed, credentials=credentials)
+
+    def _write_snapshot(self, outcome: Outcome) -> None:
+        """<state_dir>/snapshot.json, as `reconcile status --json` prints it: CI plans against it (--observed).
+
+        The pass's own snapshot (observed again when the pass changed the host): no second observation.
+        """
+        try:
+            document = engine.status_document(self.site, outcome)
+            write_atomic(self.site.paths.snapshot, json.dumps(document, indent=1) + "\n")
+        except Exception:  # noqa: BLE001 - a snapshot is a convenience; never stop the daemon for it
+            log.exception("could not write snapshot.json")
+
+    def _deliver(self, classroom: Classroom) -> dict:
+        """Send waiting credentials; a mail server that is down never holds up reconciling."""
+        if self.site.delivery.smtp is None:
+            return {"waiting": sorted(outbox.pending(self.site.paths.outbox))}
+        try:
+            with lock.hold(self.site.paths.lock, exclusive=True, timeout=self.site.lock_timeout):
+                report = delivery.deliver(self.site, classroom.name)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("credential delivery skipped: %s", exc)
+            return {"error": str(exc)}
+        for username in report.sent:
+            log.info("credentials sent to %s", username)
+        for username, error in report.failed.items():
+            log.warning("credentials for %s not sent (kept, will retry): %s", username, error)
+        return {"sent": report.sent, "failed": report.failed, "waiting": report.waiting}
+
+    def _write_status(self, started: float, digest: str | None, result: str, **extra) -> None:
+        status = {
+            "format_version": 1,
+            "time": _iso(started),
+            "duration_seconds": round(time.time() - started, 3),
+            "classroom_file": str(self.file),
+            "file_sha256": digest,
+            "git": git_revision(self.file),
+            "result": result,
+            "last_applied": self.last_good,
+            **extra,
+        }
+        write_atomic(self.status_file, json.dumps(status, indent=2) + "\n")
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def main(site: Site, classroom_file: Path, policy: Policy) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return Daemon(site, classroom_file, policy).run()

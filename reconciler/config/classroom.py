@@ -1,0 +1,161 @@
+"""classroom.yaml as pydantic models: the desired state a teacher keeps in git (no secrets).
+
+The models check each value on its own (patterns, sizes, CPUs, e-mails); the rules
+that span entries (unique usernames, quota references, site limits) are in
+``load.py``, so that every problem of a file is reported at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+
+from .sizes import parse_size
+
+USERNAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+# The classroom name becomes the Unix groups "<name>-students"/"<name>-teachers" (at most 32 chars).
+CLASSROOM_PATTERN = r"^[a-z][a-z0-9-]{0,22}$"
+QUOTA_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+ROLES = ("student", "teacher")
+
+# Names that belong to the system or to common services, whatever this host has.
+RESERVED_USERNAMES = frozenset(
+    """root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats
+    nobody nogroup _apt messagebus sshd systemd-network systemd-resolve systemd-timesync
+    systemd-journal systemd-coredump polkitd postfix ntp tss uuidd avahi dnsmasq statd
+    docker admin administrator sudo wheel adm staff users operator jupyter jupyterhub
+    postgres mysql redis nginx ftp git lxd input kvm render video audio plugdev netdev
+    tty disk kmem dialout fax voice cdrom floppy tape src shadow utmp sasl""".split()
+)
+
+
+def group_name(classroom: str, role: str) -> str:
+    """The Unix (and hub) group of a role: ``<classroom>-students`` or ``<classroom>-teachers``."""
+    return f"{classroom}-{'students' if role == 'student' else 'teachers'}"
+
+
+def parse_cpu(value: object) -> float:
+    """CPUs as a number (1, 0.5) or Kubernetes millicores ("500m")."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number of CPUs such as 1 or 0.5")
+    try:
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+m\s*", value):
+            cpus = int(value.strip()[:-1]) / 1000
+        else:
+            cpus = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{value!r} is not a number of CPUs; use e.g. 1, 0.5 or 500m") from None
+    if not math.isfinite(cpus) or cpus <= 0:
+        raise ValueError("a CPU limit must be a positive number")
+    if cpus > 4096:
+        raise ValueError(f"{value!r} CPUs is more than any server has")
+    return cpus
+
+
+def _emails(value: object) -> list[str]:
+    """One address or a list; each checked and normalized by email-validator."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected an e-mail address or a list of them")
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not an e-mail address")
+        try:
+            out.append(validate_email(item, check_deliverability=False).normalized)
+        except EmailNotValidError as exc:
+            raise ValueError(f"{item!r} is not a valid e-mail address: {exc}") from None
+    return out
+
+
+_SIZE_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([kKmMgGtT]([iI])?[bB]?|[bB])?\s*$"},
+    ],
+    "description": "Bytes, or a number with K/M/G/T (powers of 1000) or Ki/Mi/Gi/Ti (powers of 1024), e.g. 512Mi",
+}
+_CPU_SCHEMA = {
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^\s*[0-9]+m\s*$"}],
+    "description": "CPUs, e.g. 1 or 0.5, or millicores such as 500m",
+}
+_EMAILS_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "email"},
+        {"type": "array", "items": {"type": "string", "format": "email"}},
+    ],
+    "description": "One e-mail address or a list of them (credentials go to every address)",
+}
+
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCHEMA)]
+Cpu = Annotated[float, BeforeValidator(parse_cpu), WithJsonSchema(_CPU_SCHEMA)]
+Emails = Annotated[list[str], BeforeValidator(_emails), WithJsonSchema(_EMAILS_SCHEMA)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently drop a setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Quota(Strict):
+    memory: Size
+    cpu: Cpu
+    disk: Size
+
+
+class Person(Strict):
+    """A student or a teacher (admin) as written in classroom.yaml."""
+
+    username: Annotated[str, Field(pattern=USERNAME_PATTERN, description="Unix and hub login")]
+    name: Annotated[str, Field(min_length=1, max_length=100, description="Full name")]
+    email: Emails = Field(default_factory=list)
+    quota: Annotated[str, Field(pattern=QUOTA_NAME_PATTERN)] = "default"
+    memory: Size | None = None
+    cpu: Cpu | None = None
+    disk: Size | None = None
+    status: Literal["active", "disabled", "purged"] = Field(
+        "active",
+        description="active; disabled = login locked, files kept; purged = tombstone: account and files "
+        "deleted, only with --allow-destroy",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # The name goes into /etc/passwd's GECOS field, where ':' ',' and newlines are separators.
+        if any(ch in value for ch in ":,\\") or any(ord(ch) < 32 or ord(ch) == 127 for ch in value) \
+                or not value.strip():
+            raise ValueError("a name may not contain ':', ',', backslashes or control characters (tabs, newlines)")
+        return value.strip()
+
+
+class Classroom(Strict):
+    """classroom.yaml, version 1: the desired state of one classroom."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="classroom.yaml",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    version: Literal[1]
+    name: Annotated[str, Field(pattern=CLASSROOM_PATTERN, description="Classroom id; Unix groups <name>-students and <name>-teachers")]
+    quotas: dict[Annotated[str, Field(pattern=QUOTA_NAME_PATTERN)], Quota] = Field(default_factory=dict)
+    admins: list[Person] = Field(default_factory=list, description="Teachers: hub admins")
+    students: list[Person] = Field(default_factory=list)
+
+    @property
+    def people(self) -> tuple[Person, ...]:
+        """Teachers first, then students, in file order."""
+        return (*self.admins, *self.students)
+
+
+def json_schema() -> dict:
+    """The JSON schema of classroom.yaml, as checked in at schemas/classroom.schema.json."""
+    return Classroom.model_json_schema()

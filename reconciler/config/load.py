@@ -1,0 +1,236 @@
+"""Loading classroom.yaml and site.yaml: whole-file validation with file:line:column and field paths.
+
+Every problem in a file is reported at once, before anything on the host is
+touched: YAML syntax and duplicate keys (``yamlsrc``), each value (the pydantic
+models), then the rules that span entries (unique usernames, quota references,
+reserved names, the site's limits).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from . import yamlsrc
+from .classroom import RESERVED_USERNAMES, ROLES, Classroom, group_name, parse_cpu
+from .site import HubSettings, Site
+from .sizes import format_size, parse_size
+from .yamlsrc import Problem, Source
+
+
+class InvalidFile(Exception):
+    """Raised with every problem found in one file."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def read_source(path: Path) -> Source:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidFile([Problem(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise InvalidFile([Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc}")]) from None
+    return yamlsrc.load(text, str(path))
+
+
+def pydantic_problems(source: Source, error: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = _unknown_key_message(loc, model)
+        elif item["type"] == "union_tag_invalid":
+            ctx = item.get("ctx", {})
+            loc = loc + (str(ctx.get("discriminator", "")).strip("'"),)
+            message = f"unknown {loc[-1]} {ctx.get('tag')!r} (one of {ctx.get('expected_tags')})"
+        elif item["type"] == "missing":
+            message = f"missing required key {loc[-1]!r}"
+        elif item["type"] == "string_pattern_mismatch" and loc and loc[-1] == "username":
+            message = f"{item['input']!r} is not a valid username: lowercase letter first, then a-z 0-9 _ -, at most 32"
+        problems.append(source.problem(loc, message))
+    return problems
+
+
+def _unknown_key_message(loc: tuple, model: type[BaseModel]) -> str:
+    key = str(loc[-1])
+    allowed = _allowed_keys(loc[:-1], model)
+    hint = difflib.get_close_matches(key, allowed, n=1)
+    suffix = f"; did you mean {hint[0]!r}?" if hint else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    return f"unknown key {key!r}{suffix}"
+
+
+def _allowed_keys(loc: tuple, model: type[BaseModel]) -> list[str]:
+    """Walk the model along ``loc`` to list the keys valid at that spot."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", {})
+        if isinstance(part, str) and part in fields:
+            current = _model_of(fields[part].annotation)
+        # list indexes and free-form dict keys (quota names) keep the current model
+    return list(getattr(current, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside ``list[Person]``, ``dict[str, Quota]``, ``X | None`` ..."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# --- classroom.yaml ------------------------------------------------------------------------------
+
+
+def load_classroom(path: Path, site: Site) -> Classroom:
+    """Parse and validate the whole file; raise InvalidFile listing every problem."""
+    return check_classroom(read_source(path), site)
+
+
+def parse_classroom(text: str, file: str, site: Site) -> Classroom:
+    """Validate a candidate content before it replaces the file (the teacher API's and import's edits)."""
+    return check_classroom(yamlsrc.load(text, file), site)
+
+
+def check_classroom(source: Source, site: Site) -> Classroom:
+    problems = list(source.problems)
+    if source.data is not None and not isinstance(source.data, dict):
+        problems.append(source.problem((), "the file must be a mapping with version, name, quotas, admins, students"))
+    if problems:
+        raise InvalidFile(problems)
+    classroom = None
+    try:
+        classroom = Classroom.model_validate(source.data)
+    except ValidationError as exc:
+        problems.extend(pydantic_problems(source, exc, Classroom))
+    problems.extend(_cross_check(source, site))
+    if problems or classroom is None:
+        raise InvalidFile(sorted(set(problems), key=lambda p: (p.line, p.column, p.message)))
+    return classroom
+
+
+def _cross_check(source: Source, site: Site) -> list[Problem]:
+    """Rules that span entries: unique names, quota references, reserved names, site limits.
+
+    Runs on the raw data so these problems are reported together with per-field ones.
+    """
+    data = source.data
+    problems: list[Problem] = []
+    quotas = data.get("quotas") if isinstance(data.get("quotas"), dict) else {}
+    classroom = data.get("name") if isinstance(data.get("name"), str) else ""
+    group_names = {group_name(classroom, role) for role in ROLES} if classroom else set()
+    seen: dict[str, str] = {}
+    for section in ("admins", "students"):
+        people = data.get(section)
+        if not isinstance(people, list):
+            continue
+        for index, person in enumerate(people):
+            if not isinstance(person, dict):
+                problems.append(source.problem((section, index), "each entry must be a mapping with username, name, ..."))
+                continue
+            where = (section, index)
+            username = person.get("username")
+            if isinstance(username, str):
+                if username in seen:
+                    problems.append(
+                        source.problem(where + ("username",), f"username {username!r} is already used at {seen[username]}")
+                    )
+                else:
+                    seen[username] = yamlsrc.format_path(where)
+                if username in RESERVED_USERNAMES or username in group_names:
+                    problems.append(source.problem(where + ("username",), f"username {username!r} is reserved for the system"))
+            quota_name = person.get("quota", "default")
+            if isinstance(quota_name, str) and quota_name not in quotas:
+                inline = all(person.get(key) is not None for key in ("memory", "cpu", "disk"))
+                if quota_name != "default" or not inline:
+                    known = ", ".join(sorted(quotas)) or "none defined"
+                    problems.append(source.problem(where + ("quota",), f"unknown quota {quota_name!r} (quotas: {known})"))
+            problems.extend(_check_limits(source, where, person, site))
+    for name, quota in quotas.items():
+        if isinstance(quota, dict):
+            problems.extend(_check_limits(source, ("quotas", name), quota, site))
+    return problems
+
+
+def _check_limits(source: Source, where: tuple, values: dict, site: Site) -> list[Problem]:
+    problems = []
+    for key, parse in (("memory", parse_size), ("cpu", parse_cpu), ("disk", parse_size)):
+        limit = getattr(site.limits, key)
+        raw = values.get(key)
+        if raw is None or limit is None:
+            continue
+        try:
+            value = parse(raw)
+        except ValueError:
+            continue  # already reported by the model
+        if value > limit:
+            problems.append(source.problem(where + (key,), f"{raw} is above this server's limit of {_show_limit(key, limit)}"))
+    return problems
+
+
+def _show_limit(key: str, limit: float) -> str:
+    return f"{limit:g} CPUs" if key == "cpu" else format_size(int(limit))
+
+
+# --- site.yaml --------------------------------------------------------------------------------------
+
+
+def load_site(path: Path | None) -> Site:
+    """Read site.yaml (or use the embedded default) and make every path absolute."""
+    if path is None:
+        return _absolute(Site(hub=HubSettings(token_file=Path("state/hub-token"))), Path.cwd())
+    source = read_source(path)
+    if source.problems:
+        raise InvalidFile(source.problems)
+    data = source.data if source.data is not None else {}
+    if not isinstance(data, dict):
+        raise InvalidFile([source.problem((), "site.yaml must be a mapping")])
+    try:
+        site = Site.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidFile(pydantic_problems(source, exc, Site)) from None
+    return _absolute(site, path.resolve().parent)
+
+
+def _absolute(site: Site, base: Path) -> Site:
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p)).resolve()
+
+    state_dir = fix(site.state_dir)
+    homes = fix(site.homes_dir) or state_dir / "homes"
+    hub = site.hub
+    if hub is not None:
+        hub = hub.model_copy(update={
+            "token_file": fix(hub.token_file),
+            "cookie_secret_file": fix(hub.cookie_secret_file),
+            "shared_dir": fix(hub.shared_dir),
+            "db_url": hub.db_url or f"sqlite:///{state_dir / 'jupyterhub.sqlite'}",
+        })
+    delivery = site.delivery
+    smtp = delivery.smtp
+    if smtp is not None:
+        smtp = smtp.model_copy(update={"secrets_file": fix(smtp.secrets_file), "ca_file": fix(smtp.ca_file)})
+    delivery = delivery.model_copy(update={"templates_dir": fix(delivery.templates_dir), "smtp": smtp})
+    volumes = site.volumes
+    if getattr(volumes, "pv_file", None) is not None:
+        volumes = volumes.model_copy(update={"pv_file": fix(volumes.pv_file)})  # type: ignore[union-attr]
+    return site.model_copy(
+        update={"state_dir": state_dir, "homes_dir": homes, "classroom_file": fix(site.classroom_file), "hub": hub,
+                "delivery": delivery, "volumes": volumes}
+    )
+
+
+def dump_site(site: Site) -> str:
+    """The site as resolved (absolute paths), for processes that must see exactly this configuration."""
+    import yaml
+
+    return yaml.safe_dump(site.model_dump(mode="json", exclude_none=True), sort_keys=False)

@@ -1,0 +1,200 @@
+"""site.yaml as pydantic models: this host's paths, volume backend, limits, hub and delivery.
+
+Also the places derived from it (``Paths``) and the defaults that more than one
+part of the program needs (the shared folder, the hub's cookie secret and API
+address), each defined once here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .classroom import Cpu, Size, Strict
+
+SITE_DEFAULT_PATH = Path("/etc/classroom/site.yaml")
+
+# The hub API listens on the students' bridge gateway at this port: the one host port containers reach.
+HUB_PORT = 8081
+# The teacher API and page: a hub-managed service at /services/<SERVICE_NAME>/, for holders of MANAGE_SCOPE.
+SERVICE_NAME = "classroom"
+MANAGE_SCOPE = "custom:classroom:manage"
+
+
+class LoopVolumes(Strict):
+    """One sparse ext4 image per person under <state_dir>/volumes, loop-mounted."""
+
+    backend: Literal["loop"] = "loop"
+
+
+class LvmVolumes(Strict):
+    """One logical volume per person in an existing volume group."""
+
+    backend: Literal["lvm"]
+    vg: Annotated[str, Field(pattern=r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")]
+    pv_file: Path | None = Field(None, description="The VG's PV is this file on a loop device "
+                                                   "(`reconcile storage init`); mount-all attaches it at boot")
+    thin_pool: str | None = Field(None, description="Thin-provision the volumes from this pool in the VG. "
+                                  "Risk: when the pool fills, every student's writes stall")
+    max_overcommit: Annotated[float, Field(ge=1.0)] = Field(
+        1.0, description="With thin_pool: refuse plans whose volumes add up to more than this times the pool")
+
+
+class Limits(Strict):
+    """Upper bounds for any one person's quota on this host (unset = no bound)."""
+
+    memory: Size | None = None
+    cpu: Cpu | None = None
+    disk: Size | None = None
+
+
+class HubSettings(Strict):
+    """site.yaml's optional ``hub:`` section.  Without it, reconcile leaves JupyterHub alone."""
+
+    public_url: str = Field("http://127.0.0.1:8000", description="Where people open the hub (the proxy)")
+    api_url: str | None = Field(None, description="The hub API as reconcile reaches it (default: on the "
+                                "students' bridge gateway, port 8081)")
+    token_file: Path = Field(..., description="reconcile's service token for the hub API (0600; never in git)")
+    cookie_secret_file: Path | None = None
+    db_url: str | None = Field(None, description="Default: sqlite in <state_dir>/jupyterhub.sqlite")
+    image: str = "classroom-student:latest"
+    network: str = Field("classroom-students", description="Docker bridge for student containers")
+    subnet: str = Field("172.31.251.0/24", description="Its subnet; the hub API listens on its gateway")
+    shared_dir: Path | None = Field(None, description="Course folder (default <homes_dir>/../shared)")
+    cull_idle_timeout: Annotated[int, Field(gt=0)] = 3600
+    pids_limit: Annotated[int, Field(gt=0)] = 512
+    tmp_size: Size = 256 * 1024 * 1024
+    request_timeout: Annotated[float, Field(gt=0)] = 10.0
+    proxy_api_port: Annotated[int, Field(gt=0, lt=65536)] = Field(8001, description="On 127.0.0.1 only")
+    service_port: Annotated[int, Field(gt=0, lt=65536)] = Field(
+        8002, description="The teacher API and page on 127.0.0.1; people reach it through the proxy at "
+        "/services/classroom/")
+
+    @property
+    def gateway(self) -> str:
+        """The students' bridge gateway: the one host address their containers can reach (the hub API)."""
+        return gateway(self.subnet)
+
+    @property
+    def api_endpoint(self) -> str:
+        """The hub's REST API as reconcile calls it."""
+        return self.api_url or f"http://{self.gateway}:{HUB_PORT}/hub/api"
+
+
+def gateway(subnet: str) -> str:
+    return str(next(ipaddress.ip_network(subnet).hosts()))
+
+
+class Smtp(Strict):
+    host: str
+    port: Annotated[int, Field(gt=0, lt=65536)] = 587
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    secrets_file: Path | None = Field(None, description="YAML with username and password (0600; never in git)")
+    ca_file: Path | None = Field(None, description="Trust this CA bundle instead of the system's")
+    sender: str = Field(..., description='The From: header, e.g. "Classroom <noreply@school.example>"')
+    timeout: Annotated[float, Field(gt=0)] = 20.0
+
+
+class Delivery(Strict):
+    """site.yaml's optional ``delivery:`` section: how new credentials reach people."""
+
+    hub_url: str | None = Field(None, description="Printed in mails and slips (default: hub.public_url)")
+    language: Literal["en", "it"] = "en"
+    templates_dir: Path | None = Field(None, description="Overrides for the packaged templates (same names)")
+    smtp: Smtp | None = None
+    retry_base: Annotated[float, Field(ge=0)] = 60.0
+    retry_max: Annotated[float, Field(ge=0)] = 3600.0
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where reconcile keeps its state and mounts homes; pure path arithmetic, no I/O.
+
+    Where a backend keeps the volumes themselves is the backend's business
+    (``reconciler.host.volumes``).
+    """
+
+    state: Path
+    homes: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.state / "mounts.fstab"
+
+    @property
+    def journal(self) -> Path:
+        return self.state / "journal.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "reconcile.lock"
+
+    @property
+    def outbox(self) -> Path:
+        return self.state / "outbox"
+
+    @property
+    def pass_record(self) -> Path:
+        """The daemon's record of its last pass (status.json)."""
+        return self.state / "status.json"
+
+    @property
+    def snapshot(self) -> Path:
+        """The host as the daemon last observed it (snapshot.json), for planning in CI."""
+        return self.state / "snapshot.json"
+
+    def home(self, username: str) -> Path:
+        return self.homes / username
+
+
+class Site(Strict):
+    """site.yaml: this host's settings.  Relative paths are relative to the site file."""
+
+    classroom_file: Path | None = Field(None, description="Default for -f")
+    state_dir: Path = Path("state")
+    homes_dir: Path | None = Field(None, description="Where volumes are mounted (default <state_dir>/homes)")
+    volumes: Annotated[LoopVolumes | LvmVolumes, Field(discriminator="backend")] = Field(default_factory=LoopVolumes)
+    max_disable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    limits: Limits = Field(default_factory=Limits)
+    lock_timeout: Annotated[float, Field(ge=0)] = 30.0
+    resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
+    roster_in_git: bool = Field(False, description="classroom.yaml reaches this host from git (CI): the teacher "
+                                "API refuses roster edits (409) so the file in git stays the single source of truth")
+    hub: HubSettings | None = None
+    delivery: Delivery = Field(default_factory=Delivery)
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.state_dir, self.homes_dir if self.homes_dir is not None else self.state_dir / "homes")
+
+    @property
+    def shared_dir(self) -> Path:
+        """The course folder: hub.shared_dir, else <homes_dir>/../shared."""
+        configured = self.hub.shared_dir if self.hub is not None else None
+        return configured if configured is not None else self.paths.homes.parent / "shared"
+
+    @property
+    def cookie_secret_file(self) -> Path:
+        configured = self.hub.cookie_secret_file if self.hub is not None else None
+        return configured if configured is not None else self.state_dir / "jupyterhub_cookie_secret"
+
+    @property
+    def max_overcommit(self) -> float:
+        """How far the volumes may over-commit their storage (thin pools; 1.0 = never)."""
+        return getattr(self.volumes, "max_overcommit", 1.0)
+
+
+def find_site(explicit: str | None) -> Path | None:
+    """--site, else $RECONCILE_SITE, else /etc/classroom/site.yaml, else None (embedded default)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("RECONCILE_SITE"):
+        return Path(os.environ["RECONCILE_SITE"])
+    if SITE_DEFAULT_PATH.exists():
+        return SITE_DEFAULT_PATH
+    return None

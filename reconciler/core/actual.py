@@ -1,0 +1,203 @@
+"""The actual state: the types of one immutable snapshot of the host, and its JSON form.
+
+``reconciler.host.observe`` fills them in batch; ``plan()`` only ever reads
+them.  The JSON form is what the daemon writes to snapshot.json and `reconcile
+status --json` prints, so CI can plan against a server without touching it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+# ext4 with 4 KiB blocks has 128 MiB block groups; a size that is a whole number of groups
+# is filled exactly by mkfs and resize2fs, so the observed size always equals the planned one.
+EXT4_BLOCK_GROUP = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    uid: int
+    gid: int
+    name: str  # first GECOS field
+    classroom: str | None  # from our GECOS marker: proves we created it
+    home: str
+    shell: str
+    groups: frozenset[str]  # supplementary groups
+    has_password: bool
+    locked: bool
+    expire_day: int | None  # days since the epoch; None = never
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    gid: int
+    members: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """What an ext4 superblock says (read straight from the image or device)."""
+
+    size: int
+    free: int
+
+
+@dataclass(frozen=True)
+class Volume:
+    username: str
+    path: str  # the image or device (or the unfinished ``.partial`` image)
+    complete: bool  # False: creation was interrupted before the filesystem was made
+    size: int  # apparent size of the image / size of the logical volume
+    allocated: int  # bytes really written: 0 means no data was ever stored
+    fs: Filesystem | None
+    loop: str | None  # /dev/loopN attached to the image
+    used: int | None  # what `df` calls used (while unmounted: in_use)
+    in_use: int | None = None  # blocks not free, filesystem metadata included: what a shrink must keep
+    attached: bool = False  # a loop device holds the image / the logical volume is active
+    readable: bool = True  # its superblock could be read (an image always; an LV only while active)
+
+
+@dataclass(frozen=True)
+class Mount:
+    target: str
+    source: str  # for loop mounts, the backing image
+    fstype: str
+    options: frozenset[str]
+    owner: tuple[int, int, int] | None  # uid, gid, mode of the mounted root
+    device: str = ""  # "major:minor" of the mounted device
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    source: str
+    target: str
+    fstype: str
+    options: str
+
+
+@dataclass(frozen=True)
+class HubUser:
+    name: str
+    admin: bool
+    running: bool  # the default server is running or starting
+    last_activity: str | None = None
+
+
+@dataclass(frozen=True)
+class HubState:
+    """JupyterHub's users, or why they could not be listed (the pass then reports the hub part failed)."""
+
+    users: Mapping[str, HubUser] | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    """A student's server container (DockerSpawner), found by our labels."""
+
+    username: str
+    id: str
+    running: bool
+    memory: int  # the cgroup memory limit now in force (0 = none)
+
+
+@dataclass(frozen=True)
+class Actual:
+    """The host as observed at one moment; plan() only ever reads this."""
+
+    accounts: Mapping[str, Account]
+    groups: Mapping[str, Group]
+    volumes: Mapping[str, Volume]
+    mounts: Mapping[str, Mount]  # by mount point
+    manifest: Mapping[str, ManifestEntry]  # by mount point
+    today: int  # days since the epoch, for account expiry
+    volume_step: int = EXT4_BLOCK_GROUP  # volumes are sized in multiples of this (the backend's unit)
+    thin_pool_size: int | None = None  # LVM thin provisioning: the pool every volume writes into
+    hub: HubState | None = None  # None: no hub configured on this host
+    containers: Mapping[str, Container] | None = field(default_factory=lambda: MappingProxyType({}))  # None: no Docker
+
+    @property
+    def hub_users(self) -> Mapping[str, HubUser]:
+        """The hub's users, empty when there is no hub or it could not be asked."""
+        return self.hub.users if self.hub is not None and self.hub.users is not None else MappingProxyType({})
+
+
+def is_disabled(account: Account, today: int) -> bool:
+    """Locked and expired: PAM refuses the login either way, both make it unambiguous."""
+    return account.locked and account.expire_day is not None and account.expire_day <= today
+
+
+def is_enabled(account: Account, today: int) -> bool:
+    return not account.locked and (account.expire_day is None or account.expire_day > today)
+
+
+def login_state(account: Account | None, today: int) -> str:
+    """missing / enabled / disabled / half-disabled (locked or expired, not both)."""
+    if account is None:
+        return "missing"
+    if is_enabled(account, today):
+        return "enabled"
+    return "disabled" if is_disabled(account, today) else "half-disabled"
+
+
+# --- JSON: plan elsewhere (CI) against what a server observed ------------------------------------
+
+SNAPSHOT_FORMAT = 1
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (dict, MappingProxyType)):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (frozenset, set)):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def to_json(actual: Actual) -> dict:
+    """The snapshot as JSON-ready data (no secrets: /etc/shadow contributes only lock and expiry state)."""
+    return {"format_version": SNAPSHOT_FORMAT, **_plain(actual)}
+
+
+def from_json(data: dict) -> Actual:
+    """Rebuild a snapshot written by to_json (``reconcile status --json``)."""
+    if data.get("format_version") != SNAPSHOT_FORMAT:
+        raise ValueError(f"unsupported snapshot format {data.get('format_version')!r}")
+
+    def table(key, build):
+        return MappingProxyType({name: build(item) for name, item in (data.get(key) or {}).items()})
+
+    def account(a):
+        return Account(**{**a, "groups": frozenset(a["groups"])})
+
+    def volume(v):
+        return Volume(**{**v, "fs": Filesystem(**v["fs"]) if v.get("fs") else None})
+
+    def mount(m):
+        return Mount(**{**m, "options": frozenset(m["options"]), "owner": tuple(m["owner"]) if m["owner"] else None})
+
+    hub = data.get("hub")
+    containers = data.get("containers")
+    return Actual(
+        accounts=table("accounts", account),
+        groups=table("groups", lambda g: Group(**{**g, "members": frozenset(g["members"])})),
+        volumes=table("volumes", volume),
+        mounts=table("mounts", mount),
+        manifest=table("manifest", lambda e: ManifestEntry(**e)),
+        today=data["today"],
+        volume_step=data.get("volume_step", EXT4_BLOCK_GROUP),
+        thin_pool_size=data.get("thin_pool_size"),
+        hub=None if hub is None else HubState(
+            None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
+            hub.get("error")),
+        containers=None if containers is None else MappingProxyType(
+            {n: Container(**c) for n, c in containers.items()}),
+    )

@@ -1,0 +1,353 @@
+"""plan(desired, actual, policy) -> Plan: the pure core.  No I/O, no clock, no randomness.
+
+A Plan is an ordered tuple of frozen Actions.  For one person, creation runs
+account -> password -> volume -> filesystem -> resize -> manifest -> mount ->
+ownership (after the classroom groups), and disabling runs the reverse.
+Actions that repair changes made by hand are flagged ``drift`` so they can be
+shown apart, but they are applied in the same order.  Guards that must stop
+the whole pass become refusals; a problem that only blocks one person (an
+image that is not ext4) becomes a blocked note and the others proceed.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..config.classroom import ROLES, group_name
+from ..config.sizes import format_size, round_up
+from .actions import (
+    AccountFields,
+    Action,
+    ContainerFields,
+    FilesystemFields,
+    HubUserFields,
+    Kind,
+    Note,
+    Op,
+    Plan,
+    Policy,
+    VolumeFields,
+)
+from .actual import Account, Actual, ManifestEntry, Volume, is_disabled, is_enabled
+from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHELL, Desired, Member
+
+PASSWORD_NOTE = "generated, to the outbox"  # what a password action shows: never the secret
+REMOVED = "not in classroom.yaml (removed people are disabled, never deleted)"
+
+
+def _owner_text(owner: tuple[int, int, int] | None) -> str | None:
+    return None if owner is None else f"{owner[0]}:{owner[1]} {owner[2]:04o}"
+
+
+def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
+    """Diff desired against actual; return the ordered actions that converge the host."""
+    actions: list[Action] = []
+    refused: list[Note] = []
+    blocked: list[Note] = []
+    active = [m for m in desired.members if m.status == "active"]
+    if active:
+        for role in ROLES:
+            name = group_name(desired.classroom, role)
+            if name not in actual.groups:
+                actions.append(Action(Op.CREATE, Kind.GROUP, name, reason=f"classroom {role} group"))
+
+    if actual.hub is not None and actual.hub.users is None:
+        blocked.append(Note("hub", "", f"JupyterHub: {actual.hub.error}; its part is retried next pass"))
+    if actual.hub is not None and actual.containers is None:
+        blocked.append(Note("docker", "", "Docker is unreachable: running servers' limits are not updated"))
+
+    listed = {m.username for m in desired.members}
+    for member in desired.members:
+        account = actual.accounts.get(member.username)
+        if account is not None and account.classroom != desired.classroom:
+            refused.append(
+                Note("foreign-account", member.username,
+                     f"{member.username!r} already exists on this host (uid {account.uid}) but was not created by "
+                     f"reconcile for {desired.classroom!r}; pick another username or remove that account by hand"))
+            continue
+        if account is None and member.username in actual.groups and member.status == "active":
+            refused.append(
+                Note("foreign-account", member.username,
+                     f"a group named {member.username!r} already exists on this host; useradd could not create "
+                     "the person's own group: pick another username"))
+            continue
+        if member.status == "active":
+            steps, problem = _converge_active(member, account, desired, actual)
+            actions += steps + _hub_active(member, actual)
+            if problem:
+                blocked.append(Note("blocked", member.username, problem))
+        elif member.status == "disabled":
+            actions += _converge_disabled(member.username, account, desired, actual, "status: disabled")
+        else:
+            steps = _converge_purged(member.username, account, desired, actual)
+            if steps and not policy.allow_destroy:
+                refused.append(
+                    Note("destroy", member.username,
+                         f"purging {member.username!r} deletes their account and every file they wrote; "
+                         "re-run with --allow-destroy to do it"))
+            actions += steps
+
+    for username in sorted(_leftovers(desired, actual) - listed):
+        account = actual.accounts.get(username)
+        ours = account if account is not None and account.classroom == desired.classroom else None
+        actions += _converge_disabled(username, ours, desired, actual, REMOVED)
+
+    refused += _guard_mass_disable(actions, desired, actual, policy)
+    refused += _guard_shrink(actions, actual)
+    refused += _guard_overcommit(actions, actual, policy)
+    return Plan(desired.classroom, tuple(actions), tuple(refused), tuple(blocked))
+
+
+def _leftovers(desired: Desired, actual: Actual) -> set[str]:
+    """People we manage on this host in any form: our accounts, volumes, manifest entries, mounts."""
+    names = {a.username for a in actual.accounts.values() if a.classroom == desired.classroom}
+    names |= set(actual.volumes)
+    names |= set(actual.hub_users)
+    homes = str(desired.paths.homes).rstrip("/") + "/"
+    for target in (*actual.manifest, *actual.mounts):
+        if target.startswith(homes) and "/" not in target[len(homes):]:
+            names.add(target[len(homes):])
+    return names
+
+
+def _converge_active(member: Member, account: Account | None, desired: Desired, actual: Actual) -> tuple[list[Action], str | None]:
+    user = member.username
+    group = group_name(desired.classroom, member.role)
+    home = str(desired.paths.home(user))
+    source = desired.volumes.source(user)
+    new = account is None
+    reenabling = account is not None and is_disabled(account, actual.today)
+    steps: list[Action] = []
+
+    # account
+    if account is None:
+        steps.append(Action(Op.CREATE, Kind.ACCOUNT, user,
+                            after=AccountFields(name=member.name, group=group, home=home, shell=SHELL),
+                            reason=f"new {member.role}"))
+        steps.append(Action(Op.CREATE, Kind.PASSWORD, user, after=PASSWORD_NOTE, reason="new account"))
+    else:
+        if reenabling:
+            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user, before=AccountFields(login="disabled"),
+                                after=AccountFields(login="enabled"), reason="status: active"))
+        elif not is_enabled(account, actual.today):
+            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user,
+                                before=AccountFields(login="half-disabled (locked or expired)"),
+                                after=AccountFields(login="enabled"),
+                                reason="account was locked or expired by hand", drift=True))
+        if account.name != member.name:
+            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user, before=AccountFields(name=account.name),
+                                after=AccountFields(name=member.name), reason="name changed in classroom.yaml"))
+        if account.groups != {group}:
+            role_change = bool(account.groups & set(desired.groups.values()) - {group})
+            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user,
+                                before=AccountFields(groups=tuple(sorted(account.groups))),
+                                after=AccountFields(groups=(group,)),
+                                reason=f"role is now {member.role}" if role_change else "group membership changed by hand",
+                                drift=not role_change))
+        hand_edits = {key: (old, want) for key, old, want in
+                      (("home", account.home, home), ("shell", account.shell, SHELL)) if old != want}
+        if hand_edits:
+            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user,
+                                before=AccountFields(**{k: v[0] for k, v in hand_edits.items()}),
+                                after=AccountFields(**{k: v[1] for k, v in hand_edits.items()}),
+                                reason="account changed by hand", drift=True))
+        if not account.has_password:
+            steps.append(Action(Op.CREATE, Kind.PASSWORD, user, after=PASSWORD_NOTE,
+                                reason="account has no password (creation was interrupted)", drift=True))
+
+    # volume
+    volume = actual.volumes.get(user)
+    size = round_up(member.disk, actual.volume_step)
+    if volume is None:
+        steps.append(Action(Op.CREATE, Kind.VOLUME, user, after=VolumeFields(size=size, path=source),
+                            reason=f"disk quota {format_size(member.disk)}"))
+        steps.append(Action(Op.CREATE, Kind.FILESYSTEM, user, after=FilesystemFields(fstype="ext4", size=size),
+                            reason="new volume"))
+    elif not volume.complete:
+        steps.append(Action(Op.CREATE, Kind.FILESYSTEM, user, before="unfinished image",
+                            after=FilesystemFields(fstype="ext4", size=size),
+                            reason="volume creation was interrupted; the image never held data", drift=not new))
+    elif volume.fs is None and volume.readable:
+        return steps, (f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
+                       "inspect it by hand")
+    elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
+        steps.append(_resize(member, volume, size))  # an inactive LV: its size is known, its filesystem not yet
+
+    # manifest, mount, ownership
+    expected_by_file = new or reenabling or volume is None or not volume.complete
+    entry = actual.manifest.get(home)
+    want = ManifestEntry(source, home, "ext4", desired.volumes.mount_options)
+    if entry is None:
+        steps.append(Action(Op.CREATE, Kind.MANIFEST, user, after=f"{source} {home}",
+                            reason="mount at boot", drift=not expected_by_file))
+    elif entry != want:
+        steps.append(Action(Op.UPDATE, Kind.MANIFEST, user, before=f"{entry.source} {entry.options}",
+                            after=f"{want.source} {want.options}", reason="manifest entry changed by hand", drift=True))
+
+    mount = actual.mounts.get(home)
+    owner_after = f"{user}:{user} {HOME_MODE:04o}"
+    if mount is None:
+        steps.append(Action(Op.CREATE, Kind.MOUNT, user, after=home, reason="home volume",
+                            drift=not expected_by_file))
+        steps.append(Action(Op.CREATE, Kind.OWNERSHIP, user, after=owner_after, reason="home belongs to its owner",
+                            drift=not expected_by_file))
+    elif mount.source != source:
+        return steps, f"{home} has {mount.source} mounted on it, not {source}: unmount it by hand"
+    else:
+        if not REQUIRED_MOUNT_FLAGS <= mount.options:
+            steps.append(Action(Op.UPDATE, Kind.MOUNT, user, before=",".join(sorted(mount.options)),
+                                after="nodev,nosuid", reason="mount options changed by hand", drift=True))
+        if account is None:
+            steps.append(Action(Op.UPDATE, Kind.OWNERSHIP, user, before=_owner_text(mount.owner), after=owner_after,
+                                reason="the account was missing: its home goes to the new account", drift=True))
+        elif mount.owner != (account.uid, account.gid, HOME_MODE):
+            steps.append(Action(Op.UPDATE, Kind.OWNERSHIP, user, before=_owner_text(mount.owner), after=owner_after,
+                                reason="home ownership or mode changed by hand", drift=True))
+    return steps, None
+
+
+def _resize(member: Member, volume: Volume, size: int) -> Action:
+    fs_size = volume.fs.size if volume.fs else volume.size
+    current = volume.size if volume.size != size else fs_size
+    if volume.size == size:
+        reason, drift = "filesystem does not fill its image (a resize was interrupted)", True
+    elif size > volume.size:
+        reason, drift = f"disk quota raised to {format_size(member.disk)}", False
+    else:
+        reason, drift = f"disk quota lowered to {format_size(member.disk)}", False
+    return Action(Op.UPDATE, Kind.VOLUME, member.username, before=VolumeFields(size=current, used=volume.used),
+                  after=VolumeFields(size=size), reason=reason, drift=drift)
+
+
+def _hub_active(member: Member, actual: Actual) -> list[Action]:
+    """Demote stale admins; apply a changed memory quota to a running server in place."""
+    steps = []
+    hub_user = actual.hub_users.get(member.username)
+    if hub_user is not None and hub_user.admin and member.role != "teacher":
+        # The reconciler holds no admin:users scope, so it cannot edit the flag: it forgets the hub user,
+        # who is created again at the next login with admin from the teachers group only.
+        steps.append(Action(Op.DISABLE, Kind.HUB_USER, member.username, before=HubUserFields(admin=True),
+                            reason="not a teacher: the hub user is forgotten (files untouched) and comes back at the "
+                                   "next login without admin rights"))
+    container = (actual.containers or {}).get(member.username)
+    if container is not None and container.running and container.memory != member.memory:
+        steps.append(Action(Op.UPDATE, Kind.CONTAINER, member.username, before=ContainerFields(memory=container.memory),
+                            after=ContainerFields(memory=member.memory), reason="memory quota changed; applied live"))
+    return steps
+
+
+def _hub_leave(user: str, actual: Actual, reason: str, drift: bool) -> list[Action]:
+    """Stop the server and forget the hub user before the home is unmounted; files are untouched."""
+    hub_user = actual.hub_users.get(user)
+    if hub_user is None:
+        return []
+    steps = []
+    if hub_user.running:
+        steps.append(Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped", reason=reason,
+                            drift=drift))
+    steps.append(Action(Op.DISABLE, Kind.HUB_USER, user, before=HubUserFields(admin=hub_user.admin), reason=reason,
+                        drift=drift))
+    return steps
+
+
+def _converge_disabled(user: str, account: Account | None, desired: Desired, actual: Actual, reason: str) -> list[Action]:
+    """Reverse order of creation; files are kept."""
+    drift = account is None and user not in actual.volumes  # a hub user we never created
+    steps = _hub_leave(user, actual, reason if not drift else "hub user not in classroom.yaml", drift)
+    steps += _unmount_steps(user, desired, actual, reason)
+    if account is not None and not is_disabled(account, actual.today):
+        steps.append(Action(Op.DISABLE, Kind.ACCOUNT, user, before=AccountFields(login="enabled"),
+                            after=AccountFields(login="disabled"), reason=reason))
+    return steps
+
+
+def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str) -> list[Action]:
+    home = str(desired.paths.home(user))
+    volume = actual.volumes.get(user)
+    steps = []
+    if home in actual.mounts:
+        steps.append(Action(Op.DISABLE, Kind.MOUNT, user, before=home, reason=reason))
+    if home in actual.manifest:
+        steps.append(Action(Op.DISABLE, Kind.MANIFEST, user, before=f"{actual.manifest[home].source} {home}",
+                            reason=reason))
+    if volume is not None and volume.attached and home not in actual.mounts:
+        if volume.loop:
+            steps.append(Action(Op.DISABLE, Kind.VOLUME, user, before=VolumeFields(loop=volume.loop),
+                                after=VolumeFields(loop=None), reason="image still attached to a loop device",
+                                drift=True))
+        else:
+            steps.append(Action(Op.DISABLE, Kind.VOLUME, user, before=VolumeFields(active=True),
+                                after=VolumeFields(active=False), reason="logical volume still active", drift=True))
+    return steps
+
+
+def _converge_purged(user: str, account: Account | None, desired: Desired, actual: Actual) -> list[Action]:
+    steps = _hub_leave(user, actual, "status: purged", False) + _unmount_steps(user, desired, actual, "status: purged")
+    volume = actual.volumes.get(user)
+    if volume is not None:
+        steps.append(Action(Op.DESTROY, Kind.VOLUME, user, before=VolumeFields(path=volume.path, used=volume.used),
+                            reason="status: purged", destructive=True))
+    if account is not None:
+        steps.append(Action(Op.DESTROY, Kind.ACCOUNT, user, before=AccountFields(uid=account.uid),
+                            reason="status: purged", destructive=True))
+    return steps
+
+
+# --- guards -------------------------------------------------------------------------------------------
+
+
+def _guard_mass_disable(actions: Iterable[Action], desired: Desired, actual: Actual, policy: Policy) -> list[Note]:
+    """A truncated or half-merged classroom.yaml must not lock out the whole class."""
+    if policy.allow_mass_disable:
+        return []
+    current = sum(1 for a in actual.accounts.values()
+                  if a.classroom == desired.classroom and is_enabled(a, actual.today))
+    leaving = {a.target for a in actions if a.kind is Kind.ACCOUNT and a.op in (Op.DISABLE, Op.DESTROY)
+               and (acct := actual.accounts.get(a.target)) is not None and is_enabled(acct, actual.today)}
+    allowed = max(1, int(policy.max_disable_fraction * current))
+    if len(leaving) <= allowed:
+        return []
+    return [Note("mass-disable", "",
+                 f"this pass would disable {len(leaving)} of {current} active people (more than "
+                 f"{policy.max_disable_fraction:.0%}); is classroom.yaml truncated? "
+                 "Re-run with --allow-mass-disable if this is intended")]
+
+
+SHRINK_HEADROOM = 0.9  # resize2fs needs room for metadata; a full volume is of no use to a student
+
+
+def _guard_overcommit(actions: Iterable[Action], actual: Actual, policy: Policy) -> list[Note]:
+    """Thin pools: a full pool stalls every student's writes, so never promise more than allowed."""
+    if actual.thin_pool_size is None:
+        return []
+    sizes = {user: volume.size for user, volume in actual.volumes.items()}
+    growing = False
+    for action in actions:
+        if action.kind is Kind.VOLUME and action.op in (Op.CREATE, Op.UPDATE):
+            sizes[action.target] = action.after.size
+            growing = True
+        elif action.kind is Kind.VOLUME and action.op is Op.DESTROY:
+            sizes.pop(action.target, None)
+    total, limit = sum(sizes.values()), policy.max_overcommit * actual.thin_pool_size
+    if total <= limit or not growing:
+        return []
+    return [Note("overcommit", "",
+                 f"the volumes would add up to {format_size(total)}, more than {policy.max_overcommit:g} x the thin "
+                 f"pool ({format_size(actual.thin_pool_size)}); grow the pool or raise max_overcommit knowingly")]
+
+
+def _guard_shrink(actions: Iterable[Action], actual: Actual) -> list[Note]:
+    """Never shrink a filesystem below what its owner has stored (plus metadata, with headroom)."""
+    notes = []
+    for action in actions:
+        if action.kind is not Kind.VOLUME or action.op is not Op.UPDATE:
+            continue
+        volume = actual.volumes[action.target]
+        in_use = volume.in_use if volume.in_use is not None else volume.used
+        size = action.after.size
+        if in_use is not None and size < action.before.size and in_use > size * SHRINK_HEADROOM:
+            notes.append(Note("shrink", action.target,
+                              f"{action.target} uses {format_size(in_use)} (files and filesystem metadata), "
+                              f"more than {SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; "
+                              "raise the quota or ask them to free space"))
+    return notes

@@ -1,0 +1,92 @@
+"""What each person has on the host, from one snapshot: the `reconcile status` table and its JSON.
+
+Pure: the snapshot, the desired state and the waiting credentials come in as
+arguments.  The same rows feed the status command, snapshot.json and the
+teacher page.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..config.sizes import format_size
+from .actions import Policy
+from .actual import Actual, login_state, to_json
+from .desired import Desired
+
+
+def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dict]) -> list[dict]:
+    """One row per person in the file, then anyone we manage who is no longer in it."""
+    listed = [(m.username, m.role, m.status) for m in desired.members]
+    known = {name for name, _, _ in listed}
+    extra = sorted(a.username for a in actual.accounts.values()
+                   if a.classroom == desired.classroom and a.username not in known)
+    extra += sorted(set(actual.volumes) - known - set(extra))
+    out = []
+    for username, role, wanted in listed + [(name, None, "removed") for name in extra]:
+        account = actual.accounts.get(username)
+        volume = actual.volumes.get(username)
+        mount = actual.mounts.get(str(desired.paths.home(username)))
+        out.append({
+            "username": username,
+            "role": role,
+            "status": wanted,
+            "account": login_state(account, actual.today),
+            "uid": account.uid if account else None,
+            "volume_size": volume.size if volume else None,
+            "volume_used": volume.used if volume else None,
+            "mounted": mount is not None,
+            "credentials": credentials_state(pending_credentials.get(username)),
+            "server": _server(actual, username),
+        })
+    return out
+
+
+def credentials_state(item: Mapping[str, Any] | None) -> str | None:
+    """None: nothing waiting; "pending"; "slip" (no e-mail: print it); "failed (N): error" (will retry)."""
+    if item is None:
+        return None
+    if not item["emails"]:
+        return "slip"
+    if item["attempts"]:
+        return f"failed ({item['attempts']}x): {item['last_error']}"
+    return "pending"
+
+
+def _server(actual: Actual, username: str) -> str | None:
+    """running / stopped from the hub; None when no hub is configured or it could not be asked."""
+    if actual.hub is None or actual.hub.users is None:
+        return None
+    user = actual.hub.users.get(username)
+    return "running" if user is not None and user.running else "stopped"
+
+
+def render(people: list[dict]) -> str:
+    header = (f"{'USERNAME':<16} {'ROLE':<8} {'STATUS':<9} {'ACCOUNT':<13} {'VOLUME':>9} {'USED':>9} {'MOUNTED':<7} "
+              f"{'SERVER':<8} CREDENTIALS")
+    lines = [header]
+    for row in people:
+        lines.append(
+            f"{row['username']:<16} {row['role'] or '-':<8} {row['status']:<9} {row['account']:<13} "
+            f"{format_size(row['volume_size']):>9} {format_size(row['volume_used']):>9} "
+            f"{'yes' if row['mounted'] else 'no':<7} {row['server'] or '-':<8} "
+            f"{row['credentials'] or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def document(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dict], policy: Policy,
+             volumes: Mapping[str, Any]) -> dict:
+    """`reconcile status --json` and snapshot.json: people, plus the raw snapshot, so CI can plan against it.
+
+    ``volumes`` is site.yaml's volumes section, so a plan made elsewhere names the same sources.
+    """
+    return {
+        "format_version": 1,
+        "classroom": desired.classroom,
+        "people": rows(desired, actual, pending_credentials),
+        "paths": {"state": str(desired.paths.state), "homes": str(desired.paths.homes)},
+        "volumes": dict(volumes),
+        "policy": {"max_disable_fraction": policy.max_disable_fraction, "max_overcommit": policy.max_overcommit},
+        "observed": to_json(actual),
+    }

@@ -1,0 +1,185 @@
+"""One reconcile pass: observe -> plan -> apply, under the pass lock, one snapshot per pass.
+
+Every entry point goes through here: the `reconcile` command, the watch
+daemon, `reconcile status`, the teacher service and planning in CI against a
+server's snapshot.  A pass returns an ``Outcome`` (the verdict, the plan, the
+desired state and the snapshot it planned against, what applying did); the
+engine prints nothing and knows no exit codes: each caller reports the outcome
+its own way (``cli.commands.exit_code``, the daemon's status.json, the API).
+
+A pass that changed the host observes it once more before it lets go of the
+lock (``Outcome.after``), so what the daemon writes as the server's state is
+what the host shows after the change, not what it was before.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from ..config.classroom import Classroom
+from ..config.site import Site
+from ..core.actions import Action, Plan, Policy
+from ..core.actual import Actual, from_json
+from ..core.desired import Desired, resolve
+from ..core.plan import plan
+from ..core.report import document
+from ..credentials import outbox
+from ..host import lock
+from ..host.containers import client as docker_client
+from ..host.drivers import Context
+from ..host.facts import HostFiles
+from ..host.observe import NO_HUB, HubProbes, hub_probes, observe
+from ..host.run import Runner
+from ..host.volumes import VolumeBackend, backend_for, layout_for
+from .apply import Result, apply
+from .journal import Journal
+
+
+class Verdict(StrEnum):
+    CONVERGED = "converged"  # nothing to do, or everything applied
+    PENDING = "pending"  # dry run: changes would be made
+    BLOCKED = "blocked"  # dry run: some people cannot be converged (see plan.blocked)
+    FAILED = "failed"  # some actions failed or people are blocked; the next pass retries
+    INTERRUPTED = "interrupted"  # stopped between actions (SIGTERM)
+    REFUSED = "refused"  # a safety guard refused the whole pass: nothing was applied
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    plan: Plan
+    desired: Desired
+    actual: Actual  # the snapshot the plan was made against
+    result: Result | None = None  # None when nothing was applied (dry run, refused, no changes)
+    after: Actual | None = None  # observed again after applying (only when something was applied)
+    dry_run: bool = False
+
+    @property
+    def current(self) -> Actual:
+        """The host as last observed."""
+        return self.after if self.after is not None else self.actual
+
+
+def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = False) -> Policy:
+    """The operator's flags plus the site's limits."""
+    return Policy(allow_destroy, allow_mass_disable, site.max_disable_fraction, site.max_overcommit)
+
+
+def desire(site: Site, classroom: Classroom) -> Desired:
+    """classroom.yaml resolved against this site: once per pass."""
+    return resolve(classroom, site.paths, layout_for(site))
+
+
+def context(site: Site, desired: Desired, run: Runner, volumes: VolumeBackend, probes: HubProbes = NO_HUB,
+            host: HostFiles = HostFiles()) -> Context:
+    """What the drivers of one pass may touch."""
+    return Context(classroom=desired.classroom, paths=site.paths, volumes=volumes, run=run, host=host,
+                   members={m.username: m for m in desired.members}, credentials=outbox.Outbox(site.paths.outbox),
+                   hub=probes.client, docker=docker_client)
+
+
+def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
+             on_plan: Callable[[Plan], None] = lambda p: None,
+             report: Callable[[Action, str, str], None] = lambda a, r, d: None,
+             should_stop: Callable[[], bool] = lambda: False,
+             lock_timeout: float | None = None, containers: bool = True, locked: bool = True) -> Outcome:
+    """Observe, plan, then preview (``dry_run``) or apply, holding the pass lock throughout.
+
+    A dry run may skip the lock (``locked=False``) when it only shows the host as it is right now, even
+    halfway through another pass's apply (the teacher page's table); plans are made under the lock.
+    """
+    if not locked and not dry_run:
+        raise ValueError("an applying pass always holds the lock")
+    desired = desire(site, classroom)
+    probes = hub_probes(site, classroom.name)
+    if not containers:
+        probes = HubProbes(probes.client, probes.hub, None)
+    timeout = site.lock_timeout if lock_timeout is None else lock_timeout
+    with (lock.hold(site.paths.lock, exclusive=not dry_run, timeout=timeout) if locked else _unlocked()) as held:
+        run = Runner().holding(held.fd) if held is not None else Runner()
+        volumes = backend_for(site, run)
+        actual = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers)
+        the_plan = plan(desired, actual, policy)
+        on_plan(the_plan)
+        if the_plan.refused:
+            return Outcome(Verdict.REFUSED, the_plan, desired, actual, dry_run=dry_run)
+        if dry_run:
+            verdict = Verdict.BLOCKED if the_plan.blocked else (Verdict.PENDING if the_plan.actions else Verdict.CONVERGED)
+            return Outcome(verdict, the_plan, desired, actual, dry_run=True)
+        if not the_plan.actions and not the_plan.blocked:
+            return Outcome(Verdict.CONVERGED, the_plan, desired, actual)
+        journal = Journal(site.paths.journal, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}")
+        try:
+            result = apply(the_plan, context(site, desired, run, volumes, probes), journal,
+                           should_stop=should_stop, report=report)
+        finally:
+            journal.close()
+        after = None
+        if result.ok:
+            try:
+                after = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers)
+            except Exception:  # noqa: BLE001 - what was applied stands; the next pass observes again
+                after = None
+        verdict = Verdict.INTERRUPTED if result.interrupted else (
+            Verdict.CONVERGED if result.converged else Verdict.FAILED)
+        return Outcome(verdict, the_plan, desired, actual, result, after)
+
+
+def look(site: Site, classroom: Classroom, *, lock_timeout: float | None = None, containers: bool = True,
+         locked: bool = True) -> Outcome:
+    """A dry run: the host as it is now and what the next pass would do (status, the teacher page)."""
+    return one_pass(site, classroom, policy(site), dry_run=True, lock_timeout=lock_timeout, containers=containers,
+                    locked=locked)
+
+
+@contextmanager
+def _unlocked() -> Iterator[None]:
+    yield None
+
+
+def plan_offline(site: Site, classroom: Classroom, snapshot: dict, flags: Policy) -> Outcome:
+    """A dry run against a server's snapshot (`reconcile status --json`, snapshot.json), touching nothing here.
+
+    The snapshot names the server's paths, volume backend and limits: the plan is the one the server would make.
+    """
+    actual = from_json(snapshot.get("observed", snapshot))
+    server = site
+    if "paths" in snapshot:
+        server = site.model_copy(update={"state_dir": Path(snapshot["paths"]["state"]),
+                                         "homes_dir": Path(snapshot["paths"]["homes"]),
+                                         "volumes": Site.model_validate(
+                                             {"volumes": snapshot.get("volumes") or {"backend": "loop"}}).volumes})
+    limits = snapshot.get("policy", {})
+    server_policy = Policy(flags.allow_destroy, flags.allow_mass_disable,
+                           limits.get("max_disable_fraction", flags.max_disable_fraction),
+                           limits.get("max_overcommit", flags.max_overcommit))
+    desired = desire(server, classroom)
+    the_plan = plan(desired, actual, server_policy)
+    if the_plan.refused:
+        verdict = Verdict.REFUSED
+    else:
+        verdict = Verdict.BLOCKED if the_plan.blocked else (Verdict.PENDING if the_plan.actions else Verdict.CONVERGED)
+    return Outcome(verdict, the_plan, desired, actual, dry_run=True)
+
+
+def status_document(site: Site, outcome: Outcome) -> dict:
+    """`reconcile status --json` and snapshot.json: the people and the snapshot, from this outcome."""
+    return document(outcome.desired, outcome.current, outbox.pending(site.paths.outbox), policy(site),
+                    site.volumes.model_dump(mode="json", exclude_none=True))
+
+
+def mount_all(site: Site) -> tuple[list[str], dict[str, str]]:
+    """At boot: attach the storage (the backend's ``boot``), then mount every manifest entry not yet mounted."""
+    from ..host.mounts import mount_all as mount_entries
+
+    with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout) as held:
+        run = Runner().holding(held.fd)
+        volumes = backend_for(site, run)
+        attached = volumes.boot()
+        return attached, mount_entries(Context(classroom="", paths=site.paths, volumes=volumes, run=run))

@@ -1,0 +1,86 @@
+"""Driver and probe for the students' server containers (Docker).
+
+DockerSpawner starts them with our labels (see hub/spawner.py), so one
+filtered list call finds every container of a classroom.  docker-py is
+imported only when a container is listed or changed: hosts without a hub never
+load it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from ..core.actions import Action, Kind, Op
+from ..core.actual import Container
+from .drivers import Context, driver
+
+LABEL_USER = "org.classroom.user"
+LABEL_CLASSROOM = "org.classroom.classroom"
+
+
+def client():
+    import docker  # imported lazily: hosts without a hub never need it
+
+    return docker.from_env(timeout=30)
+
+
+def list_containers(classroom: str) -> Mapping[str, Container] | None:
+    """username -> container, in one API call; None when Docker cannot be reached."""
+    try:
+        found = client().containers.list(all=True, filters={"label": f"{LABEL_CLASSROOM}={classroom}"})
+    except Exception:  # noqa: BLE001 - docker raises many types; the plan reports "unreachable"
+        return None
+    out = {}
+    for item in found:
+        user = item.labels.get(LABEL_USER)
+        if user:
+            out[user] = Container(user, item.id, item.status in ("running", "restarting", "created"),
+                                  int(item.attrs.get("HostConfig", {}).get("Memory") or 0))
+    return MappingProxyType(out)
+
+
+@driver(Kind.CONTAINER, Op.UPDATE)
+def update_memory(action: Action, ctx: Context) -> str:
+    """Change a running server's memory limit in place (memory+swap equal: no swap)."""
+    memory = action.after.memory
+    docker = (ctx.docker or client)()
+    found = docker.containers.list(filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}",
+                                                      f"{LABEL_USER}={action.target}"]})
+    if not found:
+        return "not running"
+    container = found[0]
+    if int(container.attrs["HostConfig"].get("Memory") or 0) == memory:
+        return "already"
+    container.update(mem_limit=memory, memswap_limit=memory)
+    return "updated"
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def memory_usage(found: Mapping[str, Container] | None, root: Path = CGROUP_ROOT) -> dict[str, int]:
+    """username -> bytes their running server uses, counted as `docker stats` does (less inactive file cache).
+
+    Read straight from each container's cgroup (v1 or v2, cgroupfs or systemd
+    driver): a file read per server instead of a Docker stats call, which
+    samples for a second or more.
+    """
+    out = {}
+    for username, container in (found or {}).items():
+        if not container.running:
+            continue
+        for directory, current, inactive in (
+            (root / "memory" / "docker" / container.id, "memory.usage_in_bytes", "total_inactive_file"),
+            (root / "docker" / container.id, "memory.current", "inactive_file"),
+            (root / "system.slice" / f"docker-{container.id}.scope", "memory.current", "inactive_file"),
+        ):
+            try:
+                used = int((directory / current).read_text())
+                stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
+            except (OSError, ValueError):
+                continue
+            out[username] = max(0, used - int(stat.get(inactive, 0)))
+            break
+    return out

@@ -1,0 +1,255 @@
+"""Read-only parsers of the host's own files: passwd, group, shadow, sysfs loop devices, mountinfo,
+ext4 superblocks, the mount manifest.
+
+No subprocess runs here.  ``HostFiles`` says where each file is, so tests point
+the same parsers at fixture files and the drivers' re-checks at a fake /etc.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ..core.actual import Account, Filesystem, Group, ManifestEntry, Mount
+
+MARKER_PREFIX = "classroom="
+EXT4_MAGIC = 0xEF53
+
+
+@dataclass(frozen=True)
+class HostFiles:
+    """Where the probes read from; tests point these at fixture files."""
+
+    etc: Path = Path("/etc")
+    mountinfo: Path = Path("/proc/self/mountinfo")
+    sys_block: Path = Path("/sys/block")
+    dev: Path = Path("/dev")
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    def loops(self) -> dict[str, str]:
+        """backing file -> loop device, from one listing of sysfs."""
+        return read_loops(self.sys_block, self.dev)
+
+    def today(self) -> int:
+        """Days since the epoch, as /etc/shadow counts them."""
+        return int(self.clock() // 86400)
+
+
+# --- accounts -------------------------------------------------------------------------------------
+
+
+def _colon_lines(path: Path) -> list[list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def colon_entry(path: Path, name: str) -> list[str] | None:
+    """The fields of one entry of passwd, group or shadow, without parsing the rest of the file."""
+    prefix = name + ":"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(prefix):
+                    return line.rstrip("\n").split(":")
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def read_groups(path: Path) -> dict[str, Group]:
+    groups = {}
+    for fields in _colon_lines(path):
+        if len(fields) >= 4 and fields[2].isdigit():
+            members = frozenset(m for m in fields[3].split(",") if m)
+            groups[fields[0]] = Group(fields[0], int(fields[2]), members)
+    return groups
+
+
+def read_shadow(path: Path) -> dict[str, tuple[str, int | None]]:
+    """username -> (password field, expire day); spwd is gone in Python 3.13, so parse the file."""
+    shadow = {}
+    for fields in _colon_lines(path):
+        if len(fields) >= 8:
+            shadow[fields[0]] = (fields[1], int(fields[7]) if fields[7].isdigit() else None)
+    return shadow
+
+
+def shadow_entry(etc: Path, username: str) -> tuple[str, int | None]:
+    """(password field, expire day) of one account; ("!", None) when it has no shadow entry."""
+    fields = colon_entry(etc / "shadow", username)
+    if fields is None or len(fields) < 8:
+        return "!", None
+    return fields[1], int(fields[7]) if fields[7].isdigit() else None
+
+
+def parse_gecos(gecos: str) -> tuple[str, str | None]:
+    """GECOS "Jane Doe,,,,classroom=python-101" -> ("Jane Doe", "python-101")."""
+    parts = gecos.split(",")
+    marker = parts[4] if len(parts) > 4 else ""
+    classroom = marker[len(MARKER_PREFIX):] if marker.startswith(MARKER_PREFIX) else None
+    return parts[0], classroom or None
+
+
+def gecos(name: str, classroom: str) -> str:
+    """Full name plus the marker that proves reconcile created the account (chfn's 'other' field)."""
+    return f"{name},,,,{MARKER_PREFIX}{classroom}"
+
+
+def read_accounts(path: Path, groups: Mapping[str, Group], shadow: Mapping[str, tuple[str, int | None]]) -> dict[str, Account]:
+    membership: dict[str, set[str]] = {}
+    for group in groups.values():
+        for member in group.members:
+            membership.setdefault(member, set()).add(group.name)
+    accounts = {}
+    for fields in _colon_lines(path):
+        if len(fields) < 7 or not fields[2].isdigit() or not fields[3].isdigit():
+            continue
+        username = fields[0]
+        name, classroom = parse_gecos(fields[4])
+        password, expire = shadow.get(username, ("!", None))
+        accounts[username] = Account(
+            username=username,
+            uid=int(fields[2]),
+            gid=int(fields[3]),
+            name=name,
+            classroom=classroom,
+            home=fields[5],
+            shell=fields[6],
+            groups=frozenset(membership.get(username, ())),
+            has_password=password.lstrip("!").startswith("$"),
+            locked=password.startswith("!"),
+            expire_day=expire,
+        )
+    return accounts
+
+
+# --- loop devices, mounts, superblocks ----------------------------------------------------------------
+
+
+def read_loops(sys_block: Path, dev: Path = Path("/dev")) -> dict[str, str]:
+    """backing file -> /dev/loopN, from sysfs (one listing, no losetup; free devices have no backing_file)."""
+    loops: dict[str, str] = {}
+    try:
+        names = [n for n in os.listdir(sys_block) if n.startswith("loop")]
+    except FileNotFoundError:
+        return loops
+    for name in names:
+        try:
+            with open(f"{sys_block}/{name}/loop/backing_file") as handle:
+                target = handle.read().strip()
+        except OSError:
+            continue
+        loops[target.removesuffix(" (deleted)")] = f"{dev}/{name}"
+    return loops
+
+
+def unescape(text: str) -> str:
+    """mountinfo and fstab escape space, tab, newline and backslash as octal (\\040)."""
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        code = text[i + 1:i + 4]
+        if text[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def escape(text: str) -> str:
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
+
+
+def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str) -> dict[str, Mount]:
+    """Mounts below ``under``; loop sources are translated back to their image.
+
+    ``loops`` maps image -> /dev/loopN, and may also map a volume's path -> "major:minor"
+    (LVM: mountinfo names /dev/mapper/..., we name /dev/<vg>/<lv>).
+    """
+    by_device = {device: image for image, device in loops.items()}
+    prefix = under.rstrip("/") + "/"
+    mounts = {}
+    for line in mountinfo.read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 6 or len(tail) < 2:
+            continue
+        target = unescape(fields[4])
+        if not target.startswith(prefix):
+            continue
+        source = unescape(tail[1])
+        mounts[target] = Mount(
+            target=target,
+            source=by_device.get(fields[2], by_device.get(source, source)),
+            fstype=tail[0],
+            options=frozenset(fields[5].split(",")),
+            owner=_owner(target),
+            device=fields[2],
+        )
+    return mounts
+
+
+def _owner(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_uid, st.st_gid, st.st_mode & 0o7777
+
+
+def read_superblock(path: str) -> Filesystem | None:
+    """Size and free space from an ext4 superblock, or None if there is no ext4 there."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(1024)
+            block = handle.read(1024)
+    except OSError:
+        return None
+    if len(block) < 0x160 or struct.unpack_from("<H", block, 0x38)[0] != EXT4_MAGIC:
+        return None
+    blocks_lo, _, free_lo = struct.unpack_from("<III", block, 0x04)
+    block_size = 1024 << struct.unpack_from("<I", block, 0x18)[0]
+    incompat = struct.unpack_from("<I", block, 0x60)[0]
+    blocks_hi = free_hi = 0
+    if incompat & 0x80:  # INCOMPAT_64BIT
+        blocks_hi, = struct.unpack_from("<I", block, 0x150)
+        free_hi, = struct.unpack_from("<I", block, 0x158)
+    return Filesystem(size=(blocks_hi << 32 | blocks_lo) * block_size, free=(free_hi << 32 | free_lo) * block_size)
+
+
+def usage(fs: Filesystem, mount: Mount | None, source: str) -> tuple[int | None, int | None]:
+    """(used as `df` counts it, blocks in use including metadata) of a volume's filesystem.
+
+    A mounted filesystem is asked through statvfs: an ext4 superblock's free count lags while mounted.
+    """
+    if mount is not None and mount.source == source:
+        vfs = os.statvfs(mount.target)
+        return (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize, fs.size - vfs.f_bfree * vfs.f_frsize
+    return fs.size - fs.free, fs.size - fs.free
+
+
+# --- the manifest ------------------------------------------------------------------------------------
+
+
+def read_manifest(path: Path) -> dict[str, ManifestEntry]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    entries = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and not fields[0].startswith("#"):
+            entry = ManifestEntry(unescape(fields[0]), unescape(fields[1]), fields[2], fields[3])
+            entries[entry.target] = entry
+    return entries

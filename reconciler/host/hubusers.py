@@ -1,0 +1,127 @@
+"""Drivers and probe for JupyterHub's users and servers, through its REST API with reconcile's own token.
+
+Listing pages through ``GET /users`` once per pass (the pagination media
+type, so a big class is never silently cut at the first page).  Stopping and
+deleting re-check the user first and treat "already gone" as done.
+requests is imported only when a client is made: hosts without a hub never
+load it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from ..core.actions import Action, Kind, Op
+from ..core.actual import HubState, HubUser
+from .drivers import Context, driver
+
+if TYPE_CHECKING:
+    import requests
+
+PAGINATION = "application/jupyterhub-pagination+json"
+
+
+class HubUnavailable(RuntimeError):
+    pass
+
+
+class HubClient:
+    def __init__(self, api_url: str, token_file: Path, timeout: float = 10.0):
+        import requests
+
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise HubUnavailable(f"cannot read the hub token {token_file}: {exc.strerror}") from None
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {token}"
+
+    def _call(self, method: str, path: str, **kwargs) -> requests.Response:
+        import requests
+
+        try:
+            response = self.session.request(method, f"{self.api_url}{path}", timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise HubUnavailable(f"hub API at {self.api_url} is unreachable: {type(exc).__name__}") from None
+        if response.status_code in (401, 403):
+            raise HubUnavailable(f"hub API refused reconcile's token ({response.status_code}): check token_file and "
+                                 "the reconciler service's role")
+        return response
+
+    def list_users(self, page: int = 200) -> list[dict]:
+        users: list[dict] = []
+        offset = 0
+        while True:
+            response = self._call("GET", "/users", params={"offset": offset, "limit": page},
+                                  headers={"Accept": PAGINATION})
+            response.raise_for_status()
+            body = response.json()
+            users += body["items"]
+            following = body["_pagination"].get("next")
+            if not following:
+                return users
+            offset = following["offset"]
+
+    def get_user(self, name: str) -> dict | None:
+        response = self._call("GET", f"/users/{name}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def stop_server(self, name: str, wait: float = 60.0) -> str:
+        user = self.get_user(name)
+        if user is None or not user.get("servers", {}).get(""):
+            return "not running"
+        response = self._call("DELETE", f"/users/{name}/server")
+        if response.status_code not in (202, 204):
+            raise RuntimeError(f"hub refused to stop {name}'s server: {response.status_code} {response.text[:200]}")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            user = self.get_user(name)
+            if user is None or not user.get("servers", {}).get(""):
+                return "stopped"
+            time.sleep(0.5)
+        raise RuntimeError(f"{name}'s server did not stop within {wait:g}s")
+
+    def delete_user(self, name: str) -> str:
+        response = self._call("DELETE", f"/users/{name}")
+        if response.status_code == 404:
+            return "absent"
+        if response.status_code != 204:
+            raise RuntimeError(f"hub refused to delete {name}: {response.status_code} {response.text[:200]}")
+        return "deleted"
+
+
+def snapshot(client: HubClient | None, error: str | None = None) -> HubState:
+    """The hub part of observe: one paged listing, or the reason it failed."""
+    import requests
+
+    if client is None:
+        return HubState(None, error or "no hub client")
+    try:
+        listed = client.list_users()
+    except (HubUnavailable, requests.HTTPError, ValueError, KeyError) as exc:
+        return HubState(None, str(exc))
+    users = {
+        u["name"]: HubUser(u["name"], bool(u.get("admin")), bool((u.get("servers") or {}).get("")),
+                           u.get("last_activity"))
+        for u in listed
+    }
+    return HubState(MappingProxyType(users))
+
+
+@driver(Kind.SERVER, Op.DISABLE)
+def stop_server(action: Action, ctx: Context) -> str:
+    return ctx.need_hub().stop_server(action.target)
+
+
+@driver(Kind.HUB_USER, Op.DISABLE)
+def forget_user(action: Action, ctx: Context) -> str:
+    """Delete the hub user (a removed person, or a demoted teacher who comes back without admin); files stay."""
+    return ctx.need_hub().delete_user(action.target)

@@ -1,0 +1,196 @@
+"""Drivers for the mount manifest, the mounts and the homes' ownership, and the mount primitives.
+
+``<state_dir>/mounts.fstab`` is an fstab-format list of every active
+person's volume, rewritten atomically on each change.  ``reconcile mount-all``
+mounts what it lists (at boot, before the hub starts).  An unmounted home's
+mount point is left root-owned with mode 0000, so nothing can write to the
+host's disk there by mistake.  What is mounted comes from the volume backend
+(``ctx.volumes``): it attaches the device before a mount and releases it after.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config.site import Paths
+from ..core.actions import Action, Kind, Op
+from ..core.actual import ManifestEntry
+from ..core.desired import HOME_MODE
+from .drivers import Context, driver
+from .facts import HostFiles, colon_entry, escape, read_manifest, read_mounts
+from .fsutil import write_atomic
+from .run import Runner
+
+HEADER = (
+    "# Managed by reconcile: do not edit.  `reconcile mount-all` mounts every line (at boot, before the hub).\n"
+    "# <image> <mount point> <type> <options> <dump> <pass>\n"
+)
+
+
+# --- primitives --------------------------------------------------------------------------------------
+
+
+def mounted_source(host: HostFiles, home: Path) -> str | None:
+    """The image (or device) mounted at ``home`` right now, if any."""
+    mount = read_mounts(host.mountinfo, host.loops(), under=str(home.parent)).get(str(home))
+    return None if mount is None else mount.source
+
+
+def _device_number(path: str) -> str | None:
+    try:
+        rdev = os.stat(path).st_rdev
+    except OSError:
+        return None
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+
+def is_mounted(host: HostFiles, home: Path, source: str) -> bool:
+    """Is ``source`` (an image, or a device such as /dev/vg/lv) what is mounted at ``home``?"""
+    mount = read_mounts(host.mountinfo, host.loops(), under=str(home.parent)).get(str(home))
+    if mount is None:
+        return False
+    if mount.source == source:
+        return True
+    return source.startswith("/dev/") and _device_number(source) == mount.device
+
+
+def loop_of(host: HostFiles, image: Path) -> str | None:
+    """The loop device the image is attached to, if any."""
+    return host.loops().get(str(image))
+
+
+def prepare_mount_point(run: Runner, home: Path) -> None:
+    """A bare mount point is root's, mode 0000: nothing lands on the host's disk by mistake."""
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o000, exist_ok=True)
+    run.chown(home, 0, 0)
+    run.chmod(home, 0o000)
+
+
+def mount_fs(run: Runner, source: str, home: Path, options: str) -> None:
+    prepare_mount_point(run, home)
+    run.run(["mount", "-t", "ext4", "-o", options, source, str(home)])
+
+
+def umount(run: Runner, home: Path) -> None:
+    try:
+        run.run(["umount", str(home)])
+    except Exception as exc:
+        raise RuntimeError(f"cannot unmount {home} (is their server still running?): {exc}") from None
+
+
+# --- the manifest ------------------------------------------------------------------------------------
+
+
+def _write_manifest(paths: Paths, entries: dict[str, ManifestEntry]) -> None:
+    lines = [
+        f"{escape(e.source)} {escape(e.target)} {e.fstype} {e.options} 0 2\n"
+        for e in sorted(entries.values(), key=lambda e: e.target)
+    ]
+    write_atomic(paths.manifest, HEADER + "".join(lines))
+
+
+def _wanted_entry(ctx: Context, username: str) -> ManifestEntry:
+    layout = ctx.volumes.layout
+    return ManifestEntry(layout.source(username), str(ctx.paths.home(username)), "ext4", layout.mount_options)
+
+
+@driver(Kind.MANIFEST, Op.CREATE)
+@driver(Kind.MANIFEST, Op.UPDATE)
+def add_entry(action: Action, ctx: Context) -> str:
+    entries = read_manifest(ctx.paths.manifest)
+    want = _wanted_entry(ctx, action.target)
+    if entries.get(want.target) == want:
+        return "already"
+    entries[want.target] = want
+    _write_manifest(ctx.paths, entries)
+    return "written"
+
+
+@driver(Kind.MANIFEST, Op.DISABLE)
+def remove_entry(action: Action, ctx: Context) -> str:
+    entries = read_manifest(ctx.paths.manifest)
+    if entries.pop(str(ctx.paths.home(action.target)), None) is None:
+        return "already"
+    _write_manifest(ctx.paths, entries)
+    return "written"
+
+
+# --- mounts --------------------------------------------------------------------------------------------
+
+
+@driver(Kind.MOUNT, Op.CREATE)
+def mount(action: Action, ctx: Context) -> str:
+    return mount_home(ctx, action.target)
+
+
+def mount_home(ctx: Context, username: str) -> str:
+    home, source = ctx.paths.home(username), ctx.volumes.layout.source(username)
+    if is_mounted(ctx.host, home, source):
+        return "already"
+    if (found := mounted_source(ctx.host, home)) is not None:
+        raise RuntimeError(f"{home} already has {found} mounted on it")
+    ctx.volumes.attach(username)
+    mount_fs(ctx.run, source, home, ctx.volumes.layout.mount_options)
+    return "mounted"
+
+
+@driver(Kind.MOUNT, Op.UPDATE)
+def remount(action: Action, ctx: Context) -> str:
+    home = ctx.paths.home(action.target)
+    if not is_mounted(ctx.host, home, ctx.volumes.layout.source(action.target)):
+        raise RuntimeError(f"{home} is not mounted")
+    ctx.run.run(["mount", "-o", "remount,nodev,nosuid", str(home)])
+    return "remounted"
+
+
+@driver(Kind.MOUNT, Op.DISABLE)
+def unmount(action: Action, ctx: Context) -> str:
+    """Unmount, then release the device (detach the loop device, deactivate the LV); the data stays."""
+    user = action.target
+    home, source = ctx.paths.home(user), ctx.volumes.layout.source(user)
+    found = mounted_source(ctx.host, home)
+    if found is not None and not is_mounted(ctx.host, home, source):
+        raise RuntimeError(f"{home} has {found} mounted, not {source}; leaving it alone")
+    if found is not None:
+        umount(ctx.run, home)
+    ctx.volumes.release(user)
+    return "unmounted" if found else "already"
+
+
+@driver(Kind.OWNERSHIP, Op.CREATE)
+@driver(Kind.OWNERSHIP, Op.UPDATE)
+def set_ownership(action: Action, ctx: Context) -> str:
+    """The mounted volume's root belongs to its owner, mode 0700; never the bare mount point."""
+    user = action.target
+    home = ctx.paths.home(user)
+    if not is_mounted(ctx.host, home, ctx.volumes.layout.source(user)):
+        raise RuntimeError(f"{home} is not mounted; not changing the bare mount point")
+    entry = colon_entry(ctx.host.etc / "passwd", user)
+    if entry is None:
+        raise RuntimeError(f"{user} has no account")
+    uid, gid = int(entry[2]), int(entry[3])
+    st = os.stat(home)
+    if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, HOME_MODE):
+        return "already"
+    ctx.run.chown(home, uid, gid)
+    ctx.run.chmod(home, HOME_MODE)
+    return "set"
+
+
+def mount_all(ctx: Context) -> dict[str, str]:
+    """Mount every manifest entry that is not mounted yet (at boot).  A no-op when all are."""
+    entries = read_manifest(ctx.paths.manifest)
+    mounts = read_mounts(ctx.host.mountinfo, ctx.host.loops(), under=str(ctx.paths.homes))
+    results = {}
+    for target, entry in sorted(entries.items()):
+        username = Path(target).name
+        if target in mounts and is_mounted(ctx.host, Path(target), entry.source):
+            results[username] = "already"
+            continue
+        try:
+            results[username] = mount_home(ctx, username)
+        except Exception as exc:  # one broken image must not keep the others unmounted
+            results[username] = f"failed: {exc}"
+    return results

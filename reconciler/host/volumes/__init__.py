@@ -1,0 +1,64 @@
+"""Volume backends: one quota-limited ext4 volume per person, and the volume drivers.
+
+A backend is chosen once from site.yaml's ``volumes:`` section (``BACKENDS``)
+and owns everything about where a person's volume lives: its pure layout (the
+source mounted at the home, the mount options: what the planner names), the
+batch observation, and create / resize / detach / destroy / attach / release.
+Nothing outside this package asks which backend is in use.
+
+To add a backend (say btrfs): a settings model in config/site.py's ``volumes``
+union, a module here with a layout and a class that satisfies
+``VolumeBackend``, and one line in ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from ...config.site import Site
+from ...core.desired import VolumeLayout
+from ..facts import HostFiles
+from ..run import Runner
+from .base import VolumeBackend, VolumeFacts
+
+__all__ = ["BACKENDS", "VolumeBackend", "VolumeFacts", "backend_for", "layout_for"]
+
+
+def _loop(site: Site, run: Runner, host: HostFiles) -> VolumeBackend:
+    from .loop import LoopBackend
+
+    return LoopBackend(site.paths, run, host)
+
+
+def _lvm(site: Site, run: Runner, host: HostFiles) -> VolumeBackend:
+    from .lvm import LvmBackend
+
+    return LvmBackend(site.volumes, site.paths, run, host)  # type: ignore[arg-type]
+
+
+def _loop_layout(site: Site) -> VolumeLayout:
+    from .loop import layout
+
+    return layout(site.paths)
+
+
+def _lvm_layout(site: Site) -> VolumeLayout:
+    from .lvm import layout
+
+    return layout(site.volumes)  # type: ignore[arg-type]
+
+
+# site.yaml's volumes.backend -> (the backend, its pure layout)
+BACKENDS: Mapping[str, tuple[Callable[[Site, Runner, HostFiles], VolumeBackend], Callable[[Site], VolumeLayout]]] = {
+    "loop": (_loop, _loop_layout),
+    "lvm": (_lvm, _lvm_layout),
+}
+
+
+def backend_for(site: Site, run: Runner | None = None, host: HostFiles | None = None) -> VolumeBackend:
+    return BACKENDS[site.volumes.backend][0](site, run or Runner(), host or HostFiles())
+
+
+def layout_for(site: Site) -> VolumeLayout:
+    """The backend's naming alone: what the planner needs, with no runner (planning in CI)."""
+    return BACKENDS[site.volumes.backend][1](site)

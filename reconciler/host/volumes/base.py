@@ -1,0 +1,44 @@
+"""What every volume backend provides (``VolumeBackend``) and what its observation returns (``VolumeFacts``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Protocol
+
+from ...core.actual import Mount, Volume
+from ...core.desired import VolumeLayout
+
+
+@dataclass(frozen=True)
+class VolumeFacts:
+    """What one observation of the volumes found (one directory listing, or one lvs + one vgs)."""
+
+    volumes: Mapping[str, Volume]
+    mounts: Mapping[str, Mount]  # below homes_dir, sources translated back to images / LV paths
+    step: int  # sizes are multiples of this (an ext4 block group, an LVM extent)
+    thin_pool_size: int | None  # LVM thin provisioning: the pool the volumes share
+
+
+class VolumeBackend(Protocol):
+    name: str
+    layout: VolumeLayout
+
+    def observe(self) -> VolumeFacts: ...
+    def create(self, username: str, size: int) -> str: ...
+    def make_filesystem(self, username: str, size: int) -> str: ...
+    def resize(self, username: str, size: int) -> str: ...
+    def detach(self, username: str) -> str:
+        """Disabled person, unmounted volume: release its device; the data stays."""
+        ...
+    def destroy(self, username: str) -> str:
+        """Purge: delete the volume and its data (refuses while it is in use)."""
+        ...
+    def attach(self, username: str) -> None:
+        """Make the source mountable (before a mount)."""
+        ...
+    def release(self, username: str) -> None:
+        """Let go of the device after an unmount."""
+        ...
+    def boot(self) -> list[str]:
+        """What mount-all must attach before mounting (the LVM PV file); one line per step."""
+        ...

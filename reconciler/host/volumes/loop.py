@@ -1,0 +1,226 @@
+"""The loop volume backend: one sparse ext4 image per person under <state_dir>/volumes.
+
+A new image is built as ``<user>.img.partial`` and renamed to ``<user>.img``
+only once it holds a filesystem, so an interrupted creation never leaves a
+half-formatted image that looks like real data.  Growing is online where the
+kernel allows it; shrinking is offline and checks the filesystem's size before
+the image is cut.  Observing lists the directory once and loop devices from
+one listing of sysfs; sizes come straight from each image's superblock.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from ...config.site import Paths
+from ...core.actual import EXT4_BLOCK_GROUP, Volume
+from ..facts import HostFiles, read_mounts, read_superblock, usage
+from ..fsutil import fsync_dir
+from ..mounts import is_mounted, loop_of, mount_fs, umount
+from ..run import CommandFailed, Runner
+from .base import VolumeFacts
+
+IMAGE_SUFFIX = ".img"
+PARTIAL_SUFFIX = ".img.partial"  # an image being created; renamed once it holds a filesystem
+MOUNT_OPTIONS = "loop,nodev,nosuid,noatime"
+# Volumes are whole ext4 block groups, so the filesystem always fills its image exactly.
+VOLUME_STEP = EXT4_BLOCK_GROUP
+
+
+@dataclass(frozen=True)
+class LoopLayout:
+    """Where the images are: pure naming, shared by the planner and the drivers."""
+
+    directory: Path  # <state_dir>/volumes
+    mount_options: str = MOUNT_OPTIONS
+
+    def source(self, username: str) -> str:
+        return str(self.image(username))
+
+    def image(self, username: str) -> Path:
+        return self.directory / f"{username}{IMAGE_SUFFIX}"
+
+    def partial(self, username: str) -> Path:
+        return self.directory / f"{username}{PARTIAL_SUFFIX}"
+
+
+def layout(paths: Paths) -> LoopLayout:
+    return LoopLayout(paths.state / "volumes")
+
+
+class LoopBackend:
+    name = "loop"
+
+    def __init__(self, paths: Paths, run: Runner, host: HostFiles):
+        self.paths, self.run, self.host = paths, run, host
+        self.layout = layout(paths)
+
+    # --- observing ---------------------------------------------------------------------------------
+
+    def observe(self) -> VolumeFacts:
+        loops = self.host.loops()
+        mounts = read_mounts(self.host.mountinfo, loops, under=str(self.paths.homes))
+        return VolumeFacts(MappingProxyType(read_volumes(self.layout.directory, loops, mounts, self.paths.homes)),
+                           MappingProxyType(mounts), VOLUME_STEP, None)
+
+    # --- drivers -------------------------------------------------------------------------------------
+
+    def _ensure_dir(self) -> None:
+        self.layout.directory.mkdir(parents=True, exist_ok=True)
+        self.run.chmod(self.layout.directory, 0o700)  # images hold students' files: root only
+
+    def create(self, username: str, size: int) -> str:
+        """A sparse file of ``size`` bytes: no disk is used until the student writes."""
+        if self.layout.image(username).exists():
+            return "exists"
+        self._ensure_dir()
+        fd = os.open(self.layout.partial(username), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return "created"
+
+    def make_filesystem(self, username: str, size: int) -> str:
+        """mkfs the partial image (it never held data), then rename it into place."""
+        image, partial = self.layout.image(username), self.layout.partial(username)
+        if image.exists():
+            return "exists"
+        if not partial.exists():
+            self.create(username, size)
+        os.truncate(partial, size)
+        # 4 KiB blocks always (mke2fs would pick 1 KiB for small images), no root reserve:
+        # the quota is all the student's.
+        self.run.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", username[:16], str(partial)])
+        with open(partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.rename(partial, image)
+        fsync_dir(image.parent)
+        return "formatted"
+
+    def resize(self, username: str, size: int) -> str:
+        """Grow online (truncate, losetup -c, resize2fs); shrink offline, remounting if it was mounted."""
+        image = self.layout.image(username)
+        loop = loop_of(self.host, image)
+        fs = read_superblock(loop or str(image))
+        if fs is None:
+            raise RuntimeError(f"{image} holds no ext4 filesystem")
+        if image.stat().st_size == size and fs.size == size:
+            return "already"
+        if size < fs.size:
+            self._resize_offline(username, size)
+            return "shrunk"
+        if image.stat().st_size < size:
+            os.truncate(image, size)
+        if loop and is_mounted(self.host, self.paths.home(username), str(image)):
+            self.run.run(["losetup", "--set-capacity", loop])
+            try:
+                self.run.run(["resize2fs", loop])
+                return "grown online"
+            except CommandFailed as exc:
+                # Online resizing needs CAP_SYS_RESOURCE, which a container's root may lack.
+                if "Permission denied" not in exc.stderr:
+                    raise
+        self._resize_offline(username, size)
+        return "grown offline"
+
+    def _resize_offline(self, username: str, size: int) -> None:
+        """Unmount, check, resize the filesystem, then cut or extend the image; remount as it was."""
+        image, home = self.layout.image(username), self.paths.home(username)
+        was_mounted = is_mounted(self.host, home, str(image))
+        if was_mounted:
+            umount(self.run, home)  # fails with "target is busy" while their server runs
+        if loop := loop_of(self.host, image):
+            self.run.run(["losetup", "--detach", loop])
+        try:
+            if image.stat().st_size < size:
+                os.truncate(image, size)
+            self.run.run(["e2fsck", "-f", "-p", str(image)], ok_codes=(0, 1, 2))
+            self.run.run(["resize2fs", str(image), f"{size // 1024}K"])
+            after = read_superblock(str(image))
+            if after is None or after.size > size:
+                raise RuntimeError(f"resize2fs left {image} larger than {size} bytes; not cutting the image")
+            if image.stat().st_size > size:
+                os.truncate(image, size)
+        finally:
+            if was_mounted:
+                self.attach(username)
+                mount_fs(self.run, str(image), home, self.layout.mount_options)
+
+    def attach(self, username: str) -> None:
+        """Before a mount: the image must exist, and no loop device may hold it already."""
+        image = self.layout.image(username)
+        if not image.exists():
+            raise RuntimeError(f"{image} does not exist")
+        if stale := loop_of(self.host, image):  # two loop devices on one ext4 would corrupt it
+            self.run.run(["losetup", "--detach", stale])
+
+    def release(self, username: str) -> None:
+        """After an unmount: detach the loop device (mount's autoclear usually has)."""
+        if loop := loop_of(self.host, self.layout.image(username)):
+            self.run.run(["losetup", "--detach", loop])
+
+    def detach(self, username: str) -> str:
+        image = self.layout.image(username)
+        loop = loop_of(self.host, image)
+        if loop is None:
+            return "already"
+        if is_mounted(self.host, self.paths.home(username), str(image)):
+            raise RuntimeError(f"{image} is still mounted")
+        self.run.run(["losetup", "--detach", loop])
+        return "detached"
+
+    def destroy(self, username: str) -> str:
+        """Delete the image (purge only).  Refuses while it is mounted or attached."""
+        image = self.layout.image(username)
+        if is_mounted(self.host, self.paths.home(username), str(image)) or loop_of(self.host, image):
+            raise RuntimeError(f"{image} is still in use")
+        removed = False
+        for path in (image, self.layout.partial(username)):
+            if path.exists():
+                path.unlink()
+                removed = True
+        return "deleted" if removed else "absent"
+
+    def boot(self) -> list[str]:
+        """Nothing to attach before mount-all: each image is attached as it is mounted."""
+        return []
+
+
+def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, homes: Path) -> dict[str, Volume]:
+    volumes: dict[str, Volume] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return volumes
+    for entry in sorted(entries, key=lambda e: e.name):
+        complete = entry.name.endswith(IMAGE_SUFFIX)
+        if not complete and not entry.name.endswith(PARTIAL_SUFFIX):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue  # only our own regular files are images; never follow a link
+        username = entry.name.removesuffix(PARTIAL_SUFFIX).removesuffix(IMAGE_SUFFIX)
+        if username in volumes and volumes[username].complete:
+            continue  # a finished image wins over a leftover partial one
+        st = entry.stat(follow_symlinks=False)
+        loop = loops.get(entry.path)
+        # A mounted filesystem is read through its loop device: that is where the kernel keeps it current.
+        fs = read_superblock(loop or entry.path)
+        used, in_use = usage(fs, mounts.get(str(homes / username)), entry.path) if fs is not None else (None, None)
+        volumes[username] = Volume(
+            username=username,
+            path=entry.path,
+            complete=complete,
+            size=st.st_size,
+            allocated=st.st_blocks * 512,
+            fs=fs,
+            loop=loop,
+            used=used,
+            in_use=in_use,
+            attached=loop is not None,
+        )
+    return volumes

@@ -1,0 +1,227 @@
+"""The LVM volume backend: one logical volume per person in a volume group.
+
+Observing costs one `lvs` and one `vgs` per pass, never one per person.  Sizes
+are whole extents: the plan asks for the rounded size, so the observed size
+equals it and no 1 MiB of rounding can cause an endless resize.  A new LV
+carries the tag ``classroom-partial`` until it holds a filesystem, so an
+interrupted creation is finished (formatted) and never mistaken for data.
+Grow is online (`lvextend -r`); shrink unmounts and lets fsadm check first
+(`lvreduce -r`).  Disable deactivates the LV; purge removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+from ...config.site import LvmVolumes, Paths
+from ...core.actual import Filesystem, Mount, Volume
+from ..facts import HostFiles, read_mounts, read_superblock
+from ..mounts import is_mounted, mount_fs, umount
+from ..run import Runner
+from .base import VolumeFacts
+
+PARTIAL_TAG = "classroom-partial"
+LV_PREFIX = "home-"
+MOUNT_OPTIONS = "nodev,nosuid,noatime"
+_FIELDS = "lv_name,vg_name,lv_size,lv_active,lv_path,lv_tags,lv_kernel_major,lv_kernel_minor,pool_lv"
+
+
+# LVM reserves some suffixes (_tmeta, _rimage, ...) inside names; usernames never contain '+', so
+# '_' -> '+' keeps every username a legal LV name and the mapping reversible.
+def lv_name(username: str) -> str:
+    return LV_PREFIX + username.replace("_", "+")
+
+
+def username_of(lv: str) -> str | None:
+    return lv[len(LV_PREFIX):].replace("+", "_") if lv.startswith(LV_PREFIX) else None
+
+
+def lv_path(vg: str, username: str) -> str:
+    return f"/dev/{vg}/{lv_name(username)}"
+
+
+@dataclass(frozen=True)
+class LvmLayout:
+    vg: str
+    mount_options: str = MOUNT_OPTIONS
+
+    def source(self, username: str) -> str:
+        return lv_path(self.vg, username)
+
+
+def layout(settings: LvmVolumes) -> LvmLayout:
+    return LvmLayout(settings.vg)
+
+
+def _report(stdout: str, key: str) -> list[dict]:
+    return json.loads(stdout)["report"][0][key]
+
+
+def read_vg(vg: str, run: Runner) -> dict:
+    """Extent size, size and free bytes of the volume group (one `vgs`)."""
+    out = run.run(["vgs", "--reportformat", "json", "--units", "b", "--nosuffix",
+                   "-o", "vg_name,vg_extent_size,vg_size,vg_free", vg])
+    (row,) = _report(out, "vg")
+    return {"extent": int(row["vg_extent_size"]), "size": int(row["vg_size"]), "free": int(row["vg_free"])}
+
+
+def read_lvs(vg: str, run: Runner) -> list[dict]:
+    """Every LV of the group (one `lvs`)."""
+    out = run.run(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", _FIELDS, vg])
+    return _report(out, "lv")
+
+
+def device_aliases(lvs: list[dict]) -> dict[str, str]:
+    """"major:minor" -> /dev/<vg>/<lv>, so mountinfo's /dev/mapper names map back to our paths."""
+    return {f"{lv['lv_kernel_major']}:{lv['lv_kernel_minor']}": lv["lv_path"]
+            for lv in lvs if lv.get("lv_kernel_major") not in (None, "", "-1")}
+
+
+def pool_size(lvs: list[dict], thin_pool: str | None) -> int | None:
+    """The thin pool's data size, what every thin volume's writes share."""
+    return next((int(lv["lv_size"]) for lv in lvs if thin_pool and lv["lv_name"] == thin_pool), None)
+
+
+def volumes_from(lvs: list[dict], mounts: Mapping[str, Mount], paths: Paths,
+                 superblock: Callable[[str], Filesystem | None] = read_superblock,
+                 statvfs: Callable = os.statvfs) -> dict[str, Volume]:
+    volumes = {}
+    for lv in lvs:
+        username = username_of(lv["lv_name"])
+        if username is None:
+            continue
+        active = lv["lv_active"] == "active"
+        complete = PARTIAL_TAG not in lv["lv_tags"].split(",")
+        fs = superblock(lv["lv_path"]) if active else None
+        mount = mounts.get(str(paths.home(username)))
+        used = in_use = None
+        if fs is not None and mount is not None and mount.source == lv["lv_path"]:
+            vfs = statvfs(mount.target)
+            used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
+            in_use = fs.size - vfs.f_bfree * vfs.f_frsize
+        elif fs is not None:
+            used = in_use = fs.size - fs.free
+        volumes[username] = Volume(
+            username=username, path=lv["lv_path"], complete=complete, size=int(lv["lv_size"]),
+            allocated=int(lv["lv_size"]), fs=fs, loop=None, used=used, in_use=in_use, attached=active,
+            readable=active)
+    return volumes
+
+
+class LvmBackend:
+    name = "lvm"
+
+    def __init__(self, settings: LvmVolumes, paths: Paths, run: Runner, host: HostFiles):
+        self.settings, self.paths, self.run, self.host = settings, paths, run, host
+        self.layout = layout(settings)
+        self.vg = settings.vg
+
+    # --- observing ---------------------------------------------------------------------------------
+
+    def observe(self) -> VolumeFacts:
+        lvs = read_lvs(self.vg, self.run)
+        loops = self.host.loops()
+        aliases = {path: device for device, path in device_aliases(lvs).items()}
+        mounts = read_mounts(self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes))
+        volumes = volumes_from(lvs, mounts, self.paths)
+        return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), read_vg(self.vg, self.run)["extent"],
+                           pool_size(lvs, self.settings.thin_pool))
+
+    # --- drivers -------------------------------------------------------------------------------------
+
+    def _lv(self, username: str) -> dict | None:
+        name = lv_name(username)
+        return next((lv for lv in read_lvs(self.vg, self.run) if lv["lv_name"] == name), None)
+
+    def _need(self, username: str) -> dict:
+        lv = self._lv(username)
+        if lv is None:
+            raise RuntimeError(f"{lv_path(self.vg, username)} does not exist")
+        return lv
+
+    def create(self, username: str, size: int) -> str:
+        if self._lv(username) is not None:
+            return "exists"
+        if self.settings.thin_pool:
+            self.run.run(["lvcreate", "--yes", "--thin", "-V", f"{size}b", "--addtag", PARTIAL_TAG,
+                          "-n", lv_name(username), f"{self.vg}/{self.settings.thin_pool}"])
+        else:
+            self.run.run(["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--addtag", PARTIAL_TAG,
+                          "-L", f"{size}b", "-n", lv_name(username), self.vg])
+        return "created"
+
+    def make_filesystem(self, username: str, size: int) -> str:
+        lv = self._need(username)
+        if PARTIAL_TAG not in lv["lv_tags"].split(","):
+            return "exists"
+        self._activate(lv)
+        self.run.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", username[:16], lv["lv_path"]])
+        self.run.run(["lvchange", "--deltag", PARTIAL_TAG, lv["lv_path"]])
+        return "formatted"
+
+    def _activate(self, lv: dict) -> str:
+        if lv["lv_active"] == "active":
+            return "already"
+        self.run.run(["lvchange", "-ay", lv["lv_path"]])
+        return "activated"
+
+    def resize(self, username: str, size: int) -> str:
+        """lvextend -r online; a shrink unmounts, lets fsadm check and shrink, then mounts again."""
+        lv = self._need(username)
+        current = int(lv["lv_size"])
+        if current == size:
+            return "already"
+        home, source = self.paths.home(username), self.layout.source(username)
+        mounted = is_mounted(self.host, home, source)
+        self._activate(lv)
+        if size > current:
+            self.run.run(["lvextend", "--yes", "-r", "-L", f"{size}b", lv["lv_path"]])
+            return "grown"
+        if mounted:
+            umount(self.run, home)
+        try:
+            self.run.run(["lvreduce", "--yes", "-r", "-L", f"{size}b", lv["lv_path"]])
+        finally:
+            if mounted:
+                mount_fs(self.run, source, home, self.layout.mount_options)
+        return "shrunk"
+
+    def attach(self, username: str) -> None:
+        """Before a mount: the LV must be active."""
+        self._activate(self._need(username))
+
+    def release(self, username: str) -> None:
+        """After an unmount: deactivate the LV."""
+        lv = self._lv(username)
+        if lv is not None and lv["lv_active"] == "active":
+            self.run.run(["lvchange", "-an", lv["lv_path"]])
+
+    def detach(self, username: str) -> str:
+        if is_mounted(self.host, self.paths.home(username), self.layout.source(username)):
+            raise RuntimeError(f"{self.layout.source(username)} is still mounted")
+        lv = self._lv(username)
+        if lv is None or lv["lv_active"] != "active":
+            return "already"
+        self.run.run(["lvchange", "-an", lv["lv_path"]])
+        return "deactivated"
+
+    def destroy(self, username: str) -> str:
+        if is_mounted(self.host, self.paths.home(username), self.layout.source(username)):
+            raise RuntimeError(f"{self.layout.source(username)} is still mounted")
+        lv = self._lv(username)
+        if lv is None:
+            return "absent"
+        self.run.run(["lvremove", "--yes", lv["lv_path"]])
+        return "deleted"
+
+    def boot(self) -> list[str]:
+        """At boot, before mount-all: attach the loop device that carries the VG of `storage init`."""
+        if self.settings.pv_file is None:
+            return []
+        from .lvm_storage import attach_pv
+
+        return [attach_pv(self.settings.pv_file, self.run, self.host)]

@@ -1,0 +1,466 @@
+"""The student container image, built on this host with no registry: debootstrap, host wheels, docker import.
+
+    Debian 12 minbase rootfs (debootstrap)            cached as <cache>/debs-<key>.tgz (the .debs)
+      + wheels downloaded on the host (pip download)  cached as <cache>/wheels-<key>/
+      + pip install --no-index inside a chroot        into /usr/local (the system site-packages)
+      -> tar -> docker import, labelled with the hash of every input
+
+An image whose label carries the same inputs hash is reused as it is (``build`` returns at once,
+running nothing but ``docker``).  The inputs are the Debian suite and packages, the exact Python
+packages in ``PINNED``, the wheel platform tags and this file's own source.
+
+Why wheels come from the host: pip inside the chroot cannot verify PyPI's TLS, and a host
+``pip download`` with explicit target tags gets exactly the wheels Debian 12's python (3.11.2,
+glibc 2.36) can run.  pip's ``--platform`` takes each tag literally (a manylinux_2_28 tag does not
+imply manylinux_2_17), and these wheels are spread from manylinux1 to manylinux_2_34 (debugpy), so
+every manylinux tag that glibc 2.36 satisfies is passed.
+
+How the image is run: the spawner runs each container as the student's own UID:GID (no passwd
+entry in the image), sets HOME to the student's bind-mounted volume, and may make / read-only.
+Debian's PEP 668 marker is removed, so a student's plain ``pip install X`` defaults to a user
+install into ~/.local, i.e. onto their volume, and survives a new container.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..host import run as system
+from ..host.run import CommandFailed
+
+DEFAULT_TAG = "classroom-student:latest"
+LABEL = "org.classroom.student-image.inputs"  # the inputs hash; an image carrying it is reused
+JUPYTERHUB_LABEL = "org.classroom.student-image.jupyterhub"  # for the hub to check it matches
+
+SUITE = "bookworm"
+APT_SOURCES = Path("/etc/apt")
+VARIANT = "minbase"
+# python3-venv so students can make venvs; C.UTF-8 is built into Debian 12's libc, so no `locales`.
+DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
+
+PYTHON_VERSION = "3.11"  # Debian 12's python3 is 3.11.2
+PYTHON_ABI = "cp311"
+GLIBC = (2, 36)  # Debian 12
+# Every platform tag Debian 12's pip itself accepts on x86_64 (newest first), plus pure wheels.
+PLATFORMS = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(GLIBC[1], 16, -1)),
+    "manylinux2014_x86_64",
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(16, 4, -1)),
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+    "any",
+)
+
+# What the students get.  jupyterhub provides jupyterhub-singleuser and must match the hub's version.
+REQUESTED = ("jupyterhub==6.1.1", "jupyterlab", "ipywidgets", "numpy", "pandas", "matplotlib", "pip")
+
+# REQUESTED resolved with every dependency, one pin per line (`--resolve` writes a fresh set).
+PINS_FILE = Path(__file__).with_name("pins.txt")
+
+
+def read_pins(path: Path = PINS_FILE) -> tuple[str, ...]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return tuple(line for line in lines if line)
+
+
+PINNED = read_pins()
+
+PEP668_MARKER = Path("usr/lib/python3.11/EXTERNALLY-MANAGED")
+IMPORT_CHANGES = (
+    'ENTRYPOINT ["/usr/bin/tini", "--"]',
+    'CMD ["jupyterhub-singleuser"]',
+    "ENV PATH=/usr/local/bin:/usr/bin:/bin",
+    "ENV LANG=C.UTF-8",
+)
+# Left out of the rootfs tar: docker provides /dev, /proc and /sys itself.
+TAR_EXCLUDES = ("./dev/*", "./proc/*", "./sys/*")
+# Removed from the rootfs before import (relative globs): caches, docs, logs, bundled test suites.
+SLIM_GLOBS = (
+    "tmp/*", "var/tmp/*", "root/.cache", "var/log/*.log", "var/log/apt/*", "var/cache/debconf/*-old",
+    "var/lib/dpkg/*-old", "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*",
+    "usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/lintian/*",
+    "usr/share/locale/*/LC_MESSAGES",
+    "usr/local/lib/python3.11/dist-packages/pandas/tests",
+    "usr/local/lib/python3.11/dist-packages/numpy/*/tests",
+    "usr/local/lib/python3.11/dist-packages/numpy/tests",
+    "usr/local/lib/python3.11/dist-packages/matplotlib/tests",
+    "usr/local/lib/python3.11/dist-packages/mpl_toolkits/*/tests",
+)
+
+
+_TMP_PREFIX = "tmp-"  # work directories inside the cache directory
+
+
+class ImageBuildError(RuntimeError):
+    """A build step failed; the message names the step and carries the tool's own error."""
+
+
+@dataclass(frozen=True)
+class Built:
+    image_id: str
+    tag: str
+    inputs_hash: str
+    cached: bool  # True: an image with this inputs hash already existed and nothing was built
+    seconds: float
+
+
+def inputs_hash() -> str:
+    """sha256 over everything that decides the image's content."""
+    digest = hashlib.sha256()
+    for part in (SUITE, VARIANT, DEBIAN_PACKAGES, PYTHON_VERSION, PYTHON_ABI, PLATFORMS, PINNED,
+                 IMPORT_CHANGES):
+        digest.update(repr(part).encode() + b"\0")
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """<state dir>/image-cache of the site in force ($RECONCILE_SITE, /etc/classroom/site.yaml, built in)."""
+    from ..config.load import load_site
+    from ..config.site import find_site
+
+    return load_site(find_site(None)).state_dir / "image-cache"
+
+
+def build(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = False) -> str:
+    """Build (or reuse) the student image and tag it; returns the image id."""
+    return build_image(tag, cache_dir, force).image_id
+
+
+def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = False) -> Built:
+    """Like ``build``, and tells whether anything was built."""
+    started = time.monotonic()
+    if os.geteuid() != 0:
+        raise ImageBuildError("building the student image needs root (debootstrap, chroot)")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = cache.resolve()
+    key = inputs_hash()
+    _step("checking docker", ["docker", "version", "--format", "{{.Server.Version}}"])
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / "build.lock"):
+        for stale in cache.glob(f"{_TMP_PREFIX}*"):  # left by a killed build; the lock says none is running
+            _remove_tree(stale)
+        if not force:
+            existing = _image_with_inputs(key)
+            if existing:
+                _step("tagging the cached image", ["docker", "tag", existing, tag])
+                return Built(existing, tag, key, True, time.monotonic() - started)
+        for tool in ("debootstrap", "chroot", "tar"):
+            if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+                raise ImageBuildError(f"{tool} is not installed (apt-get install debootstrap coreutils tar)")
+        debs = _debs_tarball(cache)
+        wheels = _wheels(cache)
+        work = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}build-", dir=cache))  # /tmp may be nodev, noexec
+        try:
+            rootfs = work / "rootfs"
+            _debootstrap(rootfs, ["--unpack-tarball=" + str(debs)])
+            _install_wheels(rootfs, wheels)
+            _slim(rootfs)
+            tarball = work / "rootfs.tar"
+            _unmount_under(work)
+            _step("packing the rootfs", ["tar", "--numeric-owner", *(f"--exclude={x}" for x in TAR_EXCLUDES),
+                                         "-C", str(rootfs), "-cf", str(tarball), "."])
+            image_id = _import(tarball, tag, key)
+        finally:
+            _remove_tree(work)
+        _prune_replaced(image_id)
+        return Built(image_id, tag, key, False, time.monotonic() - started)
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+
+def _step(what: str, argv: Sequence[str]) -> str:
+    try:
+        return system.run(argv)
+    except CommandFailed as exc:
+        raise ImageBuildError(f"{what} failed: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise ImageBuildError(f"{what} failed: {argv[0]} is not installed") from exc
+
+
+def _image_with_inputs(key: str) -> str | None:
+    out = _step("looking for a cached image",
+                ["docker", "images", "--quiet", "--no-trunc", "--filter", f"label={LABEL}={key}"])
+    ids = sorted(set(out.split()))
+    return ids[0] if ids else None
+
+
+def _debs_key() -> str:
+    return hashlib.sha256(repr((SUITE, VARIANT, DEBIAN_PACKAGES, host_mirror())).encode()).hexdigest()[:16]
+
+
+def _debs_tarball(cache: Path) -> Path:
+    """The .debs debootstrap needs, downloaded once into a tarball (``--make-tarball``)."""
+    final = cache / f"debs-{SUITE}-{_debs_key()}.tgz"
+    if final.is_file():
+        return final
+    partial = final.with_name(final.name + ".partial")
+    work = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}debs-", dir=cache))
+    try:
+        _debootstrap(work / "target", ["--make-tarball=" + str(partial)])
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+        _remove_tree(work)
+    _forget_others(cache, "debs-*", final)
+    return final
+
+
+def _debootstrap(target: Path, extra: list[str]) -> None:
+    argv = ["debootstrap", f"--variant={VARIANT}", "--include=" + ",".join(DEBIAN_PACKAGES), *extra,
+            SUITE, str(target), host_mirror()]
+    try:
+        system.run(argv)
+    except CommandFailed as exc:
+        log = target / "debootstrap" / "debootstrap.log"
+        tail = ""
+        if log.is_file():
+            tail = "\n  debootstrap.log (last lines):\n    " + "\n    ".join(
+                log.read_text(errors="replace").splitlines()[-15:])
+        raise ImageBuildError(f"debootstrap failed: {exc}{tail}") from exc
+    except FileNotFoundError as exc:
+        raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap)") from exc
+
+
+def host_mirror(apt: Path = APT_SOURCES) -> str:
+    """The Debian mirror this host's apt already uses for SUITE: debootstrap fetches from the same place.
+
+    $RECONCILE_DEBIAN_MIRROR overrides it.
+    """
+    if os.environ.get("RECONCILE_DEBIAN_MIRROR"):
+        return os.environ["RECONCILE_DEBIAN_MIRROR"]
+    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]:
+        for line in path.read_text().splitlines() if path.is_file() else ():
+            words = [w for w in line.split() if not w.startswith("[") and not w.endswith("]")]
+            if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
+                return words[1]
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        for stanza in path.read_text().split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                key, sep, value = line.partition(":")
+                if sep and not line.startswith(("#", " ")):
+                    fields[key.strip().lower()] = value.split()
+            if "deb" in fields.get("types", []) and SUITE in fields.get("suites", []) and fields.get("uris"):
+                return fields["uris"][0]
+    raise ImageBuildError(f"no apt source for Debian {SUITE} on this host; set RECONCILE_DEBIAN_MIRROR")
+
+
+def _wheels_key() -> str:
+    return hashlib.sha256(repr((PYTHON_VERSION, PYTHON_ABI, PLATFORMS, PINNED)).encode()).hexdigest()[:16]
+
+
+def _download_argv(dest: Path, requirements: Sequence[str], deps: bool) -> list[str]:
+    return [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
+            "--dest", str(dest), "--only-binary=:all:", "--python-version", PYTHON_VERSION,
+            "--implementation", "cp", "--abi", PYTHON_ABI, *(f"--platform={p}" for p in PLATFORMS),
+            *([] if deps else ["--no-deps"]), *requirements]
+
+
+def _wheels(cache: Path) -> Path:
+    """Every wheel in PINNED, downloaded on the host (where PyPI's TLS verifies) for Debian 12's python."""
+    final = cache / f"wheels-{_wheels_key()}"
+    if final.is_dir():
+        return final
+    partial = final.with_name(final.name + ".partial")  # kept on failure: pip skips what it already has
+    partial.mkdir(exist_ok=True)
+    _step("downloading wheels on the host (pip download)", _download_argv(partial, PINNED, deps=False))
+    have = {_wheel_name(w.name) for w in partial.glob("*.whl")}
+    missing = [p for p in PINNED if _pin_name(p) not in have]
+    if missing:
+        raise ImageBuildError(f"pip download left out {', '.join(missing)} (in {partial})")
+    os.replace(partial, final)
+    _forget_others(cache, "wheels-*", final)
+    return final
+
+
+def _install_wheels(rootfs: Path, wheels: Path) -> None:
+    """pip install --no-index into the chroot's system site-packages (/usr/local), then pip check."""
+    (rootfs / PEP668_MARKER).unlink(missing_ok=True)  # so students' `pip install` goes to ~/.local
+    inside = rootfs / "tmp" / "wheels"
+    shutil.copytree(wheels, inside)
+    pip_wheel = next(inside.glob("pip-*.whl"), None)
+    if pip_wheel is None:
+        raise ImageBuildError(f"no pip wheel in {wheels}")
+    chroot = ["chroot", str(rootfs), "/usr/bin/python3"]
+    _step("installing the Python packages in the chroot",
+          [*chroot, f"/tmp/wheels/{pip_wheel.name}/pip", "install", "--no-index", "--find-links", "/tmp/wheels",
+           "--no-cache-dir", "--root-user-action=ignore", "--disable-pip-version-check", *PINNED])
+    _step("checking the installed packages (pip check)",
+          [*chroot, "-m", "pip", "check", "--disable-pip-version-check"])
+    if (rootfs / PEP668_MARKER).exists():
+        raise ImageBuildError(f"/{PEP668_MARKER} came back: students could not pip install")
+    _write_lab_settings(rootfs)
+
+
+# JupyterLab defaults for a classroom: no pop-up asking children about Jupyter news, and no
+# calls from students' servers to the internet to check for it or for updates.
+LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+
+
+def _write_lab_settings(rootfs: Path) -> None:
+    target = rootfs / "usr/local/share/jupyter/lab/settings/overrides.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(LAB_OVERRIDES, indent=2) + "\n")
+
+
+def _slim(rootfs: Path) -> None:
+    for pattern in SLIM_GLOBS:
+        for path in rootfs.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    # Docker bind-mounts these at run time; don't ship the build host's.
+    for name in ("etc/resolv.conf", "etc/hostname", "etc/hosts"):
+        path = rootfs / name
+        if path.is_file() and not path.is_symlink():
+            path.write_text("")
+
+
+def _import(tarball: Path, tag: str, key: str) -> str:
+    changes = [*IMPORT_CHANGES, f"LABEL {LABEL}={key}", f"LABEL {JUPYTERHUB_LABEL}={_pinned('jupyterhub')}"]
+    argv = ["docker", "import", *(a for c in changes for a in ("--change", c)),
+            "--message", f"classroom student image, inputs {key[:12]}", str(tarball), tag]
+    out = _step("docker import", argv).strip()
+    if not out.startswith("sha256:"):
+        raise ImageBuildError(f"docker import printed no image id: {out!r}")
+    return out
+
+
+def _prune_replaced(keep: str) -> None:
+    """Remove earlier builds left untagged by this one; images still used by a container stay."""
+    out = _step("listing replaced images", ["docker", "images", "--quiet", "--no-trunc",
+                                            "--filter", "dangling=true", "--filter", f"label={LABEL}"])
+    for image_id in set(out.split()) - {keep}:
+        try:
+            system.run(["docker", "rmi", image_id])
+        except CommandFailed:
+            pass  # in use by a (stopped) container: it goes once that does
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pin_name(pin: str) -> str:
+    return _canonical(pin.split("==")[0])
+
+
+def _wheel_name(filename: str) -> str:
+    return _canonical(filename.split("-")[0])
+
+
+def _pinned(name: str) -> str:
+    return next(p.split("==")[1] for p in PINNED if _pin_name(p) == name)
+
+
+def _forget_others(cache: Path, pattern: str, keep: Path) -> None:
+    """Drop what earlier inputs left in the cache (half-done downloads included)."""
+    for old in cache.glob(pattern):
+        if old != keep:
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:  # not inherited by children (O_CLOEXEC)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path``, deepest first."""
+    root = str(path.resolve())
+    found = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point == root or point.startswith(root + "/"):
+                found.append(point)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def _unmount_under(path: Path) -> None:
+    """Unmount whatever debootstrap (or a failed step) left mounted below ``path``."""
+    for _ in range(3):
+        points = _mounts_under(path)
+        if not points:
+            return
+        for point in points:
+            try:
+                system.run(["umount", point])
+            except CommandFailed:
+                try:
+                    system.run(["umount", "--lazy", point])
+                except CommandFailed:
+                    pass
+    points = _mounts_under(path)
+    if points:
+        raise ImageBuildError(f"could not unmount {', '.join(points)}; {path} was left in place")
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a build directory, never following a mount out of it (a bound /dev, say)."""
+    if not path.exists():
+        return
+    _unmount_under(path)
+    _step(f"removing {path}", ["rm", "-rf", "--one-file-system", str(path)])
+
+
+def resolve_pins() -> tuple[str, ...]:
+    """Resolve REQUESTED now (pip download with dependencies) and return exact pins, for PINNED."""
+    with tempfile.TemporaryDirectory(prefix="resolve-") as tmp:
+        _step("resolving REQUESTED (pip download)", _download_argv(Path(tmp), REQUESTED, deps=True))
+        pins = set()
+        for wheel in Path(tmp).glob("*.whl"):
+            name, version = wheel.name.split("-")[:2]
+            pins.add(f"{_canonical(name)}=={version}")
+    return tuple(sorted(pins))
+
+
+def report(tag: str, cache_dir: Path | None, force: bool) -> int:
+    """Build and print one line about it; the exit code for the CLI."""
+    try:
+        result = build_image(tag, cache_dir, force)
+    except ImageBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = int(system.run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
+    print(f"{result.tag} {result.image_id} {'cached' if result.cached else 'built'} in {result.seconds:.1f} s, "
+          f"{size / 1e6:.0f} MB, inputs {result.inputs_hash[:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m reconciler.image.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--tag", default=DEFAULT_TAG)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: <state dir>/image-cache")
+    parser.add_argument("--force", action="store_true", help="rebuild even if an image with these inputs exists")
+    parser.add_argument("--resolve", action="store_true", help="print freshly resolved pins for PINNED and exit")
+    args = parser.parse_args()
+    if args.resolve:
+        print("\n".join(resolve_pins()))
+        sys.exit(0)
+    sys.exit(report(args.tag, args.cache_dir, args.force))

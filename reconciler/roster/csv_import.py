@@ -1,0 +1,190 @@
+"""`reconcile import-csv`: add the people of a real-world CSV roster to classroom.yaml.
+
+Reads what schools export: UTF-8 with or without BOM, ',' or ';', quoted
+fields, header aliases (English and Italian), several e-mails per cell.
+Usernames are made from names, readable and deterministic (José Núñez ->
+jnunez), unique against the file, reserved names and the host's other
+accounts.  Every row is checked before anything is written, and the file is
+rewritten with its comments, order and formatting intact, so the git diff
+shows only the new people.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from anyascii import anyascii
+from pydantic import ValidationError
+
+from ..config.classroom import RESERVED_USERNAMES, ROLES, Person, group_name
+from ..config.load import load_classroom
+from ..config.site import Site
+from ..core.actual import Account
+from ..host.facts import read_accounts
+from .edit import Rejected
+
+ALIASES = {
+    "name": {"name", "full name", "fullname", "student", "studente", "studentessa", "nome e cognome",
+             "nominativo", "alunno", "alunna"},
+    "first": {"first name", "firstname", "given name", "nome"},
+    "last": {"last name", "lastname", "surname", "family name", "cognome"},
+    "email": {"email", "e-mail", "mail", "email address", "e-mail address", "indirizzo email", "posta elettronica"},
+    "username": {"username", "user", "login", "utente", "nome utente"},
+}
+
+
+@dataclass
+class Row:
+    number: int  # the line in the CSV (1 = header)
+    name: str
+    emails: list[str]
+    username: str | None  # from a username column
+
+
+@dataclass
+class Result:
+    added: list[dict] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # rows already in the file
+    problems: list[str] = field(default_factory=list)  # "row N: ..." for invalid rows
+    skipped: list[str] = field(default_factory=list)  # invalid rows left out with --skip-invalid
+
+
+def _header_key(cell: str) -> str | None:
+    text = " ".join(cell.replace("_", " ").strip().lower().split())
+    return next((key for key, names in ALIASES.items() if text in names), None)
+
+
+def read_rows(data: bytes) -> tuple[list[Row], list[str]]:
+    """Parse the CSV; return rows and problems that concern the whole file."""
+    text = data.decode("utf-8-sig")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return [], ["the CSV file is empty"]
+    try:
+        delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t").delimiter
+    except csv.Error:
+        delimiter = ";" if lines[0].count(";") > lines[0].count(",") else ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header: dict[str, int] = {}
+    rows: list[Row] = []
+    for number, cells in enumerate(reader, start=1):
+        cells = [c.strip() for c in cells]
+        if not any(cells):
+            continue
+        if not header:
+            header = {key: i for i, cell in enumerate(cells) if (key := _header_key(cell)) is not None}
+            if "name" not in header and "first" in header and "last" not in header:
+                header["name"] = header.pop("first")  # a lone "nome" column holds the whole name
+            if "name" not in header and not ({"first", "last"} <= header.keys()):
+                return [], [f"row {number}: no name column (looked for {', '.join(sorted(ALIASES['name']))}, "
+                            "or first name + last name)"]
+            continue
+
+        def cell(key: str) -> str:
+            index = header.get(key)
+            return cells[index].strip() if index is not None and index < len(cells) else ""
+
+        name = cell("name") or " ".join(part for part in (cell("first"), cell("last")) if part)
+        emails = [e for e in re.split(r"[;,\s]+", cell("email")) if e]
+        rows.append(Row(number, " ".join(name.split()), emails, cell("username") or None))
+    return rows, []
+
+
+def username_for(name: str) -> str:
+    """First initial + last name, ASCII-folded: "José Núñez" -> "jnunez", "Anna Maria De Luca" -> "adeluca"."""
+    words = [re.sub(r"[^a-z0-9]", "", anyascii(w).lower()) for w in name.split()]
+    words = [w for w in words if w]
+    if not words:
+        return "student"
+    if len(words) == 1:
+        base = words[0]
+    else:
+        # keep particles with the surname (De Luca, Van der Berg, Di Stefano)
+        particles = {"de", "di", "da", "del", "della", "van", "von", "der", "la", "le", "dos", "das", "du"}
+        last = [words[-1]]
+        i = len(words) - 2
+        while i > 0 and words[i] in particles:
+            last.insert(0, words[i])
+            i -= 1
+        base = words[0][0] + "".join(last)
+    base = base if base[0].isalpha() else "s" + base
+    return base[:28]
+
+
+def unique_username(name: str, taken: set[str]) -> str:
+    """username_for(name), numbered (jnunez2, jnunez3, ...) past the names already taken."""
+    base = username_for(name)
+    username, n = base, 1
+    while username in taken:
+        n += 1
+        username = f"{base}{n}"
+    return username
+
+
+def taken_usernames(classroom_data: dict, accounts: dict[str, Account], classroom: str) -> set[str]:
+    names = {p.get("username") for section in ("admins", "students") for p in classroom_data.get(section) or []
+             if isinstance(p, dict)}
+    names |= {u for u, a in accounts.items() if a.classroom != classroom}  # the host's own accounts
+    names |= set(RESERVED_USERNAMES) | {group_name(classroom, r) for r in ROLES}
+    return {n for n in names if n}
+
+
+def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Account], site: Site) -> Result:
+    """Decide who is new, make their usernames, validate each; pure apart from its inputs."""
+    result = Result()
+    classroom = classroom_data.get("name", "")
+    people = [p for s in ("admins", "students") for p in classroom_data.get(s) or [] if isinstance(p, dict)]
+    known_users = {p.get("username") for p in people}
+    known_emails = {e.lower() for p in people for e in ([p["email"]] if isinstance(p.get("email"), str)
+                                                        else p.get("email") or [])}
+    taken = taken_usernames(classroom_data, accounts, classroom)
+    for row in rows:
+        if row.username in known_users or any(e.lower() in known_emails for e in row.emails):
+            result.present.append(f"row {row.number}: {row.name} is already in the file")
+            continue
+        if not row.name:
+            result.problems.append(f"row {row.number}: the name is empty")
+            continue
+        username = row.username
+        if username is None:
+            username = unique_username(row.name, taken)
+        elif username in taken:
+            result.problems.append(f"row {row.number}: username {username!r} is already taken")
+            continue
+        entry = {"username": username, "name": row.name}
+        if row.emails:
+            entry["email"] = row.emails[0] if len(row.emails) == 1 else row.emails
+        try:
+            Person.model_validate(entry)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                where = ".".join(str(p) for p in error["loc"])
+                result.problems.append(f"row {row.number}: {where}: {error['msg'].removeprefix('Value error, ')}")
+            continue
+        taken.add(username)
+        known_users.add(username)
+        known_emails.update(e.lower() for e in row.emails)
+        result.added.append(entry)
+    return result
+
+
+def prepare(path: Path, site: Site, data: bytes) -> Result:
+    """Read a CSV upload and decide who it adds to the file; nothing is written.
+
+    Raises Rejected for a file that cannot be read as a roster at
+    all, and InvalidFile when classroom.yaml itself is invalid.
+    """
+    try:
+        rows, fatal = read_rows(data)
+    except UnicodeDecodeError:
+        rows, fatal = [], ["not UTF-8 text (save it as CSV UTF-8)"]
+    if fatal:
+        raise Rejected([{"path": "", "message": problem} for problem in fatal])
+    load_classroom(path, site)  # the roster must be valid before we add to it
+    accounts = read_accounts(Path("/etc/passwd"), {}, {})
+    return plan_import(rows, yaml.safe_load(path.read_text(encoding="utf-8")), accounts, site)

@@ -1,0 +1,310 @@
+"""What a teacher can see and change, as plain functions: the use cases behind the teacher API.
+
+Reads are the engine's dry run (one observation: the class table and the
+pending plan come from the same snapshot); roster writes go through the same
+comment-preserving writer as `import-csv` (the daemon then converges the
+host), passwords through the account driver.  Every write is journaled with
+the teacher who made it, never with a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.classroom import Classroom
+from ..config.load import InvalidFile, check_classroom, load_classroom, read_source
+from ..config.site import Site
+from ..core.actions import Action, Kind, Op
+from ..core.report import rows
+from ..credentials import delivery, outbox
+from ..engine import reconcile as engine
+from ..engine.journal import Journal, record_edit
+from ..host import accounts, containers, lock
+from ..host.facts import HostFiles, read_accounts
+from ..host.gitinfo import git_revision
+from ..host.run import Runner
+from ..roster import csv_import, edit
+from ..roster.edit import Rejected
+from .openapi import StudentList, StudentRow
+
+
+class Refused(Exception):
+    """The request cannot be carried out as asked (unknown person, roster kept in git, ...)."""
+
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+        super().__init__(message)
+
+
+PLAN_LOCK_WAIT = 2.0  # seconds a request waits for a running pass before answering 503 (the page retries)
+_PARSED: dict[Path, tuple[tuple[int, int, int], Classroom, dict]] = {}  # the last valid version
+
+
+@dataclass(frozen=True)
+class Room:
+    """The site and the classroom file the service manages."""
+
+    site: Site
+    file: Path
+
+    def classroom(self) -> Classroom:
+        """The validated file, parsed again only when it changed (every request asks, for authorization)."""
+        try:
+            stat = self.file.stat()
+        except OSError:
+            return load_classroom(self.file, self.site)  # raises InvalidFile naming the problem
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = _PARSED.get(self.file)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        source = read_source(self.file)
+        classroom = check_classroom(source, self.site)
+        _PARSED[self.file] = (key, classroom, source.data)
+        return classroom
+
+    def written(self) -> dict[str, dict]:
+        """username -> the person's entry exactly as written (sizes as the teacher typed them)."""
+        self.classroom()
+        data = _PARSED[self.file][2]
+        return {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
+
+    def teachers(self) -> frozenset[str] | None:
+        """Active admins in the file as it is now: a teacher removed from it loses the API at once.
+
+        While the file is invalid, those of its last valid version (the state the daemon keeps in
+        force); None only if the service never saw a valid one: then the hub's scope alone decides.
+        """
+        try:
+            classroom = self.classroom()
+        except InvalidFile:
+            cached = _PARSED.get(self.file)  # the last valid version, like the daemon keeps in force
+            if cached is None:
+                return None
+            classroom = cached[1]
+        return frozenset(p.username for p in classroom.admins if p.status == "active")
+
+
+def _journal(room: Room, actor: str, action: Action, detail: str = "") -> None:
+    record_edit(room.site.paths.journal, actor, action, detail, source="api")
+
+
+def journal_imported(site: Site, actor: str, added: list[dict], how: str, source: str = "cli") -> None:
+    """One journal line per person an import added: the same from `reconcile import-csv` and the API."""
+    for entry in added:
+        record_edit(site.paths.journal, actor, Action(Op.CREATE, Kind.ROSTER, entry["username"], after=entry,
+                                                      reason=how), source=source)
+
+
+def _writable(room: Room) -> None:
+    if room.site.roster_in_git:
+        revision = git_revision(room.file)
+        at = f" (this server runs commit {revision['commit'][:12]})" if revision else ""
+        raise Refused(409, f"classroom.yaml is managed in git{at}: change it in the repository and let CI deliver "
+                           "it, so the file in git stays the single source of truth")
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def students(room: Room) -> dict:
+    """Desired and observed, per person: the page's table and GET /api/students."""
+    classroom = room.classroom()
+    outcome = engine.look(room.site, classroom, locked=False)  # the host as it is, even in the middle of a pass
+    desired, actual = outcome.desired, outcome.actual
+    memory = containers.memory_usage(actual.containers)
+    members = {m.username: m for m in desired.members}
+    written = {p.username: p for p in classroom.people}
+    raw = room.written()
+    people = []
+    for row in rows(desired, actual, outbox.pending(room.site.paths.outbox)):
+        name = row["username"]
+        member = members.get(name)
+        hub_user = actual.hub_users.get(name)
+        people.append(StudentRow(
+            username=name,
+            name=member.name if member else None,
+            role=row["role"],
+            status=row["status"],
+            emails=list(member.emails) if member else [],
+            quota=written[name].quota if name in written else None,
+            overrides=_overrides(raw[name]) if name in written else None,
+            account=row["account"],
+            cpu=member.cpu if member else None,
+            memory_limit=member.memory if member else None,
+            memory_used=memory.get(name),
+            disk_quota=member.disk if member else None,
+            disk_used=row["volume_used"],
+            volume_size=row["volume_size"],
+            mounted=row["mounted"],
+            server=row["server"],
+            last_activity=hub_user.last_activity if hub_user else None,
+            credentials=row["credentials"],
+        ))
+    hub = None if actual.hub is None else {"reachable": actual.hub.users is not None, "error": actual.hub.error}
+    return StudentList(classroom=classroom.name, roster_in_git=room.site.roster_in_git, hub=hub,
+                       quotas=sorted(classroom.quotas), students=people).model_dump(mode="json")
+
+
+def _overrides(entry: dict) -> dict:
+    """The person's own memory / cpu / disk over their named quota, as written (what the edit form shows)."""
+    return {key: entry.get(key) for key in ("memory", "cpu", "disk")}
+
+
+def pending_plan(room: Room) -> dict:
+    """The current dry run, in the core's JSON format: what the daemon will do next."""
+    wait = min(room.site.lock_timeout, PLAN_LOCK_WAIT)  # 503 while a pass runs
+    return engine.look(room.site, room.classroom(), lock_timeout=wait).plan.to_json()
+
+
+def last_status(room: Room) -> dict | None:
+    """The daemon's last pass (<state_dir>/status.json), None before its first."""
+    try:
+        return json.loads(room.site.paths.pass_record.read_text())
+    except FileNotFoundError:
+        return None
+
+
+# --- roster writes -------------------------------------------------------------------------------
+
+
+def add_student(room: Room, actor: str, body: dict) -> dict:
+    """Append one student; a missing username is made from the name like `import-csv` does."""
+    _writable(room)
+    room.classroom()  # never add to a file that is already invalid
+    entry = {key: body[key] for key in ("username", *edit.EDITABLE) if body.get(key) is not None}
+    entry.update({k: v for k, v in body.items() if k not in entry and v is not None})  # unknown keys: 422 below
+    if entry.get("status") == "purged":
+        raise Rejected([{"path": "status", "message": "a new student cannot be purged"}])
+    host_accounts = read_accounts(Path("/etc/passwd"), {}, {})
+
+    def add(doc) -> dict:  # under the roster lock: two teachers adding at once get distinct usernames
+        data = edit.plain(doc)
+        taken = csv_import.taken_usernames(data, host_accounts, data["name"])
+        new = dict(entry)
+        if "username" not in new and isinstance(new.get("name"), str) and new["name"].strip():
+            new = {"username": csv_import.unique_username(new["name"], taken), **new}
+        edit.check_person(new)
+        username = new["username"]
+        if edit.find(doc, username) is not None:
+            raise Refused(409, f"{username} is already in the classroom")
+        if username in taken:
+            raise Rejected([{"path": "username", "message": f"{username!r} is taken by another account on this server"}])
+        edit.append_students(doc, [new])
+        return new
+
+    added = edit.rewrite(room.file, room.site, add)
+    _journal(room, actor, Action(Op.CREATE, Kind.ROSTER, added["username"], after=added,
+                                 reason="added through the teacher API"))
+    return added
+
+
+def change_student(room: Room, actor: str, username: str, changes: dict) -> dict:
+    """Merge-patch one student (null removes a key, e.g. an inline quota override)."""
+    _writable(room)
+    _student(room, username)
+    try:
+        before, after = edit.change_person(room.file, room.site, username, changes)
+    except Rejected as exc:
+        if exc.status == 404:  # removed from the file since the check above
+            raise Refused(404, f"{username} is not in the classroom") from None
+        raise
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if changed:
+        _journal(room, actor, Action(Op.UPDATE, Kind.ROSTER, username, before={k: before.get(k) for k in changed},
+                                     after={k: after.get(k) for k in changed}, reason="changed through the teacher API"))
+    return after
+
+
+def _student(room: Room, username: str) -> None:
+    """Only students change through the API: teachers (admins) are changed in classroom.yaml itself,
+    so no teacher can lock out, re-address or take over another's account from the page."""
+    classroom = room.classroom()
+    if any(p.username == username for p in classroom.admins):
+        raise Refused(409, f"{username} is a teacher: teachers are changed in classroom.yaml, not here")
+    if not any(p.username == username for p in classroom.students):
+        raise Refused(404, f"{username} is not in the classroom")
+
+
+def disable_student(room: Room, actor: str, username: str) -> dict:
+    """DELETE never deletes: the account is locked and the files are kept (status: disabled)."""
+    return change_student(room, actor, username, {"status": "disabled"})
+
+
+def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_run: bool) -> dict:
+    """`reconcile import-csv` over HTTP: same reading, same username rules, same errors."""
+    if not dry_run:
+        _writable(room)
+    result = csv_import.prepare(room.file, room.site, data)
+    if result.problems and not skip_invalid:
+        raise Rejected([{"path": "", "message": problem} for problem in result.problems])
+    if result.added and not dry_run:
+        edit.add_students(room.file, room.site, result.added)
+        journal_imported(room.site, actor, result.added, "imported from CSV through the teacher API", source="api")
+    return {"dry_run": dry_run, "added": result.added, "present": result.present, "skipped": result.problems}
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+def reset_password(site: Site, classroom: Classroom, username: str, actor: str | None = None,
+                   host: HostFiles = HostFiles()) -> str:
+    """A new generated password to the outbox (then e-mail or slip), like a new student's.
+
+    Not a roster edit, so it works when the roster is kept in git.
+    """
+    paths = site.paths
+    member = engine.desire(site, classroom).member(username)
+    if member is None or member.status != "active":
+        raise Refused(404, f"{username} is not an active person in {classroom.name}")
+    try:
+        exists = accounts.ours(host, username, classroom.name) is not None
+    except accounts.NotOurs as exc:
+        raise Refused(409, str(exc)) from None
+    if not exists:
+        raise Refused(409, f"{username} has no account yet: the next pass creates it, with a first password")
+    action = Action(Op.UPDATE, Kind.PASSWORD, username, after="generated, to the outbox", reason="password reset")
+    with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout) as held:
+        journal = Journal(paths.journal, f"reset-{os.getpid()}", actor=actor)
+        try:
+            accounts.set_password(Runner().holding(held.fd), host, outbox.Outbox(paths.outbox), username,
+                                  classroom.name, member.name, member.emails, "password reset", reset=True)
+            journal.record(action, "ok", "set")
+        except Exception as exc:
+            journal.record(action, "failed", str(exc))
+            raise
+        finally:
+            journal.close()
+    return "email" if member.emails and site.delivery.smtp is not None else "slip"
+
+
+def reset_and_deliver(room: Room, actor: str, username: str) -> dict:
+    _student(room, username)
+    classroom = room.classroom()
+    delivery_by = reset_password(room.site, classroom, username, actor)
+    if delivery_by == "email":
+        with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
+            report = delivery.deliver(room.site, classroom.name)
+        if username in report.failed:
+            return {"username": username, "delivery": "email", "sent": False, "error": report.failed[username]}
+        return {"username": username, "delivery": "email", "sent": username in report.sent, "error": None}
+    return {"username": username, "delivery": "slip", "sent": False, "error": None}
+
+
+def render_slips(room: Room, everyone: bool) -> tuple[str, list[dict]]:
+    """The slips page (it holds passwords) and the outbox items on it; nothing is consumed yet."""
+    classroom = room.classroom()
+    with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
+        return delivery.render_slips(room.site, classroom.name, everyone)
+
+
+def hand_out(room: Room, actor: str, items: list[dict]) -> list[str]:
+    """Once the page reached the teacher: those passwords leave the outbox (a newer one stays)."""
+    with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
+        names = delivery.consume(room.site, items)
+    for name in names:
+        _journal(room, actor, Action(Op.UPDATE, Kind.PASSWORD, name, after="handed out on a printed slip",
+                                     reason="slips printed through the teacher API"))
+    return names
