@@ -1,6 +1,18 @@
+from pathlib import Path
+
 import pytest
 
 from hostkit import cleanup, host_ready, make_classroom
+
+# Tests live in one directory per tier, and carry its marker: `pytest -m unit` runs in seconds without root.
+TIERS = ("unit", "host", "hub", "vm")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture

@@ -18,8 +18,14 @@ from pathlib import Path
 
 import yaml
 
-from reconciler import observe
-from reconciler.layout import Paths
+from reconciler.config.site import Paths
+from reconciler.core.actual import Actual
+from reconciler.host import facts
+from reconciler.host.facts import HostFiles
+from reconciler.host.observe import observe
+from reconciler.host.run import Runner
+from reconciler.host.volumes.loop import LoopBackend, LoopLayout
+from reconciler.host.volumes.loop import layout as loop_layout
 
 ROOT_REASON = "needs root: creates real users, loop devices and mounts (CI runs as root)"
 
@@ -48,6 +54,11 @@ class Classroom:
     @property
     def paths(self) -> Paths:
         return Paths(self.root / "state", self.root / "homes")
+
+    @property
+    def volumes(self) -> LoopLayout:
+        """Where the loop backend keeps this classroom's images."""
+        return loop_layout(self.paths)
 
     @property
     def site(self) -> Path:
@@ -81,8 +92,8 @@ class Classroom:
                     *args[1:]]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
-    def observe(self) -> observe.Actual:
-        return observe.observe(self.paths)
+    def observe(self) -> Actual:
+        return observe(self.paths, LoopBackend(self.paths, Runner(), HostFiles()))
 
 
 def make_classroom(max_disable_fraction: float = 0.5, limits: dict | None = None) -> Classroom:
@@ -101,17 +112,17 @@ def cleanup(classroom: Classroom) -> None:
     """Remove everything the classroom created on the host, whatever state a test left it in."""
     homes = str(classroom.root / "homes")
     with open("/proc/self/mountinfo") as handle:
-        targets = [observe._unescape(line.split()[4]) for line in handle]
+        targets = [facts.unescape(line.split()[4]) for line in handle]
     for target in sorted((t for t in targets if t.startswith(homes + "/")), key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
-    for image, device in observe.read_loops(Path("/sys/block")).items():
+    for image, device in facts.read_loops(Path("/sys/block")).items():
         if image.startswith(str(classroom.root) + "/"):
             subprocess.run(["losetup", "-d", device], capture_output=True)
-    accounts = observe.read_accounts(Path("/etc/passwd"), {}, {})
+    accounts = facts.read_accounts(Path("/etc/passwd"), {}, {})
     for account in accounts.values():
         if account.classroom == classroom.name or account.username.startswith(classroom.prefix):
             subprocess.run(["userdel", account.username], capture_output=True)
-    groups = observe.read_groups(Path("/etc/group"))
+    groups = facts.read_groups(Path("/etc/group"))
     for group in groups:
         if group.startswith(classroom.name + "-") or group.startswith(classroom.prefix):
             subprocess.run(["groupdel", group], capture_output=True)

@@ -17,10 +17,11 @@ import requests
 import yaml
 
 from hostkit import Classroom
+from imagekit import TAG, build_test_image
 
-from reconciler import spec
+from reconciler.cli.up import stop_tree
+from reconciler.config.load import load_site
 from reconciler.hub import network
-from reconciler.up import stop_tree
 
 
 def hub_ready() -> str | None:
@@ -42,7 +43,10 @@ def free_port() -> int:
 
 
 def add_hub(room: Classroom, **settings) -> dict:
-    """Give the classroom's site.yaml a hub section on its own bridge, subnet and ports (plus ``settings``)."""
+    """Give the classroom's site.yaml a hub section on its own bridge, subnet and ports (plus ``settings``).
+
+    The hub refuses to start without its student image: the test image (built once, cached) is the default.
+    """
     site = yaml.safe_load(room.site.read_text())
     octet = random.randint(200, 250)
     site["hub"] = {
@@ -53,6 +57,7 @@ def add_hub(room: Classroom, **settings) -> dict:
         "proxy_api_port": free_port(),
         "service_port": free_port(),
         "request_timeout": 5,
+        "image": TAG,
         **settings,
     }
     room.site.write_text(yaml.safe_dump(site))
@@ -62,7 +67,7 @@ def add_hub(room: Classroom, **settings) -> dict:
 class Hub:
     def __init__(self, room: Classroom):
         self.room = room
-        self.settings = spec.load_site(room.site).hub
+        self.settings = load_site(room.site).hub
         self.url = self.settings.public_url
         self.proc: subprocess.Popen | None = None
         self.log = room.root / "hub.log"
@@ -71,6 +76,8 @@ class Hub:
         return [sys.executable, "-m", "reconciler", "hub", "--site", str(self.room.site), "-f", str(self.room.file)]
 
     def start(self, timeout: float = 60, cwd=None, env=None) -> None:
+        if self.settings.image == TAG:
+            build_test_image()  # a no-op once the image exists (cached by its inputs)
         self.proc = subprocess.Popen(self.command(), cwd=cwd, env=env, stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from reconciler import image
+from reconciler.image import build as image
 
 CACHE = Path("/var/cache/classroom-test-image")
 TAG = "classroom-student:test"

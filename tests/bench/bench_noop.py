@@ -52,9 +52,16 @@ sys.path.insert(0, str(TESTS))
 
 from hostkit import Classroom, cleanup, host_ready, make_classroom  # noqa: E402
 
-from reconciler import observe as obs  # noqa: E402
-from reconciler import render, spec  # noqa: E402
-from reconciler.plan import Policy, plan  # noqa: E402
+from reconciler.config import load as spec  # noqa: E402
+from reconciler.config.classroom import group_name  # noqa: E402
+from reconciler.core import render  # noqa: E402
+from reconciler.core.actions import Policy  # noqa: E402
+from reconciler.core.plan import plan  # noqa: E402
+from reconciler.engine.reconcile import desire  # noqa: E402
+from reconciler.host import facts as obs  # noqa: E402
+from reconciler.host.observe import observe as host_observe  # noqa: E402
+from reconciler.host.volumes import backend_for  # noqa: E402
+from reconciler.host.volumes.loop import read_volumes  # noqa: E402
 
 TARGET_N, TARGET_S = 1000, 1.0
 # A 128 MiB ext4 image holds ~17 MiB of real blocks after mkfs (the 16 MiB journal is written);
@@ -186,7 +193,7 @@ def write_roster(room: Classroom, n: int) -> None:
 def mounts_under(root: Path) -> list[str]:
     prefix = str(root) + "/"
     with open("/proc/self/mountinfo") as handle:
-        targets = [obs._unescape(line.split()[4]) for line in handle]
+        targets = [obs.unescape(line.split()[4]) for line in handle]
     return [t for t in targets if t.startswith(prefix)]
 
 
@@ -243,11 +250,11 @@ def engine_times(room: Classroom, repeat: int) -> dict[str, float]:
     for _ in range(repeat):
         t0 = time.perf_counter()
         classroom = spec.load_classroom(room.file, site)
-        desired = spec.resolve(classroom, paths)
+        desired = desire(site, classroom)
         add("load", time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        actual = obs.observe(paths)
+        actual = host_observe(paths, backend_for(site))
         t1 = time.perf_counter()
         the_plan = plan(desired, actual, policy)
         t2 = time.perf_counter()
@@ -260,15 +267,15 @@ def engine_times(room: Classroom, repeat: int) -> dict[str, float]:
         if the_plan.actions or the_plan.blocked or the_plan.refused:
             raise RuntimeError(f"in-process plan is not empty: {the_plan.summary}")
 
-        # The same reads as observe(), one at a time (mirrors reconciler/observe.py).
-        host = obs.Host()
+        # The same reads as observe(), one at a time (mirrors reconciler/host/observe.py and volumes/loop.py).
+        host = obs.HostFiles()
         t = time.perf_counter()
         groups = obs.read_groups(host.etc / "group"); add("groups", time.perf_counter() - t); t = time.perf_counter()
         shadow = obs.read_shadow(host.etc / "shadow"); add("shadow", time.perf_counter() - t); t = time.perf_counter()
         obs.read_accounts(host.etc / "passwd", groups, shadow); add("passwd", time.perf_counter() - t); t = time.perf_counter()
         loops = obs.read_loops(host.sys_block); add("loops", time.perf_counter() - t); t = time.perf_counter()
         mounts = obs.read_mounts(host.mountinfo, loops, under=str(paths.homes)); add("mounts", time.perf_counter() - t); t = time.perf_counter()
-        obs.read_volumes(paths.volumes, loops, mounts, paths.homes); add("volumes", time.perf_counter() - t); t = time.perf_counter()
+        read_volumes(paths.state / "volumes", loops, mounts, paths.homes); add("volumes", time.perf_counter() - t); t = time.perf_counter()
         obs.read_manifest(paths.manifest); add("manifest", time.perf_counter() - t)
     return {key: median(values) for key, values in samples.items()}
 
@@ -279,8 +286,8 @@ def profile_engine(room: Classroom, top: int = 18) -> str:
     policy = Policy(False, False, site.max_disable_fraction)
 
     def one_pass():
-        desired = spec.resolve(spec.load_classroom(room.file, site), site.paths)
-        render.render_text(plan(desired, obs.observe(site.paths), policy))
+        desired = desire(site, spec.load_classroom(room.file, site))
+        render.render_text(plan(desired, host_observe(site.paths, backend_for(site)), policy))
 
     one_pass()  # warm
     profiler = cProfile.Profile()
@@ -331,13 +338,13 @@ def ensure_ansible() -> str:
 
 def ansible_setup(room: Classroom) -> tuple[list[str], dict]:
     """Playbook + vars matching the accounts reconcile created (GECOS, groups, home, shell)."""
-    from reconciler import accounts, layout  # the same conventions the drivers use
+    from reconciler.core.desired import SHELL  # the same conventions the drivers use
 
     site = spec.load_site(room.site)
-    desired = spec.resolve(spec.load_classroom(room.file, site), site.paths)
-    users = [{"name": m.username, "comment": accounts.gecos(m.name, desired.classroom),
-              "group": spec.group_name(desired.classroom, m.role), "home": str(site.paths.home(m.username)),
-              "shell": layout.SHELL} for m in desired.members]
+    desired = desire(site, spec.load_classroom(room.file, site))
+    users = [{"name": m.username, "comment": obs.gecos(m.name, desired.classroom),
+              "group": group_name(desired.classroom, m.role), "home": str(site.paths.home(m.username)),
+              "shell": SHELL} for m in desired.members]
     work = room.root / "ansible"
     (work / "tmp").mkdir(parents=True, exist_ok=True)
     (work / "playbook.yml").write_text(PLAYBOOK)
@@ -427,8 +434,8 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
         print("  dry-run times with a bytecode cache: " + " ".join(f"{t:.3f}" for t in row.dry_cached), flush=True)
 
         for key, argv, env in (("python", [sys.executable, "-c", "pass"], None),
-                               ("imports", [sys.executable, "-c", "import reconciler.cli"], None),
-                               ("imports_cached", [sys.executable, "-c", "import reconciler.cli"], cached)):
+                               ("imports", [sys.executable, "-c", "import reconciler.cli.main"], None),
+                               ("imports_cached", [sys.executable, "-c", "import reconciler.cli.main"], cached)):
             row.startup[key] = median([run(argv, env=env).seconds for _ in range(args.repeat)])
         row.engine = engine_times(room, args.repeat)
         row.load = f"{load_before:.2f} before apply, {os.getloadavg()[0]:.2f} after the timings"

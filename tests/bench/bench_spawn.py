@@ -48,7 +48,7 @@ from hubkit import Hub, add_hub, free_port, hub_ready, xsrf  # noqa: E402
 from imagekit import TAG, build_test_image, image_unavailable  # noqa: E402
 
 from reconciler.hub.launch import proxy_env  # noqa: E402
-from reconciler.spec import group_name  # noqa: E402
+from reconciler.config.classroom import group_name  # noqa: E402
 
 TARGET_RATIO = 1.05
 

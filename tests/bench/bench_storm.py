@@ -52,7 +52,7 @@ from hostkit import cleanup, host_ready, make_classroom  # noqa: E402
 from hubkit import Hub, add_hub, hub_ready  # noqa: E402
 from imagekit import TAG, build_test_image, image_unavailable  # noqa: E402
 
-from reconciler import spec  # noqa: E402
+from reconciler.config.load import load_site  # noqa: E402
 from reconciler.hub.config import configure  # noqa: E402
 from reconciler.hub.spawner import ClassroomSpawner  # noqa: E402
 
@@ -106,7 +106,7 @@ class SlotsHub(Hub):
 
     WRAPPER = ("import os, sys; real, extra = os.execve, sys.argv.pop(); "
                "os.execve = lambda path, argv, env: real(path, [*argv, extra], env); "
-               "from reconciler.cli import main; sys.exit(main(sys.argv[1:]))")
+               "from reconciler.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
     def __init__(self, room, slots: int):
         super().__init__(room)
@@ -119,7 +119,7 @@ class SlotsHub(Hub):
 
 def effective_settings(room, slots_override: int | None = None) -> str:
     c = Config()
-    configure(c, spec.load_site(room.site), room.file)
+    configure(c, load_site(room.site), room.file)
     slots = c.ClassroomSpawner.get("start_slots", ClassroomSpawner.class_traits()["start_slots"].default())
     if slots_override:
         slots = f"{slots_override} (EXPERIMENT: --ClassroomSpawner.start_slots={slots_override}; default {slots})"

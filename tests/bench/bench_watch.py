@@ -97,7 +97,7 @@ def main() -> int:
             if edit % 2 == 0:
                 index = edit // 2
                 students[index] = {**students[index], "disk": "256Mi"}
-                image = room.paths.image(students[index]["username"])
+                image = room.volumes.image(students[index]["username"])
                 t0 = save(room, students)
                 wait(lambda image=image: image.stat().st_size == 256 * 1024 * 1024)
                 latencies["quota"].append(time.monotonic() - t0)

@@ -22,7 +22,7 @@ import requests  # noqa: E402
 
 from hubkit import xsrf  # noqa: E402
 
-from reconciler.containers import LABEL_CLASSROOM, LABEL_USER  # noqa: E402
+from reconciler.host.containers import LABEL_CLASSROOM, LABEL_USER  # noqa: E402
 
 CGROUP = Path("/sys/fs/cgroup")
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -17,9 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hostkit import cleanup, host_ready, make_classroom
-from reconciler import cli, spec
-from reconciler.observe import observe
-from reconciler.plan import Policy, is_disabled, is_enabled, plan
+from reconciler.cli import main as cli  # the module: cli.main([...])
+from reconciler.config.load import load_classroom, load_site
+from reconciler.config.sizes import parse_size
+from reconciler.core.actions import Policy
+from reconciler.core.actual import is_disabled, is_enabled
+from reconciler.core.plan import plan
+from reconciler.engine.reconcile import desire
 
 pytestmark = pytest.mark.skipif(host_ready() is not None, reason=host_ready() or "")
 
@@ -43,9 +47,9 @@ def write(room, edit):
 
 
 def check_matches(room, edit):
-    site = spec.load_site(room.site)
-    desired = spec.resolve(spec.load_classroom(room.file, site), site.paths)
-    actual = observe(site.paths)
+    site = load_site(room.site)
+    desired = desire(site, load_classroom(room.file, site))
+    actual = room.observe()
     leftover = plan(desired, actual, Policy(allow_destroy=True, allow_mass_disable=True))
     assert leftover.empty, [a.to_json() for a in leftover.actions] + [n.message for n in leftover.blocked]
     for name, p in edit.items():
@@ -56,7 +60,7 @@ def check_matches(room, edit):
             group = f"{room.name}-{'teachers' if p['role'] == 'teacher' else 'students'}"
             assert account is not None and is_enabled(account, actual.today) and account.groups == {group}
             assert home in actual.mounts and actual.mounts[home].owner == (account.uid, account.gid, 0o700)
-            assert actual.volumes[user].size == spec.parse_size(p["disk"]) == actual.volumes[user].fs.size
+            assert actual.volumes[user].size == parse_size(p["disk"]) == actual.volumes[user].fs.size
         elif p["status"] == "purged":
             assert account is None and user not in actual.volumes
         else:

@@ -10,7 +10,7 @@ import yaml
 
 from hostkit import host_ready
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GITOPS = ROOT / "examples" / "gitops"
 
 

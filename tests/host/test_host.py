@@ -15,8 +15,8 @@ from pathlib import Path
 import pamela
 import pytest
 
-from reconciler import observe
-from reconciler.sizes import MiB
+from reconciler.config.sizes import MiB
+from reconciler.host import facts
 
 SIZE = 128 * MiB
 
@@ -64,7 +64,7 @@ def test_create_then_second_pass_changes_nothing(classroom):
         assert entry.pw_shell == "/usr/sbin/nologin"
         assert entry.pw_gecos.endswith(f",,,,classroom={room.name}")
         assert entry.pw_dir == str(room.paths.home(user))
-        assert user in observe.read_groups(Path("/etc/group"))[group].members
+        assert user in facts.read_groups(Path("/etc/group"))[group].members
         home = room.paths.home(user)
         st = os.stat(home)
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (entry.pw_uid, entry.pw_gid, 0o700)
@@ -77,7 +77,7 @@ def test_create_then_second_pass_changes_nothing(classroom):
     assert volumes[room.user("ann")].size == SIZE and volumes[room.user("bob")].size == 2 * SIZE
     assert volumes[room.user("tea")].allocated < SIZE  # sparse: only what mkfs wrote
     manifest = room.paths.manifest.read_text()
-    assert f"{room.paths.image(room.user('ann'))} {room.paths.home(room.user('ann'))} ext4 " in manifest
+    assert f"{room.volumes.image(room.user('ann'))} {room.paths.home(room.user('ann'))} ext4 " in manifest
     assert stat.S_IMODE(room.paths.outbox.stat().st_mode) == 0o700
 
 
@@ -118,7 +118,7 @@ def test_removing_a_student_disables_and_keeps_files_then_reenable(classroom):
     assert account.locked and account.expire_day is not None
     assert str(room.paths.home(ann)) not in actual.mounts
     assert str(room.paths.home(ann)) not in room.paths.manifest.read_text()
-    assert room.paths.image(ann).exists() and actual.volumes[ann].loop is None
+    assert room.volumes.image(ann).exists() and actual.volumes[ann].loop is None
     assert not login_ok(ann, password)
     # the bare mount point is root's and closed: nothing lands on the host disk by mistake
     st = os.stat(room.paths.home(ann))
@@ -198,7 +198,7 @@ def test_purge_needs_a_tombstone_and_the_flag(classroom):
     assert done.returncode == 0, done.stderr
     with pytest.raises(KeyError):
         pwd.getpwnam(ann)
-    assert not room.paths.image(ann).exists()
+    assert not room.volumes.image(ann).exists()
     assert not (room.paths.outbox / f"{ann}.json").exists()
     assert room.cli("--dry-run", "--allow-destroy").returncode == 0
 
@@ -289,8 +289,8 @@ def test_drift_is_shown_apart_and_repaired(classroom):
 def test_one_failing_student_does_not_stop_the_others(classroom):
     room = classroom
     room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}])
-    room.paths.volumes.mkdir(parents=True)
-    room.paths.partial(room.user("bob")).mkdir()  # a directory where bob's image must go
+    room.volumes.directory.mkdir(parents=True)
+    room.volumes.partial(room.user("bob")).mkdir()  # a directory where bob's image must go
     out = room.cli()
     assert out.returncode == 1
     assert f"failed: {room.user('bob')}" in out.stderr
@@ -302,7 +302,7 @@ def test_one_failing_student_does_not_stop_the_others(classroom):
     assert results[("volume", room.user("bob"))] == "failed"
     assert results[("mount", room.user("bob"))] == "skipped"
 
-    room.paths.partial(room.user("bob")).rmdir()
+    room.volumes.partial(room.user("bob")).rmdir()
     assert room.cli().returncode == 0
     assert room.cli("--dry-run").returncode == 0
 
@@ -310,12 +310,12 @@ def test_one_failing_student_does_not_stop_the_others(classroom):
 def test_blocked_student_is_skipped_others_proceed(classroom):
     room = classroom
     room.write([{"username": "ann"}, {"username": "bob"}])
-    room.paths.volumes.mkdir(parents=True)
-    room.paths.image(room.user("ann")).write_bytes(b"not ext4 but someone's data" * 1000)
+    room.volumes.directory.mkdir(parents=True)
+    room.volumes.image(room.user("ann")).write_bytes(b"not ext4 but someone's data" * 1000)
     out = room.cli()
     assert out.returncode == 1
     assert "never formatted automatically" in out.stdout
-    assert room.paths.image(room.user("ann")).read_bytes().startswith(b"not ext4")
+    assert room.volumes.image(room.user("ann")).read_bytes().startswith(b"not ext4")
     assert str(room.paths.home(room.user("bob"))) in room.observe().mounts
 
 

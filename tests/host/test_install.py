@@ -11,7 +11,7 @@ import pytest
 
 from imagekit import CACHE, TAG, build_test_image, image_unavailable
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REASON = image_unavailable()
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
 

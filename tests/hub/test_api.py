@@ -17,7 +17,7 @@ import yaml
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready, xsrf
 
-from reconciler import journal
+from reconciler.engine import journal
 
 pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
 

@@ -16,7 +16,7 @@ import pytest
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready, server_of, start_server, stop_server
 from imagekit import TAG, build_test_image, image_unavailable, make_tiny_wheel
-from reconciler.sizes import MiB
+from reconciler.config.sizes import MiB
 
 REASON = host_ready() or hub_ready() or image_unavailable()
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
@@ -224,7 +224,7 @@ def test_teacher_is_admin_and_can_write_the_shared_folder(env):
 
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update"]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def test_real_browser_logs_in_and_sees_jupyterlab(env):

@@ -87,7 +87,7 @@ def test_demoted_teacher_loses_admin(hubroom):
     room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "tea"}])
     out = room.cli()
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "~ hub-user" in out.stdout
+    assert "- hub-user" in out.stdout and "without admin rights" in out.stdout  # forgotten, as the plan says
     assert hub.login(tea, password(room, "tea"))
     assert admin_of(hub, tea) is False
     assert room.cli("--dry-run").returncode == 0

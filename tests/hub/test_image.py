@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import image, system
+from reconciler.host import run as system
+from reconciler.image import build as image
 
 from imagekit import CACHE, TAG, build_test_image, image_unavailable, make_tiny_wheel
 UID = GID = 12345  # nobody in the image's /etc/passwd

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
 
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update"]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 MiB = 1024**2
 
 

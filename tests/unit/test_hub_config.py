@@ -4,10 +4,10 @@ from pathlib import Path
 
 from traitlets.config import Config
 
-from reconciler import spec
+from reconciler.config.load import load_site
 from reconciler.hub import config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def build(tmp_path):
@@ -15,7 +15,7 @@ def build(tmp_path):
     site_file = tmp_path / "site.yaml"
     site_file.write_text("state_dir: state\nhub:\n  token_file: token\n  subnet: 172.31.240.0/24\n"
                          "  cull_idle_timeout: 1800\n  proxy_api_port: 18001\n")
-    site = spec.load_site(site_file)
+    site = load_site(site_file)
     c = Config()
     config.configure(c, site, ROOT / "examples" / "classroom.yaml")
     return c, site
@@ -58,7 +58,7 @@ def test_network_layout(tmp_path):
     c, site = build(tmp_path)
     assert c.JupyterHub.hub_bind_url == "http://172.31.240.1:8081"  # the bridge gateway only
     assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:18001"  # loopback only
-    assert config.hub_api_url(site.hub) == "http://172.31.240.1:8081/hub/api"
+    assert site.hub.api_endpoint == "http://172.31.240.1:8081/hub/api"
     assert c.DockerSpawner.remove is True and c.DockerSpawner.pull_policy == "never"
     assert c.Spawner.default_url == "/lab"
     assert c.JupyterHub.cleanup_servers is False
@@ -71,6 +71,6 @@ def test_storm_limits_grow_with_the_class(tmp_path):
 
 
 def test_example_site_is_valid():
-    site = spec.load_site(ROOT / "examples" / "site.yaml")
+    site = load_site(ROOT / "examples" / "site.yaml")
     assert site.hub is not None and site.hub.image == "classroom-student:latest"
     assert site.hub.shared_dir == Path("/srv/classroom/shared")

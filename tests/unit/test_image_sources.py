@@ -2,7 +2,7 @@
 
 import pytest
 
-from reconciler import image
+from reconciler.image import build as image
 
 
 def test_deb822_sources(tmp_path, monkeypatch):

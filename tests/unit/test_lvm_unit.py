@@ -7,14 +7,22 @@ import json
 from pathlib import Path
 from types import MappingProxyType
 
-from reconciler import lvm
-from reconciler.layout import Paths
-from reconciler.observe import Account, Actual, Filesystem, Group, ManifestEntry, Mount
-from reconciler.plan import plan
-from reconciler.sizes import MiB
-from reconciler.spec import Desired, Member
+from driverkit import RecordingRunner
 
-PATHS = Paths(Path("/s"), Path("/h"), "lvm", "class")
+from reconciler.config.site import Paths
+from reconciler.config.sizes import MiB
+from reconciler.core.actual import Account, Actual, Filesystem, Group, ManifestEntry, Mount
+from reconciler.core.desired import Desired as _Desired
+from reconciler.core.desired import Member
+from reconciler.core.plan import plan
+from reconciler.host.volumes import lvm
+
+PATHS = Paths(Path("/s"), Path("/h"))
+LAYOUT = lvm.LvmLayout("class")
+
+
+def Desired(classroom, members, paths):  # noqa: N802 - the same call as before, with the LVM layout
+    return _Desired(classroom, members, paths, LAYOUT)
 EXTENT = 4 * MiB
 
 
@@ -23,8 +31,8 @@ def test_lv_names_are_legal_and_reversible():
     assert lvm.lv_name("x_tmeta") == "home-x+tmeta"  # LVM reserves _tmeta inside names
     assert lvm.username_of(lvm.lv_name("a_b-c")) == "a_b-c"
     assert lvm.username_of("swap") is None
-    assert PATHS.source("ann") == Path("/dev/class/home-ann")
-    assert PATHS.mount_options == "nodev,nosuid,noatime"
+    assert LAYOUT.source("ann") == "/dev/class/home-ann"
+    assert LAYOUT.mount_options == "nodev,nosuid,noatime"
 
 
 def report(rows, key="lv"):
@@ -45,15 +53,11 @@ LVS = [
 
 
 def test_one_lvs_call_builds_every_volume():
-    calls = []
-
-    def runner(argv):
-        calls.append(argv[0])
-        return report(LVS) if argv[0] == "lvs" else report([{"vg_name": "class", "vg_extent_size": str(EXTENT),
-                                                              "vg_size": "1", "vg_free": "1"}], "vg")
+    runner = RecordingRunner(lambda argv: report(LVS) if argv[0] == "lvs" else report(
+        [{"vg_name": "class", "vg_extent_size": str(EXTENT), "vg_size": "1", "vg_free": "1"}], "vg"))
     lvs = lvm.read_lvs("class", runner)
     assert lvm.read_vg("class", runner)["extent"] == EXTENT
-    assert calls == ["lvs", "vgs"]
+    assert [call[0] for call in runner.calls] == ["lvs", "vgs"]
     assert lvm.device_aliases(lvs) == {"253:0": "/dev/class/home-ann", "253:2": "/dev/class/home-cat",
                                        "253:3": "/dev/class/root"}
     volumes = lvm.volumes_from(lvs, {}, PATHS, superblock=lambda p: Filesystem(128 * MiB, 100 * MiB))
@@ -86,7 +90,7 @@ def test_new_person_gets_an_lv_rounded_to_extents():
     actual = snapshot({})
     result = plan(Desired("c", (member("ann", disk=150 * MiB),), PATHS), actual)
     volume = next(a for a in result.actions if a.kind == "volume")
-    assert volume.after["size"] == 152 * MiB and volume.after["path"] == "/dev/class/home-ann"
+    assert volume.after.size == 152 * MiB and volume.after.path == "/dev/class/home-ann"
     manifest = next(a for a in result.actions if a.kind == "manifest")
     assert manifest.after == "/dev/class/home-ann /h/ann"
 
@@ -110,7 +114,7 @@ def test_disable_deactivates_after_unmounting_and_reenable_mounts_an_inactive_lv
                                                           ("disable", "account")]
     # an LV left active without its mount is deactivated (the unmount driver normally does it)
     leftover = snapshot(active, [], [], {"ann": account("ann", 1001, locked=True)})
-    assert [(a.op, a.kind, a.after) for a in plan(Desired("c", (member("ann", status="disabled"),), PATHS),
+    assert [(a.op, a.kind, a.to_json()["after"]) for a in plan(Desired("c", (member("ann", status="disabled"),), PATHS),
                                                   leftover).actions] == [("disable", "volume", {"active": False})]
     inactive = lvm.volumes_from([{**LVS[0], "lv_active": ""}], {}, PATHS)
     reenable = plan(Desired("c", (member("ann"),), PATHS), snapshot(inactive, [], [],
@@ -123,7 +127,7 @@ def test_disable_deactivates_after_unmounting_and_reenable_mounts_an_inactive_lv
 def test_thin_pools_refuse_overcommit_beyond_the_ratio():
     from dataclasses import replace
 
-    from reconciler.plan import Policy
+    from reconciler.core.actions import Policy
 
     people = tuple(member(n) for n in ("ann", "bob", "cat"))  # 3 x 128 MiB
     actual = replace(snapshot({}), thin_pool_size=256 * MiB)

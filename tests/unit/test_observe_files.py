@@ -1,4 +1,4 @@
-"""observe.py's parsers on fixture files: /etc, mountinfo, sysfs loop devices, ext4 superblocks, the manifest.
+"""The host's parsers (host/facts.py) and the batch observe on fixture files: /etc, mountinfo, sysfs loop devices, ext4 superblocks, the manifest.
 
 Nothing here touches the host: every source is a file under tmp_path (mkfs.ext4
 formats a regular file, which needs no root and no loop device).
@@ -16,9 +16,25 @@ from types import MappingProxyType
 
 import pytest
 
-from reconciler import layout, observe
-from reconciler.layout import Paths
-from reconciler.observe import Account, Filesystem, Group, Host, ManifestEntry
+from reconciler.config.site import Paths
+from reconciler.core.actual import Account, Filesystem, Group, ManifestEntry
+from reconciler.core.desired import REQUIRED_MOUNT_FLAGS
+from reconciler.host import facts
+from reconciler.host import observe as host_observe
+from reconciler.host.facts import HostFiles as Host
+from reconciler.host.run import Runner
+from reconciler.host.volumes import loop
+
+
+class _Observe:
+    """The batch observe with the loop backend, reading the same fixture files."""
+
+    @staticmethod
+    def observe(paths: Paths, files: Host):
+        return host_observe.observe(paths, loop.LoopBackend(paths, Runner(), files), files)
+
+
+observe = _Observe()
 
 MiB = 1024**2
 DAY = 86400
@@ -103,8 +119,8 @@ def fake_loop(sys_block: Path, name: str, backing: str | None) -> None:
 @pytest.fixture
 def accounts(tmp_path: Path) -> dict[str, Account]:
     etc = write_etc(tmp_path)
-    groups = observe.read_groups(etc / "group")
-    return observe.read_accounts(etc / "passwd", groups, observe.read_shadow(etc / "shadow"))
+    groups = facts.read_groups(etc / "group")
+    return facts.read_accounts(etc / "passwd", groups, facts.read_shadow(etc / "shadow"))
 
 
 @pytest.mark.parametrize("gecos,expected", [
@@ -117,11 +133,11 @@ def accounts(tmp_path: Path) -> dict[str, Account]:
     ("", ("", None)),
 ])
 def test_parse_gecos(gecos, expected) -> None:
-    assert observe.parse_gecos(gecos) == expected
+    assert facts.parse_gecos(gecos) == expected
 
 
 def test_read_groups(tmp_path: Path) -> None:
-    groups = observe.read_groups(write_etc(tmp_path) / "group")
+    groups = facts.read_groups(write_etc(tmp_path) / "group")
     assert set(groups) == {"root", "py101-students", "py101-teachers", "docker", "alice"}
     assert groups["py101-students"] == Group("py101-students", 2001, frozenset({"alice", "bob"}))
     assert groups["py101-teachers"].members == frozenset()
@@ -129,7 +145,7 @@ def test_read_groups(tmp_path: Path) -> None:
 
 
 def test_read_shadow(tmp_path: Path) -> None:
-    shadow = observe.read_shadow(write_etc(tmp_path) / "shadow")
+    shadow = facts.read_shadow(write_etc(tmp_path) / "shadow")
     assert shadow["alice"] == ("$y$j9T$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", None)
     assert shadow["bob"] == ("!$y$j9T$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", 1)
     assert shadow["wei"] == ("", 20000)
@@ -175,14 +191,14 @@ def test_supplementary_groups_from_etc_group(accounts) -> None:
 
 
 def test_missing_etc_files_mean_empty(tmp_path: Path) -> None:
-    assert observe.read_groups(tmp_path / "nope") == {}
-    assert observe.read_shadow(tmp_path / "nope") == {}
-    assert observe.read_accounts(tmp_path / "nope", {}, {}) == {}
+    assert facts.read_groups(tmp_path / "nope") == {}
+    assert facts.read_shadow(tmp_path / "nope") == {}
+    assert facts.read_accounts(tmp_path / "nope", {}, {}) == {}
 
 
 def test_account_without_group_file_has_no_groups(tmp_path: Path) -> None:
     etc = write_etc(tmp_path)
-    accounts = observe.read_accounts(etc / "passwd", {}, observe.read_shadow(etc / "shadow"))
+    accounts = facts.read_accounts(etc / "passwd", {}, facts.read_shadow(etc / "shadow"))
     assert accounts["bob"].groups == frozenset()
     assert accounts["bob"].locked
 
@@ -198,7 +214,7 @@ def test_read_loops(tmp_path: Path) -> None:
     fake_loop(sys_block, "loop98768", None)  # a free loop device: no loop/ directory
     (sys_block / "loop98769" / "loop").mkdir(parents=True)  # no backing_file
     fake_loop(sys_block, "sda", None)
-    assert observe.read_loops(sys_block) == {
+    assert facts.read_loops(sys_block) == {
         "/s/volumes/alice.img": "/dev/loop98765",
         "/s/volumes/bob.img": "/dev/loop98766",
         "/s/volumes/with space.img": "/dev/loop98767",
@@ -206,7 +222,7 @@ def test_read_loops(tmp_path: Path) -> None:
 
 
 def test_read_loops_without_sysfs(tmp_path: Path) -> None:
-    assert observe.read_loops(tmp_path / "missing") == {}
+    assert facts.read_loops(tmp_path / "missing") == {}
 
 
 # --- mountinfo ------------------------------------------------------------------------------------------
@@ -233,7 +249,7 @@ def test_read_mounts(tmp_path: Path) -> None:
         "",
     ]))
     loops = {"/s/volumes/alice.img": "/dev/loop3"}
-    mounts = observe.read_mounts(mountinfo, loops, under=str(homes))
+    mounts = facts.read_mounts(mountinfo, loops, under=str(homes))
 
     assert set(mounts) == {f"{homes}/alice", f"{homes}/with space", f"{homes}/tab\there", f"{homes}/alice/nested"}
     alice = mounts[f"{homes}/alice"]
@@ -252,8 +268,8 @@ def test_read_mounts(tmp_path: Path) -> None:
 def test_read_mounts_trailing_slash_on_under(tmp_path: Path) -> None:
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text("31 30 7:3 / /h/alice rw - ext4 /dev/loop3 rw\n30 22 0:50 / /h rw - tmpfs tmpfs rw\n")
-    assert set(observe.read_mounts(mountinfo, {}, under="/h/")) == {"/h/alice"}
-    assert set(observe.read_mounts(mountinfo, {}, under="/h")) == {"/h/alice"}
+    assert set(facts.read_mounts(mountinfo, {}, under="/h/")) == {"/h/alice"}
+    assert set(facts.read_mounts(mountinfo, {}, under="/h")) == {"/h/alice"}
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -264,13 +280,13 @@ def test_read_mounts_trailing_slash_on_under(tmp_path: Path) -> None:
     ("/h/trailing\\04", "/h/trailing\\04"),  # not a full escape: kept as written
 ])
 def test_unescape(text, expected) -> None:
-    assert observe._unescape(text) == expected
+    assert facts.unescape(text) == expected
 
 
 def test_escape_round_trips() -> None:
     for text in ("/h/a b", "/h/a\tb\nc\\d", "/h/plain"):
-        assert observe._unescape(observe.escape(text)) == text
-    assert observe.escape("/h/a b") == "/h/a\\040b"
+        assert facts.unescape(facts.escape(text)) == text
+    assert facts.escape("/h/a b") == "/h/a\\040b"
 
 
 # --- ext4 superblocks -----------------------------------------------------------------------------------
@@ -288,7 +304,7 @@ def _dumpe2fs(path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("features", [(), ("-O", "64bit"), ("-O", "^64bit")], ids=["default", "64bit", "32bit"])
 def test_read_superblock_of_real_ext4(tmp_path: Path, features) -> None:
     image = make_ext4(tmp_path / "a.img", IMAGE_SIZE, *features)
-    fs = observe.read_superblock(str(image))
+    fs = facts.read_superblock(str(image))
     assert fs is not None
     assert fs.size == IMAGE_SIZE
     assert 0 < fs.free < fs.size
@@ -304,25 +320,25 @@ def test_read_superblock_follows_resize_of_the_filesystem(tmp_path: Path) -> Non
     with open(image, "r+b") as handle:
         handle.truncate(2 * IMAGE_SIZE)  # the image grew, the filesystem did not
     assert image.stat().st_size == 2 * IMAGE_SIZE
-    assert observe.read_superblock(str(image)).size == IMAGE_SIZE
+    assert facts.read_superblock(str(image)).size == IMAGE_SIZE
 
 
 def test_read_superblock_of_zero_file_is_none(tmp_path: Path) -> None:
-    assert observe.read_superblock(str(sparse(tmp_path / "zero.img"))) is None
+    assert facts.read_superblock(str(sparse(tmp_path / "zero.img"))) is None
 
 
 def test_read_superblock_of_short_or_missing_file_is_none(tmp_path: Path) -> None:
     short = tmp_path / "short.img"
     short.write_bytes(b"\0" * 1100)
-    assert observe.read_superblock(str(short)) is None
-    assert observe.read_superblock(str(tmp_path / "missing.img")) is None
+    assert facts.read_superblock(str(short)) is None
+    assert facts.read_superblock(str(tmp_path / "missing.img")) is None
 
 
 def _superblock(blocks_lo: int, free_lo: int, log_block: int, incompat: int, blocks_hi: int, free_hi: int) -> bytes:
     sb = bytearray(1024)
     struct.pack_into("<III", sb, 0x04, blocks_lo, 0, free_lo)
     struct.pack_into("<I", sb, 0x18, log_block)
-    struct.pack_into("<H", sb, 0x38, observe.EXT4_MAGIC)
+    struct.pack_into("<H", sb, 0x38, facts.EXT4_MAGIC)
     struct.pack_into("<I", sb, 0x60, incompat)
     struct.pack_into("<I", sb, 0x150, blocks_hi)
     struct.pack_into("<I", sb, 0x158, free_hi)
@@ -336,7 +352,7 @@ def _superblock(blocks_lo: int, free_lo: int, log_block: int, incompat: int, blo
 def test_read_superblock_64bit_fields(tmp_path: Path, incompat, expected) -> None:
     path = tmp_path / "synthetic.img"
     path.write_bytes(_superblock(10, 5, 2, incompat, 1, 2))
-    assert observe.read_superblock(str(path)) == expected
+    assert facts.read_superblock(str(path)) == expected
 
 
 def test_read_superblock_wrong_magic(tmp_path: Path) -> None:
@@ -344,7 +360,7 @@ def test_read_superblock_wrong_magic(tmp_path: Path) -> None:
     struct.pack_into("<H", data, 1024 + 0x38, 0xEF54)
     path = tmp_path / "bad.img"
     path.write_bytes(bytes(data))
-    assert observe.read_superblock(str(path)) is None
+    assert facts.read_superblock(str(path)) is None
 
 
 # --- the manifest ---------------------------------------------------------------------------------------
@@ -361,15 +377,15 @@ def test_read_manifest(tmp_path: Path) -> None:
         "   # indented comment\n"
         "/s/volumes/carol.img\t/h/carol\text4\tloop,nodev\n"
     )
-    assert observe.read_manifest(manifest) == {
-        "/h/alice": ManifestEntry("/s/volumes/alice.img", "/h/alice", "ext4", layout.MOUNT_OPTIONS),
+    assert facts.read_manifest(manifest) == {
+        "/h/alice": ManifestEntry("/s/volumes/alice.img", "/h/alice", "ext4", loop.MOUNT_OPTIONS),
         "/h/odd name": ManifestEntry("/s/volumes/odd name.img", "/h/odd name", "ext4", "loop"),
         "/h/carol": ManifestEntry("/s/volumes/carol.img", "/h/carol", "ext4", "loop,nodev"),
     }
 
 
 def test_read_manifest_missing_is_empty(tmp_path: Path) -> None:
-    assert observe.read_manifest(tmp_path / "mounts.fstab") == {}
+    assert facts.read_manifest(tmp_path / "mounts.fstab") == {}
 
 
 # --- observe() end to end ---------------------------------------------------------------------------------
@@ -381,7 +397,7 @@ def host(tmp_path: Path):
     if MKFS is None:
         pytest.skip("mkfs.ext4 (e2fsprogs) is not installed")
     paths = Paths(tmp_path / "state", tmp_path / "homes")
-    volumes = paths.volumes
+    volumes = loop.layout(paths).directory
     make_ext4(volumes / "alice.img")                    # unmounted, detached
     sparse(volumes / "bob.img.partial")                 # creation interrupted
     make_ext4(volumes / "carol.img")                    # attached to a loop device and mounted
@@ -411,8 +427,8 @@ def host(tmp_path: Path):
         f"43 22 0:50 / {h}x/not-ours rw - tmpfs tmpfs rw",
     ]) + "\n")
     paths.manifest.write_text(
-        f"{volumes}/carol.img {paths.homes}/carol ext4 {layout.MOUNT_OPTIONS} 0 0\n"
-        f"{volumes}/alice.img {paths.homes}/alice ext4 {layout.MOUNT_OPTIONS} 0 0\n")
+        f"{volumes}/carol.img {paths.homes}/carol ext4 {loop.MOUNT_OPTIONS} 0 0\n"
+        f"{volumes}/alice.img {paths.homes}/alice ext4 {loop.MOUNT_OPTIONS} 0 0\n")
     etc = write_etc(tmp_path)
     clock = TODAY * DAY + DAY - 1  # last second of the day
     return paths, Host(etc=etc, mountinfo=mountinfo, sys_block=sys_block, clock=lambda: clock)
@@ -421,10 +437,10 @@ def host(tmp_path: Path):
 def test_observe_end_to_end(host) -> None:
     paths, fake = host
     actual = observe.observe(paths, fake)
-    volumes = paths.volumes
+    volumes = loop.layout(paths).directory
 
     assert actual.today == TODAY
-    assert actual.volume_step == layout.LOOP_VOLUME_STEP
+    assert actual.volume_step == loop.VOLUME_STEP
     assert set(actual.accounts) == {"root", "alice", "bob", "carol", "svc", "eve", "wei", "noshadow"}
     assert actual.accounts["bob"].groups == frozenset({"py101-students", "docker"})
     assert actual.groups["py101-teachers"].gid == 2002
@@ -450,15 +466,15 @@ def test_observe_end_to_end(host) -> None:
     assert set(actual.mounts) == {f"{paths.homes}/carol", f"{paths.homes}/gina", f"{paths.homes}/odd one"}
     carol_mount = actual.mounts[f"{paths.homes}/carol"]
     assert carol_mount.source == str(volumes / "carol.img")
-    assert layout.REQUIRED_MOUNT_FLAGS <= carol_mount.options
+    assert REQUIRED_MOUNT_FLAGS <= carol_mount.options
     assert carol_mount.owner == (os.getuid(), os.getgid(), 0o700)
     gina_mount = actual.mounts[f"{paths.homes}/gina"]
     assert gina_mount.source == str(volumes / "gina.img")
-    assert not layout.REQUIRED_MOUNT_FLAGS <= gina_mount.options
+    assert not REQUIRED_MOUNT_FLAGS <= gina_mount.options
 
     assert set(actual.manifest) == {f"{paths.homes}/carol", f"{paths.homes}/alice"}
     assert actual.manifest[f"{paths.homes}/alice"] == ManifestEntry(
-        str(volumes / "alice.img"), f"{paths.homes}/alice", "ext4", layout.MOUNT_OPTIONS)
+        str(volumes / "alice.img"), f"{paths.homes}/alice", "ext4", loop.MOUNT_OPTIONS)
 
 
 def test_observe_mounted_volume_used_comes_from_statvfs(host) -> None:

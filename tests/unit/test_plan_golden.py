@@ -14,11 +14,35 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from reconciler import layout
-from reconciler.layout import Paths
-from reconciler.observe import Account, Actual, Filesystem, Group, ManifestEntry, Mount, Volume
-from reconciler.plan import Action, Note, Plan, Policy, plan, thaw
-from reconciler.spec import Classroom, Desired, Member, resolve
+from reconciler.config.classroom import Classroom
+from reconciler.config.site import Paths
+from reconciler.core.actions import (
+    AccountFields,
+    Action,
+    InvalidAction,
+    Kind,
+    Note,
+    Op,
+    Plan,
+    Policy,
+    VolumeFields,
+    thaw,
+)
+from reconciler.core.actual import (
+    Account,
+    Actual,
+    Container,
+    Filesystem,
+    Group,
+    HubState,
+    HubUser,
+    ManifestEntry,
+    Mount,
+    Volume,
+)
+from reconciler.core.desired import Desired, Member, resolve
+from reconciler.core.plan import plan
+from reconciler.host.volumes import loop
 
 MiB = 1024**2
 GiB = 1024**3
@@ -27,6 +51,7 @@ C = "py101"
 STUDENTS = "py101-students"
 TEACHERS = "py101-teachers"
 PATHS = Paths(Path("/s"), Path("/h"))
+LAYOUT = loop.layout(PATHS)  # the loop backend's naming: images under /s/volumes
 SHELL = "/usr/sbin/nologin"
 USED = 100 * MiB
 UIDS = {"alice": 1001, "bob": 1002, "carol": 1003, "dave": 1004, "erin": 1005, "tina": 1010}
@@ -44,7 +69,7 @@ def member(username: str, *, name: str | None = None, role: str = "student", sta
 
 
 def desired(*members: Member) -> Desired:
-    return Desired(C, tuple(members), PATHS)
+    return Desired(C, tuple(members), PATHS, LAYOUT)
 
 
 # --- actual ----------------------------------------------------------------------------------------
@@ -117,12 +142,12 @@ def mount(username: str, *, options: tuple[str, ...] = ("rw", "nodev", "nosuid",
     )
 
 
-def entry(username: str, *, options: str = layout.MOUNT_OPTIONS) -> ManifestEntry:
+def entry(username: str, *, options: str = loop.MOUNT_OPTIONS) -> ManifestEntry:
     return ManifestEntry(image(username), home(username), "ext4", options)
 
 
 def snapshot(*, accounts=(), groups=(STUDENTS, TEACHERS), volumes=(), mounts=(), manifest=(), today: int = TODAY,
-             volume_step: int = layout.LOOP_VOLUME_STEP, extra_groups=()) -> Actual:
+             volume_step: int = loop.VOLUME_STEP, extra_groups=()) -> Actual:
     group_list = [group(g) for g in groups] + [group(g) for g in extra_groups]
     return Actual(
         accounts=MappingProxyType({a.username: a for a in accounts}),
@@ -159,6 +184,25 @@ def converged(*people: Member, **overrides: Any) -> Actual:
     return snapshot(**parts, **extra)
 
 
+def hub_user(name: str, *, admin: bool = False, running: bool = False) -> HubUser:
+    return HubUser(name, admin, running)
+
+
+def container(name: str, memory: int, *, running: bool = True) -> Container:
+    return Container(name, f"id-{name}", running, memory)
+
+
+def with_hub(actual: Actual, *, users=(), containers=(), error: str | None = None) -> Actual:
+    """The snapshot with a hub (its users, or the error listing them) and Docker's containers (None: unreachable)."""
+    hub = HubState(None, error) if error else HubState(MappingProxyType({u.name: u for u in users}))
+    found = None if containers is None else MappingProxyType({c.username: c for c in containers})
+    return dataclasses.replace(actual, hub=hub, containers=found)
+
+
+DEMOTED = ("not a teacher: the hub user is forgotten (files untouched) and comes back at the next login without "
+           "admin rights")
+
+
 # --- expected ----------------------------------------------------------------------------------------
 
 
@@ -168,7 +212,9 @@ def A(op: str, kind: str, target: str, before: Any = None, after: Any = None, re
 
 
 def as_tuple(action: Action) -> tuple:
-    return (action.op, action.kind, action.target, thaw(action.before), thaw(action.after), action.reason,
+    """The action in its wire form (what JSON plans and the journal carry), for comparing with the table."""
+    wire = action.to_json()
+    return (wire["op"], wire["kind"], wire["target"], wire["before"], wire["after"], action.reason,
             action.destructive, action.drift)
 
 
@@ -405,7 +451,7 @@ CASES = [
     Case("drift-manifest-edited", (ALICE,), converged(ALICE, entry_alice=entry("alice", options="loop,noatime")),
          DEFAULT,
          [A("update", "manifest", "alice", before=f"{image('alice')} loop,noatime",
-            after=f"{image('alice')} {layout.MOUNT_OPTIONS}", reason="manifest entry changed by hand", drift=True)]),
+            after=f"{image('alice')} {loop.MOUNT_OPTIONS}", reason="manifest entry changed by hand", drift=True)]),
     Case("drift-unmounted", (ALICE,), converged(ALICE, mount_alice=None), DEFAULT,
          mount_sequence("alice", drift=True)[1:]),
     Case("drift-mount-missing-nodev-nosuid", (ALICE,),
@@ -451,6 +497,37 @@ CASES = [
     Case("name-change", (member("alice", name="Alice Married"),), converged(ALICE), DEFAULT,
          [A("update", "account", "alice", before={"name": "Alice"}, after={"name": "Alice Married"},
             reason="name changed in classroom.yaml")]),
+
+    # --- the hub and the running servers -------------------------------------------------------------------------
+    Case("hub-converged", (TINA, ALICE), with_hub(converged(TINA, ALICE), users=[hub_user("tina", admin=True),
+                                                                                 hub_user("alice", running=True)],
+                                                 containers=[container("alice", 512 * MiB)]), DEFAULT, []),
+    Case("hub-demote-forgets-the-user", (ALICE,), with_hub(converged(ALICE), users=[hub_user("alice", admin=True)]),
+         DEFAULT,
+         [A("disable", "hub-user", "alice", before={"admin": True}, reason=DEMOTED)]),
+    Case("hub-memory-applied-live", (member("alice"),),
+         with_hub(converged(ALICE), users=[hub_user("alice", running=True)],
+                  containers=[container("alice", 256 * MiB)]), DEFAULT,
+         [A("update", "container", "alice", before={"memory": 256 * MiB}, after={"memory": 512 * MiB},
+            reason="memory quota changed; applied live")]),
+    Case("hub-stopped-container-left-alone", (ALICE,),
+         with_hub(converged(ALICE), users=[hub_user("alice")], containers=[container("alice", 1, running=False)]),
+         DEFAULT, []),
+    Case("hub-disable-stops-the-server-before-unmounting", (member("alice", status="disabled"), BOB),
+         with_hub(converged(ALICE, BOB), users=[hub_user("alice", running=True), hub_user("bob")]), DEFAULT,
+         [A("disable", "server", "alice", before="running", after="stopped", reason="status: disabled"),
+          A("disable", "hub-user", "alice", before={"admin": False}, reason="status: disabled"),
+          *disable_sequence("alice", "status: disabled")]),
+    Case("hub-user-never-created-here", (ALICE,),
+         with_hub(converged(ALICE), users=[hub_user("alice"), hub_user("mallory", running=True)]), DEFAULT,
+         [A("disable", "server", "mallory", before="running", after="stopped",
+            reason="hub user not in classroom.yaml", drift=True),
+          A("disable", "hub-user", "mallory", before={"admin": False}, reason="hub user not in classroom.yaml",
+            drift=True)]),
+    Case("hub-down-blocks-its-part-only", (ALICE, BOB), with_hub(converged(ALICE), error="hub API is unreachable"),
+         DEFAULT, new_person("bob", "Bob"), blocked=[("hub", "", "hub API is unreachable; its part is retried")]),
+    Case("docker-down-blocks-live-limits", (ALICE,), with_hub(converged(ALICE), users=[], containers=None), DEFAULT,
+         [], blocked=[("docker", "", "Docker is unreachable")]),
 ]
 
 
@@ -484,7 +561,7 @@ def test_new_classroom_from_file_order_via_resolve() -> None:
         "admins": [{"username": "tina", "name": "Tina Teacher"}],
         "students": [{"username": "zoe", "name": "Zoe Z"}, {"username": "adam", "name": "Adam A"}],
     })
-    result = plan(resolve(room, PATHS), snapshot(groups=()))
+    result = plan(resolve(room, PATHS, LAYOUT), snapshot(groups=()))
     kinds = [(a.kind, a.target) for a in result.actions]
     assert kinds[:2] == [("group", STUDENTS), ("group", TEACHERS)]
     per_person = ["account", "password", "volume", "filesystem", "manifest", "mount", "ownership"]
@@ -584,13 +661,13 @@ def test_plan_does_not_mutate_inputs() -> None:
 def test_actions_and_plan_are_frozen() -> None:
     result = plan(desired(ALICE), snapshot())
     action = result.actions[2]
-    assert action.kind == "volume"
+    assert action.kind is Kind.VOLUME and action.after.size == GiB  # a typed payload: an int field
     with pytest.raises(dataclasses.FrozenInstanceError):
-        action.op = "destroy"  # type: ignore[misc]
+        action.op = Op.DESTROY  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        action.after = {}  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        action.after["size"] = 1  # type: ignore[index]
+        action.after = VolumeFields(size=1)  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        action.after.size = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.actions = ()  # type: ignore[misc]
     with pytest.raises(TypeError):
@@ -598,15 +675,39 @@ def test_actions_and_plan_are_frozen() -> None:
     assert isinstance(result.actions, tuple)
 
 
-def test_action_freezes_nested_values() -> None:
-    action = Action("update", "account", "alice", before={"groups": ["a", "b"]}, after={"groups": ["c"]})
-    assert action.before["groups"] == ("a", "b")
-    assert isinstance(action.before, MappingProxyType)
+def test_action_payloads_are_typed_and_checked() -> None:
+    """Construction checks op, kind, their pair and the payload with exceptions: the checks hold under -O."""
+    action = Action("update", "account", "alice", before=AccountFields(groups=["a", "b"]),
+                    after=AccountFields(groups=("c",)))
+    assert action.op is Op.UPDATE and action.kind is Kind.ACCOUNT
+    assert action.before.groups == ("a", "b")
     assert thaw(action.before) == {"groups": ["a", "b"]}
-    with pytest.raises(AssertionError):
-        Action("explode", "account", "alice")
-    with pytest.raises(AssertionError):
-        Action("create", "kernel", "alice")
+    assert action.to_json()["after"] == {"groups": ["c"]}
+    roster = Action(Op.UPDATE, Kind.ROSTER, "alice", before={"email": ["a@x.org"]}, after={"email": None})
+    assert isinstance(roster.before, MappingProxyType) and roster.before["email"] == ("a@x.org",)
+    assert Action(Op.DESTROY, Kind.VOLUME, "alice").destructive  # destroy always deletes data
+    for bad in (lambda: Action("explode", "account", "alice"),
+                lambda: Action("create", "kernel", "alice"),
+                lambda: Action(Op.CREATE, Kind.SERVER, "alice"),  # servers are only stopped
+                lambda: Action(Op.UPDATE, Kind.HUB_USER, "alice"),  # demotion forgets the user: a disable
+                lambda: Action(Op.UPDATE, Kind.VOLUME, "alice", after={"size": 1}),  # a dict, not VolumeFields
+                lambda: Action(Op.UPDATE, Kind.VOLUME, "alice", after=VolumeFields(size="1 GiB")),
+                lambda: Action(Op.UPDATE, Kind.VOLUME, "alice", after=VolumeFields(size=True)),
+                lambda: Action(Op.CREATE, Kind.MOUNT, "alice", after=VolumeFields(size=1)),
+                lambda: Action(Op.DISABLE, Kind.VOLUME, "alice", destructive=True),
+                lambda: Action(Op.CREATE, Kind.GROUP, "")):
+        with pytest.raises(InvalidAction):
+            bad()
+
+
+def test_action_checks_survive_python_O() -> None:
+    import subprocess
+    import sys
+
+    probe = ("from reconciler.core.actions import Action, InvalidAction\n"
+             "try:\n    Action('explode', 'account', 'alice')\nexcept InvalidAction:\n    print('refused')\n")
+    out = subprocess.run([sys.executable, "-O", "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "refused"
 
 
 @pytest.mark.parametrize("members,actual,policy,summary", [
@@ -635,6 +736,7 @@ def test_plan_empty_property() -> None:
 def test_plan_summary_is_recomputed_from_actions() -> None:
     p = Plan("x", actions=(Action("create", "group", "g"), Action("update", "account", "u"),
                            Action("destroy", "volume", "u", destructive=True)), summary={"bogus": 1})
+    assert p.actions[0].op is Op.CREATE
     assert dict(p.summary) == {"create": 1, "change": 1, "disable": 0, "destroy": 1}
     assert Note("r", "t", "m").to_json() == {"rule": "r", "target": "t", "message": "m"}
 
@@ -643,6 +745,6 @@ def test_account_deleted_by_hand_while_mounted_converges_in_one_pass() -> None:
     actual = converged(ALICE)
     actual = dataclasses.replace(actual, accounts=MappingProxyType({}))
     result = plan(desired(ALICE), actual)
-    kinds = [(a.op, a.kind) for a in result.actions if a.target == "alice"]
+    kinds = [(str(a.op), str(a.kind)) for a in result.actions if a.target == "alice"]
     assert ("create", "account") in kinds and ("update", "ownership") in kinds
     assert kinds.index(("create", "account")) < kinds.index(("update", "ownership"))

@@ -9,12 +9,20 @@ from types import MappingProxyType
 
 import pytest
 
-from reconciler import passwords
-from reconciler.layout import Paths
-from reconciler.observe import Actual
-from reconciler.plan import Action, Note, Plan, plan
-from reconciler.render import SYMBOLS, describe, render_json, render_text
-from reconciler.spec import Desired, Member
+from reconciler.config.site import Paths
+from reconciler.core.actions import (
+    AccountFields,
+    Action,
+    Note,
+    Plan,
+    VolumeFields,
+)
+from reconciler.credentials import passwords
+from reconciler.core.actual import Actual
+from reconciler.core.plan import plan
+from reconciler.core.render import SYMBOLS, describe, render_json, render_text
+from reconciler.core.desired import Desired, Member
+from reconciler.host.volumes import loop
 
 MiB = 1024**2
 GiB = 1024**3
@@ -26,20 +34,20 @@ MIXED = Plan(
     actions=(
         Action("create", "group", STUDENTS, reason="classroom student group"),
         Action("create", "account", "alice",
-               after={"name": "Alice A", "group": STUDENTS, "home": "/h/alice", "shell": "/usr/sbin/nologin"},
+               after=AccountFields(name="Alice A", group=STUDENTS, home="/h/alice", shell="/usr/sbin/nologin"),
                reason="new student"),
         Action("create", "password", "alice", after=PLACEHOLDER, reason="new account"),
-        Action("update", "volume", "bob", before={"size": GiB, "used": 100 * MiB}, after={"size": 2 * GiB},
+        Action("update", "volume", "bob", before=VolumeFields(size=GiB, used=100 * MiB), after=VolumeFields(size=2 * GiB),
                reason="disk quota raised to 2 GiB"),
-        Action("update", "account", "bob", before={"name": "Bob"}, after={"name": "Bob Builder"},
+        Action("update", "account", "bob", before=AccountFields(name="Bob"), after=AccountFields(name="Bob Builder"),
                reason="name changed in classroom.yaml"),
-        Action("disable", "account", "carol", before={"login": "enabled"}, after={"login": "disabled"},
+        Action("disable", "account", "carol", before=AccountFields(login="enabled"), after=AccountFields(login="disabled"),
                reason="status: disabled"),
-        Action("destroy", "volume", "dave", before={"path": "/s/volumes/dave.img", "used": 5 * MiB},
+        Action("destroy", "volume", "dave", before=VolumeFields(path="/s/volumes/dave.img", used=5 * MiB),
                reason="status: purged", destructive=True),
         Action("update", "mount", "erin", before="noatime,rw", after="nodev,nosuid",
                reason="mount options changed by hand", drift=True),
-        Action("update", "account", "erin", before={"groups": ["docker", STUDENTS]}, after={"groups": [STUDENTS]},
+        Action("update", "account", "erin", before=AccountFields(groups=["docker", STUDENTS]), after=AccountFields(groups=[STUDENTS]),
                reason="group membership changed by hand", drift=True),
     ),
     refused=(Note("destroy", "dave", "purging 'dave' deletes their account; re-run with --allow-destroy"),),
@@ -113,7 +121,7 @@ def test_drift_only_plan_has_no_changes_section() -> None:
 
 
 def test_refused_section_comes_first_and_lists_every_note() -> None:
-    refused = Plan("py101", actions=(Action("disable", "account", "a", before={"login": "enabled"}),),
+    refused = Plan("py101", actions=(Action("disable", "account", "a", before=AccountFields(login="enabled")),),
                    refused=(Note("mass-disable", "", "would disable 9 of 10"), Note("shrink", "b", "b uses 1 GiB")))
     lines = render_text(refused).splitlines()
     assert lines[:4] == ["Refused: nothing will be applied.", "  ! would disable 9 of 10", "  ! b uses 1 GiB", ""]
@@ -139,17 +147,17 @@ def test_summary_line_is_last_and_exact(ops, expected) -> None:
 
 
 @pytest.mark.parametrize("action,text", [
-    (Action("update", "account", "a", before={"groups": []}, after={"groups": [STUDENTS]}),
+    (Action("update", "account", "a", before=AccountFields(groups=[]), after=AccountFields(groups=[STUDENTS])),
      "groups: (none) -> py101-students"),
-    (Action("update", "account", "a", before={"home": "/home/a", "shell": "/bin/bash"},
-            after={"home": "/h/a", "shell": "/usr/sbin/nologin"}),
+    (Action("update", "account", "a", before=AccountFields(home="/home/a", shell="/bin/bash"),
+            after=AccountFields(home="/h/a", shell="/usr/sbin/nologin")),
      "home: /home/a -> /h/a, shell: /bin/bash -> /usr/sbin/nologin"),
-    (Action("update", "volume", "a", before={"size": 3 * GiB // 2, "used": None}, after={"size": 512 * MiB}),
+    (Action("update", "volume", "a", before=VolumeFields(size=3 * GiB // 2, used=None), after=VolumeFields(size=512 * MiB)),
      "size: 1.5 GiB -> 512 MiB, used -"),
-    (Action("create", "volume", "a", after={"size": GiB, "path": "/s/volumes/a.img"}),
+    (Action("create", "volume", "a", after=VolumeFields(size=GiB, path="/s/volumes/a.img")),
      "size=1 GiB, path=/s/volumes/a.img"),
-    (Action("disable", "volume", "a", before={"loop": "/dev/loop3"}, after={"loop": None}), "loop=/dev/loop3"),
-    (Action("destroy", "account", "a", before={"uid": 1001}), "uid=1001"),
+    (Action("disable", "volume", "a", before=VolumeFields(loop="/dev/loop3"), after=VolumeFields(loop=None)), "loop=/dev/loop3"),
+    (Action("destroy", "account", "a", before=AccountFields(uid=1001)), "uid=1001"),
     (Action("create", "group", "g"), ""),
 ])
 def test_describe(action, text) -> None:
@@ -235,7 +243,7 @@ def _new_classroom_plan() -> Plan:
                Member("tina", "Tina", "teacher", "active", 512 * MiB, 1.0, GiB, ()))
     empty = MappingProxyType({})
     actual = Actual(accounts=empty, groups=empty, volumes=empty, mounts=empty, manifest=empty, today=19_000)
-    return plan(Desired("py101", members, paths), actual)
+    return plan(Desired("py101", members, paths, loop.layout(paths)), actual)
 
 
 def test_no_value_looks_like_a_password() -> None:
@@ -251,7 +259,7 @@ def test_no_value_looks_like_a_password() -> None:
 
 
 def test_text_shows_non_ascii_names_as_written() -> None:
-    action = Action("update", "account", "nricci", before={"name": "Niccolò"}, after={"name": "Niccolò Ricci"},
+    action = Action("update", "account", "nricci", before=AccountFields(name="Niccolò"), after=AccountFields(name="Niccolò Ricci"),
                     reason="name changed in classroom.yaml")
     assert describe(action) == 'name: Niccolò -> "Niccolò Ricci"'
     assert "Niccolò Ricci" in render_text(Plan("py101", actions=(action,)))

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import roster, spec
-from reconciler.observe import Account
+from reconciler.config.load import load_classroom
+from reconciler.config.site import Site
+from reconciler.core.actual import Account
+from reconciler.roster import csv_import as roster
 
-ROOT = Path(__file__).resolve().parent.parent
-SITE = spec.Site()
+ROOT = Path(__file__).resolve().parents[2]
+SITE = Site()
 
 
 def host(*names, classroom=None):
@@ -133,4 +135,4 @@ def test_bad_rows_change_nothing_unless_skip_invalid(workdir):
     assert out.returncode == 0 and "left out 1 invalid row" in out.stderr
     text = (workdir / "classroom.yaml").read_text()
     assert "gperson" in text and "bad@" not in text
-    spec.load_classroom(workdir / "classroom.yaml", SITE)
+    load_classroom(workdir / "classroom.yaml", SITE)

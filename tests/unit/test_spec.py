@@ -7,21 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import spec
-from reconciler.sizes import GiB, MiB, format_size, parse_size
+from reconciler.config.classroom import json_schema
+from reconciler.config.load import InvalidFile, load_classroom, load_site
+from reconciler.config.site import Limits, Site, find_site
+from reconciler.config.sizes import GiB, MiB, format_size, parse_size
+from reconciler.core.desired import resolve
+from reconciler.host.volumes import layout_for
 
-ROOT = Path(__file__).resolve().parent.parent
-SITE = spec.Site()
+ROOT = Path(__file__).resolve().parents[2]
+SITE = Site()
 
 
 def load(tmp_path, text, site=SITE):
     path = tmp_path / "classroom.yaml"
     path.write_text(text)
-    return spec.load_classroom(path, site)
+    return load_classroom(path, site)
 
 
 def problems(tmp_path, text, site=SITE):
-    with pytest.raises(spec.InvalidFile) as info:
+    with pytest.raises(InvalidFile) as info:
         load(tmp_path, text, site)
     return [str(p) for p in info.value.problems]
 
@@ -47,8 +51,8 @@ def test_format_size():
 
 
 def test_example_classroom_is_valid_and_resolves_quotas():
-    classroom = spec.load_classroom(ROOT / "examples" / "classroom.yaml", SITE)
-    desired = spec.resolve(classroom, SITE.paths)
+    classroom = load_classroom(ROOT / "examples" / "classroom.yaml", SITE)
+    desired = resolve(classroom, SITE.paths, layout_for(SITE))
     by_name = {m.username: m for m in desired.members}
     assert by_name["mrossi"].role == "teacher" and by_name["mrossi"].disk == 5 * GiB
     assert by_name["abianchi"].disk == 2 * GiB and by_name["abianchi"].memory == 512 * MiB
@@ -81,7 +85,7 @@ students:
 
 
 def test_every_problem_is_reported_at_once_with_position_and_path(tmp_path):
-    site = spec.Site(limits=spec.Limits(disk=20 * GiB))
+    site = Site(limits=Limits(disk=20 * GiB))
     found = problems(tmp_path, BAD, site)
     file = str(tmp_path / "classroom.yaml")
     expected = [
@@ -129,7 +133,7 @@ def test_empty_file_and_non_mapping(tmp_path):
 def test_inline_quota_needs_no_named_default(tmp_path):
     classroom = load(tmp_path, "version: 1\nname: c\nstudents:\n"
                                "  - {username: a, name: A, memory: 1Gi, cpu: 500m, disk: 2G}\n")
-    member = spec.resolve(classroom, SITE.paths).members[0]
+    member = resolve(classroom, SITE.paths, layout_for(SITE)).members[0]
     assert (member.memory, member.cpu, member.disk) == (GiB, 0.5, 2 * 10**9)
 
 
@@ -141,23 +145,23 @@ def test_missing_default_quota_is_an_error(tmp_path):
 def test_site_defaults_and_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RECONCILE_SITE", raising=False)
-    site = spec.load_site(None)
+    site = load_site(None)
     assert site.state_dir == tmp_path / "state" and site.homes_dir == tmp_path / "state" / "homes"
     (tmp_path / "etc").mkdir()
     path = tmp_path / "etc" / "site.yaml"
     path.write_text("state_dir: ../var\nmax_disable_fraction: 0.5\n")
-    site = spec.load_site(path)
+    site = load_site(path)
     assert site.state_dir == tmp_path / "var" and site.homes_dir == tmp_path / "var" / "homes"
     monkeypatch.setenv("RECONCILE_SITE", str(path))
-    assert spec.find_site(None) == path
-    assert spec.find_site("/x/site.yaml") == Path("/x/site.yaml")
+    assert find_site(None) == path
+    assert find_site("/x/site.yaml") == Path("/x/site.yaml")
 
 
 def test_site_typos_are_errors(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text("state_dir: /x\nvolumes: {backend: zfs}\nmax_disable_fraktion: 0.1\n")
-    with pytest.raises(spec.InvalidFile) as info:
-        spec.load_site(path)
+    with pytest.raises(InvalidFile) as info:
+        load_site(path)
     text = str(info.value)
     assert ":3:1: max_disable_fraktion: unknown key" in text and "did you mean 'max_disable_fraction'" in text
     assert ":2:11: volumes.backend: unknown backend 'zfs' (one of 'loop', 'lvm')" in text
@@ -165,12 +169,12 @@ def test_site_typos_are_errors(tmp_path):
 
 def test_checked_in_schema_matches_the_models():
     checked_in = json.loads((ROOT / "schemas" / "classroom.schema.json").read_text())
-    assert checked_in == spec.json_schema(), "schemas/classroom.schema.json is stale: run `reconcile schema`"
+    assert checked_in == json_schema(), "schemas/classroom.schema.json is stale: run `reconcile schema`"
 
 
 def test_schema_command_prints_the_schema():
     out = subprocess.run([sys.executable, "-m", "reconciler", "schema"], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == spec.json_schema()
+    assert json.loads(out.stdout) == json_schema()
 
 
 def test_validate_command_exit_codes(tmp_path):

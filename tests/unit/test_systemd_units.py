@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-UNITS = Path(__file__).resolve().parent.parent / "examples" / "systemd"
+UNITS = Path(__file__).resolve().parents[2] / "examples" / "systemd"
 INSTALLED_VENV = "/opt/classroom/venv"
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 

@@ -3,9 +3,14 @@
 import pytest
 import yaml
 
-from reconciler import containers, journal, rosteredit, spec, teacher
-from reconciler.observe import Container
+from reconciler.config.classroom import Person
+from reconciler.config.load import load_site
+from reconciler.core.actual import Container
+from reconciler.engine import journal
+from reconciler.host import containers
+from reconciler.roster import edit as rosteredit
 from reconciler.service import openapi
+from reconciler.service import usecases as teacher
 
 ROSTER = """\
 # Python 101, spring term
@@ -30,7 +35,7 @@ students:
 @pytest.fixture
 def room(tmp_path):
     (tmp_path / "classroom.yaml").write_text(ROSTER)
-    site = spec.load_site(None).model_copy(update={"state_dir": tmp_path / "state", "hub": None})
+    site = load_site(None).model_copy(update={"state_dir": tmp_path / "state", "hub": None})
     return teacher.Room(site, tmp_path / "classroom.yaml")
 
 
@@ -148,7 +153,7 @@ def test_memory_use_comes_from_each_servers_cgroup(tmp_path, layout):
 def test_openapi_student_fields_come_from_the_file_model():
     document = openapi.document("/services/classroom/")
     schemas = document["components"]["schemas"]
-    assert set(schemas["NewStudent"]["properties"]) == set(spec.Person.model_fields)
+    assert set(schemas["NewStudent"]["properties"]) == set(Person.model_fields)
     assert set(schemas["StudentChanges"]["properties"]) == set(rosteredit.EDITABLE)
-    assert set(rosteredit.EDITABLE) == set(spec.Person.model_fields) - {"username"}
+    assert set(rosteredit.EDITABLE) == set(Person.model_fields) - {"username"}
     assert document["servers"] == [{"url": "/services/classroom"}]

@@ -1,4 +1,4 @@
-"""The LVM volume backend on real LVM: tests/vm_lvm_inside.py, run by pytest inside one VM boot.
+"""The LVM volume backend on real LVM: tests/vm/vm_lvm_inside.py, run by pytest inside one VM boot.
 
 This host's kernel has no device-mapper, so the suite runs in a QEMU VM booting Debian's kernel
 (tests/vmkit.py) with this checkout and its venv visible at the same paths.  The junit report
@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import vmkit
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXPECTED = 8  # tests in vm_lvm_inside.py
 
-pytestmark = pytest.mark.root
 
 
 def test_lvm_backend_inside_a_vm():
@@ -27,7 +26,7 @@ def test_lvm_backend_inside_a_vm():
     with tempfile.TemporaryDirectory(prefix="lvm-vm-results-") as results:
         junit = Path(results) / "junit.xml"
         result = vmkit.run_in_vm(
-            [sys.executable, "-m", "pytest", "tests/vm_lvm_inside.py", "-q", "-p", "no:cacheprovider",
+            [sys.executable, "-m", "pytest", "tests/vm/vm_lvm_inside.py", "-q", "-p", "no:cacheprovider",
              "-o", "addopts=", f"--junitxml={junit}"],
             cwd=REPO, timeout=1200, shares=[Path(results)], memory_mb=1536, assets=assets)
         print(result.output[-6000:])

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import vmkit
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 
-pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import cli, spec, system
-from reconciler.observe import observe
-from reconciler.sizes import MiB
+from reconciler.cli.main import main as cli
+from reconciler.config.load import load_site
+from reconciler.config.sizes import MiB
+from reconciler.host import observe as host_observe
+from reconciler.host.run import Runner
+from reconciler.host.volumes import backend_for
+
+
+def observe(root, run=None):
+    """The batch observe of the room at ``root``, with its site's backend (LVM here)."""
+    settings = site(root)
+    return host_observe.observe(settings.paths, backend_for(settings, run or Runner()))
 
 ROOT = Path("/tmp/lvmclass")
 VG = "classvg"
@@ -27,8 +36,8 @@ PV_FILE = ROOT / "pv.img"
 @pytest.fixture(scope="module")
 def room():
     ROOT.mkdir(parents=True, exist_ok=True)
-    assert cli.main(["storage", "init", "--vg", VG, "--file", str(PV_FILE), "--size", "1G"]) == 0
-    assert cli.main(["storage", "init", "--vg", VG, "--file", str(PV_FILE), "--size", "1G"]) == 0  # idempotent
+    assert cli(["storage", "init", "--vg", VG, "--file", str(PV_FILE), "--size", "1G"]) == 0
+    assert cli(["storage", "init", "--vg", VG, "--file", str(PV_FILE), "--size", "1G"]) == 0  # idempotent
     (ROOT / "site.yaml").write_text(yaml.safe_dump({
         "state_dir": "state", "homes_dir": "homes", "max_disable_fraction": 1.0,
         "volumes": {"backend": "lvm", "vg": VG, "pv_file": str(PV_FILE)}}))
@@ -42,11 +51,11 @@ def write(root, students):
 
 
 def reconcile(root, *args):
-    return cli.main(["--site", str(root / "site.yaml"), "-f", str(root / "classroom.yaml"), *args])
+    return cli(["--site", str(root / "site.yaml"), "-f", str(root / "classroom.yaml"), *args])
 
 
 def site(root):
-    return spec.load_site(root / "site.yaml")
+    return load_site(root / "site.yaml")
 
 
 def lvs():
@@ -63,7 +72,7 @@ def test_create_and_second_pass_changes_nothing(room):
     assert int(lv["home-ann"]["lv_size"]) == 100 * MiB
     assert int(lv["home-b+tmeta"]["lv_size"]) == 152 * MiB  # whole 4 MiB extents, planned as such
     paths = site(room).paths
-    actual = observe(paths)
+    actual = observe(room)
     assert actual.volumes["b_tmeta"].fs.size == 152 * MiB
     home = paths.home("ann")
     st = os.stat(home)
@@ -75,16 +84,13 @@ def test_create_and_second_pass_changes_nothing(room):
 
 def test_observe_runs_one_lvs_and_one_vgs(room, monkeypatch):
     calls = []
-    real = system.run
 
-    def counting(argv, *a, **k):
-        calls.append(argv[0])
-        return real(argv, *a, **k)
+    class Counting(Runner):
+        def run(self, argv, *a, **k):
+            calls.append(argv[0])
+            return super().run(argv, *a, **k)
 
-    from reconciler import lvm
-
-    monkeypatch.setattr(lvm, "run", counting)
-    observe(site(room).paths)
+    observe(room, Counting())
     assert sorted(calls) == ["lvs", "vgs"]
 
 
@@ -92,7 +98,7 @@ def test_grow_online_keeps_data(room):
     write(room, [{"username": "ann", "name": "Ann", "disk": "200Mi"}, {"username": "b_tmeta", "name": "Bee",
                                                                         "disk": "150Mi"}])
     assert reconcile(room) == 0
-    actual = observe(site(room).paths)
+    actual = observe(room)
     assert actual.volumes["ann"].size == actual.volumes["ann"].fs.size == 200 * MiB
     assert str(site(room).paths.home("ann")) in actual.mounts  # stayed mounted: grown online
     assert (site(room).paths.home("ann") / "work.txt").read_text() == "important"
@@ -109,7 +115,7 @@ def test_shrink_below_used_is_refused_and_an_allowed_one_is_done_offline(room):
     assert int(lvs()["home-ann"]["lv_size"]) == 200 * MiB
     (home / "big.bin").unlink()
     assert reconcile(room) == 0
-    actual = observe(site(room).paths)
+    actual = observe(room)
     assert actual.volumes["ann"].size == actual.volumes["ann"].fs.size == 100 * MiB
     assert (home / "work.txt").read_text() == "important"
     assert reconcile(room, "--dry-run") == 0
@@ -135,7 +141,7 @@ def test_reboot_then_mount_all_brings_every_active_volume_back(room):
     loop = subprocess.run(["losetup", "-j", str(PV_FILE)], capture_output=True, text=True).stdout.split(":")[0]
     subprocess.run(["losetup", "-d", loop], check=True)
     assert reconcile(room, "--dry-run") == 1  # the VG is unreachable until mount-all attaches its PV
-    assert cli.main(["mount-all", "--site", str(room / "site.yaml")]) == 0
+    assert cli(["mount-all", "--site", str(room / "site.yaml")]) == 0
     assert (paths.home("ann") / "work.txt").read_text() == "important"
     assert reconcile(room, "--dry-run") == 0
 
@@ -152,7 +158,7 @@ def test_purge_needs_the_flag_and_removes_the_lv(room):
 def test_thin_pool_volumes_and_the_overcommit_guard(tmp_path):
     root = Path("/tmp/thinclass")
     root.mkdir(exist_ok=True)
-    assert cli.main(["storage", "init", "--vg", "thinvg", "--file", str(root / "pv.img"), "--size", "512M"]) == 0
+    assert cli(["storage", "init", "--vg", "thinvg", "--file", str(root / "pv.img"), "--size", "512M"]) == 0
     subprocess.run(["lvcreate", "--yes", "--type", "thin-pool", "-L", "200M", "-n", "pool", "thinvg"],
                    check=True, capture_output=True)
     (root / "site.yaml").write_text(yaml.safe_dump({

@@ -1,0 +1,471 @@
+"""Driver golden tests: facts in, commands out, no root (tests/driverkit.py).
+
+Each case gives a driver a host made of files (/etc, mountinfo, sysfs, the
+state dir) and a recording runner, and checks the exact commands and
+ownership changes it would make, or that it makes none.  The real commands run
+in tests/host/ (real users, loop devices, ext4) and, for LVM, in the VM.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from driverkit import FakeHost, FixedCredentials, RecordingRunner, failed
+
+from reconciler.config.site import LvmVolumes
+from reconciler.core.actions import (
+    JOURNAL_ONLY,
+    OPS_BY_KIND,
+    AccountFields,
+    Action,
+    ContainerFields,
+    FilesystemFields,
+    Kind,
+    Op,
+    VolumeFields,
+)
+from reconciler.core.desired import Member
+from reconciler.host import drivers
+from reconciler.host.accounts import NotOurs
+from reconciler.host.facts import read_manifest
+from reconciler.host.volumes import lvm
+from reconciler.host.volumes.loop import MOUNT_OPTIONS
+
+MiB = 1024**2
+ANN = Member("ann", "Ann Example", "student", "active", 256 * MiB, 1.0, 128 * MiB, ("ann@example.org",))
+MKFS = shutil.which("mkfs.ext4", path="/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def run(action: Action, ctx) -> str:
+    return drivers.carry_out(action, ctx)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> FakeHost:
+    return FakeHost(tmp_path).add_group("py101-students", 2000).add_group("py101-teachers", 2001)
+
+
+def image(host: FakeHost, user: str = "ann") -> Path:
+    return host.paths.state / "volumes" / f"{user}.img"
+
+
+def home(host: FakeHost, user: str = "ann") -> Path:
+    return host.paths.home(user)
+
+
+def make_image(host: FakeHost, size: int = 128 * MiB, user: str = "ann") -> Path:
+    """A real ext4 image (mkfs.ext4 formats a regular file without root), as the loop backend makes it."""
+    path = image(host, user)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    subprocess.run([MKFS, "-q", "-F", "-b", "4096", "-m", "0", str(path)], check=True)
+    return path
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+
+def test_every_planned_action_has_exactly_one_driver():
+    planned = {(kind, op) for kind, ops in OPS_BY_KIND.items() for op in ops} - JOURNAL_ONLY
+    assert set(drivers.table()) == planned
+
+
+def test_a_second_driver_for_the_same_action_is_refused():
+    with pytest.raises(RuntimeError, match="two drivers"):
+        drivers.driver(Kind.GROUP, Op.CREATE)(lambda action, ctx: "again")
+
+
+# --- accounts --------------------------------------------------------------------------------------
+
+
+def test_group_create(host):
+    runner = RecordingRunner()
+    assert run(Action(Op.CREATE, Kind.GROUP, "py101-new"), host.context(runner)) == "created"
+    assert runner.calls == [("groupadd", "py101-new")]
+    assert run(Action(Op.CREATE, Kind.GROUP, "py101-students"), host.context(runner)) == "exists"
+    assert len(runner.calls) == 1
+
+
+def test_account_create_is_one_useradd_with_the_marker(host):
+    runner = RecordingRunner()
+    want = AccountFields(name="Ann Example", group="py101-students", home=str(home(host)), shell="/usr/sbin/nologin")
+    assert run(Action(Op.CREATE, Kind.ACCOUNT, "ann", after=want), host.context(runner)) == "created"
+    assert runner.calls == [("useradd", "--comment", "Ann Example,,,,classroom=py101", "--home-dir", str(home(host)),
+                             "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "--groups",
+                             "py101-students", "ann")]
+
+
+def test_account_create_when_it_exists(host):
+    runner = RecordingRunner()
+    want = AccountFields(name="Ann", group="py101-students", home="/h/ann", shell="/usr/sbin/nologin")
+    host.person("ann", 1001)
+    assert run(Action(Op.CREATE, Kind.ACCOUNT, "ann", after=want), host.context(runner)) == "exists"
+    host.passwd.append("bob:x:1002:1002:Bob Other,,,:/home/bob:/bin/bash")  # not ours: never touched
+    with pytest.raises(NotOurs):
+        run(Action(Op.CREATE, Kind.ACCOUNT, "bob", after=want), host.context(runner))
+    assert runner.calls == []
+
+
+def test_a_new_password_goes_through_stdin_and_the_store_never_argv(host):
+    runner, store = RecordingRunner(), FixedCredentials()
+    host.person("ann", 1001, password="!")
+    ctx = host.context(runner, members=[ANN], credentials=store)
+    assert run(Action(Op.CREATE, Kind.PASSWORD, "ann", after="generated, to the outbox"), ctx) == "set"
+    assert runner.calls == [("chpasswd", f"<stdin 'ann:{store.secret}\\n'>")]
+    assert store.issued == ["ann"]
+    assert not any(store.secret in arg for call in runner.calls for arg in call[:-1])
+
+
+def test_an_existing_password_is_kept(host):
+    runner, store = RecordingRunner(), FixedCredentials()
+    host.person("ann", 1001)
+    ctx = host.context(runner, members=[ANN], credentials=store)
+    assert run(Action(Op.CREATE, Kind.PASSWORD, "ann", after="generated, to the outbox"), ctx) == "already set"
+    assert runner.calls == [] and store.issued == []
+
+
+@pytest.mark.parametrize("before,after,person,expected", [
+    (AccountFields(name="Ann"), AccountFields(name="Ann Example"), {},
+     ("usermod", "--comment", "Ann Example,,,,classroom=py101", "ann")),
+    (AccountFields(groups=("docker",)), AccountFields(groups=("py101-students",)), {"groups": ["docker"]},
+     ("usermod", "--groups", "py101-students", "ann")),
+    (AccountFields(login="disabled"), AccountFields(login="enabled"), {"password": "!$y$hash", "expire": "1"},
+     ("usermod", "--unlock", "--expiredate", "", "ann")),
+    (AccountFields(login="half-disabled (locked or expired)"), AccountFields(login="enabled"),
+     {"expire": "19000"}, ("usermod", "--expiredate", "", "ann")),
+    (AccountFields(home="/home/ann", shell="/bin/bash"), AccountFields(home="/x/ann", shell="/usr/sbin/nologin"), {},
+     ("usermod", "--home", "/x/ann", "ann")),  # the shell is already right: only the home changes
+])
+def test_account_update_is_one_usermod(host, before, after, person, expected):
+    runner = RecordingRunner()
+    host.person("ann", 1001, name="Ann", **person)
+    assert run(Action(Op.UPDATE, Kind.ACCOUNT, "ann", before=before, after=after), host.context(runner)) == "updated"
+    assert runner.calls == [expected]
+
+
+def test_account_update_already_done(host):
+    runner = RecordingRunner()
+    host.person("ann", 1001, name="Ann Example", groups=["py101-students"])
+    for after in (AccountFields(name="Ann Example"), AccountFields(groups=("py101-students",)),
+                  AccountFields(login="enabled")):
+        assert run(Action(Op.UPDATE, Kind.ACCOUNT, "ann", after=after), host.context(runner)) == "already"
+    assert runner.calls == []
+
+
+def test_account_disable_locks_and_expires_once(host):
+    runner = RecordingRunner()
+    host.person("ann", 1001).person("bob", 1002, password="!$y$hash", expire="1")
+    action = Action(Op.DISABLE, Kind.ACCOUNT, "ann", before=AccountFields(login="enabled"),
+                    after=AccountFields(login="disabled"))
+    assert run(action, host.context(runner)) == "disabled"
+    assert run(Action(Op.DISABLE, Kind.ACCOUNT, "bob"), host.context(runner)) == "already"
+    assert run(Action(Op.DISABLE, Kind.ACCOUNT, "cat"), host.context(runner)) == "absent"
+    assert runner.calls == [("usermod", "--lock", "--expiredate", "1", "ann")]
+
+
+def test_account_destroy_deletes_the_user_and_the_waiting_password(host):
+    runner, store = RecordingRunner(), FixedCredentials()
+    host.person("ann", 1001)
+    assert run(Action(Op.DESTROY, Kind.ACCOUNT, "ann"), host.context(runner, credentials=store)) == "deleted"
+    assert runner.calls == [("userdel", "ann")] and store.discarded == ["ann"]
+
+
+# --- manifest, mounts, ownership -----------------------------------------------------------------
+
+
+def test_manifest_entries_are_written_and_removed_without_commands(host):
+    runner = RecordingRunner()
+    assert run(Action(Op.CREATE, Kind.MANIFEST, "ann", after="x"), host.context(runner)) == "written"
+    assert run(Action(Op.CREATE, Kind.MANIFEST, "ann", after="x"), host.context(runner)) == "already"
+    entry = read_manifest(host.paths.manifest)[str(home(host))]
+    assert (entry.source, entry.options) == (str(image(host)), MOUNT_OPTIONS)
+    assert run(Action(Op.DISABLE, Kind.MANIFEST, "ann", before="x"), host.context(runner)) == "written"
+    assert read_manifest(host.paths.manifest) == {}
+    assert runner.calls == []
+
+
+def test_mount_prepares_a_root_owned_mount_point_then_mounts_the_image(host):
+    runner = RecordingRunner()
+    image(host).parent.mkdir(parents=True)
+    image(host).write_bytes(b"")
+    assert run(Action(Op.CREATE, Kind.MOUNT, "ann", after=str(home(host))), host.context(runner)) == "mounted"
+    assert runner.calls == [("chown", "0:0", str(home(host))), ("chmod", "0000", str(home(host))),
+                            ("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image(host)), str(home(host)))]
+
+
+def test_mount_detaches_a_stale_loop_device_first(host):
+    runner = RecordingRunner()
+    image(host).parent.mkdir(parents=True)
+    image(host).write_bytes(b"")
+    host.loops[str(image(host))] = "loop7"  # attached but not mounted: a second device would corrupt the ext4
+    run(Action(Op.CREATE, Kind.MOUNT, "ann", after=str(home(host))), host.context(runner))
+    assert runner.calls[0] == ("losetup", "--detach", host.device("loop7"))
+    assert runner.calls[-1][0] == "mount"
+
+
+def test_mount_refuses_a_missing_image_or_a_foreign_mount(host):
+    runner = RecordingRunner()
+    with pytest.raises(RuntimeError, match="does not exist"):
+        run(Action(Op.CREATE, Kind.MOUNT, "ann", after="x"), host.context(runner))
+    host.mounted("/dev/sdz1", home(host))
+    with pytest.raises(RuntimeError, match="already has /dev/sdz1 mounted"):
+        run(Action(Op.CREATE, Kind.MOUNT, "ann", after="x"), host.context(runner))
+    assert runner.calls == []
+
+
+def test_unmount_then_detach(host):
+    runner = RecordingRunner()
+    host.loops[str(image(host))] = "loop3"
+    host.mounted(host.device("loop3"), home(host))  # mountinfo names the loop device: read back as the image
+    assert run(Action(Op.DISABLE, Kind.MOUNT, "ann", before=str(home(host))), host.context(runner)) == "unmounted"
+    assert runner.calls == [("umount", str(home(host))), ("losetup", "--detach", host.device("loop3"))]
+
+
+def test_unmount_leaves_a_foreign_mount_alone(host):
+    runner = RecordingRunner()
+    host.mounted("/dev/sdz1", home(host))
+    with pytest.raises(RuntimeError, match="leaving it alone"):
+        run(Action(Op.DISABLE, Kind.MOUNT, "ann", before="x"), host.context(runner))
+    assert runner.calls == []
+
+
+def test_unmount_busy_says_why(host):
+    runner = RecordingRunner({"umount": failed("umount", "target is busy", 32)})
+    host.mounted(str(image(host)), home(host))
+    with pytest.raises(RuntimeError, match="is their server still running"):
+        run(Action(Op.DISABLE, Kind.MOUNT, "ann", before="x"), host.context(runner))
+
+
+def test_remount_restores_the_flags(host):
+    runner = RecordingRunner()
+    host.mounted(str(image(host)), home(host), options="rw")
+    assert run(Action(Op.UPDATE, Kind.MOUNT, "ann", before="rw", after="nodev,nosuid"), host.context(runner)) \
+        == "remounted"
+    assert runner.calls == [("mount", "-o", "remount,nodev,nosuid", str(home(host)))]
+
+
+def test_ownership_goes_to_the_account_only_on_the_mounted_volume(host):
+    runner = RecordingRunner()
+    host.person("ann", 1001)
+    home(host).mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="not mounted"):
+        run(Action(Op.CREATE, Kind.OWNERSHIP, "ann", after="ann:ann 0700"), host.context(runner))
+    host.mounted(str(image(host)), home(host))
+    assert run(Action(Op.CREATE, Kind.OWNERSHIP, "ann", after="ann:ann 0700"), host.context(runner)) == "set"
+    assert runner.calls == [("chown", "1001:1001", str(home(host))), ("chmod", "0700", str(home(host)))]
+
+
+# --- loop volumes -------------------------------------------------------------------------------------
+
+
+def test_volume_create_is_a_sparse_partial_image(host):
+    runner = RecordingRunner()
+    assert run(Action(Op.CREATE, Kind.VOLUME, "ann", after=VolumeFields(size=128 * MiB, path="x")),
+               host.context(runner)) == "created"
+    partial = image(host).with_name("ann.img.partial")
+    assert partial.stat().st_size == 128 * MiB and partial.stat().st_blocks == 0
+    assert runner.calls == [("chmod", "0700", str(image(host).parent))]
+
+
+def test_filesystem_create_formats_the_partial_image_then_renames_it(host):
+    runner = RecordingRunner()
+    ctx = host.context(runner)
+    run(Action(Op.CREATE, Kind.VOLUME, "ann", after=VolumeFields(size=128 * MiB, path="x")), ctx)
+    assert run(Action(Op.CREATE, Kind.FILESYSTEM, "ann", after=FilesystemFields(fstype="ext4", size=128 * MiB)),
+               ctx) == "formatted"
+    partial = image(host).with_name("ann.img.partial")
+    assert runner.calls[-1] == ("mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", "ann", str(partial))
+    assert image(host).exists() and not partial.exists()
+
+
+@pytest.mark.skipif(MKFS is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
+def test_grow_online_when_mounted(host):
+    make_image(host)
+    host.mounted(str(image(host)), home(host))
+    host.loops[str(image(host))] = "loop3"
+    runner = RecordingRunner()
+    action = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
+                    after=VolumeFields(size=256 * MiB))
+    assert run(action, host.context(runner)) == "grown online"
+    loop3 = host.device("loop3")
+    assert runner.calls == [("losetup", "--set-capacity", loop3), ("resize2fs", loop3)]
+    assert image(host).stat().st_size == 256 * MiB
+
+
+@pytest.mark.skipif(MKFS is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
+def test_grow_falls_back_offline_when_the_kernel_denies_online_resizing(host):
+    make_image(host)
+    host.mounted(str(image(host)), home(host))
+    host.loops[str(image(host))] = "loop3"
+    loop3 = host.device("loop3")
+    denied = failed("resize2fs", "resize2fs: Permission denied to resize filesystem")
+    runner = RecordingRunner(lambda argv: denied if list(argv) == ["resize2fs", loop3] else "")
+    action = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
+                    after=VolumeFields(size=256 * MiB))
+    assert run(action, host.context(runner)) == "grown offline"
+    img, mnt = str(image(host)), str(home(host))
+    assert runner.calls == [
+        ("losetup", "--set-capacity", loop3), ("resize2fs", loop3),
+        ("umount", mnt), ("losetup", "--detach", loop3),
+        ("e2fsck", "-f", "-p", img), ("resize2fs", img, f"{256 * 1024}K"),
+        ("losetup", "--detach", loop3),  # attach: the (fake) device still shows as attached
+        ("chown", "0:0", mnt), ("chmod", "0000", mnt), ("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, img, mnt)]
+
+
+@pytest.mark.skipif(MKFS is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
+def test_shrink_never_cuts_an_image_the_filesystem_still_fills(host):
+    """The recording runner does not really run resize2fs: the filesystem keeps its size, so the image must stay."""
+    make_image(host, 256 * MiB)
+    runner = RecordingRunner()
+    action = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=256 * MiB, used=0),
+                    after=VolumeFields(size=128 * MiB))
+    with pytest.raises(RuntimeError, match="not cutting the image"):
+        run(action, host.context(runner))
+    assert image(host).stat().st_size == 256 * MiB
+    assert runner.calls == [("e2fsck", "-f", "-p", str(image(host))),
+                            ("resize2fs", str(image(host)), f"{128 * 1024}K")]
+
+
+def test_volume_detach_and_destroy(host):
+    runner = RecordingRunner()
+    image(host).parent.mkdir(parents=True)
+    image(host).write_bytes(b"data")
+    host.loops[str(image(host))] = "loop9"
+    with pytest.raises(RuntimeError, match="still in use"):
+        run(Action(Op.DESTROY, Kind.VOLUME, "ann"), host.context(runner))
+    assert run(Action(Op.DISABLE, Kind.VOLUME, "ann", before=VolumeFields(loop=host.device("loop9")),
+                      after=VolumeFields(loop=None)), host.context(runner)) == "detached"
+    assert runner.calls == [("losetup", "--detach", host.device("loop9"))]
+    host.loops.clear()
+    assert run(Action(Op.DESTROY, Kind.VOLUME, "ann"), host.context(runner)) == "deleted"
+    assert not image(host).exists()
+
+
+# --- LVM volumes -------------------------------------------------------------------------------------------
+
+LV = {"lv_name": "home-ann", "vg_name": "class", "lv_size": str(128 * MiB), "lv_active": "active",
+      "lv_path": "/dev/class/home-ann", "lv_tags": "", "lv_kernel_major": "253", "lv_kernel_minor": "0"}
+
+
+def lvm_context(host: FakeHost, lvs: list[dict], thin_pool: str | None = None):
+    import json
+
+    def answer(argv):
+        if argv[0] == "lvs":
+            return json.dumps({"report": [{"lv": lvs}]})
+        return ""
+
+    runner = RecordingRunner(answer)
+    settings = LvmVolumes(backend="lvm", vg="class", thin_pool=thin_pool)
+    ctx = host.context(runner, volumes=lvm.LvmBackend(settings, host.paths, runner, host.files()))
+    return runner, ctx
+
+
+def test_lvm_create_thick_and_thin(host):
+    runner, ctx = lvm_context(host, [])
+    run(Action(Op.CREATE, Kind.VOLUME, "a_b", after=VolumeFields(size=128 * MiB, path="x")), ctx)
+    assert runner.calls[-1] == ("lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--addtag",
+                                "classroom-partial", "-L", f"{128 * MiB}b", "-n", "home-a+b", "class")
+    runner, ctx = lvm_context(host, [], thin_pool="pool")
+    run(Action(Op.CREATE, Kind.VOLUME, "ann", after=VolumeFields(size=128 * MiB, path="x")), ctx)
+    assert runner.calls[-1] == ("lvcreate", "--yes", "--thin", "-V", f"{128 * MiB}b", "--addtag",
+                                "classroom-partial", "-n", "home-ann", "class/pool")
+
+
+def test_lvm_filesystem_only_on_a_partial_lv(host):
+    runner, ctx = lvm_context(host, [{**LV, "lv_tags": "classroom-partial", "lv_active": ""}])
+    run(Action(Op.CREATE, Kind.FILESYSTEM, "ann", after=FilesystemFields(fstype="ext4", size=128 * MiB)), ctx)
+    assert [c for c in runner.calls if c[0] != "lvs"] == [
+        ("lvchange", "-ay", "/dev/class/home-ann"),
+        ("mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", "ann", "/dev/class/home-ann"),
+        ("lvchange", "--deltag", "classroom-partial", "/dev/class/home-ann")]
+    runner, ctx = lvm_context(host, [LV])
+    assert run(Action(Op.CREATE, Kind.FILESYSTEM, "ann", after=FilesystemFields(fstype="ext4", size=1)), ctx) \
+        == "exists"
+
+
+def test_lvm_grow_online_and_shrink_unmounted(host):
+    host.mounted("/dev/class/home-ann", home(host), device="253:0")
+    runner, ctx = lvm_context(host, [LV])
+    grow = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
+                  after=VolumeFields(size=256 * MiB))
+    assert run(grow, ctx) == "grown"
+    assert [c for c in runner.calls if c[0] != "lvs"] == [
+        ("lvextend", "--yes", "-r", "-L", f"{256 * MiB}b", "/dev/class/home-ann")]
+    runner, ctx = lvm_context(host, [LV])
+    shrink = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
+                    after=VolumeFields(size=64 * MiB))
+    assert run(shrink, ctx) == "shrunk"
+    mnt = str(home(host))
+    assert [c for c in runner.calls if c[0] != "lvs"] == [
+        ("umount", mnt), ("lvreduce", "--yes", "-r", "-L", f"{64 * MiB}b", "/dev/class/home-ann"),
+        ("chown", "0:0", mnt), ("chmod", "0000", mnt),
+        ("mount", "-t", "ext4", "-o", "nodev,nosuid,noatime", "/dev/class/home-ann", mnt)]
+
+
+def test_lvm_destroy_refuses_while_mounted(host):
+    host.mounted("/dev/class/home-ann", home(host), device="253:0")
+    runner, ctx = lvm_context(host, [LV])
+    with pytest.raises(RuntimeError, match="still mounted"):
+        run(Action(Op.DESTROY, Kind.VOLUME, "ann"), ctx)
+    assert [c for c in runner.calls if c[0] != "lvs"] == []
+
+
+# --- servers and hub users ---------------------------------------------------------------------------
+
+
+class RecordingHub:
+    """The hub client's side of the drivers (the real API is exercised in tests/hub/)."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str]] = []
+
+    def stop_server(self, name: str) -> str:
+        self.calls.append(("stop", name))
+        return "stopped"
+
+    def delete_user(self, name: str) -> str:
+        self.calls.append(("delete", name))
+        return "deleted"
+
+
+def test_hub_drivers_call_the_api_and_need_a_client(host):
+    import dataclasses
+
+    hub = RecordingHub()
+    ctx = dataclasses.replace(host.context(RecordingRunner()), hub=hub)
+    run(Action(Op.DISABLE, Kind.SERVER, "ann", before="running", after="stopped"), ctx)
+    run(Action(Op.DISABLE, Kind.HUB_USER, "ann"), ctx)
+    assert hub.calls == [("stop", "ann"), ("delete", "ann")]
+    with pytest.raises(RuntimeError, match="hub API is not available"):
+        run(Action(Op.DISABLE, Kind.HUB_USER, "ann"), host.context(RecordingRunner()))
+
+
+def test_container_memory_is_updated_in_place(host):
+    import dataclasses
+
+    class Container:
+        attrs = {"HostConfig": {"Memory": 256 * MiB}}
+        updates: list[dict] = []
+
+        def update(self, **limits):
+            self.updates.append(limits)
+
+    class Containers:
+        def list(self, filters):
+            assert filters == {"label": ["org.classroom.classroom=py101", "org.classroom.user=ann"]}
+            return [Container()]
+
+    class Docker:
+        containers = Containers()
+
+    ctx = dataclasses.replace(host.context(RecordingRunner()), docker=lambda: Docker())
+    action = Action(Op.UPDATE, Kind.CONTAINER, "ann", before=ContainerFields(memory=256 * MiB),
+                    after=ContainerFields(memory=512 * MiB))
+    assert run(action, ctx) == "updated"
+    assert Container.updates == [{"mem_limit": 512 * MiB, "memswap_limit": 512 * MiB}]
+    assert run(dataclasses.replace(action, after=ContainerFields(memory=256 * MiB)), ctx) == "already"
