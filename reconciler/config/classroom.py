@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -21,6 +22,8 @@ USERNAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 CLASSROOM_PATTERN = r"^[a-z][a-z0-9-]{0,22}$"
 QUOTA_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 ROLES = ("student", "teacher")
+# Unicode categories a name may not hold: line and paragraph separators, controls, invisible formatting.
+UNPRINTABLE = frozenset({"Zl", "Zp", "Cc", "Cf"})
 
 # Names that belong to the system or to common services, whatever this host has.
 RESERVED_USERNAMES = frozenset(
@@ -127,10 +130,16 @@ class Person(Strict):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
-        # The name goes into /etc/passwd's GECOS field, where ':' ',' and newlines are separators.
-        if any(ch in value for ch in ":,\\") or any(ord(ch) < 32 or ord(ch) == 127 for ch in value) \
-                or not value.strip():
+        # The name goes into /etc/passwd's GECOS field, where ':' ',' and newlines are separators; line and
+        # paragraph separators (U+2028, U+2029), control and invisible format characters split or hide text
+        # in the tools that read those files.
+        if any(ch in value for ch in ":,\\") or not value.strip() \
+                or any(unicodedata.category(ch) == "Cc" for ch in value):
             raise ValueError("a name may not contain ':', ',', backslashes or control characters (tabs, newlines)")
+        odd = next((ch for ch in value if unicodedata.category(ch) in UNPRINTABLE), None)
+        if odd is not None:
+            raise ValueError(f"a name may not contain U+{ord(odd):04X} ({unicodedata.name(odd, 'unnamed')}): "
+                             "line breaks, control and invisible characters are not allowed")
         return value.strip()
 
 

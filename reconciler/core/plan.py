@@ -5,8 +5,10 @@ account -> password -> volume -> filesystem -> resize -> manifest -> mount ->
 ownership (after the classroom groups), and disabling runs the reverse.
 Actions that repair changes made by hand are flagged ``drift`` so they can be
 shown apart, but they are applied in the same order.  Guards that must stop
-the whole pass become refusals; a problem that only blocks one person (an
-image that is not ext4) becomes a blocked note and the others proceed.
+the whole pass (mass disable, over-commit, destroy without the flag) become
+refusals; a problem that only blocks one person (an image that is not ext4, a
+username taken by an account or group that is not ours) becomes a blocked
+note and the others proceed.
 """
 
 from __future__ import annotations
@@ -58,15 +60,16 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
 
     listed = {m.username for m in desired.members}
     for member in desired.members:
+        # A name that clashes with what is not ours blocks that person only: everyone else converges.
         account = actual.accounts.get(member.username)
         if account is not None and account.classroom != desired.classroom:
-            refused.append(
+            blocked.append(
                 Note("foreign-account", member.username,
                      f"{member.username!r} already exists on this host (uid {account.uid}) but was not created by "
                      f"reconcile for {desired.classroom!r}; pick another username or remove that account by hand"))
             continue
         if account is None and member.username in actual.groups and member.status == "active":
-            refused.append(
+            blocked.append(
                 Note("foreign-account", member.username,
                      f"a group named {member.username!r} already exists on this host; useradd could not create "
                      "the person's own group: pick another username"))
@@ -92,8 +95,9 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
         ours = account if account is not None and account.classroom == desired.classroom else None
         actions += _converge_disabled(username, ours, desired, actual, REMOVED)
 
+    actions, unsafe = _guard_shrink(actions, actual)
+    blocked += unsafe
     refused += _guard_mass_disable(actions, desired, actual, policy)
-    refused += _guard_shrink(actions, actual)
     refused += _guard_overcommit(actions, actual, policy)
     return Plan(desired.classroom, tuple(actions), tuple(refused), tuple(blocked))
 
@@ -251,13 +255,18 @@ def _hub_leave(user: str, actual: Actual, reason: str, drift: bool) -> list[Acti
 
 
 def _converge_disabled(user: str, account: Account | None, desired: Desired, actual: Actual, reason: str) -> list[Action]:
-    """Reverse order of creation; files are kept."""
-    drift = account is None and user not in actual.volumes  # a hub user we never created
-    steps = _hub_leave(user, actual, reason if not drift else "hub user not in classroom.yaml", drift)
-    steps += _unmount_steps(user, desired, actual, reason)
+    """Lock the login first, then the reverse order of creation; files are kept.
+
+    Locking first means a later step that fails (a server that will not stop, a busy unmount) can
+    never leave a removed person able to log in.
+    """
+    steps = []
     if account is not None and not is_disabled(account, actual.today):
         steps.append(Action(Op.DISABLE, Kind.ACCOUNT, user, before=AccountFields(login="enabled"),
                             after=AccountFields(login="disabled"), reason=reason))
+    drift = account is None and user not in actual.volumes  # a hub user we never created
+    steps += _hub_leave(user, actual, reason if not drift else "hub user not in classroom.yaml", drift)
+    steps += _unmount_steps(user, desired, actual, reason)
     return steps
 
 
@@ -336,18 +345,22 @@ def _guard_overcommit(actions: Iterable[Action], actual: Actual, policy: Policy)
                  f"pool ({format_size(actual.thin_pool_size)}); grow the pool or raise max_overcommit knowingly")]
 
 
-def _guard_shrink(actions: Iterable[Action], actual: Actual) -> list[Note]:
-    """Never shrink a filesystem below what its owner has stored (plus metadata, with headroom)."""
-    notes = []
+def _guard_shrink(actions: list[Action], actual: Actual) -> tuple[list[Action], list[Note]]:
+    """Never shrink a filesystem below what its owner has stored (plus metadata, with headroom).
+
+    Such a shrink is left out of the plan and blocks that person only; their other steps go ahead.
+    """
+    kept, notes = [], []
     for action in actions:
-        if action.kind is not Kind.VOLUME or action.op is not Op.UPDATE:
-            continue
-        volume = actual.volumes[action.target]
-        in_use = volume.in_use if volume.in_use is not None else volume.used
-        size = action.after.size
-        if in_use is not None and size < action.before.size and in_use > size * SHRINK_HEADROOM:
-            notes.append(Note("shrink", action.target,
-                              f"{action.target} uses {format_size(in_use)} (files and filesystem metadata), "
-                              f"more than {SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; "
-                              "raise the quota or ask them to free space"))
-    return notes
+        if action.kind is Kind.VOLUME and action.op is Op.UPDATE:
+            volume = actual.volumes[action.target]
+            in_use = volume.in_use if volume.in_use is not None else volume.used
+            size = action.after.size
+            if in_use is not None and size < action.before.size and in_use > size * SHRINK_HEADROOM:
+                notes.append(Note("shrink", action.target,
+                                  f"{action.target} uses {format_size(in_use)} (files and filesystem metadata), "
+                                  f"more than {SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; "
+                                  "the volume keeps its size: raise the quota or ask them to free space"))
+                continue
+        kept.append(action)
+    return kept, notes

@@ -39,7 +39,7 @@ class Journal:
 def read(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 def record_edit(path: Path, actor: str, action: Action, detail: str = "", source: str = "edit") -> None:

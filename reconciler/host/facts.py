@@ -47,7 +47,8 @@ def _colon_lines(path: Path) -> list[list[str]]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []
-    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+    # "\n" only: str.splitlines() would also split on U+2028 and friends, which a name could hold
+    return [line.split(":") for line in text.split("\n") if line and not line.startswith("#")]
 
 
 def colon_entry(path: Path, name: str) -> list[str] | None:
@@ -179,7 +180,7 @@ def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str) -> dict[s
     by_device = {device: image for image, device in loops.items()}
     prefix = under.rstrip("/") + "/"
     mounts = {}
-    for line in mountinfo.read_text().splitlines():
+    for line in mountinfo.read_text().split("\n"):
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if len(fields) < 6 or len(tail) < 2:
@@ -247,7 +248,7 @@ def read_manifest(path: Path) -> dict[str, ManifestEntry]:
     except FileNotFoundError:
         return {}
     entries = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         fields = line.split()
         if len(fields) >= 4 and not fields[0].startswith("#"):
             entry = ManifestEntry(unescape(fields[0]), unescape(fields[1]), fields[2], fields[3])

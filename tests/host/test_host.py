@@ -169,17 +169,19 @@ def test_grow_keeps_data_and_shrink_is_guarded(classroom):
     assert data.read_bytes() == before
     assert str(room.paths.home(ann)) in room.observe().mounts
 
-    # below what is stored: the whole pass is refused and nothing changes
+    # below what is stored: ann is blocked and keeps her volume as it is; bob's change goes ahead
     data.write_bytes(os.urandom(100 * MiB))
+    before = data.read_bytes()
     room.write([{"username": "ann", "disk": "384Mi"}, {"username": "bob"}])
     assert room.cli().returncode == 0
     room.write([{"username": "ann", "disk": "64Mi"}, {"username": "bob", "disk": "256Mi"}])
-    before_state = snapshot(room)
-    refused = room.cli()
-    assert refused.returncode == 3
-    assert "uses" in refused.stdout and "raise the quota" in refused.stdout
-    assert snapshot(room) == before_state
-    assert room.cli("--dry-run").returncode == 3
+    blocked = room.cli()
+    assert blocked.returncode == 1, blocked.stdout + blocked.stderr
+    assert "uses" in blocked.stdout and "raise the quota" in blocked.stdout
+    volumes = room.observe().volumes
+    assert volumes[ann].size == volumes[ann].fs.size == 3 * SIZE and data.read_bytes() == before
+    assert volumes[room.user("bob")].size == 2 * SIZE
+    assert room.cli("--dry-run").returncode == 1  # still blocked, nothing else pending
 
 
 def test_purge_needs_a_tombstone_and_the_flag(classroom):
@@ -218,17 +220,37 @@ def test_mass_disable_guard(classroom):
     assert sum(1 for a in room.observe().accounts.values() if a.username.startswith(room.prefix) and a.locked) == 4
 
 
-def test_foreign_account_is_refused_and_untouched(classroom):
+def test_foreign_account_blocks_that_person_only_and_is_untouched(classroom):
     room = classroom
     intruder = room.user("host")
     subprocess.run(["useradd", "--no-create-home", "--comment", "Somebody Else", intruder], check=True)
     before = pwd.getpwnam(intruder)
     room.write([{"username": "host"}, {"username": "ann"}])
     out = room.cli()
-    assert out.returncode == 3
+    assert out.returncode == 1, out.stdout + out.stderr
     assert "was not created by reconcile" in out.stdout
     assert pwd.getpwnam(intruder) == before
-    assert room.user("ann") not in room.observe().accounts
+    assert room.user("ann") in room.observe().accounts  # the rest of the class is not held up
+
+
+def test_a_username_that_is_a_system_group_blocks_only_that_person(classroom):
+    """A teacher adds a name that is an existing group (like ssl-cert): the others still converge, also a disable."""
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "dan"}])
+    assert room.cli().returncode == 0
+    clash = room.user("certs")
+    subprocess.run(["groupadd", clash], check=True)
+    try:
+        room.write([{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "dan"},
+                    {"username": "certs"}, {"username": "cat"}])
+        out = room.cli()
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"a group named '{clash}' already exists" in out.stdout
+        accounts = room.observe().accounts
+        assert accounts[room.user("ann")].locked and room.user("cat") in accounts and clash not in accounts
+        assert clash in facts.read_groups(Path("/etc/group"))
+    finally:
+        subprocess.run(["groupdel", clash], capture_output=True)
 
 
 def test_bad_input_changes_nothing(classroom):

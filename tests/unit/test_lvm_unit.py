@@ -110,8 +110,8 @@ def test_disable_deactivates_after_unmounting_and_reenable_mounts_an_inactive_lv
     entry = ManifestEntry("/dev/class/home-ann", "/h/ann", "ext4", "nodev,nosuid,noatime")
     converged = snapshot(active, [mount], [entry], {"ann": account("ann", 1001)})
     disabled = plan(Desired("c", (member("ann", status="disabled"),), PATHS), converged)
-    assert [(a.op, a.kind) for a in disabled.actions] == [("disable", "mount"), ("disable", "manifest"),
-                                                          ("disable", "account")]
+    assert [(a.op, a.kind) for a in disabled.actions] == [("disable", "account"), ("disable", "mount"),
+                                                          ("disable", "manifest")]
     # an LV left active without its mount is deactivated (the unmount driver normally does it)
     leftover = snapshot(active, [], [], {"ann": account("ann", 1001, locked=True)})
     assert [(a.op, a.kind, a.to_json()["after"]) for a in plan(Desired("c", (member("ann", status="disabled"),), PATHS),

@@ -538,3 +538,15 @@ def test_observe_reads_the_clock_once_per_snapshot(host) -> None:
     fake = dataclasses.replace(host[1], clock=clock)
     assert observe.observe(paths, fake).today == TODAY + 5
     assert len(calls) == 1
+
+
+def test_passwd_is_split_on_newlines_only(tmp_path: Path) -> None:
+    """A GECOS field holding U+2028 (written before names were checked) must not split the line."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("ann:x:1001:1001:Ann\u2028Smith,,,,classroom=c:/h/ann:/usr/sbin/nologin\n"
+                                "bob:x:1002:1002:Bob,,,,classroom=c:/h/bob:/usr/sbin/nologin\n")
+    (etc / "shadow").write_text("ann:!$y$x:19000:0:99999:7::1:\nbob:$y$x:19000:0:99999:7:::\n")
+    accounts = facts.read_accounts(etc / "passwd", {}, facts.read_shadow(etc / "shadow"))
+    assert set(accounts) == {"ann", "bob"}
+    assert accounts["ann"].classroom == "c" and accounts["ann"].locked and accounts["ann"].expire_day == 1

@@ -242,15 +242,15 @@ def mount_sequence(username: str, drift: bool = False) -> list[tuple]:
     ]
 
 
-def disable_sequence(username: str, reason: str, mounted: bool = True) -> list[tuple]:
-    steps = []
+def disable_sequence(username: str, reason: str, mounted: bool = True, hub: list[tuple] = ()) -> list[tuple]:
+    """The login is locked first, then the hub's part, then the volume is unmounted (files kept)."""
+    steps = [A("disable", "account", username, before={"login": "enabled"}, after={"login": "disabled"},
+               reason=reason), *hub]
     if mounted:
         steps += [
             A("disable", "mount", username, before=home(username), reason=reason),
             A("disable", "manifest", username, before=f"{image(username)} {home(username)}", reason=reason),
         ]
-    steps.append(A("disable", "account", username, before={"login": "enabled"}, after={"login": "disabled"},
-                   reason=reason))
     return steps
 
 
@@ -291,11 +291,13 @@ CASES = [
     Case("disk-lowered", (member("alice", disk=512 * MiB),), converged(ALICE), DEFAULT,
          [A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 512 * MiB},
             reason="disk quota lowered to 512 MiB")]),
-    Case("disk-lowered-below-used", (member("alice", disk=512 * MiB),),
-         converged(ALICE, volume_alice=volume("alice", used=700 * MiB, loop="/dev/loop1")), DEFAULT,
-         [A("update", "volume", "alice", before={"size": GiB, "used": 700 * MiB}, after={"size": 512 * MiB},
-            reason="disk quota lowered to 512 MiB")],
-         refused=[("shrink", "alice", "alice uses 700 MiB")]),
+    # an unsafe shrink is left out and blocks that person only (their other steps and everyone else go ahead)
+    Case("disk-lowered-below-used", (member("alice", disk=512 * MiB, name="Alice Renamed"), BOB, CAROL),
+         converged(ALICE, BOB, volume_alice=volume("alice", used=700 * MiB, loop="/dev/loop1")), DEFAULT,
+         [A("update", "account", "alice", before={"name": "Alice"}, after={"name": "Alice Renamed"},
+            reason="name changed in classroom.yaml"),
+          *new_person("carol", "Carol")],
+         blocked=[("shrink", "alice", "alice uses 700 MiB")]),
     # a shrink keeps 10% headroom for metadata: 460 MiB < 0.9 * 512 MiB = 460.8 MiB < 461 MiB
     Case("disk-lowered-within-headroom", (member("alice", disk=512 * MiB),),
          converged(ALICE, volume_alice=volume("alice", used=460 * MiB, loop="/dev/loop1")), DEFAULT,
@@ -303,15 +305,11 @@ CASES = [
             reason="disk quota lowered to 512 MiB")]),
     Case("disk-lowered-into-headroom", (member("alice", disk=512 * MiB),),
          converged(ALICE, volume_alice=volume("alice", used=461 * MiB, loop="/dev/loop1")), DEFAULT,
-         [A("update", "volume", "alice", before={"size": GiB, "used": 461 * MiB}, after={"size": 512 * MiB},
-            reason="disk quota lowered to 512 MiB")],
-         refused=[("shrink", "alice", "alice uses 461 MiB")]),
+         [], blocked=[("shrink", "alice", "alice uses 461 MiB")]),
     Case("disk-lowered-metadata-counts", (member("alice", disk=512 * MiB),),
          converged(ALICE, volume_alice=volume("alice", used=300 * MiB, in_use=470 * MiB, loop="/dev/loop1")),
          DEFAULT,
-         [A("update", "volume", "alice", before={"size": GiB, "used": 300 * MiB}, after={"size": 512 * MiB},
-            reason="disk quota lowered to 512 MiB")],
-         refused=[("shrink", "alice", "alice uses 470 MiB")]),
+         [], blocked=[("shrink", "alice", "alice uses 470 MiB")]),
     Case("disk-raised-never-refused-even-if-full", (member("alice", disk=2 * GiB),),
          converged(ALICE, volume_alice=volume("alice", used=GiB, loop="/dev/loop1")), DEFAULT,
          [A("update", "volume", "alice", before={"size": GiB, "used": GiB}, after={"size": 2 * GiB},
@@ -407,17 +405,22 @@ CASES = [
          refused=[("mass-disable", "", "would disable 2 of 2 active people")]),
 
     # --- guards against touching what is not ours ----------------------------------------------------------
+    # a clash blocks that person only: everyone else converges in the same pass
     Case("foreign-account-system", (ALICE,), snapshot(accounts=[account("alice", classroom=None)]), DEFAULT, [],
-         refused=[("foreign-account", "alice", "'alice' already exists on this host (uid 1001)")]),
+         blocked=[("foreign-account", "alice", "'alice' already exists on this host (uid 1001)")]),
     Case("foreign-account-other-classroom", (ALICE, BOB),
          snapshot(accounts=[account("alice", classroom="other")]), DEFAULT,
          new_person("bob", "Bob"),
-         refused=[("foreign-account", "alice", "was not created by reconcile for 'py101'")]),
+         blocked=[("foreign-account", "alice", "was not created by reconcile for 'py101'")]),
     Case("foreign-account-disabled-status", (member("alice", status="disabled"),),
          snapshot(accounts=[account("alice", classroom=None)]), DEFAULT, [],
-         refused=[("foreign-account", "alice", "already exists on this host")]),
+         blocked=[("foreign-account", "alice", "already exists on this host")]),
     Case("username-is-existing-group", (ALICE,), snapshot(extra_groups=("alice",)), DEFAULT, [],
-         refused=[("foreign-account", "alice", "a group named 'alice' already exists")]),
+         blocked=[("foreign-account", "alice", "a group named 'alice' already exists")]),
+    Case("username-is-existing-group-others-proceed", (ALICE, member("bob", status="disabled"), CAROL),
+         converged(BOB, extra_groups=("alice",)), DEFAULT,
+         [*disable_sequence("bob", "status: disabled"), *new_person("carol", "Carol")],
+         blocked=[("foreign-account", "alice", "a group named 'alice' already exists")]),
     Case("username-is-group-but-only-disabled", (member("alice", status="disabled"),),
          snapshot(groups=(), extra_groups=("alice",)), DEFAULT, []),
 
@@ -513,11 +516,11 @@ CASES = [
     Case("hub-stopped-container-left-alone", (ALICE,),
          with_hub(converged(ALICE), users=[hub_user("alice")], containers=[container("alice", 1, running=False)]),
          DEFAULT, []),
-    Case("hub-disable-stops-the-server-before-unmounting", (member("alice", status="disabled"), BOB),
+    Case("hub-disable-locks-then-stops-the-server-then-unmounts", (member("alice", status="disabled"), BOB),
          with_hub(converged(ALICE, BOB), users=[hub_user("alice", running=True), hub_user("bob")]), DEFAULT,
-         [A("disable", "server", "alice", before="running", after="stopped", reason="status: disabled"),
-          A("disable", "hub-user", "alice", before={"admin": False}, reason="status: disabled"),
-          *disable_sequence("alice", "status: disabled")]),
+         disable_sequence("alice", "status: disabled", hub=[
+             A("disable", "server", "alice", before="running", after="stopped", reason="status: disabled"),
+             A("disable", "hub-user", "alice", before={"admin": False}, reason="status: disabled")])),
     Case("hub-user-never-created-here", (ALICE,),
          with_hub(converged(ALICE), users=[hub_user("alice"), hub_user("mallory", running=True)]), DEFAULT,
          [A("disable", "server", "mallory", before="running", after="stopped",
@@ -619,10 +622,10 @@ def test_leftover_volume_never_disables_a_foreign_account() -> None:
     assert not [a for a in result.actions if a.target == "carol" and a.kind == "account"]
 
 
-def test_disabled_order_is_reverse_of_creation() -> None:
+def test_disabling_locks_the_login_first_then_reverses_creation() -> None:
     result = plan(desired(member("alice", status="disabled"), BOB), converged(ALICE, BOB))
     kinds = [a.kind for a in result.actions if a.target == "alice"]
-    assert kinds == ["mount", "manifest", "account"]
+    assert kinds == ["account", "mount", "manifest"]
     creation = [a.kind for a in plan(desired(ALICE), snapshot()).actions if a.target == "alice"]
     assert creation.index("account") < creation.index("manifest") < creation.index("mount")
 
@@ -727,8 +730,8 @@ def test_summary_counts(members, actual, policy, summary) -> None:
 def test_plan_empty_property() -> None:
     assert plan(desired(ALICE), converged(ALICE)).empty
     assert not plan(desired(ALICE), converged(ALICE, entry_alice=None)).empty
-    refused_only = plan(desired(ALICE), snapshot(accounts=[account("alice", classroom=None)]))
-    assert refused_only.actions == () and not refused_only.empty
+    refused_only = plan(desired(), converged(ALICE, BOB))
+    assert refused_only.refused and not refused_only.empty
     blocked = plan(desired(ALICE), converged(ALICE, mount_alice=mount("alice", source="/dev/sdz")))
     assert blocked.actions == () and not blocked.empty
 

@@ -188,3 +188,24 @@ def test_validate_command_exit_codes(tmp_path):
     assert out.returncode == 1
     assert f"{bad}:9:6: students[1].username" in out.stderr
     assert "nothing was changed" in out.stderr
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("Ann\u2028Smith", "U+2028 (LINE SEPARATOR)"),
+    ("Ann\u2029Smith", "U+2029 (PARAGRAPH SEPARATOR)"),
+    ("Ann\u200bSmith", "U+200B (ZERO WIDTH SPACE)"),
+    ("Ann\u202eSmith", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("Ann\tSmith", "control characters"),
+    ("Ann\x85Smith", "control characters"),  # NEL: a line break to str.splitlines()
+])
+def test_names_with_line_breaks_or_invisible_characters_are_refused(tmp_path, name, expected):
+    text = ("version: 1\nname: c\nquotas: {default: {memory: 1Gi, cpu: 1, disk: 1Gi}}\nstudents:\n"
+            f"  - username: ann\n    name: {json.dumps(name)}\n")
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and ":6:5: students[0].name: " in found[0] and expected in found[0], found
+
+
+def test_accented_and_non_latin_names_are_fine(tmp_path):
+    text = ("version: 1\nname: c\nquotas: {default: {memory: 1Gi, cpu: 1, disk: 1Gi}}\nstudents:\n"
+            "  - {username: ann, name: Niccolò Çelik-Øberg}\n  - {username: bo, name: 李小龍}\n")
+    assert [p.name for p in load(tmp_path, text).students] == ["Niccolò Çelik-Øberg", "李小龍"]
