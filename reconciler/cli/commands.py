@@ -188,7 +188,7 @@ def api(args: argparse.Namespace) -> int:
 
 def import_csv(args: argparse.Namespace) -> int:
     from ..roster import csv_import, edit
-    from ..service.usecases import journal_imported
+    from ..service.usecases import journal_imported, refuse_new_problems
 
     site = site_of(args)
     classroom_file = classroom_path(args, site)
@@ -219,10 +219,11 @@ def import_csv(args: argparse.Namespace) -> int:
         return EXIT_PENDING if result.added else EXIT_OK
     if result.added:
         try:
-            edit.add_students(classroom_file, site, result.added)
+            edit.add_students(classroom_file, site, result.added,
+                              lambda before, after: refuse_new_problems(site, before, after))
         except edit.Rejected as exc:
-            print(f"{classroom_file}: the import would make the file invalid ({exc}); nothing was changed.",
-                  file=sys.stderr)
+            why = "the next pass would refuse it or block someone" if exc.status == 409 else "the file would be invalid"
+            print(f"{classroom_file}: not imported, {why}: {exc}; nothing was changed.", file=sys.stderr)
             return EXIT_ERROR
         journal_imported(site, operator(), result.added, "imported from CSV with reconcile import-csv")
     print(f"{len(result.added)} added to {classroom_file}.")

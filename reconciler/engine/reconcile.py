@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 from ..config.classroom import Classroom
 from ..config.site import Site
-from ..core.actions import Action, Plan, Policy
+from ..core.actions import Action, Note, Plan, Policy
 from ..core.actual import Actual, from_json
 from ..core.desired import Desired, resolve
 from ..core.plan import plan
@@ -166,6 +166,22 @@ def plan_offline(site: Site, classroom: Classroom, snapshot: dict, flags: Policy
     else:
         verdict = Verdict.BLOCKED if the_plan.blocked else (Verdict.PENDING if the_plan.actions else Verdict.CONVERGED)
     return Outcome(verdict, the_plan, desired, actual, dry_run=True)
+
+
+def check_edit(site: Site, before: Classroom, after: Classroom, host: HostFiles = HostFiles()) -> list[Note]:
+    """What an edit of classroom.yaml would newly refuse or block, planned against the host as it is now.
+
+    The teacher API and import-csv ask before they write: an edit that would stop the class (a refused
+    pass) or a person (a name taken by a system account or group, ...) is answered with the plan's own
+    reason and the file stays as it was.  Problems the file already had are not the edit's.
+    """
+    volumes = backend_for(site, Runner(), host)
+    actual = observe(site.paths, volumes, host)
+    flags = policy(site)
+    was = plan(desire(site, before), actual, flags)
+    known = {(n.rule, n.target) for n in (*was.refused, *was.blocked)}
+    will = plan(desire(site, after), actual, flags)
+    return [n for n in (*will.refused, *will.blocked) if (n.rule, n.target) not in known]
 
 
 def status_document(site: Site, outcome: Outcome) -> dict:

@@ -16,6 +16,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 from anyascii import anyascii
@@ -25,7 +26,7 @@ from ..config.classroom import RESERVED_USERNAMES, ROLES, Person, group_name
 from ..config.load import load_classroom
 from ..config.site import Site
 from ..core.actual import Account
-from ..host.facts import read_accounts
+from ..host.facts import HostFiles, read_accounts, read_groups
 from .edit import Rejected
 
 ALIASES = {
@@ -126,15 +127,23 @@ def unique_username(name: str, taken: set[str]) -> str:
     return username
 
 
-def taken_usernames(classroom_data: dict, accounts: dict[str, Account], classroom: str) -> set[str]:
+def taken_usernames(classroom_data: dict, accounts: dict[str, Account], classroom: str,
+                    groups: Iterable[str] = ()) -> set[str]:
+    """Names a new person cannot get: people in the file, the host's other accounts and groups, reserved names.
+
+    A group is taken unless it is the personal group of one of our own accounts (useradd makes one per person).
+    """
     names = {p.get("username") for section in ("admins", "students") for p in classroom_data.get(section) or []
              if isinstance(p, dict)}
-    names |= {u for u, a in accounts.items() if a.classroom != classroom}  # the host's own accounts
+    ours = {u for u, a in accounts.items() if a.classroom == classroom}
+    names |= {u for u in accounts if u not in ours}  # the host's own accounts
+    names |= {g for g in groups if g not in ours}  # and groups: useradd could not make the person's own
     names |= set(RESERVED_USERNAMES) | {group_name(classroom, r) for r in ROLES}
     return {n for n in names if n}
 
 
-def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Account], site: Site) -> Result:
+def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Account], site: Site,
+                groups: Iterable[str] = ()) -> Result:
     """Decide who is new, make their usernames, validate each; pure apart from its inputs."""
     result = Result()
     classroom = classroom_data.get("name", "")
@@ -142,7 +151,7 @@ def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Accou
     known_users = {p.get("username") for p in people}
     known_emails = {e.lower() for p in people for e in ([p["email"]] if isinstance(p.get("email"), str)
                                                         else p.get("email") or [])}
-    taken = taken_usernames(classroom_data, accounts, classroom)
+    taken = taken_usernames(classroom_data, accounts, classroom, groups)
     for row in rows:
         if row.username in known_users or any(e.lower() in known_emails for e in row.emails):
             result.present.append(f"row {row.number}: {row.name} is already in the file")
@@ -173,7 +182,7 @@ def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Accou
     return result
 
 
-def prepare(path: Path, site: Site, data: bytes) -> Result:
+def prepare(path: Path, site: Site, data: bytes, host: HostFiles = HostFiles()) -> Result:
     """Read a CSV upload and decide who it adds to the file; nothing is written.
 
     Raises Rejected for a file that cannot be read as a roster at
@@ -186,5 +195,6 @@ def prepare(path: Path, site: Site, data: bytes) -> Result:
     if fatal:
         raise Rejected([{"path": "", "message": problem} for problem in fatal])
     load_classroom(path, site)  # the roster must be valid before we add to it
-    accounts = read_accounts(Path("/etc/passwd"), {}, {})
-    return plan_import(rows, yaml.safe_load(path.read_text(encoding="utf-8")), accounts, site)
+    accounts = read_accounts(host.etc / "passwd", {}, {})
+    groups = read_groups(host.etc / "group")
+    return plan_import(rows, yaml.safe_load(path.read_text(encoding="utf-8")), accounts, site, groups)

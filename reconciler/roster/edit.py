@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
-from ..config.classroom import Person
+from ..config.classroom import Classroom, Person
 from ..config.load import InvalidFile, parse_classroom
 from ..config.site import Site
 from ..host import lock
@@ -47,7 +47,12 @@ def _yaml(text: str) -> YAML:
     return y
 
 
-def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object]) -> object:
+# Called with the file as it is and as it would be (both validated) before the new one is written; it
+# raises Rejected to refuse the edit (the teacher API and import-csv plan the candidate against the host).
+Accept = Callable[[Classroom, Classroom], None]
+
+
+def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object], accept: Accept | None = None) -> object:
     """Load, apply ``mutate`` to the document, validate the result as a whole, replace the file."""
     try:
         with lock.hold(site.state_dir / "roster.lock", exclusive=True, timeout=LOCK_TIMEOUT):
@@ -58,9 +63,11 @@ def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object]) ->
             out = io.StringIO()
             y.dump(doc, out)
             try:
-                parse_classroom(out.getvalue(), str(path), site)
+                after = parse_classroom(out.getvalue(), str(path), site)
             except InvalidFile as exc:
                 raise Rejected([{"path": p.path, "message": p.message} for p in exc.problems]) from None
+            if accept is not None:
+                accept(parse_classroom(text, str(path), site), after)
             write_atomic(path, out.getvalue(), mode=path.stat().st_mode & 0o777)
             return result
     except lock.LockBusy:
@@ -98,8 +105,8 @@ def append_students(doc: CommentedMap, entries: list[dict]) -> None:
         students.append(item)
 
 
-def add_students(path: Path, site: Site, entries: list[dict]) -> None:
-    rewrite(path, site, lambda doc: append_students(doc, entries))
+def add_students(path: Path, site: Site, entries: list[dict], accept: Accept | None = None) -> None:
+    rewrite(path, site, lambda doc: append_students(doc, entries), accept)
 
 
 def check_person(entry: dict) -> None:
@@ -113,7 +120,7 @@ def check_person(entry: dict) -> None:
 
 
 def change_person(path: Path, site: Site, username: str, changes: dict,
-                  check: Callable[[dict], None] = lambda entry: None) -> tuple[dict, dict]:
+                  check: Callable[[dict], None] = lambda entry: None, accept: Accept | None = None) -> tuple[dict, dict]:
     """Merge ``changes`` into the person (None removes a key); return the entry before and after.
 
     ``check`` sees the entry as it is under the lock and may refuse the edit.
@@ -144,7 +151,7 @@ def change_person(path: Path, site: Site, username: str, changes: dict,
                 entry[key] = scalar(value)
         return before, plain(entry)
 
-    return rewrite(path, site, edit)  # type: ignore[return-value]
+    return rewrite(path, site, edit, accept)  # type: ignore[return-value]
 
 
 def find(doc: CommentedMap, username: str) -> CommentedMap | None:

@@ -106,6 +106,8 @@ class Api(Teacher):
         except teacher.Refused as exc:
             raise ApiError(exc.status, exc.message) from None
         except Rejected as exc:
+            if exc.status == 409:  # valid, but the next pass would refuse it or block someone: the plan's reason
+                raise ApiError(409, f"not written: {exc}; classroom.yaml was not changed", exc.problems) from None
             raise ApiError(exc.status, "invalid input; classroom.yaml was not changed", exc.problems) from None
         except InvalidFile as exc:
             raise ApiError(409, "classroom.yaml is invalid as it stands; fix the file first",

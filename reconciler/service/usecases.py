@@ -23,7 +23,7 @@ from ..credentials import delivery, outbox
 from ..engine import reconcile as engine
 from ..engine.journal import Journal, record_edit
 from ..host import accounts, containers, lock
-from ..host.facts import HostFiles, read_accounts
+from ..host.facts import HostFiles, read_accounts, read_groups
 from ..host.gitinfo import git_revision
 from ..host.run import Runner
 from ..roster import csv_import, edit
@@ -45,10 +45,15 @@ _PARSED: dict[Path, tuple[tuple[int, int, int], Classroom, dict]] = {}  # the la
 
 @dataclass(frozen=True)
 class Room:
-    """The site and the classroom file the service manages."""
+    """The site and the classroom file the service manages, and the host files it reads (tests: fixtures)."""
 
     site: Site
     file: Path
+    host: HostFiles = HostFiles()
+
+    def accept(self, before: Classroom, after: Classroom) -> None:
+        """An edit that the next pass would refuse, or that would block someone, is not written (409)."""
+        refuse_new_problems(self.site, before, after, self.host)
 
     def classroom(self) -> Classroom:
         """The validated file, parsed again only when it changed (every request asks, for authorization)."""
@@ -89,6 +94,13 @@ class Room:
 
 def _journal(room: Room, actor: str, action: Action, detail: str = "") -> None:
     record_edit(room.site.paths.journal, actor, action, detail, source="api")
+
+
+def refuse_new_problems(site: Site, before: Classroom, after: Classroom, host: HostFiles = HostFiles()) -> None:
+    """Plan the edited file against the host as it is: what it would newly refuse or block stops the edit."""
+    notes = engine.check_edit(site, before, after, host)
+    if notes:
+        raise Rejected([{"path": f"{n.target}" if n.target else "", "message": n.message} for n in notes], status=409)
 
 
 def journal_imported(site: Site, actor: str, added: list[dict], how: str, source: str = "cli") -> None:
@@ -178,11 +190,12 @@ def add_student(room: Room, actor: str, body: dict) -> dict:
     entry.update({k: v for k, v in body.items() if k not in entry and v is not None})  # unknown keys: 422 below
     if entry.get("status") == "purged":
         raise Rejected([{"path": "status", "message": "a new student cannot be purged"}])
-    host_accounts = read_accounts(Path("/etc/passwd"), {}, {})
+    host_accounts = read_accounts(room.host.etc / "passwd", {}, {})
+    host_groups = read_groups(room.host.etc / "group")
 
     def add(doc) -> dict:  # under the roster lock: two teachers adding at once get distinct usernames
         data = edit.plain(doc)
-        taken = csv_import.taken_usernames(data, host_accounts, data["name"])
+        taken = csv_import.taken_usernames(data, host_accounts, data["name"], host_groups)
         new = dict(entry)
         if "username" not in new and isinstance(new.get("name"), str) and new["name"].strip():
             new = {"username": csv_import.unique_username(new["name"], taken), **new}
@@ -191,11 +204,12 @@ def add_student(room: Room, actor: str, body: dict) -> dict:
         if edit.find(doc, username) is not None:
             raise Refused(409, f"{username} is already in the classroom")
         if username in taken:
-            raise Rejected([{"path": "username", "message": f"{username!r} is taken by another account on this server"}])
+            raise Rejected([{"path": "username",
+                             "message": f"{username!r} is taken by another account or group on this server"}])
         edit.append_students(doc, [new])
         return new
 
-    added = edit.rewrite(room.file, room.site, add)
+    added = edit.rewrite(room.file, room.site, add, room.accept)
     _journal(room, actor, Action(Op.CREATE, Kind.ROSTER, added["username"], after=added,
                                  reason="added through the teacher API"))
     return added
@@ -206,7 +220,7 @@ def change_student(room: Room, actor: str, username: str, changes: dict) -> dict
     _writable(room)
     _student(room, username)
     try:
-        before, after = edit.change_person(room.file, room.site, username, changes)
+        before, after = edit.change_person(room.file, room.site, username, changes, accept=room.accept)
     except Rejected as exc:
         if exc.status == 404:  # removed from the file since the check above
             raise Refused(404, f"{username} is not in the classroom") from None
@@ -237,11 +251,11 @@ def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_r
     """`reconcile import-csv` over HTTP: same reading, same username rules, same errors."""
     if not dry_run:
         _writable(room)
-    result = csv_import.prepare(room.file, room.site, data)
+    result = csv_import.prepare(room.file, room.site, data, room.host)
     if result.problems and not skip_invalid:
         raise Rejected([{"path": "", "message": problem} for problem in result.problems])
     if result.added and not dry_run:
-        edit.add_students(room.file, room.site, result.added)
+        edit.add_students(room.file, room.site, result.added, room.accept)
         journal_imported(room.site, actor, result.added, "imported from CSV through the teacher API", source="api")
     return {"dry_run": dry_run, "added": result.added, "present": result.present, "skipped": result.problems}
 

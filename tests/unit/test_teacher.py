@@ -3,6 +3,8 @@
 import pytest
 import yaml
 
+from driverkit import FakeHost
+
 from reconciler.config.classroom import Person
 from reconciler.config.load import load_site
 from reconciler.core.actual import Container
@@ -36,7 +38,42 @@ students:
 def room(tmp_path):
     (tmp_path / "classroom.yaml").write_text(ROSTER)
     site = load_site(None).model_copy(update={"state_dir": tmp_path / "state", "hub": None})
-    return teacher.Room(site, tmp_path / "classroom.yaml")
+    return teacher.Room(site, tmp_path / "classroom.yaml", FakeHost(tmp_path / "host").files())
+
+
+def hosted(tmp_path, fake: FakeHost):
+    """The room with the host made of ``fake``'s files (accounts, groups), to plan edits against."""
+    site = load_site(None).model_copy(update={"state_dir": tmp_path / "state", "homes_dir": fake.paths.homes,
+                                             "hub": None})
+    return teacher.Room(site, tmp_path / "classroom.yaml", fake.files())
+
+
+def test_a_name_taken_by_a_system_group_is_refused(tmp_path):
+    (tmp_path / "classroom.yaml").write_text(ROSTER)
+    room = hosted(tmp_path, FakeHost(tmp_path / "host").add_group("ssl-cert", 110))
+    with pytest.raises(rosteredit.Rejected) as refused:
+        teacher.add_student(room, "tea", {"username": "ssl-cert", "name": "Ssl Cert"})
+    assert refused.value.status == 422 and "taken by another account or group" in str(refused.value)
+    result = teacher.import_csv(room, "tea", b"name,username\nSsl Cert,ssl-cert\n", skip_invalid=True, dry_run=True)
+    assert result["added"] == [] and "already taken" in result["skipped"][0]
+    assert room.file.read_text() == ROSTER
+
+
+def test_an_edit_the_next_pass_would_refuse_is_not_written(tmp_path):
+    """Disabling people one request at a time cannot walk past the mass-disable guard: the plan says no first."""
+    (tmp_path / "classroom.yaml").write_text(ROSTER.replace("  - username: bob\n    name: Bob Example\n",
+                                                           "  - username: bob\n    name: Bob Example\n"
+                                                           "  - {username: cat, name: Cat Example}\n"))
+    fake = FakeHost(tmp_path / "host", classroom="py101")
+    for uid, name in enumerate(("tea", "ann", "bob", "cat"), start=1001):
+        fake.person(name, uid)
+    room = hosted(tmp_path, fake)
+    assert teacher.disable_student(room, "tea", "bob")["status"] == "disabled"  # 1 of 4: allowed
+    before = room.file.read_text()
+    with pytest.raises(rosteredit.Rejected) as refused:
+        teacher.disable_student(room, "tea", "cat")
+    assert refused.value.status == 409 and "would disable 2 of 4 active people" in str(refused.value)
+    assert room.file.read_text() == before
 
 
 def test_merge_patch_keeps_comments_and_null_removes_an_override(room):
