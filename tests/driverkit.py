@@ -76,6 +76,9 @@ class FakeHost:
     shadow: list[str] = field(default_factory=lambda: ["root:*:19000:0:99999:7:::"])
     mounts: list[tuple[str, str, str, str]] = field(default_factory=list)  # (device, target, source, options)
     loops: dict[str, str] = field(default_factory=dict)  # image -> loopN
+    alive: set[str] = field(default_factory=set)  # devices whose ext4 is mounted somewhere (/sys/fs/ext4/<dev>)
+    namespaces: dict[int, tuple[str, list[str], str]] = field(default_factory=dict)  # pid -> (ns, devices, comm)
+    online_resize: bool = True  # CAP_SYS_RESOURCE in this process's effective capabilities
     today: int = 19_000
 
     @property
@@ -119,16 +122,30 @@ class FakeHost:
         for index, (device, target, source, options) in enumerate(self.mounts):
             lines.append(f"{100 + index} 22 {device} / {escape(target)} {options} - ext4 {escape(source)} rw")
         (self.root / "mountinfo").write_text("\n".join(lines) + "\n")
-        sys_block, dev = self.root / "sys" / "block", self.root / "dev"
-        for old in (self.root / "sys", dev):  # the facts as they are now, not as they were
+        sys_block, dev, proc = self.root / "sys" / "block", self.root / "dev", self.root / "proc"
+        for old in (self.root / "sys", dev, proc):  # the facts as they are now, not as they were
             shutil.rmtree(old, ignore_errors=True)
         sys_block.mkdir(parents=True)
         dev.mkdir()
         for image, device in self.loops.items():
             (sys_block / device / "loop").mkdir(parents=True, exist_ok=True)
             (sys_block / device / "loop" / "backing_file").write_text(image + "\n")
+            (sys_block / device / "dev").write_text(f"7:{device.removeprefix('loop')}\n")
             (dev / device).symlink_to(image)  # reading the "device" reads the image, as the kernel's would
+        for device in self.alive:
+            (self.root / "sys" / "fs" / "ext4" / device).mkdir(parents=True)
+        (proc / "self" / "ns").mkdir(parents=True)
+        (proc / "self" / "ns" / "mnt").symlink_to("mnt:[4026531841]")
+        caps = (1 << 24) if self.online_resize else 0
+        (proc / "self" / "status").write_text(f"Name:\treconcile\nCapEff:\t{caps:016x}\n")
+        for pid, (namespace, devices, comm) in self.namespaces.items():
+            (proc / str(pid) / "ns").mkdir(parents=True)
+            (proc / str(pid) / "ns" / "mnt").symlink_to(namespace)
+            (proc / str(pid) / "comm").write_text(comm + "\n")
+            (proc / str(pid) / "mountinfo").write_text("".join(
+                f"{300 + i} 1 {number} / /home/x rw - ext4 /dev/x rw\n" for i, number in enumerate(devices)))
         return HostFiles(etc=etc, mountinfo=self.root / "mountinfo", sys_block=sys_block, dev=dev,
+                         sys_fs=self.root / "sys" / "fs", sys_dev=self.root / "sys" / "dev" / "block", proc=proc,
                          clock=lambda: self.today * 86400.0)
 
     def device(self, name: str) -> str:
@@ -157,3 +174,25 @@ class FixedCredentials:
 
     def discard(self, username: str) -> None:
         self.discarded.append(username)
+
+
+def e2fsprogs(argv: Sequence[str]) -> Answer:
+    """Answer a recording runner by running e2fsck and resize2fs for real on image files (no root needed),
+    and lvextend/lvreduce -r on a file that stands in for the LV: the filesystem then really has the new size."""
+    import os
+    import subprocess
+
+    tools = "/usr/sbin:/usr/bin:/sbin:/bin"
+    if argv[0] in ("e2fsck", "resize2fs"):
+        done = subprocess.run(list(argv), capture_output=True, text=True, env={"PATH": tools})
+        if done.returncode not in ((0, 1, 2) if argv[0] == "e2fsck" else (0,)):
+            return CommandFailed(argv, done.returncode, done.stderr)
+    elif argv[0] in ("lvextend", "lvreduce"):
+        size, path = int(argv[argv.index("-L") + 1].removesuffix("b")), argv[-1]
+        if argv[0] == "lvextend":
+            os.truncate(path, size)
+        subprocess.run(["e2fsck", "-f", "-p", path], capture_output=True, env={"PATH": tools})
+        subprocess.run(["resize2fs", path, f"{size // 1024}K"], capture_output=True, check=True, env={"PATH": tools})
+        if argv[0] == "lvreduce":
+            os.truncate(path, size)
+    return ""

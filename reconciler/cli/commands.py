@@ -25,7 +25,7 @@ from ..engine.apply import Result
 from ..engine.reconcile import Outcome, Verdict
 from ..host import lock
 
-EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED, EXIT_WAITING = 0, 1, 2, 3, 4
 EXIT_CODES = {
     Verdict.CONVERGED: EXIT_OK,
     Verdict.PENDING: EXIT_PENDING,
@@ -33,6 +33,7 @@ EXIT_CODES = {
     Verdict.FAILED: EXIT_ERROR,
     Verdict.INTERRUPTED: EXIT_ERROR,
     Verdict.REFUSED: EXIT_REFUSED,
+    Verdict.WAITING: EXIT_WAITING,
 }
 
 
@@ -98,11 +99,16 @@ def _summarize(the_plan: Plan, result: Result, site: Site) -> None:
     if new_credentials:
         print(f"{new_credentials} new password(s) wait in {site.paths.outbox}/ (root only) for delivery.",
               file=sys.stderr)
+    for target, why in sorted(result.waiting.items()):
+        print(f"waiting: {target}: {why}", file=sys.stderr)
     if result.failed:
         for target, error in sorted(result.failed.items()):
             print(f"failed: {target}: {error}", file=sys.stderr)
         print(f"Applied {result.ok} action(s); {len(result.failed)} target(s) failed, {result.skipped} step(s) "
               "skipped. The next pass retries them.", file=sys.stderr)
+    elif result.waiting:
+        print(f"Applied {result.ok} action(s); {len(result.waiting)} person(s) wait for their volume to be free "
+              "(not converged yet: every pass tries again).", file=sys.stderr)
     else:
         print(f"Applied {result.ok} action(s). Converged.", file=sys.stderr)
 

@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconcile",
         description="Make this server match classroom.yaml: Unix accounts, quota volumes, mounts.",
-        epilog="exit codes: 0 converged / no changes, 1 error or failed actions, 2 changes pending (--dry-run), "
-               "3 a safety guard refused the pass",
+        epilog="exit codes: 0 converged / no changes, 1 error, failed actions or a blocked person, 2 changes "
+               "pending (--dry-run), 3 a safety guard refused the pass, 4 done but changes wait for a volume in use "
+               "(a running server; they apply when it stops)",
     )
     _common(parser, suppress=False)
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")

@@ -136,17 +136,24 @@ class Daemon:
             log.error("refused: %s", note.message)
         state = str(outcome.verdict)
         failed = dict(result.failed) if result else {n.target: n.message for n in the_plan.blocked}
-        people = {m.username: ({"condition": "failed", "reason": failed[m.username]} if m.username in failed
-                               else {"condition": "ok"})
-                  for m in outcome.desired.members}
-        if outcome.verdict in (Verdict.CONVERGED, Verdict.FAILED):
+        waiting = dict(result.waiting) if result else {a.target: a.waits for a in the_plan.waiting}
+
+        def condition(username: str) -> dict:
+            if username in failed:
+                return {"condition": "failed", "reason": failed[username]}
+            if username in waiting:
+                return {"condition": "waiting", "reason": waiting[username]}
+            return {"condition": "ok"}
+
+        people = {m.username: condition(m.username) for m in outcome.desired.members}
+        if outcome.verdict in (Verdict.CONVERGED, Verdict.FAILED, Verdict.WAITING):
             self.last_good = {"sha256": digest, "time": _iso(started)}
         if the_plan.actions:
             log.info("%s: %s", state, render_text(the_plan).splitlines()[-1])
         credentials = self._deliver(classroom)
         self._write_snapshot(outcome)
         self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
-                           applied=result.ok if result else 0, failed=failed, credentials=credentials)
+                           applied=result.ok if result else 0, failed=failed, waiting=waiting, credentials=credentials)
 
     def _write_snapshot(self, outcome: Outcome) -> None:
         """<state_dir>/snapshot.json, as `reconcile status --json` prints it: CI plans against it (--observed).

@@ -161,6 +161,9 @@ class Site(Strict):
     volumes: Annotated[LoopVolumes | LvmVolumes, Field(discriminator="backend")] = Field(default_factory=LoopVolumes)
     max_disable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
     limits: Limits = Field(default_factory=Limits)
+    resize_running: Literal["wait", "restart"] = Field(
+        "wait", description="A disk quota change that needs the volume offline while its person's server runs: "
+        "wait until the server stops (default), or stop the server first (the person starts it again)")
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
     resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
     roster_in_git: bool = Field(False, description="classroom.yaml reaches this host from git (CI): the teacher "

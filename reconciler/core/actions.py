@@ -133,8 +133,9 @@ class FilesystemFields(Fields):
 
 @dataclass(frozen=True)
 class ContainerFields(Fields):
-    TYPES: ClassVar = {"memory": (int,)}
+    TYPES: ClassVar = {"memory": (int,), "cpu": (float, int, NoneType)}
     memory: int = UNSET  # the cgroup memory limit, bytes
+    cpu: float | None = UNSET  # CPUs (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ class Action:
     reason: str = ""
     destructive: bool = False  # deletes data: true for every Op.DESTROY, and only for those
     drift: bool = False  # repairs a change made outside reconcile
+    waits: str = ""  # why it cannot be done now (a running server holds the volume): not applied, shown
 
     def __post_init__(self) -> None:
         try:
@@ -218,6 +220,8 @@ class Action:
             raise InvalidAction(f"there is no {op} for a {kind}")
         if not isinstance(self.target, str) or not self.target:
             raise InvalidAction(f"{op} {kind}: the target must be a name, not {self.target!r}")
+        if not isinstance(self.waits, str):
+            raise InvalidAction(f"{op} {kind} {self.target}: waits must be the reason, as text")
         if self.destructive and op is not Op.DESTROY:
             raise InvalidAction(f"{op} {kind} {self.target}: only destroy deletes data")
         object.__setattr__(self, "destructive", op is Op.DESTROY)  # and destroy always does
@@ -242,6 +246,7 @@ class Action:
             "reason": self.reason,
             "destructive": self.destructive,
             "drift": self.drift,
+            **({"waits": self.waits} if self.waits else {}),
         }
 
 
@@ -265,6 +270,7 @@ class Policy:
     allow_mass_disable: bool = False
     max_disable_fraction: float = 0.2
     max_overcommit: float = 1.0  # thin pools: volumes may add up to this times the pool
+    resize_running: str = "wait"  # a volume held by a running server: "wait" until it stops, or "restart" it
 
 
 @dataclass(frozen=True)
@@ -284,6 +290,11 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.actions and not self.blocked and not self.refused
+
+    @property
+    def waiting(self) -> tuple[Action, ...]:
+        """Actions that cannot be done now (see Action.waits): shown, not applied, retried every pass."""
+        return tuple(a for a in self.actions if a.waits)
 
     def to_json(self) -> dict:
         return {

@@ -60,6 +60,7 @@ class Volume:
     in_use: int | None = None  # blocks not free, filesystem metadata included: what a shrink must keep
     attached: bool = False  # a loop device holds the image / the logical volume is active
     readable: bool = True  # its superblock could be read (an image always; an LV only while active)
+    held_elsewhere: bool = False  # mounted in another mount namespace (a server's container): no offline work
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,12 @@ class Container:
     id: str
     running: bool
     memory: int  # the cgroup memory limit now in force (0 = none)
+    cpu_quota: int = 0  # CFS quota per period, microseconds (0 = none)
+    cpu_period: int = 0
+
+    @property
+    def cpus(self) -> float | None:
+        return self.cpu_quota / self.cpu_period if self.cpu_quota > 0 and self.cpu_period > 0 else None
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,7 @@ class Actual:
     thin_pool_size: int | None = None  # LVM thin provisioning: the pool every volume writes into
     hub: HubState | None = None  # None: no hub configured on this host
     containers: Mapping[str, Container] | None = field(default_factory=lambda: MappingProxyType({}))  # None: no Docker
+    online_resize: bool = True  # the kernel lets reconcile grow a mounted ext4 (CAP_SYS_RESOURCE)
 
     @property
     def hub_users(self) -> Mapping[str, HubUser]:
@@ -195,6 +203,7 @@ def from_json(data: dict) -> Actual:
         today=data["today"],
         volume_step=data.get("volume_step", EXT4_BLOCK_GROUP),
         thin_pool_size=data.get("thin_pool_size"),
+        online_resize=data.get("online_resize", True),
         hub=None if hub is None else HubState(
             None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
             hub.get("error")),

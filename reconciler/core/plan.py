@@ -34,6 +34,7 @@ from .actual import Account, Actual, ManifestEntry, Volume, is_disabled, is_enab
 from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHELL, Desired, Member
 
 PASSWORD_NOTE = "generated, to the outbox"  # what a password action shows: never the secret
+HELD_ELSEWHERE = "{user}'s volume is still mounted in another mount namespace; applies when that ends"
 REMOVED = "not in classroom.yaml (removed people are disabled, never deleted)"
 
 
@@ -75,7 +76,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
                      "the person's own group: pick another username"))
             continue
         if member.status == "active":
-            steps, problem = _converge_active(member, account, desired, actual)
+            steps, problem = _converge_active(member, account, desired, actual, policy)
             actions += steps + _hub_active(member, actual)
             if problem:
                 blocked.append(Note("blocked", member.username, problem))
@@ -114,7 +115,8 @@ def _leftovers(desired: Desired, actual: Actual) -> set[str]:
     return names
 
 
-def _converge_active(member: Member, account: Account | None, desired: Desired, actual: Actual) -> tuple[list[Action], str | None]:
+def _converge_active(member: Member, account: Account | None, desired: Desired, actual: Actual,
+                     policy: Policy) -> tuple[list[Action], str | None]:
     user = member.username
     group = group_name(desired.classroom, member.role)
     home = str(desired.paths.home(user))
@@ -175,7 +177,8 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
         return steps, (f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
                        "inspect it by hand")
     elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
-        steps.append(_resize(member, volume, size))  # an inactive LV: its size is known, its filesystem not yet
+        # an inactive LV: its size is known, its filesystem not yet
+        steps += _resize(member, volume, size, actual, policy, mounted=_mounted(actual, home, source))
 
     # manifest, mount, ownership
     expected_by_file = new or reenabling or volume is None or not volume.complete
@@ -191,10 +194,13 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
     mount = actual.mounts.get(home)
     owner_after = f"{user}:{user} {HOME_MODE:04o}"
     if mount is None:
+        # Mounting a filesystem that is still mounted elsewhere would attach its image a second time: two
+        # loop devices writing one ext4 corrupt it.  It waits until the other mount is gone.
+        waits = HELD_ELSEWHERE.format(user=user) if volume is not None and volume.held_elsewhere else ""
         steps.append(Action(Op.CREATE, Kind.MOUNT, user, after=home, reason="home volume",
-                            drift=not expected_by_file))
+                            drift=not expected_by_file, waits=waits))
         steps.append(Action(Op.CREATE, Kind.OWNERSHIP, user, after=owner_after, reason="home belongs to its owner",
-                            drift=not expected_by_file))
+                            drift=not expected_by_file, waits=waits))
     elif mount.source != source:
         return steps, f"{home} has {mount.source} mounted on it, not {source}: unmount it by hand"
     else:
@@ -210,7 +216,21 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
     return steps, None
 
 
-def _resize(member: Member, volume: Volume, size: int) -> Action:
+def _mounted(actual: Actual, home: str, source: str) -> bool:
+    mount = actual.mounts.get(home)
+    return mount is not None and mount.source == source
+
+
+def _resize(member: Member, volume: Volume, size: int, actual: Actual, policy: Policy, mounted: bool) -> list[Action]:
+    """Resize the volume, unless that needs it unmounted everywhere and someone still holds it.
+
+    Growing a mounted filesystem is done online where the kernel allows it (a running server then sees
+    the new size at once).  Anything else runs fsck and resize2fs offline, which must never happen while
+    the filesystem is mounted anywhere: a running server's container holds a bind mount of the home.
+    Then the change waits (shown, not applied, retried every pass) until the server stops, or, with
+    ``resize_running: restart``, the server is stopped first.
+    """
+    user = member.username
     fs_size = volume.fs.size if volume.fs else volume.size
     current = volume.size if volume.size != size else fs_size
     if volume.size == size:
@@ -219,12 +239,26 @@ def _resize(member: Member, volume: Volume, size: int) -> Action:
         reason, drift = f"disk quota raised to {format_size(member.disk)}", False
     else:
         reason, drift = f"disk quota lowered to {format_size(member.disk)}", False
-    return Action(Op.UPDATE, Kind.VOLUME, member.username, before=VolumeFields(size=current, used=volume.used),
-                  after=VolumeFields(size=size), reason=reason, drift=drift)
+    online = size > fs_size and mounted and actual.online_resize
+    container = (actual.containers or {}).get(user)
+    running = container is not None and container.running
+    waits, steps = "", []
+    if not online and volume.held_elsewhere:
+        waits = HELD_ELSEWHERE.format(user=user)
+    elif not online and running:
+        hub_reachable = actual.hub is not None and actual.hub.users is not None
+        if policy.resize_running == "restart" and hub_reachable:
+            steps.append(Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped",
+                                reason="stopped so that its volume can be resized: it starts again at the next login"))
+        else:
+            waits = f"{user}'s server is running; applies when it stops"
+    steps.append(Action(Op.UPDATE, Kind.VOLUME, user, before=VolumeFields(size=current, used=volume.used),
+                        after=VolumeFields(size=size), reason=reason, drift=drift, waits=waits))
+    return steps
 
 
 def _hub_active(member: Member, actual: Actual) -> list[Action]:
-    """Demote stale admins; apply a changed memory quota to a running server in place."""
+    """Demote stale admins; apply a changed memory or CPU quota to a running server in place."""
     steps = []
     hub_user = actual.hub_users.get(member.username)
     if hub_user is not None and hub_user.admin and member.role != "teacher":
@@ -234,10 +268,25 @@ def _hub_active(member: Member, actual: Actual) -> list[Action]:
                             reason="not a teacher: the hub user is forgotten (files untouched) and comes back at the "
                                    "next login without admin rights"))
     container = (actual.containers or {}).get(member.username)
-    if container is not None and container.running and container.memory != member.memory:
-        steps.append(Action(Op.UPDATE, Kind.CONTAINER, member.username, before=ContainerFields(memory=container.memory),
-                            after=ContainerFields(memory=member.memory), reason="memory quota changed; applied live"))
+    if container is not None and container.running:
+        before, after = {}, {}
+        if container.memory != member.memory:
+            before["memory"], after["memory"] = container.memory, member.memory
+        if cpu_quota(member.cpu, container.cpu_period) != container.cpu_quota:
+            before["cpu"], after["cpu"] = container.cpus, member.cpu
+        if after:
+            what = " and ".join(("memory" if key == "memory" else "CPU") for key in after)
+            steps.append(Action(Op.UPDATE, Kind.CONTAINER, member.username, before=ContainerFields(**before),
+                                after=ContainerFields(**after), reason=f"{what} quota changed; applied live"))
     return steps
+
+
+CPU_PERIOD = 100_000  # microseconds: Docker's default CFS period, which DockerSpawner uses
+
+
+def cpu_quota(cpus: float, period: int = 0) -> int:
+    """The CFS quota Docker sets for ``cpus`` (DockerSpawner: int(cpu_limit * cpu_period))."""
+    return int(cpus * (period or CPU_PERIOD))
 
 
 def _hub_leave(user: str, actual: Actual, reason: str, drift: bool) -> list[Action]:
@@ -295,7 +344,8 @@ def _converge_purged(user: str, account: Account | None, desired: Desired, actua
     volume = actual.volumes.get(user)
     if volume is not None:
         steps.append(Action(Op.DESTROY, Kind.VOLUME, user, before=VolumeFields(path=volume.path, used=volume.used),
-                            reason="status: purged", destructive=True))
+                            reason="status: purged", destructive=True,
+                            waits=HELD_ELSEWHERE.format(user=user) if volume.held_elsewhere else ""))
     if account is not None:
         steps.append(Action(Op.DESTROY, Kind.ACCOUNT, user, before=AccountFields(uid=account.uid),
                             reason="status: purged", destructive=True))

@@ -47,7 +47,8 @@ def describe(action: Action) -> str:
 
 def _line(action: Action) -> str:
     text = f"  {SYMBOLS[action.op]} {action.kind:<10} {action.target:<16} {describe(action)}"
-    return f"{text}  ({action.reason})" if action.reason else text
+    text = f"{text}  ({action.reason})" if action.reason else text
+    return f"{text}\n      waits: {action.waits}" if action.waits else text
 
 
 def render_text(plan: Plan) -> str:
@@ -75,6 +76,9 @@ def render_text(plan: Plan) -> str:
     s = plan.summary
     lines.append(f"Plan: {s['create']} to create, {s['change']} to change, {s['disable']} to disable, "
                  f"{s['destroy']} to destroy.")
+    if plan.waiting:
+        lines.append(f"{len(plan.waiting)} of them wait until the volume is free (shown, not applied; every pass "
+                     "tries again).")
     return "\n".join(lines)
 
 

@@ -87,6 +87,7 @@ def document(desired: Desired, actual: Actual, pending_credentials: Mapping[str,
         "people": rows(desired, actual, pending_credentials),
         "paths": {"state": str(desired.paths.state), "homes": str(desired.paths.homes)},
         "volumes": dict(volumes),
-        "policy": {"max_disable_fraction": policy.max_disable_fraction, "max_overcommit": policy.max_overcommit},
+        "policy": {"max_disable_fraction": policy.max_disable_fraction, "max_overcommit": policy.max_overcommit,
+                   "resize_running": policy.resize_running},
         "observed": to_json(actual),
     }

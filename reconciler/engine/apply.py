@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..core.actions import Action, Plan
-from ..host.drivers import Context, table
+from ..host.drivers import Busy, Context, table
 from .journal import Journal
 
 
@@ -21,10 +21,11 @@ class Result:
     failed: dict[str, str] = field(default_factory=dict)  # target -> first error
     skipped: int = 0
     interrupted: bool = False
+    waiting: dict[str, str] = field(default_factory=dict)  # target -> why its change waits (a volume in use)
 
     @property
     def converged(self) -> bool:
-        return not self.failed and not self.interrupted
+        return not self.failed and not self.interrupted and not self.waiting
 
 
 def apply(plan: Plan, ctx: Context, journal: Journal, should_stop: Callable[[], bool] = lambda: False,
@@ -41,8 +42,17 @@ def apply(plan: Plan, ctx: Context, journal: Journal, should_stop: Callable[[], 
             result.skipped += 1
             report(action, "skipped", "")
             continue
+        if action.waits:  # planned to wait: nothing is done and nothing journaled until it can be
+            result.waiting.setdefault(action.target, action.waits)
+            report(action, "waiting", action.waits)
+            continue
         try:
             detail = drivers[(action.kind, action.op)](action, ctx)
+        except Busy as exc:  # found in use just before acting: left as it was, like a planned wait
+            result.waiting.setdefault(action.target, str(exc))
+            journal.record(action, "waiting", str(exc))
+            report(action, "waiting", str(exc))
+            continue
         except Exception as exc:  # noqa: BLE001 - any driver error is this person's failure only
             message = str(exc) or type(exc).__name__
             result.failed[action.target] = message

@@ -14,17 +14,19 @@ what the host shows after the change, not what it was before.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
+from types import MappingProxyType
 from typing import Callable, Iterator
 
 from ..config.classroom import Classroom
 from ..config.site import Site
-from ..core.actions import Action, Note, Plan, Policy
+from ..core.actions import Action, Kind, Note, Op, Plan, Policy
 from ..core.actual import Actual, from_json
 from ..core.desired import Desired, resolve
 from ..core.plan import plan
@@ -46,6 +48,7 @@ class Verdict(StrEnum):
     PENDING = "pending"  # dry run: changes would be made
     BLOCKED = "blocked"  # dry run: some people cannot be converged (see plan.blocked)
     FAILED = "failed"  # some actions failed or people are blocked; the next pass retries
+    WAITING = "waiting"  # all done but changes that wait for a volume in use (they apply when it is free)
     INTERRUPTED = "interrupted"  # stopped between actions (SIGTERM)
     REFUSED = "refused"  # a safety guard refused the whole pass: nothing was applied
 
@@ -68,7 +71,8 @@ class Outcome:
 
 def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = False) -> Policy:
     """The operator's flags plus the site's limits."""
-    return Policy(allow_destroy, allow_mass_disable, site.max_disable_fraction, site.max_overcommit)
+    return Policy(allow_destroy, allow_mass_disable, site.max_disable_fraction, site.max_overcommit,
+                  site.resize_running)
 
 
 def desire(site: Site, classroom: Classroom) -> Desired:
@@ -106,6 +110,7 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         volumes = backend_for(site, run)
         actual = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers)
         the_plan = plan(desired, actual, policy)
+        actual, the_plan = _look_closer(desired, actual, the_plan, policy, volumes)
         on_plan(the_plan)
         if the_plan.refused:
             return Outcome(Verdict.REFUSED, the_plan, desired, actual, dry_run=dry_run)
@@ -126,9 +131,32 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
                 after = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers)
             except Exception:  # noqa: BLE001 - what was applied stands; the next pass observes again
                 after = None
-        verdict = Verdict.INTERRUPTED if result.interrupted else (
-            Verdict.CONVERGED if result.converged else Verdict.FAILED)
+        if result.interrupted:
+            verdict = Verdict.INTERRUPTED
+        elif result.failed:
+            verdict = Verdict.FAILED
+        else:
+            verdict = Verdict.WAITING if result.waiting else Verdict.CONVERGED
         return Outcome(verdict, the_plan, desired, actual, result, after)
+
+
+def _look_closer(desired: Desired, actual: Actual, the_plan: Plan, flags: Policy,
+                 volumes: VolumeBackend) -> tuple[Actual, Plan]:
+    """Before touching volumes offline, find out whether another mount namespace holds them.
+
+    The batch snapshot knows the running servers (their containers hold bind mounts of the homes) but
+    not every mount namespace: that takes a scan of /proc, done only for the volumes this plan would
+    resize, mount or delete.  Those found held are marked, and the plan made again: their changes wait.
+    """
+    suspects = {a.target for a in the_plan.actions
+                if a.kind is Kind.VOLUME and a.op in (Op.UPDATE, Op.DESTROY) and not a.waits}
+    held = volumes.held(suspects) if suspects else set()
+    if not held:
+        return actual, the_plan
+    marked = {user: dataclasses.replace(volume, held_elsewhere=True) if user in held else volume
+              for user, volume in actual.volumes.items()}
+    actual = dataclasses.replace(actual, volumes=MappingProxyType(marked))
+    return actual, plan(desired, actual, flags)
 
 
 def look(site: Site, classroom: Classroom, *, lock_timeout: float | None = None, containers: bool = True,
@@ -158,7 +186,8 @@ def plan_offline(site: Site, classroom: Classroom, snapshot: dict, flags: Policy
     limits = snapshot.get("policy", {})
     server_policy = Policy(flags.allow_destroy, flags.allow_mass_disable,
                            limits.get("max_disable_fraction", flags.max_disable_fraction),
-                           limits.get("max_overcommit", flags.max_overcommit))
+                           limits.get("max_overcommit", flags.max_overcommit),
+                           limits.get("resize_running", flags.resize_running))
     desired = desire(server, classroom)
     the_plan = plan(desired, actual, server_policy)
     if the_plan.refused:

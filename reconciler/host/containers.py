@@ -14,6 +14,7 @@ from typing import Mapping
 
 from ..core.actions import Action, Kind, Op
 from ..core.actual import Container
+from ..core.plan import CPU_PERIOD, cpu_quota
 from .drivers import Context, driver
 
 LABEL_USER = "org.classroom.user"
@@ -36,24 +37,34 @@ def list_containers(classroom: str) -> Mapping[str, Container] | None:
     for item in found:
         user = item.labels.get(LABEL_USER)
         if user:
+            config = item.attrs.get("HostConfig", {})
             out[user] = Container(user, item.id, item.status in ("running", "restarting", "created"),
-                                  int(item.attrs.get("HostConfig", {}).get("Memory") or 0))
+                                  int(config.get("Memory") or 0), int(config.get("CpuQuota") or 0),
+                                  int(config.get("CpuPeriod") or 0))
     return MappingProxyType(out)
 
 
 @driver(Kind.CONTAINER, Op.UPDATE)
-def update_memory(action: Action, ctx: Context) -> str:
-    """Change a running server's memory limit in place (memory+swap equal: no swap)."""
-    memory = action.after.memory
+def update_limits(action: Action, ctx: Context) -> str:
+    """Change a running server's memory (memory+swap equal: no swap) and CPU limits in place."""
+    want = action.after.given()
     docker = (ctx.docker or client)()
     found = docker.containers.list(filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}",
                                                       f"{LABEL_USER}={action.target}"]})
     if not found:
         return "not running"
-    container = found[0]
-    if int(container.attrs["HostConfig"].get("Memory") or 0) == memory:
+    config = found[0].attrs["HostConfig"]
+    limits: dict = {}
+    if "memory" in want and int(config.get("Memory") or 0) != want["memory"]:
+        limits.update(mem_limit=want["memory"], memswap_limit=want["memory"])
+    if want.get("cpu") is not None:
+        period = int(config.get("CpuPeriod") or 0) or CPU_PERIOD
+        quota = cpu_quota(want["cpu"], period)
+        if int(config.get("CpuQuota") or 0) != quota:
+            limits.update(cpu_quota=quota, cpu_period=period)
+    if not limits:
         return "already"
-    container.update(mem_limit=memory, memswap_limit=memory)
+    found[0].update(**limits)
     return "updated"
 
 

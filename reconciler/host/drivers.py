@@ -33,6 +33,10 @@ _DRIVERS: dict[tuple[Kind, Op], Driver] = {}
 MODULES = ("accounts", "mounts", "volumes.drivers", "containers", "hubusers")
 
 
+class Busy(RuntimeError):
+    """The target is in use (a volume mounted in a running server): the driver left it untouched; it waits."""
+
+
 class CredentialStore(Protocol):
     """Where new passwords wait for delivery (reconciler.credentials.outbox.Outbox)."""
 

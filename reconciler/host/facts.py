@@ -18,6 +18,7 @@ from ..core.actual import Account, Filesystem, Group, ManifestEntry, Mount
 
 MARKER_PREFIX = "classroom="
 EXT4_MAGIC = 0xEF53
+CAP_SYS_RESOURCE = 24
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,85 @@ class HostFiles:
     mountinfo: Path = Path("/proc/self/mountinfo")
     sys_block: Path = Path("/sys/block")
     dev: Path = Path("/dev")
+    sys_fs: Path = Path("/sys/fs")
+    sys_dev: Path = Path("/sys/dev/block")
+    proc: Path = Path("/proc")
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     def loops(self) -> dict[str, str]:
         """backing file -> loop device, from one listing of sysfs."""
         return read_loops(self.sys_block, self.dev)
+
+    def ext4_alive(self, device: str) -> bool:
+        """Is an ext4 filesystem on this block device mounted anywhere, in any mount namespace?
+
+        The kernel keeps /sys/fs/ext4/<device>/ while the filesystem's superblock is alive, which is
+        as long as one mount of it exists: the host's, a container's bind mount, a lazily detached one.
+        """
+        return (self.sys_fs / "ext4" / Path(device).name).exists()
+
+    def device_number(self, device: str) -> str | None:
+        """"major:minor" of a block device (/dev/loop3 -> 7:3), from sysfs."""
+        try:
+            return (self.sys_block / Path(device).name / "dev").read_text().strip()
+        except OSError:
+            return None
+
+    def device_name(self, number: str) -> str | None:
+        """The kernel's name of the block device "major:minor" (253:2 -> dm-2)."""
+        try:
+            return Path(os.readlink(self.sys_dev / number)).name
+        except OSError:
+            return None
+
+    def can_resize_online(self) -> bool:
+        """Growing a mounted ext4 needs CAP_SYS_RESOURCE; a container's root may lack it."""
+        try:
+            for line in (self.proc / "self" / "status").read_text().split("\n"):
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+        except (OSError, ValueError, IndexError):
+            pass
+        return False
+
+    def holders(self, devices: set[str]) -> list[str]:
+        """Processes in other mount namespaces that have one of ``devices`` ("major:minor") mounted."""
+        return sorted({who for found in self.holders_by_device(devices).values() for who in found},
+                      key=lambda who: int(who.split()[1]))
+
+    def holders_by_device(self, devices: set[str]) -> dict[str, list[str]]:
+        """device -> processes of other mount namespaces that have it mounted ("pid 812 (jupyterhub-sing)").
+
+        One mountinfo per namespace (processes share their namespace's), never our own: what the host
+        has mounted is read from our mountinfo.  The way to find a container's bind mount of a home.
+        """
+        found: dict[str, list[str]] = {}
+        if not devices:
+            return found
+        try:
+            own = os.readlink(self.proc / "self" / "ns" / "mnt")
+            pids = [p for p in os.listdir(self.proc) if p.isdigit()]
+        except OSError:
+            return found
+        seen = {own}
+        for pid in sorted(pids, key=int):
+            try:
+                namespace = os.readlink(self.proc / pid / "ns" / "mnt")
+                if namespace in seen:
+                    continue
+                seen.add(namespace)
+                lines = (self.proc / pid / "mountinfo").read_text().split("\n")
+            except OSError:
+                continue  # gone meanwhile, or a kernel thread
+            held = {fields[2] for line in lines if len(fields := line.split()) > 2 and fields[2] in devices}
+            if held:
+                try:
+                    comm = (self.proc / pid / "comm").read_text().strip()
+                except OSError:
+                    comm = "?"
+                for device in held:
+                    found.setdefault(device, []).append(f"pid {pid} ({comm})")
+        return found
 
     def today(self) -> int:
         """Days since the epoch, as /etc/shadow counts them."""

@@ -42,6 +42,7 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
         thin_pool_size=found.thin_pool_size,
         hub=hub() if hub else None,
         containers=containers() if containers else MappingProxyType({}),
+        online_resize=host.can_resize_online(),
     )
 
 

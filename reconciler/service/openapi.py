@@ -112,6 +112,8 @@ def _components() -> dict:
             "reason": {"type": "string"},
             "destructive": {"type": "boolean"},
             "drift": {"type": "boolean"},
+            "waits": {"type": "string", "description": "present when the change cannot be made now (the volume is "
+                                                       "in use by a running server): why, and when it applies"},
         },
     }
     note = {"type": "object", "required": ["rule", "target", "message"],
@@ -152,7 +154,8 @@ def _components() -> dict:
                 "type": "object", "required": ["format_version", "time", "result"],
                 "description": "The daemon's <state_dir>/status.json",
                 "properties": {"format_version": {"const": 1}, "time": {"type": "string"},
-                               "result": {"enum": ["converged", "failed", "refused", "interrupted", "invalid", "error"]},
+                               "result": {"enum": ["converged", "failed", "waiting", "refused", "interrupted", "invalid",
+                                                   "error"]},
                                "problems": {"type": "array", "items": {"type": "string"}},
                                "plan": {"$ref": "#/components/schemas/Plan"}}},
         },

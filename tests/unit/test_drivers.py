@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from driverkit import FakeHost, FixedCredentials, RecordingRunner, failed
+from driverkit import FakeHost, FixedCredentials, RecordingRunner, e2fsprogs, failed
 
 from reconciler.config.site import LvmVolumes
 from reconciler.core.actions import (
@@ -30,6 +30,8 @@ from reconciler.core.actions import (
 from reconciler.core.desired import Member
 from reconciler.host import drivers
 from reconciler.host.accounts import NotOurs
+from reconciler.host.drivers import Busy
+from reconciler.host.facts import read_superblock
 from reconciler.host.facts import read_manifest
 from reconciler.host.volumes import lvm
 from reconciler.host.volumes.loop import MOUNT_OPTIONS
@@ -282,31 +284,54 @@ def test_filesystem_create_formats_the_partial_image_then_renames_it(host):
     assert image(host).exists() and not partial.exists()
 
 
-@pytest.mark.skipif(MKFS is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
+GROW = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
+              after=VolumeFields(size=256 * MiB))
+SHRINK = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=256 * MiB, used=0),
+                after=VolumeFields(size=128 * MiB))
+needs_mkfs = pytest.mark.skipif(MKFS is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
+
+
+def mounted_image(host: FakeHost, size: int = 128 * MiB) -> str:
+    """ann's image, mounted at her home through loop3 (mountinfo names the device, as the kernel's does)."""
+    make_image(host, size)
+    host.loops[str(image(host))] = "loop3"
+    host.alive.add("loop3")
+    host.mounted(host.device("loop3"), home(host), device="7:3")
+    return host.device("loop3")
+
+
+@needs_mkfs
 def test_grow_online_when_mounted(host):
-    make_image(host)
-    host.mounted(str(image(host)), home(host))
-    host.loops[str(image(host))] = "loop3"
-    runner = RecordingRunner()
-    action = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
-                    after=VolumeFields(size=256 * MiB))
-    assert run(action, host.context(runner)) == "grown online"
-    loop3 = host.device("loop3")
+    loop3 = mounted_image(host)
+    runner = RecordingRunner(e2fsprogs)
+    assert run(GROW, host.context(runner)) == "grown online"
     assert runner.calls == [("losetup", "--set-capacity", loop3), ("resize2fs", loop3)]
-    assert image(host).stat().st_size == 256 * MiB
+    assert image(host).stat().st_size == 256 * MiB and read_superblock(str(image(host))).size == 256 * MiB
 
 
-@pytest.mark.skipif(MKFS is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
+@needs_mkfs
+def test_a_resize_the_kernel_does_not_show_is_a_failure(host):
+    mounted_image(host)
+    runner = RecordingRunner()  # resize2fs "succeeds" but changes nothing
+    with pytest.raises(RuntimeError, match="resize2fs succeeded but .* holds 134217728 bytes, not 268435456"):
+        run(GROW, host.context(runner))
+
+
+@needs_mkfs
 def test_grow_falls_back_offline_when_the_kernel_denies_online_resizing(host):
-    make_image(host)
-    host.mounted(str(image(host)), home(host))
-    host.loops[str(image(host))] = "loop3"
-    loop3 = host.device("loop3")
+    loop3 = mounted_image(host)
     denied = failed("resize2fs", "resize2fs: Permission denied to resize filesystem")
-    runner = RecordingRunner(lambda argv: denied if list(argv) == ["resize2fs", loop3] else "")
-    action = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
-                    after=VolumeFields(size=256 * MiB))
-    assert run(action, host.context(runner)) == "grown offline"
+
+    def answer(argv):
+        if list(argv) == ["resize2fs", loop3]:
+            return denied
+        if argv[0] == "umount":
+            host.alive.discard("loop3")  # unmounted here and held nowhere else: the superblock is released
+            host.files()
+        return e2fsprogs(argv)
+
+    runner = RecordingRunner(answer)
+    assert run(GROW, host.context(runner)) == "grown offline"
     img, mnt = str(image(host)), str(home(host))
     assert runner.calls == [
         ("losetup", "--set-capacity", loop3), ("resize2fs", loop3),
@@ -314,17 +339,57 @@ def test_grow_falls_back_offline_when_the_kernel_denies_online_resizing(host):
         ("e2fsck", "-f", "-p", img), ("resize2fs", img, f"{256 * 1024}K"),
         ("losetup", "--detach", loop3),  # attach: the (fake) device still shows as attached
         ("chown", "0:0", mnt), ("chmod", "0000", mnt), ("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, img, mnt)]
+    assert read_superblock(img).size == 256 * MiB
 
 
-@pytest.mark.skipif(MKFS is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
+@needs_mkfs
+def test_offline_work_never_starts_while_a_running_server_holds_the_volume(host):
+    """The container's mount namespace has a bind mount of the home: nothing is unmounted, checked or resized."""
+    mounted_image(host)
+    host.namespaces[4242] = ("mnt:[4026532999]", ["7:3"], "jupyterhub-sing")
+    runner = RecordingRunner(lambda argv: failed("resize2fs", "Permission denied") if argv[0] == "resize2fs" else "")
+    with pytest.raises(Busy, match=r"mounted by pid 4242 \(jupyterhub-sing\)"):
+        run(GROW, host.context(runner))
+    assert [c[0] for c in runner.calls] == ["losetup", "resize2fs"]  # the online attempt, then nothing
+    runner = RecordingRunner(e2fsprogs)
+    make_image(host, 256 * MiB)
+    with pytest.raises(Busy):
+        run(SHRINK, host.context(runner))
+    assert runner.calls == [] and read_superblock(str(image(host))).size == 256 * MiB
+
+
+@needs_mkfs
+def test_offline_work_stops_if_the_filesystem_outlives_the_unmount(host):
+    """Unmounted here, still alive (a namespace the scan could not read): mounted again, nothing checked."""
+    loop3 = mounted_image(host, 256 * MiB)
+    runner = RecordingRunner(e2fsprogs)
+    with pytest.raises(Busy, match="still mounted in another mount namespace"):
+        run(SHRINK, host.context(runner))
+    mnt = str(home(host))
+    assert runner.calls == [("umount", mnt), ("chown", "0:0", mnt), ("chmod", "0000", mnt),
+                            ("mount", "-t", "ext4", "-o", "nodev,nosuid,noatime", loop3, mnt)]
+
+
+def test_a_second_loop_device_is_never_attached_to_a_live_filesystem(host):
+    runner = RecordingRunner()
+    image(host).parent.mkdir(parents=True)
+    image(host).write_bytes(b"")
+    host.loops[str(image(host))] = "loop7"
+    host.alive.add("loop7")  # mounted in a container although the host has no mount of it
+    with pytest.raises(Busy, match="a second loop device would corrupt it"):
+        run(Action(Op.CREATE, Kind.MOUNT, "ann", after=str(home(host))), host.context(runner))
+    with pytest.raises(Busy):
+        run(Action(Op.DESTROY, Kind.VOLUME, "ann"), host.context(runner))
+    assert runner.calls == [] and image(host).exists()
+
+
+@needs_mkfs
 def test_shrink_never_cuts_an_image_the_filesystem_still_fills(host):
     """The recording runner does not really run resize2fs: the filesystem keeps its size, so the image must stay."""
     make_image(host, 256 * MiB)
     runner = RecordingRunner()
-    action = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=256 * MiB, used=0),
-                    after=VolumeFields(size=128 * MiB))
-    with pytest.raises(RuntimeError, match="not cutting the image"):
-        run(action, host.context(runner))
+    with pytest.raises(RuntimeError, match="the image is not cut"):
+        run(SHRINK, host.context(runner))
     assert image(host).stat().st_size == 256 * MiB
     assert runner.calls == [("e2fsck", "-f", "-p", str(image(host))),
                             ("resize2fs", str(image(host)), f"{128 * 1024}K")]
@@ -357,7 +422,7 @@ def lvm_context(host: FakeHost, lvs: list[dict], thin_pool: str | None = None):
     def answer(argv):
         if argv[0] == "lvs":
             return json.dumps({"report": [{"lv": lvs}]})
-        return ""
+        return e2fsprogs(argv)
 
     runner = RecordingRunner(answer)
     settings = LvmVolumes(backend="lvm", vg="class", thin_pool=thin_pool)
@@ -388,23 +453,32 @@ def test_lvm_filesystem_only_on_a_partial_lv(host):
         == "exists"
 
 
+@needs_mkfs
 def test_lvm_grow_online_and_shrink_unmounted(host):
+    lv_file = str(make_image(host, 128 * MiB, "lv-ann"))  # a file stands in for /dev/class/home-ann
+    lv = {**LV, "lv_path": lv_file}
     host.mounted("/dev/class/home-ann", home(host), device="253:0")
-    runner, ctx = lvm_context(host, [LV])
-    grow = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
-                  after=VolumeFields(size=256 * MiB))
-    assert run(grow, ctx) == "grown"
-    assert [c for c in runner.calls if c[0] != "lvs"] == [
-        ("lvextend", "--yes", "-r", "-L", f"{256 * MiB}b", "/dev/class/home-ann")]
-    runner, ctx = lvm_context(host, [LV])
-    shrink = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
-                    after=VolumeFields(size=64 * MiB))
-    assert run(shrink, ctx) == "shrunk"
+    runner, ctx = lvm_context(host, [lv])
+    assert run(GROW, ctx) == "grown"
+    assert [c for c in runner.calls if c[0] != "lvs"] == [("lvextend", "--yes", "-r", "-L", f"{256 * MiB}b", lv_file)]
+    assert read_superblock(lv_file).size == 256 * MiB
+    runner, ctx = lvm_context(host, [{**lv, "lv_size": str(256 * MiB)}])
+    assert run(SHRINK, ctx) == "shrunk"
     mnt = str(home(host))
     assert [c for c in runner.calls if c[0] != "lvs"] == [
-        ("umount", mnt), ("lvreduce", "--yes", "-r", "-L", f"{64 * MiB}b", "/dev/class/home-ann"),
+        ("umount", mnt), ("lvreduce", "--yes", "-r", "-L", f"{128 * MiB}b", lv_file),
         ("chown", "0:0", mnt), ("chmod", "0000", mnt),
         ("mount", "-t", "ext4", "-o", "nodev,nosuid,noatime", "/dev/class/home-ann", mnt)]
+    assert read_superblock(lv_file).size == 128 * MiB
+
+
+def test_lvm_shrink_waits_while_another_namespace_holds_the_lv(host):
+    host.mounted("/dev/class/home-ann", home(host), device="253:0")
+    host.namespaces[77] = ("mnt:[4026532100]", ["253:0"], "jupyterhub-sing")
+    runner, ctx = lvm_context(host, [{**LV, "lv_size": str(256 * MiB)}])
+    with pytest.raises(Busy, match="pid 77"):
+        run(SHRINK, ctx)
+    assert [c for c in runner.calls if c[0] != "lvs"] == []
 
 
 def test_lvm_destroy_refuses_while_mounted(host):
@@ -449,7 +523,7 @@ def test_container_memory_is_updated_in_place(host):
     import dataclasses
 
     class Container:
-        attrs = {"HostConfig": {"Memory": 256 * MiB}}
+        attrs = {"HostConfig": {"Memory": 256 * MiB, "CpuQuota": 100_000, "CpuPeriod": 100_000}}
         updates: list[dict] = []
 
         def update(self, **limits):
@@ -469,3 +543,7 @@ def test_container_memory_is_updated_in_place(host):
     assert run(action, ctx) == "updated"
     assert Container.updates == [{"mem_limit": 512 * MiB, "memswap_limit": 512 * MiB}]
     assert run(dataclasses.replace(action, after=ContainerFields(memory=256 * MiB)), ctx) == "already"
+    cpu = Action(Op.UPDATE, Kind.CONTAINER, "ann", before=ContainerFields(cpu=1.0), after=ContainerFields(cpu=0.5))
+    assert run(cpu, ctx) == "updated"
+    assert Container.updates[-1] == {"cpu_quota": 50_000, "cpu_period": 100_000}
+    assert run(dataclasses.replace(cpu, after=ContainerFields(cpu=1.0)), ctx) == "already"

@@ -115,7 +115,8 @@ def group(name: str, gid: int = 2000) -> Group:
 
 
 def volume(username: str, *, size: int = GiB, fs_size: int | None = None, fs: bool = True, complete: bool = True,
-           loop: str | None = None, used: int | None = USED, in_use: int | None = None) -> Volume:
+           loop: str | None = None, used: int | None = USED, in_use: int | None = None,
+           held_elsewhere: bool = False) -> Volume:
     fs_size = size if fs_size is None else fs_size
     return Volume(
         username=username,
@@ -128,6 +129,7 @@ def volume(username: str, *, size: int = GiB, fs_size: int | None = None, fs: bo
         used=used if fs else None,
         in_use=(used if in_use is None else in_use) if fs else None,
         attached=loop is not None,
+        held_elsewhere=held_elsewhere,
     )
 
 
@@ -188,8 +190,8 @@ def hub_user(name: str, *, admin: bool = False, running: bool = False) -> HubUse
     return HubUser(name, admin, running)
 
 
-def container(name: str, memory: int, *, running: bool = True) -> Container:
-    return Container(name, f"id-{name}", running, memory)
+def container(name: str, memory: int, *, running: bool = True, cpus: float = 1.0) -> Container:
+    return Container(name, f"id-{name}", running, memory, int(cpus * 100_000), 100_000)
 
 
 def with_hub(actual: Actual, *, users=(), containers=(), error: str | None = None) -> Actual:
@@ -199,6 +201,14 @@ def with_hub(actual: Actual, *, users=(), containers=(), error: str | None = Non
     return dataclasses.replace(actual, hub=hub, containers=found)
 
 
+def running(actual: Actual, online_resize: bool = True) -> Actual:
+    """alice's server runs (its container holds a bind mount of her home)."""
+    return dataclasses.replace(with_hub(actual, users=[hub_user("alice", running=True)],
+                                        containers=[container("alice", 512 * MiB)]), online_resize=online_resize)
+
+
+SERVER_RUNS = "alice's server is running; applies when it stops"
+HELD = "alice's volume is still mounted in another mount namespace; applies when that ends"
 DEMOTED = ("not a teacher: the hub user is forgotten (files untouched) and comes back at the next login without "
            "admin rights")
 
@@ -207,15 +217,15 @@ DEMOTED = ("not a teacher: the hub user is forgotten (files untouched) and comes
 
 
 def A(op: str, kind: str, target: str, before: Any = None, after: Any = None, reason: str = "",
-      destructive: bool = False, drift: bool = False) -> tuple:
-    return (op, kind, target, before, after, reason, destructive, drift)
+      destructive: bool = False, drift: bool = False, waits: str = "") -> tuple:
+    return (op, kind, target, before, after, reason, destructive, drift, waits)
 
 
 def as_tuple(action: Action) -> tuple:
     """The action in its wire form (what JSON plans and the journal carry), for comparing with the table."""
     wire = action.to_json()
     return (wire["op"], wire["kind"], wire["target"], wire["before"], wire["after"], action.reason,
-            action.destructive, action.drift)
+            action.destructive, action.drift, wire.get("waits", ""))
 
 
 def new_person(username: str, name: str, role: str = "student", size: int = GiB, disk_text: str = "1 GiB") -> list[tuple]:
@@ -529,6 +539,66 @@ CASES = [
             drift=True)]),
     Case("hub-down-blocks-its-part-only", (ALICE, BOB), with_hub(converged(ALICE), error="hub API is unreachable"),
          DEFAULT, new_person("bob", "Bob"), blocked=[("hub", "", "hub API is unreachable; its part is retried")]),
+    Case("hub-cpu-applied-live", (dataclasses.replace(ALICE, cpu=2.0),),
+         with_hub(converged(ALICE), users=[hub_user("alice", running=True)],
+                  containers=[container("alice", 512 * MiB, cpus=0.5)]), DEFAULT,
+         [A("update", "container", "alice", before={"cpu": 0.5}, after={"cpu": 2.0},
+            reason="CPU quota changed; applied live")]),
+    Case("hub-cpu-thirds-no-endless-update", (dataclasses.replace(ALICE, cpu=1 / 3),),
+         with_hub(converged(ALICE), users=[hub_user("alice", running=True)],
+                  containers=[container("alice", 512 * MiB, cpus=1 / 3)]), DEFAULT, []),
+    Case("hub-container-without-cpu-limit-gets-it", (ALICE,),
+         with_hub(converged(ALICE), users=[hub_user("alice", running=True)],
+                  containers=[container("alice", 256 * MiB, cpus=0)]), DEFAULT,
+         [A("update", "container", "alice", before={"memory": 256 * MiB, "cpu": None},
+            after={"memory": 512 * MiB, "cpu": 1.0}, reason="memory and CPU quota changed; applied live")]),
+
+    # --- volumes in use: offline work waits for the server to stop (never fsck a mounted filesystem) -------
+    Case("running-server-grow-online", (member("alice", disk=2 * GiB),), running(converged(ALICE)), DEFAULT,
+         [A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 2 * GiB},
+            reason="disk quota raised to 2 GiB")]),
+    Case("running-server-grow-without-online-resizing-waits", (member("alice", disk=2 * GiB),),
+         running(converged(ALICE), online_resize=False), DEFAULT,
+         [A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 2 * GiB},
+            reason="disk quota raised to 2 GiB", waits=SERVER_RUNS)]),
+    Case("running-server-shrink-waits", (member("alice", disk=512 * MiB),), running(converged(ALICE)), DEFAULT,
+         [A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 512 * MiB},
+            reason="disk quota lowered to 512 MiB", waits=SERVER_RUNS)]),
+    Case("running-server-shrink-restart", (member("alice", disk=512 * MiB),), running(converged(ALICE)),
+         Policy(resize_running="restart"),
+         [A("disable", "server", "alice", before="running", after="stopped",
+            reason="stopped so that its volume can be resized: it starts again at the next login"),
+          A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 512 * MiB},
+            reason="disk quota lowered to 512 MiB")]),
+    Case("running-server-restart-needs-the-hub", (member("alice", disk=512 * MiB),),
+         with_hub(converged(ALICE), error="down", containers=[container("alice", 512 * MiB)]),
+         Policy(resize_running="restart"),
+         [A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 512 * MiB},
+            reason="disk quota lowered to 512 MiB", waits=SERVER_RUNS)],
+         blocked=[("hub", "", "down")]),
+    Case("stopped-server-resizes-offline", (member("alice", disk=512 * MiB),),
+         with_hub(converged(ALICE), users=[hub_user("alice")], containers=[container("alice", 1, running=False)]),
+         DEFAULT,
+         [A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 512 * MiB},
+            reason="disk quota lowered to 512 MiB")]),
+    Case("held-in-another-namespace-waits-even-online", (member("alice", disk=2 * GiB),),
+         converged(ALICE, mount_alice=None, volume_alice=volume("alice", loop="/dev/loop1", held_elsewhere=True)),
+         DEFAULT,
+         [A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 2 * GiB},
+            reason="disk quota raised to 2 GiB", waits=HELD),
+          A("create", "mount", "alice", after=home("alice"), reason="home volume", drift=True, waits=HELD),
+          A("create", "ownership", "alice", after="alice:alice 0700", reason="home belongs to its owner", drift=True,
+            waits=HELD)]),
+    Case("purge-waits-while-held-elsewhere", (member("alice", status="purged"), BOB),
+         converged(ALICE, BOB, mount_alice=None, entry_alice=None, account_alice=disabled_account("alice"),
+                   volume_alice=volume("alice", loop="/dev/loop1", held_elsewhere=True)),
+         Policy(allow_destroy=True),
+         [A("disable", "volume", "alice", before={"loop": "/dev/loop1"}, after={"loop": None},
+            reason="image still attached to a loop device", drift=True),
+          A("destroy", "volume", "alice", before={"path": image("alice"), "used": USED}, reason="status: purged",
+            destructive=True, waits=HELD),
+          A("destroy", "account", "alice", before={"uid": 1001}, reason="status: purged", destructive=True)]),
+
     Case("docker-down-blocks-live-limits", (ALICE,), with_hub(converged(ALICE), users=[], containers=None), DEFAULT,
          [], blocked=[("docker", "", "Docker is unreachable")]),
 ]

@@ -39,6 +39,9 @@ class VolumeBackend(Protocol):
     def release(self, username: str) -> None:
         """Let go of the device after an unmount."""
         ...
+    def held(self, usernames: set[str]) -> set[str]:
+        """Of these people, whose filesystem another mount namespace has mounted (one scan of /proc)."""
+        ...
     def boot(self) -> list[str]:
         """What mount-all must attach before mounting (the LVM PV file); one line per step."""
         ...

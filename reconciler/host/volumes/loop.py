@@ -14,12 +14,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Callable
 
 from ...config.site import Paths
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
 from ..facts import HostFiles, read_mounts, read_superblock, usage
 from ..fsutil import fsync_dir
 from ..mounts import is_mounted, loop_of, mount_fs, umount
+from ..drivers import Busy
 from ..run import CommandFailed, Runner
 from .base import VolumeFacts
 
@@ -63,8 +65,8 @@ class LoopBackend:
     def observe(self) -> VolumeFacts:
         loops = self.host.loops()
         mounts = read_mounts(self.host.mountinfo, loops, under=str(self.paths.homes))
-        return VolumeFacts(MappingProxyType(read_volumes(self.layout.directory, loops, mounts, self.paths.homes)),
-                           MappingProxyType(mounts), VOLUME_STEP, None)
+        volumes = read_volumes(self.layout.directory, loops, mounts, self.paths.homes, self.host.ext4_alive)
+        return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), VOLUME_STEP, None)
 
     # --- drivers -------------------------------------------------------------------------------------
 
@@ -103,47 +105,70 @@ class LoopBackend:
         return "formatted"
 
     def resize(self, username: str, size: int) -> str:
-        """Grow online (truncate, losetup -c, resize2fs); shrink offline, remounting if it was mounted."""
-        image = self.layout.image(username)
+        """Grow online where the kernel allows it; otherwise (and always to shrink) offline, and only when the
+        filesystem is mounted nowhere else: never fsck or resize2fs an ext4 that a running server holds."""
+        image, home = self.layout.image(username), self.paths.home(username)
         loop = loop_of(self.host, image)
         fs = read_superblock(loop or str(image))
         if fs is None:
             raise RuntimeError(f"{image} holds no ext4 filesystem")
         if image.stat().st_size == size and fs.size == size:
             return "already"
-        if size < fs.size:
-            self._resize_offline(username, size)
-            return "shrunk"
-        if image.stat().st_size < size:
-            os.truncate(image, size)
-        if loop and is_mounted(self.host, self.paths.home(username), str(image)):
+        if size > fs.size and loop and is_mounted(self.host, home, str(image)):
+            if image.stat().st_size < size:
+                os.truncate(image, size)
             self.run.run(["losetup", "--set-capacity", loop])
             try:
                 self.run.run(["resize2fs", loop])
-                return "grown online"
             except CommandFailed as exc:
-                # Online resizing needs CAP_SYS_RESOURCE, which a container's root may lack.
+                # Online resizing needs CAP_SYS_RESOURCE, which a container's root may lack: offline instead.
                 if "Permission denied" not in exc.stderr:
                     raise
-        self._resize_offline(username, size)
-        return "grown offline"
+            else:
+                self._check_size(loop, size)
+                return "grown online"
+        self._resize_offline(username, size, loop)
+        return "grown offline" if size > fs.size else "shrunk"
 
-    def _resize_offline(self, username: str, size: int) -> None:
+    def _check_size(self, device: str, size: int) -> None:
+        """Never claim a size the kernel does not show: read the superblock back through the device."""
+        now = read_superblock(device)
+        if now is None or now.size != size:
+            shown = "no ext4" if now is None else f"{now.size} bytes"
+            raise RuntimeError(f"resize2fs succeeded but {device} holds {shown}, not {size} bytes")
+
+    def _in_use(self, username: str, loop: str | None) -> None:
+        """Raise Busy when the filesystem is mounted in another mount namespace (a running server's container)."""
+        number = self.host.device_number(loop) if loop else None
+        holders = self.host.holders({number}) if number else []
+        if holders:
+            raise Busy(f"{username}'s volume is mounted by {', '.join(holders)} (a running server holds the "
+                       "home); nothing was touched, it applies when that ends")
+
+    def _resize_offline(self, username: str, size: int, loop: str | None) -> None:
         """Unmount, check, resize the filesystem, then cut or extend the image; remount as it was."""
         image, home = self.layout.image(username), self.paths.home(username)
+        self._in_use(username, loop)
         was_mounted = is_mounted(self.host, home, str(image))
         if was_mounted:
-            umount(self.run, home)  # fails with "target is busy" while their server runs
-        if loop := loop_of(self.host, image):
-            self.run.run(["losetup", "--detach", loop])
+            umount(self.run, home)
+        if loop and self.host.ext4_alive(loop):
+            # unmounted here, but its superblock lives on: mounted somewhere the scan could not see
+            if was_mounted:
+                mount_fs(self.run, loop, home, self.layout.mount_options.replace("loop,", ""))
+            raise Busy(f"{username}'s volume is still mounted in another mount namespace; nothing was touched, "
+                       "it applies when that ends")
+        if still := loop_of(self.host, image):  # mount's autoclear has usually detached it already
+            self.run.run(["losetup", "--detach", still])
         try:
             if image.stat().st_size < size:
                 os.truncate(image, size)
             self.run.run(["e2fsck", "-f", "-p", str(image)], ok_codes=(0, 1, 2))
             self.run.run(["resize2fs", str(image), f"{size // 1024}K"])
             after = read_superblock(str(image))
-            if after is None or after.size > size:
-                raise RuntimeError(f"resize2fs left {image} larger than {size} bytes; not cutting the image")
+            if after is None or after.size != size:
+                shown = "no ext4" if after is None else f"{after.size} bytes"
+                raise RuntimeError(f"resize2fs left {image} with {shown}, not {size}; the image is not cut")
             if image.stat().st_size > size:
                 os.truncate(image, size)
         finally:
@@ -157,6 +182,9 @@ class LoopBackend:
         if not image.exists():
             raise RuntimeError(f"{image} does not exist")
         if stale := loop_of(self.host, image):  # two loop devices on one ext4 would corrupt it
+            if self.host.ext4_alive(stale):
+                raise Busy(f"{username}'s volume is still mounted through {stale} in another mount namespace; "
+                           "a second loop device would corrupt it: it is mounted when that ends")
             self.run.run(["losetup", "--detach", stale])
 
     def release(self, username: str) -> None:
@@ -177,7 +205,10 @@ class LoopBackend:
     def destroy(self, username: str) -> str:
         """Delete the image (purge only).  Refuses while it is mounted or attached."""
         image = self.layout.image(username)
-        if is_mounted(self.host, self.paths.home(username), str(image)) or loop_of(self.host, image):
+        loop = loop_of(self.host, image)
+        if loop and self.host.ext4_alive(loop):
+            raise Busy(f"{username}'s volume is still mounted somewhere; it is deleted when that ends")
+        if is_mounted(self.host, self.paths.home(username), str(image)) or loop:
             raise RuntimeError(f"{image} is still in use")
         removed = False
         for path in (image, self.layout.partial(username)):
@@ -186,12 +217,24 @@ class LoopBackend:
                 removed = True
         return "deleted" if removed else "absent"
 
+    def held(self, usernames: set[str]) -> set[str]:
+        loops = self.host.loops()
+        numbers = {}
+        for user in usernames:
+            loop = loops.get(str(self.layout.image(user)))
+            number = self.host.device_number(loop) if loop else None
+            if number:
+                numbers[number] = user
+        return {numbers[number] for number in self.host.holders_by_device(set(numbers))}
+
     def boot(self) -> list[str]:
         """Nothing to attach before mount-all: each image is attached as it is mounted."""
         return []
 
 
-def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, homes: Path) -> dict[str, Volume]:
+def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, homes: Path,
+                 alive: Callable[[str], bool] = lambda device: False) -> dict[str, Volume]:
+    """One scandir of the images; ``alive(device)`` tells whether a loop device's ext4 is mounted anywhere."""
     volumes: dict[str, Volume] = {}
     try:
         entries = list(os.scandir(directory))
@@ -210,7 +253,9 @@ def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, homes: Pa
         loop = loops.get(entry.path)
         # A mounted filesystem is read through its loop device: that is where the kernel keeps it current.
         fs = read_superblock(loop or entry.path)
-        used, in_use = usage(fs, mounts.get(str(homes / username)), entry.path) if fs is not None else (None, None)
+        mount = mounts.get(str(homes / username))
+        used, in_use = usage(fs, mount, entry.path) if fs is not None else (None, None)
+        host_mounted = mount is not None and mount.source == entry.path
         volumes[username] = Volume(
             username=username,
             path=entry.path,
@@ -222,5 +267,6 @@ def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, homes: Pa
             used=used,
             in_use=in_use,
             attached=loop is not None,
+            held_elsewhere=loop is not None and not host_mounted and alive(loop),
         )
     return volumes

@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 from ...config.site import LvmVolumes, Paths
 from ...core.actual import Filesystem, Mount, Volume
 from ..facts import HostFiles, read_mounts, read_superblock
+from ..drivers import Busy
 from ..mounts import is_mounted, mount_fs, umount
 from ..run import Runner
 from .base import VolumeFacts
@@ -81,6 +82,13 @@ def device_aliases(lvs: list[dict]) -> dict[str, str]:
             for lv in lvs if lv.get("lv_kernel_major") not in (None, "", "-1")}
 
 
+def _number(lv: dict) -> str | None:
+    """The active LV's "major:minor", from the report."""
+    if lv.get("lv_kernel_major") in (None, "", "-1"):
+        return None
+    return f"{lv['lv_kernel_major']}:{lv['lv_kernel_minor']}"
+
+
 def pool_size(lvs: list[dict], thin_pool: str | None) -> int | None:
     """The thin pool's data size, what every thin volume's writes share."""
     return next((int(lv["lv_size"]) for lv in lvs if thin_pool and lv["lv_name"] == thin_pool), None)
@@ -88,7 +96,9 @@ def pool_size(lvs: list[dict], thin_pool: str | None) -> int | None:
 
 def volumes_from(lvs: list[dict], mounts: Mapping[str, Mount], paths: Paths,
                  superblock: Callable[[str], Filesystem | None] = read_superblock,
-                 statvfs: Callable = os.statvfs) -> dict[str, Volume]:
+                 statvfs: Callable = os.statvfs,
+                 alive: Callable[[str], bool] = lambda number: False) -> dict[str, Volume]:
+    """The volumes from one `lvs` report; ``alive("major:minor")`` tells whether its ext4 is mounted anywhere."""
     volumes = {}
     for lv in lvs:
         username = username_of(lv["lv_name"])
@@ -105,10 +115,12 @@ def volumes_from(lvs: list[dict], mounts: Mapping[str, Mount], paths: Paths,
             in_use = fs.size - vfs.f_bfree * vfs.f_frsize
         elif fs is not None:
             used = in_use = fs.size - fs.free
+        host_mounted = mount is not None and mount.source == lv["lv_path"]
+        number = _number(lv)
         volumes[username] = Volume(
             username=username, path=lv["lv_path"], complete=complete, size=int(lv["lv_size"]),
             allocated=int(lv["lv_size"]), fs=fs, loop=None, used=used, in_use=in_use, attached=active,
-            readable=active)
+            readable=active, held_elsewhere=active and not host_mounted and number is not None and alive(number))
     return volumes
 
 
@@ -127,9 +139,28 @@ class LvmBackend:
         loops = self.host.loops()
         aliases = {path: device for device, path in device_aliases(lvs).items()}
         mounts = read_mounts(self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes))
-        volumes = volumes_from(lvs, mounts, self.paths)
+        volumes = volumes_from(lvs, mounts, self.paths, alive=self._alive)
         return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), read_vg(self.vg, self.run)["extent"],
                            pool_size(lvs, self.settings.thin_pool))
+
+    def _alive(self, number: str) -> bool:
+        """Is the ext4 on device "major:minor" mounted anywhere (any mount namespace)?"""
+        name = self.host.device_name(number)
+        return name is not None and self.host.ext4_alive(name)
+
+    def _in_use(self, username: str, lv: dict) -> None:
+        """Raise Busy when the LV's filesystem is mounted in another mount namespace (a running server)."""
+        number = _number(lv)
+        holders = self.host.holders({number}) if number else []
+        if holders:
+            raise Busy(f"{username}'s volume is mounted by {', '.join(holders)} (a running server holds the "
+                       "home); nothing was touched, it applies when that ends")
+
+    def _check_size(self, lv_path: str, size: int) -> None:
+        now = read_superblock(lv_path)
+        if now is None or now.size != size:
+            shown = "no ext4" if now is None else f"{now.size} bytes"
+            raise RuntimeError(f"the resize succeeded but {lv_path} holds {shown}, not {size} bytes")
 
     # --- drivers -------------------------------------------------------------------------------------
 
@@ -170,25 +201,38 @@ class LvmBackend:
         return "activated"
 
     def resize(self, username: str, size: int) -> str:
-        """lvextend -r online; a shrink unmounts, lets fsadm check and shrink, then mounts again."""
+        """lvextend -r, online when mounted here; a shrink unmounts, lets fsadm check and shrink, then mounts again.
+
+        Offline work (fsadm's fsck, a shrink) happens only when the filesystem is mounted nowhere else.
+        """
         lv = self._need(username)
         current = int(lv["lv_size"])
         if current == size:
             return "already"
         home, source = self.paths.home(username), self.layout.source(username)
         mounted = is_mounted(self.host, home, source)
-        self._activate(lv)
-        if size > current:
+        if size > current and mounted:
             self.run.run(["lvextend", "--yes", "-r", "-L", f"{size}b", lv["lv_path"]])
+            self._check_size(lv["lv_path"], size)
             return "grown"
+        self._in_use(username, lv)
         if mounted:
             umount(self.run, home)
+        number = _number(lv)
+        if number is not None and self._alive(number):
+            if mounted:
+                mount_fs(self.run, source, home, self.layout.mount_options)
+            raise Busy(f"{username}'s volume is still mounted in another mount namespace; nothing was touched, "
+                       "it applies when that ends")
+        self._activate(lv)
         try:
-            self.run.run(["lvreduce", "--yes", "-r", "-L", f"{size}b", lv["lv_path"]])
+            verb = "lvextend" if size > current else "lvreduce"
+            self.run.run([verb, "--yes", "-r", "-L", f"{size}b", lv["lv_path"]])
+            self._check_size(lv["lv_path"], size)
         finally:
             if mounted:
                 mount_fs(self.run, source, home, self.layout.mount_options)
-        return "shrunk"
+        return "grown" if size > current else "shrunk"
 
     def attach(self, username: str) -> None:
         """Before a mount: the LV must be active."""
@@ -215,8 +259,18 @@ class LvmBackend:
         lv = self._lv(username)
         if lv is None:
             return "absent"
+        if (number := _number(lv)) is not None and self._alive(number):
+            raise Busy(f"{username}'s volume is still mounted somewhere; it is deleted when that ends")
         self.run.run(["lvremove", "--yes", lv["lv_path"]])
         return "deleted"
+
+    def held(self, usernames: set[str]) -> set[str]:
+        numbers = {}
+        for lv in read_lvs(self.vg, self.run):
+            user = username_of(lv["lv_name"])
+            if user in usernames and (number := _number(lv)) is not None:
+                numbers[number] = user
+        return {numbers[number] for number in self.host.holders_by_device(set(numbers))}
 
     def boot(self) -> list[str]:
         """At boot, before mount-all: attach the loop device that carries the VG of `storage init`."""
