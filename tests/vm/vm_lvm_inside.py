@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nskit import Holder
+
 from reconciler.cli.main import main as cli
 from reconciler.config.load import load_site
 from reconciler.config.sizes import MiB
@@ -102,6 +104,29 @@ def test_grow_online_keeps_data(room):
     assert actual.volumes["ann"].size == actual.volumes["ann"].fs.size == 200 * MiB
     assert str(site(room).paths.home("ann")) in actual.mounts  # stayed mounted: grown online
     assert (site(room).paths.home("ann") / "work.txt").read_text() == "important"
+    assert reconcile(room, "--dry-run") == 0
+
+
+def test_a_held_volume_grows_online_for_its_holder_but_a_shrink_waits(room):
+    """A running server (here: a mount namespace with a bind mount) sees its home grow at once; a shrink waits."""
+    home = site(room).paths.home("ann")
+    holder = Holder(home, ROOT / "inside")
+    try:
+        before = holder.size()
+        write(room, [{"username": "ann", "name": "Ann", "disk": "240Mi"}, {"username": "b_tmeta", "name": "Bee",
+                                                                            "disk": "150Mi"}])
+        assert reconcile(room) == 0  # online: lvextend -r on the mounted LV
+        assert holder.size() > before + 30 * MiB  # the holder's own statvfs shows the new size
+        assert int(lvs()["home-ann"]["lv_size"]) == 240 * MiB
+        write(room, [{"username": "ann", "name": "Ann", "disk": "200Mi"}, {"username": "b_tmeta", "name": "Bee",
+                                                                            "disk": "150Mi"}])
+        assert reconcile(room) == 4  # a shrink needs it offline: it waits
+        assert int(lvs()["home-ann"]["lv_size"]) == 240 * MiB
+    finally:
+        holder.stop()
+    assert reconcile(room) == 0
+    assert int(lvs()["home-ann"]["lv_size"]) == 200 * MiB
+    assert (home / "work.txt").read_text() == "important"
     assert reconcile(room, "--dry-run") == 0
 
 
