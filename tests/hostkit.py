@@ -96,7 +96,8 @@ class Classroom:
         return observe(self.paths, LoopBackend(self.paths, Runner(), HostFiles()))
 
 
-def make_classroom(max_disable_fraction: float = 0.5, limits: dict | None = None) -> Classroom:
+def make_classroom(max_disable_fraction: float = 0.5, limits: dict | None = None,
+                   volumes: dict | None = None) -> Classroom:
     tag = secrets.token_hex(3)
     root = Path(tempfile.mkdtemp(prefix=f"reconcile-test-{tag}-"))
     classroom = Classroom(name=f"t{tag}", prefix=f"z{tag}", root=root)
@@ -104,6 +105,8 @@ def make_classroom(max_disable_fraction: float = 0.5, limits: dict | None = None
             "lock_timeout": 60}
     if limits:
         site["limits"] = limits
+    if volumes:
+        site["volumes"] = volumes
     classroom.site.write_text(yaml.safe_dump(site))
     return classroom
 

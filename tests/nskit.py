@@ -29,8 +29,11 @@ class Holder:
 
     def size(self) -> int:
         """The filesystem's size as the holder sees it (statvfs inside its namespace)."""
-        out = subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "stat", "-f", "-c", "%b %S",
-                              str(self.inside)], capture_output=True, text=True, check=True).stdout.split()
+        done = subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "-r", "stat", "-f", "-c", "%b %S",
+                               str(self.inside)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise AssertionError(f"nsenter/stat in pid {self.proc.pid}'s namespace failed: {done.stderr.strip()}")
+        out = done.stdout.split()
         return int(out[0]) * int(out[1])
 
     def stop(self) -> None:

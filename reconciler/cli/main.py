@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (reconcile must run as root)" if isinstance(exc, PermissionError) else ""
         print(f"reconcile: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:  # a full disk, a missing device: said plainly, never a traceback
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

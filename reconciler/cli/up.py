@@ -23,6 +23,7 @@ from ..config.site import Site
 from ..credentials import outbox
 from ..engine import reconcile as engine
 from ..host.containers import LABEL_CLASSROOM
+from ..host.fsutil import private_dir
 from ..hub.launch import write_effective
 from ..image import build as image
 from .commands import classroom_path, run_pass, site_of
@@ -129,7 +130,7 @@ def up(site: Site, classroom_file: Path) -> int:
     if site.hub is None:
         raise SystemExit("site.yaml has no hub: section; `reconcile up` runs the hub (see examples/site.yaml)")
     state = site.state_dir
-    state.mkdir(parents=True, exist_ok=True)
+    private_dir(state)
     effective = write_effective(site, state / "site.effective.yaml")
     ensure_docker()
     if image.report(site.hub.image, state / "image-cache", False) != 0:

@@ -194,7 +194,10 @@ class Daemon:
             "last_applied": self.last_good,
             **extra,
         }
-        write_atomic(self.status_file, json.dumps(status, indent=2) + "\n")
+        try:
+            write_atomic(self.status_file, json.dumps(status, indent=2) + "\n")
+        except OSError as exc:  # a full disk: the old status.json stays whole; the daemon goes on
+            log.error("could not write %s (%s); it still shows the pass before", self.status_file, exc)
 
 
 def _iso(seconds: float) -> str:

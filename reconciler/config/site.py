@@ -30,6 +30,11 @@ class LoopVolumes(Strict):
     """One sparse ext4 image per person under <state_dir>/volumes, loop-mounted."""
 
     backend: Literal["loop"] = "loop"
+    max_overcommit: Annotated[float, Field(ge=1.0)] = Field(
+        1.0, description="Refuse plans whose volumes add up to more than this times the space of the filesystem "
+        "holding the images (free + already written): when it fills, every student's writes fail at once")
+    preallocate: bool = Field(False, description="Reserve each image's whole size on disk when it is made or grown "
+                                                 "(fallocate) instead of sparse files that fill as students write")
 
 
 class LvmVolumes(Strict):
@@ -69,6 +74,9 @@ class HubSettings(Strict):
     cull_idle_timeout: Annotated[int, Field(gt=0)] = 3600
     pids_limit: Annotated[int, Field(gt=0)] = 512
     tmp_size: Size = 256 * 1024 * 1024
+    log_max_size: Size = Field(10 * 1024 * 1024, description="Docker keeps at most log_max_files files of this "
+                               "size of a server's output (what a student prints lands on the host's disk)")
+    log_max_files: Annotated[int, Field(gt=0, le=100)] = 3
     request_timeout: Annotated[float, Field(gt=0)] = 10.0
     proxy_api_port: Annotated[int, Field(gt=0, lt=65536)] = Field(8001, description="On 127.0.0.1 only")
     service_port: Annotated[int, Field(gt=0, lt=65536)] = Field(
@@ -139,6 +147,11 @@ class Paths:
         return self.state / "outbox"
 
     @property
+    def disables(self) -> Path:
+        """When each person was last disabled: the mass-disable guard's rolling window."""
+        return self.state / "disables.json"
+
+    @property
     def pass_record(self) -> Path:
         """The daemon's record of its last pass (status.json)."""
         return self.state / "status.json"
@@ -160,6 +173,9 @@ class Site(Strict):
     homes_dir: Path | None = Field(None, description="Where volumes are mounted (default <state_dir>/homes)")
     volumes: Annotated[LoopVolumes | LvmVolumes, Field(discriminator="backend")] = Field(default_factory=LoopVolumes)
     max_disable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    mass_disable_window: Annotated[float, Field(ge=0)] = Field(
+        86400.0, description="Seconds: disables over this window count together against max_disable_fraction, "
+        "so a class cannot be emptied one save (or one API call) at a time")
     limits: Limits = Field(default_factory=Limits)
     resize_running: Literal["wait", "restart"] = Field(
         "wait", description="A disk quota change that needs the volume offline while its person's server runs: "

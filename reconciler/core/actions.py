@@ -271,6 +271,7 @@ class Policy:
     max_disable_fraction: float = 0.2
     max_overcommit: float = 1.0  # thin pools: volumes may add up to this times the pool
     resize_running: str = "wait"  # a volume held by a running server: "wait" until it stops, or "restart" it
+    mass_disable_window: float = 86400.0  # seconds over which disables count together (for the message)
 
 
 @dataclass(frozen=True)

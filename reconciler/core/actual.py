@@ -124,10 +124,14 @@ class Actual:
     manifest: Mapping[str, ManifestEntry]  # by mount point
     today: int  # days since the epoch, for account expiry
     volume_step: int = EXT4_BLOCK_GROUP  # volumes are sized in multiples of this (the backend's unit)
-    thin_pool_size: int | None = None  # LVM thin provisioning: the pool every volume writes into
+    # What the volumes can really hold together: sparse images share their filesystem's space, thin LVs their
+    # pool.  None: each volume has its space of its own (thick LVs).
+    capacity: int | None = None
+    capacity_of: str = ""  # what that space is, in words
     hub: HubState | None = None  # None: no hub configured on this host
     containers: Mapping[str, Container] | None = field(default_factory=lambda: MappingProxyType({}))  # None: no Docker
     online_resize: bool = True  # the kernel lets reconcile grow a mounted ext4 (CAP_SYS_RESOURCE)
+    disabled_recently: frozenset[str] = frozenset()  # people reconcile disabled within the mass-disable window
 
     @property
     def hub_users(self) -> Mapping[str, HubUser]:
@@ -202,8 +206,10 @@ def from_json(data: dict) -> Actual:
         manifest=table("manifest", lambda e: ManifestEntry(**e)),
         today=data["today"],
         volume_step=data.get("volume_step", EXT4_BLOCK_GROUP),
-        thin_pool_size=data.get("thin_pool_size"),
+        capacity=data.get("capacity", data.get("thin_pool_size")),
+        capacity_of=data.get("capacity_of", "the thin pool" if data.get("thin_pool_size") else ""),
         online_resize=data.get("online_resize", True),
+        disabled_recently=frozenset(data.get("disabled_recently", ())),
         hub=None if hub is None else HubState(
             None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
             hub.get("error")),

@@ -356,28 +356,41 @@ def _converge_purged(user: str, account: Account | None, desired: Desired, actua
 
 
 def _guard_mass_disable(actions: Iterable[Action], desired: Desired, actual: Actual, policy: Policy) -> list[Note]:
-    """A truncated or half-merged classroom.yaml must not lock out the whole class."""
+    """A truncated or half-merged classroom.yaml must not lock out the whole class, nor may it be emptied
+    a few people at a time: disables within the window (``actual.disabled_recently``) count together,
+    against the people who were active when the window started."""
     if policy.allow_mass_disable:
         return []
-    current = sum(1 for a in actual.accounts.values()
-                  if a.classroom == desired.classroom and is_enabled(a, actual.today))
+    ours = {a.username: a for a in actual.accounts.values() if a.classroom == desired.classroom}
+    enabled = {u for u, a in ours.items() if is_enabled(a, actual.today)}
+    earlier = {u for u in actual.disabled_recently if u in ours and u not in enabled}  # still disabled
     leaving = {a.target for a in actions if a.kind is Kind.ACCOUNT and a.op in (Op.DISABLE, Op.DESTROY)
-               and (acct := actual.accounts.get(a.target)) is not None and is_enabled(acct, actual.today)}
-    allowed = max(1, int(policy.max_disable_fraction * current))
-    if len(leaving) <= allowed:
+               and a.target in enabled}
+    if not leaving:
         return []
-    return [Note("mass-disable", "",
-                 f"this pass would disable {len(leaving)} of {current} active people (more than "
-                 f"{policy.max_disable_fraction:.0%}); is classroom.yaml truncated? "
-                 "Re-run with --allow-mass-disable if this is intended")]
+    active_then = len(enabled) + len(earlier)
+    allowed = max(1, int(policy.max_disable_fraction * active_then))
+    if len(leaving) + len(earlier) <= allowed:
+        return []
+    share = f"more than {policy.max_disable_fraction:.0%}"
+    if earlier:
+        window = f"{policy.mass_disable_window / 3600:g} h"
+        what = (f"this pass would disable {len(leaving)} more; with the {len(earlier)} disabled in the last {window} "
+                f"that makes {len(leaving) + len(earlier)} of the {active_then} people active then ({share} "
+                f"within {window})")
+    else:
+        what = f"this pass would disable {len(leaving)} of {active_then} active people ({share})"
+    return [Note("mass-disable", "", f"{what}; is classroom.yaml truncated? "
+                                     "Re-run with --allow-mass-disable if this is intended")]
 
 
 SHRINK_HEADROOM = 0.9  # resize2fs needs room for metadata; a full volume is of no use to a student
 
 
 def _guard_overcommit(actions: Iterable[Action], actual: Actual, policy: Policy) -> list[Note]:
-    """Thin pools: a full pool stalls every student's writes, so never promise more than allowed."""
-    if actual.thin_pool_size is None:
+    """Sparse images and thin volumes share one space: when it is full, every student's writes fail at once
+    (ENOSPC, or a stalled pool), so never promise more than ``max_overcommit`` times what it holds."""
+    if actual.capacity is None:
         return []
     sizes = {user: volume.size for user, volume in actual.volumes.items()}
     growing = False
@@ -387,12 +400,13 @@ def _guard_overcommit(actions: Iterable[Action], actual: Actual, policy: Policy)
             growing = True
         elif action.kind is Kind.VOLUME and action.op is Op.DESTROY:
             sizes.pop(action.target, None)
-    total, limit = sum(sizes.values()), policy.max_overcommit * actual.thin_pool_size
+    total, limit = sum(sizes.values()), policy.max_overcommit * actual.capacity
     if total <= limit or not growing:
         return []
     return [Note("overcommit", "",
-                 f"the volumes would add up to {format_size(total)}, more than {policy.max_overcommit:g} x the thin "
-                 f"pool ({format_size(actual.thin_pool_size)}); grow the pool or raise max_overcommit knowingly")]
+                 f"the volumes would add up to {format_size(total)}, more than {policy.max_overcommit:g} x "
+                 f"{actual.capacity_of or 'their storage'} ({format_size(actual.capacity)}); add space, lower quotas, "
+                 "or raise max_overcommit knowingly")]
 
 
 def _guard_shrink(actions: list[Action], actual: Actual) -> tuple[list[Action], list[Note]]:

@@ -9,6 +9,7 @@ override any of them with a file of the same name in ``templates_dir``.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import ssl
 import time
@@ -84,9 +85,23 @@ def _connect(smtp: Smtp) -> smtplib.SMTP:
         if smtp.security == "starttls":
             client.starttls(context=context)
     if smtp.secrets_file:
-        secrets = yaml.safe_load(smtp.secrets_file.read_text()) or {}
-        client.login(secrets["username"], secrets["password"])
+        client.login(*read_secrets(smtp.secrets_file))
     return client
+
+
+class UnsafeSecrets(OSError):
+    """The SMTP secrets file can be read by others than root."""
+
+
+def read_secrets(path: Path) -> tuple[str, str]:
+    """The SMTP login from a YAML file that only its owner may read (refused when group/world readable)."""
+    with open(path) as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if mode & 0o077:
+            raise UnsafeSecrets(f"{path} is readable by others (mode {mode & 0o777:04o}): chmod 600 it; "
+                                "nothing was sent")
+        secrets = yaml.safe_load(handle.read()) or {}
+    return secrets["username"], secrets["password"]
 
 
 def deliver(site: Site, classroom: str, now: float | None = None) -> Report:
@@ -104,6 +119,10 @@ def deliver(site: Site, classroom: str, now: float | None = None) -> Report:
         return report
     try:
         client = _connect(delivery.smtp)
+    except UnsafeSecrets as exc:
+        for item in due:
+            _failed(site, item, str(exc), now, report)
+        return report
     except (OSError, smtplib.SMTPException, KeyError, yaml.YAMLError) as exc:
         for item in due:
             _failed(site, item, f"cannot reach the mail server: {_describe(exc)}", now, report)

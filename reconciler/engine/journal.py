@@ -29,8 +29,18 @@ class Journal:
             "result": result,
             "detail": detail,
         }
-        os.write(self._fd, (json.dumps(entry) + "\n").encode())
-        os.fsync(self._fd)
+        line = (json.dumps(entry) + "\n").encode()
+        end = os.fstat(self._fd).st_size
+        try:
+            while line:
+                line = line[os.write(self._fd, line):]
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, end)  # never leave half a line: the journal stays one JSON per line
+            except OSError:
+                pass
+            raise
 
     def close(self) -> None:
         os.close(self._fd)

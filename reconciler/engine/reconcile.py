@@ -32,10 +32,11 @@ from ..core.desired import Desired, resolve
 from ..core.plan import plan
 from ..core.report import document
 from ..credentials import outbox
-from ..host import lock
+from ..host import disables, lock
 from ..host.containers import client as docker_client
 from ..host.drivers import Context
 from ..host.facts import HostFiles
+from ..host.fsutil import private_dir
 from ..host.observe import NO_HUB, HubProbes, hub_probes, observe
 from ..host.run import Runner
 from ..host.volumes import VolumeBackend, backend_for, layout_for
@@ -72,7 +73,7 @@ class Outcome:
 def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = False) -> Policy:
     """The operator's flags plus the site's limits."""
     return Policy(allow_destroy, allow_mass_disable, site.max_disable_fraction, site.max_overcommit,
-                  site.resize_running)
+                  site.resize_running, site.mass_disable_window)
 
 
 def desire(site: Site, classroom: Classroom) -> Desired:
@@ -105,10 +106,13 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
     if not containers:
         probes = HubProbes(probes.client, probes.hub, None)
     timeout = site.lock_timeout if lock_timeout is None else lock_timeout
+    if not dry_run:
+        private_dir(site.state_dir)
     with (lock.hold(site.paths.lock, exclusive=not dry_run, timeout=timeout) if locked else _unlocked()) as held:
         run = Runner().holding(held.fd) if held is not None else Runner()
         volumes = backend_for(site, run)
-        actual = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers)
+        actual = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
+                         disable_window=site.mass_disable_window)
         the_plan = plan(desired, actual, policy)
         actual, the_plan = _look_closer(desired, actual, the_plan, policy, volumes)
         on_plan(the_plan)
@@ -125,16 +129,24 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
                            should_stop=should_stop, report=report)
         finally:
             journal.close()
+        now = time.time()
+        gone = [a.target for a in result.done if a.kind is Kind.ACCOUNT and a.op in (Op.DISABLE, Op.DESTROY)]
+        try:
+            disables.record(site.paths.disables, gone, now, now - site.mass_disable_window)
+        except OSError as exc:
+            result.failed.setdefault("disables", f"cannot record the disables in {site.paths.disables}: "
+                                                 f"{exc.strerror or exc}")
         after = None
         if result.ok:
             try:
-                after = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers)
+                after = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
+                                disable_window=site.mass_disable_window)
             except Exception:  # noqa: BLE001 - what was applied stands; the next pass observes again
                 after = None
-        if result.interrupted:
-            verdict = Verdict.INTERRUPTED
-        elif result.failed:
+        if result.failed:
             verdict = Verdict.FAILED
+        elif result.interrupted:
+            verdict = Verdict.INTERRUPTED
         else:
             verdict = Verdict.WAITING if result.waiting else Verdict.CONVERGED
         return Outcome(verdict, the_plan, desired, actual, result, after)
@@ -205,7 +217,7 @@ def check_edit(site: Site, before: Classroom, after: Classroom, host: HostFiles 
     reason and the file stays as it was.  Problems the file already had are not the edit's.
     """
     volumes = backend_for(site, Runner(), host)
-    actual = observe(site.paths, volumes, host)
+    actual = observe(site.paths, volumes, host, disable_window=site.mass_disable_window)
     flags = policy(site)
     was = plan(desire(site, before), actual, flags)
     known = {(n.rule, n.target) for n in (*was.refused, *was.blocked)}

@@ -31,7 +31,7 @@ class Held:
 
 @contextmanager
 def hold(path: Path, *, exclusive: bool, timeout: float) -> Iterator[Held]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state directory: root's alone
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout

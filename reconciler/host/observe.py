@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..config.site import Paths, Site
 from ..core.actual import Actual, Container, HubState
+from . import disables
 from .facts import HostFiles, read_accounts, read_groups, read_manifest, read_shadow
 
 if TYPE_CHECKING:
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
 
 def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
             hub: Callable[[], HubState] | None = None,
-            containers: Callable[[], Mapping[str, Container] | None] | None = None) -> Actual:
+            containers: Callable[[], Mapping[str, Container] | None] | None = None,
+            disable_window: float = 86400.0) -> Actual:
     """Take the snapshot.  Reads each source exactly once; ``hub`` and ``containers`` are one call each."""
+    now = host.clock()
     groups = read_groups(host.etc / "group")
     shadow = read_shadow(host.etc / "shadow")
     accounts = read_accounts(host.etc / "passwd", groups, shadow)
@@ -37,12 +40,14 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
         volumes=found.volumes,
         mounts=found.mounts,
         manifest=MappingProxyType(read_manifest(paths.manifest)),
-        today=host.today(),
+        today=int(now // 86400),
         volume_step=found.step,
-        thin_pool_size=found.thin_pool_size,
+        capacity=found.capacity,
+        capacity_of=found.capacity_of,
         hub=hub() if hub else None,
         containers=containers() if containers else MappingProxyType({}),
         online_resize=host.can_resize_online(),
+        disabled_recently=disables.recent(paths.disables, now - disable_window),
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config.classroom import Classroom, group_name
 from ..config.load import dump_site, load_classroom
 from ..config.site import Site
-from ..host.fsutil import write_atomic
+from ..host.fsutil import private_dir, write_atomic
 from . import network
 from .config import CONFIG_FILE
 
@@ -59,7 +59,7 @@ def prepare(site: Site, classroom: Classroom) -> None:
     if hub is None:
         raise SystemExit("site.yaml has no hub: section (see examples/site.yaml)")
     check_image(hub.image)
-    site.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(site.state_dir)
     ensure_secret(hub.token_file)
     ensure_secret(site.cookie_secret_file)
     network.ensure_network(hub)

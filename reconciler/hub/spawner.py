@@ -67,6 +67,10 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
             "pids_limit": hub.pids_limit,
             "read_only": True,
             "tmpfs": {"/tmp": f"size={hub.tmp_size},mode=1777,nosuid,nodev"},
+            # a student's output (print, /proc/1/fd/1) is written to the host's disk: bounded
+            "log_config": {"type": "json-file",
+                           "config": {"max-size": f"{max(1, hub.log_max_size // 1024)}k",
+                                      "max-file": str(hub.log_max_files)}},
             "memswap_limit": member.memory,  # equal to the memory limit: no swap
             "group_add": [str(g) for g in extra_groups],
         },

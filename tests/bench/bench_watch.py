@@ -70,7 +70,7 @@ def main() -> int:
     if reason:
         print(f"cannot run: {reason}")
         return 1
-    room = make_classroom(max_disable_fraction=1.0)
+    room = make_classroom(max_disable_fraction=1.0, volumes={"backend": "loop", "max_overcommit": 1000})  # sparse, unfilled
     daemon = None
     try:
         site = yaml.safe_load(room.site.read_text())

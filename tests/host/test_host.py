@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pamela
 import pytest
+import yaml
 
 from reconciler.config.sizes import MiB
 from reconciler.host import facts
@@ -220,6 +221,34 @@ def test_mass_disable_guard(classroom):
     assert sum(1 for a in room.observe().accounts.values() if a.username.startswith(room.prefix) and a.locked) == 4
 
 
+def test_disables_paced_one_save_at_a_time_are_refused_within_the_window(classroom):
+    room = classroom  # half the class may go in one window
+    people = [{"username": f"s{i}"} for i in range(6)]
+    room.write(people)
+    assert room.cli().returncode == 0
+    for gone in (5, 4, 3):  # one save at a time, each alone under the limit
+        room.write(people[:gone])
+        assert room.cli().returncode == 0
+    room.write(people[:2])  # the fourth of six within the window
+    refused = room.cli()
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "with the 3 disabled in the last 24 h that makes 4 of the 6" in refused.stdout
+    assert not room.observe().accounts[room.user("s2")].locked
+    assert room.cli("--allow-mass-disable").returncode == 0
+    assert room.observe().accounts[room.user("s2")].locked
+    recorded = json.loads(room.paths.disables.read_text())
+    assert set(recorded) == {room.user(f"s{i}") for i in (2, 3, 4, 5)}
+
+
+def test_the_state_directory_and_its_files_are_root_only(classroom):
+    room = classroom
+    room.write([{"username": "ann"}])
+    assert room.cli().returncode == 0
+    assert stat.S_IMODE(room.paths.state.stat().st_mode) == 0o700
+    for name in ("mounts.fstab", "journal.jsonl", "reconcile.lock"):
+        assert stat.S_IMODE((room.paths.state / name).stat().st_mode) == 0o600, name
+
+
 def test_foreign_account_blocks_that_person_only_and_is_untouched(classroom):
     room = classroom
     intruder = room.user("host")
@@ -356,3 +385,66 @@ def test_second_pass_waits_then_names_the_holder(classroom):
     assert "another reconcile pass holds" in out.stderr and "pid 4242" in out.stderr
     assert room.user("ann") not in room.observe().accounts
     assert room.cli().returncode == 0
+
+
+def test_a_full_disk_under_the_journal_fails_the_pass_cleanly(classroom):
+    """ENOSPC while journaling: exit 1 with the reason, no traceback, the journal still one JSON per line."""
+    room = classroom
+    room.write([{"username": "ann"}])
+    assert room.cli().returncode == 0
+    full = room.root / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
+    try:
+        journal = full / "journal.jsonl"
+        journal.write_bytes(room.paths.journal.read_bytes())
+        try:  # fill the filesystem to the last block
+            with open(full / "filler", "wb", buffering=0) as handle:
+                while True:
+                    handle.write(b"x" * 4096)
+        except OSError:
+            pass
+        subprocess.run(["mount", "--bind", str(journal), str(room.paths.journal)], check=True)
+        try:
+            room.write([{"username": "ann"}, {"username": "bob"}])
+            out = room.cli()
+            assert out.returncode == 1, out.stdout + out.stderr
+            assert "No space left on device" in out.stderr and "Traceback" not in out.stderr
+            assert all(json.loads(line) for line in room.paths.journal.read_text().splitlines())
+        finally:
+            subprocess.run(["umount", str(room.paths.journal)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=True)
+    again = room.cli()  # room again: the next pass finishes what the full disk stopped
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert room.user("bob") in room.observe().accounts
+
+
+def test_volumes_promising_more_than_the_images_filesystem_holds_are_refused(classroom):
+    """Sparse images on a small filesystem: two fit, a third would let one student's writes fill it for everyone."""
+    room = classroom
+    small = room.root / "small.img"
+    with open(small, "wb") as handle:
+        handle.truncate(400 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(small)], check=True)
+    room.volumes.directory.mkdir(parents=True)
+    subprocess.run(["mount", "-o", "loop", str(small), str(room.volumes.directory)], check=True)
+    try:
+        room.write([{"username": "ann"}, {"username": "bob"}])
+        assert room.cli().returncode == 0
+        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}])
+        refused = room.cli()
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert "the volumes would add up to 384 MiB, more than 1 x the space of the filesystem" in refused.stdout
+        assert room.user("cat") not in room.observe().accounts  # nothing applied
+        site = yaml.safe_load(room.site.read_text())
+        site["volumes"] = {"backend": "loop", "max_overcommit": 2.0, "preallocate": True}
+        room.site.write_text(yaml.safe_dump(site))
+        assert room.cli().returncode == 0  # knowingly over-committed; cat's image is reserved on disk
+        cat = room.volumes.image(room.user("cat"))
+        assert cat.stat().st_blocks * 512 >= 128 * MiB
+        assert room.volumes.image(room.user("ann")).stat().st_blocks * 512 < 64 * MiB  # made sparse, before
+    finally:
+        for user in ("ann", "bob", "cat"):
+            subprocess.run(["umount", str(room.paths.home(room.user(user)))], capture_output=True)
+        subprocess.run(["umount", str(room.volumes.directory)], check=True)

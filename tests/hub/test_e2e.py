@@ -101,6 +101,7 @@ def test_container_is_hardened_and_runs_as_the_student(env):
     assert host["NanoCpus"] or host["CpuQuota"] == 100_000
     assert "/tmp" in host["Tmpfs"] and f"size={TMP}" in host["Tmpfs"]["/tmp"]
     assert host["AutoRemove"] is True
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10240k", "max-file": "3"}}
     binds = {m["Destination"]: m for m in container.attrs["Mounts"]}
     home = binds[f"/home/{user}"]
     assert home["Type"] == "bind" and home["Source"] == str(room.paths.home(user)) and home["RW"] is True

@@ -130,8 +130,8 @@ def test_thin_pools_refuse_overcommit_beyond_the_ratio():
     from reconciler.core.actions import Policy
 
     people = tuple(member(n) for n in ("ann", "bob", "cat"))  # 3 x 128 MiB
-    actual = replace(snapshot({}), thin_pool_size=256 * MiB)
+    actual = replace(snapshot({}), capacity=256 * MiB, capacity_of="the thin pool class/pool")
     refused = plan(Desired("c", people, PATHS), actual, Policy(max_overcommit=1.0)).refused
     assert [n.rule for n in refused] == ["overcommit"] and "384 MiB" in refused[0].message
     assert not plan(Desired("c", people, PATHS), actual, Policy(max_overcommit=1.5)).refused
-    assert not plan(Desired("c", people, PATHS), replace(actual, thin_pool_size=None)).refused  # thick LVs
+    assert not plan(Desired("c", people, PATHS), replace(actual, capacity=None)).refused  # thick LVs

@@ -201,6 +201,11 @@ def with_hub(actual: Actual, *, users=(), containers=(), error: str | None = Non
     return dataclasses.replace(actual, hub=hub, containers=found)
 
 
+def recently(actual: Actual, *disabled: str) -> Actual:
+    """These people were disabled by an earlier pass within the mass-disable window."""
+    return dataclasses.replace(actual, disabled_recently=frozenset(disabled))
+
+
 def running(actual: Actual, online_resize: bool = True) -> Actual:
     """alice's server runs (its container holds a bind mount of her home)."""
     return dataclasses.replace(with_hub(actual, users=[hub_user("alice", running=True)],
@@ -410,6 +415,19 @@ CASES = [
          refused=[("mass-disable", "", "would disable 2 of 5 active people")]),
     Case("single-disable-in-tiny-class", (ALICE,), converged(ALICE, BOB), DEFAULT,
          disable_sequence("bob", REMOVED)),
+    # the window: disables of earlier passes count too, so a class is not emptied one save at a time
+    Case("mass-disable-paced-within-the-window", (ALICE, BOB, CAROL, member("dave", status="disabled")),
+         recently(converged(ALICE, BOB, CAROL, DAVE, ERIN, account_erin=disabled_account("erin"), volume_erin=None,
+                            mount_erin=None, entry_erin=None), "erin"), DEFAULT,
+         disable_sequence("dave", "status: disabled"),
+         refused=[("mass-disable", "", "with the 1 disabled in the last 24 h that makes 2 of the 5 people active")]),
+    Case("mass-disable-window-forgets-the-re-enabled", (ALICE, BOB, CAROL, member("dave", status="disabled"), ERIN),
+         recently(converged(ALICE, BOB, CAROL, DAVE, ERIN), "erin"), DEFAULT,
+         disable_sequence("dave", "status: disabled")),
+    Case("mass-disable-window-bypassed", (ALICE, BOB, CAROL, member("dave", status="disabled")),
+         recently(converged(ALICE, BOB, CAROL, DAVE, ERIN, account_erin=disabled_account("erin"), volume_erin=None,
+                            mount_erin=None, entry_erin=None), "erin"), Policy(allow_mass_disable=True),
+         disable_sequence("dave", "status: disabled")),
     Case("empty-file-refused", (), converged(ALICE, BOB), DEFAULT,
          [*disable_sequence("alice", REMOVED), *disable_sequence("bob", REMOVED)],
          refused=[("mass-disable", "", "would disable 2 of 2 active people")]),

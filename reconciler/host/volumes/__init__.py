@@ -27,7 +27,7 @@ __all__ = ["BACKENDS", "VolumeBackend", "VolumeFacts", "backend_for", "layout_fo
 def _loop(site: Site, run: Runner, host: HostFiles) -> VolumeBackend:
     from .loop import LoopBackend
 
-    return LoopBackend(site.paths, run, host)
+    return LoopBackend(site.paths, run, host, preallocate=getattr(site.volumes, "preallocate", False))
 
 
 def _lvm(site: Site, run: Runner, host: HostFiles) -> VolumeBackend:

@@ -16,7 +16,8 @@ class VolumeFacts:
     volumes: Mapping[str, Volume]
     mounts: Mapping[str, Mount]  # below homes_dir, sources translated back to images / LV paths
     step: int  # sizes are multiples of this (an ext4 block group, an LVM extent)
-    thin_pool_size: int | None  # LVM thin provisioning: the pool the volumes share
+    capacity: int | None  # what the volumes can really hold together (None: each has its own space)
+    capacity_of: str = ""  # what that is, for the over-commit guard's message
 
 
 class VolumeBackend(Protocol):

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable
+from typing import Callable, Iterable
 
 from ...config.site import Paths
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
@@ -56,9 +56,10 @@ def layout(paths: Paths) -> LoopLayout:
 class LoopBackend:
     name = "loop"
 
-    def __init__(self, paths: Paths, run: Runner, host: HostFiles):
+    def __init__(self, paths: Paths, run: Runner, host: HostFiles, preallocate: bool = False):
         self.paths, self.run, self.host = paths, run, host
         self.layout = layout(paths)
+        self.preallocate = preallocate  # reserve the whole size on disk instead of a sparse file
 
     # --- observing ---------------------------------------------------------------------------------
 
@@ -66,7 +67,9 @@ class LoopBackend:
         loops = self.host.loops()
         mounts = read_mounts(self.host.mountinfo, loops, under=str(self.paths.homes))
         volumes = read_volumes(self.layout.directory, loops, mounts, self.paths.homes, self.host.ext4_alive)
-        return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), VOLUME_STEP, None)
+        capacity = images_space(self.layout.directory, volumes.values())
+        return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), VOLUME_STEP, capacity,
+                           "the space of the filesystem that holds the images (free + already written)")
 
     # --- drivers -------------------------------------------------------------------------------------
 
@@ -79,13 +82,20 @@ class LoopBackend:
         if self.layout.image(username).exists():
             return "exists"
         self._ensure_dir()
-        fd = os.open(self.layout.partial(username), os.O_WRONLY | os.O_CREAT, 0o600)
+        self._size(self.layout.partial(username), size)
+        return "created"
+
+    def _size(self, image: Path, size: int) -> None:
+        """Make the image ``size`` bytes: sparse, or with every block reserved when preallocating."""
+        fd = os.open(image, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            os.ftruncate(fd, size)
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            if self.preallocate:
+                os.posix_fallocate(fd, 0, size)
             os.fsync(fd)
         finally:
             os.close(fd)
-        return "created"
 
     def make_filesystem(self, username: str, size: int) -> str:
         """mkfs the partial image (it never held data), then rename it into place."""
@@ -96,8 +106,9 @@ class LoopBackend:
             self.create(username, size)
         os.truncate(partial, size)
         # 4 KiB blocks always (mke2fs would pick 1 KiB for small images), no root reserve:
-        # the quota is all the student's.
-        self.run.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", username[:16], str(partial)])
+        # the quota is all the student's; a preallocated image must not be punched sparse by mkfs's discard.
+        keep = ["-E", "nodiscard"] if self.preallocate else []
+        self.run.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", *keep, "-L", username[:16], str(partial)])
         with open(partial, "rb+") as handle:
             os.fsync(handle.fileno())
         os.rename(partial, image)
@@ -115,8 +126,7 @@ class LoopBackend:
         if image.stat().st_size == size and fs.size == size:
             return "already"
         if size > fs.size and loop and is_mounted(self.host, home, str(image)):
-            if image.stat().st_size < size:
-                os.truncate(image, size)
+            self._size(image, size)
             self.run.run(["losetup", "--set-capacity", loop])
             try:
                 self.run.run(["resize2fs", loop])
@@ -161,8 +171,7 @@ class LoopBackend:
         if still := loop_of(self.host, image):  # mount's autoclear has usually detached it already
             self.run.run(["losetup", "--detach", still])
         try:
-            if image.stat().st_size < size:
-                os.truncate(image, size)
+            self._size(image, size)
             self.run.run(["e2fsck", "-f", "-p", str(image)], ok_codes=(0, 1, 2))
             self.run.run(["resize2fs", str(image), f"{size // 1024}K"])
             after = read_superblock(str(image))
@@ -230,6 +239,18 @@ class LoopBackend:
     def boot(self) -> list[str]:
         """Nothing to attach before mount-all: each image is attached as it is mounted."""
         return []
+
+
+def images_space(directory: Path, volumes: Iterable[Volume]) -> int | None:
+    """What the images can hold together: the free space of their filesystem plus what they already use."""
+    place = directory
+    while not place.exists() and place != place.parent:
+        place = place.parent  # before the first volume: the filesystem the directory will be made on
+    try:
+        vfs = os.statvfs(place)
+    except OSError:
+        return None
+    return vfs.f_bavail * vfs.f_frsize + sum(volume.allocated for volume in volumes)
 
 
 def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, homes: Path,

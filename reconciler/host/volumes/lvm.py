@@ -140,8 +140,9 @@ class LvmBackend:
         aliases = {path: device for device, path in device_aliases(lvs).items()}
         mounts = read_mounts(self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes))
         volumes = volumes_from(lvs, mounts, self.paths, alive=self._alive)
+        pool = pool_size(lvs, self.settings.thin_pool)
         return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), read_vg(self.vg, self.run)["extent"],
-                           pool_size(lvs, self.settings.thin_pool))
+                           pool, f"the thin pool {self.vg}/{self.settings.thin_pool}" if pool is not None else "")
 
     def _alive(self, number: str) -> bool:
         """Is the ext4 on device "major:minor" mounted anywhere (any mount namespace)?"""

@@ -1,0 +1,57 @@
+"""Writes under the state directory: atomic, race-safe, private; the SMTP secrets file must be private."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from reconciler.credentials.delivery import UnsafeSecrets, read_secrets
+from reconciler.host.fsutil import private_dir, write_atomic
+
+
+def test_a_planted_symlink_never_receives_the_data(tmp_path: Path):
+    """The old temp name was predictable (.<name>.<pid>.tmp): a symlink there sent a slip's passwords elsewhere."""
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    out = tmp_path / "slips.html"
+    (tmp_path / f".slips.html.{os.getpid()}.tmp").symlink_to(victim)
+    write_atomic(out, "passwords")
+    assert victim.read_text() == "untouched"
+    assert out.read_text() == "passwords" and not out.is_symlink()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # root's alone unless asked otherwise
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch):
+    target = tmp_path / "status.json"
+    target.write_text("old")
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
+
+
+def test_the_state_directory_is_private(tmp_path: Path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    private_dir(state)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_smtp_secrets_readable_by_others_are_refused(tmp_path: Path):
+    secrets = tmp_path / "smtp.yaml"
+    secrets.write_text("username: mailer\npassword: s3cret\n")
+    secrets.chmod(0o640)
+    with pytest.raises(UnsafeSecrets, match="readable by others .*0640.*chmod 600"):
+        read_secrets(secrets)
+    secrets.chmod(0o600)
+    assert read_secrets(secrets) == ("mailer", "s3cret")
