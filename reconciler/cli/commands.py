@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config.classroom import Classroom, json_schema
 from ..config.load import load_classroom, load_site
 from ..config.site import Site, find_site
-from ..config.sizes import parse_size
+from ..config.sizes import format_size, parse_size
 from ..core.actions import Action, Kind, Plan, Policy
 from ..core.render import SYMBOLS, render_json, render_text
 from ..core.report import render as render_people
@@ -132,8 +132,14 @@ def status(args: argparse.Namespace) -> int:
     outcome = engine.look(site, classroom, containers=False)
     if args.json:
         print(json.dumps(engine.status_document(site, outcome), indent=2))
-    else:
-        print(render_people(rows(outcome.desired, outcome.actual, outbox.pending(site.paths.outbox))))
+        return EXIT_OK
+    print(render_people(rows(outcome.desired, outcome.actual, outbox.pending(site.paths.outbox))))
+    print()
+    for disk in engine.disks(site):
+        share = disk["free"] / disk["size"] if disk["size"] else 0
+        warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk["low"] else ""
+        print(f"disk: {disk['what']} ({disk['path']}): {format_size(disk['free'])} free of "
+              f"{format_size(disk['size'])} ({share:.0%}){warn}")
     return EXIT_OK
 
 

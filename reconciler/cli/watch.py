@@ -70,6 +70,7 @@ class Daemon:
         self._stop = threading.Event()
         self._last_event = 0.0
         self.last_good: dict | None = None  # the last valid file version applied (hash, time)
+        self.low_disks: set[str] = set()  # filesystems whose low space was already logged
 
     def poke(self) -> None:
         self._last_event = time.monotonic()
@@ -153,7 +154,21 @@ class Daemon:
         credentials = self._deliver(classroom)
         self._write_snapshot(outcome)
         self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
-                           applied=result.ok if result else 0, failed=failed, waiting=waiting, credentials=credentials)
+                           applied=result.ok if result else 0, failed=failed, waiting=waiting, credentials=credentials,
+                           disks=self._disks())
+
+    def _disks(self) -> list[dict]:
+        """Free space of the classroom's filesystems; a warning is logged once each time one runs low."""
+        found = engine.disks(self.site)
+        low = {disk["path"] for disk in found if disk["low"]}
+        for disk in found:
+            if disk["low"] and disk["path"] not in self.low_disks:
+                log.warning("low disk space: %s (%s) has %d MiB free of %d MiB", disk["what"], disk["path"],
+                            disk["free"] // 2**20, disk["size"] // 2**20)
+            elif not disk["low"] and disk["path"] in self.low_disks:
+                log.info("disk space recovered: %s (%s)", disk["what"], disk["path"])
+        self.low_disks = low
+        return found
 
     def _write_snapshot(self, outcome: Outcome) -> None:
         """<state_dir>/snapshot.json, as `reconcile status --json` prints it: CI plans against it (--observed).

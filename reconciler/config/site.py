@@ -180,6 +180,9 @@ class Site(Strict):
     resize_running: Literal["wait", "restart"] = Field(
         "wait", description="A disk quota change that needs the volume offline while its person's server runs: "
         "wait until the server stops (default), or stop the server first (the person starts it again)")
+    warn_free_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.1, description="Warn (status, the teacher page, the daemon's log) when a disk holding volumes, the state, "
+        "Docker's data or the shared folder has less than this share free")
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
     resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
     roster_in_git: bool = Field(False, description="classroom.yaml reaches this host from git (CI): the teacher "

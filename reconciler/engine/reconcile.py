@@ -35,11 +35,11 @@ from ..credentials import outbox
 from ..host import disables, lock
 from ..host.containers import client as docker_client
 from ..host.drivers import Context
-from ..host.facts import HostFiles
+from ..host.facts import HostFiles, disk_space
 from ..host.fsutil import private_dir
 from ..host.observe import NO_HUB, HubProbes, hub_probes, observe
 from ..host.run import Runner
-from ..host.volumes import VolumeBackend, backend_for, layout_for
+from ..host.volumes import VolumeBackend, backend_for, layout_for, places_for
 from .apply import Result, apply
 from .journal import Journal
 
@@ -227,8 +227,20 @@ def check_edit(site: Site, before: Classroom, after: Classroom, host: HostFiles 
 
 def status_document(site: Site, outcome: Outcome) -> dict:
     """`reconcile status --json` and snapshot.json: the people and the snapshot, from this outcome."""
-    return document(outcome.desired, outcome.current, outbox.pending(site.paths.outbox), policy(site),
-                    site.volumes.model_dump(mode="json", exclude_none=True))
+    return {**document(outcome.desired, outcome.current, outbox.pending(site.paths.outbox), policy(site),
+                       site.volumes.model_dump(mode="json", exclude_none=True)),
+            "disks": disks(site)}
+
+
+DOCKER_ROOT = Path("/var/lib/docker")
+
+
+def disks(site: Site) -> list[dict]:
+    """The free space of every filesystem the classroom writes to (statvfs; no command runs)."""
+    places = [*places_for(site), ("the state", site.paths.state)]
+    if site.hub is not None:
+        places += [("Docker's data (images, container logs)", DOCKER_ROOT), ("the shared folder", site.shared_dir)]
+    return disk_space(places, site.warn_free_fraction)
 
 
 def mount_all(site: Site) -> tuple[list[str], dict[str, str]]:

@@ -314,6 +314,33 @@ def usage(fs: Filesystem, mount: Mount | None, source: str) -> tuple[int | None,
     return fs.size - fs.free, fs.size - fs.free
 
 
+# --- disk space ------------------------------------------------------------------------------------------
+
+
+def disk_space(places: list[tuple[str, Path]], warn_below: float) -> list[dict]:
+    """Size and free space of the filesystems holding ``places`` ((what, path)), one entry per filesystem.
+
+    ``low`` when less than ``warn_below`` of it is free: when the disk holding sparse images or the
+    state fills, students' writes and reconcile's own records fail.
+    """
+    found: dict[int, dict] = {}
+    for what, path in places:
+        place = path
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        try:
+            vfs, device = os.statvfs(place), os.stat(place).st_dev
+        except OSError:
+            continue
+        if device in found:
+            found[device]["what"] += f", {what}"
+            continue
+        size, free = vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
+        found[device] = {"what": what, "path": str(path), "size": size, "free": free,
+                         "low": size > 0 and free < warn_below * size}
+    return list(found.values())
+
+
 # --- the manifest ------------------------------------------------------------------------------------
 
 

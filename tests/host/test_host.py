@@ -97,6 +97,10 @@ def test_password_appears_only_in_the_outbox(classroom):
     entries = [json.loads(line) for line in room.paths.journal.read_text().splitlines()]
     assert {e["kind"] for e in entries} >= {"account", "password", "volume", "mount"}
     assert all(e["result"] == "ok" for e in entries)
+    disks = json.loads(status.stdout)["disks"]
+    assert disks and "the volume images" in disks[0]["what"] and disks[0]["free"] > 0
+    text = room.cli("status").stdout
+    assert "disk: the volume images, the state (" in text and " free of " in text
 
 
 def test_removing_a_student_disables_and_keeps_files_then_reenable(classroom):

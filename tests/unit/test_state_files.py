@@ -55,3 +55,15 @@ def test_smtp_secrets_readable_by_others_are_refused(tmp_path: Path):
         read_secrets(secrets)
     secrets.chmod(0o600)
     assert read_secrets(secrets) == ("mailer", "s3cret")
+
+
+def test_disk_space_is_one_entry_per_filesystem_and_warns_below_the_share(tmp_path: Path):
+    from reconciler.host.facts import disk_space
+
+    (tmp_path / "state").mkdir()
+    found = disk_space([("the volume images", tmp_path / "state" / "volumes"), ("the state", tmp_path / "state")],
+                       warn_below=1.0)
+    assert len(found) == 1  # the same filesystem: one entry naming both
+    assert found[0]["what"] == "the volume images, the state" and found[0]["low"] is True
+    assert 0 < found[0]["free"] <= found[0]["size"]
+    assert disk_space([("x", tmp_path)], warn_below=0.0)[0]["low"] is False

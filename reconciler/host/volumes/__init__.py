@@ -13,6 +13,8 @@ union, a module here with a layout and a class that satisfies
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping
 
 from ...config.site import Site
@@ -21,7 +23,7 @@ from ..facts import HostFiles
 from ..run import Runner
 from .base import VolumeBackend, VolumeFacts
 
-__all__ = ["BACKENDS", "VolumeBackend", "VolumeFacts", "backend_for", "layout_for"]
+__all__ = ["BACKENDS", "VolumeBackend", "VolumeFacts", "backend_for", "layout_for", "places_for"]
 
 
 def _loop(site: Site, run: Runner, host: HostFiles) -> VolumeBackend:
@@ -48,17 +50,37 @@ def _lvm_layout(site: Site) -> VolumeLayout:
     return layout(site.volumes)  # type: ignore[arg-type]
 
 
-# site.yaml's volumes.backend -> (the backend, its pure layout)
-BACKENDS: Mapping[str, tuple[Callable[[Site, Runner, HostFiles], VolumeBackend], Callable[[Site], VolumeLayout]]] = {
-    "loop": (_loop, _loop_layout),
-    "lvm": (_lvm, _lvm_layout),
+def _loop_places(site: Site) -> list[tuple[str, Path]]:
+    return [("the volume images", site.paths.state / "volumes")]
+
+
+def _lvm_places(site: Site) -> list[tuple[str, Path]]:
+    return []  # the volume group's own space: `vgs` tells, and thin pools are guarded by max_overcommit
+
+
+@dataclass(frozen=True)
+class Backend:
+    make: Callable[[Site, Runner, HostFiles], VolumeBackend]
+    layout: Callable[[Site], VolumeLayout]  # pure naming, for the planner (also in CI, with no runner)
+    places: Callable[[Site], list[tuple[str, Path]]]  # where the volumes' data takes disk space on this host
+
+
+# site.yaml's volumes.backend -> the backend
+BACKENDS: Mapping[str, Backend] = {
+    "loop": Backend(_loop, _loop_layout, _loop_places),
+    "lvm": Backend(_lvm, _lvm_layout, _lvm_places),
 }
 
 
 def backend_for(site: Site, run: Runner | None = None, host: HostFiles | None = None) -> VolumeBackend:
-    return BACKENDS[site.volumes.backend][0](site, run or Runner(), host or HostFiles())
+    return BACKENDS[site.volumes.backend].make(site, run or Runner(), host or HostFiles())
+
+
+def places_for(site: Site) -> list[tuple[str, Path]]:
+    """The filesystems the volumes' data lives on, as (what, path), for the disk-space report."""
+    return BACKENDS[site.volumes.backend].places(site)
 
 
 def layout_for(site: Site) -> VolumeLayout:
     """The backend's naming alone: what the planner needs, with no runner (planning in CI)."""
-    return BACKENDS[site.volumes.backend][1](site)
+    return BACKENDS[site.volumes.backend].layout(site)

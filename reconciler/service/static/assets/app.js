@@ -118,7 +118,8 @@ function show(text, kind = 'info', problems = []) {
 function describe(action) {
   const symbol = { create: '+', update: '~', disable: '−', destroy: '!' }[action.op] ?? action.op;
   return el('li', { class: action.destructive ? 'destructive' : '' },
-    el('code', {}, `${symbol} ${action.kind} ${action.target}`), action.reason ? ` — ${action.reason}` : '');
+    el('code', {}, `${symbol} ${action.kind} ${action.target}`), action.reason ? ` — ${action.reason}` : '',
+    ...(action.waits ? [el('br'), el('small', { class: 'warn' }, `waits: ${action.waits}`)] : []));
 }
 
 async function loadStudents() {
@@ -151,7 +152,10 @@ async function loadStatus() {
   try {
     const status = await call('GET', 'api/status');
     const failed = Object.entries(status.failed ?? {}).map(([who, why]) => `${who}: ${why}`);
-    const problems = status.problems ?? [];
+    const waiting = Object.entries(status.waiting ?? {}).map(([who, why]) => `waiting: ${who}: ${why}`);
+    const low = (status.disks ?? []).filter((disk) => disk.low).map((disk) =>
+      `low disk space: ${disk.what} (${disk.path}) has ${size(disk.free)} free of ${size(disk.size)}`);
+    const problems = [...(status.problems ?? []), ...waiting, ...low];
     const commit = status.git ? ` · commit ${status.git.commit.slice(0, 8)}${status.git.dirty ? ' (edited)' : ''}` : '';
     $('#last-pass').replaceChildren(el('span', { class: status.result === 'converged' ? 'ok' : 'warn' }, status.result),
       ` ${ago(status.time)} · ${status.applied ?? 0} applied${commit}`,
