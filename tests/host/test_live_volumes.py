@@ -36,7 +36,6 @@ def held(classroom):
 def test_raising_the_quota_waits_while_a_server_holds_the_volume(held):
     room, holder = held
     ann = room.user("ann")
-    image = room.volumes.image(ann)
     before = holder.size()
     room.write([{"username": "ann", "disk": "256Mi"}, {"username": "bob", "disk": "256Mi"}])
 
