@@ -243,15 +243,15 @@ def _resize(member: Member, volume: Volume, size: int, actual: Actual, policy: P
     container = (actual.containers or {}).get(user)
     running = container is not None and container.running
     waits, steps = "", []
-    if not online and volume.held_elsewhere:
-        waits = HELD_ELSEWHERE.format(user=user)
-    elif not online and running:
+    if not online and running:  # its container holds the volume (and is what a scan finds holding it)
         hub_reachable = actual.hub is not None and actual.hub.users is not None
         if policy.resize_running == "restart" and hub_reachable:
             steps.append(Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped",
                                 reason="stopped so that its volume can be resized: it starts again at the next login"))
         else:
             waits = f"{user}'s server is running; applies when it stops"
+    elif not online and volume.held_elsewhere:
+        waits = HELD_ELSEWHERE.format(user=user)
     steps.append(Action(Op.UPDATE, Kind.VOLUME, user, before=VolumeFields(size=current, used=volume.used),
                         after=VolumeFields(size=size), reason=reason, drift=drift, waits=waits))
     return steps

@@ -452,3 +452,26 @@ def test_volumes_promising_more_than_the_images_filesystem_holds_are_refused(cla
         for user in ("ann", "bob", "cat"):
             subprocess.run(["umount", str(room.paths.home(room.user(user)))], capture_output=True)
         subprocess.run(["umount", str(room.volumes.directory)], check=True)
+
+
+def test_a_removed_person_is_locked_out_even_when_the_unmount_fails(classroom):
+    """Disabling locks the login first: a busy home (a process inside it) cannot leave the person able to log in."""
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}])
+    assert room.cli().returncode == 0
+    ann = room.user("ann")
+    password = outbox_password(room, "ann")
+    assert login_ok(ann, password)
+    busy = subprocess.Popen(["sleep", "600"], cwd=room.paths.home(ann))  # keeps the mount busy
+    try:
+        room.write([{"username": "bob"}, {"username": "cat"}])
+        out = room.cli()
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "cannot unmount" in out.stderr
+        assert not login_ok(ann, password)
+        assert room.observe().accounts[ann].locked
+    finally:
+        busy.kill()
+        busy.wait()
+    assert room.cli().returncode == 0  # the next pass finishes the unmount
+    assert str(room.paths.home(ann)) not in room.observe().mounts

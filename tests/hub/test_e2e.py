@@ -12,6 +12,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready, server_of, start_server, stop_server
@@ -193,6 +194,41 @@ def test_memory_quota_change_reaches_the_running_server(env):
     assert room.cli("--dry-run").returncode == 0
     room.write(ROSTER, admins=TEACHERS)
     assert room.cli().returncode == 0
+
+
+def test_a_disk_change_waits_for_the_running_server_or_restarts_it(env):
+    """Online growth is denied on this machine (no CAP_SYS_RESOURCE): the resize needs the volume offline, and
+    ann's running server holds it.  The plan says it waits; resize_running: restart stops the server first."""
+    room, hub, sessions, _ = env
+    user, container = running(room, hub, sessions, "ann")
+    (room.paths.home(user) / "keep.txt").write_text("mine")
+    room.write([{"username": "ann", "disk": "256Mi"}, *ROSTER[1:]], admins=TEACHERS)
+    preview = room.cli("--dry-run")
+    assert preview.returncode == 2 and f"waits: {user}'s server is running; applies when it stops" in preview.stdout
+    out = room.cli()
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert room.observe().volumes[user].fs.size == 128 * MiB
+    code, df = sh(container, "df -B1 --output=size ~ | tail -1")
+    assert code == 0 and int(df) < 200 * MiB  # the server's view did not change under it
+    status = json.loads(room.cli("status", "--json").stdout)
+    assert {p["username"]: p for p in status["people"]}[user]["server"] == "running"
+
+    site = yaml.safe_load(room.site.read_text())
+    room.site.write_text(yaml.safe_dump({**site, "resize_running": "restart"}))
+    try:
+        preview = room.cli("--dry-run")
+        assert f"- server     {user}" in preview.stdout and "starts again at the next login" in preview.stdout
+        out = room.cli()
+        assert out.returncode == 0, out.stdout + out.stderr
+        volume = room.observe().volumes[user]
+        assert volume.size == volume.fs.size == 256 * MiB
+        assert (room.paths.home(user) / "keep.txt").read_text() == "mine"
+        assert server_of(hub, sessions[user], user) is None  # stopped; ann starts it again
+    finally:
+        room.site.write_text(yaml.safe_dump(site))
+    room.write(ROSTER, admins=TEACHERS)  # back to 128 MiB, as the other tests expect: offline, nothing holds it
+    assert room.cli().returncode == 0
+    assert room.observe().volumes[user].fs.size == 128 * MiB
 
 
 def test_disable_stops_the_server_and_refuses_login_then_reenable(env):
