@@ -143,10 +143,10 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
                                 disable_window=site.mass_disable_window)
             except Exception:  # noqa: BLE001 - what was applied stands; the next pass observes again
                 after = None
-        if result.failed:
-            verdict = Verdict.FAILED
-        elif result.interrupted:
+        if result.interrupted and "journal" not in result.failed:  # SIGTERM between actions
             verdict = Verdict.INTERRUPTED
+        elif result.failed:
+            verdict = Verdict.FAILED
         else:
             verdict = Verdict.WAITING if result.waiting else Verdict.CONVERGED
         return Outcome(verdict, the_plan, desired, actual, result, after)
@@ -158,7 +158,7 @@ def _look_closer(desired: Desired, actual: Actual, the_plan: Plan, flags: Policy
 
     The batch snapshot knows the running servers (their containers hold bind mounts of the homes) but
     not every mount namespace: that takes a scan of /proc, done only for the volumes this plan would
-    resize, mount or delete.  Those found held are marked, and the plan made again: their changes wait.
+    resize or delete.  Those found held are marked, and the plan made again: their changes wait.
     """
     suspects = {a.target for a in the_plan.actions
                 if a.kind is Kind.VOLUME and a.op in (Op.UPDATE, Op.DESTROY) and not a.waits}
