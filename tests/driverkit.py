@@ -187,12 +187,14 @@ def e2fsprogs(argv: Sequence[str]) -> Answer:
         done = subprocess.run(list(argv), capture_output=True, text=True, env={"PATH": tools})
         if done.returncode not in ((0, 1, 2) if argv[0] == "e2fsck" else (0,)):
             return CommandFailed(argv, done.returncode, done.stderr)
-    elif argv[0] in ("lvextend", "lvreduce"):
+    elif argv[0] in ("lvextend", "lvreduce"):  # -r: fsadm checks and resizes the filesystem too
         size, path = int(argv[argv.index("-L") + 1].removesuffix("b")), argv[-1]
         if argv[0] == "lvextend":
             os.truncate(path, size)
-        subprocess.run(["e2fsck", "-f", "-p", path], capture_output=True, env={"PATH": tools})
-        subprocess.run(["resize2fs", path, f"{size // 1024}K"], capture_output=True, check=True, env={"PATH": tools})
+        if "-r" in argv:
+            subprocess.run(["e2fsck", "-f", "-p", path], capture_output=True, env={"PATH": tools})
+            subprocess.run(["resize2fs", path, f"{size // 1024}K"], capture_output=True, check=True,
+                           env={"PATH": tools})
         if argv[0] == "lvreduce":
             os.truncate(path, size)
     return ""

@@ -127,7 +127,7 @@ class Daemon:
 
         try:
             outcome = engine.one_pass(self.site, classroom, self.policy, dry_run=False, report=report,
-                                      should_stop=self._stop.is_set)
+                                      should_stop=self._stop.is_set, observe_after=True)
         except Exception as exc:  # noqa: BLE001 - the daemon must outlive a failed pass (lock timeout, ...)
             log.exception("pass failed")
             self._write_status(started, digest, "error", problems=[str(exc)])
@@ -152,10 +152,11 @@ class Daemon:
         if the_plan.actions:
             log.info("%s: %s", state, render_text(the_plan).splitlines()[-1])
         credentials = self._deliver(classroom)
-        self._write_snapshot(outcome)
+        found_disks = self._disks()
+        self._write_snapshot(outcome, found_disks)
         self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
                            applied=result.ok if result else 0, failed=failed, waiting=waiting, credentials=credentials,
-                           disks=self._disks())
+                           disks=found_disks)
 
     def _disks(self) -> list[dict]:
         """Free space of the classroom's filesystems; a warning is logged once each time one runs low."""
@@ -170,13 +171,13 @@ class Daemon:
         self.low_disks = low
         return found
 
-    def _write_snapshot(self, outcome: Outcome) -> None:
+    def _write_snapshot(self, outcome: Outcome, found_disks: list[dict]) -> None:
         """<state_dir>/snapshot.json, as `reconcile status --json` prints it: CI plans against it (--observed).
 
         The pass's own snapshot (observed again when the pass changed the host): no second observation.
         """
         try:
-            document = engine.status_document(self.site, outcome)
+            document = engine.status_document(self.site, outcome, found_disks)
             write_atomic(self.site.paths.snapshot, json.dumps(document, indent=1) + "\n")
         except Exception:  # noqa: BLE001 - a snapshot is a convenience; never stop the daemon for it
             log.exception("could not write snapshot.json")

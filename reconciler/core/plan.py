@@ -34,6 +34,7 @@ from .actual import Account, Actual, ManifestEntry, Volume, is_disabled, is_enab
 from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHELL, Desired, Member
 
 PASSWORD_NOTE = "generated, to the outbox"  # what a password action shows: never the secret
+RESTART_REASON = "stopped so that its volume can be resized: it starts again at the next login"
 HELD_ELSEWHERE = "{user}'s volume is still mounted in another mount namespace; applies when that ends"
 REMOVED = "not in classroom.yaml (removed people are disabled, never deleted)"
 
@@ -84,7 +85,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
             actions += _converge_disabled(member.username, account, desired, actual, "status: disabled")
         else:
             steps = _converge_purged(member.username, account, desired, actual)
-            if steps and not policy.allow_destroy:
+            if any(not step.waits for step in steps) and not policy.allow_destroy:
                 refused.append(
                     Note("destroy", member.username,
                          f"purging {member.username!r} deletes their account and every file they wrote; "
@@ -247,7 +248,7 @@ def _resize(member: Member, volume: Volume, size: int, actual: Actual, policy: P
         hub_reachable = actual.hub is not None and actual.hub.users is not None
         if policy.resize_running == "restart" and hub_reachable:
             steps.append(Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped",
-                                reason="stopped so that its volume can be resized: it starts again at the next login"))
+                                reason=RESTART_REASON))
         else:
             waits = f"{user}'s server is running; applies when it stops"
     elif not online and volume.held_elsewhere:
@@ -329,26 +330,30 @@ def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str) -> 
         steps.append(Action(Op.DISABLE, Kind.MANIFEST, user, before=f"{actual.manifest[home].source} {home}",
                             reason=reason))
     if volume is not None and volume.attached and home not in actual.mounts:
+        waits = HELD_ELSEWHERE.format(user=user) if volume.held_elsewhere else ""
         if volume.loop:
             steps.append(Action(Op.DISABLE, Kind.VOLUME, user, before=VolumeFields(loop=volume.loop),
                                 after=VolumeFields(loop=None), reason="image still attached to a loop device",
-                                drift=True))
+                                drift=True, waits=waits))
         else:
             steps.append(Action(Op.DISABLE, Kind.VOLUME, user, before=VolumeFields(active=True),
-                                after=VolumeFields(active=False), reason="logical volume still active", drift=True))
+                                after=VolumeFields(active=False), reason="logical volume still active", drift=True,
+                                waits=waits))
     return steps
 
 
 def _converge_purged(user: str, account: Account | None, desired: Desired, actual: Actual) -> list[Action]:
     steps = _hub_leave(user, actual, "status: purged", False) + _unmount_steps(user, desired, actual, "status: purged")
     volume = actual.volumes.get(user)
+    # A volume still mounted elsewhere is not deleted yet; the account waits with it, so a purge is never
+    # left half done (an image without its owner) while it waits.
+    waits = HELD_ELSEWHERE.format(user=user) if volume is not None and volume.held_elsewhere else ""
     if volume is not None:
         steps.append(Action(Op.DESTROY, Kind.VOLUME, user, before=VolumeFields(path=volume.path, used=volume.used),
-                            reason="status: purged", destructive=True,
-                            waits=HELD_ELSEWHERE.format(user=user) if volume.held_elsewhere else ""))
+                            reason="status: purged", destructive=True, waits=waits))
     if account is not None:
         steps.append(Action(Op.DESTROY, Kind.ACCOUNT, user, before=AccountFields(uid=account.uid),
-                            reason="status: purged", destructive=True))
+                            reason="status: purged", destructive=True, waits=waits))
     return steps
 
 
@@ -393,15 +398,14 @@ def _guard_overcommit(actions: Iterable[Action], actual: Actual, policy: Policy)
     if actual.capacity is None:
         return []
     sizes = {user: volume.size for user, volume in actual.volumes.items()}
-    growing = False
+    now = sum(sizes.values())
     for action in actions:
         if action.kind is Kind.VOLUME and action.op in (Op.CREATE, Op.UPDATE):
             sizes[action.target] = action.after.size
-            growing = True
         elif action.kind is Kind.VOLUME and action.op is Op.DESTROY:
             sizes.pop(action.target, None)
     total, limit = sum(sizes.values()), policy.max_overcommit * actual.capacity
-    if total <= limit or not growing:
+    if total <= limit or total <= now:  # a plan that promises no more than today's is never held up
         return []
     return [Note("overcommit", "",
                  f"the volumes would add up to {format_size(total)}, more than {policy.max_overcommit:g} x "
@@ -414,17 +418,24 @@ def _guard_shrink(actions: list[Action], actual: Actual) -> tuple[list[Action], 
 
     Such a shrink is left out of the plan and blocks that person only; their other steps go ahead.
     """
-    kept, notes = [], []
+    notes, unsafe = [], set()
     for action in actions:
         if action.kind is Kind.VOLUME and action.op is Op.UPDATE:
             volume = actual.volumes[action.target]
             in_use = volume.in_use if volume.in_use is not None else volume.used
             size = action.after.size
             if in_use is not None and size < action.before.size and in_use > size * SHRINK_HEADROOM:
+                unsafe.add(action.target)
                 notes.append(Note("shrink", action.target,
                                   f"{action.target} uses {format_size(in_use)} (files and filesystem metadata), "
                                   f"more than {SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; "
                                   "the volume keeps its size: raise the quota or ask them to free space"))
-                continue
-        kept.append(action)
-    return kept, notes
+
+    def needed(action: Action) -> bool:  # the shrink goes, and the server stop made for it (restart) with it
+        if action.target not in unsafe:
+            return True
+        if action.kind is Kind.VOLUME and action.op is Op.UPDATE:
+            return False
+        return not (action.kind is Kind.SERVER and action.reason == RESTART_REASON)
+
+    return [action for action in actions if needed(action)], notes

@@ -88,6 +88,6 @@ def document(desired: Desired, actual: Actual, pending_credentials: Mapping[str,
         "paths": {"state": str(desired.paths.state), "homes": str(desired.paths.homes)},
         "volumes": dict(volumes),
         "policy": {"max_disable_fraction": policy.max_disable_fraction, "max_overcommit": policy.max_overcommit,
-                   "resize_running": policy.resize_running},
+                   "resize_running": policy.resize_running, "mass_disable_window": policy.mass_disable_window},
         "observed": to_json(actual),
     }

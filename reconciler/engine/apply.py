@@ -24,10 +24,6 @@ class Result:
     waiting: dict[str, str] = field(default_factory=dict)  # target -> why its change waits (a volume in use)
     done: list[Action] = field(default_factory=list)  # the actions carried out
 
-    @property
-    def converged(self) -> bool:
-        return not self.failed and not self.interrupted and not self.waiting
-
 
 class JournalFailed(RuntimeError):
     """The journal cannot be written (a full disk): the pass stops, since nothing may happen unrecorded."""

@@ -93,11 +93,14 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
              on_plan: Callable[[Plan], None] = lambda p: None,
              report: Callable[[Action, str, str], None] = lambda a, r, d: None,
              should_stop: Callable[[], bool] = lambda: False,
-             lock_timeout: float | None = None, containers: bool = True, locked: bool = True) -> Outcome:
+             lock_timeout: float | None = None, containers: bool = True, locked: bool = True,
+             observe_after: bool = False) -> Outcome:
     """Observe, plan, then preview (``dry_run``) or apply, holding the pass lock throughout.
 
     A dry run may skip the lock (``locked=False``) when it only shows the host as it is right now, even
     halfway through another pass's apply (the teacher page's table); plans are made under the lock.
+    ``observe_after``: when the pass changed the host, observe it once more before letting go of the
+    lock (``Outcome.after``: what the daemon publishes as the server's state).
     """
     if not locked and not dry_run:
         raise ValueError("an applying pass always holds the lock")
@@ -137,7 +140,7 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
             result.failed.setdefault("disables", f"cannot record the disables in {site.paths.disables}: "
                                                  f"{exc.strerror or exc}")
         after = None
-        if result.ok:
+        if result.ok and observe_after:
             try:
                 after = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
                                 disable_window=site.mass_disable_window)
@@ -160,8 +163,9 @@ def _look_closer(desired: Desired, actual: Actual, the_plan: Plan, flags: Policy
     not every mount namespace: that takes a scan of /proc, done only for the volumes this plan would
     resize or delete.  Those found held are marked, and the plan made again: their changes wait.
     """
-    suspects = {a.target for a in the_plan.actions
-                if a.kind is Kind.VOLUME and a.op in (Op.UPDATE, Op.DESTROY) and not a.waits}
+    stopping = {a.target for a in the_plan.actions if a.kind is Kind.SERVER}  # this pass stops their server first;
+    suspects = {a.target for a in the_plan.actions  # the driver still proves the volume free before acting
+                if a.kind is Kind.VOLUME and a.op in (Op.UPDATE, Op.DESTROY) and not a.waits} - stopping
     held = volumes.held(suspects) if suspects else set()
     if not held:
         return actual, the_plan
@@ -195,11 +199,9 @@ def plan_offline(site: Site, classroom: Classroom, snapshot: dict, flags: Policy
                                          "homes_dir": Path(snapshot["paths"]["homes"]),
                                          "volumes": Site.model_validate(
                                              {"volumes": snapshot.get("volumes") or {"backend": "loop"}}).volumes})
-    limits = snapshot.get("policy", {})
-    server_policy = Policy(flags.allow_destroy, flags.allow_mass_disable,
-                           limits.get("max_disable_fraction", flags.max_disable_fraction),
-                           limits.get("max_overcommit", flags.max_overcommit),
-                           limits.get("resize_running", flags.resize_running))
+    limits = snapshot.get("policy", {})  # the server's limits; the flags are this command's
+    server_policy = dataclasses.replace(flags, **{key: limits[key] for key in (
+        "max_disable_fraction", "max_overcommit", "resize_running", "mass_disable_window") if key in limits})
     desired = desire(server, classroom)
     the_plan = plan(desired, actual, server_policy)
     if the_plan.refused:
@@ -225,11 +227,11 @@ def check_edit(site: Site, before: Classroom, after: Classroom, host: HostFiles 
     return [n for n in (*will.refused, *will.blocked) if (n.rule, n.target) not in known]
 
 
-def status_document(site: Site, outcome: Outcome) -> dict:
+def status_document(site: Site, outcome: Outcome, found_disks: list[dict] | None = None) -> dict:
     """`reconcile status --json` and snapshot.json: the people and the snapshot, from this outcome."""
     return {**document(outcome.desired, outcome.current, outbox.pending(site.paths.outbox), policy(site),
                        site.volumes.model_dump(mode="json", exclude_none=True)),
-            "disks": disks(site)}
+            "disks": disks(site) if found_disks is None else found_disks}
 
 
 DOCKER_ROOT = Path("/var/lib/docker")

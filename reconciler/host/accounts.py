@@ -7,7 +7,6 @@ lacks our GECOS marker.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..core.actions import Action, Kind, Op
 from .drivers import Context, CredentialStore, driver
@@ -128,7 +127,3 @@ def destroy_account(action: Action, ctx: Context) -> str:
         ctx.credentials.discard(user)
     return "deleted" if exists else "absent"
 
-
-def account_exists(username: str, classroom: str, etc: Path = Path("/etc")) -> bool:
-    """Does ``username`` have an account of ours (raises NotOurs for someone else's)?"""
-    return ours(HostFiles(etc=etc), username, classroom) is not None

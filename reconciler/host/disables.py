@@ -19,7 +19,11 @@ def read(path: Path) -> dict[str, float]:
         data = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return {}
-    return {str(user): float(when) for user, when in data.items()} if isinstance(data, dict) else {}
+    found = {}
+    for user, when in (data.items() if isinstance(data, dict) else ()):
+        if isinstance(when, (int, float)) and not isinstance(when, bool):
+            found[str(user)] = float(when)
+    return found
 
 
 def recent(path: Path, since: float) -> frozenset[str]:

@@ -317,6 +317,13 @@ def usage(fs: Filesystem, mount: Mount | None, source: str) -> tuple[int | None,
 # --- disk space ------------------------------------------------------------------------------------------
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path``, or its closest existing parent: the filesystem it is (or will be) on."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def disk_space(places: list[tuple[str, Path]], warn_below: float) -> list[dict]:
     """Size and free space of the filesystems holding ``places`` ((what, path)), one entry per filesystem.
 
@@ -325,9 +332,7 @@ def disk_space(places: list[tuple[str, Path]], warn_below: float) -> list[dict]:
     """
     found: dict[int, dict] = {}
     for what, path in places:
-        place = path
-        while not place.exists() and place != place.parent:
-            place = place.parent
+        place = nearest_existing(path)
         try:
             vfs, device = os.statvfs(place), os.stat(place).st_dev
         except OSError:

@@ -459,8 +459,9 @@ def test_lvm_grow_online_and_shrink_unmounted(host):
     lv = {**LV, "lv_path": lv_file}
     host.mounted("/dev/class/home-ann", home(host), device="253:0")
     runner, ctx = lvm_context(host, [lv])
-    assert run(GROW, ctx) == "grown"
-    assert [c for c in runner.calls if c[0] != "lvs"] == [("lvextend", "--yes", "-r", "-L", f"{256 * MiB}b", lv_file)]
+    assert run(GROW, ctx) == "grown online"
+    assert [c for c in runner.calls if c[0] != "lvs"] == [("lvextend", "--yes", "-L", f"{256 * MiB}b", lv_file),
+                                                         ("resize2fs", lv_file)]
     assert read_superblock(lv_file).size == 256 * MiB
     runner, ctx = lvm_context(host, [{**lv, "lv_size": str(256 * MiB)}])
     assert run(SHRINK, ctx) == "shrunk"
@@ -470,6 +471,19 @@ def test_lvm_grow_online_and_shrink_unmounted(host):
         ("chown", "0:0", mnt), ("chmod", "0000", mnt),
         ("mount", "-t", "ext4", "-o", "nodev,nosuid,noatime", "/dev/class/home-ann", mnt)]
     assert read_superblock(lv_file).size == 128 * MiB
+
+
+@needs_mkfs
+def test_lvm_finishes_a_grow_whose_filesystem_resize_failed(host):
+    """lvextend reached the size but resize2fs was denied (no CAP_SYS_RESOURCE): offline now, never "already"."""
+    lv_file = str(make_image(host, 128 * MiB, "lv-ann"))
+    import os
+    os.truncate(lv_file, 256 * MiB)  # the LV is already 256 MiB, its filesystem still 128 MiB
+    host.online_resize = False
+    runner, ctx = lvm_context(host, [{**LV, "lv_path": lv_file, "lv_size": str(256 * MiB)}])
+    assert run(GROW, ctx) == "grown offline"
+    assert [c for c in runner.calls if c[0] != "lvs"] == [("e2fsck", "-f", "-p", lv_file), ("resize2fs", lv_file)]
+    assert read_superblock(lv_file).size == 256 * MiB
 
 
 def test_lvm_shrink_waits_while_another_namespace_holds_the_lv(host):

@@ -619,10 +619,22 @@ CASES = [
                    volume_alice=volume("alice", loop="/dev/loop1", held_elsewhere=True)),
          Policy(allow_destroy=True),
          [A("disable", "volume", "alice", before={"loop": "/dev/loop1"}, after={"loop": None},
-            reason="image still attached to a loop device", drift=True),
+            reason="image still attached to a loop device", drift=True, waits=HELD),
           A("destroy", "volume", "alice", before={"path": image("alice"), "used": USED}, reason="status: purged",
             destructive=True, waits=HELD),
-          A("destroy", "account", "alice", before={"uid": 1001}, reason="status: purged", destructive=True)]),
+          A("destroy", "account", "alice", before={"uid": 1001}, reason="status: purged", destructive=True,
+            waits=HELD)]),
+    # a purge whose every step waits needs no --allow-destroy yet: it deletes nothing in this pass
+    Case("purge-that-only-waits-is-not-refused", (member("alice", status="purged"), BOB),
+         converged(ALICE, BOB, mount_alice=None, entry_alice=None, account_alice=disabled_account("alice"),
+                   volume_alice=volume("alice", held_elsewhere=True)), DEFAULT,
+         [A("destroy", "volume", "alice", before={"path": image("alice"), "used": USED}, reason="status: purged",
+            destructive=True, waits=HELD),
+          A("destroy", "account", "alice", before={"uid": 1001}, reason="status: purged", destructive=True,
+            waits=HELD)]),
+    Case("blocked-shrink-keeps-the-server-running-even-with-restart", (member("alice", disk=512 * MiB),),
+         running(converged(ALICE, volume_alice=volume("alice", used=700 * MiB, loop="/dev/loop1"))),
+         Policy(resize_running="restart"), [], blocked=[("shrink", "alice", "alice uses 700 MiB")]),
 
     Case("docker-down-blocks-live-limits", (ALICE,), with_hub(converged(ALICE), users=[], containers=None), DEFAULT,
          [], blocked=[("docker", "", "Docker is unreachable")]),
@@ -829,6 +841,15 @@ def test_plan_empty_property() -> None:
     assert refused_only.refused and not refused_only.empty
     blocked = plan(desired(ALICE), converged(ALICE, mount_alice=mount("alice", source="/dev/sdz")))
     assert blocked.actions == () and not blocked.empty
+
+
+def test_overcommit_never_holds_up_a_plan_that_promises_less() -> None:
+    """Already over the limit (an old site, a smaller disk): lowering a quota or removing someone still goes."""
+    full = dataclasses.replace(converged(ALICE, BOB), capacity=GiB, capacity_of="the disk")
+    lowered = plan(desired(member("alice", disk=512 * MiB), BOB), full)
+    assert not lowered.refused and [a.kind for a in lowered.actions] == ["volume"]
+    grown = plan(desired(member("alice", disk=2 * GiB), BOB), full)
+    assert [n.rule for n in grown.refused] == ["overcommit"] and "x the disk (1 GiB)" in grown.refused[0].message
 
 
 def test_plan_summary_is_recomputed_from_actions() -> None:

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 from ...config.site import Paths
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
-from ..facts import HostFiles, read_mounts, read_superblock, usage
+from ..facts import HostFiles, nearest_existing, read_mounts, read_superblock, usage
 from ..fsutil import fsync_dir
 from ..mounts import is_mounted, loop_of, mount_fs, umount
 from ..drivers import Busy
@@ -243,11 +243,8 @@ class LoopBackend:
 
 def images_space(directory: Path, volumes: Iterable[Volume]) -> int | None:
     """What the images can hold together: the free space of their filesystem plus what they already use."""
-    place = directory
-    while not place.exists() and place != place.parent:
-        place = place.parent  # before the first volume: the filesystem the directory will be made on
-    try:
-        vfs = os.statvfs(place)
+    try:  # before the first volume: the filesystem the directory will be made on
+        vfs = os.statvfs(nearest_existing(directory))
     except OSError:
         return None
     return vfs.f_bavail * vfs.f_frsize + sum(volume.allocated for volume in volumes)

@@ -202,20 +202,29 @@ class LvmBackend:
         return "activated"
 
     def resize(self, username: str, size: int) -> str:
-        """lvextend -r, online when mounted here; a shrink unmounts, lets fsadm check and shrink, then mounts again.
+        """Grow online where the kernel allows it (lvextend, then resize2fs on the mounted filesystem);
+        anything else offline, and only when the filesystem is mounted nowhere else: a shrink lets fsadm
+        check and shrink (`lvreduce -r`), a grow extends the LV and then checks and resizes the filesystem.
 
-        Offline work (fsadm's fsck, a shrink) happens only when the filesystem is mounted nowhere else.
+        The filesystem's own size decides what is left to do, so a grow whose resize2fs failed after
+        lvextend (a kernel that denies online resizing) is finished by the next pass, never "already".
         """
         lv = self._need(username)
         current = int(lv["lv_size"])
-        if current == size:
+        self._activate(lv)
+        fs = read_superblock(lv["lv_path"])
+        fs_size = fs.size if fs is not None else current
+        if current == size and fs_size == size:
             return "already"
         home, source = self.paths.home(username), self.layout.source(username)
         mounted = is_mounted(self.host, home, source)
-        if size > current and mounted:
-            self.run.run(["lvextend", "--yes", "-r", "-L", f"{size}b", lv["lv_path"]])
+        grow = size >= fs_size
+        if grow and mounted and self.host.can_resize_online():
+            if current < size:
+                self.run.run(["lvextend", "--yes", "-L", f"{size}b", lv["lv_path"]])
+            self.run.run(["resize2fs", lv["lv_path"]])
             self._check_size(lv["lv_path"], size)
-            return "grown"
+            return "grown online"
         self._in_use(username, lv)
         if mounted:
             umount(self.run, home)
@@ -225,15 +234,19 @@ class LvmBackend:
                 mount_fs(self.run, source, home, self.layout.mount_options)
             raise Busy(f"{username}'s volume is still mounted in another mount namespace; nothing was touched, "
                        "it applies when that ends")
-        self._activate(lv)
         try:
-            verb = "lvextend" if size > current else "lvreduce"
-            self.run.run([verb, "--yes", "-r", "-L", f"{size}b", lv["lv_path"]])
+            if grow:
+                if current < size:
+                    self.run.run(["lvextend", "--yes", "-L", f"{size}b", lv["lv_path"]])
+                self.run.run(["e2fsck", "-f", "-p", lv["lv_path"]], ok_codes=(0, 1, 2))
+                self.run.run(["resize2fs", lv["lv_path"]])
+            else:
+                self.run.run(["lvreduce", "--yes", "-r", "-L", f"{size}b", lv["lv_path"]])
             self._check_size(lv["lv_path"], size)
         finally:
             if mounted:
                 mount_fs(self.run, source, home, self.layout.mount_options)
-        return "grown" if size > current else "shrunk"
+        return "grown offline" if grow else "shrunk"
 
     def attach(self, username: str) -> None:
         """Before a mount: the LV must be active."""
