@@ -303,13 +303,14 @@ def read_superblock(path: str) -> Filesystem | None:
     return Filesystem(size=(blocks_hi << 32 | blocks_lo) * block_size, free=(free_hi << 32 | free_lo) * block_size)
 
 
-def usage(fs: Filesystem, mount: Mount | None, source: str) -> tuple[int | None, int | None]:
+def usage(fs: Filesystem, mount: Mount | None, source: str,
+          statvfs: Callable = os.statvfs) -> tuple[int | None, int | None]:
     """(used as `df` counts it, blocks in use including metadata) of a volume's filesystem.
 
     A mounted filesystem is asked through statvfs: an ext4 superblock's free count lags while mounted.
     """
     if mount is not None and mount.source == source:
-        vfs = os.statvfs(mount.target)
+        vfs = statvfs(mount.target)
         return (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize, fs.size - vfs.f_bfree * vfs.f_frsize
     return fs.size - fs.free, fs.size - fs.free
 

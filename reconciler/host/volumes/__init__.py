@@ -1,4 +1,4 @@
-"""Volume backends: one quota-limited ext4 volume per person, and the volume drivers.
+"""Volume backends: one quota-limited ext4 volume per person (the drivers that call them: ``drivers.py``).
 
 A backend is chosen once from site.yaml's ``volumes:`` section (``BACKENDS``)
 and owns everything about where a person's volume lives: its pure layout (the

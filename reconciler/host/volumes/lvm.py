@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 from ...config.site import LvmVolumes, Paths
 from ...core.actual import Filesystem, Mount, Volume
-from ..facts import HostFiles, read_mounts, read_superblock
+from ..facts import HostFiles, read_mounts, read_superblock, usage
 from ..drivers import Busy
 from ..mounts import is_mounted, mount_fs, umount
 from ..run import Runner
@@ -108,13 +108,7 @@ def volumes_from(lvs: list[dict], mounts: Mapping[str, Mount], paths: Paths,
         complete = PARTIAL_TAG not in lv["lv_tags"].split(",")
         fs = superblock(lv["lv_path"]) if active else None
         mount = mounts.get(str(paths.home(username)))
-        used = in_use = None
-        if fs is not None and mount is not None and mount.source == lv["lv_path"]:
-            vfs = statvfs(mount.target)
-            used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
-            in_use = fs.size - vfs.f_bfree * vfs.f_frsize
-        elif fs is not None:
-            used = in_use = fs.size - fs.free
+        used, in_use = usage(fs, mount, lv["lv_path"], statvfs) if fs is not None else (None, None)
         host_mounted = mount is not None and mount.source == lv["lv_path"]
         number = _number(lv)
         volumes[username] = Volume(
