@@ -113,10 +113,10 @@ def make_classroom(max_disable_fraction: float = 0.5, limits: dict | None = None
 
 def cleanup(classroom: Classroom) -> None:
     """Remove everything the classroom created on the host, whatever state a test left it in."""
-    homes = str(classroom.root / "homes")
+    root = str(classroom.root)  # the homes and the course folder
     with open("/proc/self/mountinfo") as handle:
         targets = [facts.unescape(line.split()[4]) for line in handle]
-    for target in sorted((t for t in targets if t.startswith(homes + "/")), key=len, reverse=True):
+    for target in sorted((t for t in targets if t.startswith(root + "/")), key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
     for image, device in facts.read_loops(Path("/sys/block")).items():
         if image.startswith(str(classroom.root) + "/"):

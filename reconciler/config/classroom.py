@@ -158,6 +158,10 @@ class Classroom(Strict):
     quotas: dict[Annotated[str, Field(pattern=QUOTA_NAME_PATTERN)], Quota] = Field(default_factory=dict)
     admins: list[Person] = Field(default_factory=list, description="Teachers: hub admins")
     students: list[Person] = Field(default_factory=list)
+    shared_disk: Size | None = Field(
+        None, description="Give the course folder (~/shared: teachers write, students read) its own volume of this "
+        "size, so course material cannot fill the host's disk.  Once made it stays (raise or lower the size here; "
+        "removing the key keeps the volume as it is)")
 
     @property
     def people(self) -> tuple[Person, ...]:

@@ -24,6 +24,9 @@ HUB_PORT = 8081
 # The teacher API and page: a hub-managed service at /services/<SERVICE_NAME>/, for holders of MANAGE_SCOPE.
 SERVICE_NAME = "classroom"
 MANAGE_SCOPE = "custom:classroom:manage"
+# The course folder's own volume (classroom.yaml's shared_disk) goes by this name wherever a person's volume goes
+# by their username: never a username (those start with a letter), always a legal image and LV name.
+SHARED_VOLUME = "_shared"
 
 
 class LoopVolumes(Strict):
@@ -129,6 +132,16 @@ class Paths:
 
     state: Path
     homes: Path
+    shared: Path | None = None  # the course folder (Site.shared_dir); default <homes>/../shared
+
+    @property
+    def course_folder(self) -> Path:
+        return self.shared if self.shared is not None else self.homes.parent / "shared"
+
+    @property
+    def mount_roots(self) -> tuple[str, ...]:
+        """Where volumes are mounted: below the homes directory, and the course folder itself."""
+        return str(self.homes), str(self.course_folder)
 
     @property
     def manifest(self) -> Path:
@@ -162,7 +175,15 @@ class Paths:
         return self.state / "snapshot.json"
 
     def home(self, username: str) -> Path:
-        return self.homes / username
+        """Where a volume is mounted: the person's home, or the course folder for SHARED_VOLUME."""
+        return self.course_folder if username == SHARED_VOLUME else self.homes / username
+
+    def volume_of(self, target: str) -> str | None:
+        """The inverse of home(): whose volume belongs at this mount point, if any."""
+        if target == str(self.course_folder):
+            return SHARED_VOLUME
+        parent, _, name = target.rpartition("/")
+        return name if parent == str(self.homes).rstrip("/") and name else None
 
 
 class Site(Strict):
@@ -192,13 +213,13 @@ class Site(Strict):
 
     @property
     def paths(self) -> Paths:
-        return Paths(self.state_dir, self.homes_dir if self.homes_dir is not None else self.state_dir / "homes")
+        homes = self.homes_dir if self.homes_dir is not None else self.state_dir / "homes"
+        return Paths(self.state_dir, homes, self.hub.shared_dir if self.hub is not None else None)
 
     @property
     def shared_dir(self) -> Path:
         """The course folder: hub.shared_dir, else <homes_dir>/../shared."""
-        configured = self.hub.shared_dir if self.hub is not None else None
-        return configured if configured is not None else self.paths.homes.parent / "shared"
+        return self.paths.course_folder
 
     @property
     def cookie_secret_file(self) -> Path:

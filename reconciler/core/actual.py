@@ -132,6 +132,8 @@ class Actual:
     containers: Mapping[str, Container] | None = field(default_factory=lambda: MappingProxyType({}))  # None: no Docker
     online_resize: bool = True  # the kernel lets reconcile grow a mounted ext4 (CAP_SYS_RESOURCE)
     disabled_recently: frozenset[str] = frozenset()  # people reconcile disabled within the mass-disable window
+    # The course folder holds files on the disk below it (no volume mounted there): mounting one would hide them.
+    course_folder_files: bool = False
 
     @property
     def hub_users(self) -> Mapping[str, HubUser]:
@@ -210,6 +212,7 @@ def from_json(data: dict) -> Actual:
         capacity_of=data.get("capacity_of", "the thin pool" if data.get("thin_pool_size") else ""),
         online_resize=data.get("online_resize", True),
         disabled_recently=frozenset(data.get("disabled_recently", ())),
+        course_folder_files=data.get("course_folder_files", False),
         hub=None if hub is None else HubState(
             None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
             hub.get("error")),

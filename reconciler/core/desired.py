@@ -14,6 +14,7 @@ from ..config.site import Paths
 
 SHELL = "/usr/sbin/nologin"  # students log in to the hub, never to a shell on the host
 HOME_MODE = 0o700
+SHARED_MODE = 0o2775  # the course folder: root and the teachers' group (setgid), students read
 REQUIRED_MOUNT_FLAGS = frozenset({"nodev", "nosuid"})
 
 
@@ -48,6 +49,7 @@ class Desired:
     members: tuple[Member, ...]
     paths: Paths
     volumes: VolumeLayout
+    shared_disk: int | None = None  # the course folder's own volume (classroom.yaml), None = as it is
 
     @property
     def groups(self) -> dict[str, str]:
@@ -75,4 +77,4 @@ def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout) -> Desire
                     emails=tuple(person.email),
                 )
             )
-    return Desired(classroom.name, tuple(members), paths, volumes)
+    return Desired(classroom.name, tuple(members), paths, volumes, classroom.shared_disk)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..config.classroom import ROLES, group_name
+from ..config.site import SHARED_VOLUME
 from ..config.sizes import format_size, round_up
 from .actions import (
     AccountFields,
@@ -31,12 +32,20 @@ from .actions import (
     VolumeFields,
 )
 from .actual import Account, Actual, ManifestEntry, Volume, is_disabled, is_enabled
-from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHELL, Desired, Member
+from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHARED_MODE, SHELL, Desired, Member
 
 PASSWORD_NOTE = "generated, to the outbox"  # what a password action shows: never the secret
 RESTART_REASON = "stopped so that its volume can be resized: it starts again at the next login"
-HELD_ELSEWHERE = "{user}'s volume is still mounted in another mount namespace; applies when that ends"
+HELD_ELSEWHERE = "{whose} volume is still mounted in another mount namespace; applies when that ends"
 REMOVED = "not in classroom.yaml (removed people are disabled, never deleted)"
+
+
+def _whose(target: str) -> str:
+    return "the course folder's" if target == SHARED_VOLUME else f"{target}'s"
+
+
+def _held_elsewhere(target: str) -> str:
+    return HELD_ELSEWHERE.format(whose=_whose(target))
 
 
 def _owner_text(owner: tuple[int, int, int] | None) -> str | None:
@@ -92,7 +101,12 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
                          "re-run with --allow-destroy to do it"))
             actions += steps
 
-    for username in sorted(_leftovers(desired, actual) - listed):
+    steps, problem = _converge_shared(desired, actual)
+    actions += steps
+    if problem:
+        blocked.append(Note("blocked", SHARED_VOLUME, problem))
+
+    for username in sorted(_leftovers(desired, actual) - listed - {SHARED_VOLUME}):
         account = actual.accounts.get(username)
         ours = account if account is not None and account.classroom == desired.classroom else None
         actions += _converge_disabled(username, ours, desired, actual, REMOVED)
@@ -179,10 +193,24 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
                        "inspect it by hand")
     elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
         # an inactive LV: its size is known, its filesystem not yet
-        steps += _resize(member, volume, size, actual, policy, mounted=_mounted(actual, home, source))
+        steps += _resize(user, member.disk, volume, size, actual, policy, mounted=_mounted(actual, home, source))
 
     # manifest, mount, ownership
     expected_by_file = new or reenabling or volume is None or not volume.complete
+    want = None if account is None else (account.uid, account.gid, HOME_MODE)
+    mounting, problem = _mount_steps(user, volume, desired, actual, want, f"{user}:{user} {HOME_MODE:04o}",
+                                     expected_by_file, "home", "the account was missing: its home goes to the new account")
+    return steps + mounting, problem
+
+
+def _mount_steps(user: str, volume: Volume | None, desired: Desired, actual: Actual,
+                 want_owner: tuple[int, int, int] | None, owner_after: str, expected_by_file: bool, what: str,
+                 new_owner: str) -> tuple[list[Action], str | None]:
+    """The manifest entry, the mount and the owner of a volume's root (``want_owner`` None: the owner is made
+    in this pass).  Steps that repair a hand edit are drift."""
+    home = str(desired.paths.home(user))
+    source = desired.volumes.source(user)
+    steps: list[Action] = []
     entry = actual.manifest.get(home)
     want = ManifestEntry(source, home, "ext4", desired.volumes.mount_options)
     if entry is None:
@@ -193,14 +221,13 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
                             after=f"{want.source} {want.options}", reason="manifest entry changed by hand", drift=True))
 
     mount = actual.mounts.get(home)
-    owner_after = f"{user}:{user} {HOME_MODE:04o}"
     if mount is None:
         # Mounting a filesystem that is still mounted elsewhere would attach its image a second time: two
         # loop devices writing one ext4 corrupt it.  It waits until the other mount is gone.
-        waits = HELD_ELSEWHERE.format(user=user) if volume is not None and volume.held_elsewhere else ""
-        steps.append(Action(Op.CREATE, Kind.MOUNT, user, after=home, reason="home volume",
+        waits = _held_elsewhere(user) if volume is not None and volume.held_elsewhere else ""
+        steps.append(Action(Op.CREATE, Kind.MOUNT, user, after=home, reason=f"{what} volume",
                             drift=not expected_by_file, waits=waits))
-        steps.append(Action(Op.CREATE, Kind.OWNERSHIP, user, after=owner_after, reason="home belongs to its owner",
+        steps.append(Action(Op.CREATE, Kind.OWNERSHIP, user, after=owner_after, reason=f"{what} belongs to its owner",
                             drift=not expected_by_file, waits=waits))
     elif mount.source != source:
         return steps, f"{home} has {mount.source} mounted on it, not {source}: unmount it by hand"
@@ -208,13 +235,56 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
         if not REQUIRED_MOUNT_FLAGS <= mount.options:
             steps.append(Action(Op.UPDATE, Kind.MOUNT, user, before=",".join(sorted(mount.options)),
                                 after="nodev,nosuid", reason="mount options changed by hand", drift=True))
-        if account is None:
+        if want_owner is None:
             steps.append(Action(Op.UPDATE, Kind.OWNERSHIP, user, before=_owner_text(mount.owner), after=owner_after,
-                                reason="the account was missing: its home goes to the new account", drift=True))
-        elif mount.owner != (account.uid, account.gid, HOME_MODE):
+                                reason=new_owner, drift=True))
+        elif mount.owner != want_owner:
             steps.append(Action(Op.UPDATE, Kind.OWNERSHIP, user, before=_owner_text(mount.owner), after=owner_after,
-                                reason="home ownership or mode changed by hand", drift=True))
+                                reason=f"{what} ownership or mode changed by hand", drift=True))
     return steps, None
+
+
+def _converge_shared(desired: Desired, actual: Actual) -> tuple[list[Action], str | None]:
+    """The course folder's own volume (classroom.yaml's shared_disk): made, resized, mounted like a home.
+
+    Removing shared_disk leaves the volume as it is (never unmounted or deleted: it holds the course's
+    files).  Every running server holds the folder (a bind mount), so an offline resize waits for all.
+    """
+    user = SHARED_VOLUME
+    volume = actual.volumes.get(user)
+    if volume is None and desired.shared_disk is None:
+        return [], None
+    folder = desired.paths.home(user)
+    source = desired.volumes.source(user)
+    quota = desired.shared_disk if desired.shared_disk is not None else volume.size  # type: ignore[union-attr]
+    size = round_up(quota, actual.volume_step)
+    steps: list[Action] = []
+    if volume is None:
+        if actual.course_folder_files:
+            return [], (f"the course folder {folder} already holds files on the host's disk, which a volume "
+                        f"mounted there would hide: move them aside (mv {folder} {folder}.old) and copy them back "
+                        "into the folder once the next pass has mounted its volume")
+        steps.append(Action(Op.CREATE, Kind.VOLUME, user, after=VolumeFields(size=size, path=source),
+                            reason=f"course folder: shared_disk {format_size(quota)}"))
+        steps.append(Action(Op.CREATE, Kind.FILESYSTEM, user, after=FilesystemFields(fstype="ext4", size=size),
+                            reason="new volume"))
+    elif not volume.complete:
+        steps.append(Action(Op.CREATE, Kind.FILESYSTEM, user, before="unfinished image",
+                            after=FilesystemFields(fstype="ext4", size=size),
+                            reason="volume creation was interrupted; the image never held data", drift=True))
+    elif volume.fs is None and volume.readable:
+        return [], (f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
+                    "inspect it by hand")
+    elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
+        steps += _resize(user, quota, volume, size, actual, Policy(resize_running="wait"),
+                         mounted=_mounted(actual, str(folder), source))
+    teachers = actual.groups.get(group_name(desired.classroom, "teacher"))
+    want = None if teachers is None else (0, teachers.gid, SHARED_MODE)
+    mounting, problem = _mount_steps(user, volume, desired, actual, want,
+                                     f"root:{group_name(desired.classroom, 'teacher')} {SHARED_MODE:04o}",
+                                     volume is None or not volume.complete, "course folder",
+                                     "the teachers' group is new: the course folder goes to it")
+    return steps + mounting, problem
 
 
 def _mounted(actual: Actual, home: str, source: str) -> bool:
@@ -222,7 +292,8 @@ def _mounted(actual: Actual, home: str, source: str) -> bool:
     return mount is not None and mount.source == source
 
 
-def _resize(member: Member, volume: Volume, size: int, actual: Actual, policy: Policy, mounted: bool) -> list[Action]:
+def _resize(user: str, quota: int, volume: Volume, size: int, actual: Actual, policy: Policy,
+            mounted: bool) -> list[Action]:
     """Resize the volume, unless that needs it unmounted everywhere and someone still holds it.
 
     Growing a mounted filesystem is done online where the kernel allows it (a running server then sees
@@ -231,16 +302,23 @@ def _resize(member: Member, volume: Volume, size: int, actual: Actual, policy: P
     Then the change waits (shown, not applied, retried every pass) until the server stops, or, with
     ``resize_running: restart``, the server is stopped first.
     """
-    user = member.username
     fs_size = volume.fs.size if volume.fs else volume.size
     current = volume.size if volume.size != size else fs_size
     if volume.size == size:
         reason, drift = "filesystem does not fill its image (a resize was interrupted)", True
     elif size > volume.size:
-        reason, drift = f"disk quota raised to {format_size(member.disk)}", False
+        reason, drift = f"disk quota raised to {format_size(quota)}", False
     else:
-        reason, drift = f"disk quota lowered to {format_size(member.disk)}", False
+        reason, drift = f"disk quota lowered to {format_size(quota)}", False
     online = size > fs_size and mounted and actual.online_resize
+    containers = (actual.containers or {}).values()
+    if user == SHARED_VOLUME:  # every running server holds the course folder
+        running = sum(1 for container in containers if container.running)
+        if not online and running:
+            return [Action(Op.UPDATE, Kind.VOLUME, user, before=VolumeFields(size=current, used=volume.used),
+                           after=VolumeFields(size=size), reason=reason, drift=drift,
+                           waits=f"the course folder is open in {running} running server(s); applies when "
+                                 "they have all stopped")]
     container = (actual.containers or {}).get(user)
     running = container is not None and container.running
     waits, steps = "", []
@@ -252,7 +330,7 @@ def _resize(member: Member, volume: Volume, size: int, actual: Actual, policy: P
         else:
             waits = f"{user}'s server is running; applies when it stops"
     elif not online and volume.held_elsewhere:
-        waits = HELD_ELSEWHERE.format(user=user)
+        waits = _held_elsewhere(user)
     steps.append(Action(Op.UPDATE, Kind.VOLUME, user, before=VolumeFields(size=current, used=volume.used),
                         after=VolumeFields(size=size), reason=reason, drift=drift, waits=waits))
     return steps
@@ -330,7 +408,7 @@ def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str) -> 
         steps.append(Action(Op.DISABLE, Kind.MANIFEST, user, before=f"{actual.manifest[home].source} {home}",
                             reason=reason))
     if volume is not None and volume.attached and home not in actual.mounts:
-        waits = HELD_ELSEWHERE.format(user=user) if volume.held_elsewhere else ""
+        waits = _held_elsewhere(user) if volume.held_elsewhere else ""
         if volume.loop:
             steps.append(Action(Op.DISABLE, Kind.VOLUME, user, before=VolumeFields(loop=volume.loop),
                                 after=VolumeFields(loop=None), reason="image still attached to a loop device",
@@ -347,7 +425,7 @@ def _converge_purged(user: str, account: Account | None, desired: Desired, actua
     volume = actual.volumes.get(user)
     # A volume still mounted elsewhere is not deleted yet; the account waits with it, so a purge is never
     # left half done (an image without its owner) while it waits.
-    waits = HELD_ELSEWHERE.format(user=user) if volume is not None and volume.held_elsewhere else ""
+    waits = _held_elsewhere(user) if volume is not None and volume.held_elsewhere else ""
     if volume is not None:
         steps.append(Action(Op.DESTROY, Kind.VOLUME, user, before=VolumeFields(path=volume.path, used=volume.used),
                             reason="status: purged", destructive=True, waits=waits))
@@ -426,8 +504,9 @@ def _guard_shrink(actions: list[Action], actual: Actual) -> tuple[list[Action], 
             size = action.after.size
             if in_use is not None and size < action.before.size and in_use > size * SHRINK_HEADROOM:
                 unsafe.add(action.target)
+                who = "the course folder" if action.target == SHARED_VOLUME else action.target
                 notes.append(Note("shrink", action.target,
-                                  f"{action.target} uses {format_size(in_use)} (files and filesystem metadata), "
+                                  f"{who} uses {format_size(in_use)} (files and filesystem metadata), "
                                   f"more than {SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; "
                                   "the volume keeps its size: raise the quota or ask them to free space"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..config.site import SHARED_VOLUME
 from ..config.sizes import format_size
 from .actions import Policy
 from .actual import Actual, login_state, to_json
@@ -21,7 +22,7 @@ def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dic
     known = {name for name, _, _ in listed}
     extra = sorted(a.username for a in actual.accounts.values()
                    if a.classroom == desired.classroom and a.username not in known)
-    extra += sorted(set(actual.volumes) - known - set(extra))
+    extra += sorted(set(actual.volumes) - known - set(extra) - {SHARED_VOLUME})
     out = []
     for username, role, wanted in listed + [(name, None, "removed") for name in extra]:
         account = actual.accounts.get(username)
@@ -40,6 +41,26 @@ def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dic
             "server": _server(actual, username),
         })
     return out
+
+
+def course_folder(desired: Desired, actual: Actual) -> dict:
+    """The course folder: its own volume (classroom.yaml's shared_disk) and how full it is, or the host's disk."""
+    path = desired.paths.home(SHARED_VOLUME)
+    volume = actual.volumes.get(SHARED_VOLUME)
+    mount = actual.mounts.get(str(path))
+    return {"path": str(path), "volume_size": volume.size if volume else None,
+            "volume_used": volume.used if volume else None, "mounted": mount is not None,
+            "wanted_size": desired.shared_disk}
+
+
+def render_course_folder(folder: dict) -> str:
+    if folder["volume_size"] is None:
+        if folder["wanted_size"] is None:
+            return f"course folder: {folder['path']} (on the disk below it; shared_disk gives it a volume of its own)"
+        return f"course folder: {folder['path']} (its volume of {format_size(folder['wanted_size'])} is not made yet)"
+    state = "" if folder["mounted"] else ", NOT MOUNTED"
+    return (f"course folder: {folder['path']} on its own volume: {format_size(folder['volume_used'])} used of "
+            f"{format_size(folder['volume_size'])}{state}")
 
 
 def credentials_state(item: Mapping[str, Any] | None) -> str | None:
@@ -85,7 +106,9 @@ def document(desired: Desired, actual: Actual, pending_credentials: Mapping[str,
         "format_version": 1,
         "classroom": desired.classroom,
         "people": rows(desired, actual, pending_credentials),
-        "paths": {"state": str(desired.paths.state), "homes": str(desired.paths.homes)},
+        "paths": {"state": str(desired.paths.state), "homes": str(desired.paths.homes),
+                  "shared": str(desired.paths.course_folder)},
+        "course_folder": course_folder(desired, actual),
         "volumes": dict(volumes),
         "policy": {"max_disable_fraction": policy.max_disable_fraction, "max_overcommit": policy.max_overcommit,
                    "resize_running": policy.resize_running, "mass_disable_window": policy.mass_disable_window},

@@ -203,6 +203,9 @@ def plan_offline(site: Site, classroom: Classroom, snapshot: dict, flags: Policy
     server_policy = dataclasses.replace(flags, **{key: limits[key] for key in (
         "max_disable_fraction", "max_overcommit", "resize_running", "mass_disable_window") if key in limits})
     desired = desire(server, classroom)
+    if "shared" in snapshot.get("paths", {}):
+        desired = dataclasses.replace(desired, paths=dataclasses.replace(
+            desired.paths, shared=Path(snapshot["paths"]["shared"])))
     the_plan = plan(desired, actual, server_policy)
     if the_plan.refused:
         verdict = Verdict.REFUSED

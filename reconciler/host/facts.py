@@ -12,7 +12,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from ..core.actual import Account, Filesystem, Group, ManifestEntry, Mount
 
@@ -246,14 +246,15 @@ def escape(text: str) -> str:
     return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
 
 
-def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str) -> dict[str, Mount]:
-    """Mounts below ``under``; loop sources are translated back to their image.
+def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str, also: Iterable[str] = ()) -> dict[str, Mount]:
+    """Mounts below ``under`` and on the paths in ``also``; loop sources are translated back to their image.
 
     ``loops`` maps image -> /dev/loopN, and may also map a volume's path -> "major:minor"
     (LVM: mountinfo names /dev/mapper/..., we name /dev/<vg>/<lv>).
     """
     by_device = {device: image for image, device in loops.items()}
     prefix = under.rstrip("/") + "/"
+    exact = {path.rstrip("/") for path in also}
     mounts = {}
     for line in mountinfo.read_text().split("\n"):
         left, _, right = line.partition(" - ")
@@ -261,7 +262,7 @@ def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str) -> dict[s
         if len(fields) < 6 or len(tail) < 2:
             continue
         target = unescape(fields[4])
-        if not target.startswith(prefix):
+        if not target.startswith(prefix) and target not in exact:
             continue
         source = unescape(tail[1])
         mounts[target] = Mount(

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config.site import Paths
+from ..config.classroom import group_name
+from ..config.site import SHARED_VOLUME, Paths
 from ..core.actions import Action, Kind, Op
 from ..core.actual import ManifestEntry
-from ..core.desired import HOME_MODE
+from ..core.desired import HOME_MODE, SHARED_MODE
 from .drivers import Context, driver
 from .facts import HostFiles, colon_entry, escape, read_manifest, read_mounts
 from .fsutil import write_atomic
@@ -162,30 +163,42 @@ def unmount(action: Action, ctx: Context) -> str:
 @driver(Kind.OWNERSHIP, Op.CREATE)
 @driver(Kind.OWNERSHIP, Op.UPDATE)
 def set_ownership(action: Action, ctx: Context) -> str:
-    """The mounted volume's root belongs to its owner, mode 0700; never the bare mount point."""
+    """The mounted volume's root belongs to its owner, mode 0700 (the course folder: root and the teachers'
+    group, setgid 2775: teachers write, students read); never the bare mount point."""
     user = action.target
     home = ctx.paths.home(user)
     if not is_mounted(ctx.host, home, ctx.volumes.layout.source(user)):
         raise RuntimeError(f"{home} is not mounted; not changing the bare mount point")
-    entry = colon_entry(ctx.host.etc / "passwd", user)
-    if entry is None:
-        raise RuntimeError(f"{user} has no account")
-    uid, gid = int(entry[2]), int(entry[3])
+    if user == SHARED_VOLUME:
+        teachers = group_name(ctx.classroom, "teacher")
+        entry = colon_entry(ctx.host.etc / "group", teachers)
+        if entry is None:
+            raise RuntimeError(f"the group {teachers} does not exist")
+        uid, gid, mode = 0, int(entry[2]), SHARED_MODE
+    else:
+        entry = colon_entry(ctx.host.etc / "passwd", user)
+        if entry is None:
+            raise RuntimeError(f"{user} has no account")
+        uid, gid, mode = int(entry[2]), int(entry[3]), HOME_MODE
     st = os.stat(home)
-    if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, HOME_MODE):
+    if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode):
         return "already"
     ctx.run.chown(home, uid, gid)
-    ctx.run.chmod(home, HOME_MODE)
+    ctx.run.chmod(home, mode)
     return "set"
 
 
 def mount_all(ctx: Context) -> dict[str, str]:
     """Mount every manifest entry that is not mounted yet (at boot).  A no-op when all are."""
     entries = read_manifest(ctx.paths.manifest)
-    mounts = read_mounts(ctx.host.mountinfo, ctx.host.loops(), under=str(ctx.paths.homes))
+    mounts = read_mounts(ctx.host.mountinfo, ctx.host.loops(), under=str(ctx.paths.homes),
+                         also=[str(ctx.paths.course_folder)])
     results = {}
     for target, entry in sorted(entries.items()):
-        username = Path(target).name
+        username = ctx.paths.volume_of(target)
+        if username is None:
+            results[target] = "failed: not a home or the course folder (site.yaml's paths changed?)"
+            continue
         if target in mounts and is_mounted(ctx.host, Path(target), entry.source):
             results[username] = "already"
             continue

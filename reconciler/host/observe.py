@@ -10,7 +10,9 @@ under a second.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable, Mapping
 
@@ -34,6 +36,7 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
     shadow = read_shadow(host.etc / "shadow")
     accounts = read_accounts(host.etc / "passwd", groups, shadow)
     found = volumes.observe()
+    folder = paths.course_folder
     return Actual(
         accounts=MappingProxyType(accounts),
         groups=MappingProxyType(groups),
@@ -48,7 +51,17 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
         containers=containers() if containers else MappingProxyType({}),
         online_resize=host.can_resize_online(),
         disabled_recently=disables.recent(paths.disables, now - disable_window),
+        course_folder_files=str(folder) not in found.mounts and has_entries(folder),
     )
+
+
+def has_entries(directory: Path) -> bool:
+    """Does the directory hold anything (one directory read, stopped at the first entry)?"""
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 @dataclass(frozen=True)

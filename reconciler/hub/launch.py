@@ -15,7 +15,10 @@ from pathlib import Path
 from ..config.classroom import Classroom, group_name
 from ..config.load import dump_site, load_classroom
 from ..config.site import Site
+from ..core.desired import SHARED_MODE
+from ..host.facts import HostFiles, read_manifest
 from ..host.fsutil import private_dir, write_atomic
+from ..host.mounts import is_mounted
 from . import network
 from .config import CONFIG_FILE
 
@@ -26,15 +29,23 @@ def ensure_secret(path: Path) -> None:
         write_atomic(path, secrets.token_hex(32) + "\n", mode=0o600)
 
 
-def ensure_shared(shared: Path, classroom: str) -> None:
-    """The course folder: teachers write (setgid group), students read."""
+def ensure_shared(shared: Path, classroom: str, manifest: Path) -> None:
+    """The course folder: teachers write (setgid group), students read.
+
+    When it has a volume of its own (classroom.yaml's shared_disk) that is not mounted, the bare mount point is
+    left alone: teachers would write to the disk below, and the mount would later hide it.
+    """
+    entry = read_manifest(manifest).get(str(shared))
+    if entry is not None and not is_mounted(HostFiles(), shared, entry.source):
+        raise SystemExit(f"the course folder {shared} has its own volume ({entry.source}) but it is not mounted: "
+                         "run `reconcile mount-all` (at boot it runs before the hub)")
     shared.mkdir(parents=True, exist_ok=True)
     try:
         gid = grp.getgrnam(group_name(classroom, "teacher")).gr_gid
     except KeyError:
         gid = 0  # groups appear with the first reconcile pass
     os.chown(shared, 0, gid)
-    os.chmod(shared, 0o2775)
+    os.chmod(shared, SHARED_MODE)
 
 
 def check_image(image: str) -> None:
@@ -64,7 +75,7 @@ def prepare(site: Site, classroom: Classroom) -> None:
     ensure_secret(site.cookie_secret_file)
     network.ensure_network(hub)
     network.ensure_firewall(hub)
-    ensure_shared(site.shared_dir, classroom.name)
+    ensure_shared(site.shared_dir, classroom.name, site.paths.manifest)
 
 
 def write_effective(site: Site, path: Path) -> Path:

@@ -274,8 +274,8 @@ def engine_times(room: Classroom, repeat: int) -> dict[str, float]:
         shadow = obs.read_shadow(host.etc / "shadow"); add("shadow", time.perf_counter() - t); t = time.perf_counter()
         obs.read_accounts(host.etc / "passwd", groups, shadow); add("passwd", time.perf_counter() - t); t = time.perf_counter()
         loops = obs.read_loops(host.sys_block); add("loops", time.perf_counter() - t); t = time.perf_counter()
-        mounts = obs.read_mounts(host.mountinfo, loops, under=str(paths.homes)); add("mounts", time.perf_counter() - t); t = time.perf_counter()
-        read_volumes(paths.state / "volumes", loops, mounts, paths.homes); add("volumes", time.perf_counter() - t); t = time.perf_counter()
+        mounts = obs.read_mounts(host.mountinfo, loops, under=str(paths.homes), also=[str(paths.course_folder)]); add("mounts", time.perf_counter() - t); t = time.perf_counter()
+        read_volumes(paths.state / "volumes", loops, mounts, paths.home); add("volumes", time.perf_counter() - t); t = time.perf_counter()
         obs.read_manifest(paths.manifest); add("manifest", time.perf_counter() - t)
     return {key: median(values) for key, values in samples.items()}
 

@@ -29,6 +29,7 @@ from reconciler.core.actions import (
 )
 from reconciler.core.desired import Member
 from reconciler.host import drivers
+from reconciler.host.mounts import mount_all
 from reconciler.host.accounts import NotOurs
 from reconciler.host.drivers import Busy
 from reconciler.host.facts import read_superblock
@@ -259,6 +260,28 @@ def test_ownership_goes_to_the_account_only_on_the_mounted_volume(host):
     host.mounted(str(image(host)), home(host))
     assert run(Action(Op.CREATE, Kind.OWNERSHIP, "ann", after="ann:ann 0700"), host.context(runner)) == "set"
     assert runner.calls == [("chown", "1001:1001", str(home(host))), ("chmod", "0700", str(home(host)))]
+
+
+def test_the_course_folder_goes_to_root_and_the_teachers_group_setgid(host):
+    runner = RecordingRunner()
+    folder = host.paths.course_folder
+    folder.mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="not mounted"):  # never the bare mount point on the host's disk
+        run(Action(Op.CREATE, Kind.OWNERSHIP, "_shared", after="x"), host.context(runner))
+    host.mounted(str(host.paths.state / "volumes" / "_shared.img"), folder)
+    assert run(Action(Op.CREATE, Kind.OWNERSHIP, "_shared", after="x"), host.context(runner)) == "set"
+    assert runner.calls == [("chown", "0:2001", str(folder)), ("chmod", "2775", str(folder))]
+
+
+def test_mount_all_finds_the_course_folder_by_its_mount_point(host):
+    runner = RecordingRunner()
+    image = host.paths.state / "volumes" / "_shared.img"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"")
+    run(Action(Op.CREATE, Kind.MANIFEST, "_shared", after="x"), host.context(runner))
+    assert read_manifest(host.paths.manifest)[str(host.paths.course_folder)].source == str(image)
+    assert mount_all(host.context(runner)) == {"_shared": "mounted"}
+    assert runner.calls[-1] == ("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(host.paths.course_folder))
 
 
 # --- loop volumes -------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ def test_lv_names_are_legal_and_reversible():
     assert lvm.lv_name("x_tmeta") == "home-x+tmeta"  # LVM reserves _tmeta inside names
     assert lvm.username_of(lvm.lv_name("a_b-c")) == "a_b-c"
     assert lvm.username_of("swap") is None
+    assert lvm.lv_name("_shared") == "home-+shared" and lvm.username_of("home-+shared") == "_shared"  # the course folder
     assert LAYOUT.source("ann") == "/dev/class/home-ann"
     assert LAYOUT.mount_options == "nodev,nosuid,noatime"
 

@@ -42,6 +42,7 @@ from reconciler.core.actual import (
 )
 from reconciler.core.desired import Desired, Member, resolve
 from reconciler.core.plan import plan
+from reconciler.core.report import rows as report_rows
 from reconciler.host.volumes import loop
 
 MiB = 1024**2
@@ -653,6 +654,110 @@ def test_plan_golden(case: Case) -> None:
     for note, (_, _, text) in zip(result.blocked, case.blocked):
         assert text in note.message
     assert result.classroom == C
+
+
+# --- the course folder's own volume (classroom.yaml's shared_disk) ---------------------------------------
+
+SHARED = "_shared"
+FOLDER = "/shared"  # PATHS' default course folder: <homes>/../shared
+FOLDER_OWNER = (0, 2000, 0o2775)  # root, the teachers' group (gid 2000 in these snapshots), setgid
+
+
+def shared_volume(size: int = GiB, **kw: Any) -> Volume:
+    return volume(SHARED, size=size, loop="/dev/loop9", **kw)
+
+
+def shared_mount(owner: tuple[int, int, int] = FOLDER_OWNER) -> Mount:
+    return Mount(FOLDER, image(SHARED), "ext4", frozenset({"rw", "nodev", "nosuid", "noatime"}), owner)
+
+
+def with_folder(actual: Actual, *, vol: Volume | None = None, mounted: bool = True) -> Actual:
+    vol = vol if vol is not None else shared_volume()
+    return dataclasses.replace(
+        actual,
+        volumes=MappingProxyType({**actual.volumes, SHARED: vol}),
+        mounts=MappingProxyType({**actual.mounts, **({FOLDER: shared_mount()} if mounted else {})}),
+        manifest=MappingProxyType({**actual.manifest, FOLDER: ManifestEntry(image(SHARED), FOLDER, "ext4",
+                                                                            loop.MOUNT_OPTIONS)}))
+
+
+FOLDER_MOUNT = [
+    A("create", "manifest", SHARED, after=f"{image(SHARED)} {FOLDER}", reason="mount at boot"),
+    A("create", "mount", SHARED, after=FOLDER, reason="course folder volume"),
+    A("create", "ownership", SHARED, after=f"root:{TEACHERS} 2775", reason="course folder belongs to its owner"),
+]
+FOLDER_WAITS = "the course folder is open in 2 running server(s); applies when they have all stopped"
+
+SHARED_CASES = [
+    Case("no-shared-disk-nothing", (ALICE,), converged(ALICE), DEFAULT, []),
+    Case("shared-disk-new", (ALICE,), converged(ALICE), DEFAULT,
+         [A("create", "volume", SHARED, after={"size": 2 * GiB, "path": image(SHARED)},
+            reason="course folder: shared_disk 2 GiB"),
+          A("create", "filesystem", SHARED, after={"fstype": "ext4", "size": 2 * GiB}, reason="new volume"),
+          *FOLDER_MOUNT]),
+    Case("shared-disk-converged", (ALICE,), with_folder(converged(ALICE), vol=shared_volume(2 * GiB)), DEFAULT, []),
+    # files written to the folder on the host's disk would vanish under the mount: that is left to a person
+    Case("shared-disk-folder-has-files", (ALICE, BOB), dataclasses.replace(converged(ALICE), course_folder_files=True),
+         DEFAULT,
+         new_person("bob", "Bob"), blocked=[("blocked", SHARED, "already holds files on the host's disk")]),
+    Case("shared-disk-raised-online", (ALICE,), with_folder(converged(ALICE)), DEFAULT,
+         [A("update", "volume", SHARED, before={"size": GiB, "used": USED}, after={"size": 2 * GiB},
+            reason="disk quota raised to 2 GiB")]),
+    # every running server holds a bind mount of the folder: offline work waits for all of them
+    Case("shared-disk-raised-servers-running", (ALICE, BOB),
+         dataclasses.replace(with_hub(with_folder(converged(ALICE, BOB)),
+                                      users=[hub_user("alice", running=True), hub_user("bob", running=True)],
+                                      containers=[container("alice", 512 * MiB), container("bob", 512 * MiB)]),
+                             online_resize=False), DEFAULT,
+         [A("update", "volume", SHARED, before={"size": GiB, "used": USED}, after={"size": 2 * GiB},
+            reason="disk quota raised to 2 GiB", waits=FOLDER_WAITS)]),
+    Case("shared-disk-lowered-below-used-blocks-the-folder-only", (ALICE, BOB),
+         with_folder(converged(ALICE), vol=shared_volume(4 * GiB, used=3 * GiB)), DEFAULT,
+         new_person("bob", "Bob"), blocked=[("shrink", SHARED, "uses 3 GiB")]),
+    # removing the key keeps the volume mounted, as it is: it holds the course's files
+    Case("shared-disk-removed-keeps-the-volume", (ALICE,), with_folder(converged(ALICE)), DEFAULT, []),
+    Case("shared-disk-removed-still-mounted-at-boot", (ALICE,), with_folder(converged(ALICE), mounted=False), DEFAULT,
+         [A("create", "mount", SHARED, after=FOLDER, reason="course folder volume", drift=True),
+          A("create", "ownership", SHARED, after=f"root:{TEACHERS} 2775", reason="course folder belongs to its owner",
+            drift=True)]),
+    Case("shared-folder-owner-changed-by-hand", (ALICE,),
+         dataclasses.replace(with_folder(converged(ALICE)),
+                             mounts=MappingProxyType({**converged(ALICE).mounts, FOLDER: shared_mount((0, 0, 0o755))})),
+         DEFAULT,
+         [A("update", "ownership", SHARED, before="0:0 0755", after=f"root:{TEACHERS} 2775",
+            reason="course folder ownership or mode changed by hand", drift=True)]),
+    Case("shared-disk-in-a-new-classroom", (ALICE,), snapshot(groups=()), DEFAULT,
+         [A("create", "group", STUDENTS, reason="classroom student group"),
+          A("create", "group", TEACHERS, reason="classroom teacher group"),
+          *new_person("alice", "Alice"),
+          A("create", "volume", SHARED, after={"size": 2 * GiB, "path": image(SHARED)},
+            reason="course folder: shared_disk 2 GiB"),
+          A("create", "filesystem", SHARED, after={"fstype": "ext4", "size": 2 * GiB}, reason="new volume"),
+          *FOLDER_MOUNT]),
+]
+SHARED_DISK = {  # the classroom.yaml value of each case (None: no shared_disk key)
+    "no-shared-disk-nothing": None, "shared-disk-removed-keeps-the-volume": None,
+    "shared-disk-removed-still-mounted-at-boot": None, "shared-folder-owner-changed-by-hand": None,
+    "shared-disk-lowered-below-used-blocks-the-folder-only": 2 * GiB,
+}
+
+
+@pytest.mark.parametrize("case", SHARED_CASES, ids=[c.id for c in SHARED_CASES])
+def test_course_folder_golden(case: Case) -> None:
+    wanted = dataclasses.replace(desired(*case.members), shared_disk=SHARED_DISK.get(case.id, 2 * GiB))
+    result = plan(wanted, case.actual, case.policy)
+
+    assert [as_tuple(a) for a in result.actions] == case.actions
+    assert [(n.rule, n.target) for n in result.refused] == [(r, t) for r, t, _ in case.refused]
+    assert [(n.rule, n.target) for n in result.blocked] == [(r, t) for r, t, _ in case.blocked]
+    for note, (_, _, text) in zip(result.blocked, case.blocked):
+        assert text in note.message
+
+
+def test_the_course_folder_volume_is_never_taken_for_a_removed_person() -> None:
+    actual = with_folder(converged(ALICE))
+    assert plan(desired(ALICE), actual).actions == ()
+    assert "_shared" not in {row["username"] for row in report_rows(desired(ALICE), actual, {})}
 
 
 def test_case_ids_are_unique() -> None:

@@ -65,8 +65,8 @@ class LoopBackend:
 
     def observe(self) -> VolumeFacts:
         loops = self.host.loops()
-        mounts = read_mounts(self.host.mountinfo, loops, under=str(self.paths.homes))
-        volumes = read_volumes(self.layout.directory, loops, mounts, self.paths.homes, self.host.ext4_alive)
+        mounts = read_mounts(self.host.mountinfo, loops, under=str(self.paths.homes), also=[str(self.paths.course_folder)])
+        volumes = read_volumes(self.layout.directory, loops, mounts, self.paths.home, self.host.ext4_alive)
         capacity = images_space(self.layout.directory, volumes.values())
         return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), VOLUME_STEP, capacity,
                            "the space of the filesystem that holds the images (free + already written)")
@@ -250,7 +250,7 @@ def images_space(directory: Path, volumes: Iterable[Volume]) -> int | None:
     return vfs.f_bavail * vfs.f_frsize + sum(volume.allocated for volume in volumes)
 
 
-def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, homes: Path,
+def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, home: Callable[[str], Path],
                  alive: Callable[[str], bool] = lambda device: False) -> dict[str, Volume]:
     """One scandir of the images; ``alive(device)`` tells whether a loop device's ext4 is mounted anywhere."""
     volumes: dict[str, Volume] = {}
@@ -271,7 +271,7 @@ def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, homes: Pa
         loop = loops.get(entry.path)
         # A mounted filesystem is read through its loop device: that is where the kernel keeps it current.
         fs = read_superblock(loop or entry.path)
-        mount = mounts.get(str(homes / username))
+        mount = mounts.get(str(home(username)))
         used, in_use = usage(fs, mount, entry.path) if fs is not None else (None, None)
         host_mounted = mount is not None and mount.source == entry.path
         volumes[username] = Volume(

@@ -132,7 +132,8 @@ class LvmBackend:
         lvs = read_lvs(self.vg, self.run)
         loops = self.host.loops()
         aliases = {path: device for device, path in device_aliases(lvs).items()}
-        mounts = read_mounts(self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes))
+        mounts = read_mounts(self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes),
+                             also=[str(self.paths.course_folder)])
         volumes = volumes_from(lvs, mounts, self.paths, alive=self._alive)
         pool = pool_size(lvs, self.settings.thin_pool)
         return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), read_vg(self.vg, self.run)["extent"],
