@@ -43,3 +43,54 @@ class Holder:
         deadline = time.monotonic() + 10  # the namespace, and with it the mount, goes with its last process
         while time.monotonic() < deadline and Path(f"/proc/{self.proc.pid}").exists():
             time.sleep(0.05)
+
+
+class NetHost:
+    """A throw-away host in a network namespace of our own, with a web server on two addresses.
+
+    ``private`` (10.213.x.2, what a school LAN looks like) and ``public`` (203.0.113.x, a documentation range
+    standing in for the internet) both live in the namespace; the host routes only those two addresses to it
+    through a veth pair, so test traffic never leaves this machine.
+    """
+
+    def __init__(self, tag: str, octet: int = 77, port: int = 8080):
+        self.ns, self.port = f"clsrm-t{tag}", port
+        self.host_if, self.ns_if = f"vt{tag}h", f"vt{tag}n"
+        self.gateway, self.private, self.public = f"10.213.{octet}.1", f"10.213.{octet}.2", f"203.0.113.{octet}"
+        self.server: subprocess.Popen | None = None
+        steps = [
+            ["ip", "netns", "add", self.ns],
+            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if],
+            ["ip", "link", "set", self.ns_if, "netns", self.ns],
+            ["ip", "addr", "add", f"{self.gateway}/24", "dev", self.host_if],
+            ["ip", "link", "set", self.host_if, "up"],
+            ["ip", "route", "add", f"{self.public}/32", "dev", self.host_if],
+            ["ip", "-n", self.ns, "addr", "add", f"{self.private}/24", "dev", self.ns_if],
+            ["ip", "-n", self.ns, "addr", "add", f"{self.public}/32", "dev", self.ns_if],
+            ["ip", "-n", self.ns, "link", "set", self.ns_if, "up"],
+            ["ip", "-n", self.ns, "link", "set", "lo", "up"],
+            ["ip", "-n", self.ns, "route", "add", "default", "via", self.gateway],
+        ]
+        try:
+            for step in steps:
+                subprocess.run(step, check=True, capture_output=True, text=True)
+            self.server = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, "python3", "-m", "http.server", str(port), "--bind", "0.0.0.0"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.monotonic() + 10
+            while subprocess.run(["ip", "netns", "exec", self.ns, "python3", "-c",
+                                  f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
+                                 capture_output=True).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the test host's web server did not start")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGKILL)
+            self.server.wait(timeout=10)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)  # takes its peer with it
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)

@@ -17,6 +17,7 @@ from ..config.site import Site, find_site
 from ..config.sizes import format_size, parse_size
 from ..core.actions import Action, Kind, Plan, Policy
 from ..core.render import SYMBOLS, render_json, render_text
+from ..core.firewall import reaches
 from ..core.report import course_folder, render_course_folder
 from ..core.report import render as render_people
 from ..core.report import rows
@@ -137,6 +138,9 @@ def status(args: argparse.Namespace) -> int:
     print(render_people(rows(outcome.desired, outcome.actual, outbox.pending(site.paths.outbox))))
     print()
     print(render_course_folder(course_folder(outcome.desired, outcome.actual)))
+    if site.hub is not None:
+        for line in reaches(site.hub):
+            print(f"student servers reach: {line}")
     for disk in engine.disks(site):
         share = disk["free"] / disk["size"] if disk["size"] else 0
         warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk["low"] else ""

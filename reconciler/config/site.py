@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from .classroom import Cpu, Size, Strict
 
@@ -61,6 +61,53 @@ class Limits(Strict):
     disk: Size | None = None
 
 
+# What `egress: internet` keeps student containers from: private, shared (CGNAT), loopback, link-local (cloud
+# metadata), benchmarking, multicast and reserved IPv4 ranges, i.e. the school's LAN and everything on it.
+PRIVATE_RANGES = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+                  "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4")
+
+
+def _allow_entry(value: object) -> str:
+    """``CIDR``, ``CIDR:port`` or ``CIDR:port/udp`` (an address alone is one host), normalized."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r}: expected an address or CIDR, optionally with :port or :port/udp")
+    text = value.strip()
+    where, _, port = text.partition(":")
+    try:
+        network = ipaddress.IPv4Network(where, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r}: {where!r} is not an IPv4 address or CIDR (the students' bridge is IPv4 only)") \
+            from None
+    if not port:
+        return str(network)
+    number, _, proto = port.partition("/")
+    if not number.isdigit() or not 0 < int(number) < 65536 or proto not in ("", "tcp", "udp"):
+        raise ValueError(f"{text!r}: the port must be 1-65535, optionally followed by /tcp or /udp")
+    return f"{network}:{int(number)}/{proto or 'tcp'}"
+
+
+AllowEntry = Annotated[str, BeforeValidator(_allow_entry)]
+
+
+class Egress(Strict):
+    """Where student containers may connect (the hub API is always reachable; answers to it are not egress)."""
+
+    policy: Literal["internet", "none"] = Field(
+        "internet", description="internet: the public internet, never private, CGNAT, link-local or multicast "
+        "addresses; none: nothing but the hub API")
+    allow: list[AllowEntry] = Field(default_factory=list, description="Also allowed, before those limits: "
+                                    "CIDR, CIDR:port or CIDR:port/udp (a school's package mirror, a data server)")
+
+
+def _egress_shorthand(value: object) -> object:
+    """``egress: none``, ``egress: internet``, or ``egress: [allow list]`` (which means policy none + the list)."""
+    if isinstance(value, str):
+        return {"policy": value}
+    if isinstance(value, list):
+        return {"policy": "none", "allow": value}
+    return value
+
+
 class HubSettings(Strict):
     """site.yaml's optional ``hub:`` section.  Without it, reconcile leaves JupyterHub alone."""
 
@@ -74,6 +121,9 @@ class HubSettings(Strict):
     network: str = Field("classroom-students", description="Docker bridge for student containers")
     subnet: str = Field("172.31.251.0/24", description="Its subnet; the hub API listens on its gateway")
     shared_dir: Path | None = Field(None, description="Course folder (default <homes_dir>/../shared)")
+    egress: Annotated[Egress, BeforeValidator(_egress_shorthand)] = Field(
+        default_factory=Egress, description="What student containers may reach: internet (default), none, "
+        "or a list of allowed CIDR[:port[/udp]] (with nothing else)")
     cull_idle_timeout: Annotated[int, Field(gt=0)] = 3600
     pids_limit: Annotated[int, Field(gt=0)] = 512
     tmp_size: Size = 256 * 1024 * 1024

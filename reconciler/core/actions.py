@@ -47,6 +47,7 @@ class Kind(StrEnum):
     CONTAINER = "container"
     SERVER = "server"
     HUB_USER = "hub-user"
+    FIREWALL = "firewall"  # one of our iptables chains for the students' bridge (core.firewall)
     ROSTER = "roster"  # an edit of classroom.yaml (teacher API, import): journaled, never planned
 
 
@@ -157,6 +158,7 @@ OPS_BY_KIND: Mapping[Kind, frozenset[Op]] = MappingProxyType({
     Kind.CONTAINER: frozenset({Op.UPDATE}),
     Kind.SERVER: frozenset({Op.DISABLE}),
     Kind.HUB_USER: frozenset({Op.DISABLE}),
+    Kind.FIREWALL: frozenset({Op.CREATE, Op.UPDATE}),
     Kind.ROSTER: frozenset({Op.CREATE, Op.UPDATE}),
 })
 PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType({
@@ -171,6 +173,7 @@ PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType({
     Kind.CONTAINER: (ContainerFields,),
     Kind.SERVER: (str,),  # running / stopped
     Kind.HUB_USER: (HubUserFields,),
+    Kind.FIREWALL: (str,),  # how many rules, as shown; the rules themselves come from site.yaml
     Kind.ROSTER: (Mapping,),  # the person's entry as written in classroom.yaml
 })
 # Kinds that only the journal records (edits by people); plan() never emits them and no driver exists.

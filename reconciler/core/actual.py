@@ -134,6 +134,9 @@ class Actual:
     disabled_recently: frozenset[str] = frozenset()  # people reconcile disabled within the mass-disable window
     # The course folder holds files on the disk below it (no volume mounted there): mounting one would hide them.
     course_folder_files: bool = False
+    # The iptables lines that mention our chains (host.firewall.observe); None: not asked (no hub) or unreadable.
+    firewall: tuple[str, ...] | None = None
+    firewall_error: str = ""  # why it could not be read
 
     @property
     def hub_users(self) -> Mapping[str, HubUser]:
@@ -213,6 +216,8 @@ def from_json(data: dict) -> Actual:
         online_resize=data.get("online_resize", True),
         disabled_recently=frozenset(data.get("disabled_recently", ())),
         course_folder_files=data.get("course_folder_files", False),
+        firewall=None if data.get("firewall") is None else tuple(data["firewall"]),
+        firewall_error=data.get("firewall_error", ""),
         hub=None if hub is None else HubState(
             None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
             hub.get("error")),

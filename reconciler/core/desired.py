@@ -6,11 +6,12 @@ checks and the drivers apply.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
 
 from ..config.classroom import ROLES, Classroom, group_name
 from ..config.site import Paths
+from .firewall import Chain
 
 SHELL = "/usr/sbin/nologin"  # students log in to the hub, never to a shell on the host
 HOME_MODE = 0o700
@@ -50,6 +51,7 @@ class Desired:
     paths: Paths
     volumes: VolumeLayout
     shared_disk: int | None = None  # the course folder's own volume (classroom.yaml), None = as it is
+    firewall: Mapping[str, Chain] = field(default_factory=dict)  # the students' chains (with a hub), by key
 
     @property
     def groups(self) -> dict[str, str]:
@@ -59,7 +61,8 @@ class Desired:
         return next((m for m in self.members if m.username == username), None)
 
 
-def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout) -> Desired:
+def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout,
+            firewall: Mapping[str, Chain] | None = None) -> Desired:
     """Apply named quotas and inline overrides; the classroom must already be validated."""
     members = []
     for role, people in (("teacher", classroom.admins), ("student", classroom.students)):
@@ -77,4 +80,4 @@ def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout) -> Desire
                     emails=tuple(person.email),
                 )
             )
-    return Desired(classroom.name, tuple(members), paths, volumes, classroom.shared_disk)
+    return Desired(classroom.name, tuple(members), paths, volumes, classroom.shared_disk, dict(firewall or {}))

@@ -32,6 +32,7 @@ from .actions import (
     VolumeFields,
 )
 from .actual import Account, Actual, ManifestEntry, Volume, is_disabled, is_enabled
+from .firewall import in_force, rules_of
 from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHARED_MODE, SHELL, Desired, Member
 
 PASSWORD_NOTE = "generated, to the outbox"  # what a password action shows: never the secret
@@ -57,6 +58,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
     actions: list[Action] = []
     refused: list[Note] = []
     blocked: list[Note] = []
+    actions, blocked = _converge_firewall(desired, actual)
     active = [m for m in desired.members if m.status == "active"]
     if active:
         for role in ROLES:
@@ -116,6 +118,27 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
     refused += _guard_mass_disable(actions, desired, actual, policy)
     refused += _guard_overcommit(actions, actual, policy)
     return Plan(desired.classroom, tuple(actions), tuple(refused), tuple(blocked))
+
+
+def _converge_firewall(desired: Desired, actual: Actual) -> tuple[list[Action], list[Note]]:
+    """The students' chains first: they keep containers off the host and the school's network."""
+    if not desired.firewall or (actual.firewall is None and not actual.firewall_error):  # not asked
+        return [], []
+    if actual.firewall is None:
+        return [], [Note("firewall", "", f"the students' firewall could not be read ({actual.firewall_error}); "
+                                         "nothing is known about what containers can reach")]
+    steps = []
+    for key, chain in desired.firewall.items():
+        have = rules_of(chain.name, actual.firewall)
+        if f"-N {chain.name}" not in actual.firewall:
+            steps.append(Action(Op.CREATE, Kind.FIREWALL, key, after=f"{len(chain.rules)} rules in {chain.name}",
+                                reason=f"students' {key} rules (site.yaml hub section)"))
+        elif not in_force(chain, actual.firewall):
+            why = ("the jump from " + chain.parent + " to it is missing") if have == chain.rules else \
+                "its rules differ from site.yaml (changed there or by hand, or a firewall reload)"
+            steps.append(Action(Op.UPDATE, Kind.FIREWALL, key, before=f"{len(have)} rules",
+                                after=f"{len(chain.rules)} rules in {chain.name}", reason=why))
+    return steps, []
 
 
 def _leftovers(desired: Desired, actual: Actual) -> set[str]:

@@ -29,6 +29,7 @@ from ..config.site import Site
 from ..core.actions import Action, Kind, Note, Op, Plan, Policy
 from ..core.actual import Actual, from_json
 from ..core.desired import Desired, resolve
+from ..core.firewall import chains
 from ..core.plan import plan
 from ..core.report import document
 from ..credentials import outbox
@@ -78,7 +79,7 @@ def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = F
 
 def desire(site: Site, classroom: Classroom) -> Desired:
     """classroom.yaml resolved against this site: once per pass."""
-    return resolve(classroom, site.paths, layout_for(site))
+    return resolve(classroom, site.paths, layout_for(site), chains(site.hub) if site.hub is not None else None)
 
 
 def context(site: Site, desired: Desired, run: Runner, volumes: VolumeBackend, probes: HubProbes = NO_HUB,
@@ -86,7 +87,7 @@ def context(site: Site, desired: Desired, run: Runner, volumes: VolumeBackend, p
     """What the drivers of one pass may touch."""
     return Context(classroom=desired.classroom, paths=site.paths, volumes=volumes, run=run, host=host,
                    members={m.username: m for m in desired.members}, credentials=outbox.Outbox(site.paths.outbox),
-                   hub=probes.client, docker=docker_client)
+                   hub=probes.client, docker=docker_client, firewall=desired.firewall)
 
 
 def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
@@ -107,7 +108,7 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
     desired = desire(site, classroom)
     probes = hub_probes(site, classroom.name)
     if not containers:
-        probes = HubProbes(probes.client, probes.hub, None)
+        probes = HubProbes(probes.client, probes.hub, None, probes.firewall)
     timeout = site.lock_timeout if lock_timeout is None else lock_timeout
     if not dry_run:
         private_dir(site.state_dir)
@@ -115,7 +116,7 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         run = Runner().holding(held.fd) if held is not None else Runner()
         volumes = backend_for(site, run)
         actual = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
-                         disable_window=site.mass_disable_window)
+                         disable_window=site.mass_disable_window, firewall=probes.firewall)
         the_plan = plan(desired, actual, policy)
         actual, the_plan = _look_closer(desired, actual, the_plan, policy, volumes)
         on_plan(the_plan)
@@ -143,7 +144,7 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         if result.ok and observe_after:
             try:
                 after = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
-                                disable_window=site.mass_disable_window)
+                                disable_window=site.mass_disable_window, firewall=probes.firewall)
             except Exception:  # noqa: BLE001 - what was applied stands; the next pass observes again
                 after = None
         if result.interrupted and "journal" not in result.failed:  # SIGTERM between actions

@@ -24,13 +24,14 @@ from typing import Any, Callable, Mapping, Protocol
 from ..config.site import Paths
 from ..core.actions import Action, Kind, Op
 from ..core.desired import Member
+from ..core.firewall import Chain
 from .facts import HostFiles
 from .run import Runner
 from .volumes.base import VolumeBackend
 
 Driver = Callable[[Action, "Context"], str]
 _DRIVERS: dict[tuple[Kind, Op], Driver] = {}
-MODULES = ("accounts", "mounts", "volumes.drivers", "containers", "hubusers")
+MODULES = ("accounts", "mounts", "volumes.drivers", "containers", "hubusers", "firewall")
 
 
 class Busy(RuntimeError):
@@ -68,6 +69,7 @@ class Context:
     credentials: CredentialStore | None = None
     hub: HubApi | None = None
     docker: Callable[[], Any] | None = None  # a docker client factory (imported lazily: hosts without a hub)
+    firewall: Mapping[str, Chain] = field(default_factory=dict)  # the students' chains this site wants
 
     def member(self, username: str) -> Member | None:
         return self.members.get(username)

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
             hub: Callable[[], HubState] | None = None,
             containers: Callable[[], Mapping[str, Container] | None] | None = None,
-            disable_window: float = 86400.0) -> Actual:
+            disable_window: float = 86400.0,
+            firewall: Callable[[], tuple[str, ...] | None] | None = None) -> Actual:
     """Take the snapshot.  Reads each source exactly once; ``hub`` and ``containers`` are one call each."""
     now = host.clock()
     groups = read_groups(host.etc / "group")
@@ -37,6 +38,7 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
     accounts = read_accounts(host.etc / "passwd", groups, shadow)
     found = volumes.observe()
     folder = paths.course_folder
+    rules = firewall() if firewall else None
     return Actual(
         accounts=MappingProxyType(accounts),
         groups=MappingProxyType(groups),
@@ -52,6 +54,8 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
         online_resize=host.can_resize_online(),
         disabled_recently=disables.recent(paths.disables, now - disable_window),
         course_folder_files=str(folder) not in found.mounts and has_entries(folder),
+        firewall=rules,
+        firewall_error="" if rules is not None or firewall is None else "`iptables -S` failed",
     )
 
 
@@ -71,6 +75,7 @@ class HubProbes:
     client: HubClient | None
     hub: Callable[[], HubState] | None
     containers: Callable[[], Mapping[str, Container] | None] | None
+    firewall: Callable[[], tuple[str, ...] | None] | None = None  # one `iptables -S`
 
 
 NO_HUB = HubProbes(None, None, None)
@@ -86,4 +91,8 @@ def hub_probes(site: Site, classroom: str) -> HubProbes:
         error = None
     except hubusers.HubUnavailable as exc:
         client, error = None, str(exc)
-    return HubProbes(client, lambda: hubusers.snapshot(client, error), lambda: containers.list_containers(classroom))
+    from . import firewall
+    from .run import Runner
+
+    return HubProbes(client, lambda: hubusers.snapshot(client, error), lambda: containers.list_containers(classroom),
+                     lambda: firewall.observe(Runner()))

@@ -3,24 +3,17 @@
 Containers sit on their own bridge with inter-container traffic disabled, so
 one student cannot reach another's server.  On the host, traffic arriving
 from that bridge may reach only the hub API port; anything else (the proxy,
-sshd, a database) is refused.  The proxy's API listens on loopback only.
+sshd, a database) is refused.  Beyond the host, site.yaml's ``hub.egress``
+decides (core.firewall has the rules; every reconcile pass repairs them).
+The proxy's API listens on loopback only.
 """
 
 from __future__ import annotations
 
-import hashlib
-
-from ..config.site import HUB_PORT, HubSettings
-from ..host.run import run, succeeds
-
-
-def bridge_name(network: str) -> str:
-    """Linux interface names have at most 15 characters."""
-    return "clsrm-" + hashlib.sha256(network.encode()).hexdigest()[:8]
-
-
-def chain_name(network: str) -> str:
-    return "CLSRM-" + hashlib.sha256(network.encode()).hexdigest()[:8].upper()
+from ..config.site import HubSettings
+from ..core.firewall import bridge_name, chains
+from ..host import firewall
+from ..host.run import Runner
 
 
 def ensure_network(hub: HubSettings) -> str:
@@ -37,29 +30,16 @@ def ensure_network(hub: HubSettings) -> str:
     return hub.gateway
 
 
-def ensure_firewall(hub: HubSettings) -> None:
-    """INPUT from the students' bridge: replies and the hub API only; everything else is refused."""
-    chain, bridge = chain_name(hub.network), bridge_name(hub.network)
-    if not succeeds(["iptables", "-w", "-n", "-L", chain]):
-        run(["iptables", "-w", "-N", chain])
-    run(["iptables", "-w", "-F", chain])
-    run(["iptables", "-w", "-A", chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])
-    run(["iptables", "-w", "-A", chain, "-p", "tcp", "-d", hub.gateway, "--dport", str(HUB_PORT),
-         "-j", "ACCEPT"])
-    run(["iptables", "-w", "-A", chain, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"])
-    run(["iptables", "-w", "-A", chain, "-j", "REJECT"])
-    jump = ["INPUT", "-i", bridge, "-j", chain]
-    if not succeeds(["iptables", "-w", "-C", *jump]):
-        run(["iptables", "-w", "-I", *jump])
+def ensure_firewall(hub: HubSettings) -> dict[str, str]:
+    """The students' chains (core.firewall): INPUT (the hub API only) and egress (site.yaml's hub.egress)."""
+    return {key: firewall.apply_chain(chain, Runner()) for key, chain in chains(hub).items()}
 
 
 def remove(hub: HubSettings) -> None:
     """Undo ensure_network and ensure_firewall (tests; uninstall)."""
     import docker
 
-    chain, bridge = chain_name(hub.network), bridge_name(hub.network)
-    run(["iptables", "-w", "-D", "INPUT", "-i", bridge, "-j", chain], ok_codes=(0, 1, 2))
-    run(["iptables", "-w", "-F", chain], ok_codes=(0, 1))
-    run(["iptables", "-w", "-X", chain], ok_codes=(0, 1))
+    for chain in chains(hub).values():
+        firewall.remove_chain(chain, Runner())
     for network in docker.from_env().networks.list(names=[hub.network]):
         network.remove()

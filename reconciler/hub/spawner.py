@@ -25,6 +25,7 @@ from ..config.site import Site
 from ..core.desired import resolve
 from ..host.containers import LABEL_CLASSROOM, LABEL_USER
 from ..host.facts import HostFiles
+from ..host.fsutil import write_atomic
 from ..host.mounts import is_mounted
 from ..host.volumes import layout_for
 
@@ -47,18 +48,27 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
     account = pwd.getpwnam(username)
     home = f"{HOME_ROOT}/{username}"
     teacher = member.role == "teacher"
-    extra_groups = [grp.getgrnam(group_name(classroom.name, "teacher")).gr_gid] if teacher else []
+    role_group = grp.getgrnam(group_name(classroom.name, member.role))
+    extra_groups = [role_group.gr_gid] if teacher else []
     shared = site.shared_dir
     binds = [{"type": "bind", "source": str(paths.home(username)), "target": home, "read_only": False}]
     if shared.is_dir():
         binds.append({"type": "bind", "source": str(shared), "target": f"{home}/shared", "read_only": not teacher})
+    files = identity_dir(site, username)
+    binds += [{"type": "bind", "source": str(files / name), "target": f"/etc/{name}", "read_only": True}
+              for name in ("passwd", "group")]
+    email = member.emails[0] if member.emails else f"{username}@{classroom.name}.invalid"
     return {
         "member": member,
         "home": home,
         "mounts": binds,
+        "identity": identity(username, member.name, account.pw_uid, account.pw_gid, grp.getgrgid(account.pw_gid).gr_name,
+                             (role_group.gr_name, role_group.gr_gid), teacher),
+        "identity_dir": files,
         "create": {
             "user": f"{account.pw_uid}:{account.pw_gid}",
             "working_dir": home,
+            "hostname": classroom.name,  # the prompt reads ann@python-101, not ann@<container id>
             "labels": {LABEL_CLASSROOM: classroom.name, LABEL_USER: username},
         },
         "host": {
@@ -75,9 +85,38 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
             "group_add": [str(g) for g in extra_groups],
         },
         # ~/.local/bin first: console scripts of a student's own `pip install` are found by name
-        "env": {"HOME": home, "USER": username, "SHELL": "/bin/bash",
+        "env": {"HOME": home, "USER": username, "LOGNAME": username, "SHELL": "/bin/bash", "EMAIL": email,
                 "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin"},
     }
+
+
+def identity_dir(site: Site, username: str) -> Path:
+    """Where the container's /etc/passwd and /etc/group for this person are written (root's, under the state)."""
+    return site.state_dir / "containers" / username
+
+
+def identity(username: str, name: str, uid: int, gid: int, own_group: str, role_group: tuple[str, int],
+             teacher: bool) -> dict[str, str]:
+    """The container's /etc/passwd and /etc/group: the system's few entries and this person's, nobody else's.
+
+    Without them the terminal says "I have no name!" and whoami, git and ssh-keygen fail.  Only this person's
+    own entries: a container never learns who else is in the class.
+    """
+    passwd = ("root:x:0:0:root:/root:/usr/sbin/nologin\n"
+              "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+              f"{username}:x:{uid}:{gid}:{name}:{HOME_ROOT}/{username}:/bin/bash\n")
+    members = username if teacher else ""  # only a teacher's container holds the role group (group_add)
+    group = ("root:x:0:\nnogroup:x:65534:\n"
+             f"{own_group}:x:{gid}:\n"
+             f"{role_group[0]}:x:{role_group[1]}:{members}\n")
+    return {"passwd": passwd, "group": group}
+
+
+def write_identity(directory: Path, files: dict[str, str]) -> None:
+    """Written afresh before each start (a name change reaches the next server); 0644: read inside the container."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # dockerd (root) binds the files themselves
+    for name, text in files.items():
+        write_atomic(directory / name, text, mode=0o644)
 
 
 _slots: asyncio.Semaphore | None = None
@@ -116,6 +155,7 @@ class ClassroomSpawner(DockerSpawner):
         self.extra_host_config = settings["host"]
         self.notebook_dir = settings["home"]
         self.environment = {**self.environment, **settings["env"]}
+        write_identity(settings["identity_dir"], settings["identity"])
         async with start_slots(self.start_slots):
             # Hold the slot until the server answers: its boot, not the container create, costs the CPU.
             ip, port = await super().start()

@@ -47,8 +47,9 @@ JUPYTERHUB_LABEL = "org.classroom.student-image.jupyterhub"  # for the hub to ch
 SUITE = "bookworm"
 APT_SOURCES = Path("/etc/apt")
 VARIANT = "minbase"
-# python3-venv so students can make venvs; C.UTF-8 is built into Debian 12's libc, so no `locales`.
-DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
+# python3-venv so students can make venvs; git and ssh-keygen (openssh-client) for course work in git; C.UTF-8 is
+# built into Debian 12's libc, so no `locales`.
+DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini", "git", "openssh-client")
 
 PYTHON_VERSION = "3.11"  # Debian 12's python3 is 3.11.2
 PYTHON_ABI = "cp311"

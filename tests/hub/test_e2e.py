@@ -112,6 +112,24 @@ def test_container_is_hardened_and_runs_as_the_student(env):
     assert "0000000000000000" in out
 
 
+def test_the_student_has_a_name_inside_the_container(env):
+    """whoami, id, git and ssh-keygen need a passwd entry: the container gets the person's own, nobody else's."""
+    room, hub, sessions, _ = env
+    user, container = running(room, hub, sessions, "ann")
+    code, out = sh(container, "whoami; id -un; hostname; getent passwd $(id -u) | cut -d: -f1,6; "
+                              "cut -d: -f1 /etc/passwd | tr '\\n' ' '")
+    lines = out.splitlines()
+    assert code == 0 and lines[:3] == [user, user, room.name], out
+    assert lines[3] == f"{user}:/home/{user}"
+    assert room.user("bob") not in out and room.user("tea") not in out  # no one else's name
+    code, out = sh(container, "cd /tmp && rm -rf g && git init -q g && cd g && git commit -q --allow-empty -m first "
+                              "&& git log --format='%an <%ae>' && ssh-keygen -q -t ed25519 -N '' -f /tmp/k "
+                              "&& cut -d' ' -f3 /tmp/k.pub; rm -rf /tmp/g /tmp/k /tmp/k.pub")
+    assert code == 0, out
+    assert out.splitlines() == [f"Ann <{user}@{room.name}.invalid>", f"{user}@{room.name}"], out
+    assert sh(container, "touch /etc/passwd")[0] != 0  # read-only
+
+
 def test_quotas_are_enforced_inside_the_container(env):
     room, hub, sessions, _ = env
     _, container = running(room, hub, sessions, "ann")

@@ -1,5 +1,7 @@
 """The packaged JupyterHub configuration, built from site.yaml + classroom.yaml (no hub started)."""
 
+import pytest
+
 from pathlib import Path
 
 from traitlets.config import Config
@@ -74,3 +76,45 @@ def test_example_site_is_valid():
     site = load_site(ROOT / "examples" / "site.yaml")
     assert site.hub is not None and site.hub.image == "classroom-student:latest"
     assert site.hub.shared_dir == Path("/srv/classroom/shared")
+
+
+def test_the_container_knows_its_person_and_nobody_else():
+    from reconciler.hub.spawner import identity
+
+    files = identity("ann", "Ann Lee", 1001, 1001, "ann", ("py101-students", 2000), teacher=False)
+    assert files["passwd"].splitlines()[-1] == "ann:x:1001:1001:Ann Lee:/home/ann:/bin/bash"
+    assert [line.split(":")[0] for line in files["passwd"].splitlines()] == ["root", "nobody", "ann"]
+    assert files["group"].splitlines()[-2:] == ["ann:x:1001:", "py101-students:x:2000:"]
+    teacher = identity("tom", "Tom", 1002, 1002, "tom", ("py101-teachers", 2001), teacher=True)
+    assert teacher["group"].splitlines()[-1] == "py101-teachers:x:2001:tom"  # the group its container holds
+
+
+def test_egress_rules_follow_the_policy():
+    from reconciler.config.site import PRIVATE_RANGES, HubSettings
+    from reconciler.core.firewall import chains, reaches
+
+    internet = chains(HubSettings(token_file="t", network="n"))["egress"]
+    assert internet.parent == "DOCKER-USER" and internet.jump.startswith("-A DOCKER-USER -i clsrm-")
+    assert internet.rules[0].endswith("--ctstate RELATED,ESTABLISHED -j RETURN")
+    assert [rule.split()[3] for rule in internet.rules[1:]] == list(PRIVATE_RANGES)
+    assert all(rule.endswith("-j REJECT --reject-with icmp-admin-prohibited") for rule in internet.rules[1:])
+
+    listed = chains(HubSettings(token_file="t", network="n", egress=["10.1.2.3:3128", "192.168.5.0/24:53/udp"]))
+    assert listed["egress"].rules[1:] == (
+        f"-A {listed['egress'].name} -d 10.1.2.3/32 -p tcp -m tcp --dport 3128 -j RETURN",
+        f"-A {listed['egress'].name} -d 192.168.5.0/24 -p udp -m udp --dport 53 -j RETURN",
+        f"-A {listed['egress'].name} -j REJECT --reject-with icmp-admin-prohibited")
+    mirror = HubSettings(token_file="t", egress={"policy": "internet", "allow": ["10.9.9.9"]})
+    assert chains(mirror)["egress"].rules[1] == f"-A {chains(mirror)['egress'].name} -d 10.9.9.9/32 -j RETURN"
+    assert "except 10.9.9.9/32" in reaches(mirror)[1]
+    assert reaches(HubSettings(token_file="t", egress="none"))[1] == "no other address (egress: none)"
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "example.org", "10.0.0.1:0", "10.0.0.1:80/icmp", "::1"])
+def test_egress_entries_are_checked(bad):
+    from pydantic import ValidationError
+
+    from reconciler.config.site import HubSettings
+
+    with pytest.raises(ValidationError):
+        HubSettings(token_file="t", egress=[bad])

@@ -28,7 +28,8 @@ LAYERS = {
     "": 7,  # reconciler/__init__.py and __main__.py
 }
 # What core may import from the standard library: nothing that reaches the system or the clock.
-CORE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "enum", "json", "types", "typing"}
+CORE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "enum", "hashlib", "ipaddress", "json",
+               "types", "typing"}
 CORE_FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "__import__"}
 
 

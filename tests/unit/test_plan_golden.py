@@ -972,3 +972,48 @@ def test_account_deleted_by_hand_while_mounted_converges_in_one_pass() -> None:
     kinds = [(str(a.op), str(a.kind)) for a in result.actions if a.target == "alice"]
     assert ("create", "account") in kinds and ("update", "ownership") in kinds
     assert kinds.index(("create", "account")) < kinds.index(("update", "ownership"))
+
+
+# --- the students' firewall (site.yaml hub section) ---------------------------------------------------
+
+def firewall_case(lines, error: str = ""):
+    from reconciler.config.site import HubSettings
+    from reconciler.core.firewall import chains
+
+    wanted = dataclasses.replace(desired(ALICE), firewall=chains(HubSettings(token_file="t", network="net")))
+    actual = dataclasses.replace(converged(ALICE), firewall=lines, firewall_error=error)
+    return wanted, actual, plan(wanted, actual)
+
+
+def in_force_lines():
+    from reconciler.config.site import HubSettings
+    from reconciler.core.firewall import chains
+
+    lines = []
+    for chain in chains(HubSettings(token_file="t", network="net")).values():
+        lines += [f"-N {chain.name}", *chain.rules, chain.jump]
+    return lines
+
+
+def test_firewall_in_force_is_left_alone_and_goes_first_when_missing():
+    assert firewall_case(tuple(in_force_lines()))[2].actions == ()
+    _, _, made = firewall_case(())
+    assert [(a.op, a.kind, a.target) for a in made.actions] == [(Op.CREATE, Kind.FIREWALL, "input"),
+                                                                (Op.CREATE, Kind.FIREWALL, "egress")]
+    assert made.actions[1].after.startswith("12 rules in CLSRM-OUT-")  # replies + the 11 ranges refused
+
+
+def test_firewall_rule_or_jump_removed_by_hand_is_repaired():
+    lines = in_force_lines()
+    without_rule = tuple(line for line in lines if "10.0.0.0/8" not in line)
+    (action,) = firewall_case(without_rule)[2].actions
+    assert (action.op, action.target, action.before) == (Op.UPDATE, "egress", "11 rules")
+    without_jump = tuple(line for line in lines if not line.startswith("-A DOCKER-USER"))
+    (action,) = firewall_case(without_jump)[2].actions
+    assert "jump from DOCKER-USER" in action.reason
+
+
+def test_firewall_that_cannot_be_read_blocks_and_one_not_asked_is_skipped():
+    _, _, unreadable = firewall_case(None, error="`iptables -S` failed")
+    assert [(n.rule, n.target) for n in unreadable.blocked] == [("firewall", "")]
+    assert firewall_case(None)[2].actions == () and firewall_case(None)[2].blocked == ()

@@ -1,0 +1,91 @@
+"""The host firewall the students' bridge needs, as data: the exact rules, in `iptables -S` form.
+
+Two chains of our own, each reached by one jump:
+
+* ``input``  (from INPUT, ``-i <bridge>``): what containers may reach on the host itself: replies, and the
+  hub API on the bridge gateway; everything else is refused (the proxy, sshd, a database).
+* ``egress`` (from DOCKER-USER, which Docker's FORWARD chain runs first, ``-i <bridge>``): where containers
+  may connect beyond the host, per site.yaml's ``hub.egress``.
+
+The rules are written in the form `iptables -S` prints them, so the same lines are what the driver adds
+and what observing the host compares against: a rule changed or deleted by hand (or a firewall reload
+that dropped the chains) is drift the next pass repairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ..config.site import HUB_PORT, PRIVATE_RANGES, HubSettings
+
+REFUSE = "--reject-with icmp-admin-prohibited"  # fails at once ("administratively prohibited"), no timeout
+
+
+def bridge_name(network: str) -> str:
+    """The students' bridge interface (Linux names have at most 15 characters)."""
+    return "clsrm-" + hashlib.sha256(network.encode()).hexdigest()[:8]
+
+
+def _digest(network: str) -> str:
+    return hashlib.sha256(network.encode()).hexdigest()[:8].upper()
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One chain of ours: its rules, and the rule in a built-in chain that jumps to it."""
+
+    name: str
+    parent: str  # INPUT or DOCKER-USER
+    jump: str  # the jump rule, as `iptables -S` prints it
+    rules: tuple[str, ...]
+
+
+def chains(hub: HubSettings) -> dict[str, Chain]:
+    """What the host should have for this hub: {"input": ..., "egress": ...}."""
+    bridge = bridge_name(hub.network)
+    incoming = f"CLSRM-{_digest(hub.network)}"
+    outgoing = f"CLSRM-OUT-{_digest(hub.network)}"
+    input_rules = (
+        f"-A {incoming} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-A {incoming} -d {hub.gateway}/32 -p tcp -m tcp --dport {HUB_PORT} -j ACCEPT",
+        f"-A {incoming} -p tcp -j REJECT --reject-with tcp-reset",
+        f"-A {incoming} -j REJECT --reject-with icmp-port-unreachable",
+    )
+    egress = [f"-A {outgoing} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"]
+    for entry in hub.egress.allow:
+        where, _, port = entry.partition(":")
+        if port:
+            number, _, proto = port.partition("/")
+            egress.append(f"-A {outgoing} -d {where} -p {proto} -m {proto} --dport {number} -j RETURN")
+        else:
+            egress.append(f"-A {outgoing} -d {where} -j RETURN")
+    if hub.egress.policy == "internet":
+        egress += [f"-A {outgoing} -d {cidr} -j REJECT {REFUSE}" for cidr in PRIVATE_RANGES]
+    else:
+        egress.append(f"-A {outgoing} -j REJECT {REFUSE}")
+    return {
+        "input": Chain(incoming, "INPUT", f"-A INPUT -i {bridge} -j {incoming}", input_rules),
+        "egress": Chain(outgoing, "DOCKER-USER", f"-A DOCKER-USER -i {bridge} -j {outgoing}", tuple(egress)),
+    }
+
+
+def in_force(chain: Chain, lines: tuple[str, ...]) -> bool:
+    """Does the host (``lines``: what `iptables -S` shows of our chains) have exactly this chain and its jump?"""
+    return f"-N {chain.name}" in lines and chain.jump in lines and rules_of(chain.name, lines) == chain.rules
+
+
+def rules_of(name: str, lines: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(line for line in lines if line.startswith(f"-A {name} "))
+
+
+def reaches(hub: HubSettings) -> list[str]:
+    """In words, what a student container can reach: for the README, `reconcile status` and the page."""
+    said = [f"the hub API ({hub.gateway}:{HUB_PORT}); nothing else on this host"]
+    allowed = ", ".join(hub.egress.allow)
+    if hub.egress.policy == "internet":
+        said.append("the public internet; no private, CGNAT, link-local (cloud metadata) or multicast address"
+                    + (f" except {allowed}" if allowed else ""))
+    else:
+        said.append(f"only {allowed}" if allowed else "no other address (egress: none)")
+    return said
