@@ -112,6 +112,11 @@ class HubSettings(Strict):
     """site.yaml's optional ``hub:`` section.  Without it, reconcile leaves JupyterHub alone."""
 
     public_url: str = Field("http://127.0.0.1:8000", description="Where people open the hub (the proxy)")
+    subdomain_host: str | None = Field(
+        None, pattern=r"^https?://[a-z0-9.-]+(:[0-9]+)?$",
+        description="Give every student server an origin of its own, e.g. https://hub.school.example (wildcard DNS "
+        "*.hub.school.example and a wildcard certificate): only then may teachers open students' servers, "
+        "since a student's page can no longer act as the teacher on the hub or the teacher page")
     api_url: str | None = Field(None, description="The hub API as reconcile reaches it (default: on the "
                                 "students' bridge gateway, port 8081)")
     token_file: Path = Field(..., description="reconcile's service token for the hub API (0600; never in git)")

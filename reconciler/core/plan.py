@@ -38,6 +38,8 @@ from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHARED_MODE, SHELL, Desire
 PASSWORD_NOTE = "generated, to the outbox"  # what a password action shows: never the secret
 RESTART_REASON = "stopped so that its volume can be resized: it starts again at the next login"
 HELD_ELSEWHERE = "{whose} volume is still mounted in another mount namespace; applies when that ends"
+DEMOTED = ("nobody is a hub admin: the hub user is forgotten (files untouched) and comes back at the next login "
+           "without admin rights")
 REMOVED = "not in classroom.yaml (removed people are disabled, never deleted)"
 
 
@@ -363,12 +365,13 @@ def _hub_active(member: Member, actual: Actual) -> list[Action]:
     """Demote stale admins; apply a changed memory or CPU quota to a running server in place."""
     steps = []
     hub_user = actual.hub_users.get(member.username)
-    if hub_user is not None and hub_user.admin and member.role != "teacher":
-        # The reconciler holds no admin:users scope, so it cannot edit the flag: it forgets the hub user,
-        # who is created again at the next login with admin from the teachers group only.
+    if hub_user is not None and hub_user.admin:
+        # Nobody is a hub admin (teachers have the classroom-teacher role).  The reconciler holds no admin:users
+        # scope, so it cannot edit the flag: it forgets the hub user, who comes back at the next login without
+        # it.  A teacher's running server is not stopped for that: a login or an auth refresh clears it too.
+        teacher_busy = member.role == "teacher" and hub_user.running
         steps.append(Action(Op.DISABLE, Kind.HUB_USER, member.username, before=HubUserFields(admin=True),
-                            reason="not a teacher: the hub user is forgotten (files untouched) and comes back at the "
-                                   "next login without admin rights"))
+                            reason=DEMOTED, waits=f"{member.username}'s server is running" if teacher_busy else ""))
     container = (actual.containers or {}).get(member.username)
     if container is not None and container.running:
         before, after = {}, {}

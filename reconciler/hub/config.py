@@ -1,7 +1,8 @@
 """Build JupyterHub's configuration from site.yaml and classroom.yaml.
 
 Access follows the Unix groups reconcile manages (PAM checks passwords and
-locked/expired accounts); admin rights come only from the teachers group.
+locked/expired accounts).  Nobody is a hub admin: teachers get the
+classroom-teacher role (``teacher_scopes``), limited to the students' group.
 Student servers run in hardened Docker containers as the person's own UID.
 """
 
@@ -19,7 +20,21 @@ CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
 START_WALL_SECONDS = 10.0  # one JupyterLab boot holding a start slot: 7-9 s measured under load, rounded up
 RECONCILER_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "delete:users"]
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
-TEACHER_SCOPES = [MANAGE_SCOPE, f"access:services!service={SERVICE_NAME}"]
+
+
+def teacher_scopes(classroom: str, subdomains: bool) -> list[str]:
+    """What a teacher may do on the hub: see and start/stop the students' servers, and use the teacher page.
+
+    Never hub admin (no admin:users, admin:servers, tokens of others, the admin page), never anything on
+    other teachers.  Opening a student's server (access:servers) only with per-user subdomains: on one
+    origin the student's JavaScript would run as the teacher on the hub and the teacher page.
+    """
+    students = f"group={group_name(classroom, 'student')}"
+    scopes = [MANAGE_SCOPE, f"access:services!service={SERVICE_NAME}",
+              f"list:users!{students}", f"read:users!{students}", f"servers!{students}"]
+    if subdomains:
+        scopes.append(f"access:servers!{students}")
+    return scopes
 
 
 def load() -> tuple[Site, Path]:
@@ -52,11 +67,15 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     # PAM against the accounts reconcile manages; locked or expired accounts are refused.
     c.JupyterHub.authenticator_class = "reconciler.hub.auth.ClassroomAuthenticator"
     c.ClassroomAuthenticator.teachers_group = group_name(classroom.name, "teacher")
+    c.ClassroomAuthenticator.students_group = group_name(classroom.name, "student")
     c.PAMAuthenticator.allowed_groups = {group_name(classroom.name, "student"), group_name(classroom.name, "teacher")}
-    c.PAMAuthenticator.admin_groups = {group_name(classroom.name, "teacher")}
+    c.PAMAuthenticator.admin_groups = set()  # nobody is a hub admin: teachers have a role of their own
     c.PAMAuthenticator.check_account = True
     c.PAMAuthenticator.open_sessions = False
     c.Authenticator.admin_users = set()
+    if hub.subdomain_host:
+        # every user server (and the teacher page) on an origin of its own: <user>.<host>, classroom--service.<host>
+        c.JupyterHub.subdomain_host = hub.subdomain_host
 
     # Class-start storms: a whole class logs in within seconds.  Starts queue for a CPU slot (see
     # ClassroomSpawner.start_slots) behind a page that waits, so the hub must neither refuse them (429)
@@ -93,7 +112,8 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     c.JupyterHub.load_roles = [
         {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]},
         {"name": "reconciler", "scopes": RECONCILER_SCOPES, "services": ["reconciler"]},
-        {"name": "classroom-teacher", "scopes": TEACHER_SCOPES, "groups": [group_name(classroom.name, "teacher")]},
+        {"name": "classroom-teacher", "scopes": teacher_scopes(classroom.name, bool(hub.subdomain_host)),
+         "groups": [group_name(classroom.name, "teacher")]},
     ]
     c.ClassroomSpawner.site_file = str(find_site(None) or "")
     c.ClassroomSpawner.classroom_file = str(classroom_file)

@@ -159,7 +159,8 @@ class ClassroomSpawner(DockerSpawner):
         async with start_slots(self.start_slots):
             # Hold the slot until the server answers: its boot, not the container create, costs the CPU.
             ip, port = await super().start()
-            await wait_answering(f"http://{ip}:{port}{self.user.url}", timeout=self.http_timeout)
+            # the path only: with per-user subdomains user.url carries the public host
+            await wait_answering(f"http://{ip}:{port}{self.server.base_url}", timeout=self.http_timeout)
         return ip, port
 
 

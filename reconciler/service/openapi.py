@@ -52,6 +52,8 @@ class StudentRow(_Answer):
     server: Literal["running", "stopped"] | None = Field(description="null when the hub cannot be asked")
     last_activity: str | None
     credentials: str | None = Field(description="null: nothing waiting; pending; slip; failed (N): ...")
+    server_url: str | None = Field(None, description="Open this student's running JupyterLab (only with per-user "
+                                   "subdomains: hub.subdomain_host)")
 
 
 class HubReach(_Answer):
@@ -65,6 +67,7 @@ class StudentList(_Answer):
     hub: HubReach | None
     quotas: list[str]
     students: list[StudentRow]
+    open_servers: str | None = Field(None, description="null when teachers may open students' servers; else why not")
 
 
 def _model_schemas(*models: type[BaseModel]) -> dict:

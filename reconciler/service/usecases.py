@@ -154,10 +154,31 @@ def students(room: Room) -> dict:
             server=row["server"],
             last_activity=hub_user.last_activity if hub_user else None,
             credentials=row["credentials"],
+            server_url=server_url(room.site, name) if row["server"] == "running" and row["role"] == "student" else None,
         ))
     hub = None if actual.hub is None else {"reachable": actual.hub.users is not None, "error": actual.hub.error}
     return StudentList(classroom=classroom.name, roster_in_git=room.site.roster_in_git, hub=hub,
-                       quotas=sorted(classroom.quotas), students=people).model_dump(mode="json")
+                       quotas=sorted(classroom.quotas), students=people,
+                       open_servers=None if room.site.hub is None or room.site.hub.subdomain_host else ONE_ORIGIN,
+                       ).model_dump(mode="json")
+
+
+ONE_ORIGIN = ("Opening a student's JupyterLab from here needs per-user subdomains (hub.subdomain_host in site.yaml): "
+              "on the hub's one origin, whatever a student's server serves would run in your browser as you.")
+
+
+def server_url(site: Site, username: str) -> str | None:
+    """Where a student's JupyterLab is, on its own origin (per-user subdomains); None without them."""
+    if site.hub is None or not site.hub.subdomain_host:
+        return None
+    from urllib.parse import urlsplit
+
+    from jupyterhub.utils import subdomain_hook_idna  # the hub's own naming (its default subdomain_hook)
+
+    parts = urlsplit(site.hub.subdomain_host)
+    host = subdomain_hook_idna(username, parts.hostname, "user")
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}/user/{username}/lab"
 
 
 def _overrides(entry: dict) -> dict:

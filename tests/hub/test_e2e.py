@@ -265,10 +265,15 @@ def test_disable_stops_the_server_and_refuses_login_then_reenable(env):
     assert sh(container, "cat ~/keep.txt")[1].strip() == "mine"
 
 
-def test_teacher_is_admin_and_can_write_the_shared_folder(env):
+def test_teacher_writes_the_shared_folder_but_cannot_open_a_students_server(env):
     room, hub, sessions, _ = env
     teacher, t = running(room, hub, sessions, "tea")
-    assert hub.api("GET", f"/users/{teacher}").json()["admin"] is True
+    assert hub.api("GET", f"/users/{teacher}").json()["admin"] is False
+    student, _ = running(room, hub, sessions, "ann")
+    # one origin (no subdomain_host): the student's JavaScript would run as the teacher, so no access:servers
+    opened = sessions[teacher].get(f"{hub.url}/user/{student}/lab", timeout=30)
+    assert opened.status_code == 403 or "/hub/login" in opened.url, (opened.status_code, opened.url)
+    assert "JupyterLab" not in opened.text
     code, out = sh(t, "echo lesson1 > ~/shared/lesson1.txt && cat ~/shared/lesson1.txt")
     assert code == 0 and "lesson1" in out, out
     stop_server(hub, sessions[teacher], teacher)

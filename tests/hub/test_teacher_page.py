@@ -106,6 +106,9 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             assert 0 < disk_used < disk_max == 128 * MiB
             assert 0 < memory_used < memory_max == 256 * MiB  # read from the server's cgroup
             expect(page.locator("#last-pass")).to_contain_text("converged")
+            # one origin: no way to open a student's server from here, and the page says why
+            expect(page.locator("#open-note")).to_contain_text("per-user subdomains")
+            expect(ann_row.locator("a", has_text="Open")).to_have_count(0)
             page.screenshot(path=str(ARTIFACTS / "teacher-page.png"), full_page=True)
 
             # change bob's quota: classroom.yaml first, then the daemon grows his volume

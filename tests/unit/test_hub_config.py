@@ -1,9 +1,8 @@
 """The packaged JupyterHub configuration, built from site.yaml + classroom.yaml (no hub started)."""
 
-import pytest
-
 from pathlib import Path
 
+import pytest
 from traitlets.config import Config
 
 from reconciler.config.load import load_site
@@ -28,9 +27,11 @@ def test_access_follows_the_managed_groups(tmp_path):
     assert c.JupyterHub.authenticator_class == "reconciler.hub.auth.ClassroomAuthenticator"
     assert c.ClassroomAuthenticator.teachers_group == "python-101-teachers"  # mirrored for the teacher role
     assert c.PAMAuthenticator.allowed_groups == {"python-101-students", "python-101-teachers"}
-    assert c.PAMAuthenticator.admin_groups == {"python-101-teachers"}
+    assert c.ClassroomAuthenticator.students_group == "python-101-students"  # what the teacher role may touch
+    assert c.PAMAuthenticator.admin_groups == set()  # nobody is a hub admin, teachers included
     assert c.PAMAuthenticator.check_account is True
     assert c.Authenticator.admin_users == set()
+    assert "subdomain_host" not in c.JupyterHub  # one origin unless site.yaml gives per-user subdomains
 
 
 def test_services_have_least_privilege_and_no_admin_flag(tmp_path):
@@ -53,7 +54,10 @@ def test_teacher_service_is_registered_with_its_custom_scope(tmp_path):
     assert "custom:classroom:manage" in c.JupyterHub.custom_scopes
     teacher = {r["name"]: r for r in c.JupyterHub.load_roles}["classroom-teacher"]
     assert teacher["groups"] == ["python-101-teachers"]
-    assert set(teacher["scopes"]) == {"custom:classroom:manage", "access:services!service=classroom"}
+    students = "group=python-101-students"
+    # see and start/stop the students' servers, use the teacher page; on one origin never open a server
+    assert set(teacher["scopes"]) == {"custom:classroom:manage", "access:services!service=classroom",
+                                      f"list:users!{students}", f"read:users!{students}", f"servers!{students}"}
 
 
 def test_network_layout(tmp_path):
@@ -118,3 +122,16 @@ def test_egress_entries_are_checked(bad):
 
     with pytest.raises(ValidationError):
         HubSettings(token_file="t", egress=[bad])
+
+
+def test_per_user_subdomains_let_teachers_open_students_servers(tmp_path):
+    (tmp_path / "token").write_text("t\n")
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text("hub:\n  token_file: token\n  subdomain_host: https://hub.school.example\n")
+    c = Config()
+    config.configure(c, load_site(site_file), ROOT / "examples" / "classroom.yaml")
+    assert c.JupyterHub.subdomain_host == "https://hub.school.example"
+    (teacher,) = [r for r in c.JupyterHub.load_roles if r["name"] == "classroom-teacher"]
+    assert "access:servers!group=python-101-students" in teacher["scopes"]
+    assert not any(s.startswith(("admin", "tokens", "access:servers!user", "access:servers!group=python-101-t"))
+                   or s == "access:servers" for s in teacher["scopes"])

@@ -215,8 +215,8 @@ def running(actual: Actual, online_resize: bool = True) -> Actual:
 
 SERVER_RUNS = "alice's server is running; applies when it stops"
 HELD = "alice's volume is still mounted in another mount namespace; applies when that ends"
-DEMOTED = ("not a teacher: the hub user is forgotten (files untouched) and comes back at the next login without "
-           "admin rights")
+DEMOTED = ("nobody is a hub admin: the hub user is forgotten (files untouched) and comes back at the next login "
+           "without admin rights")
 
 
 # --- expected ----------------------------------------------------------------------------------------
@@ -531,9 +531,15 @@ CASES = [
             reason="name changed in classroom.yaml")]),
 
     # --- the hub and the running servers -------------------------------------------------------------------------
-    Case("hub-converged", (TINA, ALICE), with_hub(converged(TINA, ALICE), users=[hub_user("tina", admin=True),
+    Case("hub-converged", (TINA, ALICE), with_hub(converged(TINA, ALICE), users=[hub_user("tina"),
                                                                                  hub_user("alice", running=True)],
                                                  containers=[container("alice", 512 * MiB)]), DEFAULT, []),
+    # teachers are no hub admins either (a role of their own); one still flagged waits for their server to stop
+    Case("hub-teacher-admin-forgotten", (TINA,), with_hub(converged(TINA), users=[hub_user("tina", admin=True)]),
+         DEFAULT, [A("disable", "hub-user", "tina", before={"admin": True}, reason=DEMOTED)]),
+    Case("hub-teacher-admin-waits-for-the-server", (TINA,),
+         with_hub(converged(TINA), users=[hub_user("tina", admin=True, running=True)]), DEFAULT,
+         [A("disable", "hub-user", "tina", before={"admin": True}, reason=DEMOTED, waits="tina's server is running")]),
     Case("hub-demote-forgets-the-user", (ALICE,), with_hub(converged(ALICE), users=[hub_user("alice", admin=True)]),
          DEFAULT,
          [A("disable", "hub-user", "alice", before={"admin": True}, reason=DEMOTED)]),

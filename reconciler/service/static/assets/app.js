@@ -102,6 +102,11 @@ function row(person) {
   if (person.role === 'student' && person.status === 'active' && person.account !== 'missing') {
     actions.append(el('button', { class: 'quiet', onclick: () => reset(person) }, 'Reset password'));
   }
+  if (person.server_url) {
+    // the student's own origin (per-user subdomains): nothing it serves can act as you here or on the hub
+    actions.append(el('a', { class: 'button quiet', href: person.server_url, target: '_blank', rel: 'noopener noreferrer',
+      title: `Open ${person.username}'s JupyterLab to help them` }, 'Open'));
+  }
   return el('tr', { 'data-user': person.username }, who, account, quota,
     usage(person.disk_used, person.disk_quota, 'disk'), usage(person.memory_used, person.memory_limit, 'memory'),
     server(person), el('td', {}, person.credentials ?? '–'), actions);
@@ -128,6 +133,8 @@ async function loadStudents() {
   state.rosterInGit = data.roster_in_git;
   $('#classroom').textContent = data.classroom;
   $('#git-note').hidden = !data.roster_in_git;
+  $('#open-note').hidden = !data.open_servers;
+  $('#open-note').textContent = data.open_servers ?? '';
   document.querySelectorAll('.write').forEach((b) => { b.disabled = data.roster_in_git; });
   $('#hub-state').textContent = data.hub === null ? 'not configured' : (data.hub.reachable ? 'reachable' : `unreachable: ${data.hub.error}`);
   const people = data.students;
