@@ -15,6 +15,11 @@ IMAGE_CACHE="${IMAGE_CACHE:-$STATE/image-cache}"
 IMAGE_TAG="${IMAGE_TAG:-classroom-student:latest}"
 LINK_DIR="${LINK_DIR:-/usr/local/sbin}"            # where the `reconcile` command is linked
 SKIP_APT="${SKIP_APT:-}"                           # set to skip apt-get (tests; offline re-runs)
+HUB_HOST="${HUB_HOST:-$(hostname -f 2>/dev/null || hostname)}"  # the name people type in their browser
+# HTTPS: "self-signed" (default: a certificate for $HUB_HOST made here; browsers warn until you replace it,
+# e.g. with certbot, see the README), "CERT:KEY" (your own PEM files), or "none" (plain HTTP on 127.0.0.1:8000
+# for a reverse proxy on this host that terminates TLS).  Used only when site.yaml is written.
+TLS="${TLS:-self-signed}"
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
@@ -22,7 +27,7 @@ say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 
 # 1. system packages
 PACKAGES=(python3-venv e2fsprogs mount passwd iptables docker.io node-configurable-http-proxy debootstrap lvm2
-          rsync git)
+          rsync git openssl)
 if [ -z "$SKIP_APT" ]; then
   missing=()
   for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
@@ -52,6 +57,23 @@ install -d "$LINK_DIR" && ln -sfn "$PREFIX/venv/bin/reconcile" "$LINK_DIR/reconc
 # 3. configuration: only when absent
 install -d -m 755 "$ETC" "$STATE" "$HOMES" "$(dirname "$HOMES")/shared"
 if [ ! -e "$ETC/site.yaml" ]; then
+  case "$TLS" in
+    none)
+      PUBLIC_URL="http://127.0.0.1:8000"; TLS_YAML=""
+      say "no TLS: the hub listens on $PUBLIC_URL for a reverse proxy that terminates HTTPS (see the README)";;
+    self-signed)
+      install -d -m 700 "$ETC/tls"
+      if [ ! -e "$ETC/tls/key.pem" ]; then
+        say "generating a self-signed certificate for $HUB_HOST ($ETC/tls): browsers will warn until you replace it"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=$HUB_HOST" \
+          -addext "subjectAltName=DNS:$HUB_HOST" -keyout "$ETC/tls/key.pem" -out "$ETC/tls/cert.pem" 2>/dev/null
+        chmod 600 "$ETC/tls/key.pem"
+      fi
+      PUBLIC_URL="https://0.0.0.0:443"; TLS_YAML="  tls: {cert: $ETC/tls/cert.pem, key: $ETC/tls/key.pem}";;
+    *:*)
+      PUBLIC_URL="https://0.0.0.0:443"; TLS_YAML="  tls: {cert: ${TLS%%:*}, key: ${TLS#*:}}";;
+    *) echo "install.sh: TLS must be self-signed, none or CERT:KEY" >&2; exit 1;;
+  esac
   say "writing $ETC/site.yaml"
   cat > "$ETC/site.yaml" <<EOF
 # This server's settings (see $SRC/examples/site.yaml for every option).
@@ -61,7 +83,8 @@ homes_dir: $HOMES
 volumes: {backend: loop}
 max_disable_fraction: 0.2
 hub:
-  public_url: http://0.0.0.0:8000
+  public_url: $PUBLIC_URL
+$TLS_YAML
   token_file: $ETC/hub-token
   cookie_secret_file: $ETC/jupyterhub_cookie_secret
   image: $IMAGE_TAG

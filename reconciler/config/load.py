@@ -213,6 +213,8 @@ def _absolute(site: Site, base: Path) -> Site:
             "token_file": fix(hub.token_file),
             "cookie_secret_file": fix(hub.cookie_secret_file),
             "shared_dir": fix(hub.shared_dir),
+            "tls": None if hub.tls is None else hub.tls.model_copy(update={"cert": fix(hub.tls.cert),
+                                                                             "key": fix(hub.tls.key)}),
             "db_url": hub.db_url or f"sqlite:///{state_dir / 'jupyterhub.sqlite'}",
         })
     delivery = site.delivery

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from .classroom import Cpu, Size, Strict
 
@@ -24,6 +24,8 @@ HUB_PORT = 8081
 # The teacher API and page: a hub-managed service at /services/<SERVICE_NAME>/, for holders of MANAGE_SCOPE.
 SERVICE_NAME = "classroom"
 MANAGE_SCOPE = "custom:classroom:manage"
+# With hub.tls: browsers stay on https for a year, for the hub and (per-user subdomains) every server below it.
+HSTS = "max-age=31536000; includeSubDomains"
 # The course folder's own volume (classroom.yaml's shared_disk) goes by this name wherever a person's volume goes
 # by their username: never a username (those start with a letter), always a legal image and LV name.
 SHARED_VOLUME = "_shared"
@@ -108,6 +110,13 @@ def _egress_shorthand(value: object) -> object:
     return value
 
 
+class Tls(Strict):
+    """The proxy's certificate and key (PEM): JupyterHub's own TLS, no extra parts."""
+
+    cert: Path = Field(..., description="Certificate chain (e.g. /etc/letsencrypt/live/<host>/fullchain.pem)")
+    key: Path = Field(..., description="Private key, readable by root only (e.g. .../privkey.pem)")
+
+
 class HubSettings(Strict):
     """site.yaml's optional ``hub:`` section.  Without it, reconcile leaves JupyterHub alone."""
 
@@ -126,6 +135,8 @@ class HubSettings(Strict):
     network: str = Field("classroom-students", description="Docker bridge for student containers")
     subnet: str = Field("172.31.251.0/24", description="Its subnet; the hub API listens on its gateway")
     shared_dir: Path | None = Field(None, description="Course folder (default <homes_dir>/../shared)")
+    tls: Tls | None = Field(None, description="Serve HTTPS (public_url must then be https://...), with HSTS and "
+                            "secure cookies; or leave it out behind a reverse proxy that terminates TLS")
     egress: Annotated[Egress, BeforeValidator(_egress_shorthand)] = Field(
         default_factory=Egress, description="What student containers may reach: internet (default), none, "
         "or a list of allowed CIDR[:port[/udp]] (with nothing else)")
@@ -140,6 +151,15 @@ class HubSettings(Strict):
     service_port: Annotated[int, Field(gt=0, lt=65536)] = Field(
         8002, description="The teacher API and page on 127.0.0.1; people reach it through the proxy at "
         "/services/classroom/")
+
+    @model_validator(mode="after")
+    def _https_with_tls(self) -> HubSettings:
+        if self.tls is not None:
+            for key in ("public_url", "subdomain_host"):
+                value = getattr(self, key)
+                if value is not None and not value.startswith("https://"):
+                    raise ValueError(f"with tls, {key} must start with https:// (it is {value!r})")
+        return self
 
     @property
     def gateway(self) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config.classroom import group_name
 from ..config.load import load_classroom, load_site
-from ..config.site import HUB_PORT, MANAGE_SCOPE, SERVICE_NAME, Site, find_site
+from ..config.site import HSTS, HUB_PORT, MANAGE_SCOPE, SERVICE_NAME, Site, find_site
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
 START_WALL_SECONDS = 10.0  # one JupyterLab boot holding a start slot: 7-9 s measured under load, rounded up
@@ -73,6 +73,13 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     c.PAMAuthenticator.check_account = True
     c.PAMAuthenticator.open_sessions = False
     c.Authenticator.admin_users = set()
+    if hub.tls is not None:
+        # the proxy terminates TLS; cookies are marked secure (the hub sees https via X-Forwarded-Proto);
+        # HSTS keeps browsers on https for the hub and, with per-user subdomains, every server below it
+        c.JupyterHub.ssl_cert = str(hub.tls.cert)
+        c.JupyterHub.ssl_key = str(hub.tls.key)
+        c.JupyterHub.tornado_settings = {"headers": {"Strict-Transport-Security": HSTS},
+                                         "xsrf_cookie_kwargs": {"secure": True}}
     if hub.subdomain_host:
         # every user server (and the teacher page) on an origin of its own: <user>.<host>, classroom--service.<host>
         c.JupyterHub.subdomain_host = hub.subdomain_host

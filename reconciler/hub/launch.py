@@ -8,13 +8,14 @@ from __future__ import annotations
 import grp
 import os
 import secrets
+import signal
 import shutil
 import sys
 from pathlib import Path
 
 from ..config.classroom import Classroom, group_name
 from ..config.load import dump_site, load_classroom
-from ..config.site import Site
+from ..config.site import Site, Tls
 from ..core.desired import SHARED_MODE
 from ..host.facts import HostFiles, read_manifest
 from ..host.fsutil import private_dir, write_atomic
@@ -73,9 +74,57 @@ def prepare(site: Site, classroom: Classroom) -> None:
     private_dir(site.state_dir)
     ensure_secret(hub.token_file)
     ensure_secret(site.cookie_secret_file)
+    check_tls(hub.tls)
+    if hub.db_url and hub.db_url.startswith("sqlite:///") and Path(hub.db_url[len("sqlite:///"):]).exists():
+        os.chmod(hub.db_url[len("sqlite:///"):], 0o600)  # token hashes and personal data (older versions: 0644)
     network.ensure_network(hub)
     network.ensure_firewall(hub)
     ensure_shared(site.shared_dir, classroom.name, site.paths.manifest)
+    deny_ssh(classroom.name)
+
+
+SSHD_DROP_INS = Path("/etc/ssh/sshd_config.d")
+SSHD_PID = Path("/run/sshd.pid")
+
+
+def deny_ssh(classroom: str, directory: Path = SSHD_DROP_INS, pid_file: Path = SSHD_PID) -> str:
+    """Keep the classroom's people off sshd: a nologin shell still lets `ssh -N` forward ports to the host.
+
+    A ``Match Group`` block with ``DenyUsers *``: it refuses exactly these groups and leaves the admin's own
+    AllowGroups / DenyGroups lines alone (for those, sshd keeps only the first it reads).  Written only where
+    sshd is installed (its drop-in directory exists); a running sshd is told to reload (SIGHUP), since it
+    reads its configuration once.
+    """
+    if not directory.is_dir():
+        return "no sshd"
+    path = directory / f"classroom-{classroom}.conf"
+    text = ("# Written by `reconcile hub`: students and teachers use JupyterHub, never SSH (not even ssh -N)\n"
+            f"Match Group {group_name(classroom, 'student')},{group_name(classroom, 'teacher')}\n"
+            "    DenyUsers *\n"
+            "    AllowTcpForwarding no\n"
+            "    AllowStreamLocalForwarding no\n"
+            "    PermitTunnel no\n")
+    if path.exists() and path.read_text() == text:
+        return "already"
+    write_atomic(path, text, mode=0o644)
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGHUP)
+    except (OSError, ValueError, IndexError):
+        return "written (sshd is not running)"
+    return "written, sshd reloaded"
+
+
+def check_tls(tls: Tls | None) -> None:
+    """The certificate and key must be there, and the key readable by root alone."""
+    if tls is None:
+        return
+    for what, path in (("certificate", tls.cert), ("key", tls.key)):
+        if not path.is_file():
+            raise SystemExit(f"hub.tls: the {what} {path} does not exist")
+    mode = tls.key.stat().st_mode
+    if mode & 0o077:
+        raise SystemExit(f"hub.tls: the key {tls.key} can be read by others (mode {mode & 0o777:04o}); "
+                         f"chmod 600 {tls.key}")
 
 
 def write_effective(site: Site, path: Path) -> Path:
@@ -102,5 +151,7 @@ def exec_hub(site: Site, classroom_file: Path) -> None:
     env = {**os.environ, **proxy_env(), "RECONCILE_SITE": str(effective),
            "RECONCILE_CLASSROOM": str(classroom_file.resolve())}
     os.chdir(site.state_dir)
+    # the hub's database (token hashes, names), its pid file and whatever else it writes: root's alone
+    os.umask(0o077)
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)], env)

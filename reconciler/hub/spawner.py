@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import json
 import os
 import pwd
 from pathlib import Path
@@ -21,7 +22,7 @@ from traitlets import Integer, Unicode
 
 from ..config.classroom import Classroom, group_name
 from ..config.load import InvalidFile, load_classroom, load_site
-from ..config.site import Site
+from ..config.site import HSTS, Site
 from ..core.desired import resolve
 from ..host.containers import LABEL_CLASSROOM, LABEL_USER
 from ..host.facts import HostFiles
@@ -55,15 +56,18 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
     if shared.is_dir():
         binds.append({"type": "bind", "source": str(shared), "target": f"{home}/shared", "read_only": not teacher})
     files = identity_dir(site, username)
-    binds += [{"type": "bind", "source": str(files / name), "target": f"/etc/{name}", "read_only": True}
-              for name in ("passwd", "group")]
+    written = identity(username, member.name, account.pw_uid, account.pw_gid, grp.getgrgid(account.pw_gid).gr_name,
+                       (role_group.gr_name, role_group.gr_gid), teacher)
+    if hub.tls is not None:
+        written["jupyter_server_config.json"] = json.dumps(server_config_over_https())
+    binds += [{"type": "bind", "source": str(files / name), "target": IN_CONTAINER[name], "read_only": True}
+              for name in written]
     email = member.emails[0] if member.emails else f"{username}@{classroom.name}.invalid"
     return {
         "member": member,
         "home": home,
         "mounts": binds,
-        "identity": identity(username, member.name, account.pw_uid, account.pw_gid, grp.getgrgid(account.pw_gid).gr_name,
-                             (role_group.gr_name, role_group.gr_gid), teacher),
+        "identity": written,
         "identity_dir": files,
         "create": {
             "user": f"{account.pw_uid}:{account.pw_gid}",
@@ -88,6 +92,17 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
         "env": {"HOME": home, "USER": username, "LOGNAME": username, "SHELL": "/bin/bash", "EMAIL": email,
                 "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin"},
     }
+
+
+# What the spawner writes before each start (identity_dir) and where each file appears, read-only, in the container.
+IN_CONTAINER = {"passwd": "/etc/passwd", "group": "/etc/group",
+                "jupyter_server_config.json": "/etc/jupyter/jupyter_server_config.json"}
+
+
+def server_config_over_https() -> dict:
+    """The student's Jupyter server behind hub.tls: its XSRF cookie https-only, and HSTS (system config path)."""
+    return {"ServerApp": {"tornado_settings": {"xsrf_cookie_kwargs": {"secure": True},
+                                               "headers": {"Strict-Transport-Security": HSTS}}}}
 
 
 def identity_dir(site: Site, username: str) -> Path:

@@ -22,7 +22,7 @@ from tornado import web
 
 from ..config.classroom import USERNAME_PATTERN
 from ..config.load import InvalidFile
-from ..config.site import MANAGE_SCOPE, Site
+from ..config.site import HSTS, MANAGE_SCOPE, Site
 from ..host.lock import LockBusy
 from ..roster.edit import Rejected
 from . import openapi
@@ -65,6 +65,8 @@ class Teacher(HubOAuthenticated, web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+        if self.room.site.hub is not None and self.room.site.hub.tls is not None:
+            self.set_header("Strict-Transport-Security", HSTS)
 
 
 class Page(Teacher):
@@ -252,6 +254,8 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
         cookie_secret=os.urandom(32),  # only the OAuth state and token cookies: a restart just logs in again
         static_path=str(STATIC / "assets"),  # app.js, app.css: shipped in the package, no build step
         static_url_prefix=prefix + "static/",
+        # with hub.tls: the XSRF cookie is https-only too, and browsers stay on https (the hub's own HSTS)
+        xsrf_cookie_kwargs={"secure": True} if room.site.hub is not None and room.site.hub.tls else {},
     )
 
 

@@ -33,7 +33,11 @@ def test_install_twice_is_idempotent(tmp_path):
     for secret in ("hub-token", "jupyterhub_cookie_secret"):
         assert stat.S_IMODE((etc / secret).stat().st_mode) == 0o600
         assert len((etc / secret).read_text().strip()) == 64
-    kept = sorted(etc.iterdir()) + sorted((tmp_path / "systemd").iterdir())
+    # HTTPS by default: a self-signed certificate it says it made, the key root's alone, the hub on https
+    assert "self-signed certificate" in first.stdout
+    assert stat.S_IMODE((etc / "tls" / "key.pem").stat().st_mode) == 0o600
+    assert "tls: {cert: " in (etc / "site.yaml").read_text() and "public_url: https://" in (etc / "site.yaml").read_text()
+    kept = sorted(etc.iterdir()) + sorted((etc / "tls").iterdir()) + sorted((tmp_path / "systemd").iterdir())
     before = digest(kept)
     (etc / "classroom.yaml").write_text((etc / "classroom.yaml").read_text() + "# the teacher's own edit\n")
     before[str(etc / "classroom.yaml")] = hashlib.sha256((etc / "classroom.yaml").read_bytes()).hexdigest()

@@ -135,3 +135,13 @@ def test_per_user_subdomains_let_teachers_open_students_servers(tmp_path):
     assert "access:servers!group=python-101-students" in teacher["scopes"]
     assert not any(s.startswith(("admin", "tokens", "access:servers!user", "access:servers!group=python-101-t"))
                    or s == "access:servers" for s in teacher["scopes"])
+
+
+def test_the_classroom_groups_are_denied_ssh(tmp_path):
+    from reconciler.hub.launch import deny_ssh
+
+    assert deny_ssh("py101", tmp_path / "absent") == "no sshd"
+    assert deny_ssh("py101", tmp_path, tmp_path / "no.pid") == "written (sshd is not running)"
+    lines = (tmp_path / "classroom-py101.conf").read_text().splitlines()
+    assert lines[1:3] == ["Match Group py101-students,py101-teachers", "    DenyUsers *"]
+    assert deny_ssh("py101", tmp_path, tmp_path / "no.pid") == "already"
