@@ -22,4 +22,4 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c 'import reconciler, pydantic, yaml, hypothesis, pamela, jupyterhub, dockerspawner, playwright'
+.venv/bin/python -c 'import reconciler, pydantic, yaml, hypothesis, pamela, jupyterhub, dockerspawner, playwright, kubespawner'

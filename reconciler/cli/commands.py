@@ -123,6 +123,20 @@ def validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def k8s_render(args: argparse.Namespace) -> int:
+    from ..host.fsutil import write_atomic
+    from ..k8s.render import render
+
+    site = site_of(args)
+    text = render(site, load_classroom(classroom_path(args, site), site))
+    if args.output is None:
+        print(text, end="")
+    else:
+        write_atomic(args.output, text, mode=0o644)  # no secrets: names, quotas and the hook
+        print(f"{args.output}: written", file=sys.stderr)
+    return EXIT_OK
+
+
 def schema(args: argparse.Namespace) -> int:
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK

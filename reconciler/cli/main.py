@@ -120,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tag", default=None, help="default: site.yaml's hub.image, else classroom-student:latest")
     build.add_argument("--cache-dir", type=Path, default=None, help="default: <state_dir>/image-cache")
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    k8s = sub.add_parser("k8s", help="the classroom on Kubernetes (Zero to JupyterHub)",
+                         description="the classroom on Kubernetes (Zero to JupyterHub)")
+    k8s_sub = k8s.add_subparsers(dest="k8s_command", metavar="ACTION", required=True)
+    render = _command(k8s_sub, "render", commands.k8s_render,
+                      "write the values.yaml fragment for the jupyterhub Helm chart: who may log in, each person's "
+                      "memory/CPU/disk (a KubeSpawner hook), the teachers' role")
+    render.add_argument("-o", "--output", type=Path, default=None, metavar="values.yaml",
+                        help="write it here (atomically) instead of printing it")
     return parser
 
 

@@ -23,7 +23,7 @@ LAYERS = {
     "host": 2,
     "credentials": 3, "roster": 3, "image": 3,
     "engine": 4,
-    "service": 5, "hub": 5,
+    "service": 5, "hub": 5, "k8s": 5,
     "cli": 6,
     "": 7,  # reconciler/__init__.py and __main__.py
 }
