@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from ..config.classroom import Classroom, json_schema
 from ..config.load import load_classroom, load_site
-from ..config.site import Site, find_site
+from ..config.site import SITE_DEFAULT_PATH, Site, find_site
 from ..config.sizes import format_size, parse_size
 from ..core.actions import Action, Kind, Plan, Policy
 from ..core.render import SYMBOLS, render_json, render_text
@@ -26,8 +27,14 @@ from ..engine import reconcile as engine
 from ..engine.apply import Result
 from ..engine.reconcile import Outcome, Verdict
 from ..host import lock
+from . import progress
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED, EXIT_WAITING = 0, 1, 2, 3, 4
+EXIT_USAGE = 64  # EX_USAGE: a mistyped option, or a command that needs a site file it was not given
+
+
+class UsageError(Exception):
+    """The command line cannot be carried out as given (exit 64)."""
 EXIT_CODES = {
     Verdict.CONVERGED: EXIT_OK,
     Verdict.PENDING: EXIT_PENDING,
@@ -43,8 +50,27 @@ def exit_code(outcome: Outcome) -> int:
     return EXIT_CODES[outcome.verdict]
 
 
-def site_of(args: argparse.Namespace) -> Site:
-    return load_site(find_site(getattr(args, "site", None)))
+def site_of(args: argparse.Namespace, applies: bool = False) -> Site:
+    """site.yaml as found (--site, $RECONCILE_SITE, /etc/classroom/site.yaml), else the built-in default.
+
+    The built-in default keeps its state in ./state of the current directory: that is the checkout's own
+    classroom (`reconcile up`).  Anywhere else it would plan a fresh host and change one, so the command
+    says which site it uses, and a command that changes the host refuses (exit 64) without a site file.
+    """
+    path = find_site(getattr(args, "site", None))
+    if path is None:
+        here = Path.cwd()
+        print(f"site: built in (no --site, $RECONCILE_SITE or {SITE_DEFAULT_PATH}); state in {here / 'state'}",
+              file=sys.stderr)
+        if applies and not in_checkout(here):
+            raise UsageError(f"refusing to change this host with the built-in site outside the reconciler's "
+                             f"checkout ({here} is not one): pass --site site.yaml or set RECONCILE_SITE")
+    return load_site(path)
+
+
+def in_checkout(directory: Path) -> bool:
+    """Is this the project's own checkout (where `reconcile up` keeps the built-in classroom's state)?"""
+    return (directory / "pyproject.toml").is_file() and (directory / "reconciler" / "cli").is_dir()
 
 
 def classroom_path(args: argparse.Namespace, site: Site) -> Path:
@@ -62,7 +88,7 @@ def policy_of(args: argparse.Namespace, site: Site) -> Policy:
 
 def reconcile(args: argparse.Namespace) -> int:
     """`reconcile [--dry-run] [--observed snapshot.json]`: one pass, or a plan against a server's snapshot."""
-    site = site_of(args)
+    site = site_of(args, applies=not args.dry_run)
     classroom = load_classroom(classroom_path(args, site), site)
     policy = policy_of(args, site)
     if args.observed:
@@ -70,7 +96,7 @@ def reconcile(args: argparse.Namespace) -> int:
             print("reconcile: --observed only plans: add --dry-run", file=sys.stderr)
             return EXIT_ERROR
         outcome = engine.plan_offline(site, classroom, json.loads(args.observed.read_text()), policy)
-        print(render_json(outcome.plan) if args.json else render_text(outcome.plan))
+        print(render_json(outcome.plan) if args.json else render_text(outcome.plan, colour=colour_on(sys.stdout)))
         return exit_code(outcome)
     return run_pass(site, classroom, policy, dry_run=args.dry_run, as_json=args.json)
 
@@ -81,19 +107,33 @@ def run_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         print("note: site.yaml has no hub: section, so JupyterHub users and servers are left alone.", file=sys.stderr)
 
     def show(the_plan: Plan) -> None:
-        print(render_json(the_plan) if as_json else render_text(the_plan), file=out)
+        print(render_json(the_plan) if as_json else render_text(the_plan, colour=colour_on(out)), file=out)
+
+    done = [0]
+    total = [0]
+
+    def show_and_count(the_plan: Plan) -> None:
+        total[0] = sum(1 for a in the_plan.actions if not a.waits)
+        show(the_plan)
 
     def report(action: Action, result: str, detail: str) -> None:
         if not as_json:
-            line = f"{result:>7}: {SYMBOLS[action.op]} {action.kind} {action.target}"
+            done[0] += 1
+            width = len(str(total[0]))
+            line = f"[{done[0]:>{width}}/{total[0]}] {result:>7}: {SYMBOLS[action.op]} {action.kind} {action.target}"
             print(f"{line} ({detail})" if detail else line, file=sys.stderr)
 
-    outcome = engine.one_pass(site, classroom, policy, dry_run=dry_run, on_plan=show, report=report)
+    outcome = engine.one_pass(site, classroom, policy, dry_run=dry_run, on_plan=show_and_count, report=report)
     if outcome.verdict is Verdict.REFUSED:
         print("A safety guard refused this pass; nothing was changed.", file=sys.stderr)
     if outcome.result is not None:
         _summarize(outcome.plan, outcome.result, site)
     return exit_code(outcome)
+
+
+def colour_on(stream) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
 def _summarize(the_plan: Plan, result: Result, site: Site) -> None:
@@ -167,7 +207,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def mount_all(args: argparse.Namespace) -> int:
-    attached, results = engine.mount_all(site_of(args))
+    attached, results = engine.mount_all(site_of(args, applies=True))
     for line in attached:
         print(line)
     for username, result in results.items():
@@ -191,14 +231,14 @@ def image_build(args: argparse.Namespace) -> int:
 
     site = site_of(args)
     tag = args.tag or (site.hub.image if site.hub else build.DEFAULT_TAG)
-    return build.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force)
+    return build.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force, progress.of(args))
 
 
 # --- processes ----------------------------------------------------------------------------------------
 
 
 def hub(args: argparse.Namespace) -> int:
-    site = site_of(args)
+    site = site_of(args, applies=True)
     if site.hub is None:
         print("reconcile hub: site.yaml has no hub: section (see examples/site.yaml)", file=sys.stderr)
         return EXIT_ERROR
@@ -279,7 +319,7 @@ def operator() -> str:
 def reset_password(args: argparse.Namespace) -> int:
     from ..service import usecases
 
-    site = site_of(args)
+    site = site_of(args, applies=True)
     classroom = load_classroom(classroom_path(args, site), site)
     try:
         usecases.reset_password(site, classroom, args.username, actor=operator())
@@ -310,7 +350,7 @@ def _send(site: Site, classroom: Classroom) -> int:
 
 
 def send_credentials(args: argparse.Namespace) -> int:
-    site = site_of(args)
+    site = site_of(args, applies=True)
     classroom = load_classroom(classroom_path(args, site), site)
     with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
         return _send(site, classroom)
@@ -319,7 +359,7 @@ def send_credentials(args: argparse.Namespace) -> int:
 def slips(args: argparse.Namespace) -> int:
     from ..credentials import delivery
 
-    site = site_of(args)
+    site = site_of(args, applies=True)
     classroom = load_classroom(classroom_path(args, site), site)
     with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
         written = delivery.write_slips(site, classroom.name, args.out, everyone=args.all)

@@ -2,7 +2,9 @@
 
 Exit codes.  --dry-run: 0 no changes, 2 changes pending, 1 error, 3 a guard
 refused.  Apply: 0 converged, 1 some actions failed, 3 a guard refused
-(nothing applied).
+(nothing applied), 4 done but changes wait for a volume in use.  Any
+command: 64 a usage error (a mistyped option: never mistaken for "changes
+pending").
 """
 
 from __future__ import annotations
@@ -16,7 +18,38 @@ from ..config.load import InvalidFile
 from ..host.lock import LockBusy
 from ..host.run import CommandFailed
 from . import commands
-from .commands import EXIT_ERROR
+from .commands import EXIT_ERROR, EXIT_USAGE, UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which is also "changes pending": here it is 64 (EX_USAGE)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (exit {EXIT_USAGE})\n")
+
+
+class Version(argparse.Action):
+    """--version: the package, JupyterHub, and the site file in use (looked up only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        from ..config.site import find_site
+
+        def of(package: str) -> str:
+            try:
+                return version(package)
+            except PackageNotFoundError:
+                return "not installed"
+
+        site = find_site(getattr(namespace, "site", None))
+        print(f"reconcile {of('classroom-reconciler')}\njupyterhub {of('jupyterhub')}, dockerspawner "
+              f"{of('dockerspawner')}\nsite: {site if site is not None else 'built in (no site.yaml found)'}")
+        parser.exit(0)
 
 
 def _later(module: str, name: str):
@@ -38,7 +71,7 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def _command(sub, name: str, func, text: str, *, common: bool = True) -> argparse.ArgumentParser:
-    command = sub.add_parser(name, help=text, description=text)
+    command = sub.add_parser(name, help=text, description=text)  # a Parser too (argparse uses the parent's class)
     if common:
         _common(command, suppress=True)
     command.set_defaults(func=func)
@@ -46,13 +79,17 @@ def _command(sub, name: str, func, text: str, *, common: bool = True) -> argpars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="reconcile",
         description="Make this server match classroom.yaml: Unix accounts, quota volumes, mounts.",
         epilog="exit codes: 0 converged / no changes, 1 error, failed actions or a blocked person, 2 changes "
                "pending (--dry-run), 3 a safety guard refused the pass, 4 done but changes wait for a volume in use "
-               "(a running server; they apply when it stops)",
+               "(a running server; they apply when it stops), 64 usage error (a mistyped option; a command that "
+               "changes the host, run with the built-in site outside the checkout)",
     )
+    parser.add_argument("--version", action=Version, help="print the versions and the site file in use, then exit")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress lines (they are shown only on a terminal anyway, and never with NO_COLOR)")
     _common(parser, suppress=False)
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -120,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tag", default=None, help="default: site.yaml's hub.image, else classroom-student:latest")
     build.add_argument("--cache-dir", type=Path, default=None, help="default: <state_dir>/image-cache")
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    completion = _command(sub, "completion", print_completion,
+                          "print a shell completion script: reconcile completion bash > "
+                          "/etc/bash_completion.d/reconcile", common=False)
+    completion.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
+
     k8s = sub.add_parser("k8s", help="the classroom on Kubernetes (Zero to JupyterHub)",
                          description="the classroom on Kubernetes (Zero to JupyterHub)")
     k8s_sub = k8s.add_subparsers(dest="k8s_command", metavar="ACTION", required=True)
@@ -131,10 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except UsageError as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except InvalidFile as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

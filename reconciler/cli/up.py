@@ -23,20 +23,27 @@ from ..config.site import Site
 from ..credentials import outbox
 from ..engine import reconcile as engine
 from ..host.containers import LABEL_CLASSROOM
-from ..host.fsutil import private_dir
+from ..host.fsutil import private_dir, write_atomic
 from ..hub.launch import write_effective
 from ..image import build as image
+from . import progress
 from .commands import classroom_path, run_pass, site_of
 
 
 def up_command(args: argparse.Namespace) -> int:
-    site = site_of(args)
-    return up(site, classroom_path(args, site))
+    site = site_of(args, applies=True)
+    return up(site, classroom_path(args, site), progress.of(args))
 
 
 def down_command(args: argparse.Namespace) -> int:
-    site = site_of(args)
-    return down(site, classroom_path(args, site))
+    site = site_of(args, applies=True)
+    started_with = site.state_dir / UP_CLASSROOM  # the file `up` ran with, unless -f names another
+    classroom_file = classroom_path(args, site) if getattr(args, "file", None) or not started_with.exists() \
+        else Path(started_with.read_text().strip())
+    return down(site, classroom_file)
+
+
+UP_CLASSROOM = "up.classroom"  # in the state directory: the classroom file `reconcile up` ran with
 
 
 def _alive(pid_file: Path) -> int | None:
@@ -111,11 +118,15 @@ def _spawn(name: str, argv: list[str], state: Path) -> int:
     return proc.pid
 
 
-def _wait_for_hub(url: str, log: Path, timeout: float = 90) -> None:
+def _wait_for_hub(url: str, log: Path, timeout: float = 90, progress=lambda text: None) -> None:
     import requests
 
     deadline = time.monotonic() + timeout
+    said = 0.0
     while time.monotonic() < deadline:
+        if time.monotonic() - said >= 5:
+            progress(f"waiting for the hub to answer at {url} (log: {log})")
+            said = time.monotonic()
         try:
             if requests.get(f"{url}/hub/api/", timeout=2).status_code == 200:
                 return
@@ -125,20 +136,23 @@ def _wait_for_hub(url: str, log: Path, timeout: float = 90) -> None:
     raise SystemExit(f"the hub did not answer at {url} within {timeout:g}s:\n{tail}")
 
 
-def up(site: Site, classroom_file: Path) -> int:
+def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
     classroom = load_classroom(classroom_file, site)
     if site.hub is None:
         raise SystemExit("site.yaml has no hub: section; `reconcile up` runs the hub (see examples/site.yaml)")
     state = site.state_dir
     private_dir(state)
     effective = write_effective(site, state / "site.effective.yaml")
+    write_atomic(state / UP_CLASSROOM, f"{classroom_file.resolve()}\n")
     ensure_docker()
-    if image.report(site.hub.image, state / "image-cache", False) != 0:
+    progress("the student image")
+    if image.report(site.hub.image, state / "image-cache", False, progress) != 0:
         return 1
+    progress("mounting the volumes in the manifest")
     engine.mount_all(site)
     me = [sys.executable, "-m", "reconciler"]
     _spawn("hub", [*me, "hub", "--site", str(effective), "-f", str(classroom_file.resolve())], state)
-    _wait_for_hub(site.hub.public_url, state / "hub.log")
+    _wait_for_hub(site.hub.public_url, state / "hub.log", progress=progress)
     code = run_pass(site, classroom, engine.policy(site), dry_run=False, as_json=False)
     _spawn("watch", [*me, "watch", "--site", str(effective), "-f", str(classroom_file.resolve())], state)
     waiting = outbox.pending(site.paths.outbox)

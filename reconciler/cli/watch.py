@@ -39,7 +39,7 @@ DEBOUNCE = 0.25
 
 
 def command(args: argparse.Namespace) -> int:
-    site = site_of(args)
+    site = site_of(args, applies=True)
     return main(site, classroom_path(args, site), policy_of(args, site))
 
 

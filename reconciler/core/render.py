@@ -45,13 +45,19 @@ def describe(action: Action) -> str:
     return ", ".join(parts)
 
 
-def _line(action: Action) -> str:
-    text = f"  {SYMBOLS[action.op]} {action.kind:<10} {action.target:<16} {describe(action)}"
+# ANSI colours for a terminal: + green, ~ yellow, - and ! red (the caller decides: never with NO_COLOR)
+COLOURS = {Op.CREATE: "\x1b[32m", Op.UPDATE: "\x1b[33m", Op.DISABLE: "\x1b[31m", Op.DESTROY: "\x1b[1;31m"}
+RESET = "\x1b[0m"
+
+
+def _line(action: Action, colour: bool = False) -> str:
+    symbol = f"{COLOURS[action.op]}{SYMBOLS[action.op]}{RESET}" if colour else SYMBOLS[action.op]
+    text = f"  {symbol} {action.kind:<10} {action.target:<16} {describe(action)}"
     text = f"{text}  ({action.reason})" if action.reason else text
     return f"{text}\n      waits: {action.waits}" if action.waits else text
 
 
-def render_text(plan: Plan) -> str:
+def render_text(plan: Plan, colour: bool = False) -> str:
     lines = []
     changes = [a for a in plan.actions if not a.drift]
     drift = [a for a in plan.actions if a.drift]
@@ -65,11 +71,11 @@ def render_text(plan: Plan) -> str:
         lines.append("")
     if changes:
         lines.append(f"Changes for classroom {plan.classroom}:")
-        lines += [_line(a) for a in changes]
+        lines += [_line(a, colour) for a in changes]
         lines.append("")
     if drift:
         lines.append("Drift (changed outside reconcile; will be repaired):")
-        lines += [_line(a) for a in drift]
+        lines += [_line(a, colour) for a in drift]
         lines.append("")
     if not plan.actions:
         lines.append(f"No changes. Classroom {plan.classroom} matches classroom.yaml.")

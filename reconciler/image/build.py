@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,8 +140,9 @@ def build(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = F
     return build_image(tag, cache_dir, force).image_id
 
 
-def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = False) -> Built:
-    """Like ``build``, and tells whether anything was built."""
+def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = False,
+                progress: Callable[[str], None] = lambda text: None) -> Built:
+    """Like ``build``, and tells whether anything was built; ``progress`` hears each step as it starts."""
     started = time.monotonic()
     if os.geteuid() != 0:
         raise ImageBuildError("building the student image needs root (debootstrap, chroot)")
@@ -156,23 +157,30 @@ def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bo
         if not force:
             existing = _image_with_inputs(key)
             if existing:
+                progress(f"the image with these inputs exists ({existing[:19]}): tagging it {tag}")
                 _step("tagging the cached image", ["docker", "tag", existing, tag])
                 return Built(existing, tag, key, True, time.monotonic() - started)
         for tool in ("debootstrap", "chroot", "tar"):
             if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
                 raise ImageBuildError(f"{tool} is not installed (apt-get install debootstrap coreutils tar)")
+        progress("the Debian packages (debootstrap --download-only, cached)")
         debs = _debs_tarball(cache)
+        progress("the Python wheels (pip download, cached)")
         wheels = _wheels(cache)
         work = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}build-", dir=cache))  # /tmp may be nodev, noexec
         try:
             rootfs = work / "rootfs"
+            progress("unpacking Debian into the image's root (debootstrap)")
             _debootstrap(rootfs, ["--unpack-tarball=" + str(debs)])
+            progress("installing the wheels")
             _install_wheels(rootfs, wheels)
             _slim(rootfs)
             tarball = work / "rootfs.tar"
             _unmount_under(work)
+            progress("packing the root filesystem")
             _step("packing the rootfs", ["tar", "--numeric-owner", *(f"--exclude={x}" for x in TAR_EXCLUDES),
                                          "-C", str(rootfs), "-cf", str(tarball), "."])
+            progress("docker import")
             image_id = _import(tarball, tag, key)
         finally:
             _remove_tree(work)
@@ -439,10 +447,10 @@ def resolve_pins() -> tuple[str, ...]:
     return tuple(sorted(pins))
 
 
-def report(tag: str, cache_dir: Path | None, force: bool) -> int:
+def report(tag: str, cache_dir: Path | None, force: bool, progress: Callable[[str], None] = lambda text: None) -> int:
     """Build and print one line about it; the exit code for the CLI."""
     try:
-        result = build_image(tag, cache_dir, force)
+        result = build_image(tag, cache_dir, force, progress)
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
