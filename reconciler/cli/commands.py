@@ -265,7 +265,7 @@ def import_csv(args: argparse.Namespace) -> int:
     site = site_of(args)
     classroom_file = classroom_path(args, site)
     try:
-        result = csv_import.prepare(classroom_file, site, args.csv.read_bytes())
+        result = csv_import.prepare(classroom_file, site, args.csv.read_bytes(), order=args.name_order)
     except OSError as exc:
         print(f"{args.csv}: cannot read: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR

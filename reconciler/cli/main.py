@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("csv", type=Path, metavar="roster.csv", help="UTF-8 CSV with a name (or first/last name) column")
     imp.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help="show who would be added")
     imp.add_argument("--skip-invalid", action="store_true", help="add the valid rows, report the others")
+    imp.add_argument("--name-order", choices=("given-first", "surname-first"), default="given-first",
+                     help="how a name cell without a comma is written: 'Marco Bianchi' (given-first, the default) or "
+                          "'BIANCHI Marco' (surname-first, many Italian exports); 'Bianchi, Marco' is always "
+                          "surname, given name")
 
     storage = sub.add_parser("storage", help="LVM storage for the volumes", description="LVM storage for the volumes")
     storage_sub = storage.add_subparsers(dest="storage_command", metavar="ACTION", required=True)

@@ -2,6 +2,8 @@
 
 Reads what schools export: UTF-8 with or without BOM, ',' or ';', quoted
 fields, header aliases (English and Italian), several e-mails per cell.
+Names are read as schools write them ("Núñez, José", or "BIANCHI Marco" with
+--name-order surname-first: names.py) and written given name first.
 Usernames are made from names, readable and deterministic (José Núñez ->
 jnunez), unique against the file, reserved names and the host's other
 accounts.  Every row is checked before anything is written, and the file is
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Iterable
 
 import yaml
-from anyascii import anyascii
 from pydantic import ValidationError
 
 from ..config.classroom import RESERVED_USERNAMES, ROLES, Person, group_name
@@ -27,7 +28,9 @@ from ..config.load import load_classroom
 from ..config.site import Site
 from ..core.actual import Account
 from ..host.facts import HostFiles, read_accounts, read_groups
+from . import names
 from .edit import Rejected
+from .names import Name, NameOrder
 
 ALIASES = {
     "name": {"name", "full name", "fullname", "student", "studente", "studentessa", "nome e cognome",
@@ -42,9 +45,10 @@ ALIASES = {
 @dataclass
 class Row:
     number: int  # the line in the CSV (1 = header)
-    name: str
+    name: str  # as the file will hold it: given name first, no comma
     emails: list[str]
     username: str | None  # from a username column
+    parsed: Name | None = None  # given name and surname, for the username
 
 
 @dataclass
@@ -60,8 +64,12 @@ def _header_key(cell: str) -> str | None:
     return next((key for key, names in ALIASES.items() if text in names), None)
 
 
-def read_rows(data: bytes) -> tuple[list[Row], list[str]]:
-    """Parse the CSV; return rows and problems that concern the whole file."""
+def read_rows(data: bytes, order: NameOrder = "given-first") -> tuple[list[Row], list[str]]:
+    """Parse the CSV; return rows and problems that concern the whole file.
+
+    A name cell is read in ``order`` unless it has a comma ("Surname, Given"); separate first and last
+    name columns need no guessing.
+    """
     text = data.decode("utf-8-sig")
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
@@ -90,36 +98,23 @@ def read_rows(data: bytes) -> tuple[list[Row], list[str]]:
             index = header.get(key)
             return cells[index].strip() if index is not None and index < len(cells) else ""
 
-        name = cell("name") or " ".join(part for part in (cell("first"), cell("last")) if part)
+        if cell("name"):
+            parsed = names.parse(cell("name"), order)
+        else:
+            parsed = Name(" ".join(cell("first").split()), " ".join(cell("last").split()))
         emails = [e for e in re.split(r"[;,\s]+", cell("email")) if e]
-        rows.append(Row(number, " ".join(name.split()), emails, cell("username") or None))
+        rows.append(Row(number, parsed.display, emails, cell("username") or None, parsed))
     return rows, []
 
 
-def username_for(name: str) -> str:
-    """First initial + last name, ASCII-folded: "José Núñez" -> "jnunez", "Anna Maria De Luca" -> "adeluca"."""
-    words = [re.sub(r"[^a-z0-9]", "", anyascii(w).lower()) for w in name.split()]
-    words = [w for w in words if w]
-    if not words:
-        return "student"
-    if len(words) == 1:
-        base = words[0]
-    else:
-        # keep particles with the surname (De Luca, Van der Berg, Di Stefano)
-        particles = {"de", "di", "da", "del", "della", "van", "von", "der", "la", "le", "dos", "das", "du"}
-        last = [words[-1]]
-        i = len(words) - 2
-        while i > 0 and words[i] in particles:
-            last.insert(0, words[i])
-            i -= 1
-        base = words[0][0] + "".join(last)
-    base = base if base[0].isalpha() else "s" + base
-    return base[:28]
+def username_for(name: str | Name, order: NameOrder = "given-first") -> str:
+    """First initial + surname, ASCII-folded: "José Núñez" -> "jnunez", "Núñez, José" -> "jnunez" (names.py)."""
+    return names.username_for(name if isinstance(name, Name) else names.parse(name, order))
 
 
-def unique_username(name: str, taken: set[str]) -> str:
+def unique_username(name: str | Name, taken: set[str], order: NameOrder = "given-first") -> str:
     """username_for(name), numbered (jnunez2, jnunez3, ...) past the names already taken."""
-    base = username_for(name)
+    base = username_for(name, order)
     username, n = base, 1
     while username in taken:
         n += 1
@@ -161,7 +156,7 @@ def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Accou
             continue
         username = row.username
         if username is None:
-            username = unique_username(row.name, taken)
+            username = unique_username(row.parsed or row.name, taken)
         elif username in taken:
             result.problems.append(f"row {row.number}: username {username!r} is already taken")
             continue
@@ -182,14 +177,15 @@ def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Accou
     return result
 
 
-def prepare(path: Path, site: Site, data: bytes, host: HostFiles = HostFiles()) -> Result:
+def prepare(path: Path, site: Site, data: bytes, host: HostFiles = HostFiles(),
+            order: NameOrder = "given-first") -> Result:
     """Read a CSV upload and decide who it adds to the file; nothing is written.
 
     Raises Rejected for a file that cannot be read as a roster at
     all, and InvalidFile when classroom.yaml itself is invalid.
     """
     try:
-        rows, fatal = read_rows(data)
+        rows, fatal = read_rows(data, order)
     except UnicodeDecodeError:
         rows, fatal = [], ["not UTF-8 text (save it as CSV UTF-8)"]
     if fatal:

@@ -183,7 +183,8 @@ class Import(Api):
         files = self.request.files.get("file")
         data = files[0]["body"] if files else self.request.body
         flags = {name: self.flag(name) for name in ("skip_invalid", "dry_run")}
-        self.send(await self.call(teacher.import_csv, self.room, self.actor, data, **flags))
+        order = self.get_query_argument("name_order", "given-first")
+        self.send(await self.call(teacher.import_csv, self.room, self.actor, data, name_order=order, **flags))
 
 
 class Plan(Api):

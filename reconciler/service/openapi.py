@@ -231,7 +231,12 @@ def document(prefix: str = "/services/classroom/") -> dict:
             "/api/import": {
                 "post": {"summary": "Add the people of a CSV roster (same rules as `reconcile import-csv`)",
                          "operationId": "importCsv",
-                         "parameters": [{"name": "skip_invalid", **flag}, {"name": "dry_run", **flag}],
+                         "parameters": [{"name": "skip_invalid", **flag}, {"name": "dry_run", **flag},
+                                        {"name": "name_order", "in": "query", "required": False,
+                                         "description": "how a name without a comma is written ('Bianchi, Marco' "
+                                                        "is always surname, given name)",
+                                         "schema": {"type": "string", "enum": ["given-first", "surname-first"],
+                                                    "default": "given-first"}}],
                          "requestBody": {"required": True, "content": {
                              "text/csv": {"schema": {"type": "string"}},
                              "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {

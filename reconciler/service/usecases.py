@@ -26,7 +26,7 @@ from ..host import accounts, containers, lock
 from ..host.facts import HostFiles, read_accounts, read_groups
 from ..host.gitinfo import git_revision
 from ..host.run import Runner
-from ..roster import csv_import, edit
+from ..roster import csv_import, edit, names
 from ..roster.edit import Rejected
 from .openapi import StudentList, StudentRow
 
@@ -218,6 +218,8 @@ def add_student(room: Room, actor: str, body: dict) -> dict:
         data = edit.plain(doc)
         taken = csv_import.taken_usernames(data, host_accounts, data["name"], host_groups)
         new = dict(entry)
+        if isinstance(new.get("name"), str) and "," in new["name"]:  # "Núñez, José", as exports write it
+            new["name"] = names.parse(new["name"]).display
         if "username" not in new and isinstance(new.get("name"), str) and new["name"].strip():
             new = {"username": csv_import.unique_username(new["name"], taken), **new}
         edit.check_person(new)
@@ -268,11 +270,14 @@ def disable_student(room: Room, actor: str, username: str) -> dict:
     return change_student(room, actor, username, {"status": "disabled"})
 
 
-def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_run: bool) -> dict:
+def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_run: bool,
+               name_order: str = "given-first") -> dict:
     """`reconcile import-csv` over HTTP: same reading, same username rules, same errors."""
     if not dry_run:
         _writable(room)
-    result = csv_import.prepare(room.file, room.site, data, room.host)
+    if name_order not in names.NAME_ORDERS:
+        raise Rejected([{"path": "name_order", "message": f"must be one of {', '.join(names.NAME_ORDERS)}"}])
+    result = csv_import.prepare(room.file, room.site, data, room.host, name_order)  # type: ignore[arg-type]
     if result.problems and not skip_invalid:
         raise Rejected([{"path": "", "message": problem} for problem in result.problems])
     if result.added and not dry_run:

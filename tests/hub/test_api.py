@@ -197,6 +197,15 @@ def test_import_csv_upload(served):
     assert {"gbianchi", "marco"} <= {p["username"] for p in yaml.safe_load(room.file.read_text())["students"]}
     for username in ("gbianchi", "marco"):
         api("DELETE", f"/api/students/{username}")
+    # an Italian export: COGNOME NOME, and a "Surname, Given" row
+    export = "Studente\nVERDI Luca\n\"Núñez, José\"\n"
+    shown = api("POST", "/api/import?dry_run=true&name_order=surname-first", data=export.encode(),
+                headers={"Content-Type": "text/csv"})
+    assert [(a["username"], a["name"]) for a in shown.json()["added"]] == [("lverdi", "Luca VERDI"),
+                                                                           ("jnunez", "José Núñez")]
+    wrong = api("POST", "/api/import?dry_run=true&name_order=backwards", data=export.encode(),
+                headers={"Content-Type": "text/csv"})
+    assert wrong.status_code == 422 and wrong.json()["problems"][0]["path"] == "name_order"
 
 
 def test_reset_password_and_slips(served):

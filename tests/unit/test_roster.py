@@ -31,7 +31,7 @@ def test_bom_semicolons_quotes_aliases_and_blank_lines():
     rows, fatal = roster.read_rows(data)
     assert fatal == []
     assert [(r.number, r.name, r.emails) for r in rows] == [
-        (2, "Rossi, Mario", ["mario@example.org"]),
+        (2, "Mario Rossi", ["mario@example.org"]),  # "Surname, Given": written given name first, no comma
         (4, "José Núñez", ["jose@example.org", "parent@example.org"]),
         (5, "Anna Maria De Luca", ["anna@example.org"]),
     ]
@@ -136,3 +136,62 @@ def test_bad_rows_change_nothing_unless_skip_invalid(workdir):
     text = (workdir / "classroom.yaml").read_text()
     assert "gperson" in text and "bad@" not in text
     load_classroom(workdir / "classroom.yaml", SITE)
+
+
+# --- names as schools write them: (cell, name order, the name written to the file, the username) ----------
+
+NAMES = [
+    ("José Núñez", "given-first", "José Núñez", "jnunez"),
+    ("Núñez, José", "given-first", "José Núñez", "jnunez"),  # the most common export shape
+    ("Núñez, José", "surname-first", "José Núñez", "jnunez"),  # a comma always wins
+    ("  Núñez ,  José  ", "given-first", "José Núñez", "jnunez"),
+    ("Bianchi Marco", "surname-first", "Marco Bianchi", "mbianchi"),
+    ("BIANCHI MARCO", "surname-first", "MARCO BIANCHI", "mbianchi"),
+    ("De Luca Anna Maria", "surname-first", "Anna Maria De Luca", "adeluca"),
+    ("Anna Maria De Luca", "given-first", "Anna Maria De Luca", "adeluca"),
+    ("De Luca, Anna Maria", "given-first", "Anna Maria De Luca", "adeluca"),
+    ("Ludwig van Beethoven", "given-first", "Ludwig van Beethoven", "lvanbeethoven"),
+    ("Ludwig van der Berg", "given-first", "Ludwig van der Berg", "lvanderberg"),
+    ("Juan de la Cruz", "given-first", "Juan de la Cruz", "jdelacruz"),
+    ("Maria dos Santos", "given-first", "Maria dos Santos", "mdossantos"),
+    ("Otto von Bismarck", "given-first", "Otto von Bismarck", "ovonbismarck"),
+    ("García López, María José", "given-first", "María José García López", "mgarcialopez"),  # double surname
+    ("María José García López", "given-first", "María José García López", "mlopez"),  # no comma: last word
+    ("Nguyễn Văn An", "given-first", "Nguyễn Văn An", "nan"),  # "Văn" is a name, not Dutch "van"
+    ("Nguyễn Văn An", "surname-first", "Văn An Nguyễn", "vnguyen"),  # nothing lost either way
+    ("Mary O'Brien", "given-first", "Mary O'Brien", "mobrien"),
+    ("D'Angelo Giulia", "surname-first", "Giulia D'Angelo", "gdangelo"),
+    ("Jean-Luc Picard", "given-first", "Jean-Luc Picard", "jpicard"),
+    ("Anne-Marie Smith-Jones", "given-first", "Anne-Marie Smith-Jones", "asmithjones"),
+    ("Madonna", "given-first", "Madonna", "madonna"),  # a single name
+    ("Madonna", "surname-first", "Madonna", "madonna"),
+    ("王小明", "given-first", "王小明", "wangxiaoming"),  # no spaces: one word, transliterated
+    ("Иван Петров", "given-first", "Иван Петров", "ipetrov"),
+    ("Петров, Иван", "given-first", "Иван Петров", "ipetrov"),
+    ("Γιώργος Παπαδόπουλος", "given-first", "Γιώργος Παπαδόπουλος", "gpapadopoulos"),  # ου -> ou, as Greeks write it
+    ("Çağla Öztürk", "given-first", "Çağla Öztürk", "cozturk"),
+    ("Søren Kierkegaard", "given-first", "Søren Kierkegaard", "skierkegaard"),
+    ("Zoë Saldaña-Nazario", "given-first", "Zoë Saldaña-Nazario", "zsaldananazario"),
+    ("Ahmed bin Rashid", "given-first", "Ahmed bin Rashid", "abinrashid"),
+    ("Wolfeschlegelsteinhausenbergerdorff, Hubert Blaine", "given-first",
+     "Hubert Blaine Wolfeschlegelsteinhausenbergerdorff", "hwolfeschlegelsteinhausenber"),  # 28 + room for a number
+    ("42 Answers", "given-first", "42 Answers", "s4answers"),
+]
+
+
+@pytest.mark.parametrize("cell,order,written,username", NAMES, ids=[f"{c} ({o})" for c, o, _, _ in NAMES])
+def test_names_as_schools_write_them(cell, order, written, username):
+    from reconciler.config.classroom import Person
+    from reconciler.roster import names
+
+    parsed = names.parse(cell, order)
+    assert parsed.display == written and "," not in parsed.display
+    assert names.username_for(parsed) == username
+    Person.model_validate({"username": username, "name": parsed.display})  # the file accepts both
+
+
+def test_a_comma_export_imports_in_given_name_order():
+    rows, _ = roster.read_rows("Studente,Email\n\"Núñez, José\",j@example.org\nBianchi Marco,m@example.org\n".encode(),
+                               "surname-first")
+    result = roster.plan_import(rows, {"version": 1, "name": "c"}, {}, SITE)
+    assert [(p["username"], p["name"]) for p in result.added] == [("jnunez", "José Núñez"), ("mbianchi", "Marco Bianchi")]

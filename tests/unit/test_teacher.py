@@ -141,6 +141,8 @@ def test_adding_makes_a_username_and_validates_the_whole_file(room):
     assert reserved.value.problems[0]["path"] == "username"
     students = yaml.safe_load(room.file.read_text())["students"]
     assert [s["username"] for s in students] == ["ann", "bob", "jnunez"]
+    typed = teacher.add_student(room, "tea", {"name": "Bianchi, Marco"})  # as the school's list has it
+    assert typed == {"username": "mbianchi", "name": "Marco Bianchi"}
 
 
 def test_a_roster_kept_in_git_refuses_every_write(room):

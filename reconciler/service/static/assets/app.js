@@ -280,7 +280,7 @@ async function importCsv(event, dryRun) {
   const data = new FormData();
   data.append('file', file);
   try {
-    const result = await call('POST', `api/import?dry_run=${dryRun}`, data, null);
+    const result = await call('POST', `api/import?dry_run=${dryRun}&name_order=${encodeURIComponent(form.order.value)}`, data, null);
     const lines = result.added.map((p) => el('li', {}, `${p.username} — ${p.name}`));
     $('#import-preview').replaceChildren(el('p', {}, dryRun ? `${result.added.length} to add:` : `${result.added.length} added.`),
       el('ul', {}, ...lines), ...result.present.map((line) => el('p', { class: 'muted' }, line)));
@@ -305,6 +305,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#import-check').addEventListener('click', (e) => importCsv(e, true));
   $('#import-save').addEventListener('click', (e) => importCsv(e, false));
   $('#import-form').file.addEventListener('change', () => { $('#import-save').disabled = true; });
+  $('#import-form').order.addEventListener('change', () => { $('#import-save').disabled = true; });
   $('#slips-form').addEventListener('submit', () => setTimeout(refresh, 1500));
   refresh();
   setInterval(() => { if (!document.querySelector('dialog[open]')) refresh(); }, 10000);
