@@ -145,13 +145,24 @@ def change_person(path: Path, site: Site, username: str, changes: dict,
         merged = {k: v for k, v in {**entry, **changes}.items() if v is not None}
         check_person(merged)
         for key, value in changes.items():
-            if value is None:
+            if value is None or is_default(key, value):  # the file says only what differs from the defaults
                 entry.pop(key, None)
             else:
                 entry[key] = scalar(value)
         return before, plain(entry)
 
     return rewrite(path, site, edit, accept)  # type: ignore[return-value]
+
+
+def is_default(key: str, value) -> bool:
+    """Is this what classroom.yaml means when the key is left out (quota: default, status: active)?"""
+    field = Person.model_fields.get(key)
+    return key in ("quota", "status") and field is not None and value == field.default
+
+
+def without_defaults(entry: dict) -> dict:
+    """A new person as the file should hold them: only what differs from the defaults."""
+    return {key: value for key, value in entry.items() if not is_default(key, value)}
 
 
 def find(doc: CommentedMap, username: str) -> CommentedMap | None:

@@ -153,6 +153,15 @@ class Students(Api):
         self.send(entry, 201)
 
 
+class Username(Api):
+    @web.authenticated
+    async def get(self) -> None:
+        name = self.get_query_argument("name", "")
+        if len(name) > 200:
+            raise ApiError(422, "invalid input", [{"path": "name", "message": "at most 200 characters"}])
+        self.send(await self.call(teacher.preview_username, self.room, name))
+
+
 class Student(Api):
     @web.authenticated
     async def get(self, username: str) -> None:
@@ -241,6 +250,7 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
             (api + "openapi.json", OpenApi),
             (api + "students", Students),
+            (api + "username", Username),
             (api + f"students/({USERNAME})", Student),
             (api + f"students/({USERNAME})/reset-password", ResetPassword),
             (api + "import", Import),

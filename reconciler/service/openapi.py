@@ -205,6 +205,14 @@ def document(prefix: str = "/services/classroom/") -> dict:
                          "responses": {"201": {"description": "Added as written", **_json("Entry")},
                                        **_errors(400, 409, 422)}},
             },
+            "/api/username": {
+                "get": {"summary": "The username a new student with this name would get (same rule as import)",
+                        "operationId": "previewUsername",
+                        "parameters": [{"name": "name", "in": "query", "required": True,
+                                        "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
+                        "responses": {"200": {"description": "The username, and the name as it would be written",
+                                              **_json("Entry")}, **_errors(409, 422)}},
+            },
             "/api/students/{username}": {
                 "parameters": [user],
                 "get": {"summary": "One person", "operationId": "getStudent",

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ..config.classroom import Classroom
 from ..config.load import InvalidFile, check_classroom, load_classroom, read_source
 from ..config.site import Site
@@ -203,6 +205,18 @@ def last_status(room: Room) -> dict | None:
 # --- roster writes -------------------------------------------------------------------------------
 
 
+def preview_username(room: Room, name: str) -> dict:
+    """What add_student would make of this name, without writing: the username and the name as written."""
+    room.classroom()  # 409 while the file is invalid, as for a write
+    written = names.parse(name).display if "," in name else " ".join(name.split())
+    if not written:
+        raise Rejected([{"path": "name", "message": "the name is empty"}])
+    data = edit.plain(yaml.safe_load(room.file.read_text(encoding="utf-8")))
+    taken = csv_import.taken_usernames(data, read_accounts(room.host.etc / "passwd", {}, {}), data["name"],
+                                       read_groups(room.host.etc / "group"))
+    return {"username": csv_import.unique_username(written, taken), "name": written}
+
+
 def add_student(room: Room, actor: str, body: dict) -> dict:
     """Append one student; a missing username is made from the name like `import-csv` does."""
     _writable(room)
@@ -223,6 +237,7 @@ def add_student(room: Room, actor: str, body: dict) -> dict:
         if "username" not in new and isinstance(new.get("name"), str) and new["name"].strip():
             new = {"username": csv_import.unique_username(new["name"], taken), **new}
         edit.check_person(new)
+        new = edit.without_defaults(new)  # no `quota: default`, no `status: active`: they are implied
         username = new["username"]
         if edit.find(doc, username) is not None:
             raise Refused(409, f"{username} is already in the classroom")

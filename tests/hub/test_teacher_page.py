@@ -121,10 +121,14 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
 
             # add a student through the form; the daemon creates the account
             page.click("#add")
-            page.fill('#person-form input[name="name"]', "Ada Lovelace")
+            page.fill('#person-form input[name="name"]', "Lovelace, Ada")  # as the school's list writes it
+            expect(page.locator('#person-form input[name="username"]')).to_have_attribute(
+                "placeholder", "will be: alovelace", timeout=10_000)  # the import's rule, before saving
             page.fill('#person-form input[name="username"]', room.user("ada"))
             page.click("#person-save")
             expect(page.locator("#message")).to_contain_text("saved to classroom.yaml")
+            expect(page.locator("#message")).to_contain_text('waits for "Print credential slips"')  # no e-mail
+            assert "name: Ada Lovelace" in room.file.read_text() and "quota: default" not in room.file.read_text()
             wait_for(lambda: room.user("ada") in room.observe().accounts, 180, "the daemon to create ada's account")
 
             # import a CSV: preview first, then add

@@ -196,3 +196,25 @@ def test_openapi_student_fields_come_from_the_file_model():
     assert set(schemas["StudentChanges"]["properties"]) == set(rosteredit.EDITABLE)
     assert set(rosteredit.EDITABLE) == set(Person.model_fields) - {"username"}
     assert document["servers"] == [{"url": "/services/classroom"}]
+
+
+def test_the_file_says_only_what_differs_from_the_defaults(room):
+    entry = teacher.add_student(room, "tea", {"name": "Nina Neri", "quota": "default", "status": "active"})
+    assert entry == {"username": "nneri", "name": "Nina Neri"}  # the page's form sends both; neither is written
+    text = room.file.read_text()
+    assert "quota: default" not in text and "status: active" not in text
+    teacher.change_student(room, "tea", "nneri", {"quota": "big"})
+    assert "quota: big" in room.file.read_text()
+    teacher.change_student(room, "tea", "nneri", {"quota": "default"})
+    students = {s["username"]: s for s in yaml.safe_load(room.file.read_text())["students"]}
+    assert students["nneri"] == {"username": "nneri", "name": "Nina Neri"}  # back to the default: the key goes
+
+
+def test_the_username_is_shown_before_saving(room):
+    assert teacher.preview_username(room, "José Núñez") == {"username": "jnunez", "name": "José Núñez"}
+    assert teacher.preview_username(room, "Example, Ann") == {"username": "aexample", "name": "Ann Example"}
+    teacher.add_student(room, "tea", {"name": "José Núñez"})
+    assert teacher.preview_username(room, "Josefa Nunez")["username"] == "jnunez2"  # the file's names are taken
+    with pytest.raises(rosteredit.Rejected):
+        teacher.preview_username(room, "   ")
+    assert "jnunez2" not in room.file.read_text()  # nothing written

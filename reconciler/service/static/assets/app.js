@@ -234,7 +234,24 @@ function openPerson(person) {
     form.quota.value = person.quota ?? '';
     for (const key of ['memory', 'cpu', 'disk']) form[key].value = String(person.overrides?.[key] ?? '');
   }
+  form.username.placeholder = 'made from the name';
   $('#person-dialog').showModal();
+}
+
+let previewTimer = null;
+function previewUsername() {
+  // The username a new student will get (the same rule as the import), shown before saving.
+  const form = $('#person-form');
+  clearTimeout(previewTimer);
+  if (editing || form.username.value.trim() || !form.name.value.trim()) return;
+  previewTimer = setTimeout(async () => {
+    try {
+      const made = await call('GET', `api/username?name=${encodeURIComponent(form.name.value.trim())}`);
+      if (!editing && !form.username.value.trim()) form.username.placeholder = `will be: ${made.username}`;
+    } catch (error) {
+      form.username.placeholder = 'made from the name';
+    }
+  }, 250);
 }
 
 function initial(person, key) {
@@ -264,7 +281,10 @@ async function savePerson(event) {
       username = (await call('POST', 'api/students', body)).username;
     }
     $('#person-dialog').close();
-    show(`${username}: saved to classroom.yaml; the daemon applies it in a moment.`, 'ok');
+    const where = editing ? '' : (body.email
+      ? ` Their password is e-mailed to ${body.email} once the account exists.`
+      : ' No e-mail: once the account exists, their password waits for "Print credential slips".');
+    show(`${username}: saved to classroom.yaml; the daemon applies it in a moment.${where}`, 'ok');
     await refresh();
   } catch (error) {
     $('.problems', form).replaceChildren(el('li', {}, error.message),
@@ -305,6 +325,8 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#import-check').addEventListener('click', (e) => importCsv(e, true));
   $('#import-save').addEventListener('click', (e) => importCsv(e, false));
   $('#import-form').file.addEventListener('change', () => { $('#import-save').disabled = true; });
+  $('#person-form').name.addEventListener('input', previewUsername);
+  $('#person-form').username.addEventListener('input', previewUsername);
   $('#import-form').order.addEventListener('change', () => { $('#import-save').disabled = true; });
   $('#slips-form').addEventListener('submit', () => setTimeout(refresh, 1500));
   refresh();
