@@ -146,6 +146,24 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             expect(page.locator(f'tr[data-user="{bob}"]')).to_contain_text("/ 256 MiB", timeout=30_000)
             expect(page.locator(f'tr[data-user="{room.user("ada")}"]')).to_contain_text("enabled", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "teacher-page-after.png"), full_page=True)
+
+            # a phone and a tablet: nothing scrolls sideways, every action is on screen, buttons do not touch
+            for width, height in ((390, 844), (768, 1024)):
+                page.set_viewport_size({"width": width, "height": height})
+                page.reload()
+                expect(page.locator(f'tr[data-user="{ann}"]')).to_contain_text("running", timeout=30_000)
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+                buttons = page.locator("#students button, #students a.button, .toolbar button")
+                boxes = [buttons.nth(i).bounding_box() for i in range(buttons.count())]
+                assert boxes and all(b["x"] >= 0 and b["x"] + b["width"] <= width for b in boxes), (width, boxes)
+                for row in (ann, bob):
+                    cells = page.locator(f'tr[data-user="{row}"] .actions button')
+                    found = [cells.nth(i).bounding_box() for i in range(cells.count())]
+                    for a, b in zip(found, found[1:]):
+                        apart = b["x"] - (a["x"] + a["width"]) if abs(a["y"] - b["y"]) < 4 else b["y"] - (a["y"] + a["height"])
+                        assert apart >= 4, (width, row, a, b)
+                expect(page.locator(f'tr[data-user="{ann}"] td[data-label="Disk"]')).to_be_visible()
+                page.screenshot(path=str(ARTIFACTS / f"teacher-page-{width}px.png"), full_page=True)
         finally:
             browser.close()
     assert (ARTIFACTS / "teacher-page.png").stat().st_size > 10_000

@@ -73,6 +73,8 @@ function server(person) {
   return idle >= 15 ? el('td', { class: 'idle' }, `idle ${Math.round(idle)} min`) : el('td', { class: 'ok' }, 'running');
 }
 
+const LABELS = ['Person', 'Account', 'Quota', 'Disk', 'Memory', 'Server', 'Credentials', ''];
+
 function row(person) {
   // Teachers are changed in classroom.yaml itself (the API refuses); removed people have no entry to edit.
   const writable = !state.rosterInGit && person.role === 'student';
@@ -107,9 +109,12 @@ function row(person) {
     actions.append(el('a', { class: 'button quiet', href: person.server_url, target: '_blank', rel: 'noopener noreferrer',
       title: `Open ${person.username}'s JupyterLab to help them` }, 'Open'));
   }
-  return el('tr', { 'data-user': person.username }, who, account, quota,
-    usage(person.disk_used, person.disk_quota, 'disk'), usage(person.memory_used, person.memory_limit, 'memory'),
-    server(person), el('td', {}, person.credentials ?? '–'), actions);
+  const cells = [who, account, quota, usage(person.disk_used, person.disk_quota, 'disk'),
+    usage(person.memory_used, person.memory_limit, 'memory'), server(person), el('td', {}, person.credentials ?? '–'),
+    actions];
+  // the column headings, for the card layout of narrow screens (CSS shows them before each value)
+  cells.forEach((cell, i) => cell.setAttribute('data-label', LABELS[i]));
+  return el('tr', { 'data-user': person.username }, ...cells);
 }
 
 function show(text, kind = 'info', problems = []) {
