@@ -148,6 +148,8 @@ class Daemon:
 
         people = {m.username: condition(m.username) for m in outcome.desired.members}
         if outcome.verdict in (Verdict.CONVERGED, Verdict.FAILED, Verdict.WAITING):
+            if (self.last_good or {}).get("sha256") != digest:
+                self._keep_in_force(content)
             self.last_good = {"sha256": digest, "time": _iso(started)}
         if the_plan.actions:
             log.info("%s: %s", state, render_text(the_plan).splitlines()[-1])
@@ -157,6 +159,14 @@ class Daemon:
         self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
                            applied=result.ok if result else 0, failed=failed, waiting=waiting, credentials=credentials,
                            disks=found_disks)
+
+    def _keep_in_force(self, content: bytes) -> None:
+        """The roster this pass applied, for the teacher page to show while a later save is invalid."""
+        try:
+            write_atomic(self.site.paths.in_force, content.decode("utf-8"))
+        except OSError as exc:
+            log.warning("cannot keep a copy of the roster in force in %s: %s", self.site.paths.in_force,
+                        exc.strerror or exc)
 
     def _disks(self) -> list[dict]:
         """Free space of the classroom's filesystems; a warning is logged once each time one runs low."""

@@ -245,6 +245,12 @@ class Paths:
         return self.state / "status.json"
 
     @property
+    def in_force(self) -> Path:
+        """The daemon's copy of the last valid classroom.yaml it applied: what the teacher page shows while the
+        file is invalid."""
+        return self.state / "classroom.in-force.yaml"
+
+    @property
     def snapshot(self) -> Path:
         """The host as the daemon last observed it (snapshot.json), for planning in CI."""
         return self.state / "snapshot.json"

@@ -18,3 +18,13 @@ def git_revision(path: Path) -> dict | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {"commit": head.stdout.strip(), "dirty": dirty}
+
+
+def log_line(path: Path) -> str | None:
+    """The last commit that changed the file: "abc1234 by Ann Teacher, 2 hours ago: add the new students"."""
+    try:
+        done = subprocess.run(["git", "-C", str(path.parent), "log", "-1", "--format=%h by %an, %ar: %s", "--",
+                               path.name], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None

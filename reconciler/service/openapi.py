@@ -61,6 +61,11 @@ class HubReach(_Answer):
     error: str | None
 
 
+class Invalid(_Answer):
+    problems: list[str] = Field(description="file:line:column: field: message")
+    changed: str = Field(description="who changed the file: the git commit, or a change on the server")
+
+
 class StudentList(_Answer):
     classroom: str
     roster_in_git: bool
@@ -68,6 +73,8 @@ class StudentList(_Answer):
     quotas: list[str]
     students: list[StudentRow]
     open_servers: str | None = Field(None, description="null when teachers may open students' servers; else why not")
+    invalid: Invalid | None = Field(None, description="classroom.yaml is invalid: the class shown is its last valid "
+                                    "version (the one in force); writes answer 409 until the file is fixed")
 
 
 def _model_schemas(*models: type[BaseModel]) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from ..engine import reconcile as engine
 from ..engine.journal import Journal, record_edit
 from ..host import accounts, containers, lock
 from ..host.facts import HostFiles, read_accounts, read_groups
-from ..host.gitinfo import git_revision
+from ..host.gitinfo import git_revision, log_line
 from ..host.run import Runner
 from ..roster import csv_import, edit, names
 from ..roster.edit import Rejected
@@ -78,6 +79,37 @@ class Room:
         data = _PARSED[self.file][2]
         return {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
 
+    def in_force(self) -> tuple[Classroom, dict[str, dict]]:
+        """While the file is invalid: the last valid version and its entries as written.
+
+        The one this service last saw, else the daemon's copy of the last one it applied.  Raises the file's
+        own InvalidFile when there is neither.
+        """
+        try:
+            return self.classroom(), self.written()
+        except InvalidFile as invalid:
+            cached = _PARSED.get(self.file)
+            if cached is not None:
+                classroom, data = cached[1], cached[2]
+            else:
+                try:
+                    source = read_source(self.site.paths.in_force)
+                    classroom, data = check_classroom(source, self.site), source.data
+                except (InvalidFile, OSError):
+                    raise invalid from None
+            return classroom, {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
+
+    def who_changed(self) -> str:
+        """Who made the file what it is now: the git commit, or a change on this server outside the page."""
+        revision = git_revision(self.file)
+        if revision is not None:
+            last = log_line(self.file)
+            edits = "; the checkout also has local edits that are not committed" if revision["dirty"] else ""
+            return f"commit {last or revision['commit'][:12]}{edits}"
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.file.stat().st_mtime)) if self.file.exists() \
+            else "?"
+        return f"changed on this server at {when}, outside this page (the page only writes valid files)"
+
     def teachers(self) -> frozenset[str] | None:
         """Active admins in the file as it is now: a teacher removed from it loses the API at once.
 
@@ -124,14 +156,23 @@ def _writable(room: Room) -> None:
 
 
 def students(room: Room) -> dict:
-    """Desired and observed, per person: the page's table and GET /api/students."""
-    classroom = room.classroom()
+    """Desired and observed, per person: the page's table and GET /api/students.
+
+    While classroom.yaml is invalid, the class is the last valid version (the one in force) and ``invalid``
+    says what is wrong with the file and who changed it.
+    """
+    invalid = None
+    try:
+        classroom = room.classroom()
+        raw = room.written()
+    except InvalidFile as exc:
+        classroom, raw = room.in_force()  # re-raises when no valid version was ever seen
+        invalid = {"problems": [str(p) for p in exc.problems], "changed": room.who_changed()}
     outcome = engine.look(room.site, classroom, locked=False)  # the host as it is, even in the middle of a pass
     desired, actual = outcome.desired, outcome.actual
     memory = containers.memory_usage(actual.containers)
     members = {m.username: m for m in desired.members}
     written = {p.username: p for p in classroom.people}
-    raw = room.written()
     people = []
     for row in rows(desired, actual, outbox.pending(room.site.paths.outbox)):
         name = row["username"]
@@ -162,7 +203,7 @@ def students(room: Room) -> dict:
     return StudentList(classroom=classroom.name, roster_in_git=room.site.roster_in_git, hub=hub,
                        quotas=sorted(classroom.quotas), students=people,
                        open_servers=None if room.site.hub is None or room.site.hub.subdomain_host else ONE_ORIGIN,
-                       ).model_dump(mode="json")
+                       invalid=invalid).model_dump(mode="json")
 
 
 ONE_ORIGIN = ("Opening a student's JupyterLab from here needs per-user subdomains (hub.subdomain_host in site.yaml): "

@@ -147,6 +147,26 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             expect(page.locator(f'tr[data-user="{room.user("ada")}"]')).to_contain_text("enabled", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "teacher-page-after.png"), full_page=True)
 
+            # a broken save (by hand, on the server): the class in force stays on the page, with the reason
+            good = room.file.read_text()
+            room.file.write_text(good + "quotass: {}\n")  # a typo'd key
+            try:
+                page.click("#refresh")
+                note = page.locator("#invalid-note")
+                expect(note).to_be_visible(timeout=30_000)
+                expect(note).to_contain_text("classroom.yaml is invalid")
+                expect(note).to_contain_text("quotass")
+                expect(note).to_contain_text("classroom.yaml:")  # file:line
+                expect(note).to_contain_text("changed on this server at")
+                expect(page.locator(f'tr[data-user="{ann}"]')).to_contain_text("running")  # the class in force
+                expect(page.locator("#classroom")).to_have_text(room.name)
+                expect(page.locator("#add")).to_be_disabled()
+                page.screenshot(path=str(ARTIFACTS / "teacher-page-invalid-file.png"), full_page=True)
+            finally:
+                room.file.write_text(good)
+            page.click("#refresh")
+            expect(page.locator("#invalid-note")).to_be_hidden(timeout=30_000)
+
             # a phone and a tablet: nothing scrolls sideways, every action is on screen, buttons do not touch
             for width, height in ((390, 844), (768, 1024)):
                 page.set_viewport_size({"width": width, "height": height})

@@ -6,7 +6,7 @@ import yaml
 from driverkit import FakeHost
 
 from reconciler.config.classroom import Person
-from reconciler.config.load import load_site
+from reconciler.config.load import InvalidFile, load_site
 from reconciler.core.actual import Container
 from reconciler.engine import journal
 from reconciler.host import containers
@@ -218,3 +218,25 @@ def test_the_username_is_shown_before_saving(room):
     with pytest.raises(rosteredit.Rejected):
         teacher.preview_username(room, "   ")
     assert "jnunez2" not in room.file.read_text()  # nothing written
+
+
+def test_while_the_file_is_invalid_the_page_shows_the_class_in_force_and_why(room, tmp_path):
+    from reconciler.service.usecases import _PARSED
+
+    good = teacher.students(room)
+    assert good["invalid"] is None
+    room.file.write_text(ROSTER.replace("name: Bob Example", "name: Bob Example\n    quota: nonexistent"))
+    shown = teacher.students(room)  # the version this service saw last
+    assert [p["username"] for p in shown["students"]] == ["tea", "ann", "bob"] and shown["classroom"] == "py101"
+    (problem,) = shown["invalid"]["problems"]
+    assert "classroom.yaml:" in problem and "nonexistent" in problem  # file:line and the reason
+    assert shown["invalid"]["changed"].startswith("changed on this server at")
+    with pytest.raises(InvalidFile):  # the API answers 409 with it: writes wait until the file is fixed
+        teacher.add_student(room, "tea", {"name": "New One"})
+
+    _PARSED.clear()  # a service started while the file was broken: the daemon's copy of the roster in force
+    with pytest.raises(InvalidFile):
+        teacher.students(room)  # no copy yet: nothing to show but the error
+    room.site.paths.in_force.parent.mkdir(parents=True, exist_ok=True)
+    room.site.paths.in_force.write_text(ROSTER)
+    assert [p["username"] for p in teacher.students(room)["students"]] == ["tea", "ann", "bob"]

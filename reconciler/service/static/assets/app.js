@@ -3,7 +3,7 @@
 
 const xsrf = document.querySelector('meta[name="xsrf"]').content;
 const $ = (selector, root = document) => root.querySelector(selector);
-let state = { quotas: [], rosterInGit: false };
+let state = { quotas: [], rosterInGit: false, invalid: null };
 let editing = null; // the person being edited, null when adding
 let refreshing = null; // the refresh in flight: a slow pass must not stack requests
 
@@ -77,7 +77,7 @@ const LABELS = ['Person', 'Account', 'Quota', 'Disk', 'Memory', 'Server', 'Crede
 
 function row(person) {
   // Teachers are changed in classroom.yaml itself (the API refuses); removed people have no entry to edit.
-  const writable = !state.rosterInGit && person.role === 'student';
+  const writable = !state.rosterInGit && !state.invalid && person.role === 'student';
   const who = el('td', {}, el('strong', {}, person.name ?? person.username), el('br'),
     el('code', {}, person.username), person.role === 'teacher' ? el('span', { class: 'tag' }, 'teacher') : null);
   const account = el('td', { class: person.account === 'enabled' ? 'ok' : 'warn' }, person.account);
@@ -136,11 +136,23 @@ async function loadStudents() {
   const data = await call('GET', 'api/students');
   state.quotas = data.quotas;
   state.rosterInGit = data.roster_in_git;
+  state.invalid = data.invalid;
+  const note = $('#invalid-note');
+  note.hidden = !data.invalid;
+  if (data.invalid) {
+    // the class below is the last valid version, still in force: say what is wrong and who changed the file
+    note.replaceChildren(
+      el('strong', {}, 'classroom.yaml is invalid and was not applied.'),
+      ' The class below is its last valid version, still in force. Changes here wait until the file is fixed.',
+      el('ul', {}, ...data.invalid.problems.map((p) => el('li', {}, el('code', {}, p)))),
+      el('small', {}, `Changed: ${data.invalid.changed}`));
+  }
   $('#classroom').textContent = data.classroom;
+  document.title = `Classroom ${data.classroom}`;
   $('#git-note').hidden = !data.roster_in_git;
   $('#open-note').hidden = !data.open_servers;
   $('#open-note').textContent = data.open_servers ?? '';
-  document.querySelectorAll('.write').forEach((b) => { b.disabled = data.roster_in_git; });
+  document.querySelectorAll('.write').forEach((b) => { b.disabled = data.roster_in_git || Boolean(data.invalid); });
   $('#hub-state').textContent = data.hub === null ? 'not configured' : (data.hub.reachable ? 'reachable' : `unreachable: ${data.hub.error}`);
   const people = data.students;
   const running = people.filter((p) => p.server === 'running').length;
@@ -156,7 +168,10 @@ async function loadPlan() {
     const refused = plan.refused.map((n) => n.message).join('; ');
     $('#plan-summary').textContent = refused ? `refused: ${refused}` : `${plan.actions.length} change(s), ${plan.drift.length} drift repair(s)`;
   } catch (error) {
-    $('#plan-summary').textContent = error.message;
+    $('#plan-summary').textContent = state.invalid ? 'none until classroom.yaml is fixed' : error.message;
+    $('#plan').replaceChildren(el('li', { class: 'muted' }, state.invalid ? 'nothing is planned from an invalid file'
+      : error.message));
+    $('#drift').replaceChildren();
   }
 }
 
