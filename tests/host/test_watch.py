@@ -81,6 +81,8 @@ def test_saves_are_applied_and_invalid_saves_are_not(daemon):
     assert any(f"{room.file}:" in p and "studnets: unknown key" in p for p in current["problems"])
     assert current["last_applied"]["sha256"] == second
     assert "studnets" in (room.root / "watch.log").read_text()
+    kept = room.paths.in_force  # the roster in force, for the teacher page while the file is broken
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == second and kept.stat().st_mode & 0o777 == 0o600
 
     third = save_by_rename(room, ["ann", "cat"])  # a valid save again: bob is disabled
     wait_for(lambda: status(room).get("file_sha256") == third and status(room)["result"] == "converged",
