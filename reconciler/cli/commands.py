@@ -341,9 +341,11 @@ def _send(site: Site, classroom: Classroom) -> int:
     if site.delivery.smtp is None:
         print("No smtp: in site.yaml's delivery section: print slips with `reconcile credentials slips --out FILE`.")
         return EXIT_OK
-    report = delivery.deliver(site, classroom.name)
+    report = delivery.deliver(site, classroom.name, active=delivery.active_people(classroom))
     for username in report.sent:
         print(f"sent: {username}")
+    for username in report.held:
+        print(f"held: {username} is not active in classroom.yaml (the password stays until they are enabled again)")
     for username, error in sorted(report.failed.items()):
         print(f"not sent (kept, will retry): {username}: {error}", file=sys.stderr)
     return EXIT_ERROR if report.failed else EXIT_OK
@@ -362,7 +364,8 @@ def slips(args: argparse.Namespace) -> int:
     site = site_of(args, applies=True)
     classroom = load_classroom(classroom_path(args, site), site)
     with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
-        written = delivery.write_slips(site, classroom.name, args.out, everyone=args.all)
+        written = delivery.write_slips(site, classroom.name, args.out, everyone=args.all,
+                                       active=delivery.active_people(classroom))
     if not written:
         print("No passwords are waiting for a slip.")
         return EXIT_OK

@@ -22,7 +22,15 @@ from .commands import EXIT_ERROR, EXIT_USAGE, UsageError
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error, which is also "changes pending": here it is 64 (EX_USAGE)."""
+    """argparse exits 2 on a usage error, which is also "changes pending": here it is 64 (EX_USAGE).
+
+    No abbreviations: they are guesses, and the top level would take a subcommand's `--all` for an abbreviation
+    of `--allow-mass-disable` (or refuse it as ambiguous).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.print_usage(sys.stderr)

@@ -198,7 +198,7 @@ class Daemon:
             return {"waiting": sorted(outbox.pending(self.site.paths.outbox))}
         try:
             with lock.hold(self.site.paths.lock, exclusive=True, timeout=self.site.lock_timeout):
-                report = delivery.deliver(self.site, classroom.name)
+                report = delivery.deliver(self.site, classroom.name, active=delivery.active_people(classroom))
         except Exception as exc:  # noqa: BLE001
             log.warning("credential delivery skipped: %s", exc)
             return {"error": str(exc)}

@@ -37,7 +37,7 @@ def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dic
             "volume_size": volume.size if volume else None,
             "volume_used": volume.used if volume else None,
             "mounted": mount is not None,
-            "credentials": credentials_state(pending_credentials.get(username)),
+            "credentials": credentials_state(pending_credentials.get(username), held=wanted != "active"),
             "server": _server(actual, username),
         })
     return out
@@ -63,10 +63,13 @@ def render_course_folder(folder: dict) -> str:
             f"{format_size(folder['volume_size'])}{state}")
 
 
-def credentials_state(item: Mapping[str, Any] | None) -> str | None:
-    """None: nothing waiting; "pending"; "slip" (no e-mail: print it); "failed (N): error" (will retry)."""
+def credentials_state(item: Mapping[str, Any] | None, held: bool = False) -> str | None:
+    """None: nothing waiting; "pending"; "slip" (no e-mail: print it); "failed (N): error" (will retry);
+    "held" (the person is not active: never sent or printed while so)."""
     if item is None:
         return None
+    if held:
+        return "held (not active: not sent or printed)"
     if not item["emails"]:
         return "slip"
     if item["attempts"]:

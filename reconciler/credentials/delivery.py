@@ -13,6 +13,7 @@ import os
 import smtplib
 import ssl
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -21,6 +22,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from ..config.classroom import Classroom
 from ..config.site import Delivery, Site, Smtp
 from ..host.fsutil import write_atomic
 from . import outbox
@@ -39,6 +41,12 @@ class Report:
     sent: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     waiting: list[str] = field(default_factory=list)  # no e-mail address, or not due yet
+    held: list[str] = field(default_factory=list)  # not active in classroom.yaml: kept, not delivered
+
+
+def active_people(classroom: Classroom) -> frozenset[str]:
+    """Whose credentials may go out: the people the file wants active (never a disabled person's)."""
+    return frozenset(p.username for p in classroom.people if p.status == "active")
 
 
 def _environment(delivery: Delivery) -> jinja2.Environment:
@@ -104,14 +112,20 @@ def read_secrets(path: Path) -> tuple[str, str]:
     return secrets["username"], secrets["password"]
 
 
-def deliver(site: Site, classroom: str, now: float | None = None) -> Report:
-    """Send every due item that has an e-mail address; one connection for the batch."""
+def deliver(site: Site, classroom: str, now: float | None = None, active: Collection[str] | None = None) -> Report:
+    """Send every due item that has an e-mail address; one connection for the batch.
+
+    With ``active`` (the people the file wants active), anyone else's item is held: a disabled person's
+    password never goes out; it waits in the outbox in case they are enabled again.
+    """
     now = time.time() if now is None else now
     delivery, directory = site.delivery, site.paths.outbox
     report = Report()
     due = []
     for item in outbox.items(directory):
-        if not item.get("emails") or delivery.smtp is None or item.get("next_attempt", 0) > now:
+        if active is not None and item["username"] not in active:
+            report.held.append(item["username"])
+        elif not item.get("emails") or delivery.smtp is None or item.get("next_attempt", 0) > now:
             report.waiting.append(item["username"])
         else:
             due.append(item)
@@ -149,9 +163,13 @@ def _failed(site: Site, item: dict, error: str, now: float, report: Report) -> N
     report.failed[item["username"]] = error
 
 
-def render_slips(site: Site, classroom: str, everyone: bool = False) -> tuple[str, list[dict]]:
-    """One cut-out card per waiting item (by default those with no e-mail): the HTML and the items shown."""
-    chosen = [i for i in outbox.items(site.paths.outbox) if everyone or not i.get("emails")]
+def render_slips(site: Site, classroom: str, everyone: bool = False,
+                 active: Collection[str] | None = None) -> tuple[str, list[dict]]:
+    """One cut-out card per waiting item (by default those with no e-mail): the HTML and the items shown.
+
+    With ``active``, only those people's: a disabled person's password is never printed."""
+    chosen = [i for i in outbox.items(site.paths.outbox) if (everyone or not i.get("emails"))
+              and (active is None or i["username"] in active)]
     language = site.delivery.language
     html = _environment(site.delivery).get_template("slips.html.j2").render(
         classroom=classroom, items=chosen, hub_url=hub_url(site), language=language, labels=SLIP_LABELS[language])
@@ -165,9 +183,10 @@ def consume(site: Site, items: list[dict]) -> list[str]:
     return [i["username"] for i in items]
 
 
-def write_slips(site: Site, classroom: str, out: Path, everyone: bool = False) -> list[str]:
+def write_slips(site: Site, classroom: str, out: Path, everyone: bool = False,
+                active: Collection[str] | None = None) -> list[str]:
     """Write the slips to ``out`` (0600: it holds passwords); the items are consumed."""
-    html, chosen = render_slips(site, classroom, everyone)
+    html, chosen = render_slips(site, classroom, everyone, active)
     if not chosen:
         return []
     write_atomic(out, html, mode=0o600)

@@ -61,6 +61,19 @@ class HubReach(_Answer):
     error: str | None
 
 
+class QuotaSizes(_Answer):
+    memory: int
+    cpu: float
+    disk: int
+
+
+class DiskChanges(_Answer):
+    """How a disk size change reaches a running server: what the page warns about before it is made."""
+
+    online_grow: bool = Field(description="this host grows a mounted volume in place (else: offline)")
+    resize_running: Literal["wait", "restart"]
+
+
 class Invalid(_Answer):
     problems: list[str] = Field(description="file:line:column: field: message")
     changed: str = Field(description="who changed the file: the git commit, or a change on the server")
@@ -73,6 +86,8 @@ class StudentList(_Answer):
     quotas: list[str]
     students: list[StudentRow]
     open_servers: str | None = Field(None, description="null when teachers may open students' servers; else why not")
+    quota_sizes: dict[str, QuotaSizes] = Field(default_factory=dict, description="each named quota, in bytes and CPUs")
+    disk_changes: DiskChanges | None = None
     invalid: Invalid | None = Field(None, description="classroom.yaml is invalid: the class shown is its last valid "
                                     "version (the one in force); writes answer 409 until the file is fixed")
 

@@ -180,7 +180,7 @@ def students(room: Room) -> dict:
         hub_user = actual.hub_users.get(name)
         people.append(StudentRow(
             username=name,
-            name=member.name if member else None,
+            name=member.name if member else (actual.accounts[name].name if name in actual.accounts else None),
             role=row["role"],
             status=row["status"],
             emails=list(member.emails) if member else [],
@@ -203,7 +203,11 @@ def students(room: Room) -> dict:
     return StudentList(classroom=classroom.name, roster_in_git=room.site.roster_in_git, hub=hub,
                        quotas=sorted(classroom.quotas), students=people,
                        open_servers=None if room.site.hub is None or room.site.hub.subdomain_host else ONE_ORIGIN,
-                       invalid=invalid).model_dump(mode="json")
+                       invalid=invalid,
+                       quota_sizes={name: {"memory": q.memory, "cpu": q.cpu, "disk": q.disk}
+                                    for name, q in classroom.quotas.items()},
+                       disk_changes={"online_grow": actual.online_resize,
+                                     "resize_running": room.site.resize_running}).model_dump(mode="json")
 
 
 ONE_ORIGIN = ("Opening a student's JupyterLab from here needs per-user subdomains (hub.subdomain_host in site.yaml): "
@@ -382,7 +386,7 @@ def reset_and_deliver(room: Room, actor: str, username: str) -> dict:
     delivery_by = reset_password(room.site, classroom, username, actor)
     if delivery_by == "email":
         with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
-            report = delivery.deliver(room.site, classroom.name)
+            report = delivery.deliver(room.site, classroom.name, active=delivery.active_people(classroom))
         if username in report.failed:
             return {"username": username, "delivery": "email", "sent": False, "error": report.failed[username]}
         return {"username": username, "delivery": "email", "sent": username in report.sent, "error": None}
@@ -393,7 +397,7 @@ def render_slips(room: Room, everyone: bool) -> tuple[str, list[dict]]:
     """The slips page (it holds passwords) and the outbox items on it; nothing is consumed yet."""
     classroom = room.classroom()
     with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
-        return delivery.render_slips(room.site, classroom.name, everyone)
+        return delivery.render_slips(room.site, classroom.name, everyone, delivery.active_people(classroom))
 
 
 def hand_out(room: Room, actor: str, items: list[dict]) -> list[str]:

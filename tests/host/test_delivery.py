@@ -247,3 +247,26 @@ def test_starttls_with_login_from_the_secrets_file(mailroom, tmp_path):
     assert logins == [(b"mailer", b"s3cret-smtp")]
     assert len(controller.handler.messages) == 2
     assert "s3cret-smtp" not in out.stdout + out.stderr + room.paths.journal.read_text()
+
+
+def test_a_disabled_persons_password_is_neither_sent_nor_printed(mailroom):
+    room, port, passwords = mailroom
+    ann, cat = room.user("ann"), room.user("cat")
+    room.write([{"username": "ann", "email": ["ann@example.org", "parent@example.org"], "status": "disabled"},
+                {"username": "bob", "email": "bob@example.org"},
+                {"username": "cat", "status": "disabled"}])
+    assert room.cli("--allow-mass-disable").returncode == 0  # two of three: past the guard, knowingly
+    status = room.cli("status")
+    assert "held (not active" in status.stdout
+    controller = serve(port)
+    try:
+        out = room.cli("credentials", "send")
+        assert out.returncode == 0, out.stderr
+        sent = [rcpt for rcpt, _ in controller.handler.messages]
+    finally:
+        controller.stop()
+    assert sent == [["bob@example.org"]] and f"held: {ann}" in out.stdout
+    slips = room.root / "slips.html"
+    printed = room.cli("credentials", "slips", "--all", "--out", str(slips))
+    assert "No passwords are waiting" in printed.stdout and not slips.exists()
+    assert (room.paths.outbox / f"{ann}.json").exists() and (room.paths.outbox / f"{cat}.json").exists()  # kept

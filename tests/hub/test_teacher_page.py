@@ -88,7 +88,13 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("dialog", lambda dialog: dialog.accept())
+            dialogs, answer = [], {"accept": True}
+
+            def on_dialog(dialog):
+                dialogs.append(dialog.message)
+                dialog.accept() if answer["accept"] else dialog.dismiss()
+
+            page.on("dialog", on_dialog)
             page.goto(f"{hub.url}/hub/login?next=/services/classroom/")
             page.fill("#username_input", room.user("tea"))
             page.fill("#password_input", teacher_password)
@@ -114,6 +120,7 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             # change bob's quota: classroom.yaml first, then the daemon grows his volume
             page.select_option(f'select[data-user="{bob}"]', "big")
             expect(page.locator("#message")).to_contain_text("classroom.yaml is updated")
+            assert f"{bob}'s disk changes from 128 MiB to 256 MiB" in dialogs[-1]  # asked first, sizes shown
             people = {p["username"]: p for p in yaml.safe_load(room.file.read_text())["students"]}
             assert people[bob]["quota"] == "big"
             wait_for(lambda: (v := room.observe().volumes.get(bob)) is not None and v.size >= 256 * MiB, 180,
@@ -146,6 +153,39 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             expect(page.locator(f'tr[data-user="{bob}"]')).to_contain_text("/ 256 MiB", timeout=30_000)
             expect(page.locator(f'tr[data-user="{room.user("ada")}"]')).to_contain_text("enabled", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "teacher-page-after.png"), full_page=True)
+
+            # a disk change for a running server says it waits; the teacher can say no, and nothing changes
+            answer["accept"] = False
+            before = room.file.read_text()
+            page.select_option(f'select[data-user="{ann}"]', "big")
+            assert "Their server is running: the change waits until it stops" in dialogs[-1]
+            expect(page.locator(f'select[data-user="{ann}"]')).to_have_value("default")
+            assert room.file.read_text() == before
+            answer["accept"] = True
+
+            # removed from the file by hand: "Enable again" puts them back; never created: "not created"
+            zed = room.user("zed")
+            doc = yaml.safe_load(before)
+            doc["students"].append({"username": zed, "name": "Zed Never", "status": "disabled"})
+            room.file.write_text(yaml.safe_dump(doc, sort_keys=False))
+            page.click("#refresh")
+            zed_account = page.locator(f'tr[data-user="{zed}"] td[data-label="Account"]')
+            expect(zed_account).to_contain_text("not created", timeout=30_000)
+            assert "warn" not in (zed_account.get_attribute("class") or "")  # grey, not an orange "missing"
+            room.file.write_text(before)
+            ada = room.user("ada")
+            doc = yaml.safe_load(before)
+            doc["students"] = [p for p in doc["students"] if p.get("username") != ada]
+            room.file.write_text(yaml.safe_dump(doc, sort_keys=False))
+            wait_for(lambda: room.observe().accounts[ada].locked, 180, "the daemon to disable ada")
+            page.click("#refresh")
+            again = page.locator(f'tr[data-user="{ada}"] button', has_text="Enable again")
+            expect(again).to_be_visible(timeout=30_000)
+            again.click()
+            expect(page.locator("#message")).to_contain_text(f"{ada} is back in classroom.yaml")
+            assert any(p.get("username") == ada and p.get("name") == "Ada Lovelace"
+                       for p in yaml.safe_load(room.file.read_text())["students"])
+            wait_for(lambda: not room.observe().accounts[ada].locked, 180, "the daemon to enable ada again")
 
             # a broken save (by hand, on the server): the class in force stays on the page, with the reason
             good = room.file.read_text()

@@ -118,3 +118,9 @@ def test_progress_only_on_a_terminal_and_never_with_no_color_or_quiet(monkeypatc
     piped = io.StringIO()  # a pipe or a log file
     Progress(stream=piped)("debootstrap")
     assert piped.getvalue() == ""
+
+
+def test_a_subcommand_option_is_never_taken_for_an_abbreviation_of_a_top_level_one():
+    args = build_parser().parse_args(["credentials", "slips", "--all", "--out", "slips.html"])
+    assert args.all is True and str(args.out) == "slips.html"  # not --allow-mass-disable, not "ambiguous"
+    assert cli("--allow-mass", "--dry-run").returncode == 64  # and no guessing at the top level either

@@ -80,13 +80,16 @@ function row(person) {
   const writable = !state.rosterInGit && !state.invalid && person.role === 'student';
   const who = el('td', {}, el('strong', {}, person.name ?? person.username), el('br'),
     el('code', {}, person.username), person.role === 'teacher' ? el('span', { class: 'tag' }, 'teacher') : null);
-  const account = el('td', { class: person.account === 'enabled' ? 'ok' : 'warn' }, person.account);
+  // someone disabled (or removed) before their account was ever made: nothing is missing, it was never created
+  const never = person.account === 'missing' && person.status !== 'active';
+  const account = el('td', { class: never ? 'muted' : (person.account === 'enabled' ? 'ok' : 'warn') },
+    never ? 'not created' : person.account);
   if (person.status !== 'active') account.append(el('br'), el('small', {}, `file: ${person.status}`));
   const quota = el('td');
   if (writable && person.quota !== null) {
     const select = el('select', { 'data-user': person.username, title: 'Change the quota', 'aria-label': 'quota' });
     for (const name of state.quotas) select.append(el('option', { value: name, selected: name === person.quota }, name));
-    select.addEventListener('change', () => change(person.username, { quota: select.value }, `quota ${select.value}`));
+    select.addEventListener('change', () => changeQuota(person, select));
     quota.append(select);
   } else {
     quota.append(person.quota ?? '–');
@@ -100,6 +103,9 @@ function row(person) {
     } else if (person.status === 'disabled') {
       actions.append(el('button', { class: 'quiet', onclick: () => change(person.username, { status: 'active' }, 'enabled') }, 'Enable'));
     }
+  }
+  if (person.status === 'removed' && !state.rosterInGit && !state.invalid && person.account !== 'missing') {
+    actions.append(el('button', { class: 'quiet', onclick: () => enableAgain(person) }, 'Enable again'));
   }
   if (person.role === 'student' && person.status === 'active' && person.account !== 'missing') {
     actions.append(el('button', { class: 'quiet', onclick: () => reset(person) }, 'Reset password'));
@@ -137,6 +143,8 @@ async function loadStudents() {
   state.quotas = data.quotas;
   state.rosterInGit = data.roster_in_git;
   state.invalid = data.invalid;
+  state.quotaSizes = data.quota_sizes ?? {};
+  state.diskChanges = data.disk_changes;
   const note = $('#invalid-note');
   note.hidden = !data.invalid;
   if (data.invalid) {
@@ -210,6 +218,43 @@ async function change(username, changes, what) {
     show(`${username}: ${what}. classroom.yaml is updated; the daemon applies it in a moment.`, 'ok');
   } catch (error) {
     show(`${username}: not changed: ${error.message}`, 'error', error.problems);
+  }
+  await refresh();
+}
+
+function diskWarning(person, newDisk) {
+  // What a disk size change means for the student, said before it is made (null: the disk does not change).
+  if (!newDisk || person.disk_quota === null || newDisk === person.disk_quota) return null;
+  const shrink = newDisk < person.disk_quota;
+  let text = `${person.username}'s disk changes from ${size(person.disk_quota)} to ${size(newDisk)}.`;
+  if (shrink) text += ' Files are never deleted: if they use more than fits, the change is refused.';
+  const online = !shrink && state.diskChanges?.online_grow;
+  if (person.server === 'running' && !online) {
+    text += state.diskChanges?.resize_running === 'restart'
+      ? ' Their server is running: it is stopped for the resize, and they start it again.'
+      : ' Their server is running: the change waits until it stops.';
+  }
+  return text;
+}
+
+async function changeQuota(person, select) {
+  const overridden = person.overrides?.disk !== null && person.overrides?.disk !== undefined;
+  const warning = overridden ? null : diskWarning(person, state.quotaSizes[select.value]?.disk);
+  if (warning && !confirm(`${warning}\n\nChange the quota to ${select.value}?`)) {
+    select.value = person.quota;
+    return;
+  }
+  await change(person.username, { quota: select.value }, `quota ${select.value}`);
+}
+
+async function enableAgain(person) {
+  // A removed person (managed here, no longer in the file): back into the file as a student, active.
+  if (!confirm(`Add ${person.username} back to classroom.yaml? Their account and files are still there.`)) return;
+  try {
+    await call('POST', 'api/students', { username: person.username, name: person.name ?? person.username });
+    show(`${person.username} is back in classroom.yaml; the daemon enables them in a moment.`, 'ok');
+  } catch (error) {
+    show(`${person.username}: not added: ${error.message}`, 'error', error.problems);
   }
   await refresh();
 }
