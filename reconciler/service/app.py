@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import web
+from tornado.iostream import StreamClosedError
 
 from ..config.classroom import USERNAME_PATTERN
 from ..config.load import InvalidFile
@@ -211,6 +212,57 @@ class Status(Api):
         self.send(found)
 
 
+class Events(Api):
+    """Server-sent events: ``change`` whenever what the page shows may have changed, so it is current within a
+    second of a daemon pass, a roster edit or a credential going out; ``: ping`` every 15 s keeps proxies open.
+    The page falls back to polling when the stream is down."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("X-Accel-Buffering", "no")  # a reverse proxy in front must not hold events back
+        watched = watched_files(self.room)
+        last, quiet = fingerprint(watched), 0.0
+        try:
+            self.write("retry: 2000\n\n")
+            await self.flush()
+            while True:
+                await asyncio.sleep(EVENT_POLL)
+                now = fingerprint(watched)
+                if now != last:
+                    last, quiet = now, 0.0
+                    self.write("event: change\ndata: {}\n\n")
+                    await self.flush()
+                else:
+                    quiet += EVENT_POLL
+                    if quiet >= 15:
+                        quiet = 0.0
+                        self.write(": ping\n\n")
+                        await self.flush()
+        except StreamClosedError:
+            return  # the page went away
+
+
+EVENT_POLL = 0.25  # seconds between looks at the watched files (a stat each: cheap)
+
+
+def watched_files(room: teacher.Room) -> list[Path]:
+    """What changes when the page's data does: the roster, the daemon's last pass, the journal, the outbox."""
+    paths = room.site.paths
+    return [room.file, paths.pass_record, paths.journal, paths.outbox, paths.in_force]
+
+
+def fingerprint(files: list[Path]) -> tuple:
+    found = []
+    for path in files:
+        try:
+            st = path.stat()
+            found.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            found.append(None)
+    return tuple(found)
+
+
 class Slips(Api):
     """Printable credential slips: an HTML page holding passwords, so it is a POST and never cached."""
 
@@ -256,6 +308,7 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
             (api + "import", Import),
             (api + "plan", Plan),
             (api + "status", Status),
+            (api + "events", Events),
             (api + "slips", Slips),
             (api + ".*", NoSuchEndpoint),
         ],

@@ -235,6 +235,14 @@ def document(prefix: str = "/services/classroom/") -> dict:
                         "responses": {"200": {"description": "The username, and the name as it would be written",
                                               **_json("Entry")}, **_errors(409, 422)}},
             },
+            "/api/events": {
+                "get": {"summary": "Server-sent events: `change` whenever the class, the plan or the last pass may "
+                                   "have changed (the page refreshes then); `: ping` every 15 s",
+                        "operationId": "events",
+                        "responses": {"200": {"description": "An endless text/event-stream",
+                                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                      "403": _errors()["403"]}},
+            },
             "/api/students/{username}": {
                 "parameters": [user],
                 "get": {"summary": "One person", "operationId": "getStudent",

@@ -36,6 +36,13 @@ def password(room, short):
     return json.loads((room.paths.outbox / f"{room.user(short)}.json").read_text())["password"]
 
 
+def measure(page, selector):
+    """Every match's box, read in one go (a pushed refresh may replace the rows between two calls)."""
+    return page.evaluate("""(selector) => [...document.querySelectorAll(selector)].map((e) => {
+        const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })""",
+                         selector)
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -116,6 +123,19 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             expect(page.locator("#open-note")).to_contain_text("per-user subdomains")
             expect(ann_row.locator("a", has_text="Open")).to_have_count(0)
             page.screenshot(path=str(ARTIFACTS / "teacher-page.png"), full_page=True)
+
+            # live: a change made elsewhere (here: the file, by hand) is pushed to the page (server-sent events);
+            # while the stream is up the page polls only once a minute, so the new name can only come by push
+            try:
+                expect(page.locator("body")).to_have_attribute("data-live", "true", timeout=30_000)
+            except AssertionError:
+                probe = page.evaluate("fetch('api/events').then(r => r.status + ' ' + r.headers.get('content-type'))")
+                raise AssertionError(f"no event stream: {probe}\n{hub.log.read_text()[-3000:]}") from None
+            page.click("#refresh")
+            renamed = room.file.read_text().replace("name: Bob\n", "name: Bob Renamed\n", 1)
+            assert "Bob Renamed" in renamed
+            room.file.write_text(renamed)
+            expect(page.locator(f'tr[data-user="{bob}"]')).to_contain_text("Bob Renamed", timeout=20_000)
 
             # change bob's quota: classroom.yaml first, then the daemon grows his volume
             page.select_option(f'select[data-user="{bob}"]', "big")
@@ -213,12 +233,10 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
                 page.reload()
                 expect(page.locator(f'tr[data-user="{ann}"]')).to_contain_text("running", timeout=30_000)
                 assert page.evaluate("document.documentElement.scrollWidth") <= width
-                buttons = page.locator("#students button, #students a.button, .toolbar button")
-                boxes = [buttons.nth(i).bounding_box() for i in range(buttons.count())]
+                boxes = measure(page, "#students button, #students a.button, .toolbar button")
                 assert boxes and all(b["x"] >= 0 and b["x"] + b["width"] <= width for b in boxes), (width, boxes)
                 for row in (ann, bob):
-                    cells = page.locator(f'tr[data-user="{row}"] .actions button')
-                    found = [cells.nth(i).bounding_box() for i in range(cells.count())]
+                    found = measure(page, f'tr[data-user="{row}"] .actions button')
                     for a, b in zip(found, found[1:]):
                         apart = b["x"] - (a["x"] + a["width"]) if abs(a["y"] - b["y"]) < 4 else b["y"] - (a["y"] + a["height"])
                         assert apart >= 4, (width, row, a, b)

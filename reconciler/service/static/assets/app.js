@@ -3,7 +3,7 @@
 
 const xsrf = document.querySelector('meta[name="xsrf"]').content;
 const $ = (selector, root = document) => root.querySelector(selector);
-let state = { quotas: [], rosterInGit: false, invalid: null };
+let state = { quotas: [], rosterInGit: false, invalid: null, live: false, refreshed: 0 };
 let editing = null; // the person being edited, null when adding
 let refreshing = null; // the refresh in flight: a slow pass must not stack requests
 
@@ -200,7 +200,18 @@ async function loadStatus() {
   }
 }
 
+function live() {
+  // Server-sent events (api/events): a change anywhere refreshes the page within a second.
+  if (!window.EventSource) return;
+  // EventSource cannot send headers: the hub's XSRF check for script requests takes the token as _xsrf
+  const events = new EventSource(`api/events?_xsrf=${encodeURIComponent(xsrf)}`);
+  events.addEventListener('open', () => { state.live = true; document.body.dataset.live = 'true'; });
+  events.addEventListener('error', () => { state.live = false; document.body.dataset.live = 'false'; });
+  events.addEventListener('change', () => { if (!document.querySelector('dialog[open]')) refresh(); });
+}
+
 function refresh() {
+  state.refreshed = Date.now();
   refreshing ??= (async () => {
     try {
       await loadStudents();
@@ -395,5 +406,11 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#import-form').order.addEventListener('change', () => { $('#import-save').disabled = true; });
   $('#slips-form').addEventListener('submit', () => setTimeout(refresh, 1500));
   refresh();
-  setInterval(() => { if (!document.querySelector('dialog[open]')) refresh(); }, 10000);
+  live();
+  // Pushed changes keep the page current; polling is the fallback while the stream is down, and a slow
+  // refresh still catches what no file announces (a student starting a server).
+  setInterval(() => {
+    const idle = !document.querySelector('dialog[open]');
+    if (idle && (!state.live || Date.now() - state.refreshed > 60000)) refresh();
+  }, 10000);
 });
