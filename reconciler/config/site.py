@@ -186,11 +186,21 @@ class Smtp(Strict):
     timeout: Annotated[float, Field(gt=0)] = 20.0
 
 
+def _language(value: object) -> object:
+    from .languages import available
+
+    if value not in available():
+        raise ValueError(f"{value!r} is not a language of this installation ({', '.join(available())})")
+    return value
+
+
 class Delivery(Strict):
     """site.yaml's optional ``delivery:`` section: how new credentials reach people."""
 
     hub_url: str | None = Field(None, description="Printed in mails and slips (default: hub.public_url)")
-    language: Literal["en", "it"] = "en"
+    language: Annotated[str, BeforeValidator(_language)] = Field(
+        "en", description="The teacher page, the slips and the e-mails: a catalogue in reconciler/config/languages "
+        "(en, it; adding a language is one file there)")
     templates_dir: Path | None = Field(None, description="Overrides for the packaged templates (same names)")
     smtp: Smtp | None = None
     retry_base: Annotated[float, Field(ge=0)] = 60.0

@@ -22,18 +22,13 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from ..config import languages
 from ..config.classroom import Classroom
 from ..config.site import Delivery, Site, Smtp
 from ..host.fsutil import write_atomic
 from . import outbox
 
 PACKAGED = Path(__file__).with_name("templates")
-SLIP_LABELS = {
-    "en": {"title": "credentials", "address": "Address", "username": "Username", "password": "Password",
-           "warning": "This page contains passwords: print it, cut out the slips, then delete the file."},
-    "it": {"title": "credenziali", "address": "Indirizzo", "username": "Utente", "password": "Password",
-           "warning": "Questa pagina contiene password: stampala, ritaglia i foglietti, poi cancella il file."},
-}
 
 
 @dataclass
@@ -70,9 +65,12 @@ def compose(site: Site, classroom: str, item: dict) -> EmailMessage:
     env = _environment(delivery)
     context = {"classroom": classroom, "name": item["name"], "username": item["username"],
                "password": item["password"], "hub_url": hub_url(site), "reset": item.get("reason") == "password reset"}
-    text = env.get_template(f"credentials.{delivery.language}.txt.j2").render(context)
+    # a school's own template for its language (templates_dir) wins over the packaged one, which reads the catalogue
+    language = delivery.language
+    context |= {"language": language, "t": languages.section(language, "mail")}
+    text = env.select_template([f"credentials.{language}.txt.j2", "credentials.txt.j2"]).render(context)
     subject_line, _, body = text.partition("\n\n")
-    html = env.get_template(f"credentials.{delivery.language}.html.j2").render(context)
+    html = env.select_template([f"credentials.{language}.html.j2", "credentials.html.j2"]).render(context)
     message = EmailMessage()
     message["Subject"] = subject_line.removeprefix("Subject:").strip()
     message["From"] = delivery.smtp.sender
@@ -172,7 +170,9 @@ def render_slips(site: Site, classroom: str, everyone: bool = False,
               and (active is None or i["username"] in active)]
     language = site.delivery.language
     html = _environment(site.delivery).get_template("slips.html.j2").render(
-        classroom=classroom, items=chosen, hub_url=hub_url(site), language=language, labels=SLIP_LABELS[language])
+        classroom=classroom, items=chosen, hub_url=hub_url(site), language=language,
+        labels={**languages.section(language, "slips"), **{key: languages.catalogue(language)[f"mail.{key}"]
+                                                           for key in ("address", "username", "password")}})
     return html, chosen
 
 

@@ -19,9 +19,11 @@ from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import web
+from tornado.escape import json_encode
 from tornado.iostream import StreamClosedError
 
 from ..config.classroom import USERNAME_PATTERN
+from ..config import languages
 from ..config.load import InvalidFile
 from ..config.site import HSTS, MANAGE_SCOPE, Site
 from ..host.lock import LockBusy
@@ -73,8 +75,13 @@ class Teacher(HubOAuthenticated, web.RequestHandler):
 class Page(Teacher):
     @web.authenticated
     def get(self) -> None:
+        language = self.room.site.delivery.language
+        words = languages.catalogue(language)
+        # the script's own words, as JSON in a non-executed <script type="application/json"> (json_encode escapes
+        # "</", so no text can close the element); the page's static text is rendered here
+        strings = json_encode({key: text for key, text in words.items() if key.startswith(("js.", "page.col."))})
         self.render("index.html", xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes)
-                    else self.xsrf_token, teacher=self.current_user["name"])
+                    else self.xsrf_token, teacher=self.current_user["name"], t=words, lang=language, strings=strings)
 
 
 class Api(Teacher):

@@ -15,6 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 import requests
+import yaml
 
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, free_port, hub_ready
@@ -55,6 +56,9 @@ def classroom(tmp_path_factory):
     room = make_classroom()
     port = free_port()
     add_hub(room, image=TAG, public_url=f"https://127.0.0.1:{port}", tls={"cert": str(cert), "key": str(key)})
+    site = yaml.safe_load(room.site.read_text())
+    site["delivery"] = {"language": "it"}  # and the teacher page in Italian: the language is one catalogue file
+    room.site.write_text(yaml.safe_dump(site))
     room.write([{"username": "ann"}], admins=[{"username": "tea"}])
     assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
     hub = Hub(room)
@@ -126,7 +130,10 @@ def test_login_spawn_and_teacher_page_over_https(classroom, tmp_path):
             page.fill("#password_input", password(room, "tea"))
             page.click("#login_submit")
             page.wait_for_url(f"{origin}/services/classroom/", timeout=60_000)
-            expect(page.locator(f'tr[data-user="{ann}"]')).to_contain_text("running", timeout=30_000)
+            expect(page.locator(f'tr[data-user="{ann}"]')).to_contain_text("in esecuzione", timeout=30_000)
+            expect(page.locator("#add")).to_have_text("Aggiungi studente")
+            expect(page.locator("html")).to_have_attribute("lang", "it")
+            expect(page.locator(f'tr[data-user="{ann}"] td[data-label="Disco"]')).to_be_visible()
             assert all(cookie["secure"] for cookie in teacher.cookies())
         finally:
             browser.close()

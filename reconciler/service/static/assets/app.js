@@ -2,6 +2,9 @@
 // Plain ES module, no build step. Writes send the hub's XSRF token; the server re-validates everything.
 
 const xsrf = document.querySelector('meta[name="xsrf"]').content;
+// The page's words in site.yaml's delivery.language (reconciler/config/languages/<code>.json).
+const STRINGS = JSON.parse(document.getElementById('strings').textContent);
+const t = (key, vars = {}) => (STRINGS[key] ?? key).replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? `{${name}}`));
 const $ = (selector, root = document) => root.querySelector(selector);
 let state = { quotas: [], rosterInGit: false, invalid: null, live: false, refreshed: 0 };
 let editing = null; // the person being edited, null when adding
@@ -35,10 +38,10 @@ function size(bytes) {
 function ago(iso) {
   if (!iso) return null;
   const minutes = Math.round((Date.now() - Date.parse(iso)) / 60000);
-  if (minutes < 1) return 'just now';
-  if (minutes < 90) return `${minutes} min ago`;
+  if (minutes < 1) return t('js.just_now');
+  if (minutes < 90) return t('js.min_ago', { n: minutes });
   const hours = Math.round(minutes / 60);
-  return hours < 48 ? `${hours} h ago` : `${Math.round(hours / 24)} days ago`;
+  return hours < 48 ? t('js.h_ago', { n: hours }) : t('js.days_ago', { n: Math.round(hours / 24) });
 }
 
 function el(tag, props = {}, ...children) {
@@ -57,37 +60,39 @@ function usage(used, limit, label) {
   const cell = el('td', { class: 'usage' });
   if (limit) {
     cell.append(el('meter', { min: 0, max: limit, value: Math.min(used ?? 0, limit), low: 0.8 * limit,
-      high: 0.95 * limit, optimum: 0, title: `${label}: ${size(used)} of ${size(limit)}` }));
+      high: 0.95 * limit, optimum: 0, title: `${label}: ${t('js.of', { used: size(used), limit: size(limit) })}` }));
   }
   cell.append(el('span', { class: 'numbers' }, `${used === null ? '–' : size(used)} / ${size(limit)}`));
   return cell;
 }
 
 function server(person) {
-  if (person.server === null) return el('td', { class: 'muted' }, 'unknown');
+  if (person.server === null) return el('td', { class: 'muted' }, t('js.unknown'));
   if (person.server !== 'running') {
     const last = ago(person.last_activity);
-    return el('td', { class: 'muted' }, last ? `stopped · active ${last}` : 'stopped');
+    return el('td', { class: 'muted' }, last ? t('js.stopped_active', { when: last }) : t('js.stopped'));
   }
   const idle = person.last_activity ? (Date.now() - Date.parse(person.last_activity)) / 60000 : 0;
-  return idle >= 15 ? el('td', { class: 'idle' }, `idle ${Math.round(idle)} min`) : el('td', { class: 'ok' }, 'running');
+  return idle >= 15 ? el('td', { class: 'idle' }, t('js.idle', { n: Math.round(idle) }))
+    : el('td', { class: 'ok' }, t('js.running'));
 }
 
-const LABELS = ['Person', 'Account', 'Quota', 'Disk', 'Memory', 'Server', 'Credentials', ''];
+const LABELS = ['person', 'account', 'quota', 'disk', 'memory', 'server', 'credentials'].map((c) => t(`page.col.${c}`))
+  .concat(['']);
 
 function row(person) {
   // Teachers are changed in classroom.yaml itself (the API refuses); removed people have no entry to edit.
   const writable = !state.rosterInGit && !state.invalid && person.role === 'student';
   const who = el('td', {}, el('strong', {}, person.name ?? person.username), el('br'),
-    el('code', {}, person.username), person.role === 'teacher' ? el('span', { class: 'tag' }, 'teacher') : null);
+    el('code', {}, person.username), person.role === 'teacher' ? el('span', { class: 'tag' }, t('js.teacher')) : null);
   // someone disabled (or removed) before their account was ever made: nothing is missing, it was never created
   const never = person.account === 'missing' && person.status !== 'active';
   const account = el('td', { class: never ? 'muted' : (person.account === 'enabled' ? 'ok' : 'warn') },
-    never ? 'not created' : person.account);
-  if (person.status !== 'active') account.append(el('br'), el('small', {}, `file: ${person.status}`));
+    never ? t('js.not_created') : person.account);
+  if (person.status !== 'active') account.append(el('br'), el('small', {}, t('js.file_status', { status: person.status })));
   const quota = el('td');
   if (writable && person.quota !== null) {
-    const select = el('select', { 'data-user': person.username, title: 'Change the quota', 'aria-label': 'quota' });
+    const select = el('select', { 'data-user': person.username, title: t('js.change_quota'), 'aria-label': 'quota' });
     for (const name of state.quotas) select.append(el('option', { value: name, selected: name === person.quota }, name));
     select.addEventListener('change', () => changeQuota(person, select));
     quota.append(select);
@@ -97,23 +102,23 @@ function row(person) {
   quota.append(el('br'), el('small', {}, `${person.cpu ?? '–'} CPU`));
   const actions = el('td', { class: 'actions' });
   if (writable) {
-    actions.append(el('button', { class: 'quiet', onclick: () => openPerson(person) }, 'Edit'));
+    actions.append(el('button', { class: 'quiet', onclick: () => openPerson(person) }, t('js.edit')));
     if (person.status === 'active') {
-      actions.append(el('button', { class: 'quiet', onclick: () => disable(person) }, 'Disable'));
+      actions.append(el('button', { class: 'quiet', onclick: () => disable(person) }, t('js.disable')));
     } else if (person.status === 'disabled') {
-      actions.append(el('button', { class: 'quiet', onclick: () => change(person.username, { status: 'active' }, 'enabled') }, 'Enable'));
+      actions.append(el('button', { class: 'quiet', onclick: () => change(person.username, { status: 'active' }, t('js.enabled')) }, t('js.enable')));
     }
   }
   if (person.status === 'removed' && !state.rosterInGit && !state.invalid && person.account !== 'missing') {
-    actions.append(el('button', { class: 'quiet', onclick: () => enableAgain(person) }, 'Enable again'));
+    actions.append(el('button', { class: 'quiet', onclick: () => enableAgain(person) }, t('js.enable_again')));
   }
   if (person.role === 'student' && person.status === 'active' && person.account !== 'missing') {
-    actions.append(el('button', { class: 'quiet', onclick: () => reset(person) }, 'Reset password'));
+    actions.append(el('button', { class: 'quiet', onclick: () => reset(person) }, t('js.reset_password')));
   }
   if (person.server_url) {
     // the student's own origin (per-user subdomains): nothing it serves can act as you here or on the hub
     actions.append(el('a', { class: 'button quiet', href: person.server_url, target: '_blank', rel: 'noopener noreferrer',
-      title: `Open ${person.username}'s JupyterLab to help them` }, 'Open'));
+      title: t('js.open_hint', { user: person.username }) }, t('js.open')));
   }
   const cells = [who, account, quota, usage(person.disk_used, person.disk_quota, 'disk'),
     usage(person.memory_used, person.memory_limit, 'memory'), server(person), el('td', {}, person.credentials ?? '–'),
@@ -150,35 +155,35 @@ async function loadStudents() {
   if (data.invalid) {
     // the class below is the last valid version, still in force: say what is wrong and who changed the file
     note.replaceChildren(
-      el('strong', {}, 'classroom.yaml is invalid and was not applied.'),
-      ' The class below is its last valid version, still in force. Changes here wait until the file is fixed.',
+      el('strong', {}, t('js.invalid_title')), t('js.invalid_body'),
       el('ul', {}, ...data.invalid.problems.map((p) => el('li', {}, el('code', {}, p)))),
-      el('small', {}, `Changed: ${data.invalid.changed}`));
+      el('small', {}, t('js.changed', { who: data.invalid.changed })));
   }
   $('#classroom').textContent = data.classroom;
-  document.title = `Classroom ${data.classroom}`;
+  document.title = `${document.title.split(' · ')[0]} · ${data.classroom}`;
   $('#git-note').hidden = !data.roster_in_git;
   $('#open-note').hidden = !data.open_servers;
   $('#open-note').textContent = data.open_servers ?? '';
   document.querySelectorAll('.write').forEach((b) => { b.disabled = data.roster_in_git || Boolean(data.invalid); });
-  $('#hub-state').textContent = data.hub === null ? 'not configured' : (data.hub.reachable ? 'reachable' : `unreachable: ${data.hub.error}`);
+  $('#hub-state').textContent = data.hub === null ? t('js.hub_not_configured')
+    : (data.hub.reachable ? t('js.hub_reachable') : t('js.hub_unreachable', { error: data.hub.error }));
   const people = data.students;
   const running = people.filter((p) => p.server === 'running').length;
-  $('#count').textContent = `(${people.filter((p) => p.role === 'student').length}, ${running} server${running === 1 ? '' : 's'} running)`;
+  $('#count').textContent = t('js.count', { students: people.filter((p) => p.role === 'student').length, running });
   $('#students tbody').replaceChildren(...people.map(row));
 }
 
 async function loadPlan() {
   try {
     const plan = await call('GET', 'api/plan');
-    $('#plan').replaceChildren(...(plan.actions.length ? plan.actions.map(describe) : [el('li', { class: 'muted' }, 'nothing: the server matches classroom.yaml')]));
-    $('#drift').replaceChildren(...(plan.drift.length ? plan.drift.map(describe) : [el('li', { class: 'muted' }, 'none')]));
+    $('#plan').replaceChildren(...(plan.actions.length ? plan.actions.map(describe) : [el('li', { class: 'muted' }, t('js.nothing_planned'))]));
+    $('#drift').replaceChildren(...(plan.drift.length ? plan.drift.map(describe) : [el('li', { class: 'muted' }, t('js.none'))]));
     const refused = plan.refused.map((n) => n.message).join('; ');
-    $('#plan-summary').textContent = refused ? `refused: ${refused}` : `${plan.actions.length} change(s), ${plan.drift.length} drift repair(s)`;
+    $('#plan-summary').textContent = refused ? t('js.refused', { why: refused })
+      : t('js.plan_summary', { changes: plan.actions.length, drift: plan.drift.length });
   } catch (error) {
-    $('#plan-summary').textContent = state.invalid ? 'none until classroom.yaml is fixed' : error.message;
-    $('#plan').replaceChildren(el('li', { class: 'muted' }, state.invalid ? 'nothing is planned from an invalid file'
-      : error.message));
+    $('#plan-summary').textContent = state.invalid ? t('js.plan_invalid') : error.message;
+    $('#plan').replaceChildren(el('li', { class: 'muted' }, state.invalid ? t('js.plan_invalid_list') : error.message));
     $('#drift').replaceChildren();
   }
 }
@@ -187,13 +192,13 @@ async function loadStatus() {
   try {
     const status = await call('GET', 'api/status');
     const failed = Object.entries(status.failed ?? {}).map(([who, why]) => `${who}: ${why}`);
-    const waiting = Object.entries(status.waiting ?? {}).map(([who, why]) => `waiting: ${who}: ${why}`);
+    const waiting = Object.entries(status.waiting ?? {}).map(([who, why]) => t('js.waiting', { who, why }));
     const low = (status.disks ?? []).filter((disk) => disk.low).map((disk) =>
-      `low disk space: ${disk.what} (${disk.path}) has ${size(disk.free)} free of ${size(disk.size)}`);
+      t('js.low_disk', { what: disk.what, path: disk.path, free: size(disk.free), size: size(disk.size) }));
     const problems = [...(status.problems ?? []), ...waiting, ...low];
-    const commit = status.git ? ` · commit ${status.git.commit.slice(0, 8)}${status.git.dirty ? ' (edited)' : ''}` : '';
+    const commit = status.git ? ` · commit ${status.git.commit.slice(0, 8)}${status.git.dirty ? t('js.edited') : ''}` : '';
     $('#last-pass').replaceChildren(el('span', { class: status.result === 'converged' ? 'ok' : 'warn' }, status.result),
-      ` ${ago(status.time)} · ${status.applied ?? 0} applied${commit}`,
+      ` ${ago(status.time)} · ${t('js.applied', { n: status.applied ?? 0 })}${commit}`,
       ...[...failed, ...problems].map((text) => el('small', { class: 'warn' }, el('br'), text)));
   } catch (error) {
     $('#last-pass').textContent = error.message;
@@ -226,9 +231,9 @@ function refresh() {
 async function change(username, changes, what) {
   try {
     await call('PATCH', `api/students/${username}`, changes);
-    show(`${username}: ${what}. classroom.yaml is updated; the daemon applies it in a moment.`, 'ok');
+    show(t('js.updated', { user: username, what }), 'ok');
   } catch (error) {
-    show(`${username}: not changed: ${error.message}`, 'error', error.problems);
+    show(t('js.not_changed', { user: username, error: error.message }), 'error', error.problems);
   }
   await refresh();
 }
@@ -237,13 +242,11 @@ function diskWarning(person, newDisk) {
   // What a disk size change means for the student, said before it is made (null: the disk does not change).
   if (!newDisk || person.disk_quota === null || newDisk === person.disk_quota) return null;
   const shrink = newDisk < person.disk_quota;
-  let text = `${person.username}'s disk changes from ${size(person.disk_quota)} to ${size(newDisk)}.`;
-  if (shrink) text += ' Files are never deleted: if they use more than fits, the change is refused.';
+  let text = t('js.disk_changes', { user: person.username, from: size(person.disk_quota), to: size(newDisk) });
+  if (shrink) text += t('js.disk_shrink');
   const online = !shrink && state.diskChanges?.online_grow;
   if (person.server === 'running' && !online) {
-    text += state.diskChanges?.resize_running === 'restart'
-      ? ' Their server is running: it is stopped for the resize, and they start it again.'
-      : ' Their server is running: the change waits until it stops.';
+    text += state.diskChanges?.resize_running === 'restart' ? t('js.disk_restart') : t('js.disk_waits');
   }
   return text;
 }
@@ -251,30 +254,30 @@ function diskWarning(person, newDisk) {
 async function changeQuota(person, select) {
   const overridden = person.overrides?.disk !== null && person.overrides?.disk !== undefined;
   const warning = overridden ? null : diskWarning(person, state.quotaSizes[select.value]?.disk);
-  if (warning && !confirm(`${warning}\n\nChange the quota to ${select.value}?`)) {
+  if (warning && !confirm(`${warning}\n\n${t('js.confirm_quota', { quota: select.value })}`)) {
     select.value = person.quota;
     return;
   }
-  await change(person.username, { quota: select.value }, `quota ${select.value}`);
+  await change(person.username, { quota: select.value }, t('js.quota_changed', { quota: select.value }));
 }
 
 async function enableAgain(person) {
   // A removed person (managed here, no longer in the file): back into the file as a student, active.
-  if (!confirm(`Add ${person.username} back to classroom.yaml? Their account and files are still there.`)) return;
+  if (!confirm(t('js.confirm_enable_again', { user: person.username }))) return;
   try {
     await call('POST', 'api/students', { username: person.username, name: person.name ?? person.username });
-    show(`${person.username} is back in classroom.yaml; the daemon enables them in a moment.`, 'ok');
+    show(t('js.back', { user: person.username }), 'ok');
   } catch (error) {
-    show(`${person.username}: not added: ${error.message}`, 'error', error.problems);
+    show(t('js.not_added', { user: person.username, error: error.message }), 'error', error.problems);
   }
   await refresh();
 }
 
 async function disable(person) {
-  if (!confirm(`Disable ${person.username}? Their login is locked; their files are kept.`)) return;
+  if (!confirm(t('js.confirm_disable', { user: person.username }))) return;
   try {
     await call('DELETE', `api/students/${person.username}`);
-    show(`${person.username} is disabled in classroom.yaml.`, 'ok');
+    show(t('js.disabled', { user: person.username }), 'ok');
   } catch (error) {
     show(error.message, 'error', error.problems);
   }
@@ -282,12 +285,13 @@ async function disable(person) {
 }
 
 async function reset(person) {
-  if (!confirm(`Give ${person.username} a new password? The old one stops working.`)) return;
+  if (!confirm(t('js.confirm_reset', { user: person.username }))) return;
   try {
     const result = await call('POST', `api/students/${person.username}/reset-password`);
+    const user = person.username;
     show(result.delivery === 'email'
-      ? (result.sent ? `New password e-mailed to ${person.username}.` : `New password for ${person.username} will be e-mailed (${result.error ?? 'queued'}).`)
-      : `New password for ${person.username} is ready: print the credential slips.`, 'ok');
+      ? (result.sent ? t('js.reset_mailed', { user }) : t('js.reset_queued', { user, why: result.error ?? t('js.queued') }))
+      : t('js.reset_slip', { user }), 'ok');
   } catch (error) {
     show(error.message, 'error', error.problems);
   }
@@ -299,7 +303,7 @@ function openPerson(person) {
   const form = $('#person-form');
   form.reset();
   $('.problems', form).replaceChildren();
-  $('#person-title').textContent = person ? `Edit ${person.username}` : 'Add student';
+  $('#person-title').textContent = person ? t('js.edit_title', { user: person.username }) : $('#add').textContent;
   form.username.disabled = Boolean(person);
   form.quota.replaceChildren(...state.quotas.map((name) => el('option', { value: name }, name)));
   form.quota.value = state.quotas.includes('default') ? 'default' : (state.quotas[0] ?? '');
@@ -310,7 +314,7 @@ function openPerson(person) {
     form.quota.value = person.quota ?? '';
     for (const key of ['memory', 'cpu', 'disk']) form[key].value = String(person.overrides?.[key] ?? '');
   }
-  form.username.placeholder = 'made from the name';
+  form.username.placeholder = t('js.made_from_name');
   $('#person-dialog').showModal();
 }
 
@@ -323,9 +327,9 @@ function previewUsername() {
   previewTimer = setTimeout(async () => {
     try {
       const made = await call('GET', `api/username?name=${encodeURIComponent(form.name.value.trim())}`);
-      if (!editing && !form.username.value.trim()) form.username.placeholder = `will be: ${made.username}`;
+      if (!editing && !form.username.value.trim()) form.username.placeholder = t('js.will_be', { user: made.username });
     } catch (error) {
-      form.username.placeholder = 'made from the name';
+      form.username.placeholder = t('js.made_from_name');
     }
   }, 250);
 }
@@ -357,10 +361,8 @@ async function savePerson(event) {
       username = (await call('POST', 'api/students', body)).username;
     }
     $('#person-dialog').close();
-    const where = editing ? '' : (body.email
-      ? ` Their password is e-mailed to ${body.email} once the account exists.`
-      : ' No e-mail: once the account exists, their password waits for "Print credential slips".');
-    show(`${username}: saved to classroom.yaml; the daemon applies it in a moment.${where}`, 'ok');
+    const where = editing ? '' : (body.email ? t('js.password_mailed', { email: body.email }) : t('js.password_slip'));
+    show(t('js.saved', { user: username, where }), 'ok');
     await refresh();
   } catch (error) {
     $('.problems', form).replaceChildren(el('li', {}, error.message),
@@ -378,13 +380,13 @@ async function importCsv(event, dryRun) {
   try {
     const result = await call('POST', `api/import?dry_run=${dryRun}&name_order=${encodeURIComponent(form.order.value)}`, data, null);
     const lines = result.added.map((p) => el('li', {}, `${p.username} — ${p.name}`));
-    $('#import-preview').replaceChildren(el('p', {}, dryRun ? `${result.added.length} to add:` : `${result.added.length} added.`),
+    $('#import-preview').replaceChildren(el('p', {}, t(dryRun ? 'js.to_add' : 'js.added', { n: result.added.length })),
       el('ul', {}, ...lines), ...result.present.map((line) => el('p', { class: 'muted' }, line)));
     $('.problems', form).replaceChildren();
     $('#import-save').disabled = !dryRun || result.added.length === 0;
     if (!dryRun) {
       $('#import-dialog').close();
-      show(`${result.added.length} student(s) imported into classroom.yaml.`, 'ok');
+      show(t('js.imported', { n: result.added.length }), 'ok');
       await refresh();
     }
   } catch (error) {
