@@ -264,7 +264,9 @@ def import_csv(args: argparse.Namespace) -> int:
 
     site = site_of(args)
     classroom_file = classroom_path(args, site)
+    say = progress.of(args)
     try:
+        say(f"reading {args.csv} and checking every row against {classroom_file} and this host's accounts")
         result = csv_import.prepare(classroom_file, site, args.csv.read_bytes(), order=args.name_order)
     except OSError as exc:
         print(f"{args.csv}: cannot read: {exc.strerror}", file=sys.stderr)
@@ -290,6 +292,7 @@ def import_csv(args: argparse.Namespace) -> int:
         print(f"{len(result.added)} to add (dry run: {classroom_file} unchanged).")
         return EXIT_PENDING if result.added else EXIT_OK
     if result.added:
+        say(f"planning {len(result.added)} new people against this host, then writing {classroom_file}")
         try:
             edit.add_students(classroom_file, site, result.added,
                               lambda before, after: refuse_new_problems(site, before, after))
