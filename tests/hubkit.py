@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import requests
 import yaml
@@ -155,3 +156,41 @@ def stop_server(hub: Hub, session: requests.Session, username: str, timeout: flo
             return
         time.sleep(0.5)
     raise AssertionError(f"{username}'s server did not stop")
+
+
+# --- a real browser (Debian's chromium, driven by playwright) ---------------------------------------
+
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
+                "--disable-background-networking", "--disable-component-update"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # screenshots, kept after the run
+
+
+def chromium_missing() -> str | None:
+    return None if shutil.which("chromium") else "Debian's chromium is not installed (tests/bootstrap.sh installs it)"
+
+
+def launch_chromium(playwright, **options):
+    ARTIFACTS.mkdir(exist_ok=True)
+    return playwright.chromium.launch(executable_path=shutil.which("chromium"), args=BROWSER_ARGS, **options)
+
+
+def log_in(page, origin: str, username: str, password: str, then: str) -> None:
+    """The hub's own login form, then on to ``then`` (a path on the hub)."""
+    page.goto(f"{origin}/hub/login?next={then}")
+    page.fill("#username_input", username)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+
+
+def tear_down(hub: Hub, room: Classroom) -> None:
+    """Stop the hub, remove the classroom's containers, network and firewall chains, then the classroom."""
+    import docker
+
+    from hostkit import cleanup
+
+    hub.stop()
+    for container in docker.from_env().containers.list(
+            all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
+        container.remove(force=True)
+    hub.remove_network()
+    cleanup(room)

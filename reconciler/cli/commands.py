@@ -88,13 +88,12 @@ def policy_of(args: argparse.Namespace, site: Site) -> Policy:
 
 def reconcile(args: argparse.Namespace) -> int:
     """`reconcile [--dry-run] [--observed snapshot.json]`: one pass, or a plan against a server's snapshot."""
+    if args.observed and not args.dry_run:
+        raise UsageError("--observed only plans: add --dry-run")
     site = site_of(args, applies=not args.dry_run)
     classroom = load_classroom(classroom_path(args, site), site)
     policy = policy_of(args, site)
     if args.observed:
-        if not args.dry_run:
-            print("reconcile: --observed only plans: add --dry-run", file=sys.stderr)
-            return EXIT_ERROR
         outcome = engine.plan_offline(site, classroom, json.loads(args.observed.read_text()), policy)
         print(render_json(outcome.plan) if args.json else render_text(outcome.plan, colour=colour_on(sys.stdout)))
         return exit_code(outcome)

@@ -205,14 +205,9 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
     volume = actual.volumes.get(user)
     size = round_up(member.disk, actual.volume_step)
     if volume is None:
-        steps.append(Action(Op.CREATE, Kind.VOLUME, user, after=VolumeFields(size=size, path=source),
-                            reason=f"disk quota {format_size(member.disk)}"))
-        steps.append(Action(Op.CREATE, Kind.FILESYSTEM, user, after=FilesystemFields(fstype="ext4", size=size),
-                            reason="new volume"))
+        steps += _new_volume(user, size, source, f"disk quota {format_size(member.disk)}")
     elif not volume.complete:
-        steps.append(Action(Op.CREATE, Kind.FILESYSTEM, user, before="unfinished image",
-                            after=FilesystemFields(fstype="ext4", size=size),
-                            reason="volume creation was interrupted; the image never held data", drift=not new))
+        steps.append(_finish_volume(user, size, drift=not new))
     elif volume.fs is None and volume.readable:
         return steps, (f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
                        "inspect it by hand")
@@ -226,6 +221,18 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
     mounting, problem = _mount_steps(user, volume, desired, actual, want, f"{user}:{user} {HOME_MODE:04o}",
                                      expected_by_file, "home", "the account was missing: its home goes to the new account")
     return steps + mounting, problem
+
+
+def _new_volume(user: str, size: int, source: str, reason: str) -> list[Action]:
+    return [Action(Op.CREATE, Kind.VOLUME, user, after=VolumeFields(size=size, path=source), reason=reason),
+            Action(Op.CREATE, Kind.FILESYSTEM, user, after=FilesystemFields(fstype="ext4", size=size),
+                   reason="new volume")]
+
+
+def _finish_volume(user: str, size: int, drift: bool) -> Action:
+    return Action(Op.CREATE, Kind.FILESYSTEM, user, before="unfinished image",
+                  after=FilesystemFields(fstype="ext4", size=size),
+                  reason="volume creation was interrupted; the image never held data", drift=drift)
 
 
 def _mount_steps(user: str, volume: Volume | None, desired: Desired, actual: Actual,
@@ -289,14 +296,9 @@ def _converge_shared(desired: Desired, actual: Actual) -> tuple[list[Action], st
             return [], (f"the course folder {folder} already holds files on the host's disk, which a volume "
                         f"mounted there would hide: move them aside (mv {folder} {folder}.old) and copy them back "
                         "into the folder once the next pass has mounted its volume")
-        steps.append(Action(Op.CREATE, Kind.VOLUME, user, after=VolumeFields(size=size, path=source),
-                            reason=f"course folder: shared_disk {format_size(quota)}"))
-        steps.append(Action(Op.CREATE, Kind.FILESYSTEM, user, after=FilesystemFields(fstype="ext4", size=size),
-                            reason="new volume"))
+        steps += _new_volume(user, size, source, f"course folder: shared_disk {format_size(quota)}")
     elif not volume.complete:
-        steps.append(Action(Op.CREATE, Kind.FILESYSTEM, user, before="unfinished image",
-                            after=FilesystemFields(fstype="ext4", size=size),
-                            reason="volume creation was interrupted; the image never held data", drift=True))
+        steps.append(_finish_volume(user, size, drift=True))
     elif volume.fs is None and volume.readable:
         return [], (f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
                     "inspect it by hand")

@@ -45,7 +45,7 @@ def test_plan_against_a_snapshot_matches_the_live_plan(classroom, tmp_path):
 def test_observed_needs_dry_run(tmp_path):
     out = subprocess.run([sys.executable, "-m", "reconciler", "--observed", "x.json",
                           "-f", str(ROOT / "examples" / "classroom.yaml")], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 1 and "add --dry-run" in out.stderr
+    assert out.returncode == 64 and "add --dry-run" in out.stderr  # a usage error, before anything is read
 
 
 @pytest.mark.parametrize("name", ["github-actions.yml", "gitlab-ci.yml"])

@@ -9,25 +9,18 @@ attempt must fail: the student's server, the hub and the teacher page are three 
 """
 
 import json
-import shutil
 import subprocess
 import textwrap
-from pathlib import Path
 
-import docker
 import pytest
 
-from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, free_port, hub_ready
+from hostkit import host_ready, make_classroom
+from hubkit import (ARTIFACTS, Hub, add_hub, chromium_missing, free_port, hub_ready, launch_chromium, log_in,
+                    tear_down)
 from imagekit import TAG, build_test_image, image_unavailable
 
-REASON = host_ready() or hub_ready() or image_unavailable() or (
-    None if shutil.which("chromium") else "Debian's chromium is not installed (tests/bootstrap.sh installs it)")
+REASON = host_ready() or hub_ready() or image_unavailable() or chromium_missing()
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
-
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
-                "--disable-background-networking", "--disable-component-update"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 # What the student plants: Python runs ~/.local/lib/python3.X/site-packages/usercustomize.py at every start.
 USERCUSTOMIZE = '''
@@ -87,12 +80,7 @@ def classroom():
         hub.start()
         yield room, hub, port
     finally:
-        hub.stop()
-        for container in docker.from_env().containers.list(
-                all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
-            container.remove(force=True)
-        hub.remove_network()
-        cleanup(room)
+        tear_down(hub, room)
 
 
 def plant(room, short, service, hub, victim, teacher):
@@ -106,13 +94,6 @@ def plant(room, short, service, hub, victim, teacher):
     subprocess.run(["chown", "-R", f"{room.user(short)}:{room.user(short)}", str(home / ".local")], check=True)
 
 
-def log_in(page, hub_origin, username, secret, then):
-    page.goto(f"{hub_origin}/hub/login?next={then}")
-    page.fill("#username_input", username)
-    page.fill("#password_input", secret)
-    page.click("#login_submit")
-
-
 def test_a_students_page_cannot_act_as_the_teacher_who_opens_it(classroom):
     from playwright.sync_api import expect, sync_playwright
 
@@ -122,9 +103,8 @@ def test_a_students_page_cannot_act_as_the_teacher_who_opens_it(classroom):
     service = f"http://classroom--service.hub.localhost:{port}/services/classroom/"
     plant(room, "ann", service, hub_origin, bob, tea)
     bob_password = password(room, "bob")
-    ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=BROWSER_ARGS)
+        browser = launch_chromium(playwright)
         try:
             student = browser.new_context()  # ann starts her server, as she would in class
             mine = student.new_page()

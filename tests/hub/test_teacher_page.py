@@ -8,27 +8,19 @@ tests/artifacts/.
 """
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import docker
 import pytest
 import yaml
 
-from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready, start_server
+from hostkit import host_ready, make_classroom
+from hubkit import ARTIFACTS, Hub, add_hub, chromium_missing, hub_ready, launch_chromium, log_in, start_server, tear_down
 from imagekit import TAG, build_test_image, image_unavailable
 
-REASON = host_ready() or hub_ready() or image_unavailable() or (
-    None if shutil.which("chromium") else "Debian's chromium is not installed (tests/bootstrap.sh installs it)")
+REASON = host_ready() or hub_ready() or image_unavailable() or chromium_missing()
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
-
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
-                "--disable-background-networking", "--disable-component-update"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 MiB = 1024**2
 
 
@@ -77,12 +69,7 @@ def classroom():
         if daemon is not None:
             daemon.terminate()
             daemon.wait(timeout=60)
-        hub.stop()
-        for container in docker.from_env().containers.list(
-                all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
-            container.remove(force=True)
-        hub.remove_network()
-        cleanup(room)
+        tear_down(hub, room)
 
 
 def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
@@ -90,9 +77,8 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
 
     room, hub, teacher_password = classroom
     ann, bob = room.user("ann"), room.user("bob")
-    ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=BROWSER_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             dialogs, answer = [], {"accept": True}
@@ -102,10 +88,7 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
                 dialog.accept() if answer["accept"] else dialog.dismiss()
 
             page.on("dialog", on_dialog)
-            page.goto(f"{hub.url}/hub/login?next=/services/classroom/")
-            page.fill("#username_input", room.user("tea"))
-            page.fill("#password_input", teacher_password)
-            page.click("#login_submit")
+            log_in(page, hub.url, room.user("tea"), teacher_password, "/services/classroom/")
             page.wait_for_url("**/services/classroom/", timeout=60_000)
 
             # the class, with usage bars: disk for everyone, memory for ann's running server

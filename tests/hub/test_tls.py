@@ -12,23 +12,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import docker
 import pytest
 import requests
 import yaml
 
-from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, free_port, hub_ready
+from hostkit import host_ready, make_classroom
+from hubkit import ARTIFACTS, Hub, add_hub, chromium_missing, free_port, hub_ready, launch_chromium, log_in, tear_down
 from imagekit import TAG, build_test_image, image_unavailable
 
-REASON = host_ready() or hub_ready() or image_unavailable() or next(
-    (f"{tool} is not installed (tests/bootstrap.sh installs it)" for tool in ("chromium", "openssl", "certutil")
+REASON = host_ready() or hub_ready() or image_unavailable() or chromium_missing() or next(
+    (f"{tool} is not installed (tests/bootstrap.sh installs it)" for tool in ("openssl", "certutil")
      if not shutil.which(tool)), None)
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
-
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
-                "--disable-background-networking", "--disable-component-update"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def make_ca(where: Path) -> tuple[Path, Path, Path]:
@@ -72,12 +67,7 @@ def classroom(tmp_path_factory):
             os.environ.pop("REQUESTS_CA_BUNDLE", None)
         else:
             os.environ["REQUESTS_CA_BUNDLE"] = old
-        hub.stop()
-        for container in docker.from_env().containers.list(
-                all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
-            container.remove(force=True)
-        hub.remove_network()
-        cleanup(room)
+        tear_down(hub, room)
 
 
 def password(room, short):
@@ -105,17 +95,12 @@ def test_login_spawn_and_teacher_page_over_https(classroom, tmp_path):
     subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
     subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "classroom test CA", "-i", str(ca)],
                    check=True)
-    ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=BROWSER_ARGS,
-                                             env={**os.environ, "HOME": str(home)})
+        browser = launch_chromium(playwright, env={**os.environ, "HOME": str(home)})
         try:
             student = browser.new_context()
             page = student.new_page()
-            page.goto(f"{origin}/hub/login?next=/hub/spawn")
-            page.fill("#username_input", ann)
-            page.fill("#password_input", password(room, "ann"))
-            page.click("#login_submit")
+            log_in(page, origin, ann, password(room, "ann"), "/hub/spawn")
             page.wait_for_url(f"{origin}/user/{ann}/lab**", timeout=180_000)
             expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-over-https.png"))
@@ -125,10 +110,7 @@ def test_login_spawn_and_teacher_page_over_https(classroom, tmp_path):
 
             teacher = browser.new_context()
             page = teacher.new_page()
-            page.goto(f"{origin}/hub/login?next=/services/classroom/")
-            page.fill("#username_input", tea)
-            page.fill("#password_input", password(room, "tea"))
-            page.click("#login_submit")
+            log_in(page, origin, tea, password(room, "tea"), "/services/classroom/")
             page.wait_for_url(f"{origin}/services/classroom/", timeout=60_000)
             expect(page.locator(f'tr[data-user="{ann}"]')).to_contain_text("in esecuzione", timeout=30_000)
             expect(page.locator("#add")).to_have_text("Aggiungi studente")
