@@ -65,7 +65,10 @@ def site_of(args: argparse.Namespace, applies: bool = False) -> Site:
         if applies and not in_checkout(here):
             raise UsageError(f"refusing to change this host with the built-in site outside the reconciler's "
                              f"checkout ({here} is not one): pass --site site.yaml or set RECONCILE_SITE")
-    return load_site(path)
+    site = load_site(path)
+    # the school's proxy, mirror and CA for the programs this command runs (host.run passes them on)
+    os.environ.update(site.network.environment())
+    return site
 
 
 def in_checkout(directory: Path) -> bool:

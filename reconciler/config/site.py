@@ -277,6 +277,41 @@ class Paths:
         return name if parent == str(self.homes).rstrip("/") and name else None
 
 
+# What reaches the programs reconcile runs (pip, debootstrap's apt, docker) from its own environment: a school's
+# proxy, package mirror and CA, and where Docker is.  site.yaml's network section sets them too (and wins).
+NETWORK_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy",
+                     "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "REQUESTS_CA_BUNDLE",
+                     "SSL_CERT_FILE", "DOCKER_HOST")
+
+
+class Network(Strict):
+    """A school's network: its web proxy, package mirror and CA, for the image build (pip, apt, docker) and,
+    with ``to_student_containers``, for the students' own `pip install`."""
+
+    proxy: str | None = Field(None, pattern=r"^https?://", description="HTTP(S) proxy, e.g. http://proxy.school:3128")
+    no_proxy: list[str] = Field(default_factory=list, description="Hosts and domains reached without the proxy")
+    pip_index: str | None = Field(None, pattern=r"^https?://", description="A PyPI mirror's simple index URL")
+    ca_bundle: Path | None = Field(None, description="The school's CA bundle (PEM), for a TLS-inspecting proxy")
+    to_student_containers: bool = Field(False, description="Give student servers the proxy and mirror too (then "
+                                        "allow the proxy in hub.egress if it has a private address)")
+
+    def environment(self) -> dict[str, str]:
+        """The variables these settings mean, in both spellings tools read."""
+        env: dict[str, str] = {}
+        if self.proxy:
+            for name in ("HTTPS_PROXY", "HTTP_PROXY"):
+                env[name] = env[name.lower()] = self.proxy
+        if self.no_proxy:
+            env["NO_PROXY"] = env["no_proxy"] = ",".join(self.no_proxy)
+        if self.pip_index:
+            env["PIP_INDEX_URL"] = self.pip_index
+            if self.pip_index.startswith("http://"):  # a mirror on the school's LAN without TLS: chosen, so trusted
+                env["PIP_TRUSTED_HOST"] = self.pip_index.split("/")[2].split(":")[0]
+        if self.ca_bundle:
+            env["PIP_CERT"] = env["REQUESTS_CA_BUNDLE"] = env["SSL_CERT_FILE"] = str(self.ca_bundle)
+        return env
+
+
 class Site(Strict):
     """site.yaml: this host's settings.  Relative paths are relative to the site file."""
 
@@ -301,6 +336,7 @@ class Site(Strict):
                                 "API refuses roster edits (409) so the file in git stays the single source of truth")
     hub: HubSettings | None = None
     delivery: Delivery = Field(default_factory=Delivery)
+    network: Network = Field(default_factory=Network)
 
     @property
     def paths(self) -> Paths:

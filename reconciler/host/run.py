@@ -18,7 +18,15 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from ..config.site import NETWORK_VARIABLES
+
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+
+def environment() -> dict[str, str]:
+    """A fixed PATH and locale, plus the school's network settings from ours (proxy, mirror, CA, DOCKER_HOST):
+    nothing else of the caller's environment reaches a command."""
+    return {**{name: os.environ[name] for name in NETWORK_VARIABLES if name in os.environ}, **ENV}
 
 
 class CommandFailed(RuntimeError):
@@ -38,14 +46,14 @@ class Runner:
     def run(self, argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
         """Run a command and return its stdout; raise CommandFailed on any other exit code."""
         proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, pass_fds=self.pass_fds,
-                              env=ENV)
+                              env=environment())
         if proc.returncode not in ok_codes:
             raise CommandFailed(argv, proc.returncode, proc.stderr or proc.stdout)
         return proc.stdout
 
     def succeeds(self, argv: Sequence[str]) -> bool:
         """True when the command exits 0 (for checks such as `iptables -C`)."""
-        return subprocess.run(list(argv), capture_output=True, pass_fds=self.pass_fds, env=ENV).returncode == 0
+        return subprocess.run(list(argv), capture_output=True, pass_fds=self.pass_fds, env=environment()).returncode == 0
 
     def chown(self, path: Path, uid: int, gid: int) -> None:
         os.chown(path, uid, gid)

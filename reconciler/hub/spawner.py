@@ -31,6 +31,7 @@ from ..host.mounts import is_mounted
 from ..host.volumes import layout_for
 
 HOME_ROOT = "/home"
+SCHOOL_CA = "/usr/local/share/ca-certificates/school.pem"  # site.network.ca_bundle inside a student's container
 
 
 def container_settings(site: Site, classroom: Classroom, username: str, host: HostFiles = HostFiles()) -> dict:
@@ -63,6 +64,8 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
     binds += [{"type": "bind", "source": str(files / name), "target": IN_CONTAINER[name], "read_only": True}
               for name in written]
     email = member.emails[0] if member.emails else f"{username}@{classroom.name}.invalid"
+    network, ca = student_network(site)
+    binds += ca
     return {
         "member": member,
         "home": home,
@@ -90,7 +93,7 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
         },
         # ~/.local/bin first: console scripts of a student's own `pip install` are found by name
         "env": {"HOME": home, "USER": username, "LOGNAME": username, "SHELL": "/bin/bash", "EMAIL": email,
-                "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin"},
+                "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin", **network},
     }
 
 
@@ -103,6 +106,18 @@ def server_config_over_https() -> dict:
     """The student's Jupyter server behind hub.tls: its XSRF cookie https-only, and HSTS (system config path)."""
     return {"ServerApp": {"tornado_settings": {"xsrf_cookie_kwargs": {"secure": True},
                                                "headers": {"Strict-Transport-Security": HSTS}}}}
+
+
+def student_network(site: Site) -> tuple[dict[str, str], list[dict]]:
+    """With network.to_student_containers: the school's proxy and mirror for a student's own `pip install`
+    (environment), and its CA bundle bound read-only into the container (mounts)."""
+    if not site.network.to_student_containers:
+        return {}, []
+    env = site.network.environment()
+    if site.network.ca_bundle is None:
+        return env, []
+    env |= {"PIP_CERT": SCHOOL_CA, "REQUESTS_CA_BUNDLE": SCHOOL_CA, "SSL_CERT_FILE": SCHOOL_CA}
+    return env, [{"type": "bind", "source": str(site.network.ca_bundle), "target": SCHOOL_CA, "read_only": True}]
 
 
 def identity_dir(site: Site, username: str) -> Path:
