@@ -57,10 +57,8 @@ def _owner_text(owner: tuple[int, int, int] | None) -> str | None:
 
 def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
     """Diff desired against actual; return the ordered actions that converge the host."""
-    actions: list[Action] = []
     refused: list[Note] = []
-    blocked: list[Note] = []
-    actions, blocked = _converge_firewall(desired, actual)
+    actions, blocked = _converge_firewall(desired, actual)  # the students' fence first
     active = [m for m in desired.members if m.status == "active"]
     if active:
         for role in ROLES:
@@ -338,9 +336,8 @@ def _resize(user: str, quota: int, volume: Volume, size: int, actual: Actual, po
     else:
         reason, drift = f"disk quota lowered to {format_size(quota)}", False
     online = size > fs_size and mounted and actual.online_resize
-    containers = (actual.containers or {}).values()
     if user == SHARED_VOLUME:  # every running server holds the course folder
-        running = sum(1 for container in containers if container.running)
+        running = sum(1 for container in (actual.containers or {}).values() if container.running)
         if not online and running:
             return [Action(Op.UPDATE, Kind.VOLUME, user, before=VolumeFields(size=current, used=volume.used),
                            after=VolumeFields(size=size), reason=reason, drift=drift,

@@ -79,25 +79,19 @@ class Room:
         data = _PARSED[self.file][2]
         return {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
 
-    def in_force(self) -> tuple[Classroom, dict[str, dict]]:
-        """While the file is invalid: the last valid version and its entries as written.
-
-        The one this service last saw, else the daemon's copy of the last one it applied.  Raises the file's
-        own InvalidFile when there is neither.
-        """
-        try:
-            return self.classroom(), self.written()
-        except InvalidFile as invalid:
-            cached = _PARSED.get(self.file)
-            if cached is not None:
-                classroom, data = cached[1], cached[2]
-            else:
-                try:
-                    source = read_source(self.site.paths.in_force)
-                    classroom, data = check_classroom(source, self.site), source.data
-                except (InvalidFile, OSError):
-                    raise invalid from None
-            return classroom, {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
+    def last_valid(self) -> tuple[Classroom, dict[str, dict]] | None:
+        """While the file is invalid: its last valid version and its entries as written (the one this service
+        last saw, else the daemon's copy of the last one it applied); None when there is neither."""
+        cached = _PARSED.get(self.file)
+        if cached is not None:
+            classroom, data = cached[1], cached[2]
+        else:
+            try:
+                source = read_source(self.site.paths.in_force)
+                classroom, data = check_classroom(source, self.site), source.data
+            except (InvalidFile, OSError):
+                return None
+        return classroom, {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
 
     def who_changed(self) -> str:
         """Who made the file what it is now: the git commit, or a change on this server outside the page."""
@@ -166,7 +160,10 @@ def students(room: Room) -> dict:
         classroom = room.classroom()
         raw = room.written()
     except InvalidFile as exc:
-        classroom, raw = room.in_force()  # re-raises when no valid version was ever seen
+        found = room.last_valid()
+        if found is None:  # never a valid version: nothing to show but the error (409)
+            raise
+        classroom, raw = found
         invalid = {"problems": [str(p) for p in exc.problems], "changed": room.who_changed()}
     outcome = engine.look(room.site, classroom, locked=False)  # the host as it is, even in the middle of a pass
     desired, actual = outcome.desired, outcome.actual
