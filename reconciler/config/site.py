@@ -331,6 +331,8 @@ class Site(Strict):
         0.1, description="Warn (status, the teacher page, the daemon's log) when a disk holding volumes, the state, "
         "Docker's data or the shared folder has less than this share free")
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
+    journal_max_size: Size = Field(16 * 1024 * 1024, description="Past this size journal.jsonl is renamed "
+                                   "journal-<UTC time>-NNN.jsonl (kept, never deleted) and a new one begins")
     resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
     roster_in_git: bool = Field(False, description="classroom.yaml reaches this host from git (CI): the teacher "
                                 "API refuses roster edits (409) so the file in git stays the single source of truth")

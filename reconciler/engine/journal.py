@@ -1,7 +1,10 @@
 """Append-only record of every applied action: <state_dir>/journal.jsonl.
 
 It records what was done and how it ended, never a secret: password actions
-carry only the placeholder the plan shows.
+carry only the placeholder the plan shows.  When the file has grown past
+``max_size``, the next writer renames it to ``journal-<UTC time>.jsonl`` next
+to it and starts a new one: nothing is ever deleted (an admin may compress or
+prune the old files), and ``read`` returns every file in order.
 """
 
 from __future__ import annotations
@@ -14,10 +17,42 @@ from pathlib import Path
 from ..core.actions import Action
 
 
+MAX_SIZE = 16 * 1024 * 1024  # bytes before a rotation (site.yaml: journal_max_size)
+
+
+def rotate(path: Path, max_size: int = MAX_SIZE) -> Path | None:
+    """Start a new journal when this one is past ``max_size``; the old one is kept under a dated name.
+
+    Two writers rotating at once lose nothing: a rename never deletes, and a writer that opened the file
+    before it was renamed goes on appending to the renamed file.
+    """
+    try:
+        if path.stat().st_size < max_size:
+            return None
+    except FileNotFoundError:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    n = 1
+    while (kept := path.with_name(f"{path.stem}-{stamp}-{n:03d}{path.suffix}")).exists():  # two in one second
+        n += 1
+    try:
+        os.rename(path, kept)
+    except FileNotFoundError:  # another writer rotated it just now
+        return None
+    return kept
+
+
+def history(path: Path) -> list[Path]:
+    """Every journal file, oldest first: the rotated ones (their names sort by time), then the current one."""
+    rotated = sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))
+    return [*rotated, *([path] if path.exists() else [])]
+
+
 class Journal:
-    def __init__(self, path: Path, pass_id: str, actor: str | None = None):
+    def __init__(self, path: Path, pass_id: str, actor: str | None = None, max_size: int = MAX_SIZE):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.pass_id, self.actor = path, pass_id, actor  # actor: the teacher behind an API write
+        rotate(path, max_size)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def record(self, action: Action, result: str, detail: str = "") -> None:
@@ -47,9 +82,8 @@ class Journal:
 
 
 def read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+    """Every entry ever written, oldest first, across the rotated files."""
+    return [json.loads(line) for part in history(path) for line in part.read_text().split("\n") if line.strip()]
 
 
 def record_edit(path: Path, actor: str, action: Action, detail: str = "", source: str = "edit") -> None:

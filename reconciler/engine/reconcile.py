@@ -127,7 +127,8 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
             return Outcome(verdict, the_plan, desired, actual, dry_run=True)
         if not the_plan.actions and not the_plan.blocked:
             return Outcome(Verdict.CONVERGED, the_plan, desired, actual)
-        journal = Journal(site.paths.journal, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}")
+        journal = Journal(site.paths.journal, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}",
+                          max_size=site.journal_max_size)
         try:
             result = apply(the_plan, context(site, desired, run, volumes, probes), journal,
                            should_stop=should_stop, report=report)

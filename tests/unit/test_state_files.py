@@ -67,3 +67,29 @@ def test_disk_space_is_one_entry_per_filesystem_and_warns_below_the_share(tmp_pa
     assert found[0]["what"] == "the volume images, the state" and found[0]["low"] is True
     assert 0 < found[0]["free"] <= found[0]["size"]
     assert disk_space([("x", tmp_path)], warn_below=0.0)[0]["low"] is False
+
+
+def test_the_journal_rotates_by_size_and_never_loses_an_entry(tmp_path):
+    from reconciler.core.actions import Action, Kind, Op
+    from reconciler.engine import journal
+
+    path = tmp_path / "journal.jsonl"
+    written = 0
+    for pass_number in range(6):  # each pass opens the journal once, as a real pass does
+        entry = journal.Journal(path, f"pass-{pass_number}", max_size=300)
+        for _ in range(2):
+            entry.record(Action(Op.CREATE, Kind.GROUP, f"g{written}"), "ok")
+            written += 1
+        entry.close()
+    kept = journal.history(path)
+    assert len(kept) > 2 and kept[-1] == path  # rotated files first, the current one last
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in kept)
+    assert [e["target"] for e in journal.read(path)] == [f"g{i}" for i in range(written)]  # all, in order
+
+    # a writer that opened the journal before someone else rotated it keeps writing into the kept file
+    early = journal.Journal(path, "early", max_size=10**9)
+    rotated = journal.rotate(path, max_size=0)
+    early.record(Action(Op.CREATE, Kind.GROUP, "late"), "ok")
+    early.close()
+    assert rotated is not None and "late" in rotated.read_text()
+    assert journal.read(path)[-1]["target"] == "late"
