@@ -59,15 +59,21 @@ def serve(port):
     return controller
 
 
-def test_mail_has_both_parts_goes_to_every_address_and_leaves_no_plaintext(mailroom):
-    room, port, passwords = mailroom
+def send(room, port):
+    """`reconcile credentials send` with the test SMTP server up for it: the command's result and what arrived."""
     controller = serve(port)
     try:
         out = room.cli("credentials", "send")
     finally:
         controller.stop()
+    return out, controller.handler.messages
+
+
+def test_mail_has_both_parts_goes_to_every_address_and_leaves_no_plaintext(mailroom):
+    room, port, passwords = mailroom
+    out, arrived = send(room, port)
     assert out.returncode == 0, out.stderr
-    messages = {tuple(sorted(rcpt)): msg for rcpt, msg in controller.handler.messages}
+    messages = {tuple(sorted(rcpt)): msg for rcpt, msg in arrived}
     assert set(messages) == {("ann@example.org", "parent@example.org"), ("bob@example.org",)}
     ann = room.user("ann")
     msg = messages[("ann@example.org", "parent@example.org")]
@@ -98,14 +104,10 @@ def test_server_down_keeps_the_item_and_a_later_run_delivers(mailroom):
     rows = {r["username"]: r["credentials"] for r in json.loads(room.cli("status", "--json").stdout)["people"]}
     assert rows[room.user("bob")].startswith("failed (1x)")
 
-    controller = serve(port)
-    try:
-        again = room.cli("credentials", "send")
-    finally:
-        controller.stop()
+    again, arrived = send(room, port)
     assert again.returncode == 0, again.stderr
-    assert len(controller.handler.messages) == 2
-    bodies = "".join(m.get_body(("plain",)).get_content() for _, m in controller.handler.messages)
+    assert len(arrived) == 2
+    bodies = "".join(m.get_body(("plain",)).get_content() for _, m in arrived)
     assert passwords[room.user("bob")] in bodies and passwords[room.user("ann")] in bodies
 
 
@@ -115,12 +117,9 @@ def test_backoff_waits_before_retrying(mailroom):
     site["delivery"]["retry_base"] = 3600
     room.site.write_text(yaml.safe_dump(site))
     assert room.cli("credentials", "send").returncode == 1
-    controller = serve(port)
-    try:
-        assert room.cli("credentials", "send").returncode == 0
-    finally:
-        controller.stop()
-    assert controller.handler.messages == []  # not due for an hour: nothing sent, nothing lost
+    out, arrived = send(room, port)
+    assert out.returncode == 0
+    assert arrived == []  # not due for an hour: nothing sent, nothing lost
     assert len(list(room.paths.outbox.glob("*.json"))) == 3
 
 
@@ -169,12 +168,9 @@ def test_italian_and_a_school_template(mailroom):
     site = yaml.safe_load(room.site.read_text())
     site["delivery"].update({"language": "it", "templates_dir": str(templates)})
     room.site.write_text(yaml.safe_dump(site))
-    controller = serve(port)
-    try:
-        assert room.cli("credentials", "send").returncode == 0
-    finally:
-        controller.stop()
-    by_to = {m["To"]: m for _, m in controller.handler.messages}
+    out, arrived = send(room, port)
+    assert out.returncode == 0
+    by_to = {m["To"]: m for _, m in arrived}
     msg = by_to["bob@example.org"]
     assert msg["Subject"] == "Benvenuto Bob"
     assert passwords[room.user("bob")] in msg.get_body(("plain",)).get_content()
@@ -262,13 +258,9 @@ def test_a_disabled_persons_password_is_neither_sent_nor_printed(mailroom):
     assert room.cli("--allow-mass-disable").returncode == 0  # two of three: past the guard, knowingly
     status = room.cli("status")
     assert "held (not active" in status.stdout
-    controller = serve(port)
-    try:
-        out = room.cli("credentials", "send")
-        assert out.returncode == 0, out.stderr
-        sent = [rcpt for rcpt, _ in controller.handler.messages]
-    finally:
-        controller.stop()
+    out, arrived = send(room, port)
+    assert out.returncode == 0, out.stderr
+    sent = [rcpt for rcpt, _ in arrived]
     assert sent == [["bob@example.org"]] and f"held: {ann}" in out.stdout
     slips = room.root / "slips.html"
     printed = room.cli("credentials", "slips", "--all", "--out", str(slips))
