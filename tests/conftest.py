@@ -5,7 +5,7 @@ import pytest
 from hostkit import cleanup, host_ready, make_classroom
 
 # Tests live in one directory per tier, and carry its marker: `pytest -m unit` runs in seconds without root.
-TIERS = ("unit", "host", "hub", "vm")
+TIERS = ("unit", "host", "hub", "swarm", "vm")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -187,7 +187,8 @@ def schema(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     site = site_of(args)
     classroom = load_classroom(classroom_path(args, site), site)
-    outcome = engine.look(site, classroom, containers=False)
+    swarm = site.hub is not None and site.hub.spawner == "swarm"
+    outcome = engine.look(site, classroom, containers=swarm)  # the swarm tells which worker runs each server
     if args.json:
         print(json.dumps(engine.status_document(site, outcome), indent=2))
         return EXIT_OK
@@ -234,6 +235,23 @@ def image_build(args: argparse.Namespace) -> int:
     site = site_of(args)
     tag = args.tag or (site.hub.image if site.hub else build.DEFAULT_TAG)
     return build.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force, progress.of(args))
+
+
+def image_push_nodes(args: argparse.Namespace) -> int:
+    from ..image import nodes
+
+    site = site_of(args)
+    if site.hub is None or site.hub.swarm is None:
+        raise UsageError("image push-nodes: site.yaml has no hub.swarm section (hub.spawner: swarm)")
+    tag = args.tag or site.hub.image
+    try:
+        results = nodes.push(tag, site.hub.swarm.workers, progress.of(args))
+    except LookupError as exc:
+        print(f"reconcile image push-nodes: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for pushed in results:
+        print(f"{pushed.worker}: {pushed.result}")
+    return EXIT_OK if all(p.ok for p in results) else EXIT_ERROR
 
 
 # --- processes ----------------------------------------------------------------------------------------

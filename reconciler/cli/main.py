@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tag", default=None, help="default: site.yaml's hub.image, else classroom-student:latest")
     build.add_argument("--cache-dir", type=Path, default=None, help="default: <state_dir>/image-cache")
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    push = _command(image_sub, "push-nodes", commands.image_push_nodes,
+                    "copy the image onto every worker of hub.swarm (docker save | docker -H <worker> load; no "
+                    "registry); workers that already hold it are skipped")
+    push.add_argument("--tag", default=None, help="default: site.yaml's hub.image")
     completion = _command(sub, "completion", print_completion,
                           "print a shell completion script: reconcile completion bash > "
                           "/etc/bash_completion.d/reconcile", common=False)

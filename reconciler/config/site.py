@@ -117,6 +117,47 @@ class Tls(Strict):
     key: Path = Field(..., description="Private key, readable by root only (e.g. .../privkey.pem)")
 
 
+def _ipv4(value: object) -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+
+IPv4 = Annotated[str, BeforeValidator(_ipv4)]
+
+
+class SwarmWorker(Strict):
+    """A machine that runs student servers: Docker in the swarm, nothing else (no accounts, no roster)."""
+
+    address: IPv4 = Field(..., description="Its address on the cluster network")
+    docker: str | None = Field(None, pattern=r"^(ssh|tcp|unix)://",
+                               description="How reconcile reaches its Docker to load the student image "
+                               "(default ssh://root@<address>)")
+
+    @property
+    def endpoint(self) -> str:
+        return self.docker or f"ssh://root@{self.address}"
+
+
+class Swarm(Strict):
+    """hub.swarm: student servers as Docker Swarm services on the workers (hub.spawner: swarm).
+
+    This server stays the manager: it runs reconcile, the hub, the proxy, the accounts and the quota volumes;
+    the workers only run Docker.
+    """
+
+    address: IPv4 = Field(..., description="This server's address on the cluster network: servers on the "
+                          "workers reach the hub API, and their homes, here")
+    workers: Annotated[list[SwarmWorker], Field(min_length=1)]
+    homes: Literal["shared"] = Field(
+        "shared", description="shared: every worker sees homes_dir and the course folder at the same paths "
+        "(a cluster filesystem, or the tests' bind of this server's directories)")
+    reserve: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.25, description="The share of each person's memory and CPU quota the swarm reserves on a node when "
+        "it places their server (1: never over-commit a node; most students idle far below their quota)")
+
+
 class HubSettings(Strict):
     """site.yaml's optional ``hub:`` section.  Without it, reconcile leaves JupyterHub alone."""
 
@@ -151,6 +192,10 @@ class HubSettings(Strict):
     service_port: Annotated[int, Field(gt=0, lt=65536)] = Field(
         8002, description="The teacher API and page on 127.0.0.1; people reach it through the proxy at "
         "/services/classroom/")
+    spawner: Literal["docker", "swarm"] = Field(
+        "docker", description="docker: student servers are containers on this server; swarm: services on the "
+        "workers of hub.swarm (DOCKER_HOST, if set, names this server's swarm manager)")
+    swarm: Swarm | None = None
 
     @model_validator(mode="after")
     def _https_with_tls(self) -> HubSettings:
@@ -161,15 +206,29 @@ class HubSettings(Strict):
                     raise ValueError(f"with tls, {key} must start with https:// (it is {value!r})")
         return self
 
+    @model_validator(mode="after")
+    def _swarm_settings(self) -> HubSettings:
+        if self.spawner == "swarm" and self.swarm is None:
+            raise ValueError("spawner: swarm needs a swarm: section (address, workers)")
+        if self.spawner != "swarm" and self.swarm is not None:
+            raise ValueError("swarm: is set but spawner is not swarm (add spawner: swarm, or remove swarm:)")
+        return self
+
     @property
     def gateway(self) -> str:
         """The students' bridge gateway: the one host address their containers can reach (the hub API)."""
         return gateway(self.subnet)
 
     @property
+    def hub_address(self) -> str:
+        """Where the hub API listens for the student servers: the bridge gateway, or (swarm) this server's
+        cluster address."""
+        return self.swarm.address if self.swarm is not None else self.gateway
+
+    @property
     def api_endpoint(self) -> str:
         """The hub's REST API as reconcile calls it."""
-        return self.api_url or f"http://{self.gateway}:{HUB_PORT}/hub/api"
+        return self.api_url or f"http://{self.hub_address}:{HUB_PORT}/hub/api"
 
 
 def gateway(subnet: str) -> str:

@@ -155,7 +155,7 @@ OPS_BY_KIND: Mapping[Kind, frozenset[Op]] = MappingProxyType({
     Kind.MANIFEST: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
     Kind.MOUNT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
     Kind.OWNERSHIP: frozenset({Op.CREATE, Op.UPDATE}),
-    Kind.CONTAINER: frozenset({Op.UPDATE}),
+    Kind.CONTAINER: frozenset({Op.UPDATE, Op.DISABLE}),  # disable: a swarm service the hub left behind
     Kind.SERVER: frozenset({Op.DISABLE}),
     Kind.HUB_USER: frozenset({Op.DISABLE}),
     Kind.FIREWALL: frozenset({Op.CREATE, Op.UPDATE}),

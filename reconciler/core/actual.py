@@ -99,14 +99,17 @@ class HubState:
 
 @dataclass(frozen=True)
 class Container:
-    """A student's server container (DockerSpawner), found by our labels."""
+    """A student's server: a container (DockerSpawner) or a swarm service (hub/swarm.py), found by our labels."""
 
     username: str
     id: str
     running: bool
     memory: int  # the cgroup memory limit now in force (0 = none)
-    cpu_quota: int = 0  # CFS quota per period, microseconds (0 = none)
-    cpu_period: int = 0
+    cpu_quota: int = 0  # CFS quota per period, microseconds (0 = none); a swarm service: NanoCPUs
+    cpu_period: int = 0  # a swarm service: 10**9
+    node: str = ""  # a swarm service: the worker its server runs on (hostname)
+    service: bool = False  # a swarm service: its limits change only when the server starts again
+
 
     @property
     def cpus(self) -> float | None:

@@ -42,7 +42,12 @@ class Chain:
 
 
 def chains(hub: HubSettings) -> dict[str, Chain]:
-    """What the host should have for this hub: {"input": ..., "egress": ...}."""
+    """What the host should have for this hub: {"input": ..., "egress": ...}.
+
+    None with the swarm spawner: student servers run on the workers, not on a bridge of this host.
+    """
+    if hub.spawner == "swarm":
+        return {}
     bridge = bridge_name(hub.network)
     incoming = f"CLSRM-{_digest(hub.network)}"
     outgoing = f"CLSRM-OUT-{_digest(hub.network)}"
@@ -81,6 +86,9 @@ def rules_of(name: str, lines: tuple[str, ...]) -> tuple[str, ...]:
 
 def reaches(hub: HubSettings) -> list[str]:
     """In words, what a student container can reach: for the README, `reconcile status` and the page."""
+    if hub.swarm is not None:
+        return [f"the hub API ({hub.swarm.address}:{HUB_PORT}) from the swarm's workers; hub.egress is not "
+                "enforced there yet: each worker's own firewall decides (README: When one server is not enough)"]
     said = [f"the hub API ({hub.gateway}:{HUB_PORT}); nothing else on this host"]
     allowed = ", ".join(hub.egress.allow)
     if hub.egress.policy == "internet":

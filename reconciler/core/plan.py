@@ -89,7 +89,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
             continue
         if member.status == "active":
             steps, problem = _converge_active(member, account, desired, actual, policy)
-            actions += steps + _hub_active(member, actual)
+            actions += steps + _hub_active(member, actual, policy)
             if problem:
                 blocked.append(Note("blocked", member.username, problem))
         elif member.status == "disabled":
@@ -360,7 +360,7 @@ def _resize(user: str, quota: int, volume: Volume, size: int, actual: Actual, po
     return steps
 
 
-def _hub_active(member: Member, actual: Actual) -> list[Action]:
+def _hub_active(member: Member, actual: Actual, policy: Policy) -> list[Action]:
     """Demote stale admins; apply a changed memory or CPU quota to a running server in place."""
     steps = []
     hub_user = actual.hub_users.get(member.username)
@@ -371,8 +371,10 @@ def _hub_active(member: Member, actual: Actual) -> list[Action]:
         teacher_busy = member.role == "teacher" and hub_user.running
         steps.append(Action(Op.DISABLE, Kind.HUB_USER, member.username, before=HubUserFields(admin=True),
                             reason=DEMOTED, waits=f"{member.username}'s server is running" if teacher_busy else ""))
+    leftover = _leftover_service(member.username, actual)
+    steps += leftover
     container = (actual.containers or {}).get(member.username)
-    if container is not None and container.running:
+    if container is not None and container.running and not leftover:
         before, after = {}, {}
         if container.memory != member.memory:
             before["memory"], after["memory"] = container.memory, member.memory
@@ -380,8 +382,19 @@ def _hub_active(member: Member, actual: Actual) -> list[Action]:
             before["cpu"], after["cpu"] = container.cpus, member.cpu
         if after:
             what = " and ".join(("memory" if key == "memory" else "CPU") for key in after)
-            steps.append(Action(Op.UPDATE, Kind.CONTAINER, member.username, before=ContainerFields(**before),
-                                after=ContainerFields(**after), reason=f"{what} quota changed; applied live"))
+            change = dict(before=ContainerFields(**before), after=ContainerFields(**after))
+            if not container.service:
+                steps.append(Action(Op.UPDATE, Kind.CONTAINER, member.username, **change,
+                                    reason=f"{what} quota changed; applied live"))
+            elif policy.resize_running == "restart" and actual.hub is not None and actual.hub.users is not None:
+                # a swarm service's limits change only with a new task: its next start brings them
+                steps.append(Action(Op.DISABLE, Kind.SERVER, member.username, before="running", after="stopped",
+                                    reason=f"{what} quota changed; a swarm server takes it when it starts again"))
+            else:
+                steps.append(Action(Op.UPDATE, Kind.CONTAINER, member.username, **change,
+                                    reason=f"{what} quota changed",
+                                    waits=f"{member.username}'s server runs on the swarm; applies when it starts "
+                                          "again"))
     return steps
 
 
@@ -393,12 +406,30 @@ def cpu_quota(cpus: float, period: int = 0) -> int:
     return int(cpus * (period or CPU_PERIOD))
 
 
+LEFTOVER_SERVICE = ("a swarm service with no server running in the hub (its worker went away, or it was left "
+                    "behind): removed")
+
+
+def _leftover_service(user: str, actual: Actual) -> list[Action]:
+    """A swarm service the hub no longer runs: JupyterHub stops only servers its poll finds running, so a server
+    whose worker died leaves its service until that person's next start.  Removed here (the driver asks the hub
+    again first: a start between the two observations keeps its new service)."""
+    container = (actual.containers or {}).get(user)
+    if container is None or not container.service or actual.hub is None or actual.hub.users is None:
+        return []
+    hub_user = actual.hub.users.get(user)
+    if hub_user is not None and hub_user.running:
+        return []
+    return [Action(Op.DISABLE, Kind.CONTAINER, user, before=ContainerFields(memory=container.memory),
+                   reason=LEFTOVER_SERVICE, drift=True)]
+
+
 def _hub_leave(user: str, actual: Actual, reason: str, drift: bool) -> list[Action]:
     """Stop the server and forget the hub user before the home is unmounted; files are untouched."""
     hub_user = actual.hub_users.get(user)
     if hub_user is None:
-        return []
-    steps = []
+        return _leftover_service(user, actual)
+    steps = _leftover_service(user, actual)
     if hub_user.running:
         steps.append(Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped", reason=reason,
                             drift=drift))

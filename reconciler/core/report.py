@@ -39,6 +39,7 @@ def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dic
             "mounted": mount is not None,
             "credentials": credentials_state(pending_credentials.get(username), held=wanted != "active"),
             "server": _server(actual, username),
+            "node": _node(actual, username),
         })
     return out
 
@@ -85,15 +86,30 @@ def _server(actual: Actual, username: str) -> str | None:
     return "running" if user is not None and user.running else "stopped"
 
 
+def _node(actual: Actual, username: str) -> str | None:
+    """The swarm worker a running server is on (None on one server, or while it is not placed)."""
+    container = (actual.containers or {}).get(username)
+    return container.node or None if container is not None and container.running else None
+
+
+def server_text(row: dict) -> str:
+    """running, stopped, "running on <worker>" (swarm), or - (hub unknown)."""
+    if row["server"] is None:
+        return "-"
+    return f"{row['server']} on {row['node']}" if row.get("node") else row["server"]
+
+
 def render(people: list[dict]) -> str:
+    servers = [server_text(row) for row in people]
+    width = max([8, *map(len, servers)])
     header = (f"{'USERNAME':<16} {'ROLE':<8} {'STATUS':<9} {'ACCOUNT':<13} {'VOLUME':>9} {'USED':>9} {'MOUNTED':<7} "
-              f"{'SERVER':<8} CREDENTIALS")
+              f"{'SERVER':<{width}} CREDENTIALS")
     lines = [header]
-    for row in people:
+    for row, server in zip(people, servers):
         lines.append(
             f"{row['username']:<16} {row['role'] or '-':<8} {row['status']:<9} {row['account']:<13} "
             f"{format_size(row['volume_size']):>9} {format_size(row['volume_used']):>9} "
-            f"{'yes' if row['mounted'] else 'no':<7} {row['server'] or '-':<8} "
+            f"{'yes' if row['mounted'] else 'no':<7} {server:<{width}} "
             f"{row['credentials'] or '-'}"
         )
     return "\n".join(lines)

@@ -44,6 +44,33 @@ def list_containers(classroom: str) -> Mapping[str, Container] | None:
     return MappingProxyType(out)
 
 
+def list_services(classroom: str) -> Mapping[str, Container] | None:
+    """username -> swarm service (hub.spawner: swarm), with the worker each runs on; three calls whatever the
+    class size (services, their running tasks, the nodes).  None when the swarm manager cannot be reached."""
+    try:
+        api = client().api
+        services = api.services(filters={"label": f"{LABEL_CLASSROOM}={classroom}"})
+        tasks = api.tasks(filters={"desired-state": "running"}) if services else []
+        nodes = {node["ID"]: node.get("Description", {}).get("Hostname", "") for node in api.nodes()} \
+            if services else {}
+    except Exception:  # noqa: BLE001 - as list_containers
+        return None
+    where = {task["ServiceID"]: nodes.get(task.get("NodeID", ""), "") for task in tasks}
+    out = {}
+    for service in services:
+        spec = service.get("Spec", {})
+        user = spec.get("Labels", {}).get(LABEL_USER)
+        if user:
+            limits = spec.get("TaskTemplate", {}).get("Resources", {}).get("Limits", {})
+            out[user] = Container(user, service["ID"], True, int(limits.get("MemoryBytes") or 0),
+                                  int(limits.get("NanoCPUs") or 0), NANO_CPUS, where.get(service["ID"], ""),
+                                  service=True)
+    return MappingProxyType(out)
+
+
+NANO_CPUS = 10**9  # a service's CPU limit is in billionths of a CPU
+
+
 @driver(Kind.CONTAINER, Op.UPDATE)
 def update_limits(action: Action, ctx: Context) -> str:
     """Change a running server's memory (memory+swap equal: no swap) and CPU limits in place."""
@@ -68,6 +95,19 @@ def update_limits(action: Action, ctx: Context) -> str:
     return "updated"
 
 
+@driver(Kind.CONTAINER, Op.DISABLE)
+def remove_leftover_service(action: Action, ctx: Context) -> str:
+    """Remove a person's swarm service that the hub no longer runs; asks the hub again first."""
+    hub_user = ctx.need_hub().get_user(action.target)
+    if hub_user is not None and (hub_user.get("servers") or {}).get(""):
+        return "kept: the hub runs this server again"
+    api = (ctx.docker or client)().api
+    found = api.services(filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}", f"{LABEL_USER}={action.target}"]})
+    for service in found:
+        api.remove_service(service["ID"])
+    return "removed" if found else "already"
+
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -80,7 +120,7 @@ def memory_usage(found: Mapping[str, Container] | None, root: Path = CGROUP_ROOT
     """
     out = {}
     for username, container in (found or {}).items():
-        if not container.running:
+        if not container.running or container.service:  # a swarm service's cgroup is on its worker
             continue
         for directory, current, inactive in (
             (root / "memory" / "docker" / container.id, "memory.usage_in_bytes", "total_inactive_file"),

@@ -55,6 +55,8 @@ class HubApi(Protocol):
 
     def delete_user(self, name: str) -> str: ...
 
+    def get_user(self, name: str) -> dict | None: ...
+
 
 @dataclass(frozen=True)
 class Context:

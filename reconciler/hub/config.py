@@ -56,7 +56,7 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     token = hub.token_file.read_text().strip()
 
     c.JupyterHub.bind_url = hub.public_url
-    c.JupyterHub.hub_bind_url = f"http://{hub.gateway}:{HUB_PORT}"
+    c.JupyterHub.hub_bind_url = f"http://{hub.hub_address}:{HUB_PORT}"
     c.JupyterHub.hub_connect_url = c.JupyterHub.hub_bind_url
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"  # never reachable from containers
     c.JupyterHub.db_url = hub.db_url
@@ -97,9 +97,16 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     c.DockerSpawner.image = hub.image
     c.DockerSpawner.pull_policy = "never"  # no registry: the image is built locally
     c.DockerSpawner.remove = True
-    c.DockerSpawner.network_name = hub.network
-    c.DockerSpawner.use_internal_ip = True
     c.DockerSpawner.prefix = f"jupyter-{classroom.name}"
+    if hub.spawner == "swarm":
+        # services on the workers (hub/swarm.py), reached at their worker's address and host-mode port
+        c.JupyterHub.spawner_class = "reconciler.hub.swarm.ClassroomSwarmSpawner"
+        c.DockerSpawner.pull_policy = "skip"  # the image is on the workers (`reconcile image push-nodes`)
+        c.DockerSpawner.cmd = ["jupyterhub-singleuser"]  # the image's CMD: the manager need not hold the image
+        c.DockerSpawner.use_internal_ip = False
+    else:
+        c.DockerSpawner.network_name = hub.network
+        c.DockerSpawner.use_internal_ip = True
 
     c.JupyterHub.services = [
         {"name": "idle-culler",

@@ -66,19 +66,37 @@ def check_image(image: str) -> None:
                          f"{jupyterhub.__version__}: rebuild it with `reconcile image build --force`")
 
 
+def check_swarm() -> None:
+    """With hub.spawner: swarm, the Docker that DOCKER_HOST (or the local socket) names must manage a swarm."""
+    import docker
+
+    try:
+        info = docker.from_env().info().get("Swarm", {})
+    except docker.errors.DockerException as exc:
+        raise SystemExit(f"Docker cannot be reached ({exc})") from None
+    if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
+        raise SystemExit("hub.spawner is swarm but this Docker is not a swarm manager: run "
+                         "`docker swarm init --advertise-addr <hub.swarm.address>`, then join the workers "
+                         "(README: When one server is not enough)")
+
+
 def prepare(site: Site, classroom: Classroom) -> None:
     hub = site.hub
     if hub is None:
         raise SystemExit("site.yaml has no hub: section (see examples/site.yaml)")
-    check_image(hub.image)
+    if hub.spawner == "swarm":
+        check_swarm()  # the image is on the workers: `reconcile image push-nodes` checks it there
+    else:
+        check_image(hub.image)
     private_dir(site.state_dir)
     ensure_secret(hub.token_file)
     ensure_secret(site.cookie_secret_file)
     check_tls(hub.tls)
     if hub.db_url and hub.db_url.startswith("sqlite:///") and Path(hub.db_url[len("sqlite:///"):]).exists():
         os.chmod(hub.db_url[len("sqlite:///"):], 0o600)  # token hashes and personal data (older versions: 0644)
-    network.ensure_network(hub)
-    network.ensure_firewall(hub)
+    if hub.spawner != "swarm":  # servers on the workers: no students' bridge here
+        network.ensure_network(hub)
+        network.ensure_firewall(hub)
     ensure_shared(site.shared_dir, classroom.name, site.paths.manifest)
     deny_ssh(classroom.name)
 

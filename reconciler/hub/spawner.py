@@ -180,18 +180,22 @@ class ClassroomSpawner(DockerSpawner):
         member = settings["member"]
         self.mem_limit = member.memory
         self.cpu_limit = member.cpu
-        self.mounts = settings["mounts"]
-        self.extra_create_kwargs = settings["create"]
-        self.extra_host_config = settings["host"]
         self.notebook_dir = settings["home"]
         self.environment = {**self.environment, **settings["env"]}
-        write_identity(settings["identity_dir"], settings["identity"])
+        self.configure(site, classroom, settings)
         async with start_slots(self.start_slots):
             # Hold the slot until the server answers: its boot, not the container create, costs the CPU.
             ip, port = await super().start()
             # the path only: with per-user subdomains user.url carries the public host
             await wait_answering(f"http://{ip}:{port}{self.server.base_url}", timeout=self.http_timeout)
         return ip, port
+
+    def configure(self, site: Site, classroom: Classroom, settings: dict) -> None:
+        """The container's own settings (a swarm service takes them differently: hub/swarm.py)."""
+        self.mounts = settings["mounts"]
+        self.extra_create_kwargs = settings["create"]
+        self.extra_host_config = settings["host"]
+        write_identity(settings["identity_dir"], settings["identity"])
 
 
 async def wait_answering(url: str, timeout: float) -> None:

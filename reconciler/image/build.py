@@ -338,6 +338,21 @@ def _slim(rootfs: Path) -> None:
         path = rootfs / name
         if path.is_file() and not path.is_symlink():
             path.write_text("")
+    _drop_setuid(rootfs)
+
+
+def _drop_setuid(rootfs: Path) -> None:
+    """No setuid or setgid programs (su, mount, passwd, ...): nothing in a student's server may gain privileges.
+
+    DockerSpawner also sets no-new-privileges, but swarm services cannot (Docker's service API has no such
+    option before API 1.46): without these bits there is nothing for it to stop.
+    """
+    for directory, _, files in os.walk(rootfs):
+        for name in files:
+            path = Path(directory, name)
+            mode = path.lstat().st_mode
+            if mode & 0o6000 and not path.is_symlink():
+                path.chmod(mode & 0o1777)
 
 
 def _import(tarball: Path, tag: str, key: str) -> str:

@@ -50,6 +50,7 @@ class StudentRow(_Answer):
     volume_size: int | None
     mounted: bool
     server: Literal["running", "stopped"] | None = Field(description="null when the hub cannot be asked")
+    node: str | None = Field(None, description="With the swarm spawner: the worker a running server is on")
     last_activity: str | None
     credentials: str | None = Field(description="null: nothing waiting; pending; slip; failed (N): ...")
     server_url: str | None = Field(None, description="Open this student's running JupyterLab (only with per-user "

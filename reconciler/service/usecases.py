@@ -192,6 +192,7 @@ def students(room: Room) -> dict:
             volume_size=row["volume_size"],
             mounted=row["mounted"],
             server=row["server"],
+            node=row["node"],
             last_activity=hub_user.last_activity if hub_user else None,
             credentials=row["credentials"],
             server_url=server_url(room.site, name) if row["server"] == "running" and row["role"] == "student" else None,

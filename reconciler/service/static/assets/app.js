@@ -73,8 +73,10 @@ function server(person) {
     return el('td', { class: 'muted' }, last ? t('js.stopped_active', { when: last }) : t('js.stopped'));
   }
   const idle = person.last_activity ? (Date.now() - Date.parse(person.last_activity)) / 60000 : 0;
-  return idle >= 15 ? el('td', { class: 'idle' }, t('js.idle', { n: Math.round(idle) }))
+  const cell = idle >= 15 ? el('td', { class: 'idle' }, t('js.idle', { n: Math.round(idle) }))
     : el('td', { class: 'ok' }, t('js.running'));
+  if (person.node) cell.append(el('span', { class: 'node muted' }, ` ${t('js.on_node', { node: person.node })}`));
+  return cell;
 }
 
 const LABELS = ['person', 'account', 'quota', 'disk', 'memory', 'server', 'credentials'].map((c) => t(`page.col.${c}`))

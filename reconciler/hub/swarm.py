@@ -1,0 +1,159 @@
+"""Student servers as Docker Swarm services on the workers (site.yaml ``hub.spawner: swarm``).
+
+The same server as on one host (hub/spawner.py's container_settings: the person's UID:GID, their quota,
+a read-only root, no capabilities, a pids limit, a bounded /tmp and log), expressed as a service:
+
+- the home and the course folder are Docker volumes of the built-in ``local`` driver, so each worker mounts
+  them itself (``homes: shared``: a bind of the path every worker sees; the manager keeps the quota volumes);
+- the container's /etc/passwd, /etc/group (and the https server config) are swarm configs: the files exist
+  on the manager only, the swarm carries them to whichever worker runs the server;
+- memory and CPU are limits *and* reservations (hub.swarm.reserve of the quota), so the scheduler spreads the
+  servers over the workers by what they really hold;
+- the server's port is published on its worker in host mode (the routing mesh needs IPVS, and a published
+  port per worker is all the proxy needs): the hub reaches it at the worker's address;
+- no restart policy: a server whose worker fails is stopped in the hub's eyes, and its next start lands on a
+  healthy worker (a silent restart elsewhere would leave the proxy pointing at the dead one);
+- only workers run student servers (``node.role == worker``): the manager holds the hub and the volumes.
+
+Swarm services have no no-new-privileges option before Docker API 1.46; the student image carries no setuid
+or setgid program (image/build.py), so there is nothing for it to stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from dockerspawner import SwarmSpawner
+
+from ..config.classroom import Classroom
+from ..config.site import Site
+from ..host.containers import LABEL_CLASSROOM, LABEL_USER
+from .spawner import IN_CONTAINER, SCHOOL_CA, ClassroomSpawner
+
+NANO = 10**9
+
+
+def volume_name(classroom: str, username: str) -> str:
+    """The Docker volume that stands for a person's home (or the course folder) on every worker."""
+    return f"jupyter-{classroom}-{username}"
+
+
+def config_name(classroom: str, username: str, name: str, text: str) -> str:
+    """Swarm configs are immutable: a changed file is a new config (its content hash in the name)."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"jupyter-{classroom}-{username}-{name.replace('_', '-').replace('.', '-')}-{digest}"
+
+
+def service_spec(site: Site, classroom: Classroom, settings: dict, *, image: str, args: list[str],
+                 env: dict[str, str], configs: dict[str, str], port: int) -> dict:
+    """The whole service (docker-py's create_service keyword arguments) from container_settings(); pure.
+
+    ``configs``: file name (IN_CONTAINER's keys, ca_bundle) -> (id, name) of the swarm config holding it.
+    """
+    from docker.types import (ConfigReference, ContainerSpec, DriverConfig, EndpointSpec, Mount, Placement,
+                              Resources, RestartPolicy, TaskTemplate)
+
+    hub = site.hub
+    assert hub is not None and hub.swarm is not None
+    member, create, host = settings["member"], settings["create"], settings["host"]
+    username = member.username
+    mounts = []
+    for bind in settings["mounts"]:
+        if bind["target"] in IN_CONTAINER.values() or bind["target"] == SCHOOL_CA:
+            continue  # files: configs below
+        owner = username if bind["target"] == settings["home"] else "_shared"
+        mounts.append(Mount(target=bind["target"], source=volume_name(classroom.name, owner), type="volume",
+                            read_only=bind["read_only"],
+                            driver_config=DriverConfig("local", {"type": "none", "o": "bind",
+                                                                 "device": bind["source"]}),
+                            labels={LABEL_CLASSROOM: classroom.name}))
+    mounts.append(Mount(target="/tmp", source=None, type="tmpfs", tmpfs_size=hub.tmp_size, tmpfs_mode=0o1777))
+    references = [ConfigReference(*configs[name], filename=where, uid="0", gid="0", mode=0o444)
+                  for name, where in {**IN_CONTAINER, "ca_bundle": SCHOOL_CA}.items() if name in configs]
+    container = ContainerSpec(
+        image, args=args, env=env, user=create["user"], workdir=create["working_dir"], hostname=create["hostname"],
+        labels=create["labels"], mounts=mounts, groups=host["group_add"] or None, read_only=True,
+        cap_drop=["ALL"], configs=references or None)
+    reserve = hub.swarm.reserve
+    resources = Resources(mem_limit=member.memory, mem_reservation=int(member.memory * reserve),
+                          cpu_limit=int(member.cpu * NANO), cpu_reservation=int(member.cpu * reserve * NANO))
+    resources.setdefault("Limits", {})["Pids"] = host["pids_limit"]  # API 1.41+; docker-py has no argument for it
+    log = host["log_config"]
+    task = TaskTemplate(container, resources=resources, restart_policy=RestartPolicy(condition="none"),
+                        placement=Placement(constraints=["node.role == worker"]),
+                        log_driver={"Name": log["type"], "Options": log["config"]})
+    return {"task_template": task, "endpoint_spec": EndpointSpec(ports={None: (port, "tcp", "host")}),
+            "labels": {LABEL_CLASSROOM: classroom.name, LABEL_USER: username}}
+
+
+def config_texts(site: Site, settings: dict) -> dict[str, str]:
+    """The files a server needs from the manager, by IN_CONTAINER name (and ca_bundle)."""
+    texts = dict(settings["identity"])
+    for bind in settings["mounts"]:
+        if bind["target"] == SCHOOL_CA:
+            texts["ca_bundle"] = open(bind["source"], encoding="utf-8").read()
+    return texts
+
+
+class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
+    """ClassroomSpawner's checks, limits and start slots; a swarm service instead of a container."""
+
+    def configure(self, site: Site, classroom: Classroom, settings: dict) -> None:
+        self._classroom_site, self._classroom, self._settings = site, classroom, settings
+
+    async def _ensure_configs(self) -> dict[str, tuple[str, str]]:
+        """Create the person's configs (content-addressed, so an unchanged file reuses its config); drop old ones
+        no service uses any more."""
+        classroom, username = self._classroom.name, self.user.name
+        texts = config_texts(self._classroom_site, self._settings)
+        wanted = {name: config_name(classroom, username, name, text) for name, text in texts.items()}
+        existing = {c["Spec"]["Name"]: c["ID"] for c in await self.docker(
+            "configs", filters={"label": [f"{LABEL_CLASSROOM}={classroom}", f"{LABEL_USER}={username}"]})}
+        ids = {}
+        for name, config in wanted.items():
+            if config not in existing:
+                created = await self.docker("create_config", config, texts[name].encode(),
+                                            labels={LABEL_CLASSROOM: classroom, LABEL_USER: username})
+                existing[config] = created["ID"]
+            ids[name] = (existing[config], config)
+        for config, config_id in existing.items():
+            if config not in wanted.values():
+                try:
+                    await self.docker("remove_config", config_id)
+                except Exception:  # noqa: BLE001 - still used by a service being removed: next start
+                    pass
+        return ids
+
+    async def create_object(self):
+        ids = await self._ensure_configs()
+        spec = service_spec(self._classroom_site, self._classroom, self._settings, image=self.image,
+                            args=await self.get_command(), env=self.get_env(), configs=ids, port=self.port)
+        service = await self.docker("create_service", name=self.service_name, **spec)
+        return service
+
+    async def poll(self):
+        """SwarmSpawner's poll, and the worker must be up: a task on a worker that went away stays "running" in
+        the manager's records (nothing restarts it: no restart policy), but the server is gone with its worker."""
+        status = await super().poll()
+        if status is not None:
+            return status
+        task = await self.get_task()
+        if task and task.get("NodeID"):
+            node = await self.docker("inspect_node", task["NodeID"])
+            state = node.get("Status", {}).get("State")
+            if state != "ready":
+                host = node.get("Description", {}).get("Hostname", task["NodeID"])
+                self.log.warning("%s's server was on %s, which is %s", self.user.name, host, state)
+                return f"its worker {host} is {state}"
+        return None
+
+    async def get_ip_and_port(self):
+        """The worker's address and the port published there for this server (host mode)."""
+        task = await self.get_task()
+        if not task or not task.get("NodeID"):
+            raise RuntimeError(f"service {self.service_name} has no task on a node")
+        node = await self.docker("inspect_node", task["NodeID"])
+        for published in task["Status"].get("PortStatus", {}).get("Ports", []):
+            if published.get("TargetPort") == self.port:
+                return node["Status"]["Addr"], published["PublishedPort"]
+        raise RuntimeError(f"service {self.service_name} publishes no port for {self.port} on its node")

@@ -1,0 +1,199 @@
+"""The classroom on a Docker Swarm: reconcile + a real JupyterHub on the manager, servers on two workers.
+
+Real parts: three of Debian's dockerd's in network namespaces of their own, joined in a real swarm
+(tests/swarmkit.py); the student image loaded onto the workers by `reconcile image push-nodes`; PAM logins,
+configurable-http-proxy, the hub's SwarmSpawner subclass.  One stand-in, said here and in the README: this
+machine's kernel has no NFS, so the workers see the manager's homes through the shared mount namespace (each
+home is a `local` Docker volume binding the same path) instead of over NFS.
+
+The tests run in file order on one class of six and one hub (a JupyterLab start costs seconds of CPU here).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import yaml
+
+from hostkit import cleanup, host_ready, make_classroom
+from hubkit import ARTIFACTS, Hub, add_hub, hub_ready, server_of, start_server, stop_server
+from imagekit import TAG, build_test_image, image_unavailable
+from reconciler.config.sizes import MiB
+from swarmkit import HOST_ADDRESS, Swarm
+
+REASON = host_ready() or hub_ready() or image_unavailable()
+pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
+
+MEMORY, CPU, PIDS = 256 * MiB, 0.5, 128
+NAMES = ["ann", "bob", "cat", "dan", "eve", "fay"]
+
+
+def reconcile(room, *args, docker_host=None, timeout=600):
+    """The real CLI; ``docker_host``: the swarm manager, as DOCKER_HOST names it on a real manager."""
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    if not args:  # a pass
+        argv = [sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)]
+    elif args[0] == "image":
+        argv = [sys.executable, "-m", "reconciler", *args, "--site", str(room.site)]
+    else:
+        argv = [sys.executable, "-m", "reconciler", *args, "--site", str(room.site), "-f", str(room.file)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def env():
+    build_test_image()
+    swarm = Swarm(workers=2)
+    swarm.start()
+    room = make_classroom()
+    hub = None
+    try:
+        add_hub(room, image=TAG, pids_limit=PIDS, tmp_size="32Mi", spawner="swarm",
+                swarm={"address": HOST_ADDRESS, "homes": "shared",
+                       "workers": [{"address": w.address, "docker": w.endpoint} for w in swarm.workers]})
+        room.quotas = {"default": {"memory": "256Mi", "cpu": CPU, "disk": "64Mi"}}
+        room.write([{"username": n} for n in NAMES])
+        done = reconcile(room, docker_host=swarm.manager.endpoint)  # the host part; the hub is not up yet
+        assert "6 new password(s)" in done.stdout + done.stderr, done.stdout + done.stderr
+        hub = Hub(room)
+        yield room, swarm, hub
+    finally:
+        if hub is not None:
+            hub.stop()
+            if hub.log.exists():  # kept for a failed run
+                ARTIFACTS.mkdir(exist_ok=True)
+                shutil.copy(hub.log, ARTIFACTS / "swarm-hub.log")
+        swarm.stop()  # first: the workers' volumes bind the homes
+        cleanup(room)
+
+
+def password(room, short):
+    return json.loads((room.paths.outbox / f"{room.user(short)}.json").read_text())["password"]
+
+
+def services(swarm, room) -> dict[str, dict]:
+    """username -> the service as the manager reports it, with its running task's worker."""
+    client = swarm.manager.client()
+    found = client.api.services(filters={"label": f"org.classroom.classroom={room.name}"})
+    nodes = {n["ID"]: n["Description"]["Hostname"] for n in client.api.nodes()}
+    out = {}
+    for service in found:
+        tasks = client.api.tasks(filters={"service": service["ID"], "desired-state": "running"})
+        service["node"] = nodes.get(tasks[0].get("NodeID")) if tasks else None
+        out[service["Spec"]["Labels"]["org.classroom.user"]] = service
+    return out
+
+
+def in_server(swarm, service, script: str) -> subprocess.CompletedProcess:
+    """Run a shell script inside the person's running server, on its worker, as the server's own user."""
+    node = swarm.node_of(service["node"])
+    (container,) = node.docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.id={service['ID']}").split()
+    return subprocess.run(["docker", "-H", node.endpoint, "exec", container, "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_push_nodes_loads_the_image_onto_every_worker_once(env):
+    room, swarm, _ = env
+    first = reconcile(room, "image", "push-nodes")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.split("\n")[:2] == [f"{w.address}: loaded" for w in swarm.workers]
+    ours = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", TAG], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    for worker in swarm.workers:
+        assert worker.docker("image", "inspect", "--format", "{{.Id}}", TAG) == ours
+    again = reconcile(room, "image", "push-nodes")
+    assert again.returncode == 0 and again.stdout.split("\n")[:2] == [f"{w.address}: already" for w in swarm.workers]
+
+
+def test_six_logins_spread_over_both_workers_with_their_limits(env):
+    room, swarm, hub = env
+    hub.start(env={**os.environ, "DOCKER_HOST": swarm.manager.endpoint})
+    sessions = {n: hub.login(room.user(n), password(room, n)) for n in NAMES}
+    assert all(sessions.values())
+    with ThreadPoolExecutor(len(NAMES)) as pool:
+        list(pool.map(lambda n: start_server(hub, sessions[n], room.user(n), timeout=400), NAMES))
+    found = services(swarm, room)
+    assert set(found) == {room.user(n) for n in NAMES}
+    assert {s["node"] for s in found.values()} == {"w1", "w2"}, {u: s["node"] for u, s in found.items()}
+    for username, service in found.items():
+        spec = service["Spec"]["TaskTemplate"]
+        limits, reserved = spec["Resources"]["Limits"], spec["Resources"]["Reservations"]
+        assert limits == {"MemoryBytes": MEMORY, "NanoCPUs": int(CPU * 1e9), "Pids": PIDS}
+        assert reserved == {"MemoryBytes": MEMORY // 4, "NanoCPUs": int(CPU / 4 * 1e9)}
+        container = spec["ContainerSpec"]
+        uid = int(subprocess.run(["id", "-u", username], capture_output=True, text=True).stdout)
+        assert container["User"].split(":")[0] == str(uid)
+        assert container["ReadOnly"] is True and container["CapabilityDrop"] == ["ALL"]
+        assert spec["Placement"]["Constraints"] == ["node.role == worker"]
+        assert service["Spec"]["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
+    ann = found[room.user("ann")]
+    inside = in_server(swarm, ann, "id -un; grep CapEff /proc/self/status; touch /etc/x 2>&1; "
+                                   "find / -xdev -perm /6000 -type f 2>/dev/null | wc -l; "
+                                   "echo written on a worker > ~/note.txt")
+    lines = inside.stdout.splitlines()
+    assert lines[0] == room.user("ann")  # the swarm config's /etc/passwd names the person
+    assert lines[1].split() == ["CapEff:", "0000000000000000"]
+    assert "Read-only file system" in lines[2]
+    assert lines[3] == "0"  # no setuid or setgid program to gain privileges with
+    home = room.paths.homes / room.user("ann") / "note.txt"  # on the manager's quota volume
+    assert home.read_text() == "written on a worker\n" and home.stat().st_uid == uid_of(room.user("ann"))
+    status = reconcile(room, "status", docker_host=swarm.manager.endpoint)
+    assert status.returncode == 0, status.stderr
+    for username, service in found.items():
+        line = next(line for line in status.stdout.splitlines() if line.startswith(username))
+        assert f"running on {service['node']}" in line
+
+
+def uid_of(username: str) -> int:
+    return int(subprocess.run(["id", "-u", username], capture_output=True, text=True, check=True).stdout)
+
+
+def test_a_quota_volume_fills_from_the_worker(env):
+    room, swarm, _ = env
+    bob = services(swarm, room)[room.user("bob")]
+    full = in_server(swarm, bob, 'dd if=/dev/zero of="$HOME/big" bs=1M count=200 2>&1; rm -f "$HOME/big"')
+    assert "No space left on device" in full.stdout, full.stdout + full.stderr
+
+
+def test_a_stopped_worker_s_student_starts_again_on_the_other_with_their_files(env):
+    room, swarm, hub = env
+    found = services(swarm, room)
+    ann = room.user("ann")
+    lost = swarm.node_of(found[ann]["node"])
+    session = hub.login(ann, password(room, "ann"))
+    lost.stop()  # the machine goes away with its servers (dockerd stops their containers)
+    deadline = time.monotonic() + 120  # the hub notices at its next poll of the service
+    while (server_of(hub, session, ann) or {}).get("ready"):
+        assert time.monotonic() < deadline, "the hub still believes ann's server runs on a stopped worker"
+        time.sleep(2)
+    start_server(hub, session, ann, timeout=300)
+    moved = services(swarm, room)[ann]
+    assert moved["node"] != lost.name
+    assert in_server(swarm, moved, "cat ~/note.txt").stdout == "written on a worker\n"
+    stop_server(hub, session, ann)
+
+
+def test_a_disabled_student_s_service_is_gone(env):
+    room, swarm, hub = env
+    doc = yaml.safe_load(room.file.read_text())
+    for person in doc["students"]:
+        if person["username"] == room.user("fay"):
+            person["status"] = "disabled"
+    room.file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    done = reconcile(room, docker_host=swarm.manager.endpoint)
+    assert done.returncode == 0, done.stdout + done.stderr
+    left = services(swarm, room)
+    assert room.user("fay") not in left
+    assert hub.api("GET", f"/users/{room.user('fay')}").status_code == 404
+    # the servers that went down with the stopped worker left their services; the pass removed them, and only
+    # those: every service left is a server the hub runs
+    running = {u["name"] for u in hub.api("GET", "/users").json() if (u.get("servers") or {}).get("")}
+    assert set(left) == running, (set(left), running)
+    assert "a swarm service with no server running in the hub" in done.stdout
