@@ -25,6 +25,54 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
+# A swarm worker (README: When one server is not enough): Docker only, no accounts, no roster, no reconcile.
+#   MANAGER=10.0.5.10 JOIN_TOKEN=$(ssh manager docker swarm join-token -q worker) examples/install.sh --worker
+if [ "${1:-}" = "--worker" ]; then
+  DOCKER_ETC="${DOCKER_ETC:-/etc/docker}"
+  systemd_running() { [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+  if [ -z "$SKIP_APT" ] && ! dpkg-query -W -f='${Status}' docker.io 2>/dev/null | grep -q "ok installed"; then
+    say "installing docker.io"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  fi
+  # No registry: a worker runs the image `reconcile image push-nodes` loaded, instead of trying a registry first.
+  dropin="$SYSTEMD_DIR/docker.service.d/classroom-worker.conf"
+  want=$'[Service]\nEnvironment=DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1'
+  changed=""
+  if [ "$(cat "$dropin" 2>/dev/null)" != "$want" ]; then
+    install -d "$(dirname "$dropin")" && printf '%s\n' "$want" > "$dropin" && changed=yes
+    say "wrote $dropin (DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1)"
+  fi
+  # Servers on one worker must not reach each other over its default bridge.
+  if [ ! -e "$DOCKER_ETC/daemon.json" ]; then
+    install -d "$DOCKER_ETC" && printf '{"icc": false}\n' > "$DOCKER_ETC/daemon.json" && changed=yes
+    say "wrote $DOCKER_ETC/daemon.json (icc: false)"
+  elif ! grep -q '"icc": *false' "$DOCKER_ETC/daemon.json"; then
+    say "$DOCKER_ETC/daemon.json exists: kept; add \"icc\": false to it so servers cannot reach each other"
+  fi
+  if systemd_running; then
+    [ -z "$changed" ] || { systemctl daemon-reload; systemctl restart docker; }
+    systemctl enable --now docker
+  elif ! docker info >/dev/null 2>&1; then
+    say "systemd is not PID 1 here: starting dockerd in the background (log: /var/log/dockerd.log)"
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nohup dockerd >>/var/log/dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  elif [ -n "$changed" ]; then
+    say "dockerd was already running: restart it with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 set"
+  fi
+  state=$(docker info --format '{{.Swarm.LocalNodeState}}')
+  if [ "$state" = active ]; then
+    say "this worker is in a swarm already"
+  elif [ -n "${MANAGER:-}" ] && [ -n "${JOIN_TOKEN:-}" ]; then
+    say "joining the swarm of $MANAGER"
+    docker swarm join --token "$JOIN_TOKEN" "$MANAGER:2377"
+  else
+    say "not in a swarm yet: on the manager run \`docker swarm join-token worker\` and run the command it prints here"
+  fi
+  say "done.  On the manager: add this worker to hub.swarm.workers in site.yaml, then \`reconcile image push-nodes\`."
+  exit 0
+fi
+
 # 1. system packages
 PACKAGES=(python3-venv e2fsprogs mount passwd iptables docker.io node-configurable-http-proxy debootstrap lvm2
           rsync git openssl)

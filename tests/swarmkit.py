@@ -102,15 +102,17 @@ class Node:
 
 
 class Swarm:
-    """``Swarm(workers=2)``: the manager (mgr, 10.214.0.11) and workers w1, w2, ... (10.214.0.12, ...)."""
+    """``Swarm(workers=2, spare=1)``: the manager (mgr, 10.214.0.11), workers w1, w2, ... (10.214.0.12, ...) in
+    the swarm, and spare machines (running dockerd, not joined) after them."""
 
-    def __init__(self, workers: int = 2):
+    def __init__(self, workers: int = 2, spare: int = 0):
         self.manager = Node("mgr", f"{PREFIX}.11")
         self.workers = [Node(f"w{i}", f"{PREFIX}.{11 + i}") for i in range(1, workers + 1)]
+        self.spare = [Node(f"w{i}", f"{PREFIX}.{11 + i}") for i in range(workers + 1, workers + spare + 1)]
 
     @property
     def nodes(self) -> list[Node]:
-        return [self.manager, *self.workers]
+        return [self.manager, *self.workers, *self.spare]
 
     def start(self) -> None:
         try:
@@ -146,7 +148,7 @@ class Swarm:
         return next(node for node in self.nodes if node.name == hostname)
 
     def stop(self) -> None:
-        for node in [*self.workers, self.manager]:
+        for node in [*self.spare, *self.workers, self.manager]:
             node.stop()
         _ip("link", "del", HOST_IF, check=False)
         _ip("netns", "del", SWITCH, check=False)

@@ -133,3 +133,19 @@ def document(desired: Desired, actual: Actual, pending_credentials: Mapping[str,
                    "resize_running": policy.resize_running, "mass_disable_window": policy.mass_disable_window},
         "observed": to_json(actual),
     }
+
+
+def render_swarm(nodes: list[dict] | None, workers: list[str]) -> list[str]:
+    """`reconcile status` with hub.spawner: swarm: each machine of the swarm, and the workers site.yaml names that
+    are not in it (``workers``: their addresses)."""
+    if nodes is None:
+        return ["swarm: the manager cannot be asked (is this Docker a swarm manager? DOCKER_HOST?)"]
+    lines = []
+    for node in sorted(nodes, key=lambda n: (n["role"] != "manager", n["hostname"])):
+        usable = node["state"] == "ready" and node["availability"] == "active"
+        lines.append(f"swarm: {node['role']} {node['hostname']} ({node['address']}): {node['state']}, "
+                     f"{node['availability']}{'' if usable or node['role'] == 'manager' else '  NOT USABLE'}")
+    present = {node["address"] for node in nodes}
+    lines += [f"swarm: worker {address} is in site.yaml but not in the swarm (examples/install.sh --worker)"
+              for address in workers if address not in present]
+    return lines

@@ -71,6 +71,17 @@ def list_services(classroom: str) -> Mapping[str, Container] | None:
 NANO_CPUS = 10**9  # a service's CPU limit is in billionths of a CPU
 
 
+def swarm_nodes() -> list[dict] | None:
+    """The swarm's machines as the manager knows them (one call); None when it cannot be asked."""
+    try:
+        listed = client().api.nodes()
+    except Exception:  # noqa: BLE001 - as list_containers
+        return None
+    return [{"hostname": n.get("Description", {}).get("Hostname", ""), "address": n.get("Status", {}).get("Addr", ""),
+             "role": n.get("Spec", {}).get("Role", ""), "state": n.get("Status", {}).get("State", ""),
+             "availability": n.get("Spec", {}).get("Availability", "")} for n in listed]
+
+
 @driver(Kind.CONTAINER, Op.UPDATE)
 def update_limits(action: Action, ctx: Context) -> str:
     """Change a running server's memory (memory+swap equal: no swap) and CPU limits in place."""

@@ -41,7 +41,7 @@ from reconciler.core.actual import (
     Volume,
 )
 from reconciler.core.desired import Desired, Member, resolve
-from reconciler.core.plan import plan
+from reconciler.core.plan import LEFTOVER_SERVICE, plan
 from reconciler.core.report import rows as report_rows
 from reconciler.host.volumes import loop
 
@@ -193,6 +193,11 @@ def hub_user(name: str, *, admin: bool = False, running: bool = False) -> HubUse
 
 def container(name: str, memory: int, *, running: bool = True, cpus: float = 1.0) -> Container:
     return Container(name, f"id-{name}", running, memory, int(cpus * 100_000), 100_000)
+
+
+def service(name: str, memory: int, *, cpus: float = 1.0, node: str = "w1") -> Container:
+    """A swarm service (hub.spawner: swarm): NanoCPUs per 10**9, the worker it runs on."""
+    return Container(name, f"svc-{name}", True, memory, int(cpus * 10**9), 10**9, node, service=True)
 
 
 def with_hub(actual: Actual, *, users=(), containers=(), error: str | None = None) -> Actual:
@@ -577,6 +582,33 @@ CASES = [
                   containers=[container("alice", 256 * MiB, cpus=0)]), DEFAULT,
          [A("update", "container", "alice", before={"memory": 256 * MiB, "cpu": None},
             after={"memory": 512 * MiB, "cpu": 1.0}, reason="memory and CPU quota changed; applied live")]),
+
+    # --- the swarm: a service's limits change only with a new task; services the hub left behind go ---------
+    Case("swarm-converged", (ALICE,), with_hub(converged(ALICE), users=[hub_user("alice", running=True)],
+                                               containers=[service("alice", 512 * MiB)]), DEFAULT, []),
+    Case("swarm-memory-waits-for-the-next-start", (ALICE,),
+         with_hub(converged(ALICE), users=[hub_user("alice", running=True)],
+                  containers=[service("alice", 256 * MiB)]), DEFAULT,
+         [A("update", "container", "alice", before={"memory": 256 * MiB}, after={"memory": 512 * MiB},
+            reason="memory quota changed",
+            waits="alice's server runs on the swarm; applies when it starts again")]),
+    Case("swarm-cpu-restart-policy-stops-the-server", (dataclasses.replace(ALICE, cpu=2.0),),
+         with_hub(converged(ALICE), users=[hub_user("alice", running=True)],
+                  containers=[service("alice", 512 * MiB)]), Policy(resize_running="restart"),
+         [A("disable", "server", "alice", before="running", after="stopped",
+            reason="CPU quota changed; a swarm server takes it when it starts again")]),
+    Case("swarm-service-the-hub-no-longer-runs-is-removed", (ALICE,),
+         with_hub(converged(ALICE), users=[hub_user("alice")], containers=[service("alice", 256 * MiB)]), DEFAULT,
+         [A("disable", "container", "alice", before={"memory": 256 * MiB}, reason=LEFTOVER_SERVICE, drift=True)]),
+    Case("swarm-a-removed-person-s-leftover-service-goes-first", (member("alice", status="disabled"), BOB),
+         with_hub(converged(ALICE, BOB), users=[hub_user("alice"), hub_user("bob")],
+                  containers=[service("alice", 512 * MiB)]), DEFAULT,
+         disable_sequence("alice", "status: disabled", hub=[
+             A("disable", "container", "alice", before={"memory": 512 * MiB}, reason=LEFTOVER_SERVICE, drift=True),
+             A("disable", "hub-user", "alice", before={"admin": False}, reason="status: disabled")])),
+    Case("swarm-service-kept-while-the-hub-cannot-be-asked", (ALICE,),
+         with_hub(converged(ALICE), error="hub API is unreachable", containers=[service("alice", 512 * MiB)]),
+         DEFAULT, [], blocked=[("hub", "", "hub API is unreachable; its part is retried")]),
 
     # --- volumes in use: offline work waits for the server to stop (never fsck a mounted filesystem) -------
     Case("running-server-grow-online", (member("alice", disk=2 * GiB),), running(converged(ALICE)), DEFAULT,
