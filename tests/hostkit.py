@@ -87,7 +87,7 @@ class Classroom:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run the real `reconcile` command as a separate process."""
         argv = [sys.executable, "-m", "reconciler", "--site", str(self.site), "-f", str(self.file), *args]
-        if args and args[0] in ("validate", "status", "mount-all"):
+        if args and args[0] in ("validate", "status", "mount-all", "doctor"):
             argv = [sys.executable, "-m", "reconciler", args[0], "--site", str(self.site), "-f", str(self.file),
                     *args[1:]]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

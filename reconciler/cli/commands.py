@@ -212,6 +212,15 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def doctor(args: argparse.Namespace) -> int:
+    from . import doctor as checks
+
+    site = site_of(args)
+    found = checks.diagnose(site, classroom_path(args, site))
+    print(checks.render(found))
+    return EXIT_ERROR if any(c.verdict == checks.FAIL for c in found) else EXIT_OK
+
+
 # --- the host -------------------------------------------------------------------------------------
 
 

@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = _command(sub, "status", commands.status, "show each person's account, volume and mount")
     status.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="the people and the raw snapshot as JSON (what CI plans against with --observed)")
+    _command(sub, "doctor", commands.doctor, "check this host for the classroom (kernel, commands, volumes, disks, "
+             "Docker, the swarm, the image, PAM, ports, certificate, systemd) and say how to fix what is wrong")
     _command(sub, "mount-all", commands.mount_all, "mount every volume in the manifest (at boot, before the hub)")
     _command(sub, "hub", commands.hub,
              "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)")

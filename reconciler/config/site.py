@@ -153,9 +153,13 @@ class Swarm(Strict):
     homes: Literal["shared"] = Field(
         "shared", description="shared: every worker sees homes_dir and the course folder at the same paths "
         "(a cluster filesystem, or the tests' bind of this server's directories)")
-    reserve: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.25, description="The share of each person's memory and CPU quota the swarm reserves on a node when "
-        "it places their server (1: never over-commit a node; most students idle far below their quota)")
+    reserve_memory: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.25, description="The share of each person's memory quota the swarm reserves on a worker when it places "
+        "their server (1: never over-commit a worker's memory; most students idle far below their quota)")
+    reserve_cpu: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.05, description="The share of each person's CPU quota reserved the same way.  Small: students are "
+        "mostly idle, and a worker refuses servers once the reservations add up to its CPUs (0.25 with a quota "
+        "of 1 CPU would mean 4 servers per core)")
 
 
 class HubSettings(Strict):

@@ -183,12 +183,21 @@ class ClassroomSpawner(DockerSpawner):
         self.notebook_dir = settings["home"]
         self.environment = {**self.environment, **settings["env"]}
         self.configure(site, classroom, settings)
-        async with start_slots(self.start_slots):
+        slots = _slots
+        if slots is None:  # sized once, at the first start
+            size = await self.slot_count()
+            self.log.info("start slots: %d servers may boot at once", size)
+            slots = start_slots(size)
+        async with slots:
             # Hold the slot until the server answers: its boot, not the container create, costs the CPU.
             ip, port = await super().start()
             # the path only: with per-user subdomains user.url carries the public host
             await wait_answering(f"http://{ip}:{port}{self.server.base_url}", timeout=self.http_timeout)
         return ip, port
+
+    async def slot_count(self) -> int:
+        """How many servers may boot at once (asked when the first server starts)."""
+        return self.start_slots
 
     def configure(self, site: Site, classroom: Classroom, settings: dict) -> None:
         """The container's own settings (a swarm service takes them differently: hub/swarm.py)."""

@@ -7,8 +7,9 @@ a read-only root, no capabilities, a pids limit, a bounded /tmp and log), expres
   them itself (``homes: shared``: a bind of the path every worker sees; the manager keeps the quota volumes);
 - the container's /etc/passwd, /etc/group (and the https server config) are swarm configs: the files exist
   on the manager only, the swarm carries them to whichever worker runs the server;
-- memory and CPU are limits *and* reservations (hub.swarm.reserve of the quota), so the scheduler spreads the
-  servers over the workers by what they really hold;
+- memory and CPU are limits *and* reservations (hub.swarm.reserve_memory / reserve_cpu of the quota), so the
+  scheduler spreads the servers over the workers by what they hold; a server no worker has room for fails
+  its start within a minute, saying so, instead of waiting for the start timeout;
 - the server's port is published on its worker in host mode (the routing mesh needs IPVS, and a published
   port per worker is all the proxy needs): the hub reaches it at the worker's address;
 - no restart policy: a server whose worker fails is stopped in the hub's eyes, and its next start lands on a
@@ -21,9 +22,11 @@ or setgid program (image/build.py), so there is nothing for it to stop.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from dockerspawner import SwarmSpawner
+from tornado import web
 
 from ..config.classroom import Classroom
 from ..config.site import Site
@@ -31,6 +34,7 @@ from ..host.containers import LABEL_CLASSROOM, LABEL_USER
 from .spawner import IN_CONTAINER, SCHOOL_CA, ClassroomSpawner
 
 NANO = 10**9
+UNPLACED_SECONDS = 30  # a task no worker can take for this long fails its start (workers may free up meanwhile)
 
 
 def volume_name(classroom: str, username: str) -> str:
@@ -74,9 +78,10 @@ def service_spec(site: Site, classroom: Classroom, settings: dict, *, image: str
         image, args=args, env=env, user=create["user"], workdir=create["working_dir"], hostname=create["hostname"],
         labels=create["labels"], mounts=mounts, groups=host["group_add"] or None, read_only=True,
         cap_drop=["ALL"], configs=references or None)
-    reserve = hub.swarm.reserve
-    resources = Resources(mem_limit=member.memory, mem_reservation=int(member.memory * reserve),
-                          cpu_limit=int(member.cpu * NANO), cpu_reservation=int(member.cpu * reserve * NANO))
+    swarm = hub.swarm
+    resources = Resources(mem_limit=member.memory, mem_reservation=int(member.memory * swarm.reserve_memory),
+                          cpu_limit=int(member.cpu * NANO),
+                          cpu_reservation=int(member.cpu * swarm.reserve_cpu * NANO) or None)
     resources.setdefault("Limits", {})["Pids"] = host["pids_limit"]  # API 1.41+; docker-py has no argument for it
     log = host["log_config"]
     task = TaskTemplate(container, resources=resources, restart_policy=RestartPolicy(condition="none"),
@@ -97,6 +102,14 @@ def config_texts(site: Site, settings: dict) -> dict[str, str]:
 
 class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
     """ClassroomSpawner's checks, limits and start slots; a swarm service instead of a container."""
+
+    async def slot_count(self) -> int:
+        """Servers boot on the workers: two per CPU the swarm's ready workers have (the manager's own cores
+        decide nothing), at least the configured start_slots."""
+        nodes = await self.docker("nodes", filters={"role": "worker"})
+        cpus = sum(node.get("Description", {}).get("Resources", {}).get("NanoCPUs", 0) for node in nodes
+                   if node.get("Status", {}).get("State") == "ready") / NANO
+        return max(self.start_slots, int(2 * cpus))
 
     def configure(self, site: Site, classroom: Classroom, settings: dict) -> None:
         self._classroom_site, self._classroom, self._settings = site, classroom, settings
@@ -129,6 +142,9 @@ class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
         spec = service_spec(self._classroom_site, self._classroom, self._settings, image=self.image,
                             args=await self.get_command(), env=self.get_env(), configs=ids, port=self.port)
         service = await self.docker("create_service", name=self.service_name, **spec)
+        # the manager makes the service's task a moment later: until then there is nothing to wait on
+        while not await self.docker("tasks", filters={"service": self.service_name}):
+            await asyncio.sleep(0.2)
         return service
 
     async def poll(self):
@@ -146,6 +162,32 @@ class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
                 self.log.warning("%s's server was on %s, which is %s", self.user.name, host, state)
                 return f"its worker {host} is {state}"
         return None
+
+    async def start_object(self):
+        """Wait until the service's task runs (SwarmSpawner's loop, polling every second), failing fast when
+        no worker can take it: the swarm keeps such a task pending for ever, the student would wait for the
+        start timeout."""
+        loop = asyncio.get_running_loop()
+        unplaced_since = None
+        while True:
+            task = await self.get_task()
+            if not task:
+                raise RuntimeError(f"service {self.service_name} vanished while starting")
+            status = task["Status"]
+            state = status["State"].lower()
+            if state == "running":
+                return
+            if state in ("failed", "rejected", "shutdown", "complete", "orphaned", "remove"):
+                raise RuntimeError(f"your server could not start on the swarm: {status.get('Err') or state}")
+            why = status.get("Err") or status.get("Message") or ""
+            if state == "pending" and "no suitable node" in why:
+                unplaced_since = unplaced_since or loop.time()
+                if loop.time() - unplaced_since > UNPLACED_SECONDS:
+                    raise web.HTTPError(503, "No machine of the cluster has room for your server right now "
+                                             f"({why}). Please tell your teacher.")
+            else:
+                unplaced_since = None
+            await asyncio.sleep(1)
 
     async def get_ip_and_port(self):
         """The worker's address and the port published there for this server (host mode)."""

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from hostkit import cleanup, host_ready, make_classroom
-from hubkit import ARTIFACTS, Hub, add_hub, hub_ready, server_of, start_server, stop_server
+from hubkit import ARTIFACTS, Hub, add_hub, hub_ready, server_of, start_server, stop_server, xsrf
 from imagekit import TAG, build_test_image, image_unavailable
 from reconciler.config.sizes import MiB
 from swarmkit import HOST_ADDRESS, Swarm
@@ -127,7 +127,7 @@ def test_six_logins_spread_over_both_workers_with_their_limits(env):
         spec = service["Spec"]["TaskTemplate"]
         limits, reserved = spec["Resources"]["Limits"], spec["Resources"]["Reservations"]
         assert limits == {"MemoryBytes": MEMORY, "NanoCPUs": int(CPU * 1e9), "Pids": PIDS}
-        assert reserved == {"MemoryBytes": MEMORY // 4, "NanoCPUs": int(CPU / 4 * 1e9)}
+        assert reserved == {"MemoryBytes": MEMORY // 4, "NanoCPUs": int(CPU * 0.05 * 1e9)}
         container = spec["ContainerSpec"]
         uid = int(subprocess.run(["id", "-u", username], capture_output=True, text=True).stdout)
         assert container["User"].split(":")[0] == str(uid)
@@ -183,6 +183,25 @@ def test_a_stopped_worker_s_student_starts_again_on_the_other_with_their_files(e
     assert moved["node"] != lost.name
     assert in_server(swarm, moved, "cat ~/note.txt").stdout == "written on a worker\n"
     stop_server(hub, session, ann)
+
+
+def test_a_server_no_worker_has_room_for_fails_fast_saying_so(env):
+    """A quota whose reservation no worker can hold: the swarm would keep the task pending for ever."""
+    room, swarm, hub = env
+    doc = yaml.safe_load(room.file.read_text())
+    doc["students"].append({"username": room.user("gus"), "name": "Gus", "memory": "400Gi"})
+    room.file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    done = reconcile(room, docker_host=swarm.manager.endpoint)
+    assert done.returncode == 0, done.stdout + done.stderr
+    session = hub.login(room.user("gus"), password(room, "gus"))
+    started = time.monotonic()
+    response = session.post(f"{hub.url}/hub/api/users/{room.user('gus')}/server", headers=xsrf(session), timeout=60)
+    assert response.status_code == 202, response.text
+    while server_of(hub, session, room.user("gus")):
+        assert time.monotonic() - started < 120, "still waiting: the start should have failed"
+        time.sleep(1)
+    assert "No machine of the cluster has room for your server" in hub.log.read_text()
+    assert room.user("gus") not in services(swarm, room)  # nothing left pending on the swarm
 
 
 def test_a_disabled_student_s_service_is_gone(env):

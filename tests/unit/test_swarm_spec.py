@@ -1,7 +1,7 @@
 """The swarm service a student's server becomes (hub/swarm.py's service_spec), built offline from examples/.
 
 The same checks as the real swarm test (tests/swarm/) on the spec itself: the quota as limits and as
-reservations (hub.swarm.reserve), the hardening, the home and course folder as `local` volumes binding the
+reservations (hub.swarm.reserve_memory / reserve_cpu), the hardening, the home and course folder as `local` volumes binding the
 manager's paths, the identity files as swarm configs, a host-mode port, workers only.
 """
 
@@ -53,7 +53,7 @@ def test_a_student_s_service(example):
     task = spec["task_template"]
     limits, reserved = task["Resources"]["Limits"], task["Resources"]["Reservations"]
     assert limits == {"MemoryBytes": member.memory, "NanoCPUs": int(member.cpu * 1e9), "Pids": 512}
-    assert reserved == {"MemoryBytes": int(member.memory * 0.25), "NanoCPUs": int(member.cpu * 0.25 * 1e9)}
+    assert reserved == {"MemoryBytes": int(member.memory * 0.25), "NanoCPUs": int(member.cpu * 0.05 * 1e9)}
     container = task["ContainerSpec"]
     assert container["User"] == "2001:2001" and container["ReadOnly"] is True
     assert container["CapabilityDrop"] == ["ALL"] and "Groups" not in container
