@@ -196,6 +196,10 @@ class HubSettings(Strict):
     service_port: Annotated[int, Field(gt=0, lt=65536)] = Field(
         8002, description="The teacher API and page on 127.0.0.1; people reach it through the proxy at "
         "/services/classroom/")
+    extra_config_dir: Path = Field(
+        Path("/etc/classroom/jupyterhub_config.d"), description="*.py files here (root's, not writable by others) "
+        "are loaded, in name order, after the packaged hub configuration with `c` in scope: another authenticator "
+        "(OAuth, LTI, LDAP) or any JupyterHub option.  Who may log in, admins and limits stay reconcile's")
     spawner: Literal["docker", "swarm"] = Field(
         "docker", description="docker: student servers are containers on this server; swarm: services on the "
         "workers of hub.swarm (DOCKER_HOST, if set, names this server's swarm manager)")

@@ -43,3 +43,48 @@ class ClassroomAuthenticator(PAMAuthenticator):
 
     async def refresh_user(self, user, handler=None):
         return {"name": user.name, "groups": self.hub_groups(user.name), "admin": False}
+
+
+class ClassroomGate:
+    """What reconcile keeps owning when hub.extra_config_dir brings another authenticator (OAuth, LTI, LDAP):
+    a ``post_auth_hook`` that lets in only the active people of classroom.yaml (read again when it changes;
+    while it is invalid, the copy the daemon last applied), never as admin, in their role's hub group (the
+    teacher role follows it).  The authenticator's usernames must be the classroom's."""
+
+    def __init__(self, classroom_file: str, in_force: str, teachers_group: str, students_group: str):
+        self.classroom_file, self.in_force = classroom_file, in_force
+        self.groups = {"teacher": teachers_group, "student": students_group}
+        self._seen: tuple | None = None
+        self._active: dict[str, str] = {}
+
+    def active(self) -> dict[str, str]:
+        """username -> role, for the active people."""
+        import os
+        from pathlib import Path
+
+        from ..config.load import InvalidFile, load_classroom, load_site
+        from ..config.site import find_site
+
+        key = tuple(os.stat(p).st_mtime_ns if os.path.exists(p) else None for p in (self.classroom_file, self.in_force))
+        if key == self._seen:
+            return self._active
+        site = load_site(find_site(None))
+        for path in (self.classroom_file, self.in_force):
+            try:
+                classroom = load_classroom(Path(path), site)
+            except (InvalidFile, OSError):
+                continue
+            self._active = {p.username: role for role, people in (("teacher", classroom.admins),
+                                                                   ("student", classroom.students))
+                            for p in people if p.status == "active"}
+            self._seen = key
+            return self._active
+        return {}  # neither file is valid: nobody new gets in (fail closed)
+
+    def __call__(self, authenticator, handler, auth_model):
+        role = self.active().get(auth_model["name"])
+        if role is None:
+            authenticator.log.warning("%s is not an active member of the classroom: login refused",
+                                      auth_model["name"])
+            return None
+        return {**auth_model, "admin": False, "groups": [self.groups[role]]}

@@ -131,3 +131,46 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     ]
     c.ClassroomSpawner.site_file = str(find_site(None) or "")
     c.ClassroomSpawner.classroom_file = str(classroom_file)
+    load_extra_config(c, hub.extra_config_dir)
+    keep_what_reconcile_owns(c, site, classroom_file, group_name(classroom.name, "teacher"),
+                             group_name(classroom.name, "student"))
+
+
+OUR_AUTHENTICATOR = "reconciler.hub.auth.ClassroomAuthenticator"
+
+
+def trusted(path: Path) -> None:
+    """Code the hub runs as root: it must be root's (or the hub user's) and writable by nobody else."""
+    info = path.stat()
+    if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022:
+        raise SystemExit(f"hub.extra_config_dir: {path} is owned by uid {info.st_uid} with mode "
+                         f"{info.st_mode & 0o777:04o}; the hub runs it as root, so it must be root's and writable "
+                         f"by nobody else (chown root: {path}; chmod go-w {path})")
+
+
+def load_extra_config(c, directory: Path) -> list[Path]:
+    """jupyterhub_config.d: each *.py in name order, with ``c`` (and get_config) in scope, as TLJH does."""
+    if not directory.is_dir():
+        return []
+    trusted(directory)
+    files = sorted(directory.glob("*.py"))
+    for path in files:
+        trusted(path)
+        code = compile(path.read_text(), str(path), "exec")
+        exec(code, {"c": c, "get_config": lambda: c, "__file__": str(path), "__name__": "jupyterhub_config_d"})
+    return files
+
+
+def keep_what_reconcile_owns(c, site: Site, classroom_file: Path, teachers: str, students: str) -> None:
+    """Whatever the extra files set: nobody is admin, and with another authenticator only classroom.yaml's
+    active people get in, in their role's group (hub/auth.py: ClassroomGate)."""
+    c.Authenticator.admin_users = set()
+    authenticator = c.JupyterHub.authenticator_class
+    if authenticator == OUR_AUTHENTICATOR:
+        return
+    from .auth import ClassroomGate
+
+    c.Authenticator.allow_all = True  # the gate decides, at every login
+    c.Authenticator.manage_groups = True  # groups come from the gate's answer
+    c.Authenticator.post_auth_hook = ClassroomGate(str(classroom_file), str(site.paths.in_force), teachers,
+                                                   students)
