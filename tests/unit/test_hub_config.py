@@ -11,11 +11,11 @@ from reconciler.hub import config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def build(tmp_path):
+def build(tmp_path, hub: str = "  subnet: 172.31.240.0/24\n  cull_idle_timeout: 1800\n  proxy_api_port: 18001\n"):
+    """The packaged configuration for a site whose hub section is ``hub`` (plus the token file)."""
     (tmp_path / "token").write_text("secret-token\n")
     site_file = tmp_path / "site.yaml"
-    site_file.write_text("state_dir: state\nhub:\n  token_file: token\n  subnet: 172.31.240.0/24\n"
-                         "  cull_idle_timeout: 1800\n  proxy_api_port: 18001\n")
+    site_file.write_text("state_dir: state\nhub:\n  token_file: token\n" + hub)
     site = load_site(site_file)
     c = Config()
     config.configure(c, site, ROOT / "examples" / "classroom.yaml")
@@ -145,3 +145,15 @@ def test_the_classroom_groups_are_denied_ssh(tmp_path):
     lines = (tmp_path / "classroom-py101.conf").read_text().splitlines()
     assert lines[1:3] == ["Match Group py101-students,py101-teachers", "    DenyUsers *"]
     assert deny_ssh("py101", tmp_path, tmp_path / "no.pid") == "already"
+
+
+def test_the_hub_config_for_the_swarm(tmp_path):
+    c, site = build(tmp_path, "  spawner: swarm\n  swarm: {address: 10.0.5.10, workers: [{address: 10.0.5.11}]}\n")
+    assert site.hub.swarm.workers[0].endpoint == "ssh://root@10.0.5.11"
+    assert c.JupyterHub.spawner_class == "reconciler.hub.swarm.ClassroomSwarmSpawner"
+    # the workers' servers call the hub API on the manager's cluster address, not on a local bridge
+    assert c.JupyterHub.hub_bind_url == "http://10.0.5.10:8081" == c.JupyterHub.hub_connect_url
+    assert site.hub.api_endpoint == "http://10.0.5.10:8081/hub/api"
+    assert c.DockerSpawner.pull_policy == "skip" and c.DockerSpawner.use_internal_ip is False
+    assert c.DockerSpawner.cmd == ["jupyterhub-singleuser"]  # the manager need not hold the image
+    assert "network_name" not in c.DockerSpawner

@@ -92,28 +92,6 @@ def test_config_names_follow_their_content():
     assert one.startswith("jupyter-py-jdoe-jupyter-server-config-json-")
 
 
-def test_the_hub_config_for_the_swarm(tmp_path):
-    from traitlets.config import Config
-
-    from reconciler.hub import config
-
-    (tmp_path / "token").write_text("secret-token\n")
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text("state_dir: state\nhub:\n  token_file: token\n  spawner: swarm\n"
-                         "  swarm: {address: 10.0.5.10, workers: [{address: 10.0.5.11}]}\n")
-    site = load_site(site_file)
-    assert site.hub.swarm.workers[0].endpoint == "ssh://root@10.0.5.11"
-    c = Config()
-    config.configure(c, site, ROOT / "examples" / "classroom.yaml")
-    assert c.JupyterHub.spawner_class == "reconciler.hub.swarm.ClassroomSwarmSpawner"
-    # the workers' servers call the hub API on the manager's cluster address, not on a local bridge
-    assert c.JupyterHub.hub_bind_url == "http://10.0.5.10:8081" == c.JupyterHub.hub_connect_url
-    assert site.hub.api_endpoint == "http://10.0.5.10:8081/hub/api"
-    assert c.DockerSpawner.pull_policy == "skip" and c.DockerSpawner.use_internal_ip is False
-    assert c.DockerSpawner.cmd == ["jupyterhub-singleuser"]  # the manager need not hold the image
-    assert "network_name" not in c.DockerSpawner
-
-
 @pytest.mark.parametrize("hub, problem", [
     ("spawner: swarm", "spawner: swarm needs a swarm: section"),
     ("swarm: {address: 10.0.5.10, workers: [{address: 10.0.5.11}]}", "swarm: is set but spawner is not swarm"),
