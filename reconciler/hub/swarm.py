@@ -148,13 +148,15 @@ class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
         return service
 
     async def poll(self):
-        """SwarmSpawner's poll, and the worker must be up: a task on a worker that went away stays "running" in
-        the manager's records (nothing restarts it: no restart policy), but the server is gone with its worker."""
-        status = await super().poll()
-        if status is not None:
-            return status
-        task = await self.get_task()
-        if task and task.get("NodeID"):
+        """Running while the task runs (as SwarmSpawner.poll) on a worker that is up: a task on a worker that
+        went away stays "running" in the manager's records (nothing restarts it: no restart policy), but the
+        server is gone with its worker."""
+        task = await self.get_task()  # once: SwarmSpawner's own poll would ask again
+        if not task:
+            return 0
+        if task["Status"]["State"] not in ("running", "starting", "pending", "preparing"):
+            return task["Status"].get("Err") or task["Status"]["State"]
+        if task.get("NodeID"):
             node = await self.docker("inspect_node", task["NodeID"])
             state = node.get("Status", {}).get("State")
             if state != "ready":
