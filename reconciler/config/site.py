@@ -379,6 +379,13 @@ class Network(Strict):
         return env
 
 
+class Metrics(Strict):
+    """The Prometheus endpoint (the teacher service's api/metrics)."""
+
+    per_person: bool = Field(True, description="Series per person (volume used and size); false keeps only "
+                                               "class-wide figures")
+
+
 class Site(Strict):
     """site.yaml: this host's settings.  Relative paths are relative to the site file."""
 
@@ -406,6 +413,7 @@ class Site(Strict):
     hub: HubSettings | None = None
     delivery: Delivery = Field(default_factory=Delivery)
     network: Network = Field(default_factory=Network)
+    metrics: Metrics = Field(default_factory=Metrics)
 
     @property
     def paths(self) -> Paths:

@@ -219,6 +219,16 @@ class Status(Api):
         self.send(found)
 
 
+class Metrics(Api):
+    """Prometheus scrapes this with a hub token holding the classroom's manage scope."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        text = await self.call(teacher.metrics, self.room)
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(text)
+
+
 class Events(Api):
     """Server-sent events: ``change`` whenever what the page shows may have changed, so it is current within a
     second of a daemon pass, a roster edit or a credential going out; ``: ping`` every 15 s keeps proxies open.
@@ -315,6 +325,7 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
             (api + "import", Import),
             (api + "plan", Plan),
             (api + "status", Status),
+            (api + "metrics", Metrics),
             (api + "events", Events),
             (api + "slips", Slips),
             (api + ".*", NoSuchEndpoint),

@@ -291,6 +291,13 @@ def document(prefix: str = "/services/classroom/") -> dict:
                 "get": {"summary": "The daemon's last pass", "operationId": "getStatus",
                         "responses": {"200": {"description": "status.json", **_json("PassStatus")}, **_errors(404)}},
             },
+            "/api/metrics": {
+                "get": {"summary": "The classroom in Prometheus' text format (from the daemon's last pass)",
+                        "operationId": "getMetrics",
+                        "responses": {"200": {"description": "Prometheus exposition format 0.0.4",
+                                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                      **_errors()}},
+            },
             "/api/slips": {
                 "post": {"summary": "Printable credential slips (HTML with passwords; they leave the outbox)",
                          "operationId": "printSlips",

@@ -245,6 +245,37 @@ def last_status(room: Room) -> dict | None:
         return None
 
 
+def metrics(room: Room) -> bytes:
+    """Prometheus' text format from the daemon's status.json and snapshot.json (two reads; no observation)."""
+    from ..core.metrics import families
+
+    def read(path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    paths = room.site.paths
+    return prometheus_text(families(read(paths.pass_record), read(paths.snapshot), room.site.metrics.per_person))
+
+
+def prometheus_text(gauges: list) -> bytes:
+    """core.metrics' gauges, written by prometheus_client (escaping, HELP and TYPE lines, the format version)."""
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.exposition import generate_latest
+
+    class Collector:
+        def collect(self):
+            for gauge in gauges:
+                family = GaugeMetricFamily(gauge.name, gauge.documentation, value=gauge.value,
+                                           labels=gauge.labels or None)
+                for values, value in gauge.samples:
+                    family.add_metric(values, value)
+                yield family
+
+    return generate_latest(Collector())
+
+
 # --- roster writes -------------------------------------------------------------------------------
 
 

@@ -249,7 +249,8 @@ def test_openapi_is_served_and_describes_every_route(served):
     assert document["openapi"] == "3.1.0" and document["servers"] == [{"url": "/services/classroom"}]
     assert set(document["paths"]) == {"/api/students", "/api/students/{username}",
                                       "/api/students/{username}/reset-password", "/api/import", "/api/plan",
-                                      "/api/status", "/api/slips", "/api/username", "/api/events"}
+                                      "/api/status", "/api/slips", "/api/username", "/api/events",
+                                      "/api/metrics"}
 
 
 def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(served, tmp_path):
@@ -279,3 +280,23 @@ def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert room.file.exists()
+
+
+def test_metrics_for_prometheus_from_the_last_pass(served):
+    """After the daemon's pass above: Prometheus' own parser reads the figures; a student's token gets 403."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    room, hub, api = served
+    response = api("GET", "/api/metrics")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    found = {family.name: family for family in text_string_to_metric_families(response.text)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in found.values() for s in f.samples}
+    assert samples[("classroom_people", (("role", "teacher"), ("status", "active")))] == 1
+    people = json.loads(room.paths.snapshot.read_text())["people"]  # what the daemon's pass saw
+    assert sum(v for (name, _), v in samples.items() if name == "classroom_people") == len(people)
+    assert samples[("classroom_last_pass_result", (("result", "converged"),))] == 1
+    assert samples[("classroom_volume_size_bytes", (("username", room.user("tea")),))] > 0
+    assert any(name == "classroom_disk_free_bytes" for name, _ in samples)
+    student = token_for(hub, room, "ann")
+    assert requests.get(f"{hub.url}/services/classroom/api/metrics", timeout=10,
+                        headers={"Authorization": f"token {student.json()['token']}"}).status_code == 403
