@@ -116,6 +116,12 @@ def remove_leftover_service(action: Action, ctx: Context) -> str:
     found = api.services(filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}", f"{LABEL_USER}={action.target}"]})
     for service in found:
         api.remove_service(service["ID"])
+    for config in api.configs(filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}",
+                                                 f"{LABEL_USER}={action.target}"]}):
+        try:
+            api.remove_config(config["ID"])
+        except Exception:  # noqa: BLE001 - the swarm still detaching it from the removed service: next pass
+            pass
     return "removed" if found else "already"
 
 

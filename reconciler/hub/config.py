@@ -131,6 +131,7 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     ]
     c.ClassroomSpawner.site_file = str(find_site(None) or "")
     c.ClassroomSpawner.classroom_file = str(classroom_file)
+    c.ClassroomSpawner.classroom_name = classroom.name
     load_extra_config(c, hub.extra_config_dir)
     keep_what_reconcile_owns(c, site, classroom_file, group_name(classroom.name, "teacher"),
                              group_name(classroom.name, "student"))

@@ -163,6 +163,7 @@ def start_slots(size: int) -> asyncio.Semaphore:
 class ClassroomSpawner(DockerSpawner):
     site_file = Unicode("", config=True, help="site.yaml to read at each start")
     classroom_file = Unicode("", config=True, help="classroom.yaml to read at each start")
+    classroom_name = Unicode("", config=True, help="The classroom's name: the label on its servers")
     start_slots = Integer(
         2 * (os.cpu_count() or 1), config=True,
         help="Servers allowed to boot at the same time.  A JupyterLab start is CPU-bound (~2.7 CPU-s measured), "

@@ -116,7 +116,7 @@ class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
 
     async def _ensure_configs(self) -> dict[str, tuple[str, str]]:
         """Create the person's configs (content-addressed, so an unchanged file reuses its config); drop old ones
-        no service uses any more."""
+        no service uses any more (remove_object drops them all when the server stops)."""
         classroom, username = self._classroom.name, self.user.name
         texts = config_texts(self._classroom_site, self._settings)
         wanted = {name: config_name(classroom, username, name, text) for name, text in texts.items()}
@@ -136,6 +136,17 @@ class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
                 except Exception:  # noqa: BLE001 - still used by a service being removed: next start
                     pass
         return ids
+
+    async def remove_object(self):
+        """The service, then the person's configs (their name and groups): nothing of theirs stays on the swarm
+        while their server is stopped."""
+        await super().remove_object()
+        for config in await self.docker("configs", filters={"label": [f"{LABEL_CLASSROOM}={self.classroom_name}",
+                                                                      f"{LABEL_USER}={self.user.name}"]}):
+            try:
+                await self.docker("remove_config", config["ID"])
+            except Exception:  # noqa: BLE001 - still attached to the service being removed: its next start
+                pass
 
     async def create_object(self):
         ids = await self._ensure_configs()

@@ -222,6 +222,8 @@ def test_a_disabled_student_s_service_is_gone(env):
     assert done.returncode == 0, done.stdout + done.stderr
     left = services(swarm, room)
     assert room.user("fay") not in left
+    # nor her name and groups: the swarm configs go with the service
+    assert not swarm.manager.client().api.configs(filters={"label": f"org.classroom.user={room.user('fay')}"})
     assert hub.api("GET", f"/users/{room.user('fay')}").status_code == 404
     # the servers that went down with the stopped worker left their services; the pass removed them, and only
     # those: every service left is a server the hub runs
