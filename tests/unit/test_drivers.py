@@ -584,3 +584,44 @@ def test_container_memory_is_updated_in_place(host):
     assert run(cpu, ctx) == "updated"
     assert Container.updates[-1] == {"cpu_quota": 50_000, "cpu_period": 100_000}
     assert run(dataclasses.replace(cpu, after=ContainerFields(cpu=1.0)), ctx) == "already"
+
+
+def test_a_leftover_swarm_service_is_removed_unless_the_hub_runs_it_again(host):
+    """The driver asks the hub first (a start between observing and acting keeps its new service), then removes
+    the person's services and configs by our labels."""
+    import dataclasses
+
+    class Api:
+        calls: list[tuple] = []
+
+        def services(self, filters):
+            assert filters == {"label": ["org.classroom.classroom=py101", "org.classroom.user=ann"]}
+            return [{"ID": "svc1"}]
+
+        def configs(self, filters):
+            assert filters == {"label": ["org.classroom.classroom=py101", "org.classroom.user=ann"]}
+            return [{"ID": "cfg1"}, {"ID": "cfg2"}]
+
+        def remove_service(self, service_id):
+            self.calls.append(("remove_service", service_id))
+
+        def remove_config(self, config_id):
+            self.calls.append(("remove_config", config_id))
+
+    class Docker:
+        api = Api()
+
+    class Hub(RecordingHub):
+        server: dict = {}
+
+        def get_user(self, name):
+            return {"name": name, "servers": self.server}
+
+    hub = Hub()
+    ctx = dataclasses.replace(host.context(RecordingRunner()), hub=hub, docker=lambda: Docker())
+    action = Action(Op.DISABLE, Kind.CONTAINER, "ann", before=ContainerFields(memory=256 * MiB))
+    assert run(action, ctx) == "removed"
+    assert Api.calls == [("remove_service", "svc1"), ("remove_config", "cfg1"), ("remove_config", "cfg2")]
+    Api.calls.clear()
+    Hub.server = {"": {"ready": False, "pending": "spawn"}}  # the person pressed start meanwhile
+    assert run(action, ctx) == "kept: the hub runs this server again" and Api.calls == []
