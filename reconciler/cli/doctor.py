@@ -11,7 +11,6 @@ units are enabled and running.  Exit 1 when anything is wrong ("FAIL"); "warn" l
 from __future__ import annotations
 
 import datetime
-import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ..config.load import InvalidFile, load_classroom
 from ..config.site import HUB_PORT, LvmVolumes, Site
-from ..host.facts import HostFiles, read_manifest
+from ..host.facts import HostFiles, alive, read_manifest
 from ..host.mounts import is_mounted
 from ..host.run import environment
 
@@ -235,12 +234,7 @@ def check_systemd() -> list[Check]:
 
 
 def _hub_running(site: Site) -> bool:
-    try:
-        pid = int((site.state_dir / "jupyterhub.pid").read_text().split()[0])
-        os.kill(pid, 0)
-        return True
-    except (OSError, ValueError, IndexError):
-        return False
+    return alive(site.state_dir / "jupyterhub.pid") is not None
 
 
 def _in_use(host: str, port: int) -> bool:

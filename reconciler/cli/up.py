@@ -23,6 +23,7 @@ from ..config.site import Site
 from ..credentials import outbox
 from ..engine import reconcile as engine
 from ..host.containers import LABEL_CLASSROOM
+from ..host.facts import alive
 from ..host.fsutil import private_dir, write_atomic
 from ..hub.launch import write_effective
 from ..image import build as image
@@ -46,15 +47,6 @@ def down_command(args: argparse.Namespace) -> int:
 UP_CLASSROOM = "up.classroom"  # in the state directory: the classroom file `reconcile up` ran with
 
 
-def _alive(pid_file: Path) -> int | None:
-    """The pid in the file, if that process runs (a zombie has exited; only its parent has not reaped it)."""
-    try:
-        process = psutil.Process(int(pid_file.read_text()))
-        return None if process.status() == psutil.STATUS_ZOMBIE else process.pid
-    except (OSError, ValueError, psutil.Error):
-        return None
-
-
 def stop_tree(pid: int, grace: float = 20.0) -> None:
     """SIGTERM the process and everything below it (JupyterHub starts its services in sessions of their
     own), wait, then SIGKILL whatever is left."""
@@ -72,13 +64,13 @@ def stop_tree(pid: int, grace: float = 20.0) -> None:
             process.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(tree, timeout=grace)
-    for process in alive:
+    _, lingering = psutil.wait_procs(tree, timeout=grace)
+    for process in lingering:
         try:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    psutil.wait_procs(lingering, timeout=5)
 
 
 def ensure_docker() -> None:
@@ -107,7 +99,7 @@ def ensure_docker() -> None:
 
 def _spawn(name: str, argv: list[str], state: Path) -> int:
     pid_file = state / f"{name}.pid"
-    pid = _alive(pid_file)
+    pid = alive(pid_file)
     if pid:
         print(f"{name}: already running (pid {pid})")
         return pid
@@ -170,7 +162,7 @@ def down(site: Site, classroom_file: Path) -> int:
     """Stop the daemon, the hub (with its proxy and culler) and the students' servers; files stay."""
     for name in ("watch", "hub"):
         pid_file = site.state_dir / f"{name}.pid"
-        pid = _alive(pid_file)
+        pid = alive(pid_file)
         if pid is None:
             print(f"{name}: not running")
             continue

@@ -363,3 +363,14 @@ def read_manifest(path: Path) -> dict[str, ManifestEntry]:
             entry = ManifestEntry(unescape(fields[0]), unescape(fields[1]), fields[2], fields[3])
             entries[entry.target] = entry
     return entries
+
+
+def alive(pid_file: Path) -> int | None:
+    """The pid in the file, if that process runs (a zombie has exited; only its parent has not reaped it)."""
+    import psutil  # only the commands that ask load it
+
+    try:
+        process = psutil.Process(int(pid_file.read_text()))
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.pid
+    except (OSError, ValueError, psutil.Error):
+        return None

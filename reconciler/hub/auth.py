@@ -51,8 +51,8 @@ class ClassroomGate:
     while it is invalid, the copy the daemon last applied), never as admin, in their role's hub group (the
     teacher role follows it).  The authenticator's usernames must be the classroom's."""
 
-    def __init__(self, classroom_file: str, in_force: str, teachers_group: str, students_group: str):
-        self.classroom_file, self.in_force = classroom_file, in_force
+    def __init__(self, site, classroom_file: str, teachers_group: str, students_group: str):
+        self.site, self.classroom_file, self.in_force = site, classroom_file, str(site.paths.in_force)
         self.groups = {"teacher": teachers_group, "student": students_group}
         self._seen: tuple | None = None
         self._active: dict[str, str] = {}
@@ -62,16 +62,14 @@ class ClassroomGate:
         import os
         from pathlib import Path
 
-        from ..config.load import InvalidFile, load_classroom, load_site
-        from ..config.site import find_site
+        from ..config.load import InvalidFile, load_classroom
 
         key = tuple(os.stat(p).st_mtime_ns if os.path.exists(p) else None for p in (self.classroom_file, self.in_force))
         if key == self._seen:
             return self._active
-        site = load_site(find_site(None))
         for path in (self.classroom_file, self.in_force):
             try:
-                classroom = load_classroom(Path(path), site)
+                classroom = load_classroom(Path(path), self.site)
             except (InvalidFile, OSError):
                 continue
             self._active = {p.username: role for role, people in (("teacher", classroom.admins),

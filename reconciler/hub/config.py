@@ -173,5 +173,4 @@ def keep_what_reconcile_owns(c, site: Site, classroom_file: Path, teachers: str,
 
     c.Authenticator.allow_all = True  # the gate decides, at every login
     c.Authenticator.manage_groups = True  # groups come from the gate's answer
-    c.Authenticator.post_auth_hook = ClassroomGate(str(classroom_file), str(site.paths.in_force), teachers,
-                                                   students)
+    c.Authenticator.post_auth_hook = ClassroomGate(site, str(classroom_file), teachers, students)
