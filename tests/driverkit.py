@@ -80,6 +80,7 @@ class FakeHost:
     namespaces: dict[int, tuple[str, list[str], str]] = field(default_factory=dict)  # pid -> (ns, devices, comm)
     online_resize: bool = True  # CAP_SYS_RESOURCE in this process's effective capabilities
     today: int = 19_000
+    etab: list[str] = field(default_factory=list)  # the kernel's NFS export table (path<TAB>client(options))
 
     @property
     def paths(self) -> Paths:
@@ -144,9 +145,10 @@ class FakeHost:
             (proc / str(pid) / "comm").write_text(comm + "\n")
             (proc / str(pid) / "mountinfo").write_text("".join(
                 f"{300 + i} 1 {number} / /home/x rw - ext4 /dev/x rw\n" for i, number in enumerate(devices)))
+        (self.root / "etab").write_text("".join(line + "\n" for line in self.etab))
         return HostFiles(etc=etc, mountinfo=self.root / "mountinfo", sys_block=sys_block, dev=dev,
                          sys_fs=self.root / "sys" / "fs", sys_dev=self.root / "sys" / "dev" / "block", proc=proc,
-                         clock=lambda: self.today * 86400.0)
+                         nfs_etab=self.root / "etab", clock=lambda: self.today * 86400.0)
 
     def device(self, name: str) -> str:
         """The path a loop device has on this fake host."""

@@ -21,7 +21,7 @@ from ..core.render import SYMBOLS, render_json, render_text
 from ..core.firewall import reaches
 from ..core.report import course_folder, render_course_folder
 from ..core.report import render as render_people
-from ..core.report import render_swarm
+from ..core.report import render_exports, render_swarm
 from ..core.report import rows
 from ..credentials import outbox
 from ..engine import reconcile as engine
@@ -204,6 +204,8 @@ def status(args: argparse.Namespace) -> int:
 
         for line in render_swarm(swarm_nodes(), [w.address for w in site.hub.swarm.workers]):
             print(line)
+    for line in render_exports(outcome.desired, outcome.actual):
+        print(line)
     for disk in engine.disks(site):
         share = disk["free"] / disk["size"] if disk["size"] else 0
         warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk["low"] else ""

@@ -3,7 +3,7 @@
 Every check looks, never changes anything: the files are valid, the commands reconcile runs exist, the
 kernel has what the volumes need, every volume in the manifest is mounted, the disks have room, the state
 is root's alone, and with a hub: Docker answers (and is a swarm manager whose workers are ready and hold the
-image, with the swarm spawner), the student image exists, the proxy is installed, PAM has its login service,
+image, with the swarm spawner, and with homes over NFS the kernel's NFS server runs), the student image exists, the proxy is installed, PAM has its login service,
 the hub's ports are free or the hub's own, the certificate is valid for a while yet, and under systemd the
 units are enabled and running.  Exit 1 when anything is wrong ("FAIL"); "warn" lines are advice.
 """
@@ -60,6 +60,8 @@ def check_tools(site: Site) -> list[Check]:
         needed |= {"docker": "docker.io", "configurable-http-proxy": "node-configurable-http-proxy"}
         if site.hub.spawner == "docker":
             needed["iptables"] = "iptables"
+        if _nfs(site):
+            needed["exportfs"] = "nfs-kernel-server"
     missing = sorted({package for tool, package in needed.items() if _tool(tool) is None})
     if missing:
         return [Check(FAIL, "commands", f"missing: {', '.join(t for t, p in needed.items() if p in missing)}",
@@ -233,6 +235,29 @@ def check_systemd() -> list[Check]:
     return out or [Check(OK, "systemd", "the classroom's units are enabled and running")]
 
 
+def _nfs(site: Site) -> bool:
+    return site.hub is not None and site.hub.swarm is not None and site.hub.swarm.homes == "nfs"
+
+
+def check_nfs(site: Site, proc: Path = Path("/proc")) -> list[Check]:
+    """homes: nfs: this server's kernel NFS server runs (the workers mount every home from it)."""
+    if not _nfs(site):
+        return []
+    fix = "apt-get install nfs-kernel-server; systemctl enable --now nfs-server"
+    filesystems = (proc / "filesystems").read_text() if (proc / "filesystems").exists() else ""
+    if "nfsd" not in filesystems.split():
+        return [Check(FAIL, "nfs", "the kernel's NFS server (nfsd) is not loaded: workers cannot mount the homes",
+                      f"modprobe nfsd; {fix}")]
+    try:
+        threads = int((proc / "fs" / "nfsd" / "threads").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        threads = 0
+    if threads == 0:
+        return [Check(FAIL, "nfs", "no nfsd threads run: workers cannot mount the homes", fix)]
+    return [Check(OK, "nfs", f"the NFS server runs ({threads} threads); homes exported to "
+                             f"{len(site.hub.swarm.workers)} workers")]  # type: ignore[union-attr]
+
+
 def _hub_running(site: Site) -> bool:
     return alive(site.state_dir / "jupyterhub.pid") is not None
 
@@ -249,7 +274,7 @@ def diagnose(site: Site, classroom_file: Path) -> list[Check]:
     checks = [*check_files(site, classroom_file), *check_tools(site), *check_kernel(site), *check_state(site),
               *check_mounts(site), *check_disks(site)]
     if site.hub is not None:
-        checks += [*check_docker(site), *check_hub(site)]
+        checks += [*check_docker(site), *check_nfs(site), *check_hub(site)]
     return checks + check_systemd()
 
 

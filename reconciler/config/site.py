@@ -150,9 +150,13 @@ class Swarm(Strict):
     address: IPv4 = Field(..., description="This server's address on the cluster network: servers on the "
                           "workers reach the hub API, and their homes, here")
     workers: Annotated[list[SwarmWorker], Field(min_length=1)]
-    homes: Literal["shared"] = Field(
-        "shared", description="shared: every worker sees homes_dir and the course folder at the same paths "
-        "(a cluster filesystem, or the tests' bind of this server's directories)")
+    homes: Literal["nfs", "shared"] = Field(
+        "nfs", description="nfs: this server exports each mounted home (and the course folder) to the workers "
+        "only, root squashed, and each server mounts its home from here (needs nfs-kernel-server; the workers need "
+        "nothing but Docker).  shared: every worker already sees homes_dir and the course folder at the same paths "
+        "(a cluster filesystem the school runs, or the tests' bind of this server's directories)")
+    exports_dir: Path = Field(Path("/etc/exports.d"), description="Where reconcile keeps the classroom's exports "
+                              "file (homes: nfs); nfs-server reads it at boot")
     reserve_memory: Annotated[float, Field(gt=0, le=1)] = Field(
         0.25, description="The share of each person's memory quota the swarm reserves on a worker when it places "
         "their server (1: never over-commit a worker's memory; most students idle far below their quota)")

@@ -48,6 +48,7 @@ class Kind(StrEnum):
     SERVER = "server"
     HUB_USER = "hub-user"
     FIREWALL = "firewall"  # one of our iptables chains for the students' bridge (core.firewall)
+    EXPORT = "export"  # a home exported over NFS to the swarm's workers (core.exports)
     ROSTER = "roster"  # an edit of classroom.yaml (teacher API, import): journaled, never planned
 
 
@@ -159,6 +160,7 @@ OPS_BY_KIND: Mapping[Kind, frozenset[Op]] = MappingProxyType({
     Kind.SERVER: frozenset({Op.DISABLE}),
     Kind.HUB_USER: frozenset({Op.DISABLE}),
     Kind.FIREWALL: frozenset({Op.CREATE, Op.UPDATE}),
+    Kind.EXPORT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
     Kind.ROSTER: frozenset({Op.CREATE, Op.UPDATE}),
 })
 PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType({
@@ -174,6 +176,7 @@ PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType({
     Kind.SERVER: (str,),  # running / stopped
     Kind.HUB_USER: (HubUserFields,),
     Kind.FIREWALL: (str,),  # how many rules, as shown; the rules themselves come from site.yaml
+    Kind.EXPORT: (str,),  # the clients it is exported to, as shown; the options come from core.exports
     Kind.ROSTER: (Mapping,),  # the person's entry as written in classroom.yaml
 })
 # Kinds that only the journal records (edits by people); plan() never emits them and no driver exists.

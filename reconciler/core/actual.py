@@ -140,6 +140,11 @@ class Actual:
     # The iptables lines that mention our chains (host.firewall.observe); None: not asked (no hub) or unreadable.
     firewall: tuple[str, ...] | None = None
     firewall_error: str = ""  # why it could not be read
+    # NFS (hub.swarm.homes: nfs): the kernel's export table for our paths, path -> client -> options, and the lines
+    # of the classroom's exports file by path.  None: not asked (no NFS, and no exports file of ours).
+    exports: Mapping[str, Mapping[str, frozenset[str]]] | None = None
+    export_lines: Mapping[str, str] | None = None
+    course_folder_exists: bool = True
 
     @property
     def hub_users(self) -> Mapping[str, HubUser]:
@@ -221,6 +226,11 @@ def from_json(data: dict) -> Actual:
         course_folder_files=data.get("course_folder_files", False),
         firewall=None if data.get("firewall") is None else tuple(data["firewall"]),
         firewall_error=data.get("firewall_error", ""),
+        exports=None if data.get("exports") is None else MappingProxyType(
+            {path: MappingProxyType({client: frozenset(options) for client, options in clients.items()})
+             for path, clients in data["exports"].items()}),
+        export_lines=None if data.get("export_lines") is None else MappingProxyType(dict(data["export_lines"])),
+        course_folder_exists=data.get("course_folder_exists", True),
         hub=None if hub is None else HubState(
             None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
             hub.get("error")),

@@ -11,6 +11,7 @@ from typing import Mapping, Protocol
 
 from ..config.classroom import ROLES, Classroom, group_name
 from ..config.site import Paths
+from .exports import ExportPolicy
 from .firewall import Chain
 
 SHELL = "/usr/sbin/nologin"  # students log in to the hub, never to a shell on the host
@@ -52,6 +53,7 @@ class Desired:
     volumes: VolumeLayout
     shared_disk: int | None = None  # the course folder's own volume (classroom.yaml), None = as it is
     firewall: Mapping[str, Chain] = field(default_factory=dict)  # the students' chains (with a hub), by key
+    exports: ExportPolicy | None = None  # the homes over NFS for swarm workers (hub.swarm.homes: nfs)
 
     @property
     def groups(self) -> dict[str, str]:
@@ -62,7 +64,7 @@ class Desired:
 
 
 def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout,
-            firewall: Mapping[str, Chain] | None = None) -> Desired:
+            firewall: Mapping[str, Chain] | None = None, exports: ExportPolicy | None = None) -> Desired:
     """Apply named quotas and inline overrides; the classroom must already be validated."""
     members = []
     for role, people in (("teacher", classroom.admins), ("student", classroom.students)):
@@ -80,4 +82,4 @@ def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout,
                     emails=tuple(person.email),
                 )
             )
-    return Desired(classroom.name, tuple(members), paths, volumes, classroom.shared_disk, dict(firewall or {}))
+    return Desired(classroom.name, tuple(members), paths, volumes, classroom.shared_disk, dict(firewall or {}), exports)

@@ -13,7 +13,7 @@ note and the others proceed.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from ..config.classroom import ROLES, group_name
 from ..config.site import SHARED_VOLUME
@@ -147,7 +147,7 @@ def _leftovers(desired: Desired, actual: Actual) -> set[str]:
     names |= set(actual.volumes)
     names |= set(actual.hub_users)
     homes = str(desired.paths.homes).rstrip("/") + "/"
-    for target in (*actual.manifest, *actual.mounts):
+    for target in (*actual.manifest, *actual.mounts, *(actual.exports or ()), *(actual.export_lines or ())):
         if target.startswith(homes) and "/" not in target[len(homes):]:
             names.add(target[len(homes):])
     return names
@@ -218,7 +218,59 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
     want = None if account is None else (account.uid, account.gid, HOME_MODE)
     mounting, problem = _mount_steps(user, volume, desired, actual, want, f"{user}:{user} {HOME_MODE:04o}",
                                      expected_by_file, "home", "the account was missing: its home goes to the new account")
-    return steps + mounting, problem
+    if problem:
+        return steps + mounting, problem
+    return _with_export(user, steps + mounting, desired, actual), None
+
+
+NFS_REASON = "the swarm's workers mount it over NFS"
+
+
+def _exported(path: str, actual: Actual) -> tuple[Mapping[str, frozenset[str]] | None, str | None]:
+    """The kernel's table for this path (client -> options) and the exports file's line for it."""
+    return (actual.exports or {}).get(path), (actual.export_lines or {}).get(path)
+
+
+def _withdraw(user: str, desired: Desired, actual: Actual, reason: str) -> list[Action]:
+    live, line = _exported(str(desired.paths.home(user)), actual)
+    if not live and line is None:
+        return []
+    return [Action(Op.DISABLE, Kind.EXPORT, user, before=",".join(sorted(live or {})) or "(file only)",
+                   reason=reason)]
+
+
+def _with_export(user: str, steps: list[Action], desired: Desired, actual: Actual,
+                 mountpoint: bool = True) -> list[Action]:
+    """The export of a mounted home for the workers, after its mount; withdrawn around an offline resize (the
+    kernel's export holds the filesystem: it could not be unmounted) and exported again after it."""
+    path = str(desired.paths.home(user))
+    live, line = _exported(path, actual)
+    if desired.exports is None:
+        return steps + _withdraw(user, desired, actual, "hub.swarm.homes is not nfs: the workers no longer mount "
+                                                         "homes from this server")
+    mounted = path in actual.mounts or any(a.kind is Kind.MOUNT and a.op is Op.CREATE and not a.waits for a in steps)
+    if mountpoint and not mounted:
+        return steps  # exported once its volume is mounted (mountd would refuse it before)
+    want = desired.exports.export(path, mountpoint=mountpoint)
+    clients = ",".join(want.clients)
+    resize = next((i for i, a in enumerate(steps) if a.kind is Kind.VOLUME and a.op is Op.UPDATE and not a.waits),
+                  None)
+    if resize is not None and (live or line is not None):
+        withdraw = Action(Op.DISABLE, Kind.EXPORT, user, before=",".join(sorted(live or {})) or "(file only)",
+                          reason="the volume is resized offline: exported again right after")
+        return [*steps[:resize], withdraw, *steps[resize:],
+                Action(Op.CREATE, Kind.EXPORT, user, after=clients, reason=NFS_REASON)]
+    if not live and line is None:
+        return steps + [Action(Op.CREATE, Kind.EXPORT, user, after=clients, reason=NFS_REASON)]
+    if want.in_force(live) and line == want.line:
+        return steps
+    before = ",".join(sorted(live or {})) or "-"
+    written = None if line is None else sorted(part.split("(")[0] for part in line.split()[1:])
+    if written is not None and written != sorted(want.clients):  # what reconcile wrote last differs: site.yaml did
+        reason, drift = "the workers in site.yaml changed", False
+    else:
+        reason, drift = "export changed by hand (options, or withdrawn from the kernel or the exports file)", True
+    return steps + [Action(Op.UPDATE, Kind.EXPORT, user, before=before, after=clients, reason=reason, drift=drift)]
 
 
 def _new_volume(user: str, size: int, source: str, reason: str) -> list[Action]:
@@ -282,8 +334,8 @@ def _converge_shared(desired: Desired, actual: Actual) -> tuple[list[Action], st
     """
     user = SHARED_VOLUME
     volume = actual.volumes.get(user)
-    if volume is None and desired.shared_disk is None:
-        return [], None
+    if volume is None and desired.shared_disk is None:  # a plain folder on this server's disk (when it exists)
+        return _with_export(user, [], desired, actual, mountpoint=False) if actual.course_folder_exists else [], None
     folder = desired.paths.home(user)
     source = desired.volumes.source(user)
     quota = desired.shared_disk if desired.shared_disk is not None else volume.size  # type: ignore[union-attr]
@@ -309,7 +361,9 @@ def _converge_shared(desired: Desired, actual: Actual) -> tuple[list[Action], st
                                      f"root:{group_name(desired.classroom, 'teacher')} {SHARED_MODE:04o}",
                                      volume is None or not volume.complete, "course folder",
                                      "the teachers' group is new: the course folder goes to it")
-    return steps + mounting, problem
+    if problem:
+        return steps + mounting, problem
+    return _with_export(user, steps + mounting, desired, actual), None
 
 
 def _mounted(actual: Actual, home: str, source: str) -> bool:
@@ -457,7 +511,7 @@ def _converge_disabled(user: str, account: Account | None, desired: Desired, act
 def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str) -> list[Action]:
     home = str(desired.paths.home(user))
     volume = actual.volumes.get(user)
-    steps = []
+    steps = _withdraw(user, desired, actual, reason)  # the workers' way in goes before the mount
     if home in actual.mounts:
         steps.append(Action(Op.DISABLE, Kind.MOUNT, user, before=home, reason=reason))
     if home in actual.manifest:

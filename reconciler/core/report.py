@@ -149,3 +149,19 @@ def render_swarm(nodes: list[dict] | None, workers: list[str]) -> list[str]:
     lines += [f"swarm: worker {address} is in site.yaml but not in the swarm (examples/install.sh --worker)"
               for address in workers if address not in present]
     return lines
+
+
+def render_exports(desired: Desired, actual: Actual) -> list[str]:
+    """`reconcile status` with homes over NFS: which mounted homes the workers can mount, and which not yet."""
+    if desired.exports is None:
+        return []
+    mounted = [target for target in actual.mounts if desired.paths.volume_of(target) is not None]
+    table = actual.exports or {}
+    missing = sorted(target for target in mounted if not desired.exports.export(target).in_force(table.get(target))
+                     and not desired.exports.export(target, mountpoint=False).in_force(table.get(target)))
+    line = (f"homes over NFS: {len(mounted) - len(missing)} of {len(mounted)} mounted volumes exported to "
+            f"{', '.join(desired.exports.clients)}")
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        line += f"; not exported: {shown} (the next pass exports them)"
+    return [line]

@@ -29,6 +29,7 @@ from ..config.site import Site
 from ..core.actions import Action, Kind, Note, Op, Plan, Policy
 from ..core.actual import Actual, from_json
 from ..core.desired import Desired, resolve
+from ..core import exports
 from ..core.firewall import chains
 from ..core.plan import plan
 from ..core.report import document
@@ -79,7 +80,8 @@ def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = F
 
 def desire(site: Site, classroom: Classroom) -> Desired:
     """classroom.yaml resolved against this site: once per pass."""
-    return resolve(classroom, site.paths, layout_for(site), chains(site.hub) if site.hub is not None else None)
+    return resolve(classroom, site.paths, layout_for(site), chains(site.hub) if site.hub is not None else None,
+                   exports.policy(site.hub, classroom.name))
 
 
 def context(site: Site, desired: Desired, run: Runner, volumes: VolumeBackend, probes: HubProbes = NO_HUB,
@@ -87,7 +89,8 @@ def context(site: Site, desired: Desired, run: Runner, volumes: VolumeBackend, p
     """What the drivers of one pass may touch."""
     return Context(classroom=desired.classroom, paths=site.paths, volumes=volumes, run=run, host=host,
                    members={m.username: m for m in desired.members}, credentials=outbox.Outbox(site.paths.outbox),
-                   hub=probes.client, docker=docker_client, firewall=desired.firewall)
+                   hub=probes.client, docker=docker_client, firewall=desired.firewall, exports=desired.exports,
+                   exports_file=exports.exports_file(site.hub, desired.classroom))
 
 
 def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
@@ -116,7 +119,8 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         run = Runner().holding(held.fd) if held is not None else Runner()
         volumes = backend_for(site, run)
         actual = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
-                         disable_window=site.mass_disable_window, firewall=probes.firewall)
+                         disable_window=site.mass_disable_window, firewall=probes.firewall,
+                         **_nfs(site, desired))
         the_plan = plan(desired, actual, policy)
         actual, the_plan = _look_closer(desired, actual, the_plan, policy, volumes)
         on_plan(the_plan)
@@ -145,7 +149,8 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         if result.ok and observe_after:
             try:
                 after = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
-                                disable_window=site.mass_disable_window, firewall=probes.firewall)
+                                disable_window=site.mass_disable_window, firewall=probes.firewall,
+                                **_nfs(site, desired))
             except Exception:  # noqa: BLE001 - what was applied stands; the next pass observes again
                 after = None
         if result.interrupted and "journal" not in result.failed:  # SIGTERM between actions
@@ -155,6 +160,11 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         else:
             verdict = Verdict.WAITING if result.waiting else Verdict.CONVERGED
         return Outcome(verdict, the_plan, desired, actual, result, after)
+
+
+def _nfs(site: Site, desired: Desired) -> dict:
+    """observe()'s NFS arguments: the classroom's exports file, and whether the homes are exported."""
+    return {"exports_file": exports.exports_file(site.hub, desired.classroom), "nfs": desired.exports is not None}
 
 
 def _look_closer(desired: Desired, actual: Actual, the_plan: Plan, flags: Policy,

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Protocol
 from ..config.site import Paths
 from ..core.actions import Action, Kind, Op
 from ..core.desired import Member
+from ..core.exports import ExportPolicy
 from ..core.firewall import Chain
 from .facts import HostFiles
 from .run import Runner
@@ -31,7 +32,7 @@ from .volumes.base import VolumeBackend
 
 Driver = Callable[[Action, "Context"], str]
 _DRIVERS: dict[tuple[Kind, Op], Driver] = {}
-MODULES = ("accounts", "mounts", "volumes.drivers", "containers", "hubusers", "firewall")
+MODULES = ("accounts", "mounts", "volumes.drivers", "containers", "hubusers", "firewall", "exports")
 
 
 class Busy(RuntimeError):
@@ -72,6 +73,8 @@ class Context:
     hub: HubApi | None = None
     docker: Callable[[], Any] | None = None  # a docker client factory (imported lazily: hosts without a hub)
     firewall: Mapping[str, Chain] = field(default_factory=dict)  # the students' chains this site wants
+    exports: ExportPolicy | None = None  # the homes over NFS for the swarm's workers (hub.swarm.homes: nfs)
+    exports_file: str | None = None  # the classroom's exports file (withdrawals happen with NFS off too)
 
     def member(self, username: str) -> Member | None:
         return self.members.get(username)

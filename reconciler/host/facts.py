@@ -32,6 +32,7 @@ class HostFiles:
     sys_fs: Path = Path("/sys/fs")
     sys_dev: Path = Path("/sys/dev/block")
     proc: Path = Path("/proc")
+    nfs_etab: Path = Path("/var/lib/nfs/etab")  # the kernel's NFS export table, as exportfs keeps it
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     def loops(self) -> dict[str, str]:

@@ -30,8 +30,13 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
             hub: Callable[[], HubState] | None = None,
             containers: Callable[[], Mapping[str, Container] | None] | None = None,
             disable_window: float = 86400.0,
-            firewall: Callable[[], tuple[str, ...] | None] | None = None) -> Actual:
-    """Take the snapshot.  Reads each source exactly once; ``hub`` and ``containers`` are one call each."""
+            firewall: Callable[[], tuple[str, ...] | None] | None = None,
+            exports_file: str | None = None, nfs: bool = False) -> Actual:
+    """Take the snapshot.  Reads each source exactly once; ``hub`` and ``containers`` are one call each.
+
+    ``nfs``: the homes are exported to swarm workers; the export table is read then, or when the classroom's
+    ``exports_file`` exists (exports left from before NFS was turned off are withdrawn).
+    """
     now = host.clock()
     groups = read_groups(host.etc / "group")
     shadow = read_shadow(host.etc / "shadow")
@@ -39,6 +44,12 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
     found = volumes.observe()
     folder = paths.course_folder
     rules = firewall() if firewall else None
+    exported = None
+    if exports_file is not None and (nfs or Path(exports_file).exists()):
+        from . import exports
+
+        exported = exports.observe(paths, Path(exports_file), host)
+    folder_exists = folder.is_dir()
     return Actual(
         accounts=MappingProxyType(accounts),
         groups=MappingProxyType(groups),
@@ -53,7 +64,10 @@ def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
         containers=containers() if containers else MappingProxyType({}),
         online_resize=host.can_resize_online(),
         disabled_recently=disables.recent(paths.disables, now - disable_window),
-        course_folder_files=str(folder) not in found.mounts and has_entries(folder),
+        course_folder_files=str(folder) not in found.mounts and folder_exists and has_entries(folder),
+        course_folder_exists=folder_exists,
+        exports=exported[0] if exported else None,
+        export_lines=exported[1] if exported else None,
         firewall=rules,
         firewall_error="" if rules is not None or firewall is None else "`iptables -S` failed",
     )

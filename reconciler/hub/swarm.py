@@ -4,7 +4,8 @@ The same server as on one host (hub/spawner.py's container_settings: the person'
 a read-only root, no capabilities, a pids limit, a bounded /tmp and log), expressed as a service:
 
 - the home and the course folder are Docker volumes of the built-in ``local`` driver, so each worker mounts
-  them itself (``homes: shared``: a bind of the path every worker sees; the manager keeps the quota volumes);
+  them itself: over NFS from the manager, which keeps the quota volumes and exports each mounted home to the
+  workers only (``homes: nfs``, core/exports.py), or as a bind of the path every worker sees (``homes: shared``);
 - the container's /etc/passwd, /etc/group (and the https server config) are swarm configs: the files exist
   on the manager only, the swarm carries them to whichever worker runs the server;
 - memory and CPU are limits *and* reservations (hub.swarm.reserve_memory / reserve_cpu of the quota), so the
@@ -37,9 +38,23 @@ NANO = 10**9
 UNPLACED_SECONDS = 30  # a task no worker can take for this long fails its start (workers may free up meanwhile)
 
 
-def volume_name(classroom: str, username: str) -> str:
-    """The Docker volume that stands for a person's home (or the course folder) on every worker."""
-    return f"jupyter-{classroom}-{username}"
+# How a worker mounts a home from the manager (homes: nfs), as the local driver passes it to mount(2): NFS 4.2 over
+# TCP, hard (a manager that reboots makes writes wait, never fail half-way), no device files or setuid programs.
+NFS_OPTIONS = "vers=4.2,proto=tcp,hard,timeo=600,retrans=2,nosuid,nodev"
+
+
+def volume_options(homes: str, manager: str, source: str) -> dict[str, str]:
+    """The local driver's options for a home (or the course folder) on a worker."""
+    if homes == "nfs":
+        return {"type": "nfs", "o": f"addr={manager},{NFS_OPTIONS}", "device": f":{source}"}
+    return {"type": "none", "o": "bind", "device": source}  # shared: the same path on every worker
+
+
+def volume_name(classroom: str, username: str, options: dict[str, str]) -> str:
+    """The Docker volume that stands for a person's home (or the course folder) on every worker.  A worker keeps
+    a named volume's options from its first use: the options' hash in the name makes a changed one a new volume."""
+    digest = hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()[:8]
+    return f"jupyter-{classroom}-{username}-{digest}"
 
 
 def config_name(classroom: str, username: str, name: str, text: str) -> str:
@@ -66,10 +81,10 @@ def service_spec(site: Site, classroom: Classroom, settings: dict, *, image: str
         if bind["target"] in IN_CONTAINER.values() or bind["target"] == SCHOOL_CA:
             continue  # files: configs below
         owner = username if bind["target"] == settings["home"] else "_shared"
-        mounts.append(Mount(target=bind["target"], source=volume_name(classroom.name, owner), type="volume",
-                            read_only=bind["read_only"],
-                            driver_config=DriverConfig("local", {"type": "none", "o": "bind",
-                                                                 "device": bind["source"]}),
+        options = volume_options(hub.swarm.homes, hub.swarm.address, bind["source"])
+        mounts.append(Mount(target=bind["target"], source=volume_name(classroom.name, owner, options), type="volume",
+                            read_only=bind["read_only"], no_copy=True,  # never write into a home as root
+                            driver_config=DriverConfig("local", options),
                             labels={LABEL_CLASSROOM: classroom.name}))
     mounts.append(Mount(target="/tmp", source=None, type="tmpfs", tmpfs_size=hub.tmp_size, tmpfs_mode=0o1777))
     references = [ConfigReference(*configs[name], filename=where, uid="0", gid="0", mode=0o444)

@@ -625,3 +625,112 @@ def test_a_leftover_swarm_service_is_removed_unless_the_hub_runs_it_again(host):
     Api.calls.clear()
     Hub.server = {"": {"ready": False, "pending": "spawn"}}  # the person pressed start meanwhile
     assert run(action, ctx) == "kept: the hub runs this server again" and Api.calls == []
+
+
+# --- NFS exports (hub.swarm.homes: nfs) --------------------------------------------------------------
+
+WORKERS = ("10.0.5.11", "10.0.5.12")
+# etab as exportfs writes it (read from a real nfsd in tests/vm/vm_nfs_inside.py): every option spelled out
+ETAB_OPTIONS = ("rw,sync,wdelay,hide,nocrossmnt,secure,root_squash,no_all_squash,no_subtree_check,secure_locks,acl,"
+                "no_pnfs,mountpoint,anonuid=65534,anongid=65534,sec=sys,rw,secure,root_squash,no_all_squash")
+
+
+def nfs_context(host: FakeHost, runner: RecordingRunner):
+    import dataclasses
+
+    from reconciler.core.exports import ExportPolicy
+
+    file = host.root / "exports.d" / "classroom-py101.exports"
+    return dataclasses.replace(host.context(runner), exports=ExportPolicy(WORKERS, str(file)),
+                               exports_file=str(file)), file
+
+
+def exportfs(host: FakeHost):
+    """Answer exportfs as the kernel's table would change: -o adds or replaces a client's line, -u drops it."""
+    def answer(argv):
+        if argv[0] != "exportfs":
+            return ""
+        client, _, path = argv[-1].partition(":")
+        lines = [line for line in (host.root / "etab").read_text().splitlines()
+                 if line.split("\t")[0] != path or not line.split("\t")[1].startswith(client + "(")]
+        if argv[1] != "-u":
+            lines.append(f"{path}\t{client}({ETAB_OPTIONS})")
+        (host.root / "etab").write_text("".join(line + "\n" for line in lines))
+        return ""
+    return answer
+
+
+def test_a_mounted_home_is_written_to_the_exports_file_then_exported_to_each_worker(host):
+    home = host.paths.home("ann")
+    host.mounted(str(image(host)), home)
+    runner = RecordingRunner(exportfs(host))
+    ctx, file = nfs_context(host, runner)
+    assert drivers.carry_out(Action(Op.CREATE, Kind.EXPORT, "ann", after=",".join(WORKERS)), ctx) == "exported"
+    options = "rw,sync,root_squash,sec=sys,no_subtree_check,mountpoint"
+    assert runner.calls == [("exportfs", "-i", "-o", options, f"{w}:{home}") for w in WORKERS]
+    assert f"{home} 10.0.5.11({options}) 10.0.5.12({options})\n" in file.read_text()
+    assert file.stat().st_mode & 0o777 == 0o644
+    runner.calls.clear()
+    assert drivers.carry_out(Action(Op.CREATE, Kind.EXPORT, "ann", after=",".join(WORKERS)), ctx) == "already"
+    assert runner.calls == []
+
+
+def test_a_home_without_its_volume_mounted_is_never_exported(host):
+    runner = RecordingRunner(exportfs(host))
+    ctx, file = nfs_context(host, runner)
+    with pytest.raises(RuntimeError, match="no volume mounted"):
+        drivers.carry_out(Action(Op.CREATE, Kind.EXPORT, "ann", after=",".join(WORKERS)), ctx)
+    assert runner.calls == [] and not file.exists()
+
+
+def test_a_worker_removed_from_site_yaml_loses_the_export(host):
+    home = host.paths.home("ann")
+    host.mounted(str(image(host)), home)
+    host.etab = [f"{home}\t{w}({ETAB_OPTIONS})" for w in (*WORKERS, "10.0.5.13")]
+    runner = RecordingRunner(exportfs(host))
+    ctx, _ = nfs_context(host, runner)
+    assert drivers.carry_out(Action(Op.UPDATE, Kind.EXPORT, "ann", before="x", after="y"), ctx) == "exported"
+    assert runner.calls[-1] == ("exportfs", "-u", f"10.0.5.13:{home}")
+
+
+def test_withdrawing_unexports_every_client_then_drops_the_line(host):
+    home, other = host.paths.home("ann"), host.paths.home("bob")
+    host.etab = [f"{home}\t{w}({ETAB_OPTIONS})" for w in WORKERS] + [f"{other}\t{WORKERS[0]}({ETAB_OPTIONS})"]
+    runner = RecordingRunner(exportfs(host))
+    ctx, file = nfs_context(host, runner)
+    file.parent.mkdir()
+    file.write_text(f"{home} 10.0.5.11(rw)\n{other} 10.0.5.11(rw)\n")
+    assert drivers.carry_out(Action(Op.DISABLE, Kind.EXPORT, "ann", before="x"), ctx) == "withdrawn"
+    assert runner.calls == [("exportfs", "-u", f"{w}:{home}") for w in WORKERS]
+    assert str(home) not in file.read_text() and str(other) in file.read_text()
+    assert drivers.carry_out(Action(Op.DISABLE, Kind.EXPORT, "bob", before="x"), ctx) == "withdrawn"
+    assert not file.exists()  # nothing left to export: no empty file
+    runner.calls.clear()
+    assert drivers.carry_out(Action(Op.DISABLE, Kind.EXPORT, "bob", before="x"), ctx) == "already"
+    assert runner.calls == []
+
+
+def test_an_export_the_kernel_does_not_show_is_not_claimed(host):
+    host.mounted(str(image(host)), host.paths.home("ann"))
+    runner = RecordingRunner({"exportfs": ""})  # exits 0, changes nothing
+    ctx, _ = nfs_context(host, runner)
+    with pytest.raises(RuntimeError, match="the kernel's table shows nothing"):
+        drivers.carry_out(Action(Op.CREATE, Kind.EXPORT, "ann", after="x"), ctx)
+
+
+def test_exportfs_missing_says_what_to_install(host):
+    host.mounted(str(image(host)), host.paths.home("ann"))
+    runner = RecordingRunner({"exportfs": FileNotFoundError("exportfs")})
+    ctx, _ = nfs_context(host, runner)
+    with pytest.raises(RuntimeError, match="apt install nfs-kernel-server"):
+        drivers.carry_out(Action(Op.CREATE, Kind.EXPORT, "ann", after="x"), ctx)
+
+
+def test_the_course_folder_without_a_volume_is_exported_without_the_mountpoint_option(host):
+    folder = host.paths.course_folder
+    folder.mkdir(parents=True)
+    runner = RecordingRunner(exportfs(host))
+    ctx, _ = nfs_context(host, runner)
+    drivers.carry_out(Action(Op.CREATE, Kind.EXPORT, "_shared", after="x"), ctx)
+    assert runner.calls[0] == ("exportfs", "-i", "-o", "rw,sync,root_squash,sec=sys,no_subtree_check",
+                               f"{WORKERS[0]}:{folder}")

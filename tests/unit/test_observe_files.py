@@ -550,3 +550,28 @@ def test_passwd_is_split_on_newlines_only(tmp_path: Path) -> None:
     accounts = facts.read_accounts(etc / "passwd", {}, facts.read_shadow(etc / "shadow"))
     assert set(accounts) == {"ann", "bob"}
     assert accounts["ann"].classroom == "c" and accounts["ann"].locked and accounts["ann"].expire_day == 1
+
+
+def test_observe_reads_our_nfs_exports_from_the_kernel_table_and_the_file(host) -> None:
+    """hub.swarm.homes: nfs: one read of etab and one of the classroom's exports file; an admin's own exports and
+    paths that are not a home or the course folder are not ours.  The snapshot survives its JSON form."""
+    from reconciler.core.actual import from_json, to_json
+
+    paths, fake = host
+    options = "rw,sync,root_squash,no_subtree_check,mountpoint,sec=sys"
+    etab = paths.state.parent / "etab"
+    etab.write_text(f"{paths.homes}/carol\t10.0.5.11({options})\n{paths.homes}/carol\t10.0.5.12({options})\n"
+                    f"/srv/backups\t10.0.9.9(ro)\n{paths.homes}/carol/deeper\t10.0.5.11({options})\n")
+    file = paths.state.parent / "classroom-py101.exports"
+    file.write_text(f"# header\n{paths.homes}/carol 10.0.5.11({options})\n/srv/backups 10.0.9.9(ro)\n")
+    fake = dataclasses.replace(fake, nfs_etab=etab)
+    actual = host_observe.observe(paths, loop.LoopBackend(paths, Runner(), fake), fake, exports_file=str(file),
+                                  nfs=True)
+    assert dict(actual.exports) == {f"{paths.homes}/carol": {"10.0.5.11": frozenset(options.split(",")),
+                                                             "10.0.5.12": frozenset(options.split(","))}}
+    assert dict(actual.export_lines) == {f"{paths.homes}/carol": f"{paths.homes}/carol 10.0.5.11({options})"}
+    assert from_json(to_json(actual)) == actual
+    # NFS off and no file of ours: the table is not even read
+    off = host_observe.observe(paths, loop.LoopBackend(paths, Runner(), fake), fake,
+                               exports_file=str(paths.state.parent / "none.exports"))
+    assert off.exports is None and off.export_lines is None

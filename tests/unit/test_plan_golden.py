@@ -41,6 +41,7 @@ from reconciler.core.actual import (
     Volume,
 )
 from reconciler.core.desired import Desired, Member, resolve
+from reconciler.core.exports import ExportPolicy
 from reconciler.core.plan import LEFTOVER_SERVICE, plan
 from reconciler.core.report import rows as report_rows
 from reconciler.host.volumes import loop
@@ -1055,3 +1056,124 @@ def test_firewall_that_cannot_be_read_blocks_and_one_not_asked_is_skipped():
     _, _, unreadable = firewall_case(None, error="`iptables -S` failed")
     assert [(n.rule, n.target) for n in unreadable.blocked] == [("firewall", "")]
     assert firewall_case(None)[2].actions == () and firewall_case(None)[2].blocked == ()
+
+
+# --- homes over NFS for the swarm's workers (hub.swarm.homes: nfs) ----------------------------------------
+
+WORKERS = ("10.0.5.11", "10.0.5.12")
+EXPORTS_FILE = "/e/classroom-py101.exports"
+NFS = ExportPolicy(WORKERS, EXPORTS_FILE)
+IN_FORCE = frozenset({"rw", "sync", "wdelay", "root_squash", "no_all_squash", "sec=sys", "no_subtree_check",
+                      "mountpoint", "anonuid=65534", "anongid=65534"})  # etab spells every option out
+
+
+def exported(actual: Actual, *people: str, clients: tuple[str, ...] = WORKERS, live: bool = True,
+             file: bool = True, options: frozenset[str] = IN_FORCE, file_clients: tuple[str, ...] | None = None,
+             folder: bool = False) -> Actual:
+    """The snapshot with these homes exported (in the kernel's table and/or the exports file)."""
+    table = {home(p): {c: options for c in clients} for p in people} if live else {}
+    lines = {home(p): NFS.export(home(p)).line if file_clients is None else
+             ExportPolicy(file_clients, EXPORTS_FILE).export(home(p)).line for p in people} if file else {}
+    if folder:
+        table[FOLDER] = {c: options - {"mountpoint"} for c in clients}
+        lines[FOLDER] = NFS.export(FOLDER, mountpoint=False).line
+    return dataclasses.replace(actual, exports=MappingProxyType(table), export_lines=MappingProxyType(lines),
+                               course_folder_exists=folder)
+
+
+def nfs_plan(members: tuple[Member, ...], actual: Actual, policy: Policy = DEFAULT, exports=NFS) -> Plan:
+    return plan(dataclasses.replace(desired(*members), exports=exports), actual, policy)
+
+
+def EXPORT(username: str, reason: str = "the swarm's workers mount it over NFS") -> tuple:
+    return A("create", "export", username, after=",".join(WORKERS), reason=reason)
+
+
+def WITHDRAW(username: str, reason: str, before: str = ",".join(WORKERS)) -> tuple:
+    return A("disable", "export", username, before=before, reason=reason)
+
+
+NO_FOLDER = {"course_folder_exists": False}
+NFS_CASES = [
+    Case("nfs-a-new-person-is-exported-after-the-mount", (ALICE,),
+         dataclasses.replace(snapshot(), exports=MappingProxyType({}), export_lines=MappingProxyType({}), **NO_FOLDER),
+         DEFAULT, [*new_person("alice", "Alice"), EXPORT("alice")]),
+    Case("nfs-converged", (ALICE, BOB), exported(converged(ALICE, BOB), "alice", "bob"), DEFAULT, []),
+    Case("nfs-withdrawn-from-the-kernel-by-hand", (ALICE,), exported(converged(ALICE), "alice", live=False),
+         DEFAULT, [A("update", "export", "alice", before="-", after=",".join(WORKERS),
+                     reason="export changed by hand (options, or withdrawn from the kernel or the exports file)",
+                     drift=True)]),
+    Case("nfs-options-changed-by-hand", (ALICE,),
+         exported(converged(ALICE), "alice", options=IN_FORCE - {"root_squash"} | {"no_root_squash"}), DEFAULT,
+         [A("update", "export", "alice", before=",".join(WORKERS), after=",".join(WORKERS),
+            reason="export changed by hand (options, or withdrawn from the kernel or the exports file)", drift=True)]),
+    Case("nfs-a-worker-added-in-site-yaml", (ALICE,),
+         exported(converged(ALICE), "alice", clients=WORKERS[:1], file_clients=WORKERS[:1]), DEFAULT,
+         [A("update", "export", "alice", before=WORKERS[0], after=",".join(WORKERS),
+            reason="the workers in site.yaml changed")]),
+    Case("nfs-not-exported-until-mounted", (ALICE,),
+         exported(converged(ALICE, mount_alice=None, volume_alice=volume("alice", held_elsewhere=True)), live=False,
+                  file=False),
+         DEFAULT, [A("create", "mount", "alice", after=home("alice"), reason="home volume", drift=True, waits=HELD),
+                   A("create", "ownership", "alice", after="alice:alice 0700", reason="home belongs to its owner",
+                     drift=True, waits=HELD)]),
+    # the workers' way in goes before the home is unmounted (the kernel's export would hold the filesystem)
+    Case("nfs-disabled-person-withdrawn-before-the-unmount", (member("alice", status="disabled"), BOB),
+         exported(converged(ALICE, BOB), "alice", "bob"), DEFAULT,
+         [A("disable", "account", "alice", before={"login": "enabled"}, after={"login": "disabled"},
+            reason="status: disabled"),
+          WITHDRAW("alice", "status: disabled"),
+          A("disable", "mount", "alice", before=home("alice"), reason="status: disabled"),
+          A("disable", "manifest", "alice", before=f"{image('alice')} {home('alice')}", reason="status: disabled")]),
+    Case("nfs-offline-resize-withdraws-and-exports-again", (member("alice", disk=512 * MiB),),
+         exported(converged(ALICE), "alice"), DEFAULT,
+         [WITHDRAW("alice", "the volume is resized offline: exported again right after"),
+          A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 512 * MiB},
+            reason="disk quota lowered to 512 MiB"),
+          EXPORT("alice")]),
+    Case("nfs-resize-waiting-for-the-server-keeps-the-export", (member("alice", disk=512 * MiB),),
+         exported(running(converged(ALICE)), "alice"), DEFAULT,
+         [A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 512 * MiB},
+            reason="disk quota lowered to 512 MiB", waits=SERVER_RUNS)]),
+    Case("nfs-an-export-nobody-owns-is-withdrawn", (ALICE,),
+         exported(converged(ALICE), "alice", "zed"), DEFAULT, [WITHDRAW("zed", REMOVED)]),
+    Case("nfs-the-course-folder-without-a-volume-is-exported-as-it-is", (ALICE,),
+         dataclasses.replace(exported(converged(ALICE), "alice"), course_folder_exists=True), DEFAULT,
+         [EXPORT(SHARED)]),
+    Case("nfs-the-course-folder-exported", (ALICE,), exported(converged(ALICE), "alice", folder=True), DEFAULT, []),
+]
+
+
+@pytest.mark.parametrize("case", NFS_CASES, ids=[c.id for c in NFS_CASES])
+def test_nfs_exports_golden(case: Case) -> None:
+    result = nfs_plan(case.members, case.actual, case.policy)
+    assert [as_tuple(a) for a in result.actions] == case.actions
+    assert [(n.rule, n.target) for n in result.blocked] == [(r, t) for r, t, _ in case.blocked]
+
+
+def test_nfs_turned_off_withdraws_what_it_exported() -> None:
+    result = nfs_plan((ALICE,), exported(converged(ALICE), "alice"), exports=None)
+    assert [as_tuple(a) for a in result.actions] == [
+        WITHDRAW("alice", "hub.swarm.homes is not nfs: the workers no longer mount homes from this server")]
+
+
+def test_an_export_line_is_what_the_kernel_is_asked_for() -> None:
+    assert NFS.export("/h/alice").line == (
+        "/h/alice 10.0.5.11(rw,sync,root_squash,sec=sys,no_subtree_check,mountpoint) "
+        "10.0.5.12(rw,sync,root_squash,sec=sys,no_subtree_check,mountpoint)")
+    assert NFS.export(FOLDER, mountpoint=False).options == "rw,sync,root_squash,sec=sys,no_subtree_check"
+    assert NFS.export("/h/alice").in_force({c: IN_FORCE for c in WORKERS})
+    assert not NFS.export("/h/alice").in_force({WORKERS[0]: IN_FORCE})
+    assert not NFS.export("/h/alice").in_force({c: IN_FORCE - {"sync"} | {"async"} for c in WORKERS})
+
+
+def test_status_says_which_mounted_homes_the_workers_can_mount() -> None:
+    from reconciler.core.report import render_exports
+
+    wanted = dataclasses.replace(desired(ALICE, BOB), exports=NFS)
+    assert render_exports(wanted, exported(converged(ALICE, BOB), "alice", "bob")) == [
+        "homes over NFS: 2 of 2 mounted volumes exported to 10.0.5.11, 10.0.5.12"]
+    assert render_exports(wanted, exported(converged(ALICE, BOB), "alice")) == [
+        "homes over NFS: 1 of 2 mounted volumes exported to 10.0.5.11, 10.0.5.12; not exported: /h/bob "
+        "(the next pass exports them)"]
+    assert render_exports(desired(ALICE), converged(ALICE)) == []

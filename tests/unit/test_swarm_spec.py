@@ -1,8 +1,8 @@
 """The swarm service a student's server becomes (hub/swarm.py's service_spec), built offline from examples/.
 
 The same checks as the real swarm test (tests/swarm/) on the spec itself: the quota as limits and as
-reservations (hub.swarm.reserve_memory / reserve_cpu), the hardening, the home and course folder as `local` volumes binding the
-manager's paths, the identity files as swarm configs, a host-mode port, workers only.
+reservations (hub.swarm.reserve_memory / reserve_cpu), the hardening, the home and course folder as `local` volumes mounting the
+manager's NFS exports (or binding the paths every worker sees), the identity files as swarm configs, a host-mode port, workers only.
 """
 
 from pathlib import Path
@@ -13,7 +13,7 @@ from reconciler.config.load import load_classroom, load_site
 from reconciler.core.desired import resolve
 from reconciler.host.volumes import layout_for
 from reconciler.hub.spawner import IN_CONTAINER, identity
-from reconciler.hub.swarm import config_name, service_spec, volume_name
+from reconciler.hub.swarm import NFS_OPTIONS, config_name, service_spec, volume_name
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024**2
@@ -59,10 +59,13 @@ def test_a_student_s_service(example):
     assert container["CapabilityDrop"] == ["ALL"] and "Groups" not in container
     mounts = {m["Target"]: m for m in container["Mounts"]}
     home, shared = mounts["/home/jdoe"], mounts["/home/jdoe/shared"]
-    assert home["Type"] == "volume" and home["Source"] == volume_name(classroom.name, "jdoe")
-    assert home["VolumeOptions"]["DriverConfig"] == {
-        "Name": "local", "Options": {"type": "none", "o": "bind", "device": "/srv/classroom/homes/jdoe"}}
-    assert shared["ReadOnly"] is True and shared["Source"] == volume_name(classroom.name, "_shared")
+    nfs = {"type": "nfs", "o": f"addr=10.0.5.10,{NFS_OPTIONS}", "device": ":/srv/classroom/homes/jdoe"}
+    assert home["Type"] == "volume" and home["Source"] == volume_name(classroom.name, "jdoe", nfs)
+    assert home["VolumeOptions"] == {"DriverConfig": {"Name": "local", "Options": nfs}, "NoCopy": True,
+                                     "Labels": {"org.classroom.classroom": classroom.name}}
+    assert "nosuid" in nfs["o"] and "nodev" in nfs["o"] and "hard" in nfs["o"]
+    assert shared["ReadOnly"] is True and shared["VolumeOptions"]["DriverConfig"]["Options"] == {
+        **nfs, "device": ":/srv/classroom/shared"}
     assert mounts["/tmp"]["TmpfsOptions"] == {"SizeBytes": 256 * MiB, "Mode": 0o1777}
     assert "/etc/passwd" not in mounts  # a swarm config instead: the file exists on the manager only
     assert [(c["ConfigID"], c["File"]["Name"], c["File"]["Mode"]) for c in container["Configs"]] == [
@@ -73,6 +76,19 @@ def test_a_student_s_service(example):
     assert spec["endpoint_spec"]["Ports"] == [{"Protocol": "tcp", "PublishedPort": None, "TargetPort": 8888,
                                                "PublishMode": "host"}]
     assert spec["labels"] == {"org.classroom.classroom": classroom.name, "org.classroom.user": "jdoe"}
+
+
+def test_with_homes_shared_each_worker_binds_the_same_path(example):
+    site, classroom = example
+    swarm = site.hub.swarm.model_copy(update={"homes": "shared"})
+    site = site.model_copy(update={"hub": site.hub.model_copy(update={"swarm": swarm})})
+    spec = service_spec(site, classroom, settings_for(site, classroom, "jdoe"), image="i", args=[], env={},
+                        configs={}, port=8888)
+    mounts = {m["Target"]: m for m in spec["task_template"]["ContainerSpec"]["Mounts"]}
+    bind = {"type": "none", "o": "bind", "device": "/srv/classroom/homes/jdoe"}
+    assert mounts["/home/jdoe"]["VolumeOptions"]["DriverConfig"]["Options"] == bind
+    # a worker keeps a named volume's first options: another way of mounting is another volume
+    assert mounts["/home/jdoe"]["Source"] != volume_name(classroom.name, "jdoe", {**bind, "type": "nfs"})
 
 
 def test_a_teacher_s_service_holds_the_role_group_and_writes_the_course_folder(example):
