@@ -14,7 +14,7 @@ writable `shares` (mounted at the same path inside the VM), which is how results
 Inside the VM: no udev (LVM is configured with udev_sync=0, udev_rules=0, monitoring=0,
 use_lvmpolld=0 in the overlay's /etc/lvm/lvmlocal.conf), fresh tmpfs on /run, /tmp and
 /dev/shm, devtmpfs on /dev, extra disks as /dev/vda, /dev/vdb, ... in order, the loop and
-device-mapper modules loaded (and `modprobe` works for anything in the initramfs),
+device-mapper modules loaded (and `modprobe` works for anything in the initramfs: ON_DEMAND_MODULES),
 VMKIT_IN_VM=1 in the environment, no network.
 """
 
@@ -65,6 +65,11 @@ MODULES = [
     "dm_mod", "dm_snapshot", "dm_thin_pool", "dm_mirror", "dm_zero",
 ]
 OPTIONAL_MODULES = {"crc32c_intel", "virtio_rng", "quota_v2"}  # absent or unloadable is fine
+# In the initramfs (with their dependencies) but loaded only by `modprobe` inside the VM: the kernel NFS server
+# and client (tests/vm/vm_nfs_inside.py) and veth pairs to network namespaces.  rpcsec_gss_krb5 is only
+# request_module()d by sunrpc, never a hard dependency.
+ON_DEMAND_MODULES = ["nfsd", "nfsv4", "nfs", "veth", "sunrpc", "auth_rpcgss", "rpcsec_gss_krb5", "lockd", "grace",
+                     "nfs_acl"]
 
 KERNEL_CMDLINE = ("console=ttyS0 rdinit=/init panic=-1 oops=panic no_timer_check quiet loglevel=4 "
                   "mitigations=off random.trust_cpu=on 8250.nr_uarts=1 i8042.noaux i8042.nokbd")
@@ -280,7 +285,8 @@ def vm_unavailable() -> str | None:
 
 def _recipe_key() -> str:
     recipe = json.dumps(
-        {"version": RECIPE_VERSION, "init": INIT, "modules": MODULES, "optional": sorted(OPTIONAL_MODULES),
+        {"version": RECIPE_VERSION, "init": INIT, "modules": MODULES, "on_demand": ON_DEMAND_MODULES,
+         "optional": sorted(OPTIONAL_MODULES),
          "kernel": os.environ.get("VMKIT_KERNEL_PACKAGE", "")},
         sort_keys=True,
     )
@@ -391,7 +397,7 @@ def _collect_modules(moddir: Path) -> dict[str, tuple[str, bytes]]:
     if builtin_file.exists():
         builtin = {_module_name(Path(line)) for line in builtin_file.read_text().split()}
     chosen: dict[str, tuple[str, bytes]] = {}
-    todo = list(MODULES)
+    todo = list(MODULES) + list(ON_DEMAND_MODULES)
     while todo:
         name = todo.pop().replace("-", "_")
         if name in chosen or name in builtin:

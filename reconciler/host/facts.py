@@ -8,6 +8,7 @@ the same parsers at fixture files and the drivers' re-checks at a fake /etc.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import time
 from dataclasses import dataclass, field
@@ -72,9 +73,10 @@ class HostFiles:
         return False
 
     def holders(self, devices: set[str]) -> list[str]:
-        """Processes in other mount namespaces that have one of ``devices`` ("major:minor") mounted."""
+        """Processes in other mount namespaces that have one of ``devices`` ("major:minor") mounted, and NFS
+        clients with files open on it."""
         return sorted({who for found in self.holders_by_device(devices).values() for who in found},
-                      key=lambda who: int(who.split()[1]))
+                      key=lambda who: (who.startswith("NFS"), int(who.split()[1]) if who.startswith("pid") else who))
 
     def holders_by_device(self, devices: set[str]) -> dict[str, list[str]]:
         """device -> processes of other mount namespaces that have it mounted ("pid 812 (jupyterhub-sing)").
@@ -108,7 +110,46 @@ class HostFiles:
                     comm = "?"
                 for device in held:
                     found.setdefault(device, []).append(f"pid {pid} ({comm})")
+        for device, clients in self.nfs_holders(devices).items():
+            found.setdefault(device, []).extend(clients)
         return found
+
+    def nfs_holders(self, devices: set[str]) -> dict[str, list[str]]:
+        """device -> NFS clients (swarm workers) holding files open on it, from nfsd's own client table.
+
+        A worker's mount of an exported home is invisible to this host's mount namespaces; what the kernel NFS
+        server knows is each client's open state, with the superblock ("07:01:ino", hex major:minor) of each
+        file.  Nothing to read when nfsd is not running.
+        """
+        found: dict[str, list[str]] = {}
+        clients = self.proc / "fs" / "nfsd" / "clients"
+        try:
+            entries = sorted(os.listdir(clients))
+        except OSError:
+            return found
+        for entry in entries:
+            try:
+                states = (clients / entry / "states").read_text(errors="replace")
+                info = (clients / entry / "info").read_text(errors="replace")
+            except OSError:
+                continue  # expired meanwhile
+            address = next((line.split('"')[1].rsplit(":", 1)[0] for line in info.splitlines()
+                            if line.startswith("address:") and line.count('"') >= 2), "?")
+            held = set()
+            for match in re.finditer(r'superblock: "([0-9a-f]+):([0-9a-f]+):', states):
+                number = f"{int(match.group(1), 16)}:{int(match.group(2), 16)}"
+                if number in devices:
+                    held.add(number)
+            for device in held:
+                found.setdefault(device, []).append(f"NFS client {address} (files open)")
+        return found
+
+    def nfsd_threads(self) -> int:
+        """How many kernel NFS server threads run (0: no NFS server on this host)."""
+        try:
+            return int((self.proc / "fs" / "nfsd" / "threads").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
 
     def today(self) -> int:
         """Days since the epoch, as /etc/shadow counts them."""

@@ -18,10 +18,10 @@ from ..config.site import SHARED_VOLUME, Paths
 from ..core.actions import Action, Kind, Op
 from ..core.actual import ManifestEntry
 from ..core.desired import HOME_MODE, SHARED_MODE
-from .drivers import Context, driver
+from .drivers import Busy, Context, driver
 from .facts import HostFiles, colon_entry, escape, read_manifest, read_mounts
 from .fsutil import write_atomic
-from .run import Runner
+from .run import CommandFailed, Runner
 
 HEADER = (
     "# Managed by reconcile: do not edit.  `reconcile mount-all` mounts every line (at boot, before the hub).\n"
@@ -74,9 +74,17 @@ def mount_fs(run: Runner, source: str, home: Path, options: str) -> None:
     run.run(["mount", "-t", "ext4", "-o", options, source, str(home)])
 
 
-def umount(run: Runner, home: Path) -> None:
+NFS_HOLDS = ("the NFS server still holds {home} for a swarm worker that used it (the kernel lets go within two NFS "
+             "lease times, 90 s each by default, after its export was withdrawn); nothing was touched")
+
+
+def umount(run: Runner, home: Path, host: HostFiles = HostFiles()) -> None:
     try:
         run.run(["umount", str(home)])
+    except CommandFailed as exc:
+        if "busy" in exc.stderr and host.nfsd_threads() > 0:
+            raise Busy(NFS_HOLDS.format(home=home)) from None
+        raise RuntimeError(f"cannot unmount {home} (is their server still running?): {exc}") from None
     except Exception as exc:
         raise RuntimeError(f"cannot unmount {home} (is their server still running?): {exc}") from None
 
@@ -155,7 +163,7 @@ def unmount(action: Action, ctx: Context) -> str:
     if found is not None and not is_mounted(ctx.host, home, source):
         raise RuntimeError(f"{home} has {found} mounted, not {source}; leaving it alone")
     if found is not None:
-        umount(ctx.run, home)
+        umount(ctx.run, home, ctx.host)
     ctx.volumes.release(user)
     return "unmounted" if found else "already"
 

@@ -575,3 +575,23 @@ def test_observe_reads_our_nfs_exports_from_the_kernel_table_and_the_file(host) 
     off = host_observe.observe(paths, loop.LoopBackend(paths, Runner(), fake), fake,
                                exports_file=str(paths.state.parent / "none.exports"))
     assert off.exports is None and off.export_lines is None
+
+
+def test_nfs_clients_with_files_open_hold_a_volume(tmp_path: Path) -> None:
+    """nfsd's client table (its format as a Debian 6.1 kernel writes it, seen in tests/vm/vm_nfs_inside.py):
+    a worker with a file open on loop1's filesystem holds that volume, wherever it has it mounted."""
+    client = tmp_path / "proc" / "fs" / "nfsd" / "clients" / "20"
+    client.mkdir(parents=True)
+    (client / "info").write_text('clientid: 0x4dc3171e6b0eadfb\naddress: "10.77.2.2:720"\nstatus: confirmed\n')
+    (client / "states").write_text(
+        '- 0x00000001fbad0e6b1e17c34d01000000: { type: open, access: -w, deny: --, superblock: "07:01:12", '
+        'filename: "/bob.txt", owner: "open id:\\x00" }\n'
+        '- 0x00000002fbad0e6b1e17c34d01000000: { type: open, access: r-, deny: --, superblock: "fd:0a:99", '
+        'filename: "/x", owner: "open id:\\x01" }\n')
+    (tmp_path / "proc" / "self" / "ns").mkdir(parents=True)
+    (tmp_path / "proc" / "self" / "ns" / "mnt").symlink_to("mnt:[1]")
+    files = Host(proc=tmp_path / "proc")
+    assert files.holders_by_device({"7:1", "7:2", "253:10"}) == {
+        "7:1": ["NFS client 10.77.2.2 (files open)"], "253:10": ["NFS client 10.77.2.2 (files open)"]}
+    assert files.holders({"7:2"}) == []
+    assert Host(proc=tmp_path / "nowhere").nfs_holders({"7:1"}) == {}

@@ -161,7 +161,7 @@ class LoopBackend:
         self._in_use(username, loop)
         was_mounted = is_mounted(self.host, home, str(image))
         if was_mounted:
-            umount(self.run, home)
+            umount(self.run, home, self.host)
         if loop and self.host.ext4_alive(loop):
             # unmounted here, but its superblock lives on: mounted somewhere the scan could not see
             if was_mounted:

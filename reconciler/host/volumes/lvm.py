@@ -222,7 +222,7 @@ class LvmBackend:
             return "grown online"
         self._in_use(username, lv)
         if mounted:
-            umount(self.run, home)
+            umount(self.run, home, self.host)
         number = _number(lv)
         if number is not None and self._alive(number):
             if mounted:
