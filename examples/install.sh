@@ -165,8 +165,25 @@ for secret in hub-token jupyterhub_cookie_secret; do
 done
 RECONCILE_SITE="$ETC/site.yaml" "$PREFIX/venv/bin/reconcile" validate >/dev/null
 
-# 4. Docker and the student image
 systemd_running() { [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+
+# 3b. a swarm manager whose workers mount the homes over NFS (hub.swarm.homes: nfs): the kernel NFS server.
+#     reconcile writes the exports (one per mounted home, for the workers only); nfs-server re-reads them at boot.
+nfs=$("$PREFIX/venv/bin/python" -c 'import sys, pathlib; from reconciler.config.load import load_site
+s = load_site(pathlib.Path(sys.argv[1])); print(s.hub is not None and s.hub.swarm is not None and s.hub.swarm.homes == "nfs")' "$ETC/site.yaml")
+if [ "$nfs" = True ]; then
+  if [ -z "$SKIP_APT" ] && ! dpkg-query -W -f='${Status}' nfs-kernel-server 2>/dev/null | grep -q "ok installed"; then
+    say "installing nfs-kernel-server (hub.swarm.homes: nfs)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nfs-kernel-server >/dev/null
+  fi
+  if systemd_running; then
+    systemctl enable --now nfs-server
+  else
+    say "systemd is not PID 1 here: start the NFS server yourself (rpc.mountd; rpc.nfsd)"
+  fi
+fi
+
+# 4. Docker and the student image
 if ! docker info >/dev/null 2>&1; then
   if systemd_running; then
     systemctl enable --now docker
