@@ -206,12 +206,50 @@ def status(args: argparse.Namespace) -> int:
             print(line)
     for line in render_exports(outcome.desired, outcome.actual):
         print(line)
+    if site.hub is not None and classroom.schedule:
+        import datetime as dt
+
+        from ..engine import prewarm as warm
+
+        print(f"lessons: {warm.look(site, classroom, outcome.desired, outcome.actual, dt.datetime.now(dt.timezone.utc)).text}")
     for disk in engine.disks(site):
         share = disk["free"] / disk["size"] if disk["size"] else 0
         warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk["low"] else ""
         print(f"disk: {disk['what']} ({disk['path']}): {format_size(disk['free'])} free of "
               f"{format_size(disk['size'])} ({share:.0%}){warn}")
     return EXIT_OK
+
+
+def prewarm(args: argparse.Namespace) -> int:
+    """One pre-warm step (what the daemon does between its passes), or with --wait every step until nothing more
+    is due now.  Exit 0, 1 when a start failed or the hub cannot be asked."""
+    import time
+
+    from ..engine import prewarm as warm
+    from ..host.observe import hub_probes
+
+    site = site_of(args)
+    if site.hub is None:
+        raise UsageError("prewarm: site.yaml has no hub section")
+    classroom = load_classroom(classroom_path(args, site), site)
+    failed = False
+    while True:
+        outcome = engine.look(site, classroom, containers=False)
+        client = hub_probes(site, classroom.name).client
+        done = warm.run(site, classroom, outcome.desired, outcome.current, client)
+        for name in done.started:
+            print(f"started {name}'s server")
+        for name, why in done.failed.items():
+            print(f"could not start {name}'s server: {why}", file=sys.stderr)
+            failed = True
+        if not args.wait or not done.step.start:
+            break
+        time.sleep(done.step.wake or 0)
+    print(done.step.text)
+    if outcome.actual.hub is not None and outcome.actual.hub.error and done.step.phase in ("warming", "lesson"):
+        print(f"the hub cannot be asked: {outcome.actual.hub.error}", file=sys.stderr)
+        failed = True
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 def doctor(args: argparse.Namespace) -> int:

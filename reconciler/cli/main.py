@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the people and the raw snapshot as JSON (what CI plans against with --observed)")
     _command(sub, "doctor", commands.doctor, "check this host for the classroom (kernel, commands, volumes, disks, "
              "Docker, the swarm, the image, PAM, ports, certificate, systemd) and say how to fix what is wrong")
+    warm = _command(sub, "prewarm", commands.prewarm,
+                    "start the servers that are due before a lesson of classroom.yaml's schedule (what the "
+                    "daemon does; hub.prewarm in site.yaml)")
+    warm.add_argument("--wait", action="store_true",
+                      help="keep starting, one server every hub.prewarm.pace seconds, until nothing more is due now")
     _command(sub, "mount-all", commands.mount_all, "mount every volume in the manifest (at boot, before the hub)")
     _command(sub, "hub", commands.hub,
              "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)")

@@ -71,6 +71,7 @@ class Daemon:
         self._last_event = 0.0
         self.last_good: dict | None = None  # the last valid file version applied (hash, time)
         self.low_disks: set[str] = set()  # filesystems whose low space was already logged
+        self.wake_in: float | None = None  # sooner than resync_interval: the pre-warm's pace
 
     def poke(self) -> None:
         self._last_event = time.monotonic()
@@ -98,7 +99,8 @@ class Daemon:
 
     def _wait(self) -> None:
         """Until a save (debounced), SIGHUP, SIGTERM or the resync interval, whichever comes first."""
-        self._wake.wait(timeout=self.site.resync_interval)
+        timeout = self.site.resync_interval if self.wake_in is None else min(self.site.resync_interval, self.wake_in)
+        self._wake.wait(timeout=timeout)
         self._wake.clear()
         while not self._stop.is_set() and time.monotonic() - self._last_event < DEBOUNCE:
             time.sleep(DEBOUNCE / 5)  # an editor's save is often several events: let the burst end
@@ -156,9 +158,31 @@ class Daemon:
         credentials = self._deliver(classroom)
         found_disks = self._disks()
         self._write_snapshot(outcome, found_disks)
+        warm = self._prewarm(classroom, outcome)
         self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
                            applied=result.ok if result else 0, failed=failed, waiting=waiting, credentials=credentials,
-                           disks=found_disks)
+                           disks=found_disks, **({"prewarm": warm} if warm else {}))
+
+    def _prewarm(self, classroom: Classroom, outcome: Outcome) -> dict | None:
+        """Before a lesson: start the server that is due (one per pace), and wake again at the pace."""
+        self.wake_in = None
+        if self.site.hub is None or not classroom.schedule:
+            return None
+        from ..engine import prewarm
+        from ..host.observe import hub_probes
+
+        try:
+            done = prewarm.run(self.site, classroom, outcome.desired, outcome.current,
+                               hub_probes(self.site, classroom.name).client)
+        except Exception as exc:  # noqa: BLE001 - the pre-warm is a convenience; never stop the daemon for it
+            log.exception("pre-warm failed")
+            return {"error": str(exc)}
+        for username in done.started:
+            log.info("pre-warm: started %s's server for %s", username, done.step.lesson.text if done.step.lesson else "")
+        for username, why in done.failed.items():
+            log.warning("pre-warm: could not start %s's server: %s", username, why)
+        self.wake_in = done.step.wake
+        return done.to_json()
 
     def _keep_in_force(self, content: bytes) -> None:
         """The roster this pass applied, for the teacher page to show while a later save is invalid."""

@@ -7,13 +7,15 @@ that span entries (unique usernames, quota references, site limits) are in
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 import unicodedata
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from .sizes import parse_size
 
@@ -143,6 +145,42 @@ class Person(Strict):
         return value.strip()
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class Lesson(Strict):
+    """A lesson slot: weekly on ``days``, or once on ``date``, from ``start`` to ``end`` in the time zone ``tz``."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        None, min_length=1, description="Weekly on these days")
+    date: datetime.date | None = Field(None, description="Once, on this day (YYYY-MM-DD)")
+    start: Annotated[str, Field(pattern=TIME_PATTERN, description="HH:MM, local time in tz")]
+    end: Annotated[str, Field(pattern=TIME_PATTERN, description="HH:MM, after start, the same day")]
+    tz: str = Field("UTC", description="IANA time zone, e.g. Europe/Rome (summer time follows it)")
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Rome or UTC") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Lesson:
+        if (self.days is None) == (self.date is None):
+            raise ValueError("a lesson has either days (weekly) or a date (once)")
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+
 class Classroom(Strict):
     """classroom.yaml, version 1: the desired state of one classroom."""
 
@@ -162,6 +200,10 @@ class Classroom(Strict):
         None, description="Give the course folder (~/shared: teachers write, students read) its own volume of this "
         "size, so course material cannot fill the host's disk.  Once made it stays (raise or lower the size here; "
         "removing the key keeps the volume as it is)")
+
+    schedule: list[Lesson] = Field(
+        default_factory=list, description="When lessons take place: before each, the students' servers are started "
+        "(site.yaml hub.prewarm), so they are ready when the class logs in")
 
     @property
     def people(self) -> tuple[Person, ...]:

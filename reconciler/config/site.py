@@ -166,6 +166,23 @@ class Swarm(Strict):
         "of 1 CPU would mean 4 servers per core)")
 
 
+class Prewarm(Strict):
+    """hub.prewarm: before each lesson of classroom.yaml's schedule, start the students' servers, paced, so the
+    class finds them ready."""
+
+    lead: Annotated[int, Field(ge=0)] = Field(600, description="Seconds before the lesson starts by which every "
+                                              "server should be up")
+    who: Literal["all", "recent"] = Field("all", description="all active students, or (recent) only those who "
+                                          "used the hub during the last recent_lessons lessons")
+    recent_lessons: Annotated[int, Field(ge=1)] = 3
+    pace: Annotated[float, Field(gt=0)] = Field(2.0, description="Seconds between two starts (a start costs about "
+                                                "1.5 CPU-seconds on the benchmark machine): the host is never "
+                                                "flooded, and the work is spread before the lead")
+    idle_memory: Size = Field(128 * 1024 * 1024, description="What an idle server holds (the benchmark measures "
+                              "about 108 MiB): never more servers are pre-started than fit in the host's available "
+                              "memory at this size")
+
+
 class HubSettings(Strict):
     """site.yaml's optional ``hub:`` section.  Without it, reconcile leaves JupyterHub alone."""
 
@@ -190,6 +207,7 @@ class HubSettings(Strict):
         default_factory=Egress, description="What student containers may reach: internet (default), none, "
         "or a list of allowed CIDR[:port[/udp]] (with nothing else)")
     cull_idle_timeout: Annotated[int, Field(gt=0)] = 3600
+    prewarm: Prewarm = Field(default_factory=Prewarm)
     pids_limit: Annotated[int, Field(gt=0)] = 512
     tmp_size: Size = 256 * 1024 * 1024
     log_max_size: Size = Field(10 * 1024 * 1024, description="Docker keeps at most log_max_files files of this "
@@ -330,6 +348,11 @@ class Paths:
         """The daemon's copy of the last valid classroom.yaml it applied: what the teacher page shows while the
         file is invalid."""
         return self.state / "classroom.in-force.yaml"
+
+    @property
+    def prewarm(self) -> Path:
+        """Who was pre-started for which lesson (each person once per lesson)."""
+        return self.state / "prewarm.json"
 
     @property
     def snapshot(self) -> Path:

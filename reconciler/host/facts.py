@@ -144,6 +144,16 @@ class HostFiles:
                 found.setdefault(device, []).append(f"NFS client {address} (files open)")
         return found
 
+    def memory_available(self) -> int | None:
+        """What the kernel thinks can still be used without swapping (MemAvailable), bytes."""
+        try:
+            for line in (self.proc / "meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
     def nfsd_threads(self) -> int:
         """How many kernel NFS server threads run (0: no NFS server on this host)."""
         try:

@@ -89,6 +89,16 @@ class HubClient:
             time.sleep(0.5)
         raise RuntimeError(f"{name}'s server did not stop within {wait:g}s")
 
+    def start_server(self, name: str) -> str:
+        """Ask the hub to start the person's default server (the spawn goes on in the hub): "starting", or
+        "already" when it runs or is starting."""
+        response = self._call("POST", f"/users/{name}/server")
+        if response.status_code in (201, 202):
+            return "starting"
+        if response.status_code == 400 and "already" in response.text:
+            return "already"
+        raise RuntimeError(f"hub refused to start {name}'s server: {response.status_code} {response.text[:200]}")
+
     def delete_user(self, name: str) -> str:
         response = self._call("DELETE", f"/users/{name}")
         if response.status_code == 404:

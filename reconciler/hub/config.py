@@ -19,6 +19,16 @@ from ..config.site import HSTS, HUB_PORT, MANAGE_SCOPE, SERVICE_NAME, Site, find
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
 START_WALL_SECONDS = 10.0  # one JupyterLab boot holding a start slot: 7-9 s measured under load, rounded up
 RECONCILER_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "delete:users"]
+
+
+def cull_every(timeout: int) -> int:
+    """How often the culler looks: a tenth of the idle timeout, between 10 s and the culler's own 10 minutes."""
+    return max(10, min(600, timeout // 10))
+
+
+def reconciler_scopes(classroom: str) -> list[str]:
+    """Stop anyone's server (before their volume is resized, or they leave); start only students' (hub.prewarm)."""
+    return [*RECONCILER_SCOPES, f"servers!group={group_name(classroom, 'student')}"]
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
@@ -109,8 +119,11 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
         c.DockerSpawner.use_internal_ip = True
 
     c.JupyterHub.services = [
+        # jupyterhub-idle-culler, paused while a lesson of classroom.yaml's schedule is on (hub/culler.py)
         {"name": "idle-culler",
-         "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={hub.cull_idle_timeout}"]},
+         "command": [sys.executable, "-m", "reconciler.hub.culler", f"--timeout={hub.cull_idle_timeout}",
+                     f"--cull-every={cull_every(hub.cull_idle_timeout)}"],
+         "environment": {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", ""), "CLASSROOM_FILE": str(classroom_file)}},
         {"name": "reconciler", "api_token": token},
         {"name": SERVICE_NAME, "display": True, "url": f"http://127.0.0.1:{hub.service_port}",
          "command": [sys.executable, "-m", "reconciler", "api", "-f", str(classroom_file)],
@@ -125,7 +138,7 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     }
     c.JupyterHub.load_roles = [
         {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]},
-        {"name": "reconciler", "scopes": RECONCILER_SCOPES, "services": ["reconciler"]},
+        {"name": "reconciler", "scopes": reconciler_scopes(classroom.name), "services": ["reconciler"]},
         {"name": "classroom-teacher", "scopes": teacher_scopes(classroom.name, bool(hub.subdomain_host)),
          "groups": [group_name(classroom.name, "teacher")]},
     ]

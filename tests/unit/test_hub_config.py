@@ -39,9 +39,13 @@ def test_services_have_least_privilege_and_no_admin_flag(tmp_path):
     services = {s["name"]: s for s in c.JupyterHub.services}
     assert services["reconciler"] == {"name": "reconciler", "api_token": "secret-token"}
     assert "admin" not in services["idle-culler"] and "--timeout=1800" in services["idle-culler"]["command"]
+    # jupyterhub-idle-culler, paused during lessons: it reads the classroom's schedule
+    assert services["idle-culler"]["command"][1:3] == ["-m", "reconciler.hub.culler"]
+    assert "--cull-every=180" in services["idle-culler"]["command"]
+    assert services["idle-culler"]["environment"]["CLASSROOM_FILE"].endswith("classroom.yaml")
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert set(roles["reconciler"]["scopes"]) == {"list:users", "read:users", "read:servers", "delete:servers",
-                                                 "delete:users"}
+                                                 "delete:users", "servers!group=python-101-students"}
     assert not any(scope.startswith("admin") for role in roles.values() for scope in role["scopes"])
 
 

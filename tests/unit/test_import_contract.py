@@ -28,9 +28,11 @@ LAYERS = {
     "": 7,  # reconciler/__init__.py and __main__.py
 }
 # What core may import from the standard library: nothing that reaches the system or the clock.
-CORE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "enum", "hashlib", "ipaddress", "json",
-               "types", "typing"}
+# datetime for its arithmetic (lessons, time zones given by config); what reads the clock is refused below.
+CORE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "datetime", "enum", "hashlib",
+               "ipaddress", "json", "types", "typing"}
 CORE_FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "__import__"}
+CORE_CLOCK_METHODS = {"now", "utcnow", "today", "fromtimestamp", "utcfromtimestamp"}  # the time is an argument
 
 
 def module_name(path: Path) -> str:
@@ -98,6 +100,10 @@ def violations(path: Path, source: str | None = None) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CORE_FORBIDDEN_CALLS:
                 problems.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: core calls {node.func.id}()")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in CORE_CLOCK_METHODS:
+                problems.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: core reads the clock "
+                                f"({node.func.attr}()): take the time as an argument")
     return problems
 
 
@@ -173,6 +179,8 @@ def test_the_engine_reaches_every_layer_it_needs():
     ("core/plan.py", "import subprocess\n", "core imports subprocess"),
     ("core/plan.py", "def f():\n    import time\n", "core imports time"),
     ("core/render.py", "def f(p):\n    return open(p).read()\n", "core calls open()"),
+    ("core/schedule.py", "import datetime as dt\ndef f():\n    return dt.datetime.now(dt.timezone.utc)\n",
+     "core reads the clock (now())"),
     ("config/load.py", "from ..core.plan import plan\n", "config imports reconciler.core.plan, a layer above it"),
     ("host/accounts.py", "from ..engine.journal import Journal\n", "a layer above it"),
     ("host/mounts.py", "def f():\n    from ..cli import commands\n", "host imports reconciler.cli.commands"),

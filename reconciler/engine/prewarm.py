@@ -1,0 +1,103 @@
+"""The pre-warm before a lesson: core.schedule decides, this starts the servers through the hub and remembers who
+was pre-started for which lesson (<state>/prewarm.json), so that the daemon and `reconcile prewarm` agree and
+nobody is started twice for one lesson.
+
+The host facts it needs come from the pass's own snapshot (the hub's users, running or not, and when each was
+last active) and one read of /proc/meminfo; a start is one POST to the hub, which spawns as for a login.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from ..config.classroom import Classroom
+from ..config.site import Site
+from ..core.actual import Actual
+from ..core.desired import Desired
+from ..core.schedule import Step, Student, current_or_next, step
+from ..host.facts import HostFiles
+from ..host.fsutil import write_atomic
+
+UTC = dt.timezone.utc
+
+
+@dataclass
+class Outcome:
+    step: Step
+    started: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        s = self.step
+        return {"phase": s.phase, "text": s.text, "lesson_start": s.lesson.start.isoformat() if s.lesson else None,
+                "lesson_end": s.lesson.end.isoformat() if s.lesson else None,
+                "window": s.window.isoformat() if s.window else None, "wanted": s.wanted, "running": s.running,
+                "skipped": dict(s.skipped), "started": self.started, "failed": self.failed}
+
+
+def _when(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def students(desired: Desired, actual: Actual) -> list[Student]:
+    """The active students as the pre-warm sees them, from the pass's snapshot."""
+    users = actual.hub_users
+    return [Student(m.username, m.username in users, m.username in users and users[m.username].running,
+                    _when(users[m.username].last_activity) if m.username in users else None)
+            for m in desired.members if m.status == "active" and m.role == "student"]
+
+
+def _started(site: Site, lesson_start: str) -> set[str]:
+    try:
+        record = json.loads(site.paths.prewarm.read_text())
+    except (OSError, ValueError):
+        return set()
+    return set(record.get("started", [])) if record.get("lesson") == lesson_start else set()
+
+
+def _remember(site: Site, lesson_start: str, started: set[str]) -> None:
+    write_atomic(site.paths.prewarm, json.dumps({"lesson": lesson_start, "started": sorted(started)}) + "\n")
+
+
+def look(site: Site, classroom: Classroom, desired: Desired, actual: Actual, now: dt.datetime,
+         host: HostFiles = HostFiles()) -> Step:
+    """What the pre-warm would do now (status shows it; nothing is started)."""
+    assert site.hub is not None
+    settings = site.hub.prewarm
+    available = host.memory_available()
+    fit = 0 if available is None else available // settings.idle_memory
+    lesson = current_or_next(classroom.schedule, now)
+    started = _started(site, lesson.start.isoformat()) if lesson is not None else set()
+    return step(now, classroom.schedule, settings, students(desired, actual), fit, started)
+
+
+def run(site: Site, classroom: Classroom, desired: Desired, actual: Actual, client, now: dt.datetime | None = None,
+        host: HostFiles = HostFiles()) -> Outcome:
+    """One pre-warm step: start the server that is due (at most one: the pace), remember it."""
+    now = now or dt.datetime.now(UTC)
+    decided = look(site, classroom, desired, actual, now, host)
+    outcome = Outcome(decided)
+    if not decided.start or decided.lesson is None:
+        return outcome
+    if client is None:
+        outcome.failed = {name: "the hub API is not available" for name in decided.start}
+        return outcome
+    lesson_start = decided.lesson.start.isoformat()
+    started = _started(site, lesson_start)
+    for username in decided.start:
+        try:
+            client.start_server(username)
+        except Exception as exc:  # noqa: BLE001 - one student's start never stops the others'
+            outcome.failed[username] = str(exc)
+        else:
+            outcome.started.append(username)
+        started.add(username)  # once per lesson, whatever happened: a failing start is not retried in a loop
+    _remember(site, lesson_start, started)
+    return outcome
