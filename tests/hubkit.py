@@ -119,6 +119,16 @@ class Hub:
         return session if response.status_code == 302 else None
 
 
+def wait_for(predicate, timeout: float, what: str, step: float = 0.3) -> None:
+    """Poll until ``predicate()`` is true; fail saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def xsrf(session: requests.Session) -> dict:
     """The hub's XSRF token (a single-user server sets its own _xsrf cookie under /user/<name>/)."""
     tokens = [c.value for c in session.cookies if c.name == "_xsrf" and c.path.startswith("/hub")]

@@ -748,3 +748,25 @@ def run_in_vm(
                 pass
             proc.wait()
         shutil.rmtree(job, ignore_errors=True)
+
+
+def pytest_in_vm(checkout: Path, test_file: str, expected: int, *, before: Sequence[str] = (),
+                 timeout: float = 1200, memory_mb: int = 1536, assets: Assets | None = None) -> VmResult:
+    """Run one pytest module inside the VM (``before``: a wrapper command that execs the rest, such as
+    tests/vm/nfs_root.sh) and check its junit report, which comes back through a shared directory: exactly
+    ``expected`` tests ran and all passed, so a run that silently tested nothing cannot pass."""
+    import xml.etree.ElementTree as ET
+
+    with tempfile.TemporaryDirectory(prefix="vm-results-") as results:
+        junit = Path(results) / "junit.xml"
+        result = run_in_vm(
+            [*before, sys.executable, "-m", "pytest", test_file, "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+             f"--junitxml={junit}"],
+            cwd=checkout, timeout=timeout, shares=[Path(results)], memory_mb=memory_mb, assets=assets)
+        print(result.output[-8000:])
+        assert result.returncode == 0, result.output[-8000:]
+        suite = ET.parse(junit).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        assert int(suite.get("tests")) == expected
+        assert int(suite.get("failures")) == int(suite.get("errors")) == int(suite.get("skipped")) == 0
+        return result

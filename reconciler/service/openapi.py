@@ -183,7 +183,22 @@ def _components() -> dict:
                                "result": {"enum": ["converged", "failed", "waiting", "refused", "interrupted", "invalid",
                                                    "error"]},
                                "problems": {"type": "array", "items": {"type": "string"}},
-                               "plan": {"$ref": "#/components/schemas/Plan"}}},
+                               "plan": {"$ref": "#/components/schemas/Plan"},
+                               "prewarm": {"$ref": "#/components/schemas/Prewarm"}}},
+            "Prewarm": {
+                "type": "object", "description": "The next lesson of classroom.yaml's schedule and its pre-warm "
+                                                 "(present when the classroom has a schedule)",
+                "properties": {"phase": {"enum": ["none", "waiting", "warming", "lesson"]},
+                               "text": {"type": "string"},
+                               "lesson_start": {"type": ["string", "null"], "format": "date-time"},
+                               "lesson_end": {"type": ["string", "null"], "format": "date-time"},
+                               "window": {"type": ["string", "null"], "format": "date-time",
+                                          "description": "when the pre-warm starts"},
+                               "wanted": {"type": "integer"}, "running": {"type": "integer"},
+                               "skipped": {"type": "object", "additionalProperties": {"type": "string"},
+                                           "description": "username -> why not pre-started"},
+                               "started": {"type": "array", "items": {"type": "string"}},
+                               "failed": {"type": "object", "additionalProperties": {"type": "string"}}}},
         },
         "securitySchemes": {
             "hubToken": {"type": "http", "scheme": "bearer",

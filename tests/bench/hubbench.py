@@ -457,3 +457,24 @@ def docker_events(classroom: str, sink: list, stop) -> None:
 
 def run_quiet(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True)
+
+
+def at_once(users: list[str], work) -> float:
+    """Run ``work(user)`` in one thread per user, all released at the same instant (a barrier); return the
+    seconds from the release until the last one ended."""
+    import threading
+
+    barrier = threading.Barrier(len(users) + 1)
+
+    def one(user: str) -> None:
+        barrier.wait()
+        work(user)
+
+    threads = [threading.Thread(target=one, args=(u,), daemon=True) for u in users]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from hostkit import host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready, tear_down
+from hubkit import Hub, add_hub, hub_ready, tear_down, wait_for
 
 pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
 UTC = dt.timezone.utc
@@ -27,15 +27,6 @@ def lesson(start: dt.datetime, minutes: int) -> dict:
 def server(hub, username):
     response = hub.api("GET", f"/users/{username}")
     return response.json().get("servers", {}).get("") if response.status_code == 200 else None
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    raise AssertionError(f"{what} within {timeout}s")
 
 
 @pytest.fixture

@@ -7,16 +7,17 @@ and then, through the running daemon, the host.  Screenshots are kept in
 tests/artifacts/.
 """
 
+import datetime
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
 from hostkit import host_ready, make_classroom
-from hubkit import ARTIFACTS, Hub, add_hub, chromium_missing, hub_ready, launch_chromium, log_in, start_server, tear_down
+from hubkit import (ARTIFACTS, Hub, add_hub, chromium_missing, hub_ready, launch_chromium, log_in, start_server,
+                    tear_down, wait_for)
 from imagekit import TAG, build_test_image, image_unavailable
 
 REASON = host_ready() or hub_ready() or image_unavailable() or chromium_missing()
@@ -35,15 +36,6 @@ def measure(page, selector):
                          selector)
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def classroom():
     build_test_image()
@@ -51,7 +43,9 @@ def classroom():
     room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"},
                    "big": {"memory": "512Mi", "cpu": 1, "disk": "256Mi"}}
     add_hub(room, image=TAG)
-    room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}])
+    tomorrow = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(datetime.datetime.now(datetime.timezone.utc).weekday() + 1) % 7]
+    room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}],
+               schedule=[{"days": [tomorrow], "start": "09:00", "end": "10:00", "tz": "UTC"}])
     assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
     hub = Hub(room)
     daemon = None
@@ -102,6 +96,10 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             assert 0 < disk_used < disk_max == 128 * MiB
             assert 0 < memory_used < memory_max == 256 * MiB  # read from the server's cgroup
             expect(page.locator("#last-pass")).to_contain_text("converged")
+            # the next lesson and its pre-warm: ann's server will be started before it; bob never logged in
+            expect(page.locator("#lesson-card")).to_be_visible()
+            expect(page.locator("#lesson")).to_contain_text("1 server(s) start from")
+            expect(page.locator("#lesson")).to_contain_text("1 not pre-started")
             # one origin: no way to open a student's server from here, and the page says why
             expect(page.locator("#open-note")).to_contain_text("per-user subdomains")
             expect(ann_row.locator("a", has_text="Open")).to_have_count(0)

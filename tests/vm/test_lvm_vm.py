@@ -5,9 +5,6 @@ This host's kernel has no device-mapper, so the suite runs in a QEMU VM booting 
 comes back through a shared directory, so a run that silently tested nothing cannot pass.
 """
 
-import sys
-import tempfile
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -22,16 +19,4 @@ def test_lvm_backend_inside_a_vm():
     reason = vmkit.vm_unavailable()
     if reason:
         pytest.skip(reason)
-    assets = vmkit.ensure_assets()
-    with tempfile.TemporaryDirectory(prefix="lvm-vm-results-") as results:
-        junit = Path(results) / "junit.xml"
-        result = vmkit.run_in_vm(
-            [sys.executable, "-m", "pytest", "tests/vm/vm_lvm_inside.py", "-q", "-p", "no:cacheprovider",
-             "-o", "addopts=", f"--junitxml={junit}"],
-            cwd=REPO, timeout=1200, shares=[Path(results)], memory_mb=1536, assets=assets)
-        print(result.output[-6000:])
-        assert result.returncode == 0, result.output[-6000:]
-        suite = ET.parse(junit).getroot()
-        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-        assert int(suite.get("tests")) == EXPECTED
-        assert int(suite.get("failures")) == int(suite.get("errors")) == int(suite.get("skipped")) == 0
+    vmkit.pytest_in_vm(REPO, "tests/vm/vm_lvm_inside.py", EXPECTED, assets=vmkit.ensure_assets())

@@ -8,9 +8,7 @@ comes back through a shared directory, so a run that silently tested nothing can
 """
 
 import subprocess
-import sys
 import tempfile
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -41,18 +39,5 @@ def test_homes_over_nfs_inside_a_vm():
     reason = vmkit.vm_unavailable()
     if reason:
         pytest.skip(reason)
-    assets = vmkit.ensure_assets()
-    debs = nfs_debs()
-    with tempfile.TemporaryDirectory(prefix="nfs-vm-results-") as results:
-        junit = Path(results) / "junit.xml"
-        result = vmkit.run_in_vm(
-            ["/bin/bash", str(REPO / "tests/vm/nfs_root.sh"), str(debs),
-             sys.executable, "-m", "pytest", "tests/vm/vm_nfs_inside.py", "-q", "-p", "no:cacheprovider",
-             "-o", "addopts=", f"--junitxml={junit}"],
-            cwd=REPO, timeout=1200, shares=[Path(results)], memory_mb=1536, assets=assets)
-        print(result.output[-8000:])
-        assert result.returncode == 0, result.output[-8000:]
-        suite = ET.parse(junit).getroot()
-        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-        assert int(suite.get("tests")) == EXPECTED
-        assert int(suite.get("failures")) == int(suite.get("errors")) == int(suite.get("skipped")) == 0
+    vmkit.pytest_in_vm(REPO, "tests/vm/vm_nfs_inside.py", EXPECTED, assets=vmkit.ensure_assets(),
+                       before=["/bin/bash", str(REPO / "tests/vm/nfs_root.sh"), str(nfs_debs())])

@@ -202,9 +202,29 @@ async function loadStatus() {
     $('#last-pass').replaceChildren(el('span', { class: status.result === 'converged' ? 'ok' : 'warn' }, status.result),
       ` ${ago(status.time)} · ${t('js.applied', { n: status.applied ?? 0 })}${commit}`,
       ...[...failed, ...problems].map((text) => el('small', { class: 'warn' }, el('br'), text)));
+    showLesson(status.prewarm);
   } catch (error) {
     $('#last-pass').textContent = error.message;
   }
+}
+
+function showLesson(prewarm) {
+  // The next lesson of classroom.yaml's schedule and its pre-warm, as the daemon's last pass saw them.
+  $('#lesson-card').hidden = !prewarm;
+  if (!prewarm) return;
+  const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const day = (iso) => new Date(iso).toLocaleString([], { weekday: 'short', day: 'numeric', month: 'short',
+    hour: '2-digit', minute: '2-digit' });
+  const numbers = { wanted: prewarm.wanted ?? 0, running: prewarm.running ?? 0 };
+  let text;
+  if (!prewarm.lesson_start || prewarm.phase === 'none') text = t('js.lesson_none');
+  else if (prewarm.phase === 'waiting') {
+    text = t('js.lesson_waiting', { when: day(prewarm.lesson_start), window: clock(prewarm.window), ...numbers });
+  } else if (prewarm.phase === 'lesson') text = t('js.lesson_on', { end: clock(prewarm.lesson_end), ...numbers });
+  else text = t('js.lesson_warming', { when: day(prewarm.lesson_start), ...numbers });
+  const skipped = Object.keys(prewarm.skipped ?? {}).length;
+  $('#lesson').replaceChildren(text, ...(skipped ? [el('small', { class: 'muted' }, el('br'),
+    t('js.lesson_skipped', { n: skipped }))] : []));
 }
 
 function live() {
