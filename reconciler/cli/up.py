@@ -2,7 +2,7 @@
 
 For development and for trying it out: build the image, mount the volumes,
 start the hub and the daemon in the background (pid files and logs in
-<state_dir>), run one pass, and say where to go.  On a server, the systemd
+<state_dir>, each log rotated at 10 MiB with 5 kept: host/logpipe.py), run one pass, and say where to go.  On a server, the systemd
 units do the same (examples/systemd).
 """
 
@@ -103,8 +103,16 @@ def _spawn(name: str, argv: list[str], state: Path) -> int:
     if pid:
         print(f"{name}: already running (pid {pid})")
         return pid
-    log = open(state / f"{name}.log", "ab")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # The output goes through a pipe to a writer that rotates the log by size (host/logpipe.py): nothing is lost
+    # and the state directory cannot fill up with an old log.  It ends when the process (and its children) do.
+    read_end, write_end = os.pipe()
+    try:
+        subprocess.Popen([sys.executable, "-m", "reconciler.host.logpipe", str(state / f"{name}.log")],
+                         stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=write_end, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
     pid_file.write_text(f"{proc.pid}\n")
     print(f"{name}: started (pid {proc.pid}, log {state / f'{name}.log'})")
     return proc.pid

@@ -62,6 +62,14 @@ def test_up_brings_everything_and_down_stops_it():
         assert down.returncode == 0, down.stderr
         assert not alive(state / "hub.pid") and not alive(state / "watch.pid")
         assert not [p for p in os.listdir("/proc") if p.isdigit() and f"--site {state}" in cmdline(p)]
+        # the logs came through the rotating writers (host/logpipe.py), which end with what they write for
+        assert "JupyterHub" in (state / "hub.log").read_text() and "watching" in (state / "watch.log").read_text()
+        pumps = lambda: [p for p in os.listdir("/proc") if p.isdigit()  # noqa: E731
+                         and f"reconciler.host.logpipe {state}" in cmdline(p)]
+        deadline = time.monotonic() + 10
+        while pumps() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pumps()
     finally:
         room.cli("down")
         hub.remove_network()

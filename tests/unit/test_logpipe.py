@@ -1,0 +1,32 @@
+"""`reconcile up`'s logs rotate by size in the one process that writes them (host/logpipe.py): every line is
+kept, in order, across the files, none is split, and only KEEP old files stay."""
+
+import subprocess
+import sys
+
+from reconciler.host.logpipe import pump
+
+
+def test_lines_rotate_whole_and_in_order(tmp_path):
+    log = tmp_path / "hub.log"
+    lines = [f"line {i:04d} {'x' * (i % 37)}\n".encode() for i in range(400)]
+    with open(tmp_path / "in", "wb") as feed:
+        feed.writelines(lines)
+    with open(tmp_path / "in", "rb") as source:
+        pump(source, log, max_bytes=2000, keep=100)
+    files = sorted(tmp_path.glob("hub.log.*"), key=lambda p: -int(p.suffix[1:])) + [log]
+    assert len(files) > 5 and all(f.stat().st_size <= 2000 for f in files)
+    assert b"".join(f.read_bytes() for f in files) == b"".join(lines)  # nothing lost, nothing split
+
+
+def test_only_keep_old_files_stay_and_the_writer_ends_with_its_input(tmp_path):
+    log = tmp_path / "daemon.log"
+    writer = subprocess.run(
+        [sys.executable, "-c", "import sys\nfor i in range(3000): print(f'entry {i}')"],
+        capture_output=True, check=True).stdout
+    done = subprocess.run([sys.executable, "-m", "reconciler.host.logpipe", str(log), "1000", "3"], input=writer,
+                          timeout=60)
+    assert done.returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.log", "daemon.log.1", "daemon.log.2",
+                                                          "daemon.log.3"]
+    assert log.read_text().splitlines()[-1] == "entry 2999"  # the newest in the current file
