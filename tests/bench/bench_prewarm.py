@@ -102,6 +102,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=50, help="students who log in at the same instant")
     parser.add_argument("--deadline", type=float, default=900, help="seconds each cold start may take")
+    parser.add_argument("--skip-cold", action="store_true", help="only the pre-warmed lesson")
+    parser.add_argument("--pace", type=float, help="hub.prewarm.pace (default: the site's default)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="record the hub's processes with py-spy (pip install py-spy) during the pre-warmed "
+                             "logins: collapsed stacks, one per line with its sample count")
     args = parser.parse_args()
     reason = host_ready() or hub_ready() or image_unavailable()
     if reason:
@@ -109,7 +114,7 @@ def main() -> int:
         return 1
     build_test_image()
     room = make_classroom()
-    add_hub(room, image=TAG)
+    add_hub(room, image=TAG, **({"prewarm": {"pace": args.pace}} if args.pace else {}))
     room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
     width = len(str(args.n))
     people = [{"username": f"s{i:0{width}d}"} for i in range(1, args.n + 1)]
@@ -127,9 +132,10 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=4) as pool:  # everyone logged in once: the hub knows them
             assert all(pool.map(lambda u: hub.login(u, hb.password(room, u)) is not None, users))
 
-        print(f"== cold: {args.n} log in at once and start their servers", flush=True)
-        results["cold"] = storm(hub, room, users, warm=False, deadline=args.deadline)
-        stop_all(hub, users)
+        if not args.skip_cold:
+            print(f"== cold: {args.n} log in at once and start their servers", flush=True)
+            results["cold"] = storm(hub, room, users, warm=False, deadline=args.deadline)
+            stop_all(hub, users)
 
         now = dt.datetime.now(UTC)
         start, end = now - dt.timedelta(minutes=1), now + dt.timedelta(minutes=60)
@@ -145,7 +151,16 @@ def main() -> int:
         results["prewarm_text"] = (warm.stdout.strip().splitlines() or [""])[-1] + (warm.stderr.strip()[-300:])
         results["ready_after_s"] = all_ready(hub, users, 600)
         print(f"== pre-warmed: {args.n} log in at once", flush=True)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
+                                    str(args.profile), "--pid", str(hub.proc.pid), "--subprocesses", "--rate",
+                                    "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(2)
         results["warm"] = storm(hub, room, users, warm=True, deadline=args.deadline)
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(timeout=60)
     finally:
         hub.stop()
         hb.remove_containers(room.name, (f"jupyter-{room.name}",))
