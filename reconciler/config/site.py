@@ -435,6 +435,10 @@ class Site(Strict):
     journal_max_size: Size = Field(16 * 1024 * 1024, description="Past this size journal.jsonl is renamed "
                                    "journal-<UTC time>-NNN.jsonl (kept, never deleted) and a new one begins")
     resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
+    apply_workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="People worked on side by side when a pass applies (their own steps stay in order): "
+        "account, volume and mount programs mostly wait on locks, fsync and exec, so a few at once finish a new "
+        "class sooner; 1 applies one step at a time")
     roster_in_git: bool = Field(False, description="classroom.yaml reaches this host from git (CI): the teacher "
                                 "API refuses roster edits (409) so the file in git stays the single source of truth")
     hub: HubSettings | None = None

@@ -135,7 +135,7 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
                           max_size=site.journal_max_size)
         try:
             result = apply(the_plan, context(site, desired, run, volumes, probes), journal,
-                           should_stop=should_stop, report=report)
+                           should_stop=should_stop, report=report, workers=site.apply_workers)
         finally:
             journal.close()
         now = time.time()

@@ -10,6 +10,7 @@ just before, and the ``mountpoint`` option makes mountd refuse it otherwise).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
@@ -50,8 +51,16 @@ def _live(ctx: Context, path: str) -> Mapping[str, frozenset[str]]:
     return parse_etab(_read(ctx.host.nfs_etab)).get(path, {})
 
 
+FILE_LOCK = threading.Lock()  # people are applied side by side (engine/apply.py): one rewrite at a time
+
+
 def _write_line(file: Path, path: str, line: str | None) -> bool:
     """Put (or, with None, drop) the path's line in the exports file; True when the file changed."""
+    with FILE_LOCK:
+        return _rewrite(file, path, line)
+
+
+def _rewrite(file: Path, path: str, line: str | None) -> bool:
     lines = parse_exports(_read(file))
     if lines.get(path) == line:
         return False

@@ -11,6 +11,7 @@ host's disk there by mistake.  What is mounted comes from the volume backend
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from ..config.classroom import group_name
@@ -19,7 +20,7 @@ from ..core.actions import Action, Kind, Op
 from ..core.actual import ManifestEntry
 from ..core.desired import HOME_MODE, SHARED_MODE
 from .drivers import Busy, Context, driver
-from .facts import HostFiles, colon_entry, escape, read_manifest, read_mounts
+from .facts import HostFiles, colon_entry, escape, mount_at, read_manifest, read_mounts
 from .fsutil import write_atomic
 from .run import CommandFailed, Runner
 
@@ -34,7 +35,7 @@ HEADER = (
 
 def mounted_source(host: HostFiles, home: Path) -> str | None:
     """The image (or device) mounted at ``home`` right now, if any."""
-    mount = read_mounts(host.mountinfo, host.loops(), under=str(home.parent)).get(str(home))
+    mount = mount_at(host, home)
     return None if mount is None else mount.source
 
 
@@ -48,7 +49,7 @@ def _device_number(path: str) -> str | None:
 
 def is_mounted(host: HostFiles, home: Path, source: str) -> bool:
     """Is ``source`` (an image, or a device such as /dev/vg/lv) what is mounted at ``home``?"""
-    mount = read_mounts(host.mountinfo, host.loops(), under=str(home.parent)).get(str(home))
+    mount = mount_at(host, home)
     if mount is None:
         return False
     if mount.source == source:
@@ -105,25 +106,30 @@ def _wanted_entry(ctx: Context, username: str) -> ManifestEntry:
     return ManifestEntry(layout.source(username), str(ctx.paths.home(username)), "ext4", layout.mount_options)
 
 
+MANIFEST_LOCK = threading.Lock()  # people are applied side by side (engine/apply.py): one rewrite at a time
+
+
 @driver(Kind.MANIFEST, Op.CREATE)
 @driver(Kind.MANIFEST, Op.UPDATE)
 def add_entry(action: Action, ctx: Context) -> str:
-    entries = read_manifest(ctx.paths.manifest)
-    want = _wanted_entry(ctx, action.target)
-    if entries.get(want.target) == want:
-        return "already"
-    entries[want.target] = want
-    _write_manifest(ctx.paths, entries)
-    return "written"
+    with MANIFEST_LOCK:
+        entries = read_manifest(ctx.paths.manifest)
+        want = _wanted_entry(ctx, action.target)
+        if entries.get(want.target) == want:
+            return "already"
+        entries[want.target] = want
+        _write_manifest(ctx.paths, entries)
+        return "written"
 
 
 @driver(Kind.MANIFEST, Op.DISABLE)
 def remove_entry(action: Action, ctx: Context) -> str:
-    entries = read_manifest(ctx.paths.manifest)
-    if entries.pop(str(ctx.paths.home(action.target)), None) is None:
-        return "already"
-    _write_manifest(ctx.paths, entries)
-    return "written"
+    with MANIFEST_LOCK:
+        entries = read_manifest(ctx.paths.manifest)
+        if entries.pop(str(ctx.paths.home(action.target)), None) is None:
+            return "already"
+        _write_manifest(ctx.paths, entries)
+        return "written"
 
 
 # --- mounts --------------------------------------------------------------------------------------------
