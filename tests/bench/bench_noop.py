@@ -63,7 +63,7 @@ from reconciler.host.observe import observe as host_observe  # noqa: E402
 from reconciler.host.volumes import backend_for  # noqa: E402
 from reconciler.host.volumes.loop import read_volumes  # noqa: E402
 
-TARGET_N, TARGET_S = 1000, 1.0
+TARGET_N, TARGET_S = 1000, 0.3  # issue #14: a no-op dry run at N = 1000, median wall time
 # A 128 MiB ext4 image holds ~17 MiB of real blocks after mkfs (the 16 MiB journal is written);
 # round up for the estimate of free disk needed.
 BYTES_PER_VOLUME = 20 * 1024 * 1024
@@ -484,6 +484,14 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             verdict = "MET" if dry <= TARGET_S else "MISSED"
             scope = "" if r.n == TARGET_N else f" (the target is set at N={TARGET_N}; shown for reference)"
             print(f"target N={r.n}: dry-run median {dry:.3f} s vs <= {TARGET_S:.1f} s -> {verdict}{scope}")
+            if r.dry_cached:
+                cached = median(r.dry_cached)
+                print(f"  with a bytecode cache (as an installed package runs): {cached:.3f} s -> "
+                      f"{'MET' if cached <= TARGET_S else 'MISSED'}")
+            if r.engine:
+                print(f"  floor: observe (reading /etc/passwd, group, shadow, mountinfo, the loop devices and {r.n} "
+                      f"ext4 superblocks) {r.engine['observe'] * 1000:.0f} ms; plus Python's own start-up "
+                      f"{r.startup['python'] * 1000:.0f} ms")
     for r in rows:
         if r.dry and r.engine:
             e, s = r.engine, r.startup
