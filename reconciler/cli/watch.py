@@ -35,7 +35,10 @@ from ..host.gitinfo import git_revision
 from .commands import classroom_path, policy_of, site_of
 
 log = logging.getLogger("reconcile.watch")
-DEBOUNCE = 0.25
+# An editor's save is often several events (a rename, or a truncate and writes): wait until they stop for this
+# long.  Short, because every save waits for it: a file read half-written is invalid, logged and never applied,
+# and the write that completes it wakes the daemon again.
+DEBOUNCE = 0.05
 
 
 def command(args: argparse.Namespace) -> int:
