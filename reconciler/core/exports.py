@@ -23,8 +23,11 @@ from typing import Mapping
 from ..config.site import HubSettings
 
 HOME_OPTIONS = ("rw", "sync", "root_squash", "sec=sys", "no_subtree_check")
-# What the kernel's table must show for an export of ours to count as in force (etab spells every option out).
-REQUIRED = frozenset({"rw", "sync", "root_squash", "sec=sys", "no_subtree_check"})
+# What the kernel's table must show for an export of ours to count as in force (etab spells every option out,
+# "secure" included: requests only from privileged ports, which a student's server cannot use), and what it
+# must not (an option added by hand that opens the homes).
+REQUIRED = frozenset({"rw", "sync", "root_squash", "sec=sys", "no_subtree_check", "secure"})
+FORBIDDEN = frozenset({"insecure", "no_root_squash", "async", "all_squash"})
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,8 @@ class Export:
         """Does the kernel's table (client -> options) export exactly this?"""
         if live is None or set(live) != set(self.clients):
             return False
-        wanted = set(self.options.split(","))
-        required = (REQUIRED | {"mountpoint"}) & wanted
-        return all(required <= options or ("mp" in options and required - {"mountpoint"} <= options)
-                   for options in live.values())
+        required = REQUIRED | ({"mountpoint"} if "mountpoint" in self.options.split(",") else set())
+        return all(required <= options and not FORBIDDEN & options for options in live.values())
 
 
 DEFAULT_DIR = "/etc/exports.d"

@@ -224,6 +224,15 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
 
 
 NFS_REASON = "the swarm's workers mount it over NFS"
+RESIZED_OFFLINE = "the volume is resized offline: exported again right after"
+
+
+def _offline(resize: Action, actual: Actual, home: str) -> bool:
+    """Does this resize unmount the volume (a shrink, or a grow the kernel cannot do online)?  The same test as
+    _resize's; an online grow keeps the home mounted, and exported: a running server keeps its files."""
+    volume = actual.volumes[resize.target]
+    fs_size = volume.fs.size if volume.fs else volume.size
+    return not (resize.after.size > fs_size and home in actual.mounts and actual.online_resize)
 
 
 def _exported(path: str, actual: Actual) -> tuple[Mapping[str, frozenset[str]] | None, str | None]:
@@ -253,11 +262,11 @@ def _with_export(user: str, steps: list[Action], desired: Desired, actual: Actua
         return steps  # exported once its volume is mounted (mountd would refuse it before)
     want = desired.exports.export(path, mountpoint=mountpoint)
     clients = ",".join(want.clients)
-    resize = next((i for i, a in enumerate(steps) if a.kind is Kind.VOLUME and a.op is Op.UPDATE and not a.waits),
-                  None)
+    resize = next((i for i, a in enumerate(steps) if a.kind is Kind.VOLUME and a.op is Op.UPDATE and not a.waits
+                   and _offline(a, actual, path)), None)
     if resize is not None and (live or line is not None):
         withdraw = Action(Op.DISABLE, Kind.EXPORT, user, before=",".join(sorted(live or {})) or "(file only)",
-                          reason="the volume is resized offline: exported again right after")
+                          reason=RESIZED_OFFLINE)
         return [*steps[:resize], withdraw, *steps[resize:],
                 Action(Op.CREATE, Kind.EXPORT, user, after=clients, reason=NFS_REASON)]
     if not live and line is None:
@@ -620,10 +629,15 @@ def _guard_shrink(actions: list[Action], actual: Actual) -> tuple[list[Action], 
                                   f"more than {SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; "
                                   "the volume keeps its size: raise the quota or ask them to free space"))
 
-    def needed(action: Action) -> bool:  # the shrink goes, and the server stop made for it (restart) with it
-        if action.target not in unsafe:
+    def needed(action: Action) -> bool:  # the shrink goes, and what was made for it (a restart, the export's
+        if action.target not in unsafe:  # withdrawal and return) with it
             return True
         if action.kind is Kind.VOLUME and action.op is Op.UPDATE:
+            return False
+        if action.kind is Kind.EXPORT and (action.reason == RESIZED_OFFLINE or
+                                           (action.op is Op.CREATE and action.reason == NFS_REASON
+                                            and any(a.target == action.target and a.reason == RESIZED_OFFLINE
+                                                    for a in actions))):
             return False
         return not (action.kind is Kind.SERVER and action.reason == RESTART_REASON)
 

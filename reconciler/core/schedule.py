@@ -60,19 +60,27 @@ def occurrences(schedule: Iterable[Lesson], since: dt.datetime, until: dt.dateti
     return sorted(found, key=lambda o: (o.start, o.end))
 
 
+def _split(schedule: Sequence[Lesson]) -> tuple[list[Lesson], list[Lesson]]:
+    return [lesson for lesson in schedule if lesson.date is None], [lesson for lesson in schedule if lesson.date]
+
+
 def current_or_next(schedule: Sequence[Lesson], now: dt.datetime) -> Occurrence | None:
-    """The lesson on now, else the next one (weekly lessons repeat within a week; one-off dates may be later)."""
-    horizon = max([now + WEEK + dt.timedelta(days=1)] +
-                  [_at(lesson.date, lesson.end, lesson) for lesson in schedule if lesson.date is not None])
-    found = occurrences(schedule, now, horizon)
-    return found[0] if found else None
+    """The lesson on now, else the next one (weekly lessons repeat within a week; one-off dates may be later).
+    Weekly lessons are looked for over eight days only, one-off dates directly: the idle culler asks this for
+    every server it looks at."""
+    weekly, once = _split(schedule)
+    found = occurrences(weekly, now, now + WEEK + dt.timedelta(days=1))
+    found += [o for lesson in once for o in occurrences([lesson], now, _at(lesson.date, lesson.end, lesson)
+                                                        + dt.timedelta(seconds=1))]
+    return min(found, key=lambda o: (o.start, o.end)) if found else None
 
 
 def recent_start(schedule: Sequence[Lesson], now: dt.datetime, lessons: int) -> dt.datetime | None:
     """The start of the ``lessons``-th most recent lesson before now (the earliest there is, if fewer)."""
-    earliest = min([now - WEEK * (lessons + 1)] +
-                   [_at(lesson.date, lesson.start, lesson) for lesson in schedule if lesson.date is not None])
-    past = [o for o in occurrences(schedule, earliest, now) if o.start < now]
+    weekly, once = _split(schedule)
+    found = occurrences(weekly, now - WEEK * (lessons + 1), now)
+    found += [o for lesson in once for o in occurrences([lesson], _at(lesson.date, lesson.start, lesson), now)]
+    past = sorted((o for o in found if o.start < now), key=lambda o: (o.start, o.end))
     if not past:
         return None
     return past[-lessons].start if len(past) >= lessons else past[0].start

@@ -63,6 +63,7 @@ class _Applier:
         self.drivers = table()
         self.lock = threading.Lock()  # the result, the journal and the report: one step's record at a time
         self.broken: JournalFailed | None = None  # the journal failed in a worker: everyone stops
+        self.held: set[str] = set()  # people a driver found in use: their later steps wait this pass
 
     def run(self, plan: Plan, workers: int) -> None:
         self._steps(plan, workers)
@@ -113,6 +114,11 @@ class _Applier:
                     result.skipped += 1
                     self.report(action, "skipped", "")
                     return True
+                if action.target in self.held and action.kind is not Kind.EXPORT:
+                    # an earlier step found it in use: the rest waits with it (not the export: the home is still
+                    # mounted, and the workers may mount it again meanwhile)
+                    self.report(action, "waiting", result.waiting[action.target])
+                    return True
                 if action.waits:  # planned to wait: nothing is done and nothing journaled until it can be
                     result.waiting.setdefault(action.target, action.waits)
                     self.report(action, "waiting", action.waits)
@@ -122,6 +128,7 @@ class _Applier:
             except Busy as exc:  # found in use just before acting: left as it was, like a planned wait
                 with self.lock:
                     result.waiting.setdefault(action.target, str(exc))
+                    self.held.add(action.target)
                     self._record(action, "waiting", str(exc))
                     self.report(action, "waiting", str(exc))
                 return True

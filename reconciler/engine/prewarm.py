@@ -3,7 +3,9 @@ was pre-started for which lesson (<state>/prewarm.json), so that the daemon and 
 nobody is started twice for one lesson.
 
 The host facts it needs come from the pass's own snapshot (the hub's users, running or not, and when each was
-last active) and one read of /proc/meminfo; a start is one POST to the hub, which spawns as for a login.
+last active) and one read of /proc/meminfo (with the swarm spawner the servers run on the workers, whose
+scheduler places them by their reservations: no cap here); a start is one POST to the hub, which spawns as for
+a login.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..config.site import Site
 from ..core.actual import Actual
 from ..core.desired import Desired
 from ..core.schedule import Step, Student, current_or_next, step
+from ..host import lock
 from ..host.facts import HostFiles
 from ..host.fsutil import write_atomic
 
@@ -71,8 +74,11 @@ def look(site: Site, classroom: Classroom, desired: Desired, actual: Actual, now
     """What the pre-warm would do now (status shows it; nothing is started)."""
     assert site.hub is not None
     settings = site.hub.prewarm
-    available = host.memory_available()
-    fit = 0 if available is None else available // settings.idle_memory
+    if site.hub.spawner == "swarm":  # the servers run on the workers: the swarm places them by their reservations
+        fit = len(desired.members)
+    else:
+        available = host.memory_available()
+        fit = 0 if available is None else available // settings.idle_memory
     lesson = current_or_next(classroom.schedule, now)
     started = _started(site, lesson.start.isoformat()) if lesson is not None else set()
     return step(now, classroom.schedule, settings, students(desired, actual), fit, started)
@@ -90,14 +96,18 @@ def run(site: Site, classroom: Classroom, desired: Desired, actual: Actual, clie
         outcome.failed = {name: "the hub API is not available" for name in decided.start}
         return outcome
     lesson_start = decided.lesson.start.isoformat()
-    started = _started(site, lesson_start)
-    for username in decided.start:
-        try:
-            client.start_server(username)
-        except Exception as exc:  # noqa: BLE001 - one student's start never stops the others'
-            outcome.failed[username] = str(exc)
-        else:
-            outcome.started.append(username)
-        started.add(username)  # once per lesson, whatever happened: a failing start is not retried in a loop
-    _remember(site, lesson_start, started)
+    # the daemon and `reconcile prewarm` may both step: one at a time, each seeing what the other started
+    with lock.hold(site.paths.prewarm.with_suffix(".lock"), exclusive=True, timeout=site.lock_timeout):
+        started = _started(site, lesson_start)
+        for username in decided.start:
+            if username in started:
+                continue
+            try:
+                client.start_server(username)
+            except Exception as exc:  # noqa: BLE001 - one student's start never stops the others'
+                outcome.failed[username] = str(exc)
+            else:
+                outcome.started.append(username)
+            started.add(username)  # once per lesson, whatever happened: a failing start is not retried in a loop
+        _remember(site, lesson_start, started)
     return outcome

@@ -9,6 +9,7 @@ load it.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -30,16 +31,22 @@ class HubUnavailable(RuntimeError):
 
 class HubClient:
     def __init__(self, api_url: str, token_file: Path, timeout: float = 10.0):
-        import requests
-
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         try:
-            token = token_file.read_text().strip()
+            self._token = token_file.read_text().strip()
         except OSError as exc:
             raise HubUnavailable(f"cannot read the hub token {token_file}: {exc.strerror}") from None
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"token {token}"
+        self._local = threading.local()  # people are applied side by side: one session per thread
+
+    @property
+    def session(self) -> requests.Session:
+        import requests
+
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+            self._local.session.headers["Authorization"] = f"token {self._token}"
+        return self._local.session
 
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
         import requests

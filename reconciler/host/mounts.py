@@ -75,15 +75,23 @@ def mount_fs(run: Runner, source: str, home: Path, options: str) -> None:
     run.run(["mount", "-t", "ext4", "-o", options, source, str(home)])
 
 
-NFS_HOLDS = ("the NFS server still holds {home} for a swarm worker that used it (the kernel lets go within two NFS "
-             "lease times, 90 s each by default, after its export was withdrawn); nothing was touched")
+def _held_here(host: HostFiles, home: Path) -> bool:
+    """Does a process of this host hold the filesystem at ``home`` (another mount namespace, an NFS client with
+    files open)?  Then a busy unmount is theirs, not the NFS server's caches'."""
+    mount = mount_at(host, home)
+    return mount is not None and bool(host.holders({mount.device}))
+
+
+NFS_HOLDS = ("{home} is still in use though no server or mount namespace holds it: the NFS server keeps it for a "
+             "while after a swarm worker used it (its export withdrawn, within two NFS lease times, 90 s each by "
+             "default), or a process of this host has a file open there; nothing was touched")
 
 
 def umount(run: Runner, home: Path, host: HostFiles = HostFiles()) -> None:
     try:
         run.run(["umount", str(home)])
     except CommandFailed as exc:
-        if "busy" in exc.stderr and host.nfsd_threads() > 0:
+        if "busy" in exc.stderr and host.nfsd_threads() > 0 and not _held_here(host, home):
             raise Busy(NFS_HOLDS.format(home=home)) from None
         raise RuntimeError(f"cannot unmount {home} (is their server still running?): {exc}") from None
     except Exception as exc:

@@ -35,6 +35,10 @@ from ..host.containers import LABEL_CLASSROOM, LABEL_USER
 from .spawner import IN_CONTAINER, SCHOOL_CA, ClassroomSpawner
 
 NANO = 10**9
+# Docker lets a container's processes bind ports below 1024 without any capability; with NFS's sec=sys the
+# manager trusts the UIDs a request from a privileged port claims ("secure"), so a student able to send from one
+# could claim anyone's UID.  Their servers get the kernel's default back: ports below 1024 need root.
+SYSCTLS = {"net.ipv4.ip_unprivileged_port_start": "1024"}
 UNPLACED_SECONDS = 30  # a task no worker can take for this long fails its start (workers may free up meanwhile)
 
 
@@ -92,7 +96,7 @@ def service_spec(site: Site, classroom: Classroom, settings: dict, *, image: str
     container = ContainerSpec(
         image, args=args, env=env, user=create["user"], workdir=create["working_dir"], hostname=create["hostname"],
         labels=create["labels"], mounts=mounts, groups=host["group_add"] or None, read_only=True,
-        cap_drop=["ALL"], configs=references or None)
+        cap_drop=["ALL"], configs=references or None, sysctls=dict(SYSCTLS))
     swarm = hub.swarm
     resources = Resources(mem_limit=member.memory, mem_reservation=int(member.memory * swarm.reserve_memory),
                           cpu_limit=int(member.cpu * NANO),

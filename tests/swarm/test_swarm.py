@@ -137,12 +137,15 @@ def test_six_logins_spread_over_both_workers_with_their_limits(env):
     ann = found[room.user("ann")]
     inside = in_server(swarm, ann, "id -un; grep CapEff /proc/self/status; touch /etc/x 2>&1; "
                                    "find / -xdev -perm /6000 -type f 2>/dev/null | wc -l; "
+                                   "python3 -c 'import socket; socket.socket().bind((\"0.0.0.0\", 111))' 2>&1 | tail -1; "
                                    "echo written on a worker > ~/note.txt")
     lines = inside.stdout.splitlines()
     assert lines[0] == room.user("ann")  # the swarm config's /etc/passwd names the person
     assert lines[1].split() == ["CapEff:", "0000000000000000"]
     assert "Read-only file system" in lines[2]
     assert lines[3] == "0"  # no setuid or setgid program to gain privileges with
+    # no privileged port either (Docker's default lets anyone bind them): NFS's sec=sys trusts those
+    assert "Permission denied" in lines[4], lines
     home = room.paths.homes / room.user("ann") / "note.txt"  # on the manager's quota volume
     assert home.read_text() == "written on a worker\n" and home.stat().st_uid == uid_of(room.user("ann"))
     status = reconcile(room, "status", docker_host=swarm.manager.endpoint)

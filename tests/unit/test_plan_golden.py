@@ -1064,7 +1064,7 @@ WORKERS = ("10.0.5.11", "10.0.5.12")
 EXPORTS_FILE = "/e/classroom-py101.exports"
 NFS = ExportPolicy(WORKERS, EXPORTS_FILE)
 IN_FORCE = frozenset({"rw", "sync", "wdelay", "root_squash", "no_all_squash", "sec=sys", "no_subtree_check",
-                      "mountpoint", "anonuid=65534", "anongid=65534"})  # etab spells every option out
+                      "secure", "mountpoint", "anonuid=65534", "anongid=65534"})  # etab spells every option out
 
 
 def exported(actual: Actual, *people: str, clients: tuple[str, ...] = WORKERS, live: bool = True,
@@ -1165,6 +1165,8 @@ def test_an_export_line_is_what_the_kernel_is_asked_for() -> None:
     assert NFS.export("/h/alice").in_force({c: IN_FORCE for c in WORKERS})
     assert not NFS.export("/h/alice").in_force({WORKERS[0]: IN_FORCE})
     assert not NFS.export("/h/alice").in_force({c: IN_FORCE - {"sync"} | {"async"} for c in WORKERS})
+    # requests from unprivileged ports would let a student's server claim anyone's UID (sec=sys)
+    assert not NFS.export("/h/alice").in_force({c: IN_FORCE - {"secure"} | {"insecure"} for c in WORKERS})
 
 
 def test_status_says_which_mounted_homes_the_workers_can_mount() -> None:
@@ -1177,3 +1179,15 @@ def test_status_says_which_mounted_homes_the_workers_can_mount() -> None:
         "homes over NFS: 1 of 2 mounted volumes exported to 10.0.5.11, 10.0.5.12; not exported: /h/bob "
         "(the next pass exports them)"]
     assert render_exports(desired(ALICE), converged(ALICE)) == []
+
+
+def test_nfs_an_online_grow_keeps_the_export_and_a_blocked_shrink_leaves_it_alone() -> None:
+    # growing a mounted volume online: the running server on its worker keeps its home
+    grow = nfs_plan((member("alice", disk=2 * GiB),), exported(running(converged(ALICE)), "alice"))
+    assert [as_tuple(a) for a in grow.actions] == [
+        A("update", "volume", "alice", before={"size": GiB, "used": USED}, after={"size": 2 * GiB},
+          reason="disk quota raised to 2 GiB")]
+    # a shrink the guard refuses (she uses more than the new quota) neither withdraws nor re-exports: no flapping
+    full = converged(ALICE, volume_alice=volume("alice", used=700 * MiB, loop="/dev/loop1"))
+    shrink = nfs_plan((member("alice", disk=512 * MiB),), exported(full, "alice"))
+    assert shrink.actions == () and [(n.rule, n.target) for n in shrink.blocked] == [("shrink", "alice")]

@@ -57,6 +57,8 @@ def test_a_student_s_service(example):
     container = task["ContainerSpec"]
     assert container["User"] == "2001:2001" and container["ReadOnly"] is True
     assert container["CapabilityDrop"] == ["ALL"] and "Groups" not in container
+    # no privileged ports for a student's processes: NFS (sec=sys) trusts the UIDs requests from those claim
+    assert container["Sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "1024"}
     mounts = {m["Target"]: m for m in container["Mounts"]}
     home, shared = mounts["/home/jdoe"], mounts["/home/jdoe/shared"]
     nfs = {"type": "nfs", "o": f"addr=10.0.5.10,{NFS_OPTIONS}", "device": ":/srv/classroom/homes/jdoe"}
