@@ -173,7 +173,9 @@ class Prewarm(Strict):
     lead: Annotated[int, Field(ge=0)] = Field(600, description="Seconds before the lesson starts by which every "
                                               "server should be up")
     who: Literal["all", "recent"] = Field("all", description="all active students, or (recent) only those who "
-                                          "used the hub during the last recent_lessons lessons")
+                                          "used their server during the last recent_lessons lessons (its own "
+                                          "activity two minutes or more after its start: a pre-start alone does "
+                                          "not count)")
     recent_lessons: Annotated[int, Field(ge=1)] = 3
     pace: Annotated[float, Field(gt=0)] = Field(2.0, description="Seconds between two starts (a start costs about "
                                                 "1.5 CPU-seconds on the benchmark machine): the host is never "
@@ -353,6 +355,11 @@ class Paths:
     def prewarm(self) -> Path:
         """Who was pre-started for which lesson (each person once per lesson)."""
         return self.state / "prewarm.json"
+
+    @property
+    def usage(self) -> Path:
+        """When each student last really used their server (hub.prewarm.who: recent)."""
+        return self.state / "usage.json"
 
     @property
     def snapshot(self) -> Path:

@@ -86,7 +86,9 @@ class HubUser:
     name: str
     admin: bool
     running: bool  # the default server is running or starting
-    last_activity: str | None = None
+    last_activity: str | None = None  # the hub's: also set when a server starts or stops (a pre-start counts)
+    server_started: str | None = None  # the running server's start, and its own last activity: a server that
+    server_activity: str | None = None  # was used shows activity well after its start (an idle one does not)
 
 
 @dataclass(frozen=True)

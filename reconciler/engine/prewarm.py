@@ -49,11 +49,35 @@ def _when(text: str | None) -> dt.datetime | None:
         return None
 
 
-def students(desired: Desired, actual: Actual) -> list[Student]:
-    """The active students as the pre-warm sees them, from the pass's snapshot."""
-    users = actual.hub_users
+USED_AFTER = dt.timedelta(minutes=2)  # a server active this long after its start was used by its student
+
+
+def used(site: Site, actual: Actual, keep: bool = True) -> dict[str, str]:
+    """When each student last really used their server, kept in <state>/usage.json from what each pass sees.
+
+    The hub's own last_activity cannot tell: it is also set when a server starts or stops, so a pre-started
+    server (and the culler stopping it) would count.  A running server's own last activity well after its
+    start can: an idle pre-started server shows none."""
+    try:
+        record = json.loads(site.paths.usage.read_text())
+    except (OSError, ValueError):
+        record = {}
+    changed = False
+    for name, user in actual.hub_users.items():
+        started, active = _when(user.server_started), _when(user.server_activity)
+        if started and active and active - started >= USED_AFTER and active.isoformat() > record.get(name, ""):
+            record[name] = active.isoformat()
+            changed = True
+    if changed and keep:
+        write_atomic(site.paths.usage, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
+
+
+def students(desired: Desired, actual: Actual, usage: dict[str, str] | None = None) -> list[Student]:
+    """The active students as the pre-warm sees them, from the pass's snapshot and the usage record."""
+    users, usage = actual.hub_users, usage or {}
     return [Student(m.username, m.username in users, m.username in users and users[m.username].running,
-                    _when(users[m.username].last_activity) if m.username in users else None)
+                    _when(usage.get(m.username)))
             for m in desired.members if m.status == "active" and m.role == "student"]
 
 
@@ -70,8 +94,9 @@ def _remember(site: Site, lesson_start: str, started: set[str]) -> None:
 
 
 def look(site: Site, classroom: Classroom, desired: Desired, actual: Actual, now: dt.datetime,
-         host: HostFiles = HostFiles()) -> Step:
-    """What the pre-warm would do now (status shows it; nothing is started)."""
+         host: HostFiles = HostFiles(), keep: bool = False) -> Step:
+    """What the pre-warm would do now (status shows it; nothing is started, and with ``keep`` the usage seen in
+    this snapshot is recorded)."""
     assert site.hub is not None
     settings = site.hub.prewarm
     if site.hub.spawner == "swarm":  # the servers run on the workers: the swarm places them by their reservations
@@ -81,14 +106,15 @@ def look(site: Site, classroom: Classroom, desired: Desired, actual: Actual, now
         fit = 0 if available is None else available // settings.idle_memory
     lesson = current_or_next(classroom.schedule, now)
     started = _started(site, lesson.start.isoformat()) if lesson is not None else set()
-    return step(now, classroom.schedule, settings, students(desired, actual), fit, started)
+    usage = used(site, actual, keep) if settings.who == "recent" else {}
+    return step(now, classroom.schedule, settings, students(desired, actual, usage), fit, started)
 
 
 def run(site: Site, classroom: Classroom, desired: Desired, actual: Actual, client, now: dt.datetime | None = None,
         host: HostFiles = HostFiles()) -> Outcome:
     """One pre-warm step: start the server that is due (at most one: the pace), remember it."""
     now = now or dt.datetime.now(UTC)
-    decided = look(site, classroom, desired, actual, now, host)
+    decided = look(site, classroom, desired, actual, now, host, keep=True)
     outcome = Outcome(decided)
     if not decided.start or decided.lesson is None:
         return outcome

@@ -127,7 +127,8 @@ def snapshot(client: HubClient | None, error: str | None = None) -> HubState:
         return HubState(None, str(exc))
     users = {
         u["name"]: HubUser(u["name"], bool(u.get("admin")), bool((u.get("servers") or {}).get("")),
-                           u.get("last_activity"))
+                           u.get("last_activity"), ((u.get("servers") or {}).get("") or {}).get("started"),
+                           ((u.get("servers") or {}).get("") or {}).get("last_activity"))
         for u in listed
     }
     return HubState(MappingProxyType(users))

@@ -83,3 +83,27 @@ def test_without_a_hub_client_nothing_is_claimed(room):
     site, classroom, desired, actual, tmp_path = room
     done = prewarm.run(site, classroom, desired, actual, None, NOW, meminfo(tmp_path, 1000))
     assert done.started == [] and done.failed == {"ann": "the hub API is not available"}
+
+
+def test_who_recent_counts_real_use_not_our_own_pre_start(room):
+    """The hub's last_activity moves when a server starts or stops; a server's own activity minutes after its
+    start is a student at work.  ann used hers last lesson; bob's was pre-started and sat idle."""
+    site, classroom, desired, actual, tmp_path = room
+    site = site.model_copy(update={"hub": site.hub.model_copy(update={
+        "prewarm": site.hub.prewarm.model_copy(update={"who": "recent", "recent_lessons": 1})})})
+    last_lesson = "2026-11-25T08"  # the Wednesday before, 09:00 in Rome
+    users = {"ann": HubUser("ann", False, True, f"{last_lesson}:50:00Z", f"{last_lesson}:00:00Z", f"{last_lesson}:40:00Z"),
+             "bob": HubUser("bob", False, True, f"{last_lesson}:59:00Z", f"{last_lesson}:00:00Z", f"{last_lesson}:00:20Z")}
+    seen = prewarm.used(site, replace_users(actual, users))
+    assert seen == {"ann": "2026-11-25T08:40:00+00:00"}  # kept in usage.json
+    stopped = {name: HubUser(name, False, False, "2026-11-25T10:10:00Z") for name in ("ann", "bob", "cat")}
+    got = prewarm.run(site, classroom, desired, replace_users(actual, stopped), Hub(), NOW, meminfo(tmp_path, 1000))
+    assert got.started == ["ann"]
+    assert got.step.skipped == {"bob": "did not use the hub in the last 1 lessons",
+                                "cat": "did not use the hub in the last 1 lessons"}
+
+
+def replace_users(actual, users):
+    import dataclasses
+
+    return dataclasses.replace(actual, hub=HubState(MappingProxyType(users)))
