@@ -35,9 +35,9 @@ from ..host.gitinfo import git_revision
 from .commands import classroom_path, policy_of, site_of
 
 log = logging.getLogger("reconcile.watch")
-# An editor's save is often several events (a rename, or a truncate and writes): wait until they stop for this
-# long.  Short, because every save waits for it: a file read half-written is invalid, logged and never applied,
-# and the write that completes it wakes the daemon again.
+# A save wakes the daemon when it is complete: a rename onto the file (editors), or the close after writing it in
+# place (never the writes themselves: a file cut short at a line's end may still be valid YAML, with people
+# missing).  Then it waits until the events stop for this long, in case a tool saves twice.
 DEBOUNCE = 0.05
 
 
@@ -55,6 +55,8 @@ def _watch(target: Path, poke) -> object:
         def on_any_event(self, event: FileSystemEvent) -> None:
             if event.event_type in ("opened", "closed_no_write"):
                 return  # our own reads of the file: reacting to them would loop forever
+            if event.event_type == "modified":
+                return  # written in place (scp, `cat >`): only once the writer closes it is the file whole
             paths = {getattr(event, "src_path", ""), getattr(event, "dest_path", "")}
             if str(target) in {str(p) for p in paths}:
                 poke()

@@ -160,3 +160,40 @@ def test_no_pass_without_a_reason(classroom):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_a_file_written_in_place_is_read_once_its_writer_closes_it(classroom):
+    """scp or `cat > classroom.yaml` write the file in place: cut at a line's end it may be valid YAML with people
+    missing, so a save wakes the daemon only when the writer closes the file (resync is 10 minutes here)."""
+    room = classroom
+    site = yaml.safe_load(room.site.read_text())
+    site["resync_interval"] = 600
+    room.site.write_text(yaml.safe_dump(site))
+    first = save_by_rename(room, ["ann", "bob"])
+    log = open(room.root / "watch.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
+                             "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
+                 what="the first pass")
+        whole = room.file.read_text().replace(f"- name: Ann\n  username: {room.user('ann')}\n",
+                                              f"- name: Ann\n  username: {room.user('ann')}\n- name: Cat\n"
+                                              f"  username: {room.user('cat')}\n")
+        assert whole.index(room.user("cat")) < whole.index(room.user("bob"))
+        cut = whole.index(f"- name: Bob")
+        with open(room.file, "w") as writer:  # in place, slowly: first everything up to bob
+            writer.write(whole[:cut])
+            writer.flush()
+            time.sleep(1.5)  # far past the debounce: a pass now would disable bob
+            assert status(room).get("file_sha256") == first
+            assert not room.observe().accounts[room.user("bob")].locked
+            writer.write(whole[cut:])
+        final = hashlib.sha256(room.file.read_bytes()).hexdigest()
+        wait_for(lambda: status(room).get("file_sha256") == final and status(room)["result"] == "converged",
+                 timeout=30, what="the save, once closed")
+        accounts = room.observe().accounts
+        assert room.user("cat") in accounts and not accounts[room.user("bob")].locked
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
