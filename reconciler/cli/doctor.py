@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ..config.load import InvalidFile, load_classroom
 from ..config.site import HUB_PORT, LvmVolumes, Site
+from ..core import exports
 from ..host.facts import HostFiles, alive, read_manifest
 from ..host.mounts import is_mounted
 from ..host.run import environment
@@ -236,7 +237,7 @@ def check_systemd() -> list[Check]:
 
 
 def _nfs(site: Site) -> bool:
-    return site.hub is not None and site.hub.swarm is not None and site.hub.swarm.homes == "nfs"
+    return exports.policy(site.hub, "") is not None
 
 
 def check_nfs(site: Site, proc: Path = Path("/proc")) -> list[Check]:
@@ -248,10 +249,7 @@ def check_nfs(site: Site, proc: Path = Path("/proc")) -> list[Check]:
     if "nfsd" not in filesystems.split():
         return [Check(FAIL, "nfs", "the kernel's NFS server (nfsd) is not loaded: workers cannot mount the homes",
                       f"modprobe nfsd; {fix}")]
-    try:
-        threads = int((proc / "fs" / "nfsd" / "threads").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        threads = 0
+    threads = HostFiles(proc=proc).nfsd_threads()
     if threads == 0:
         return [Check(FAIL, "nfs", "no nfsd threads run: workers cannot mount the homes", fix)]
     return [Check(OK, "nfs", f"the NFS server runs ({threads} threads); homes exported to "

@@ -13,7 +13,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from ..core.actual import Account, Filesystem, Group, ManifestEntry, Mount
 
@@ -308,49 +308,44 @@ def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str, also: Ite
     prefix = under.rstrip("/") + "/"
     exact = {path.rstrip("/") for path in also}
     mounts = {}
+    for target, device, options, fstype, source in _mountinfo(mountinfo):
+        if not target.startswith(prefix) and target not in exact:
+            continue
+        mounts[target] = Mount(target=target, source=by_device.get(device, by_device.get(source, source)),
+                               fstype=fstype, options=options, owner=_owner(target), device=device)
+    return mounts
+
+
+def _mountinfo(mountinfo: Path, target: str | None = None) -> Iterator[tuple[str, str, frozenset[str], str, str]]:
+    """(mount point, "major:minor", options, fstype, source) for each line, or only for ``target``'s lines (then
+    compared before anything is unescaped: the cheap way to find one mount among thousands)."""
+    want = None if target is None else escape(target)
     for line in mountinfo.read_text().split("\n"):
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
-        if len(fields) < 6 or len(tail) < 2:
+        if len(fields) < 6 or len(tail) < 2 or (want is not None and fields[4] != want):
             continue
-        target = unescape(fields[4])
-        if not target.startswith(prefix) and target not in exact:
-            continue
-        source = unescape(tail[1])
-        mounts[target] = Mount(
-            target=target,
-            source=by_device.get(fields[2], by_device.get(source, source)),
-            fstype=tail[0],
-            options=frozenset(fields[5].split(",")),
-            owner=_owner(target),
-            device=fields[2],
-        )
-    return mounts
+        yield unescape(fields[4]), fields[2], frozenset(fields[5].split(",")), tail[0], unescape(tail[1])
 
 
 def mount_at(host: HostFiles, target: Path) -> Mount | None:
     """What is mounted at ``target`` right now (the topmost mount), a loop device's source translated back to its
     image.  The drivers' re-check just before they act: one pass over mountinfo comparing one field, and only
     that mount's loop device looked up, so it costs the same for the first student and the thousandth."""
-    want = escape(str(target))
     found = None
-    for line in host.mountinfo.read_text().split("\n"):
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) >= 6 and fields[4] == want and len(right.split()) >= 2:
-            found = fields, right.split()
+    for found in _mountinfo(host.mountinfo, str(target)):  # the last one is the topmost
+        pass
     if found is None:
         return None
-    fields, tail = found
-    source = unescape(tail[1])
+    _, device, options, fstype, source = found
     name = Path(source).name
     if str(Path(source).parent) == str(host.dev) and name.startswith("loop"):
         try:
             source = (host.sys_block / name / "loop" / "backing_file").read_text().strip().removesuffix(" (deleted)")
         except OSError:
             pass
-    return Mount(target=str(target), source=source, fstype=tail[0], options=frozenset(fields[5].split(",")),
-                 owner=_owner(str(target)), device=fields[2])
+    return Mount(target=str(target), source=source, fstype=fstype, options=options, owner=_owner(str(target)),
+                 device=device)
 
 
 def _owner(path: str) -> tuple[int, int, int] | None:

@@ -31,19 +31,32 @@ def rotate(path: Path, keep: int) -> None:
 
 
 def pump(source: BinaryIO, path: Path, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> None:
-    out = open(path, "ab")
-    size = out.tell()
-    try:
-        for line in source:
+    """Copy lines from ``source`` to ``path``, rotating.  A line that cannot be written (a full disk) is dropped,
+    and the next one tried: the writer keeps reading, so the hub and the daemon never block on a full pipe or
+    die of a broken one."""
+    out, size = None, 0
+    for line in source:
+        try:
+            if out is None:
+                out = open(path, "ab")
+                size = out.tell()
             if size and size + len(line) > max_bytes:
                 out.close()
+                out = None
                 rotate(path, keep)
                 out = open(path, "ab")
                 size = 0
             out.write(line)
             out.flush()
             size += len(line)
-    finally:
+        except OSError:
+            if out is not None:
+                try:
+                    out.close()
+                except OSError:
+                    pass
+            out = None  # opened again for the next line
+    if out is not None:
         out.close()
 
 

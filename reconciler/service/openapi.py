@@ -198,7 +198,8 @@ def _components() -> dict:
                                "skipped": {"type": "object", "additionalProperties": {"type": "string"},
                                            "description": "username -> why not pre-started"},
                                "started": {"type": "array", "items": {"type": "string"}},
-                               "failed": {"type": "object", "additionalProperties": {"type": "string"}}}},
+                               "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+                               "error": {"type": "string", "description": "why the daemon's pre-warm failed"}}},
         },
         "securitySchemes": {
             "hubToken": {"type": "http", "scheme": "bearer",

@@ -180,7 +180,7 @@ def test_a_file_written_in_place_is_read_once_its_writer_closes_it(classroom):
                                               f"- name: Ann\n  username: {room.user('ann')}\n- name: Cat\n"
                                               f"  username: {room.user('cat')}\n")
         assert whole.index(room.user("cat")) < whole.index(room.user("bob"))
-        cut = whole.index(f"- name: Bob")
+        cut = whole.index("- name: Bob")
         with open(room.file, "w") as writer:  # in place, slowly: first everything up to bob
             writer.write(whole[:cut])
             writer.flush()

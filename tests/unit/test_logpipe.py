@@ -30,3 +30,11 @@ def test_only_keep_old_files_stay_and_the_writer_ends_with_its_input(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.log", "daemon.log.1", "daemon.log.2",
                                                           "daemon.log.3"]
     assert log.read_text().splitlines()[-1] == "entry 2999"  # the newest in the current file
+
+
+def test_a_write_that_fails_drops_the_line_and_the_writer_goes_on(tmp_path):
+    log = tmp_path / "gone" / "hub.log"  # cannot be opened: as a full or read-only disk would refuse
+    pump(iter([b"lost\n", b"also lost\n"]), log)  # no exception: the process behind the pipe keeps running
+    log.parent.mkdir()
+    pump(iter([b"kept\n"]), log)
+    assert log.read_text() == "kept\n"

@@ -222,6 +222,7 @@ function showLesson(prewarm) {
     text = t('js.lesson_waiting', { when: day(prewarm.lesson_start), window: clock(prewarm.window), ...numbers });
   } else if (prewarm.phase === 'lesson') text = t('js.lesson_on', { end: clock(prewarm.lesson_end), ...numbers });
   else text = t('js.lesson_warming', { when: day(prewarm.lesson_start), ...numbers });
+  if (prewarm.error) text = prewarm.error;  // the daemon's pre-warm failed: say so, not "no lesson"
   const skipped = Object.keys(prewarm.skipped ?? {}).length;
   $('#lesson').replaceChildren(text, ...(skipped ? [el('small', { class: 'muted' }, el('br'),
     t('js.lesson_skipped', { n: skipped }))] : []));
