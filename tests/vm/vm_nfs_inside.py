@@ -286,7 +286,7 @@ def test_an_offline_shrink_withdraws_the_export_and_makes_it_again(nfs):
         time.sleep(5)
     assert ann == [(Op.DISABLE, Kind.EXPORT), (Op.UPDATE, Kind.VOLUME), (Op.CREATE, Kind.EXPORT)], (ann, waited)
     for why in waited:  # the worker's open file (until its CLOSE), then the kernel's caches
-        assert "mounted in another mount namespace" in str(why) or "the NFS server still holds" in str(why), why
+        assert "mounted in another mount namespace" in str(why) or "the NFS server keeps it" in str(why), why
     assert set(table()[str(HOMES / "ann")]) == {"10.77.1.2", "10.77.2.2"}
     assert (HOMES / "ann" / "note.txt").read_text() == "from the worker"
     assert exports_of(reconcile(dry_run=True).plan.actions) == []
