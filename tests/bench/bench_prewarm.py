@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
 import requests  # noqa: E402
 
-from hostkit import cleanup, host_ready, make_classroom  # noqa: E402
-from hubkit import Hub, add_hub, hub_ready  # noqa: E402
-from imagekit import TAG, build_test_image, image_unavailable  # noqa: E402
+from hostkit import cleanup, make_classroom  # noqa: E402
+from hubkit import Hub, add_hub  # noqa: E402
+from imagekit import TAG, build_test_image  # noqa: E402
 
 CORES = os.cpu_count() or 1
 UTC = dt.timezone.utc
@@ -108,7 +108,7 @@ def main() -> int:
                         help="record the hub's processes with py-spy (pip install py-spy) during the pre-warmed "
                              "logins: collapsed stacks, one per line with its sample count")
     args = parser.parse_args()
-    reason = host_ready() or hub_ready() or image_unavailable()
+    reason = hb.cannot_run()
     if reason:
         print(f"cannot run: {reason}")
         return 1

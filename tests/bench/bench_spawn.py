@@ -43,9 +43,9 @@ import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
 import docker  # noqa: E402
 import requests  # noqa: E402
 
-from hostkit import cleanup, host_ready, make_classroom  # noqa: E402
-from hubkit import Hub, add_hub, free_port, hub_ready, xsrf  # noqa: E402
-from imagekit import TAG, build_test_image, image_unavailable  # noqa: E402
+from hostkit import cleanup, make_classroom  # noqa: E402
+from hubkit import Hub, add_hub, free_port, xsrf  # noqa: E402
+from imagekit import TAG, build_test_image  # noqa: E402
 
 from reconciler.hub.launch import proxy_env  # noqa: E402
 from reconciler.config.classroom import group_name  # noqa: E402
@@ -124,7 +124,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=3, help="seconds of rest between runs (default 3)")
     args = parser.parse_args()
     args.runs = max(args.runs, 5)
-    reason = host_ready() or hub_ready() or image_unavailable()
+    reason = hb.cannot_run()
     if reason:
         print(f"cannot run here: {reason}", file=sys.stderr)
         return 1

@@ -48,9 +48,9 @@ import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
 
 from traitlets.config import Config  # noqa: E402
 
-from hostkit import cleanup, host_ready, make_classroom  # noqa: E402
-from hubkit import Hub, add_hub, hub_ready  # noqa: E402
-from imagekit import TAG, build_test_image, image_unavailable  # noqa: E402
+from hostkit import cleanup, make_classroom  # noqa: E402
+from hubkit import Hub, add_hub  # noqa: E402
+from imagekit import TAG, build_test_image  # noqa: E402
 
 from reconciler.config.load import load_site  # noqa: E402
 from reconciler.hub.config import configure  # noqa: E402
@@ -360,7 +360,7 @@ def main() -> int:
                         help="experiment: override ClassroomSpawner.start_slots (default: the config's, one per core)")
     parser.add_argument("--idle", type=float, default=20, help="idle seconds before reading memory (default 20)")
     args = parser.parse_args()
-    reason = host_ready() or hub_ready() or image_unavailable()
+    reason = hb.cannot_run()
     if reason:
         print(f"cannot run here: {reason}", file=sys.stderr)
         return 1

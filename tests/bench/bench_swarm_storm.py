@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
 
-from hostkit import cleanup, host_ready, make_classroom  # noqa: E402
-from hubkit import Hub, add_hub, hub_ready  # noqa: E402
-from imagekit import TAG, build_test_image, image_unavailable  # noqa: E402
+from hostkit import cleanup, make_classroom  # noqa: E402
+from hubkit import Hub, add_hub  # noqa: E402
+from imagekit import TAG, build_test_image  # noqa: E402
 from swarmkit import HOST_ADDRESS, Swarm  # noqa: E402
 
 CORES = os.cpu_count() or 1
@@ -107,7 +107,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=900, help="seconds each start may take")
     parser.add_argument("--only", choices=("single", "swarm"), help="run one mode only")
     args = parser.parse_args()
-    reason = host_ready() or hub_ready() or image_unavailable()
+    reason = hb.cannot_run()
     if reason:
         print(f"cannot run: {reason}")
         return 1

@@ -478,3 +478,12 @@ def at_once(users: list[str], work) -> float:
     for thread in threads:
         thread.join()
     return time.perf_counter() - start
+
+
+def cannot_run() -> str | None:
+    """Why a hub benchmark cannot run on this machine (root, dockerd, the proxy, the student image), or None."""
+    from hostkit import host_ready
+    from hubkit import hub_ready
+    from imagekit import image_unavailable
+
+    return host_ready() or hub_ready() or image_unavailable()
