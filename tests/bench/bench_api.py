@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""The teacher API at class size: GET /api/students (the page's table) with N converged students.
+
+Not a pytest test (nothing here asserts on time).  Needs root, dockerd, configurable-http-proxy.  A throw-away
+classroom of N students and a teacher is converged, `reconcile hub` started, the teacher makes a token with the
+classroom scope, and `GET /services/classroom/api/students` is timed `--repeat` times through the proxy, one
+after another (a teacher's page, not a crowd).  Prints p50/p95/max, the size of the answer, and, for the same
+N, the engine's dry run alone in-process (what each request does first: observe and plan), so what is the
+service's own share shows.  Target (issue #14): p95 <= 150 ms at N = 1000.
+
+    .venv/bin/python tests/bench/bench_api.py [--n 1000] [--repeat 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
+import requests  # noqa: E402
+import yaml  # noqa: E402
+
+from hostkit import cleanup, make_classroom  # noqa: E402
+from hubkit import Hub, add_hub, xsrf  # noqa: E402
+
+SCOPE = "custom:classroom:manage"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="students in the class")
+    parser.add_argument("--repeat", type=int, default=30, help="timed requests")
+    args = parser.parse_args()
+    reason = hb.cannot_run()
+    if reason:
+        print(f"cannot run: {reason}")
+        return 1
+    room = make_classroom(max_disable_fraction=1.0)
+    site = yaml.safe_load(room.site.read_text())
+    site["volumes"] = {"backend": "loop", "max_overcommit": 10}
+    room.site.write_text(yaml.safe_dump(site))
+    add_hub(room)
+    room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
+    room.write([{"username": f"s{i:04d}"} for i in range(args.n)], admins=[{"username": "tea"}])
+    hub = Hub(room)
+    times: list[float] = []
+    size = 0
+    try:
+        t0 = time.perf_counter()
+        ran = subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
+                             capture_output=True, text=True)
+        if not hb.host_converged(ran):
+            print(f"reconcile failed: {(ran.stdout + ran.stderr)[-800:]}")
+            return 1
+        print(f"converged {args.n} students in {time.perf_counter() - t0:.1f} s", flush=True)
+        hub.start(timeout=180)
+        teacher = room.user("tea")
+        session = hub.login(teacher, hb.password(room, teacher))
+        made = session.post(f"{hub.url}/hub/api/users/{teacher}/tokens", json={"note": "bench", "scopes": [SCOPE]},
+                            headers=xsrf(session), timeout=30)
+        token = made.json()["token"]
+        api = requests.Session()
+        api.headers["Authorization"] = f"token {token}"
+        url = f"{hub.url}/services/classroom/api/students"
+        deadline = time.monotonic() + 60
+        while api.get(url, timeout=60).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the service is still starting
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            response = api.get(url, timeout=60)
+            times.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                print(f"HTTP {response.status_code}: {response.text[:300]}")
+                return 1
+            size = len(response.content)
+        from reconciler.config.load import load_classroom, load_site
+        from reconciler.engine import reconcile as engine
+
+        settings = load_site(room.site)
+        classroom = load_classroom(room.file, settings)
+        engine_times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            engine.look(settings, classroom, locked=False)
+            engine_times.append(time.perf_counter() - start)
+    finally:
+        hub.stop()
+        hub.remove_network()
+        cleanup(room)
+    print("\n" + "=" * 90)
+    print(f"machine: {os.cpu_count()} cores; N={args.n}; GET /api/students x{args.repeat}, {size / 1024:.0f} KiB each")
+    print(f"p50 {statistics.median(times) * 1000:.0f} ms, p95 {hb.percentile(times, 95) * 1000:.0f} ms, "
+          f"max {max(times) * 1000:.0f} ms (target p95 <= 150 ms)")
+    print(f"the engine's dry run alone (observe incl. the hub's users and Docker, plan), in-process: median "
+          f"{statistics.median(engine_times) * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
