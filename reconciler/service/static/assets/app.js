@@ -9,6 +9,7 @@ const $ = (selector, root = document) => root.querySelector(selector);
 let state = { quotas: [], rosterInGit: false, invalid: null, live: false, refreshed: 0 };
 let editing = null; // the person being edited, null when adding
 let refreshing = null; // the refresh in flight: a slow pass must not stack requests
+let again = false; // asked for while one was in flight: its answer may predate the change, so one more follows
 
 async function call(method, path, body, type = 'application/json') {
   const headers = { 'X-XSRFToken': xsrf };
@@ -240,14 +241,24 @@ function live() {
 
 function refresh() {
   state.refreshed = Date.now();
-  refreshing ??= (async () => {
+  if (refreshing) {
+    again = true;
+    return refreshing;
+  }
+  refreshing = (async () => {
     try {
       await loadStudents();
     } catch (error) {
       show(error.message, 'error', error.problems);
     }
     await Promise.all([loadPlan(), loadStatus()]);
-  })().finally(() => { refreshing = null; });
+  })().finally(() => {
+    refreshing = null;
+    if (again) {
+      again = false;
+      refresh();
+    }
+  });
   return refreshing;
 }
 
