@@ -34,16 +34,11 @@ def _read(path: Path) -> str:
         return ""
 
 
-def ours(path: str, paths: Paths) -> bool:
-    homes = str(paths.homes).rstrip("/") + "/"
-    return path == str(paths.course_folder) or (path.startswith(homes) and "/" not in path[len(homes):])
-
-
 def observe(paths: Paths, file: Path, host: HostFiles = HostFiles()) -> tuple[Live, Mapping[str, str]]:
     """The kernel's table and the exports file, our paths only (one read of each)."""
     live = {path: MappingProxyType(clients) for path, clients in parse_etab(_read(host.nfs_etab)).items()
-            if ours(path, paths)}
-    lines = {path: line for path, line in parse_exports(_read(file)).items() if ours(path, paths)}
+            if paths.volume_of(path) is not None}
+    lines = {path: line for path, line in parse_exports(_read(file)).items() if paths.volume_of(path) is not None}
     return MappingProxyType(live), MappingProxyType(lines)
 
 
