@@ -198,8 +198,18 @@ class LoopBackend:
 
     def release(self, username: str) -> None:
         """After an unmount: detach the loop device (mount's autoclear usually has)."""
-        if loop := loop_of(self.host, self.layout.image(username)):
+        image = self.layout.image(username)
+        if loop := loop_of(self.host, image):
+            self._detach(loop, image)
+
+    def _detach(self, loop: str, image: Path) -> None:
+        """Detach ``loop`` if it still holds ``image``.  The kernel's autoclear after an unmount may free it between
+        our look and losetup (more likely while other people's steps run beside this one): then it is done."""
+        try:
             self.run.run(["losetup", "--detach", loop])
+        except CommandFailed as exc:
+            if "No such device or address" not in exc.stderr or loop_of(self.host, image) == loop:
+                raise
 
     def detach(self, username: str) -> str:
         image = self.layout.image(username)
@@ -208,7 +218,7 @@ class LoopBackend:
             return "already"
         if is_mounted(self.host, self.paths.home(username), str(image)):
             raise RuntimeError(f"{image} is still mounted")
-        self.run.run(["losetup", "--detach", loop])
+        self._detach(loop, image)
         return "detached"
 
     def destroy(self, username: str) -> str:
