@@ -75,7 +75,7 @@ fi
 
 # 1. system packages
 PACKAGES=(python3-venv e2fsprogs mount passwd iptables docker.io node-configurable-http-proxy debootstrap lvm2
-          rsync git openssl)
+          rsync git openssl zstd tar util-linux)
 if [ -z "$SKIP_APT" ]; then
   missing=()
   for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

@@ -9,7 +9,7 @@ need=()
 for pair in useradd:passwd chpasswd:passwd mkfs.ext4:e2fsprogs resize2fs:e2fsprogs e2fsck:e2fsprogs \
             losetup:mount mount:mount iptables:iptables dockerd:docker.io debootstrap:debootstrap \
             configurable-http-proxy:node-configurable-http-proxy chromium:chromium systemd-analyze:systemd \
-            openssl:openssl certutil:libnss3-tools; do
+            openssl:openssl certutil:libnss3-tools zstd:zstd tar:tar setpriv:util-linux fsfreeze:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)

@@ -42,7 +42,8 @@ class RecordingRunner(Runner):
             raise found
         return found
 
-    def run(self, argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
+    def run(self, argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...] = (0,),
+            timeout: float | None = None) -> str:
         self.calls.append(tuple(argv) if stdin is None else (*argv, f"<stdin {stdin!r}>"))
         return self._answer(argv)
 

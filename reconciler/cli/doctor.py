@@ -54,7 +54,9 @@ def check_files(site: Site, classroom_file: Path) -> list[Check]:
 
 def check_tools(site: Site) -> list[Check]:
     needed = {"useradd": "passwd", "usermod": "passwd", "chpasswd": "passwd", "mkfs.ext4": "e2fsprogs",
-              "resize2fs": "e2fsprogs", "e2fsck": "e2fsprogs", "losetup": "mount", "mount": "mount"}
+              "resize2fs": "e2fsprogs", "e2fsck": "e2fsprogs", "losetup": "mount", "mount": "mount",
+              # the end of term: export, archive, restore
+              "tar": "tar", "zstd": "zstd", "setpriv": "util-linux", "fsfreeze": "util-linux"}
     if isinstance(site.volumes, LvmVolumes):
         needed |= {"lvcreate": "lvm2", "lvs": "lvm2"}
     if site.hub is not None:

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "daemon does; hub.prewarm in site.yaml)")
     warm.add_argument("--wait", action="store_true",
                       help="keep starting, one server every hub.prewarm.pace seconds, until nothing more is due now")
+    from .archive import register as end_of_term
+
+    end_of_term(sub, _command, _later)
     _command(sub, "mount-all", commands.mount_all, "mount every volume in the manifest (at boot, before the hub)")
     _command(sub, "hub", commands.hub,
              "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)")

@@ -149,10 +149,11 @@ class Person(Strict):
     memory: Size | None = None
     cpu: Cpu | None = None
     disk: Size | None = None
-    status: Literal["active", "disabled", "purged"] = Field(
+    status: Literal["active", "disabled", "archived", "purged"] = Field(
         "active",
-        description="active; disabled = login locked, files kept; purged = tombstone: account and files "
-        "deleted, only with --allow-destroy",
+        description="active; disabled = login locked, files kept; archived = disabled, and `reconcile archive` "
+        "exports the files to a checked archive; purged = tombstone: account and files deleted, only with "
+        "--allow-destroy",
     )
 
     @field_validator("name")

@@ -38,7 +38,7 @@ class Member:
     username: str
     name: str
     role: str  # "student" | "teacher"
-    status: str  # "active" | "disabled" | "purged"
+    status: str  # "active" | "disabled" | "archived" | "purged"
     memory: int
     cpu: float
     disk: int

@@ -92,8 +92,8 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
             actions += steps + _hub_active(member, actual, policy)
             if problem:
                 blocked.append(Note("blocked", member.username, problem))
-        elif member.status == "disabled":
-            actions += _converge_disabled(member.username, account, desired, actual, "status: disabled")
+        elif member.status in ("disabled", "archived"):  # archived: `reconcile archive` exports the files too
+            actions += _converge_disabled(member.username, account, desired, actual, f"status: {member.status}")
         else:
             steps = _converge_purged(member.username, account, desired, actual)
             if any(not step.waits for step in steps) and not policy.allow_destroy:

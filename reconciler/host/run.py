@@ -43,10 +43,15 @@ class Runner:
         """The same runner whose children also inherit ``fds`` (a lock)."""
         return Runner(self.pass_fds + fds)
 
-    def run(self, argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
-        """Run a command and return its stdout; raise CommandFailed on any other exit code."""
-        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, pass_fds=self.pass_fds,
-                              env=environment())
+    def run(self, argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...] = (0,),
+            timeout: float | None = None) -> str:
+        """Run a command and return its stdout; raise CommandFailed on any other exit code, or when it runs longer
+        than ``timeout`` seconds (it is killed)."""
+        try:
+            proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, pass_fds=self.pass_fds,
+                                  env=environment(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise CommandFailed(argv, -9, f"killed after {timeout:g} s") from None
         if proc.returncode not in ok_codes:
             raise CommandFailed(argv, proc.returncode, proc.stderr or proc.stdout)
         return proc.stdout

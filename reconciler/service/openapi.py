@@ -36,7 +36,7 @@ class StudentRow(_Answer):
     username: str
     name: str | None
     role: Literal["student", "teacher"] | None
-    status: Literal["active", "disabled", "purged", "removed"] = Field(
+    status: Literal["active", "disabled", "archived", "purged", "removed"] = Field(
         description="as the file says; removed = managed here but no longer in the file")
     emails: list[str]
     quota: str | None

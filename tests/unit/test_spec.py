@@ -99,7 +99,7 @@ def test_every_problem_is_reported_at_once_with_position_and_path(tmp_path):
         f"{file}:10:36: students[2].disk: unknown unit 'Q'",
         f"{file}:11:6: students[3].username: username 'root' is reserved",
         f"{file}:12:32: students[4].disk: 30Gi is above this server's limit of 20 GiB",
-        f"{file}:13:31: students[5].status: Input should be 'active', 'disabled' or 'purged'",
+        f"{file}:13:31: students[5].status: Input should be 'active', 'disabled', 'archived' or 'purged'",
         f"{file}:14:6: students[6].username: username 'python-101-students' is reserved",
     ]
     assert len(found) == len(expected), "\n".join(found)

@@ -20,6 +20,7 @@ from nskit import Holder
 from reconciler.cli.main import main as cli
 from reconciler.config.load import load_site
 from reconciler.config.sizes import MiB
+from reconciler.core.archive import Manifest
 from reconciler.host import observe as host_observe
 from reconciler.host.run import Runner
 from reconciler.host.volumes import backend_for
@@ -146,12 +147,36 @@ def test_shrink_below_used_is_blocked_and_an_allowed_one_is_done_offline(room):
     assert reconcile(room, "--dry-run") == 0
 
 
-def test_disable_deactivates_and_keeps_data_then_reenable(room):
+def export(room, user, out):
+    assert reconcile(room, "export", user, "--out", str(out)) == 0
+    newest = max(out.glob(f"{user}-*.manifest.json"), key=os.path.getmtime)
+    return Manifest.from_json(newest.read_text())
+
+
+def test_export_a_mounted_volume_through_a_snapshot_that_is_removed_after(room, tmp_path):
+    home = site(room).paths.home("ann")
+    holder = Holder(home, tmp_path / "inside")  # a running server holds the home
+    try:
+        manifest = export(room, "ann", tmp_path / "out")
+    finally:
+        holder.stop()
+    assert manifest.view == "an LVM snapshot of the mounted volume"
+    assert {e.path for e in manifest.entries} >= {"work.txt"}
+    assert not [name for name in lvs() if name.startswith("export-")]  # the snapshot is gone
+    assert not list((site(room).paths.state / "snapshots").iterdir())
+    assert reconcile(room, "--dry-run") == 0
+
+
+def test_disable_deactivates_and_keeps_data_then_reenable(room, tmp_path):
     write(room, [{"username": "ann", "name": "Ann", "status": "disabled"},
                  {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"}])
     assert reconcile(room) == 0
     assert lvs()["home-ann"]["lv_active"] == ""
     assert reconcile(room, "--dry-run") == 0  # deactivated in the same pass as the unmount
+    manifest = export(room, "ann", tmp_path / "out")  # the unmounted volume, activated for the export only
+    assert manifest.view == "the unmounted volume" and "work.txt" in {e.path for e in manifest.entries}
+    assert lvs()["home-ann"]["lv_active"] == ""
+    assert reconcile(room, "--dry-run") == 0
     write(room, [{"username": "ann", "name": "Ann"}, {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"}])
     assert reconcile(room) == 0
     assert (site(room).paths.home("ann") / "work.txt").read_text() == "important"

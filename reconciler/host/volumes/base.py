@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Protocol
 
 from ...core.actual import Mount, Volume
@@ -18,6 +19,17 @@ class VolumeFacts:
     step: int  # sizes are multiples of this (an ext4 block group, an LVM extent)
     capacity: int | None  # what the volumes can really hold together (None: each has its own space)
     capacity_of: str = ""  # what that is, for the over-commit guard's message
+
+
+@dataclass(frozen=True)
+class View:
+    """A read-only mount of one person's files as they were at one instant (``open_view``), for an export."""
+
+    username: str
+    path: Path  # where it is mounted, below the scratch directory
+    how: str  # said in the manifest and to the operator: a frozen copy, the unmounted volume, a snapshot
+    scratch: str | None = None  # what close_view removes after the unmount (a copy's path, a snapshot)
+    paused: float | None = None  # how long the home's writes waited, when they did
 
 
 class VolumeBackend(Protocol):
@@ -42,6 +54,16 @@ class VolumeBackend(Protocol):
         ...
     def held(self, usernames: set[str]) -> set[str]:
         """Of these people, whose filesystem another mount namespace has mounted (one scan of /proc)."""
+        ...
+    def open_view(self, username: str, scratch: Path) -> View:
+        """Mount a consistent read-only view of the person's files below ``scratch`` (root's own directory),
+        without stopping their server; raise Busy when it cannot be taken now."""
+        ...
+    def close_view(self, view: View) -> None:
+        """Unmount the view and remove what it took (a copy, a snapshot)."""
+        ...
+    def clear_views(self, scratch: Path) -> None:
+        """Close every view a killed export left below ``scratch`` (one export runs at a time)."""
         ...
     def boot(self) -> list[str]:
         """What mount-all must attach before mounting (the LVM PV file); one line per step."""

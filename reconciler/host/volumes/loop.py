@@ -11,6 +11,7 @@ one listing of sysfs; sizes come straight from each image's superblock.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -18,16 +19,20 @@ from typing import Callable, Iterable
 
 from ...config.site import Paths
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
-from ..facts import HostFiles, nearest_existing, read_mounts, read_superblock, usage
+from ..facts import HostFiles, mount_at, nearest_existing, read_mounts, read_superblock, usage
+from ..archive import check_room, writes_paused
 from ..fsutil import fsync_dir
 from ..mounts import is_mounted, loop_of, mount_fs, umount
 from ..drivers import Busy
 from ..run import CommandFailed, Runner
-from .base import VolumeFacts
+from .base import View, VolumeFacts
 
 IMAGE_SUFFIX = ".img"
 PARTIAL_SUFFIX = ".img.partial"  # an image being created; renamed once it holds a filesystem
 MOUNT_OPTIONS = "loop,nodev,nosuid,noatime"
+# An export's view: a read-only loop device, no journal replay (the image is not written at all), nothing runs.
+VIEW_OPTIONS = "loop,ro,noload,nodev,nosuid,noexec"
+PAUSE_LIMIT = 120.0  # seconds a running server's writes may wait for the copy of its volume
 # Volumes are whole ext4 block groups, so the filesystem always fills its image exactly.
 VOLUME_STEP = EXT4_BLOCK_GROUP
 
@@ -249,6 +254,59 @@ class LoopBackend:
     def boot(self) -> list[str]:
         """Nothing to attach before mount-all: each image is attached as it is mounted."""
         return []
+
+    # --- export views --------------------------------------------------------------------------------
+
+    def open_view(self, username: str, scratch: Path) -> View:
+        """The unmounted image itself, read-only; a mounted one is copied while its writes are paused (a
+        sparse copy: as long as copying the blocks it holds takes, at most ``PAUSE_LIMIT``)."""
+        image, home = self.layout.image(username), self.paths.home(username)
+        if not image.exists():
+            raise RuntimeError(f"{username} has no volume ({image} does not exist)")
+        loop = loop_of(self.host, image)
+        mounted = is_mounted(self.host, home, str(image))
+        if not mounted and loop and self.host.ext4_alive(loop):
+            raise Busy(f"{username}'s volume is mounted in another mount namespace only (a server still ending); "
+                       "export it when that ends")
+        target = scratch / f"{username}.view"
+        source, copy, paused = image, None, None
+        if mounted:
+            copy = scratch / f"{username}.img"
+            check_room(scratch, image.stat().st_blocks * 512, f"a copy of {username}'s volume")
+            started = time.monotonic()
+            try:
+                with writes_paused(home, self.run):
+                    self.run.run(["cp", "--sparse=always", "--reflink=auto", "--", str(image), str(copy)],
+                                 timeout=PAUSE_LIMIT)
+            except BaseException:
+                copy.unlink(missing_ok=True)
+                raise
+            source, paused = copy, time.monotonic() - started
+        target.mkdir(mode=0o700, exist_ok=True)
+        try:
+            self.run.run(["mount", "-o", VIEW_OPTIONS, str(source), str(target)])
+        except BaseException:
+            target.rmdir()
+            if copy is not None:
+                copy.unlink(missing_ok=True)
+            raise
+        how = (f"a copy taken with the home's writes paused {paused:.1f} s" if paused is not None
+               else "the unmounted volume")
+        return View(username, target, how, str(copy) if copy else None, paused)
+
+    def close_view(self, view: View) -> None:
+        if mount_at(self.host, view.path) is not None:
+            self.run.run(["umount", str(view.path)])
+        if view.path.is_dir():
+            view.path.rmdir()
+        if view.scratch is not None:
+            Path(view.scratch).unlink(missing_ok=True)
+
+    def clear_views(self, scratch: Path) -> None:
+        for path in sorted(scratch.glob("*.view")):
+            self.close_view(View(path.name.removesuffix(".view"), path, ""))
+        for copy in scratch.glob("*.img"):
+            copy.unlink()
 
 
 def images_space(directory: Path, volumes: Iterable[Volume]) -> int | None:

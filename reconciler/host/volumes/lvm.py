@@ -14,19 +14,22 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping
 
 from ...config.site import LvmVolumes, Paths
 from ...core.actual import Filesystem, Mount, Volume
-from ..facts import HostFiles, read_mounts, read_superblock, usage
+from ..facts import HostFiles, mount_at, read_mounts, read_superblock, usage
 from ..drivers import Busy
 from ..mounts import is_mounted, mount_fs, umount
 from ..run import Runner
-from .base import VolumeFacts
+from .base import View, VolumeFacts
 
 PARTIAL_TAG = "classroom-partial"
 LV_PREFIX = "home-"
+SNAPSHOT_PREFIX = "export-"
+VIEW_OPTIONS = "ro,noload,nodev,nosuid,noexec"
 MOUNT_OPTIONS = "nodev,nosuid,noatime"
 _FIELDS = "lv_name,vg_name,lv_size,lv_active,lv_path,lv_tags,lv_kernel_major,lv_kernel_minor,pool_lv"
 
@@ -39,6 +42,11 @@ def lv_name(username: str) -> str:
 
 def username_of(lv: str) -> str | None:
     return lv[len(LV_PREFIX):].replace("+", "_") if lv.startswith(LV_PREFIX) else None
+
+
+def snapshot_name(username: str) -> str:
+    """An export's snapshot of the person's LV (not a person's volume: observe ignores it)."""
+    return SNAPSHOT_PREFIX + username.replace("_", "+")
 
 
 def lv_path(vg: str, username: str) -> str:
@@ -280,6 +288,66 @@ class LvmBackend:
             if user in usernames and (number := _number(lv)) is not None:
                 numbers[number] = user
         return {numbers[number] for number in self.host.holders_by_device(set(numbers))}
+
+    # --- export views --------------------------------------------------------------------------------
+
+    def open_view(self, username: str, scratch: Path) -> View:
+        """A mounted volume through a snapshot (lvcreate freezes the filesystem for the instant it takes);
+        an unmounted one as it is.  Either is mounted read-only without replaying its journal."""
+        lv = self._need(username)
+        home, source = self.paths.home(username), self.layout.source(username)
+        mounted = is_mounted(self.host, home, source)
+        number = _number(lv)
+        if not mounted and number is not None and self._alive(number):
+            raise Busy(f"{username}'s volume is mounted in another mount namespace only (a server still ending); "
+                       "export it when that ends")
+        target = scratch / f"{username}.view"
+        if mounted:
+            snap = snapshot_name(username)
+            if any(other["lv_name"] == snap for other in read_lvs(self.vg, self.run)):
+                self.run.run(["lvremove", "--yes", f"{self.vg}/{snap}"])  # left by an export that was killed
+            if self.settings.thin_pool:
+                self.run.run(["lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "-n", snap,
+                              f"{self.vg}/{lv['lv_name']}"])
+            else:  # room for what the student writes while the export reads: a fifth of the volume
+                cow = max(int(lv["lv_size"]) // 5, 4 << 20)
+                self.run.run(["lvcreate", "--yes", "--snapshot", "-L", f"{cow}b", "-n", snap, lv["lv_path"]])
+            device, how, leftover = f"/dev/{self.vg}/{snap}", "an LVM snapshot of the mounted volume", f"snapshot:{snap}"
+        else:
+            activated = self._activate(lv) == "activated"
+            device, how = lv["lv_path"], "the unmounted volume"
+            leftover = f"deactivate:{lv['lv_path']}" if activated else None
+        target.mkdir(mode=0o700, exist_ok=True)
+        try:
+            self.run.run(["mount", "-o", VIEW_OPTIONS, device, str(target)])
+        except BaseException:
+            target.rmdir()
+            self._drop(leftover)
+            raise
+        return View(username, target, how, leftover)
+
+    def close_view(self, view: View) -> None:
+        if mount_at(self.host, view.path) is not None:
+            self.run.run(["umount", str(view.path)])
+        if view.path.is_dir():
+            view.path.rmdir()
+        self._drop(view.scratch)
+
+    def clear_views(self, scratch: Path) -> None:
+        for path in sorted(scratch.glob("*.view")):
+            self.close_view(View(path.name.removesuffix(".view"), path, ""))
+        for lv in read_lvs(self.vg, self.run):
+            if lv["lv_name"].startswith(SNAPSHOT_PREFIX):
+                self._drop(f"snapshot:{lv['lv_name']}")
+
+    def _drop(self, leftover: str | None) -> None:
+        if leftover is None:
+            return
+        what, _, name = leftover.partition(":")
+        if what == "snapshot":
+            self.run.run(["lvremove", "--yes", f"{self.vg}/{name}"])
+        elif what == "deactivate":
+            self.run.run(["lvchange", "-an", name])
 
     def boot(self) -> list[str]:
         """At boot, before mount-all: attach the loop device that carries the VG of `storage init`."""
