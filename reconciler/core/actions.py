@@ -50,6 +50,7 @@ class Kind(StrEnum):
     FIREWALL = "firewall"  # one of our iptables chains for the students' bridge (core.firewall)
     EXPORT = "export"  # a home exported over NFS to the swarm's workers (core.exports)
     ROSTER = "roster"  # an edit of classroom.yaml (teacher API, import): journaled, never planned
+    ARCHIVE = "archive"  # a person's files exported (create) or restored (update): journaled, never planned
 
 
 class _Unset:
@@ -162,6 +163,7 @@ OPS_BY_KIND: Mapping[Kind, frozenset[Op]] = MappingProxyType({
     Kind.FIREWALL: frozenset({Op.CREATE, Op.UPDATE}),
     Kind.EXPORT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
     Kind.ROSTER: frozenset({Op.CREATE, Op.UPDATE}),
+    Kind.ARCHIVE: frozenset({Op.CREATE, Op.UPDATE}),
 })
 PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType({
     Kind.GROUP: (),
@@ -178,9 +180,11 @@ PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType({
     Kind.FIREWALL: (str,),  # how many rules, as shown; the rules themselves come from site.yaml
     Kind.EXPORT: (str,),  # the clients it is exported to, as shown; the options come from core.exports
     Kind.ROSTER: (Mapping,),  # the person's entry as written in classroom.yaml
+    Kind.ARCHIVE: (str,),  # the archive's path; a restore's target folder
 })
 # Kinds that only the journal records (edits by people); plan() never emits them and no driver exists.
-JOURNAL_ONLY = frozenset({(Kind.ROSTER, Op.CREATE), (Kind.ROSTER, Op.UPDATE), (Kind.PASSWORD, Op.UPDATE)})
+JOURNAL_ONLY = frozenset({(Kind.ROSTER, Op.CREATE), (Kind.ROSTER, Op.UPDATE), (Kind.PASSWORD, Op.UPDATE),
+                          (Kind.ARCHIVE, Op.CREATE), (Kind.ARCHIVE, Op.UPDATE)})
 
 
 def freeze(value: Any) -> Any:

@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 
 from ..config.classroom import Classroom
 from ..config.site import Site
+from ..core.actions import Action, Kind, Op
 from ..core.archive import MANIFEST_SUFFIX, Manifest, archive_name, manifest_name, restore_problems
 from ..host import archive as tarball
 from ..host import lock
@@ -30,7 +31,8 @@ from ..host.fsutil import private_dir, write_atomic
 from ..host.mounts import is_mounted
 from ..host.run import CommandFailed, Runner
 from ..host.volumes import backend_for, layout_for
-from ..host.volumes.base import View
+from ..host.volumes.base import NoVolume, View
+from .journal import record_edit
 
 SCRATCH = "snapshots"  # <state>/snapshots: views being read, copies of images
 
@@ -43,6 +45,7 @@ class Exported:
     how: str = ""  # how the view was taken
     problem: str = ""  # why there is no archive (or why it does not verify)
     waiting: bool = False  # the volume cannot be read now (a server still ending): later
+    missing: bool = False  # no volume yet (the next pass creates it)
 
     @property
     def ok(self) -> bool:
@@ -55,8 +58,10 @@ def exportable(classroom: Classroom) -> list[str]:
 
 
 def export(site: Site, users: Iterable[str], out: Path, *, now: dt.datetime | None = None,
-           on_start: Callable[[str], None] = lambda user: None) -> list[Exported]:
-    """Export each of ``users`` into ``out`` (made 0700 if new); one failing person never stops the others."""
+           on_start: Callable[[str], None] = lambda user: None, actor: str = "root", source: str = "cli",
+           ) -> list[Exported]:
+    """Export each of ``users`` into ``out`` (made 0700 if new); one failing person never stops the others.
+    Each archive written is journaled with ``actor`` (who read whose files)."""
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     scratch = private_dir(site.paths.state / SCRATCH)
     results = []
@@ -64,7 +69,12 @@ def export(site: Site, users: Iterable[str], out: Path, *, now: dt.datetime | No
         _clear(site, scratch)
         for user in users:
             on_start(user)
-            results.append(_export_one(site, user, out, scratch, now or dt.datetime.now(dt.timezone.utc)))
+            done = _export_one(site, user, out, scratch, now or dt.datetime.now(dt.timezone.utc))
+            if done.archive is not None:
+                record_edit(site.paths.journal, actor,
+                            Action(Op.CREATE, Kind.ARCHIVE, user, after=str(done.archive), reason=done.how),
+                            "verified" if done.ok else f"does not verify: {done.problem}", source=source)
+            results.append(done)
     return results
 
 
@@ -85,6 +95,8 @@ def _export_one(site: Site, user: str, out: Path, scratch: Path, now: dt.datetim
             view = backend.open_view(user, scratch)
     except Busy as exc:
         return Exported(user, problem=str(exc), waiting=True)
+    except NoVolume as exc:
+        return Exported(user, problem=str(exc), missing=True)
     except (RuntimeError, OSError) as exc:  # no volume, no room for a copy, mount failed
         return Exported(user, problem=str(exc))
     try:
@@ -141,7 +153,8 @@ class Restored:
     problems: tuple[str, ...] = ()
 
 
-def restore(site: Site, classroom: Classroom, user: str, archive: Path, into: str | None = None) -> Restored:
+def restore(site: Site, classroom: Classroom, user: str, archive: Path, into: str | None = None,
+            actor: str = "root") -> Restored:
     """Unpack ``archive`` into ``user``'s mounted home (or a new folder ``into`` there): refused, with nothing
     changed, when the archive does not verify, a file would be replaced, or it does not fit."""
     person = next((p for p in classroom.people if p.username == user), None)
@@ -173,4 +186,7 @@ def restore(site: Site, classroom: Classroom, user: str, archive: Path, into: st
         except CommandFailed as exc:
             return Restored(user, target, problems=(str(exc),))
         after = tarball.check_restored(target, manifest, before)
+    record_edit(site.paths.journal, actor, Action(Op.UPDATE, Kind.ARCHIVE, user, before=str(archive), after=str(target),
+                                                  reason="restored"),
+                "checked" if not after else f"{len(after)} problem(s)", source="cli")
     return Restored(user, target, manifest.files, tuple(after))

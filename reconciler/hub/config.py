@@ -141,6 +141,9 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
         {"name": "reconciler", "scopes": reconciler_scopes(classroom.name), "services": ["reconciler"]},
         {"name": "classroom-teacher", "scopes": teacher_scopes(classroom.name, bool(hub.subdomain_host)),
          "groups": [group_name(classroom.name, "teacher")]},
+        # students reach the service only for /me/export (their own files); everything else needs the custom scope
+        {"name": "classroom-student", "scopes": [f"access:services!service={SERVICE_NAME}"],
+         "groups": [group_name(classroom.name, "student")]},
     ]
     c.ClassroomSpawner.site_file = str(find_site(None) or "")
     c.ClassroomSpawner.classroom_file = str(classroom_file)

@@ -188,6 +188,52 @@ class Student(Api):
         self.send(await self.call(teacher.disable_student, self.room, self.actor, username))
 
 
+async def send_archive(handler: web.RequestHandler, path: Path) -> None:
+    """Stream an export to the browser as a download (it is a tar.zst: `tar --zstd -xf`, or 7-Zip)."""
+    handler.set_header("Content-Type", "application/zstd")
+    handler.set_header("Content-Disposition", f'attachment; filename="{path.name}"')
+    handler.set_header("Content-Length", str(path.stat().st_size))
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            handler.write(chunk)
+            await handler.flush()
+    await handler.finish()
+
+
+class StudentExport(Api):
+    """A teacher downloads a student's files (a verified export, engine/archive.py)."""
+
+    @web.authenticated
+    async def get(self, username: str) -> None:
+        await send_archive(self, await self.call(teacher.student_download, self.room, self.actor, username))
+
+
+class OwnExport(Teacher):
+    """/me/export: a logged-in student (or teacher) downloads their own files; no parameter names anyone else.
+
+    Students may use the service only through this (their role: access to the service, no custom scope); every
+    other handler needs custom:classroom:manage."""
+
+    @property
+    def hub_scopes(self):  # the service's own access scope, which the students' role grants
+        return self.hub_auth.access_scopes or None
+
+    def check_hub_user(self, model: dict) -> dict:
+        model = HubOAuthenticated.check_hub_user(self, model)
+        if model.get("kind", "user") != "user":
+            raise UserNotAllowed(model)
+        return model
+
+    @web.authenticated
+    async def get(self) -> None:
+        name = self.current_user["name"]
+        try:
+            path = await asyncio.get_running_loop().run_in_executor(None, teacher.own_download, self.room, name)
+        except teacher.Refused as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+        await send_archive(self, path)
+
+
 class ResetPassword(Api):
     @web.authenticated
     async def post(self, username: str) -> None:
@@ -322,6 +368,8 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
             (api + "username", Username),
             (api + f"students/({USERNAME})", Student),
             (api + f"students/({USERNAME})/reset-password", ResetPassword),
+            (api + f"students/({USERNAME})/export", StudentExport),
+            (prefix + "me/export", OwnExport),
             (api + "import", Import),
             (api + "plan", Plan),
             (api + "status", Status),

@@ -283,6 +283,16 @@ def document(prefix: str = "/services/classroom/") -> dict:
                          "responses": {"200": {"description": "How it will reach the person", **_json("Reset")},
                                        **_errors(404, 409)}},
             },
+            "/api/students/{username}/export": {
+                "parameters": [user],
+                "get": {"summary": "The student's files as a verified archive (tar.zst, taken consistently even while "
+                                   "their server runs; one made in the last ten minutes is served again)",
+                        "operationId": "exportStudent",
+                        "responses": {"200": {"description": "USER-YYYYMMDD.tar.zst, as an attachment",
+                                              "content": {"application/zstd": {"schema": {
+                                                  "type": "string", "contentMediaType": "application/zstd"}}}},
+                                      **_errors(404, 409, 503)}},
+            },
             "/api/import": {
                 "post": {"summary": "Add the people of a CSV roster (same rules as `reconcile import-csv`)",
                          "operationId": "importCsv",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,12 @@ from ..config.site import Site
 from ..core.actions import Action, Kind, Op
 from ..core.report import rows
 from ..credentials import delivery, outbox
+from ..engine import archive as term
 from ..engine import reconcile as engine
 from ..engine.journal import Journal, record_edit
 from ..host import accounts, containers, lock
 from ..host.facts import HostFiles, read_accounts, read_groups
+from ..host.fsutil import private_dir
 from ..host.gitinfo import git_revision, log_line
 from ..host.run import Runner
 from ..roster import csv_import, edit, names
@@ -373,6 +376,61 @@ def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_r
         edit.add_students(room.file, room.site, result.added, room.accept)
         journal_imported(room.site, actor, result.added, "imported from CSV through the teacher API", source="api")
     return {"dry_run": dry_run, "added": result.added, "present": result.present, "skipped": result.problems}
+
+
+# --- downloads of a person's files ---------------------------------------------------------------------
+
+DOWNLOAD_FRESH = 600  # seconds an archive made for a download is served again instead of a new export
+_DOWNLOADING: dict[str, threading.Lock] = {}
+_DOWNLOADING_LOCK = threading.Lock()
+
+
+def student_download(room: Room, actor: str, username: str) -> Path:
+    """A teacher downloads a student's files (not another teacher's)."""
+    _student(room, username)
+    return download(room, username, actor)
+
+
+def own_download(room: Room, username: str) -> Path:
+    """Anyone active in the classroom downloads their own files, and only their own."""
+    member = next((p for p in room.classroom().people if p.username == username), None)
+    if member is None or member.status != "active":
+        raise Refused(403, f"{username} is not an active person of this classroom")
+    return download(room, username, username)
+
+
+def download(room: Room, username: str, actor: str) -> Path:
+    """A verified archive of ``username``'s files for a browser (engine/archive.py: a consistent view even while
+    their server runs).  One made in the last ten minutes is served again, so repeated clicks cost one export;
+    older ones are removed.  Journaled with who asked."""
+    classroom = room.classroom()
+    member = next((p for p in classroom.people if p.username == username), None)
+    if member is None or member.status == "purged":
+        raise Refused(404, f"{username} is not in {classroom.name} with files kept")
+    folder = private_dir(room.site.paths.state / "downloads")
+    now = time.time()
+    for old in folder.glob("*/*"):
+        if now - old.stat().st_mtime > DOWNLOAD_FRESH:
+            old.unlink(missing_ok=True)
+    with _DOWNLOADING_LOCK:
+        one = _DOWNLOADING.setdefault(username, threading.Lock())
+    with one:  # two clicks at once: one export
+        mine = private_dir(folder / username)
+        ready = term.latest(mine, username)
+        if ready is not None:  # who read whose files is journaled for every download, not only the export
+            _journal(room, actor, Action(Op.CREATE, Kind.ARCHIVE, username, after=str(ready),
+                                         reason="downloaded again (made in the last ten minutes)"))
+            return ready
+        try:
+            done = term.export(room.site, [username], mine, actor=actor, source="api")[0]
+        except lock.LockBusy:
+            raise Refused(503, "another export is running; try again in a minute") from None
+        if done.missing or done.waiting:  # no volume yet; a server still ending holds it
+            raise Refused(409, f"{username}'s files cannot be exported now: {done.problem}")
+        if not done.ok:
+            raise Refused(503, f"{username}'s files could not be exported: {done.problem}")
+        assert done.archive is not None
+        return done.archive
 
 
 # --- credentials ---------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def served():
         assert response.status_code == 201, response.text
         teacher = Api(hub, requests.Session(), {"Authorization": f"token {response.json()['token']}"})
         room.teacher_password = password(room, "tea")  # before a test prints the slips that hold it
+        room.first_passwords = {short: password(room, short) for short in ("ann", "bob", "cat", "dot", "tea")}
         yield room, hub, teacher
     finally:
         hub.stop()
@@ -229,6 +230,41 @@ def test_reset_password_and_slips(served):
     assert any(e["kind"] == "password" and e["target"] == dot and e["reason"] == "password reset" for e in entries)
 
 
+def unpack(archive: bytes) -> dict:
+    import io
+    import tarfile
+
+    raw = subprocess.run(["zstd", "-dcq"], input=archive, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        return {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar if m.isreg()}
+
+
+def test_students_download_their_own_files_and_teachers_a_students(served):
+    room, hub, api = served
+    bob, tea = room.user("bob"), room.user("tea")
+    (room.paths.home(bob) / "homework.py").write_text("print(42)\n")
+    browser = hub.login(bob, room.first_passwords["bob"])
+    assert browser is not None
+    own = browser.get(f"{hub.url}/services/classroom/me/export", timeout=120)
+    assert own.status_code == 200, own.text
+    assert own.headers["Content-Type"] == "application/zstd"
+    assert own.headers["Content-Disposition"].startswith(f'attachment; filename="{bob}-')
+    assert unpack(own.content)["homework.py"] == b"print(42)\n"
+    # a student reaches nothing else of the service: the teacher's download of anyone is refused
+    for other in (room.user("ann"), bob):
+        refused = browser.get(f"{hub.url}/services/classroom/api/students/{other}/export", timeout=30)
+        assert refused.status_code == 403
+    assert browser.get(f"{hub.url}/services/classroom/", timeout=30).status_code == 403
+
+    by_teacher = api("GET", f"/api/students/{bob}/export")
+    assert by_teacher.status_code == 200 and by_teacher.content == own.content  # one export in ten minutes
+    assert api("GET", f"/api/students/{tea}/export").status_code == 409  # a teacher's files: not through the API
+    assert api("GET", "/api/students/nobody/export").status_code == 404
+    entries = [e for e in journal.read(room.paths.journal) if e.get("kind") == "archive" and e["target"] == bob]
+    assert [e["actor"] for e in entries] == [bob, tea]  # who read whose files: every download
+    assert not list(room.paths.home(bob).glob("*.tar.zst"))  # nothing left in the home itself
+
+
 def test_browser_login_needs_xsrf_for_writes(served):
     room, hub, api = served
     browser = hub.login(room.user("tea"), room.teacher_password)
@@ -248,7 +284,8 @@ def test_openapi_is_served_and_describes_every_route(served):
     document = requests.get(f"{hub.url}/services/classroom/api/openapi.json", timeout=10).json()
     assert document["openapi"] == "3.1.0" and document["servers"] == [{"url": "/services/classroom"}]
     assert set(document["paths"]) == {"/api/students", "/api/students/{username}",
-                                      "/api/students/{username}/reset-password", "/api/import", "/api/plan",
+                                      "/api/students/{username}/reset-password", "/api/students/{username}/export",
+                                      "/api/import", "/api/plan",
                                       "/api/status", "/api/slips", "/api/username", "/api/events",
                                       "/api/metrics"}
 

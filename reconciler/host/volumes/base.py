@@ -21,6 +21,10 @@ class VolumeFacts:
     capacity_of: str = ""  # what that is, for the over-commit guard's message
 
 
+class NoVolume(RuntimeError):
+    """The person has no volume (yet: the next pass creates it)."""
+
+
 @dataclass(frozen=True)
 class View:
     """A read-only mount of one person's files as they were at one instant (``open_view``), for an export."""

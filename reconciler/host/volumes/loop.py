@@ -25,7 +25,7 @@ from ..fsutil import fsync_dir
 from ..mounts import is_mounted, loop_of, mount_fs, umount
 from ..drivers import Busy
 from ..run import CommandFailed, Runner
-from .base import View, VolumeFacts
+from .base import NoVolume, View, VolumeFacts
 
 IMAGE_SUFFIX = ".img"
 PARTIAL_SUFFIX = ".img.partial"  # an image being created; renamed once it holds a filesystem
@@ -262,7 +262,7 @@ class LoopBackend:
         sparse copy: as long as copying the blocks it holds takes, at most ``PAUSE_LIMIT``)."""
         image, home = self.layout.image(username), self.paths.home(username)
         if not image.exists():
-            raise RuntimeError(f"{username} has no volume ({image} does not exist)")
+            raise NoVolume(f"{username} has no volume yet ({image} does not exist)")
         loop = loop_of(self.host, image)
         mounted = is_mounted(self.host, home, str(image))
         if not mounted and loop and self.host.ext4_alive(loop):

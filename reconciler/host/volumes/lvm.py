@@ -24,7 +24,7 @@ from ..facts import HostFiles, mount_at, read_mounts, read_superblock, usage
 from ..drivers import Busy
 from ..mounts import is_mounted, mount_fs, umount
 from ..run import Runner
-from .base import View, VolumeFacts
+from .base import NoVolume, View, VolumeFacts
 
 PARTIAL_TAG = "classroom-partial"
 LV_PREFIX = "home-"
@@ -294,7 +294,9 @@ class LvmBackend:
     def open_view(self, username: str, scratch: Path) -> View:
         """A mounted volume through a snapshot (lvcreate freezes the filesystem for the instant it takes);
         an unmounted one as it is.  Either is mounted read-only without replaying its journal."""
-        lv = self._need(username)
+        lv = self._lv(username)
+        if lv is None:
+            raise NoVolume(f"{username} has no volume yet ({lv_path(self.vg, username)} does not exist)")
         home, source = self.paths.home(username), self.layout.source(username)
         mounted = is_mounted(self.host, home, source)
         number = _number(lv)

@@ -118,6 +118,11 @@ function row(person) {
   if (person.role === 'student' && person.status === 'active' && person.account !== 'missing') {
     actions.append(el('button', { class: 'quiet', onclick: () => reset(person) }, t('js.reset_password')));
   }
+  if (person.role === 'student' && ['active', 'disabled', 'archived'].includes(person.status) && person.account !== 'missing') {
+    // a checked archive of the student's files, taken consistently even while their server runs
+    actions.append(el('a', { class: 'button quiet', href: `api/students/${encodeURIComponent(person.username)}/export`,
+      download: '', title: t('js.download_hint', { user: person.username }) }, t('js.download')));
+  }
   if (person.server_url) {
     // the student's own origin (per-user subdomains): nothing it serves can act as you here or on the hub
     actions.append(el('a', { class: 'button quiet', href: person.server_url, target: '_blank', rel: 'noopener noreferrer',
