@@ -189,7 +189,8 @@ def status(args: argparse.Namespace) -> int:
     site = site_of(args)
     classroom = load_classroom(classroom_path(args, site), site)
     swarm = site.hub is not None and site.hub.spawner == "swarm"
-    outcome = engine.look(site, classroom, containers=swarm)  # the swarm tells which worker runs each server
+    # the containers (one Docker call): which worker runs each server (swarm), which servers run an older image
+    outcome = engine.look(site, classroom, containers=site.hub is not None)
     if args.json:
         print(json.dumps(engine.status_document(site, outcome), indent=2))
         return EXIT_OK
@@ -289,7 +290,40 @@ def image_build(args: argparse.Namespace) -> int:
 
     site = site_of(args)
     tag = args.tag or (site.hub.image if site.hub else build.DEFAULT_TAG)
-    return build.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force, progress.of(args))
+    if args.dry_run:
+        changes = build.preview(site.image, site.pins_file, tag)
+        for line in changes:
+            print(line)
+        print(f"{tag}: {'would change' if changes else 'up to date'}")
+        return EXIT_PENDING if changes else EXIT_OK
+    return build.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force, progress.of(args),
+                        site.image, site.pins_file, args.update_pins)
+
+
+def image_rollout(args: argparse.Namespace) -> int:
+    """Restart the idle students' servers that run an older image than hub.image names (exit 0; 1 when a restart
+    failed or the hub cannot be asked)."""
+    import datetime as dt
+
+    from ..engine.rollout import rollout
+
+    site = site_of(args, applies=not args.dry_run)
+    if site.hub is None:
+        raise UsageError("image rollout: site.yaml has no hub section")
+    classroom = load_classroom(classroom_path(args, site), site)
+    done = rollout(site, classroom, dt.timedelta(minutes=args.idle), dry_run=args.dry_run)
+    verb = "would restart" if args.dry_run else "restarted"
+    for name in done.restarted if not args.dry_run else done.plan.restart:
+        print(f"{verb} {name}'s server: it runs the new image")
+    for name, why in done.plan.in_use.items():
+        print(f"left {name}'s server: {why} (it gets the new image at its next start)")
+    for name in done.plan.others:
+        print(f"left {name}'s server: a teacher's (restart it from the hub's home page)")
+    for name, why in done.failed.items():
+        print(f"could not restart {name}'s server: {why}", file=sys.stderr)
+    if not (done.plan.restart or done.plan.in_use or done.plan.others):
+        print(f"every running server uses the image {site.hub.image} names now")
+    return EXIT_ERROR if done.failed else EXIT_OK
 
 
 def image_push_nodes(args: argparse.Namespace) -> int:

@@ -179,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tag", default=None, help="default: site.yaml's hub.image, else classroom-student:latest")
     build.add_argument("--cache-dir", type=Path, default=None, help="default: <state_dir>/image-cache")
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    build.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
+                       help="say what a build would change in the image (site.yaml's image: section against the "
+                            "labels of the image in use); exit 2 when it would change, 0 when up to date")
+    build.add_argument("--update-pins", action="store_true",
+                       help="resolve image.requirements again (newer versions) instead of reusing the pins file")
+    roll = _command(image_sub, "rollout", commands.image_rollout,
+                    "restart the idle students' servers that run an older image than hub.image names, so they get "
+                    "the new one (servers in use get it at their next start)")
+    roll.add_argument("--idle", type=float, default=15.0, metavar="MINUTES",
+                      help="a server without activity for this long counts as idle (default 15)")
+    roll.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
+                      help="say which servers would be restarted, restart none")
     push = _command(image_sub, "push-nodes", commands.image_push_nodes,
                     "copy the image onto every worker of hub.swarm (docker save | docker -H <worker> load; no "
                     "registry); workers that already hold it are skipped")

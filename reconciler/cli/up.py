@@ -146,7 +146,7 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
     write_atomic(state / UP_CLASSROOM, f"{classroom_file.resolve()}\n")
     ensure_docker()
     progress("the student image")
-    if image.report(site.hub.image, state / "image-cache", False, progress) != 0:
+    if image.report(site.hub.image, state / "image-cache", False, progress, site.image, site.pins_file) != 0:
         return 1
     progress("mounting the volumes in the manifest")
     engine.mount_all(site)

@@ -413,6 +413,21 @@ class Network(Strict):
         return env
 
 
+DEBIAN_PACKAGE = r"^[a-z0-9][a-z0-9+.-]+$"
+
+
+class CourseImage(Strict):
+    """What a course adds to the student image: `reconcile image build` puts it in, and the image's labels say so."""
+
+    requirements: Path | None = Field(None, description="A pip requirements file (e.g. in the course's git repo); its "
+                                      "option lines (--index-url, --find-links, ...) are used too")
+    apt: list[Annotated[str, Field(pattern=DEBIAN_PACKAGE)]] = Field(
+        default_factory=list, description="Extra Debian packages, installed with their dependencies")
+    pins: Path | None = Field(None, description="The lock file the build writes from requirements and reuses while "
+                              "they do not change, so rebuilds are reproducible (default <state_dir>/image-pins.txt; "
+                              "put it beside the requirements to commit it)")
+
+
 class Metrics(Strict):
     """The Prometheus endpoint (the teacher service's api/metrics)."""
 
@@ -452,6 +467,11 @@ class Site(Strict):
     delivery: Delivery = Field(default_factory=Delivery)
     network: Network = Field(default_factory=Network)
     metrics: Metrics = Field(default_factory=Metrics)
+    image: CourseImage = Field(default_factory=CourseImage)
+
+    @property
+    def pins_file(self) -> Path:
+        return self.image.pins if self.image.pins is not None else self.state_dir / "image-pins.txt"
 
     @property
     def paths(self) -> Paths:

@@ -111,6 +111,8 @@ class Container:
     cpu_period: int = 0  # a swarm service: 10**9
     node: str = ""  # a swarm service: the worker its server runs on (hostname)
     service: bool = False  # a swarm service: its limits change only when the server starts again
+    image: str = ""  # the image id the container runs ("" unknown: a swarm service names a tag)
+    stale: bool = False  # it runs an older image than the one hub.image names now: a restart gets the new one
 
 
     @property

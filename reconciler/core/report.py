@@ -40,6 +40,7 @@ def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dic
             "credentials": credentials_state(pending_credentials.get(username), held=wanted != "active"),
             "server": _server(actual, username),
             "node": _node(actual, username),
+            "stale_image": _stale(actual, username),
         })
     return out
 
@@ -86,6 +87,12 @@ def _server(actual: Actual, username: str) -> str | None:
     return "running" if user is not None and user.running else "stopped"
 
 
+def _stale(actual: Actual, username: str) -> bool:
+    """Does the person's running server run an older image than hub.image names now (a restart gets the new one)?"""
+    container = (actual.containers or {}).get(username)
+    return container is not None and container.running and container.stale
+
+
 def _node(actual: Actual, username: str) -> str | None:
     """The swarm worker a running server is on (None on one server, or while it is not placed)."""
     container = (actual.containers or {}).get(username)
@@ -96,7 +103,8 @@ def server_text(row: dict) -> str:
     """running, stopped, "running on <worker>" (swarm), or - (hub unknown)."""
     if row["server"] is None:
         return "-"
-    return f"{row['server']} on {row['node']}" if row.get("node") else row["server"]
+    text = f"{row['server']} on {row['node']}" if row.get("node") else row["server"]
+    return text + " (old image: restart)" if row.get("stale_image") and row["server"] == "running" else text
 
 
 def render(people: list[dict]) -> str:

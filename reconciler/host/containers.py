@@ -27,21 +27,34 @@ def client():
     return docker.from_env(timeout=30)
 
 
-def list_containers(classroom: str) -> Mapping[str, Container] | None:
-    """username -> container, in one API call; None when Docker cannot be reached."""
+def list_containers(classroom: str, tag: str | None = None) -> Mapping[str, Container] | None:
+    """username -> container, in one API call (and one look at the image ``tag`` names now, to tell which servers
+    run an older one); None when Docker cannot be reached."""
     try:
-        found = client().containers.list(all=True, filters={"label": f"{LABEL_CLASSROOM}={classroom}"})
+        docker = client()
+        found = docker.containers.list(all=True, filters={"label": f"{LABEL_CLASSROOM}={classroom}"})
     except Exception:  # noqa: BLE001 - docker raises many types; the plan reports "unreachable"
         return None
+    current = image_id(docker, tag) if tag and found else None
     out = {}
     for item in found:
         user = item.labels.get(LABEL_USER)
         if user:
             config = item.attrs.get("HostConfig", {})
-            out[user] = Container(user, item.id, item.status in ("running", "restarting", "created"),
-                                  int(config.get("Memory") or 0), int(config.get("CpuQuota") or 0),
-                                  int(config.get("CpuPeriod") or 0))
+            running = item.status in ("running", "restarting", "created")
+            image = item.attrs.get("Image", "")
+            out[user] = Container(user, item.id, running, int(config.get("Memory") or 0),
+                                  int(config.get("CpuQuota") or 0), int(config.get("CpuPeriod") or 0), image=image,
+                                  stale=bool(current and image and image != current))
     return MappingProxyType(out)
+
+
+def image_id(docker, tag: str) -> str | None:
+    """The id of the image ``tag`` names now (None: no such image)."""
+    try:
+        return docker.api.inspect_image(tag)["Id"]
+    except Exception:  # noqa: BLE001 - as list_containers
+        return None
 
 
 def list_services(classroom: str) -> Mapping[str, Container] | None:

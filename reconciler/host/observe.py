@@ -110,5 +110,5 @@ def hub_probes(site: Site, classroom: str) -> HubProbes:
 
     if site.hub.spawner == "swarm":  # servers on the workers; no students' bridge or chains on this host
         return HubProbes(client, lambda: hubusers.snapshot(client, error), lambda: containers.list_services(classroom))
-    return HubProbes(client, lambda: hubusers.snapshot(client, error), lambda: containers.list_containers(classroom),
-                     lambda: firewall.observe(Runner()))
+    return HubProbes(client, lambda: hubusers.snapshot(client, error),
+                     lambda: containers.list_containers(classroom, site.hub.image), lambda: firewall.observe(Runner()))

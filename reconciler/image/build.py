@@ -39,6 +39,8 @@ from pathlib import Path
 
 from ..host import run as system
 from ..host.run import CommandFailed
+from ..config.site import CourseImage
+from .course import NO_COURSE, Course, CourseError, differences, pins_state, prepare, summary
 
 DEFAULT_TAG = "classroom-student:latest"
 LABEL = "org.classroom.student-image.inputs"  # the inputs hash; an image carrying it is reused
@@ -117,11 +119,11 @@ class Built:
     seconds: float
 
 
-def inputs_hash() -> str:
-    """sha256 over everything that decides the image's content."""
+def inputs_hash(course: Course = NO_COURSE) -> str:
+    """sha256 over everything that decides the image's content (the course's packages too, when it has any)."""
     digest = hashlib.sha256()
     for part in (SUITE, VARIANT, DEBIAN_PACKAGES, PYTHON_VERSION, PYTHON_ABI, PLATFORMS, PINNED,
-                 IMPORT_CHANGES):
+                 IMPORT_CHANGES, *course.parts()):
         digest.update(repr(part).encode() + b"\0")
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
@@ -141,14 +143,15 @@ def build(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = F
 
 
 def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = False,
-                progress: Callable[[str], None] = lambda text: None) -> Built:
-    """Like ``build``, and tells whether anything was built; ``progress`` hears each step as it starts."""
+                progress: Callable[[str], None] = lambda text: None, course: Course = NO_COURSE) -> Built:
+    """Like ``build``, and tells whether anything was built; ``progress`` hears each step as it starts.
+    ``course``: the course's own packages (image/course.py), resolved."""
     started = time.monotonic()
     if os.geteuid() != 0:
         raise ImageBuildError("building the student image needs root (debootstrap, chroot)")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache = cache.resolve()
-    key = inputs_hash()
+    key = inputs_hash(course)
     _step("checking docker", ["docker", "version", "--format", "{{.Server.Version}}"])
     cache.mkdir(parents=True, exist_ok=True)
     with _locked(cache / "build.lock"):
@@ -164,16 +167,16 @@ def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bo
             if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
                 raise ImageBuildError(f"{tool} is not installed (apt-get install debootstrap coreutils tar)")
         progress("the Debian packages (debootstrap --download-only, cached)")
-        debs = _debs_tarball(cache)
+        debs = _debs_tarball(cache, course.apt)
         progress("the Python wheels (pip download, cached)")
-        wheels = _wheels(cache)
+        wheels = _wheels(cache, course)
         work = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}build-", dir=cache))  # /tmp may be nodev, noexec
         try:
             rootfs = work / "rootfs"
             progress("unpacking Debian into the image's root (debootstrap)")
-            _debootstrap(rootfs, ["--unpack-tarball=" + str(debs)])
+            _debootstrap(rootfs, ["--unpack-tarball=" + str(debs)], course.apt)
             progress("installing the wheels")
-            _install_wheels(rootfs, wheels)
+            _install_wheels(rootfs, wheels, course.pins)
             _slim(rootfs)
             tarball = work / "rootfs.tar"
             _unmount_under(work)
@@ -181,7 +184,7 @@ def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bo
             _step("packing the rootfs", ["tar", "--numeric-owner", *(f"--exclude={x}" for x in TAR_EXCLUDES),
                                          "-C", str(rootfs), "-cf", str(tarball), "."])
             progress("docker import")
-            image_id = _import(tarball, tag, key)
+            image_id = _import(tarball, tag, key, course.labels() if not course.empty else {})
         finally:
             _remove_tree(work)
         _prune_replaced(image_id)
@@ -207,19 +210,21 @@ def _image_with_inputs(key: str) -> str | None:
     return ids[0] if ids else None
 
 
-def _debs_key() -> str:
-    return hashlib.sha256(repr((SUITE, VARIANT, DEBIAN_PACKAGES, host_mirror())).encode()).hexdigest()[:16]
+def _debs_key(apt: Sequence[str] = ()) -> str:
+    packages = DEBIAN_PACKAGES + tuple(sorted(apt))
+    return hashlib.sha256(repr((SUITE, VARIANT, packages, host_mirror())).encode()).hexdigest()[:16]
 
 
-def _debs_tarball(cache: Path) -> Path:
-    """The .debs debootstrap needs, downloaded once into a tarball (``--make-tarball``)."""
-    final = cache / f"debs-{SUITE}-{_debs_key()}.tgz"
+def _debs_tarball(cache: Path, apt: Sequence[str] = ()) -> Path:
+    """The .debs debootstrap needs (the course's own packages too), downloaded once into a tarball
+    (``--make-tarball``)."""
+    final = cache / f"debs-{SUITE}-{_debs_key(apt)}.tgz"
     if final.is_file():
         return final
     partial = final.with_name(final.name + ".partial")
     work = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}debs-", dir=cache))
     try:
-        _debootstrap(work / "target", ["--make-tarball=" + str(partial)])
+        _debootstrap(work / "target", ["--make-tarball=" + str(partial)], apt)
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
@@ -228,9 +233,9 @@ def _debs_tarball(cache: Path) -> Path:
     return final
 
 
-def _debootstrap(target: Path, extra: list[str]) -> None:
-    argv = ["debootstrap", f"--variant={VARIANT}", "--include=" + ",".join(DEBIAN_PACKAGES), *extra,
-            SUITE, str(target), host_mirror()]
+def _debootstrap(target: Path, extra: list[str], apt: Sequence[str] = ()) -> None:
+    argv = ["debootstrap", f"--variant={VARIANT}", "--include=" + ",".join(DEBIAN_PACKAGES + tuple(sorted(apt))),
+            *extra, SUITE, str(target), host_mirror()]
     try:
         system.run(argv)
     except CommandFailed as exc:
@@ -268,8 +273,9 @@ def host_mirror(apt: Path = APT_SOURCES) -> str:
     raise ImageBuildError(f"no apt source for Debian {SUITE} on this host; set RECONCILE_DEBIAN_MIRROR")
 
 
-def _wheels_key() -> str:
-    return hashlib.sha256(repr((PYTHON_VERSION, PYTHON_ABI, PLATFORMS, PINNED)).encode()).hexdigest()[:16]
+def _wheels_key(course: Course = NO_COURSE) -> str:
+    extra = (course.pins, course.options) if course.pins else ()
+    return hashlib.sha256(repr((PYTHON_VERSION, PYTHON_ABI, PLATFORMS, PINNED, *extra)).encode()).hexdigest()[:16]
 
 
 def _download_argv(dest: Path, requirements: Sequence[str], deps: bool) -> list[str]:
@@ -279,16 +285,20 @@ def _download_argv(dest: Path, requirements: Sequence[str], deps: bool) -> list[
             *([] if deps else ["--no-deps"]), *requirements]
 
 
-def _wheels(cache: Path) -> Path:
-    """Every wheel in PINNED, downloaded on the host (where PyPI's TLS verifies) for Debian 12's python."""
-    final = cache / f"wheels-{_wheels_key()}"
+def _wheels(cache: Path, course: Course = NO_COURSE) -> Path:
+    """Every wheel in PINNED (and the course's pins, from its own index options), downloaded on the host (where
+    PyPI's TLS verifies) for Debian 12's python."""
+    final = cache / f"wheels-{_wheels_key(course)}"
     if final.is_dir():
         return final
     partial = final.with_name(final.name + ".partial")  # kept on failure: pip skips what it already has
     partial.mkdir(exist_ok=True)
     _step("downloading wheels on the host (pip download)", _download_argv(partial, PINNED, deps=False))
+    if course.pins:
+        _step("downloading the course's wheels (pip download)",
+              _download_argv(partial, [*course.options, *course.pins], deps=False))
     have = {_wheel_name(w.name) for w in partial.glob("*.whl")}
-    missing = [p for p in PINNED if _pin_name(p) not in have]
+    missing = [p for p in (*PINNED, *course.pins) if _pin_name(p) not in have]
     if missing:
         raise ImageBuildError(f"pip download left out {', '.join(missing)} (in {partial})")
     os.replace(partial, final)
@@ -296,7 +306,7 @@ def _wheels(cache: Path) -> Path:
     return final
 
 
-def _install_wheels(rootfs: Path, wheels: Path) -> None:
+def _install_wheels(rootfs: Path, wheels: Path, extra: Sequence[str] = ()) -> None:
     """pip install --no-index into the chroot's system site-packages (/usr/local), then pip check."""
     (rootfs / PEP668_MARKER).unlink(missing_ok=True)  # so students' `pip install` goes to ~/.local
     inside = rootfs / "tmp" / "wheels"
@@ -307,7 +317,7 @@ def _install_wheels(rootfs: Path, wheels: Path) -> None:
     chroot = ["chroot", str(rootfs), "/usr/bin/python3"]
     _step("installing the Python packages in the chroot",
           [*chroot, f"/tmp/wheels/{pip_wheel.name}/pip", "install", "--no-index", "--find-links", "/tmp/wheels",
-           "--no-cache-dir", "--root-user-action=ignore", "--disable-pip-version-check", *PINNED])
+           "--no-cache-dir", "--root-user-action=ignore", "--disable-pip-version-check", *PINNED, *extra])
     _step("checking the installed packages (pip check)",
           [*chroot, "-m", "pip", "check", "--disable-pip-version-check"])
     if (rootfs / PEP668_MARKER).exists():
@@ -355,8 +365,9 @@ def _drop_setuid(rootfs: Path) -> None:
                 path.chmod(mode & 0o1777)
 
 
-def _import(tarball: Path, tag: str, key: str) -> str:
-    changes = [*IMPORT_CHANGES, f"LABEL {LABEL}={key}", f"LABEL {JUPYTERHUB_LABEL}={_pinned('jupyterhub')}"]
+def _import(tarball: Path, tag: str, key: str, labels: dict[str, str] | None = None) -> str:
+    changes = [*IMPORT_CHANGES, f"LABEL {LABEL}={key}", f"LABEL {JUPYTERHUB_LABEL}={_pinned('jupyterhub')}",
+               *(f"LABEL {name}={json.dumps(value)}" for name, value in (labels or {}).items())]
     argv = ["docker", "import", *(a for c in changes for a in ("--change", c)),
             "--message", f"classroom student image, inputs {key[:12]}", str(tarball), tag]
     out = _step("docker import", argv).strip()
@@ -462,16 +473,57 @@ def resolve_pins() -> tuple[str, ...]:
     return tuple(sorted(pins))
 
 
-def report(tag: str, cache_dir: Path | None, force: bool, progress: Callable[[str], None] = lambda text: None) -> int:
+def course_for(settings: CourseImage, pins_file: Path, update: bool = False,
+               progress: Callable[[str], None] = lambda text: None) -> Course:
+    """site.yaml's image: section resolved (image/course.py): pins reused, or resolved now and written."""
+    def download(dest: Path, pip_args: list[str]) -> None:
+        _step(f"resolving {settings.requirements} (pip download)", _download_argv(dest, pip_args, deps=True))
+
+    try:
+        return prepare(settings.requirements, settings.apt, pins_file, PINNED, download, update, progress)
+    except CourseError as exc:
+        raise ImageBuildError(str(exc)) from None
+
+
+def image_labels(tag: str) -> dict[str, str] | None:
+    """The labels of the image ``tag`` names now (None: there is none)."""
+    try:
+        out = system.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", tag])
+    except CommandFailed:
+        return None
+    return json.loads(out) or {}
+
+
+def preview(settings: CourseImage, pins_file: Path, tag: str) -> list[str]:
+    """What `reconcile image build` would change (``--dry-run``): empty when the image ``tag`` is up to date.
+    Resolves nothing: requirements changed since their pins are said to need resolving."""
+    state, current = pins_state(settings.requirements, pins_file, PINNED)
+    labels = image_labels(tag)
+    if state in ("missing", "stale"):
+        why = "no pins yet" if state == "missing" else "changed since its pins were made"
+        lines = [f"{settings.requirements}: {why}: the build resolves it again (pip download) into {pins_file}"]
+        return lines + [line for line in differences(labels, Course(tuple(settings.apt)), None, LABEL)
+                        if line.startswith("apt") or labels is None]
+    course = Course(tuple(settings.apt), *((current.pins, current.options, current.requirements_sha)
+                                           if current is not None else ()))
+    return differences(labels, course, inputs_hash(course), LABEL)
+
+
+def report(tag: str, cache_dir: Path | None, force: bool, progress: Callable[[str], None] = lambda text: None,
+           settings: CourseImage | None = None, pins_file: Path | None = None, update_pins: bool = False) -> int:
     """Build and print one line about it; the exit code for the CLI."""
     try:
-        result = build_image(tag, cache_dir, force, progress)
+        course = NO_COURSE
+        if settings is not None and pins_file is not None:
+            course = course_for(settings, pins_file, update_pins, progress)
+        result = build_image(tag, cache_dir, force, progress, course)
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     size = int(system.run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
     print(f"{result.tag} {result.image_id} {'cached' if result.cached else 'built'} in {result.seconds:.1f} s, "
-          f"{size / 1e6:.0f} MB, inputs {result.inputs_hash[:12]}")
+          f"{size / 1e6:.0f} MB, inputs {result.inputs_hash[:12]}"
+          + (f"; course: {summary(course.labels())}" if not course.empty else ""))
     return 0
 
 

@@ -51,6 +51,8 @@ class StudentRow(_Answer):
     mounted: bool
     server: Literal["running", "stopped"] | None = Field(description="null when the hub cannot be asked")
     node: str | None = Field(None, description="With the swarm spawner: the worker a running server is on")
+    stale_image: bool = Field(False, description="The running server uses an older image than the one built now: "
+                              "it gets the new one when it restarts")
     last_activity: str | None
     credentials: str | None = Field(description="null: nothing waiting; pending; slip; failed (N): ...")
     server_url: str | None = Field(None, description="Open this student's running JupyterLab (only with per-user "

@@ -196,6 +196,7 @@ def students(room: Room) -> dict:
             mounted=row["mounted"],
             server=row["server"],
             node=row["node"],
+            stale_image=row["stale_image"],
             last_activity=hub_user.last_activity if hub_user else None,
             credentials=row["credentials"],
             server_url=server_url(room.site, name) if row["server"] == "running" and row["role"] == "student" else None,

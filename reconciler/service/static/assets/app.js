@@ -77,6 +77,7 @@ function server(person) {
   const cell = idle >= 15 ? el('td', { class: 'idle' }, t('js.idle', { n: Math.round(idle) }))
     : el('td', { class: 'ok' }, t('js.running'));
   if (person.node) cell.append(el('span', { class: 'node muted' }, ` ${t('js.on_node', { node: person.node })}`));
+  if (person.stale_image) cell.append(el('br'), el('small', { class: 'warn' }, t('js.stale_image')));
   return cell;
 }
 
