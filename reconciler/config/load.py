@@ -226,7 +226,8 @@ def _absolute(site: Site, base: Path) -> Site:
     if getattr(volumes, "pv_file", None) is not None:
         volumes = volumes.model_copy(update={"pv_file": fix(volumes.pv_file)})  # type: ignore[union-attr]
     network = site.network.model_copy(update={"ca_bundle": fix(site.network.ca_bundle)})
-    image = site.image.model_copy(update={"requirements": fix(site.image.requirements), "pins": fix(site.image.pins)})
+    image = site.image.model_copy(update={"requirements": fix(site.image.requirements), "pins": fix(site.image.pins),
+                                          "dockerfile": fix(site.image.dockerfile)})
     return site.model_copy(
         update={"state_dir": state_dir, "homes_dir": homes, "classroom_file": fix(site.classroom_file), "hub": hub,
                 "delivery": delivery, "volumes": volumes, "network": network, "image": image}

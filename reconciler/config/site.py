@@ -423,6 +423,8 @@ class CourseImage(Strict):
                                       "option lines (--index-url, --find-links, ...) are used too")
     apt: list[Annotated[str, Field(pattern=DEBIAN_PACKAGE)]] = Field(
         default_factory=list, description="Extra Debian packages, installed with their dependencies")
+    dockerfile: Path | None = Field(None, description="A Dockerfile for what the above cannot express, built on top "
+                                    "(`ARG BASE` then `FROM $BASE`); its folder is the build context")
     pins: Path | None = Field(None, description="The lock file the build writes from requirements and reuses while "
                               "they do not change, so rebuilds are reproducible (default <state_dir>/image-pins.txt; "
                               "put it beside the requirements to commit it)")

@@ -506,7 +506,93 @@ def preview(settings: CourseImage, pins_file: Path, tag: str) -> list[str]:
                         if line.startswith("apt") or labels is None]
     course = Course(tuple(settings.apt), *((current.pins, current.options, current.requirements_sha)
                                            if current is not None else ()))
-    return differences(labels, course, inputs_hash(course), LABEL)
+    if settings.dockerfile is None:
+        lines = differences(labels, course, inputs_hash(course), LABEL)
+        return lines + (["Dockerfile: removed"] if labels and labels.get(DOCKERFILE_LABEL) else [])
+    base = image_labels(base_tag(tag))
+    lines = differences(base if labels is not None else None, course, inputs_hash(course), LABEL)
+    if labels is not None and settings.dockerfile.is_file() and labels.get(DOCKERFILE_LABEL) != context_sha(
+            settings.dockerfile):
+        lines.append(f"Dockerfile: {'changed' if labels.get(DOCKERFILE_LABEL) else 'added'} ({settings.dockerfile} "
+                     "or its folder)")
+    elif not settings.dockerfile.is_file():
+        lines.append(f"Dockerfile: {settings.dockerfile} does not exist")
+    return lines
+
+
+# --- the course's Dockerfile, on top of the built image ----------------------------------------------
+
+DOCKERFILE_LABEL = "org.classroom.student-image.dockerfile"  # sha256 of the Dockerfile and its folder
+
+
+def base_tag(tag: str) -> str:
+    """Where the image under a course's Dockerfile is tagged: <repository>-base:latest."""
+    repository = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
+    return f"{repository}-base:latest"
+
+
+def context_sha(dockerfile: Path) -> str:
+    """sha256 of the Dockerfile and every file of its folder (the build context; .git left out)."""
+    digest = hashlib.sha256()
+    root = dockerfile.parent
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    digest.update(b"dockerfile\0" + dockerfile.name.encode())
+    return digest.hexdigest()
+
+
+def build_layer(base: Built, dockerfile: Path, tag: str, force: bool = False,
+                progress: Callable[[str], None] = lambda text: None) -> Built:
+    """The course's Dockerfile built on ``base`` (docker-py's build API, ``BASE`` as a build argument, no pull),
+    cached by the base's inputs and the Dockerfile's folder; then checked: no setuid or setgid program, and the
+    hub's jupyterhub still the one inside."""
+    import docker
+
+    started = time.monotonic()
+    if not dockerfile.is_file():
+        raise ImageBuildError(f"image.dockerfile: {dockerfile} does not exist")
+    sha = context_sha(dockerfile)
+    key = hashlib.sha256(f"{base.inputs_hash}\0{sha}".encode()).hexdigest()
+    existing = None if force else _image_with_inputs(key)
+    if existing:
+        progress(f"the image with this Dockerfile exists ({existing[:19]}): tagging it {tag}")
+        _step("tagging the cached image", ["docker", "tag", existing, tag])
+        return Built(existing, tag, key, True, time.monotonic() - started)
+    progress(f"building {dockerfile} on the image (docker build)")
+    network = {name: os.environ[name] for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+                                                    "https_proxy", "no_proxy") if os.environ.get(name)}
+    client = docker.from_env(timeout=3600)
+    try:
+        image, _ = client.images.build(path=str(dockerfile.parent), dockerfile=dockerfile.name, pull=False,
+                                       rm=True, forcerm=True, buildargs={"BASE": base.image_id, **network},
+                                       labels={LABEL: key, DOCKERFILE_LABEL: sha})
+    except docker.errors.BuildError as exc:
+        lines = [str(item.get("stream", item.get("error", ""))).strip() for item in exc.build_log]
+        tail = "\n    ".join(line for line in lines if line)[-2000:]
+        raise ImageBuildError(f"the Dockerfile {dockerfile} failed: {exc.msg}\n    {tail}") from None
+    except docker.errors.APIError as exc:
+        raise ImageBuildError(f"the Dockerfile {dockerfile} could not be built: {exc.explanation or exc}") from None
+    check_layer(image.id, dockerfile)  # before it is tagged: a refused image never becomes the one in use
+    _step("tagging the image", ["docker", "tag", image.id, tag])
+    _prune_replaced(image.id)
+    return Built(image.id, tag, key, False, time.monotonic() - started)
+
+
+def check_layer(image_id: str, dockerfile: Path) -> None:
+    """What the Dockerfile must not change: no setuid or setgid program (nothing in a student's server may gain
+    privileges), and jupyterhub-singleuser the hub's version."""
+    out = _step("checking the built image", [
+        "docker", "run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "/bin/sh", image_id, "-c",
+        "find / -xdev -type f -perm /6000 2>/dev/null; echo version $(jupyterhub-singleuser --version 2>&1)"])
+    lines = out.split()
+    setuid = [line for line in out.splitlines() if line.startswith("/")]
+    if setuid:
+        raise ImageBuildError(f"{dockerfile} left setuid or setgid programs: {', '.join(setuid[:10])}; remove "
+                              "them (RUN chmod u-s,g-s ...) so nothing in a student's server gains privileges")
+    version = lines[lines.index("version") + 1] if "version" in lines[:-1] else "(none)"
+    if version != _pinned("jupyterhub"):
+        raise ImageBuildError(f"{dockerfile} changed jupyterhub-singleuser to {version}; the hub runs "
+                              f"{_pinned('jupyterhub')}: leave jupyterhub as the image has it")
 
 
 def report(tag: str, cache_dir: Path | None, force: bool, progress: Callable[[str], None] = lambda text: None,
@@ -516,7 +602,10 @@ def report(tag: str, cache_dir: Path | None, force: bool, progress: Callable[[st
         course = NO_COURSE
         if settings is not None and pins_file is not None:
             course = course_for(settings, pins_file, update_pins, progress)
-        result = build_image(tag, cache_dir, force, progress, course)
+        dockerfile = settings.dockerfile if settings is not None else None
+        result = build_image(base_tag(tag) if dockerfile else tag, cache_dir, force, progress, course)
+        if dockerfile is not None:
+            result = build_layer(result, dockerfile, tag, force, progress)
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imagekit import image_unavailable, make_tiny_wheel
+from imagekit import build_test_image, image_unavailable, make_tiny_wheel
 from reconciler.image import build as image
 from reconciler.image.course import APT_LABEL, PINS_LABEL, REQUIREMENTS_LABEL
 
@@ -93,3 +93,58 @@ def test_a_changed_course_is_seen_by_the_dry_run(course):
     requirements.write_text(requirements.read_text() + "# a comment changes the file: its pins are made again\n")
     preview = reconcile(site, "--dry-run")
     assert preview.returncode == 2 and "changed since its pins were made" in preview.stdout
+
+
+LAYER = "classroom-layer:test"
+
+
+@pytest.fixture
+def layered(tmp_path):
+    build_test_image()  # the base under the Dockerfile is this image: only tagged again, never rebuilt or removed
+    context = tmp_path / "course"
+    context.mkdir()
+    (context / "course.txt").write_text("week 1: variables\n")
+    (context / "Dockerfile").write_text("ARG BASE\nFROM $BASE\nCOPY course.txt /usr/local/share/course.txt\n")
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"state_dir": "state", "image": {"dockerfile": str(context / "Dockerfile")}}))
+    try:
+        yield site, context
+    finally:
+        for name in (LAYER, "classroom-layer-base:latest"):
+            subprocess.run(["docker", "rmi", "--force", name], capture_output=True)
+
+
+def build_layer(site: Path, *args: str) -> subprocess.CompletedProcess:
+    """On the plain test image's cache: the base under the Dockerfile is that image, reused as it is."""
+    return subprocess.run([sys.executable, "-m", "reconciler", "image", "build", "--site", str(site), "--tag", LAYER,
+                           "--cache-dir", "/var/cache/classroom-test-image", *args], capture_output=True, text=True,
+                          timeout=3600)
+
+
+def test_a_course_dockerfile_is_built_on_the_image_checked_and_cached(layered):
+    site, context = layered
+    done = build_layer(site)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = subprocess.run(["docker", "run", "--rm", "--user", "12345:12345", "--network", "none", LAYER, "cat",
+                          "/usr/local/share/course.txt"], capture_output=True, text=True, timeout=120)
+    assert ran.stdout == "week 1: variables\n", ran.stderr
+    assert build_layer(site, "--dry-run").returncode == 0
+    again = build_layer(site)
+    assert again.returncode == 0 and " cached " in again.stdout, again.stdout + again.stderr
+
+    (context / "course.txt").write_text("week 2: loops\n")
+    preview = build_layer(site, "--dry-run")
+    assert preview.returncode == 2 and "Dockerfile: changed" in preview.stdout, preview.stdout + preview.stderr
+    assert build_layer(site).returncode == 0
+    ran = subprocess.run(["docker", "run", "--rm", "--network", "none", LAYER, "cat", "/usr/local/share/course.txt"],
+                         capture_output=True, text=True, timeout=120)
+    assert ran.stdout == "week 2: loops\n"
+    good = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", LAYER], capture_output=True,
+                          text=True).stdout
+
+    (context / "Dockerfile").write_text(context.joinpath("Dockerfile").read_text()
+                                        + "RUN cp /bin/true /usr/local/bin/su2 && chmod u+s /usr/local/bin/su2\n")
+    refused = build_layer(site)
+    assert refused.returncode == 1 and "setuid" in refused.stderr and "/usr/local/bin/su2" in refused.stderr
+    assert subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", LAYER], capture_output=True,
+                          text=True).stdout == good  # the refused image never took the tag
