@@ -53,7 +53,8 @@ class NetHost:
     through a veth pair, so test traffic never leaves this machine.
     """
 
-    def __init__(self, tag: str, octet: int = 77, port: int = 8080):
+    def __init__(self, tag: str, octet: int = 77, port: int = 8080, directory: Path | None = None,
+                 cgi: bool = False):
         self.ns, self.port = f"clsrm-t{tag}", port
         self.host_if, self.ns_if = f"vt{tag}h", f"vt{tag}n"
         self.gateway, self.private, self.public = f"10.213.{octet}.1", f"10.213.{octet}.2", f"203.0.113.{octet}"
@@ -75,7 +76,8 @@ class NetHost:
             for step in steps:
                 subprocess.run(step, check=True, capture_output=True, text=True)
             self.server = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, "python3", "-m", "http.server", str(port), "--bind", "0.0.0.0"],
+                ["ip", "netns", "exec", self.ns, "python3", "-m", "http.server", str(port), "--bind", "0.0.0.0",
+                 *(["--directory", str(directory)] if directory is not None else []), *(["--cgi"] if cgi else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             deadline = time.monotonic() + 10
             while subprocess.run(["ip", "netns", "exec", self.ns, "python3", "-c",

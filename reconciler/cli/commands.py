@@ -19,7 +19,7 @@ from ..config.sizes import format_size, parse_size
 from ..core.actions import Action, Kind, Plan, Policy
 from ..core.render import SYMBOLS, render_json, render_text
 from ..core.firewall import reaches
-from ..core.report import course_folder, render_course_folder
+from ..core.report import course_folder, material_link, render_course_folder
 from ..core.report import render as render_people
 from ..core.report import render_exports, render_swarm
 from ..core.report import rows
@@ -197,6 +197,10 @@ def status(args: argparse.Namespace) -> int:
     print(render_people(rows(outcome.desired, outcome.actual, outbox.pending(site.paths.outbox))))
     print()
     print(render_course_folder(course_folder(outcome.desired, outcome.actual)))
+    if classroom.course_repo is not None and site.hub is not None:
+        repo = classroom.course_repo
+        print(f"course material: {repo.url} ({repo.branch}) into ~/{repo.target}; the link for the class: "
+              f"{material_link(site.hub.public_url, repo.url, repo.branch, repo.target)}")
     if site.hub is not None:
         for line in reaches(site.hub):
             print(f"student servers reach: {line}")

@@ -208,6 +208,23 @@ class Lesson(Strict):
         return ZoneInfo(self.tz)
 
 
+class CourseRepo(Strict):
+    """The course material in git: each student pulls it into their home with nbgitpuller (their own changes are
+    kept: it merges, never overwrites)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s?#]+$", description="The repository's http(s) clone URL")]
+    branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,100}$")] = "main"
+    folder: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$", description="The folder it lands in, in "
+                                        "each home (default: the repository's name)")] = None
+
+    @property
+    def target(self) -> str:
+        if self.folder:
+            return self.folder
+        name = self.url.rstrip("/").rsplit("/", 1)[-1]
+        return name.removesuffix(".git") or "course"
+
+
 class Classroom(Strict):
     """classroom.yaml, version 1: the desired state of one classroom."""
 
@@ -231,6 +248,9 @@ class Classroom(Strict):
     schedule: list[Lesson] = Field(
         default_factory=list, description="When lessons take place: before each, the students' servers are started "
         "(site.yaml hub.prewarm), so they are ready when the class logs in")
+    course_repo: CourseRepo | None = Field(
+        None, description="The course material in git: the teacher page gives the link that pulls it into each "
+        "student's home (nbgitpuller)")
 
     @property
     def people(self) -> tuple[Person, ...]:

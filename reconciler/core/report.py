@@ -8,6 +8,7 @@ teacher page.
 from __future__ import annotations
 
 from typing import Any, Mapping
+from urllib.parse import urlencode
 
 from ..config.site import SHARED_VOLUME
 from ..config.sizes import format_size
@@ -53,6 +54,13 @@ def course_folder(desired: Desired, actual: Actual) -> dict:
     return {"path": str(path), "volume_size": volume.size if volume else None,
             "volume_used": volume.used if volume else None, "mounted": mount is not None,
             "wanted_size": desired.shared_disk}
+
+
+def material_link(public_url: str, url: str, branch: str, folder: str) -> str:
+    """The one link for the whole class that pulls the course material into each student's own home (nbgitpuller
+    through the hub's user-redirect, so it works for whoever clicks it) and opens it in JupyterLab."""
+    query = urlencode({"repo": url, "branch": branch, "targetpath": folder, "urlpath": f"lab/tree/{folder}"})
+    return f"{public_url.rstrip('/')}/hub/user-redirect/git-pull?{query}"
 
 
 def render_course_folder(folder: dict) -> str:

@@ -67,7 +67,8 @@ PLATFORMS = (
 )
 
 # What the students get.  jupyterhub provides jupyterhub-singleuser and must match the hub's version.
-REQUESTED = ("jupyterhub==6.1.1", "jupyterlab", "ipywidgets", "numpy", "pandas", "matplotlib", "pip")
+# nbgitpuller: classroom.yaml's course_repo link pulls the course material into each home.
+REQUESTED = ("jupyterhub==6.1.1", "jupyterlab", "ipywidgets", "numpy", "pandas", "matplotlib", "pip", "nbgitpuller")
 
 # REQUESTED resolved with every dependency, one pin per line (`--resolve` writes a fresh set).
 PINS_FILE = Path(__file__).with_name("pins.txt")

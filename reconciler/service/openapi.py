@@ -82,6 +82,13 @@ class Invalid(_Answer):
     changed: str = Field(description="who changed the file: the git commit, or a change on the server")
 
 
+class CourseMaterial(_Answer):
+    url: str
+    branch: str
+    folder: str = Field(description="where it lands in each home")
+    link: str = Field(description="give this to the class: it pulls the material into whoever opens it (nbgitpuller)")
+
+
 class StudentList(_Answer):
     classroom: str
     roster_in_git: bool
@@ -93,6 +100,7 @@ class StudentList(_Answer):
     disk_changes: DiskChanges | None = None
     invalid: Invalid | None = Field(None, description="classroom.yaml is invalid: the class shown is its last valid "
                                     "version (the one in force); writes answer 409 until the file is fixed")
+    course_material: CourseMaterial | None = Field(None, description="classroom.yaml's course_repo, with its link")
 
 
 def _model_schemas(*models: type[BaseModel]) -> dict:

@@ -22,7 +22,7 @@ from ..config.classroom import Classroom
 from ..config.load import InvalidFile, check_classroom, load_classroom, read_source
 from ..config.site import Site
 from ..core.actions import Action, Kind, Op
-from ..core.report import rows
+from ..core.report import material_link, rows
 from ..credentials import delivery, outbox
 from ..engine import archive as term
 from ..engine import reconcile as engine
@@ -209,7 +209,17 @@ def students(room: Room) -> dict:
                        quota_sizes={name: {"memory": q.memory, "cpu": q.cpu, "disk": q.disk}
                                     for name, q in classroom.quotas.items()},
                        disk_changes={"online_grow": actual.online_resize,
-                                     "resize_running": room.site.resize_running}).model_dump(mode="json")
+                                     "resize_running": room.site.resize_running},
+                       course_material=course_material(room.site, classroom)).model_dump(mode="json")
+
+
+def course_material(site: Site, classroom: Classroom) -> dict | None:
+    """classroom.yaml's course_repo with the link that pulls it into each home (None without one, or a hub)."""
+    repo = classroom.course_repo
+    if repo is None or site.hub is None:
+        return None
+    return {"url": repo.url, "branch": repo.branch, "folder": repo.target,
+            "link": material_link(site.hub.public_url, repo.url, repo.branch, repo.target)}
 
 
 ONE_ORIGIN = ("Opening a student's JupyterLab from here needs per-user subdomains (hub.subdomain_host in site.yaml): "

@@ -29,8 +29,9 @@ LAYERS = {
 }
 # What core may import from the standard library: nothing that reaches the system or the clock.
 # datetime for its arithmetic (lessons, time zones given by config); what reads the clock is refused below.
+# urllib.parse only quotes and splits strings (a link's query).
 CORE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "datetime", "enum", "hashlib",
-               "ipaddress", "json", "types", "typing"}
+               "ipaddress", "json", "types", "typing", "urllib.parse"}
 CORE_FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "__import__"}
 CORE_CLOCK_METHODS = {"now", "utcnow", "today", "fromtimestamp", "utcfromtimestamp"}  # the time is an argument
 

@@ -173,6 +173,7 @@ async function loadStudents() {
   $('#git-note').hidden = !data.roster_in_git;
   $('#open-note').hidden = !data.open_servers;
   $('#open-note').textContent = data.open_servers ?? '';
+  showMaterial(data.course_material);
   document.querySelectorAll('.write').forEach((b) => { b.disabled = data.roster_in_git || Boolean(data.invalid); });
   $('#hub-state').textContent = data.hub === null ? t('js.hub_not_configured')
     : (data.hub.reachable ? t('js.hub_reachable') : t('js.hub_unreachable', { error: data.hub.error }));
@@ -213,6 +214,17 @@ async function loadStatus() {
   } catch (error) {
     $('#last-pass').textContent = error.message;
   }
+}
+
+function showMaterial(material) {
+  // classroom.yaml's course_repo: one link for the class, each student's click pulls it into their own home
+  $('#material-card').hidden = !material;
+  if (!material) return;
+  $('#material').replaceChildren(
+    el('a', { href: material.link, target: '_blank', rel: 'noopener noreferrer' }, t('js.material_open')),
+    ' ', el('button', { class: 'quiet', onclick: () => navigator.clipboard?.writeText(material.link)
+      .then(() => show(t('js.material_copied'), 'ok')) }, t('js.material_copy')),
+    el('small', { class: 'muted' }, el('br'), t('js.material_where', { folder: material.folder, branch: material.branch })));
 }
 
 function showLesson(prewarm) {
