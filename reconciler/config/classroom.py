@@ -216,6 +216,8 @@ class CourseRepo(Strict):
     branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,100}$")] = "main"
     folder: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$", description="The folder it lands in, in "
                                         "each home (default: the repository's name)")] = None
+    pull_at_start: bool = Field(False, description="Also pull it at every server start, before JupyterLab opens "
+                                "(at most two minutes; a failed pull never keeps a student from their server)")
 
     @property
     def target(self) -> str:

@@ -130,12 +130,15 @@ def latest(out: Path, user: str) -> Path | None:
     """The newest archive of ``user`` in ``out`` whose manifest is beside it."""
     if not out.is_dir():
         return None
-    found = sorted(p for p in out.glob(f"{user}-*{MANIFEST_SUFFIX}") if Manifest.from_json(p.read_text()).user == user)
-    for manifest in reversed(found):
-        archive = out / Manifest.from_json(manifest.read_text()).archive
-        if archive.exists():
-            return archive
-    return None
+    found = []
+    for path in out.glob(f"{user}-*{MANIFEST_SUFFIX}"):
+        try:
+            manifest = Manifest.from_json(path.read_text())
+        except (OSError, ValueError, KeyError):  # not one of ours, or damaged: not an archive of theirs
+            continue
+        if manifest.user == user and (out / manifest.archive).exists():
+            found.append((manifest.created, out / manifest.archive))
+    return max(found)[1] if found else None
 
 
 def to_archive(classroom: Classroom) -> list[str]:

@@ -13,6 +13,7 @@ import grp
 import json
 import os
 import pwd
+import shlex
 from pathlib import Path
 
 from dockerspawner import DockerSpawner
@@ -34,8 +35,21 @@ HOME_ROOT = "/home"
 SCHOOL_CA = "/usr/local/share/ca-certificates/school.pem"  # site.network.ca_bundle inside a student's container
 
 
-def container_settings(site: Site, classroom: Classroom, username: str, host: HostFiles = HostFiles()) -> dict:
-    """Everything about one person's container; pure apart from the account and mount lookups, so tests can check it."""
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"  # the student image's own (build.py IMPORT_CHANGES)
+
+
+def image_path(image_env: list[str] | None) -> str:
+    """The image's own PATH (a published image keeps its programs elsewhere: docker-stacks in /opt/conda/bin)."""
+    for item in image_env or []:
+        if item.startswith("PATH="):
+            return item[5:] or DEFAULT_PATH
+    return DEFAULT_PATH
+
+
+def container_settings(site: Site, classroom: Classroom, username: str, host: HostFiles = HostFiles(),
+                       path: str = DEFAULT_PATH) -> dict:
+    """Everything about one person's container; pure apart from the account and mount lookups, so tests can check it.
+    ``path``: the image's own PATH, after the student's ~/.local/bin."""
     layout = layout_for(site)
     member = resolve(classroom, site.paths, layout).member(username)
     if member is None or member.status != "active":
@@ -93,7 +107,7 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
         },
         # ~/.local/bin first: console scripts of a student's own `pip install` are found by name
         "env": {"HOME": home, "USER": username, "LOGNAME": username, "SHELL": "/bin/bash", "EMAIL": email,
-                "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin", **network},
+                "PATH": f"{home}/.local/bin:{path}", **network},
     }
 
 
@@ -177,7 +191,7 @@ class ClassroomSpawner(DockerSpawner):
         except InvalidFile as exc:
             self.log.error("classroom.yaml is invalid; refusing to start servers:\n%s", exc)
             raise web.HTTPError(503, "The classroom configuration is being changed; try again in a minute.") from None
-        settings = container_settings(site, classroom, self.user.name)
+        settings = container_settings(site, classroom, self.user.name, path=await self.image_path())
         member = settings["member"]
         self.mem_limit = member.memory
         self.cpu_limit = member.cpu
@@ -196,6 +210,14 @@ class ClassroomSpawner(DockerSpawner):
             await wait_answering(f"http://{ip}:{port}{self.server.base_url}", timeout=self.http_timeout)
         return ip, port
 
+    async def image_path(self) -> str:
+        """The PATH the image itself sets (one inspect of the image; its own default when it cannot be read)."""
+        try:
+            info = await self.docker("inspect_image", self.image)
+        except Exception:  # noqa: BLE001 - docker raises many types: the start then fails on the image itself
+            return DEFAULT_PATH
+        return image_path((info.get("Config") or {}).get("Env"))
+
     async def slot_count(self) -> int:
         """How many servers may boot at once (asked when the first server starts)."""
         return self.start_slots
@@ -205,7 +227,21 @@ class ClassroomSpawner(DockerSpawner):
         self.mounts = settings["mounts"]
         self.extra_create_kwargs = settings["create"]
         self.extra_host_config = settings["host"]
+        self.post_start_cmd = pull_at_start(classroom, settings["home"]) or False
         write_identity(settings["identity_dir"], settings["identity"])
+
+
+PULL_LIMIT = 120  # seconds a pull at start may take
+
+
+def pull_at_start(classroom: Classroom, home: str) -> str | None:
+    """classroom.yaml's course_repo with pull_at_start: the command run in the container as the student once it has
+    started (DockerSpawner's post_start_cmd: `docker exec`, awaited before the start completes; its failure is
+    only logged).  nbgitpuller's merge keeps the student's own changes."""
+    repo = classroom.course_repo
+    if repo is None or not repo.pull_at_start:
+        return None
+    return shlex.join(["timeout", str(PULL_LIMIT), "gitpuller", repo.url, repo.branch, f"{home}/{repo.target}"])
 
 
 async def wait_answering(url: str, timeout: float) -> None:

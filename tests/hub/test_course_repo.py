@@ -131,5 +131,21 @@ def test_the_class_link_pulls_the_material_into_a_home_and_keeps_the_students_ch
         assert events[-1]["phase"] == "finished", events
         assert (home / "material" / "week2.ipynb").exists()
         assert (home / "material" / "README.md").read_text() == "# Python 101\nmy notes\n"  # kept
+
+        # pull_at_start: the next start brings week 3 before JupyterLab answers, no link clicked
+        room.write([{"username": "ann"}], course_repo={"url": url, "branch": "main", "folder": "material",
+                                                       "pull_at_start": True})
+        (work / "week3.ipynb").write_text((work / "week1.ipynb").read_text())
+        git("add", ".", cwd=work)
+        git("commit", "-m", "week 3", cwd=work)
+        git("push", str(bare), "main", cwd=work)
+        readable(bare.parent)
+        assert hub.api("DELETE", f"/users/{ann}/server").status_code in (202, 204)
+        wait_for(lambda: not hub.api("GET", f"/users/{ann}").json().get("servers"), 60, "ann's server stopped")
+        assert hub.api("POST", f"/users/{ann}/server").status_code in (201, 202)
+        wait_for(lambda: (hub.api("GET", f"/users/{ann}").json().get("servers", {}).get("") or {}).get("ready"),
+                 240, "ann's server ready again")
+        assert (home / "material" / "week3.ipynb").exists()
+        assert (home / "material" / "README.md").read_text() == "# Python 101\nmy notes\n"
     finally:
         tear_down(hub, room)

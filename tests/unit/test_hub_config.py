@@ -161,3 +161,27 @@ def test_the_hub_config_for_the_swarm(tmp_path):
     assert c.DockerSpawner.pull_policy == "skip" and c.DockerSpawner.use_internal_ip is False
     assert c.DockerSpawner.cmd == ["jupyterhub-singleuser"]  # the manager need not hold the image
     assert "network_name" not in c.DockerSpawner
+
+
+def test_a_server_keeps_the_image_own_path_after_the_students_local_bin():
+    """A published image keeps its programs elsewhere (docker-stacks: /opt/conda/bin): its own PATH is kept."""
+    from reconciler.hub.spawner import DEFAULT_PATH, image_path
+
+    assert image_path(["LANG=C.UTF-8", "PATH=/opt/conda/bin:/usr/local/bin:/usr/bin:/bin"]) == \
+        "/opt/conda/bin:/usr/local/bin:/usr/bin:/bin"
+    assert image_path(["LANG=C.UTF-8"]) == image_path(None) == image_path(["PATH="]) == DEFAULT_PATH
+
+
+def test_pull_at_start_is_one_command_run_as_the_student_bounded_in_time():
+    from reconciler.config.classroom import CourseRepo
+    from reconciler.hub.spawner import pull_at_start
+
+    class Room:
+        course_repo = CourseRepo(url="https://git.school.example/py/material.git", pull_at_start=True)
+
+    assert pull_at_start(Room, "/home/ann") == (
+        "timeout 120 gitpuller https://git.school.example/py/material.git main /home/ann/material")
+    Room.course_repo = CourseRepo(url="https://git.school.example/py/material.git")
+    assert pull_at_start(Room, "/home/ann") is None  # only the link
+    Room.course_repo = None
+    assert pull_at_start(Room, "/home/ann") is None
