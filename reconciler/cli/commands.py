@@ -204,6 +204,8 @@ def status(args: argparse.Namespace) -> int:
     if site.hub is not None:
         for line in reaches(site.hub):
             print(f"student servers reach: {line}")
+        if not swarm:
+            print(image_line(site.hub.image, outcome.actual))
     if swarm:
         from ..host.containers import swarm_nodes
 
@@ -223,6 +225,24 @@ def status(args: argparse.Namespace) -> int:
         print(f"disk: {disk['what']} ({disk['path']}): {format_size(disk['free'])} free of "
               f"{format_size(disk['size'])} ({share:.0%}){warn}")
     return EXIT_OK
+
+
+def image_line(tag: str, actual) -> str:
+    """`status`: which image hub.image names (and what the course put in it), and how many running servers still run
+    an older one."""
+    from ..image.build import image_labels
+    from ..image.course import summary
+
+    labels = image_labels(tag)
+    if labels is None:
+        return f"image: {tag} does not exist here (reconcile image build)"
+    running = [c for c in (actual.containers or {}).values() if c.running]
+    old = sorted(c.username for c in running if c.stale)
+    text = f"image: {tag} ({summary(labels)}); {len(running)} server(s) running"
+    if old:
+        text += f", {len(old)} on an older image ({', '.join(old[:5])}{' ...' if len(old) > 5 else ''}): " \
+                "reconcile image rollout restarts the idle ones"
+    return text
 
 
 def prewarm(args: argparse.Namespace) -> int:

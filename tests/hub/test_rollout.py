@@ -68,6 +68,7 @@ def test_status_names_the_old_servers_and_rollout_moves_the_idle_ones(room_with_
     assert status.returncode == 0, status.stdout + status.stderr
     lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
     assert "(old image: restart)" in lines[ann] and "(old image: restart)" in lines[bob]
+    assert "2 server(s) running, 2 on an older image" in status.stdout, status.stdout
 
     preview = room.cli("image", "rollout", "--idle", "0", "--dry-run")
     assert preview.returncode == 0 and f"would restart {ann}'s server" in preview.stdout, preview.stdout
@@ -79,6 +80,7 @@ def test_status_names_the_old_servers_and_rollout_moves_the_idle_ones(room_with_
     wait_for(lambda: running_image(hub, room, ann) == newer and running_image(hub, room, bob) == newer, 240,
              "both servers on the new image")
     after = room.cli("status")
-    assert "old image" not in after.stdout, after.stdout
+    assert "old image" not in after.stdout and "older image" not in after.stdout, after.stdout
+    assert "2 server(s) running" in after.stdout
     again = room.cli("image", "rollout", "--idle", "0")
     assert again.returncode == 0 and "every running server uses the image" in again.stdout, again.stdout
