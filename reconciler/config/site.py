@@ -7,6 +7,7 @@ address), each defined once here.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -368,7 +369,7 @@ class Paths:
 
     def home(self, username: str) -> Path:
         """Where a volume is mounted: the person's home, or the course folder for SHARED_VOLUME."""
-        return self.course_folder if username == SHARED_VOLUME else self.homes / username
+        return _home(self, username)
 
     def volume_of(self, target: str) -> str | None:
         """The inverse of home(): whose volume belongs at this mount point, if any."""
@@ -494,6 +495,12 @@ class Site(Strict):
     def max_overcommit(self) -> float:
         """How far the volumes may over-commit their storage (thin pools; 1.0 = never)."""
         return getattr(self.volumes, "max_overcommit", 1.0)
+
+
+@functools.lru_cache(maxsize=8192)
+def _home(paths: Paths, username: str) -> Path:
+    """Paths.home, remembered: a pass asks it several times per person, and pathlib's joins cost at class size."""
+    return paths.course_folder if username == SHARED_VOLUME else paths.homes / username
 
 
 def find_site(explicit: str | None) -> Path | None:

@@ -63,10 +63,28 @@ def discard(directory: Path, username: str, password: str | None = None) -> None
     path.unlink(missing_ok=True)
 
 
+_PENDING: dict[Path, tuple[int, dict[str, dict]]] = {}
+
+
 def pending(directory: Path) -> dict[str, dict]:
-    """username -> delivery state, for status (never the secret)."""
-    return {i["username"]: {"attempts": i.get("attempts", 0), "last_error": i.get("last_error"),
-                            "emails": bool(i.get("emails"))} for i in items(directory)}
+    """username -> delivery state, for status (never the secret).
+
+    Remembered while the directory is unchanged: every change to the outbox is a file made, renamed into place
+    or removed (write_atomic), which changes the directory's mtime.  A directory changed in the last two seconds
+    is read afresh each time (its mtime's granularity may hide a second change within one tick), as git does
+    for its racily clean index."""
+    try:
+        mtime = directory.stat().st_mtime_ns
+    except FileNotFoundError:
+        return {}
+    known = _PENDING.get(directory)
+    if known is not None and known[0] == mtime:
+        return dict(known[1])
+    found = {i["username"]: {"attempts": i.get("attempts", 0), "last_error": i.get("last_error"),
+                             "emails": bool(i.get("emails"))} for i in items(directory)}
+    if time.time_ns() - mtime > 2_000_000_000:
+        _PENDING[directory] = (mtime, found)
+    return dict(found)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ what the host shows after the change, not what it was before.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -185,6 +186,56 @@ def _look_closer(desired: Desired, actual: Actual, the_plan: Plan, flags: Policy
               for user, volume in actual.volumes.items()}
     actual = dataclasses.replace(actual, volumes=MappingProxyType(marked))
     return actual, plan(desired, actual, flags)
+
+
+def observe_now(site: Site, classroom: Classroom, roster_changed: float | None = None) -> tuple[Desired, Actual, float]:
+    """The host as it is now, without a plan and without the lock (the teacher page's table: it shows the host,
+    even halfway through a pass, and never what a pass would do; GET /api/plan plans).  Returns when its host
+    part was observed (time.time()).
+
+    ``roster_changed`` (the classroom file's mtime): when the daemon's own snapshot (snapshot.json, written after
+    each of its passes) is newer than that and than two resync intervals, its host part (accounts, volumes,
+    mounts) is used instead of observing again, since it only changes through passes; the hub's users and the
+    containers are always asked now (servers start and stop between passes).  Otherwise a fresh observation.
+    """
+    desired = desire(site, classroom)
+    probes = hub_probes(site, classroom.name)
+    if roster_changed is not None:
+        found = daemon_snapshot(site, classroom.name, roster_changed)
+        if found is not None:
+            actual, when = found
+            live = {"hub": probes.hub() if probes.hub else None,
+                    "containers": probes.containers() if probes.containers else MappingProxyType({})}
+            return desired, dataclasses.replace(actual, **live), when
+    when = time.time()
+    actual = observe(site.paths, backend_for(site, Runner()), hub=probes.hub, containers=probes.containers,
+                     disable_window=site.mass_disable_window, firewall=probes.firewall, **_nfs(site, desired))
+    return desired, actual, when
+
+
+_SNAPSHOTS: dict[Path, tuple[tuple[int, int], str | None, Actual]] = {}
+
+
+def daemon_snapshot(site: Site, classroom: str, roster_changed: float) -> tuple[Actual, float] | None:
+    """The daemon's last snapshot and when it was written, if it saw the roster as it is now and the daemon is
+    alive (written within two resync intervals); parsed once per write."""
+    path = site.paths.snapshot
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    if info.st_mtime <= roster_changed or time.time() - info.st_mtime > 2 * site.resync_interval + 5:
+        return None
+    key = (info.st_mtime_ns, info.st_size)
+    known = _SNAPSHOTS.get(path)
+    if known is None or known[0] != key:
+        try:
+            data = json.loads(path.read_text())
+            known = (key, data.get("classroom"), from_json(data["observed"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        _SNAPSHOTS[path] = known
+    return (known[2], info.st_mtime) if known[1] == classroom else None
 
 
 def look(site: Site, classroom: Classroom, *, lock_timeout: float | None = None, containers: bool = True,

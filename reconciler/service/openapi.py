@@ -101,6 +101,8 @@ class StudentList(_Answer):
     invalid: Invalid | None = Field(None, description="classroom.yaml is invalid: the class shown is its last valid "
                                     "version (the one in force); writes answer 409 until the file is fixed")
     course_material: CourseMaterial | None = Field(None, description="classroom.yaml's course_repo, with its link")
+    host_seen: float = Field(0.0, description="seconds since accounts, volumes and mounts were observed (the daemon's "
+                             "last pass, when it saw this roster; servers and the hub are always asked now)")
 
 
 def _model_schemas(*models: type[BaseModel]) -> dict:

@@ -168,8 +168,8 @@ def students(room: Room) -> dict:
             raise
         classroom, raw = found
         invalid = {"problems": [str(p) for p in exc.problems], "changed": room.who_changed()}
-    outcome = engine.look(room.site, classroom, locked=False)  # the host as it is, even in the middle of a pass
-    desired, actual = outcome.desired, outcome.actual
+    # the host as it is, even in the middle of a pass: the daemon's last look at it when that saw this roster
+    desired, actual, seen = engine.observe_now(room.site, classroom, _mtime(room.file) if invalid is None else None)
     memory = containers.memory_usage(actual.containers)
     members = {m.username: m for m in desired.members}
     written = {p.username: p for p in classroom.people}
@@ -210,7 +210,15 @@ def students(room: Room) -> dict:
                                     for name, q in classroom.quotas.items()},
                        disk_changes={"online_grow": actual.online_resize,
                                      "resize_running": room.site.resize_running},
-                       course_material=course_material(room.site, classroom)).model_dump(mode="json")
+                       course_material=course_material(room.site, classroom),
+                       host_seen=round(max(0.0, time.time() - seen), 1)).model_dump(mode="json")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()  # no file: never older than a snapshot
 
 
 def course_material(site: Site, classroom: Classroom) -> dict | None:

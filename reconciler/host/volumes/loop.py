@@ -10,6 +10,7 @@ one listing of sysfs; sizes come straight from each image's superblock.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -45,13 +46,23 @@ class LoopLayout:
     mount_options: str = MOUNT_OPTIONS
 
     def source(self, username: str) -> str:
-        return str(self.image(username))
+        return _source(self.directory, username)
 
     def image(self, username: str) -> Path:
-        return self.directory / f"{username}{IMAGE_SUFFIX}"
+        return _image(self.directory, username)
 
     def partial(self, username: str) -> Path:
         return self.directory / f"{username}{PARTIAL_SUFFIX}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _image(directory: Path, username: str) -> Path:
+    return directory / f"{username}{IMAGE_SUFFIX}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _source(directory: Path, username: str) -> str:
+    return str(_image(directory, username))
 
 
 def layout(paths: Paths) -> LoopLayout:
