@@ -38,7 +38,7 @@ log = logging.getLogger("reconcile.watch")
 # A save wakes the daemon when it is complete: a rename onto the file (editors), or the close after writing it in
 # place (never the writes themselves: a file cut short at a line's end may still be valid YAML, with people
 # missing).  Then it waits until the events stop for this long, in case a tool saves twice.
-DEBOUNCE = 0.05
+DEBOUNCE = 0.02
 
 
 def command(args: argparse.Namespace) -> int:

@@ -179,7 +179,8 @@ def _look_closer(desired: Desired, actual: Actual, the_plan: Plan, flags: Policy
     stopping = {a.target for a in the_plan.actions if a.kind is Kind.SERVER}  # this pass stops their server first;
     suspects = {a.target for a in the_plan.actions  # the driver still proves the volume free before acting
                 if a.kind is Kind.VOLUME and a.op in (Op.UPDATE, Op.DESTROY) and not a.waits} - stopping
-    held = volumes.held(suspects) if suspects else set()
+    known = {user: volume.loop for user, volume in actual.volumes.items() if user in suspects and volume.loop}
+    held = volumes.held(suspects, known) if suspects else set()
     if not held:
         return actual, the_plan
     marked = {user: dataclasses.replace(volume, held_elsewhere=True) if user in held else volume

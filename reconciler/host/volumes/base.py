@@ -56,8 +56,9 @@ class VolumeBackend(Protocol):
     def release(self, username: str) -> None:
         """Let go of the device after an unmount."""
         ...
-    def held(self, usernames: set[str]) -> set[str]:
-        """Of these people, whose filesystem another mount namespace has mounted (one scan of /proc)."""
+    def held(self, usernames: set[str], devices: Mapping[str, str] | None = None) -> set[str]:
+        """Of these people, whose filesystem another mount namespace has mounted (one scan of /proc); ``devices``:
+        username -> device as the pass's snapshot found them, where the backend can use it."""
         ...
     def open_view(self, username: str, scratch: Path) -> View:
         """Mount a consistent read-only view of the person's files below ``scratch`` (root's own directory),

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from ...config.site import Paths
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
@@ -252,8 +252,10 @@ class LoopBackend:
                 removed = True
         return "deleted" if removed else "absent"
 
-    def held(self, usernames: set[str]) -> set[str]:
-        loops = self.host.loops()
+    def held(self, usernames: set[str], devices: Mapping[str, str] | None = None) -> set[str]:
+        """``devices``: username -> loop device, as this pass's snapshot found them (else sysfs is listed again)."""
+        loops = {str(self.layout.image(user)): device for user, device in devices.items()} if devices is not None \
+            else self.host.loops()
         numbers = {}
         for user in usernames:
             loop = loops.get(str(self.layout.image(user)))

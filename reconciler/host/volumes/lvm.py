@@ -281,7 +281,8 @@ class LvmBackend:
         self.run.run(["lvremove", "--yes", lv["lv_path"]])
         return "deleted"
 
-    def held(self, usernames: set[str]) -> set[str]:
+    def held(self, usernames: set[str], devices: Mapping[str, str] | None = None) -> set[str]:
+        """``devices`` is the loop backend's shortcut; an LV's device number comes from one `lvs` here."""
         numbers = {}
         for lv in read_lvs(self.vg, self.run):
             user = username_of(lv["lv_name"])
