@@ -180,7 +180,28 @@ async function loadStudents() {
   const people = data.students;
   const running = people.filter((p) => p.server === 'running').length;
   $('#count').textContent = t('js.count', { students: people.filter((p) => p.role === 'student').length, running });
-  $('#students tbody').replaceChildren(...people.map(row));
+  fillTable(people);
+}
+
+// A class of a thousand: the first screenful of rows at once, the rest a chunk per frame, so the table is on screen
+// as soon as the answer is (building every row first kept a phone blank for a further half second).  A newer
+// refresh abandons an older fill.
+const FIRST_ROWS = 40;
+const ROWS_PER_FRAME = 150;
+let fillGeneration = 0;
+
+function fillTable(people) {
+  const generation = ++fillGeneration;
+  const body = $('#students tbody');
+  body.replaceChildren(...people.slice(0, FIRST_ROWS).map(row));
+  let next = FIRST_ROWS;
+  const more = () => {
+    if (generation !== fillGeneration || next >= people.length) return;
+    body.append(...people.slice(next, next + ROWS_PER_FRAME).map(row));
+    next += ROWS_PER_FRAME;
+    requestAnimationFrame(more);
+  };
+  if (next < people.length) requestAnimationFrame(more);
 }
 
 async function loadPlan() {
