@@ -21,7 +21,6 @@ from typing import Callable, Iterable, Mapping
 from ...config.site import Paths
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
 from ..facts import HostFiles, mount_at, nearest_existing, read_mounts, read_superblock, usage
-from ..archive import check_room, writes_paused
 from ..fsutil import fsync_dir
 from ..mounts import is_mounted, loop_of, mount_fs, umount
 from ..drivers import Busy
@@ -273,6 +272,8 @@ class LoopBackend:
     def open_view(self, username: str, scratch: Path) -> View:
         """The unmounted image itself, read-only; a mounted one is copied while its writes are paused (a
         sparse copy: as long as copying the blocks it holds takes, at most ``PAUSE_LIMIT``)."""
+        from ..archive import check_room, writes_paused  # only an export needs it: every pass imports this module
+
         image, home = self.layout.image(username), self.paths.home(username)
         if not image.exists():
             raise NoVolume(f"{username} has no volume yet ({image} does not exist)")
