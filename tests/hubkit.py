@@ -6,13 +6,16 @@ in its own process group so that stopping it also stops the proxy and culler.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import requests
 import yaml
@@ -155,6 +158,30 @@ def start_server(hub: Hub, session: requests.Session, username: str, timeout: fl
             raise AssertionError(f"{username}'s server failed to start:\n{hub.log.read_text()[-3000:]}")
         time.sleep(0.5)
     raise AssertionError(f"{username}'s server was not ready after {timeout}s")
+
+
+@contextmanager
+def running_hub(room: Classroom) -> Iterator[Hub]:
+    """classroom.yaml applied (the hub is not up yet: only its part fails), then the hub; torn down afterwards with
+    everything the classroom made (containers, network, chains, users, volumes)."""
+    hub = Hub(room)
+    try:
+        first = room.cli()
+        assert first.returncode == 1, "the first pass should converge all but the hub's part:\n" + first.stderr
+        hub.start()
+        yield hub
+    finally:
+        tear_down(hub, room)
+
+
+def first_login_with_server(hub: Hub, room: Classroom, short: str) -> requests.Session:
+    """``short`` logs in with the first password from the outbox and starts their server; ready when it returns."""
+    username = room.user(short)
+    secret = json.loads((room.paths.outbox / f"{username}.json").read_text())["password"]
+    session = hub.login(username, secret)
+    assert session is not None, f"{username} could not log in"
+    start_server(hub, session, username)
+    return session
 
 
 def stop_server(hub: Hub, session: requests.Session, username: str, timeout: float = 60) -> None:

@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
 import requests  # noqa: E402
-import yaml  # noqa: E402
 
-from hostkit import cleanup, make_classroom  # noqa: E402
-from hubkit import Hub, add_hub, xsrf  # noqa: E402
+from hostkit import cleanup  # noqa: E402
+from hubkit import Hub, xsrf  # noqa: E402
 
 SCOPE = "custom:classroom:manage"
 
@@ -43,25 +42,13 @@ def main() -> int:
     if reason:
         print(f"cannot run: {reason}")
         return 1
-    room = make_classroom(max_disable_fraction=1.0)
-    site = yaml.safe_load(room.site.read_text())
-    site["volumes"] = {"backend": "loop", "max_overcommit": 10}
-    room.site.write_text(yaml.safe_dump(site))
-    add_hub(room)
-    room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
-    room.write([{"username": f"s{i:04d}"} for i in range(args.n)], admins=[{"username": "tea"}])
+    room = hb.big_class(args.n)
     hub = Hub(room)
     times: list[float] = []
     size = 0
     try:
-        t0 = time.perf_counter()
-        ran = subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
-                             capture_output=True, text=True)
-        if not hb.host_converged(ran):
-            print(f"reconcile failed: {(ran.stdout + ran.stderr)[-800:]}")
+        if not hb.converge_and_start(room, hub, args.n):
             return 1
-        print(f"converged {args.n} students in {time.perf_counter() - t0:.1f} s", flush=True)
-        hub.start(timeout=180)
         teacher = room.user("tea")
         session = hub.login(teacher, hb.password(room, teacher))
         made = session.post(f"{hub.url}/hub/api/users/{teacher}/tokens", json={"note": "bench", "scopes": [SCOPE]},

@@ -25,10 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hubbench as hb  # noqa: E402  (puts tests/ on sys.path)
-import yaml  # noqa: E402
 
-from hostkit import cleanup, make_classroom  # noqa: E402
-from hubkit import Hub, add_hub, chromium_missing, launch_chromium, log_in  # noqa: E402
+from hostkit import cleanup  # noqa: E402
+from hubkit import Hub, chromium_missing, launch_chromium, log_in  # noqa: E402
 
 WATCH = """(n) => new Promise((resolve) => {
   const seen = {first: null, all: null};
@@ -58,25 +57,14 @@ def main() -> int:
         return 1
     from playwright.sync_api import sync_playwright
 
-    room = make_classroom(max_disable_fraction=1.0)
-    site = yaml.safe_load(room.site.read_text())
-    site["volumes"] = {"backend": "loop", "max_overcommit": 10}
-    room.site.write_text(yaml.safe_dump(site))
-    add_hub(room)
-    room.write([{"username": f"s{i:04d}"} for i in range(args.n)], admins=[{"username": "tea"}])
+    room = hb.big_class(args.n)
     hub = Hub(room)
     daemon = None
     loads: list[dict] = []
     api_times: list[float] = []
     try:
-        t0 = time.perf_counter()
-        ran = subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
-                             capture_output=True, text=True)
-        if not hb.host_converged(ran):
-            print(f"reconcile failed: {(ran.stdout + ran.stderr)[-800:]}")
+        if not hb.converge_and_start(room, hub, args.n):
             return 1
-        print(f"converged {args.n} students in {time.perf_counter() - t0:.1f} s", flush=True)
-        hub.start(timeout=180)
         daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f",
                                    str(room.file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)

@@ -46,6 +46,37 @@ def shielded(fn, *args, **kwargs):
             signal.signal(sig, handler)
 
 
+def big_class(n: int):
+    """A throw-away classroom of ``n`` students (s0000...) and a teacher (tea) with a hub section, on loop volumes
+    that may over-commit the disk (a class of a thousand 128 MiB volumes is mostly empty): not converged yet."""
+    import yaml
+
+    from hostkit import make_classroom
+    from hubkit import add_hub
+
+    room = make_classroom(max_disable_fraction=1.0)
+    site = yaml.safe_load(room.site.read_text())
+    site["volumes"] = {"backend": "loop", "max_overcommit": 10}
+    room.site.write_text(yaml.safe_dump(site))
+    add_hub(room)
+    room.write([{"username": f"s{i:04d}"} for i in range(n)], admins=[{"username": "tea"}])
+    return room
+
+
+def converge_and_start(room, hub, n: int) -> bool:
+    """One real apply of the class (the hub is not up yet: only its part may fail), then the hub; False when the
+    host did not converge (said on stdout)."""
+    t0 = time.perf_counter()
+    ran = subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
+                         capture_output=True, text=True)
+    if not host_converged(ran):
+        print(f"reconcile failed: {(ran.stdout + ran.stderr)[-800:]}")
+        return False
+    print(f"converged {n} students in {time.perf_counter() - t0:.1f} s", flush=True)
+    hub.start(timeout=180)
+    return True
+
+
 def password(room, username: str) -> str:
     return json.loads((room.paths.outbox / f"{username}.json").read_text())["password"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hostkit import host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready, tear_down, wait_for
+from hubkit import add_hub, first_login_with_server, hub_ready, running_hub, wait_for
 from imagekit import image_unavailable
 from nskit import NetHost
 
@@ -83,17 +83,9 @@ def test_the_class_link_pulls_the_material_into_a_home_and_keeps_the_students_ch
     room = make_classroom()
     add_hub(room)
     room.write([{"username": "ann"}], course_repo={"url": url, "branch": "main", "folder": "material"})
-    assert room.cli().returncode == 1  # the hub is not up yet
-    hub = Hub(room)
-    try:
-        hub.start()
+    with running_hub(room) as hub:
         ann = room.user("ann")
-        secret = json.loads((room.paths.outbox / f"{ann}.json").read_text())["password"]
-        session = hub.login(ann, secret)
-        assert session is not None
-        assert hub.api("POST", f"/users/{ann}/server").status_code in (201, 202)
-        wait_for(lambda: (hub.api("GET", f"/users/{ann}").json().get("servers", {}).get("") or {}).get("ready"),
-                 240, "ann's server ready")
+        session = first_login_with_server(hub, room, "ann")
 
         status = room.cli("status")
         link = next(line for line in status.stdout.splitlines() if line.startswith("course material:")).split()[-1]
@@ -147,5 +139,3 @@ def test_the_class_link_pulls_the_material_into_a_home_and_keeps_the_students_ch
                  240, "ann's server ready again")
         assert (home / "material" / "week3.ipynb").exists()
         assert (home / "material" / "README.md").read_text() == "# Python 101\nmy notes\n"
-    finally:
-        tear_down(hub, room)

@@ -9,13 +9,12 @@ image's own PATH must be kept, or jupyterhub-singleuser is not found.
 """
 
 import io
-import json
 
 import docker
 import pytest
 
 from hostkit import host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready, tear_down, wait_for
+from hubkit import add_hub, first_login_with_server, hub_ready, running_hub
 from imagekit import TAG, build_test_image
 
 pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
@@ -80,16 +79,9 @@ def test_a_docker_stacks_style_image_runs_as_the_student_with_a_read_only_root(s
     room, tag = stand_in
     add_hub(room, image=tag)
     room.write([{"username": "ann"}])
-    assert room.cli().returncode == 1  # the hub is not up yet
-    hub = Hub(room)
-    try:
-        hub.start()
+    with running_hub(room) as hub:
         ann = room.user("ann")
-        secret = json.loads((room.paths.outbox / f"{ann}.json").read_text())["password"]
-        session = hub.login(ann, secret)
-        assert hub.api("POST", f"/users/{ann}/server").status_code in (201, 202)
-        wait_for(lambda: (hub.api("GET", f"/users/{ann}").json().get("servers", {}).get("") or {}).get("ready"),
-                 240, "ann's server ready")
+        session = first_login_with_server(hub, room, "ann")
         lab = session.get(f"{hub.url}/user/{ann}/lab", timeout=60)
         assert lab.status_code == 200 and "JupyterLab" in lab.text
 
@@ -103,5 +95,3 @@ def test_a_docker_stacks_style_image_runs_as_the_student_with_a_read_only_root(s
         assert lines == [uid, ann, f"/home/{ann}", f"/home/{ann}", "/opt/conda/bin/jupyterhub-singleuser",
                          "root-read-only", "home-writable", "tmp-writable"], probe.output.decode()
         assert (room.paths.home(ann) / "mine").exists()  # the student's volume, not /home/jovyan
-    finally:
-        tear_down(hub, room)
