@@ -12,6 +12,7 @@ checks the archive, runs tar as the student and never replaces a file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import pwd
@@ -100,11 +101,23 @@ def _export_one(site: Site, user: str, out: Path, scratch: Path, now: dt.datetim
     except (RuntimeError, OSError) as exc:  # no volume, no room for a copy, mount failed
         return Exported(user, problem=str(exc))
     try:
-        return _write(site, view, out, now)
+        done = _write(site, view, out, now)
     except (RuntimeError, OSError) as exc:
-        return Exported(user, how=view.how, problem=str(exc))
-    finally:
+        done = Exported(user, how=view.how, problem=str(exc))
+    except BaseException:
+        _close(site, view)
+        raise
+    closing = _close(site, view)
+    return dataclasses.replace(done, problem="; ".join(filter(None, [done.problem, closing])))
+
+
+def _close(site: Site, view: View) -> str:
+    """Unmount the view and drop its copy or snapshot; what went wrong (the next export clears what is left)."""
+    try:
         backend_for(site).close_view(view)
+    except (RuntimeError, OSError) as exc:
+        return f"its view at {view.path} is left for the next export to clear: {exc}"
+    return ""
 
 
 def _write(site: Site, view: View, out: Path, now: dt.datetime) -> Exported:
