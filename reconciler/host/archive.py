@@ -100,10 +100,12 @@ def walk(view: Path) -> list[Entry]:
     sockets: tar leaves them out), each regular file hashed unless it is sparse."""
     entries: list[Entry] = []
     device = view.stat().st_dev
-
-    def visit(directory: Path, prefix: str) -> None:
+    folders = [(str(view), "")]  # a stack, not recursion: a student's folders may nest thousands deep
+    while folders:
+        directory, prefix = folders.pop()
         with os.scandir(directory) as listing:
             children = sorted(listing, key=lambda e: os.fsencode(e.name))
+        below = []
         for child in children:
             if not prefix and child.name in SKIPPED:
                 continue
@@ -113,7 +115,7 @@ def walk(view: Path) -> list[Entry]:
             if stat.S_ISDIR(st.st_mode):
                 entries.append(Entry(rel, "dir", mode))
                 if st.st_dev == device:
-                    visit(Path(child.path), rel + "/")
+                    below.append((child.path, rel + "/"))
             elif stat.S_ISREG(st.st_mode):
                 allocated = st.st_blocks * 512
                 digest = None if allocated < st.st_size else _sha256(Path(child.path))
@@ -122,8 +124,7 @@ def walk(view: Path) -> list[Entry]:
                 entries.append(Entry(rel, "symlink", mode, target=os.readlink(child.path)))
             elif not stat.S_ISSOCK(st.st_mode):
                 entries.append(Entry(rel, "other", mode))
-
-    visit(view, "")
+        folders += reversed(below)
     return entries
 
 
