@@ -49,7 +49,11 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: Mapping) -> Entry:
-        return cls(path=data["path"], kind=data["kind"], mode=int(data["mode"], 8), size=data.get("size", 0),
+        path = data["path"]
+        if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/") \
+                or "" in path.split("/") or "\0" in path:
+            raise ValueError(f"manifest path {path!r}: not a plain path inside a home")
+        return cls(path=path, kind=data["kind"], mode=int(data["mode"], 8), size=data.get("size", 0),
                    allocated=data.get("allocated", 0), sha256=data.get("sha256"), target=data.get("target"))
 
 

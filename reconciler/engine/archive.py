@@ -81,8 +81,7 @@ def export(site: Site, users: Iterable[str], out: Path, *, now: dt.datetime | No
 
 def _clear(site: Site, scratch: Path) -> None:
     """Unmount and remove the views a killed export left (their copies or snapshots too)."""
-    leftovers = sorted(scratch.glob("*.view")) + sorted(scratch.glob("*.img"))
-    if not leftovers and site.volumes.backend != "lvm":
+    if not any(scratch.iterdir()) and site.volumes.backend != "lvm":
         return
     with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout) as held:
         backend = backend_for(site, Runner().holding(held.fd))
@@ -112,26 +111,53 @@ def _export_one(site: Site, user: str, out: Path, scratch: Path, now: dt.datetim
 
 
 def _close(site: Site, view: View) -> str:
-    """Unmount the view and drop its copy or snapshot; what went wrong (the next export clears what is left)."""
+    """Unmount the view and drop its copy or snapshot, under the pass lock (an LV deactivated here must not race a
+    pass that mounts it); what went wrong (the next pass clears what is left)."""
     try:
-        backend_for(site).close_view(view)
+        with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout) as held:
+            backend_for(site, Runner().holding(held.fd)).close_view(view)
     except (RuntimeError, OSError) as exc:
-        return f"its view at {view.path} is left for the next export to clear: {exc}"
+        return f"its view at {view.path} is left for the next pass to clear: {exc}"
     return ""
+
+
+def clear_stale(site: Site, run: Runner) -> None:
+    """Called by applying passes (which hold the pass lock): views a killed export left would keep their person's
+    volume from being attached (a second loop device, a mounted snapshot); cleared when no export is running."""
+    scratch = site.paths.state / SCRATCH
+    if not scratch.is_dir() or not any(scratch.iterdir()):
+        return
+    try:
+        with lock.hold(site.paths.state / "export.lock", exclusive=True, timeout=0):
+            backend_for(site, run).clear_views(scratch)
+    except lock.LockBusy:
+        pass  # an export is running: its views are in use
+
+
+def images_dir(site: Site) -> Path | None:
+    """Where sparse volume images live (the loop backend), whose promised space an export must leave alone."""
+    return getattr(layout_for(site), "directory", None)
 
 
 def _write(site: Site, view: View, out: Path, now: dt.datetime) -> Exported:
     entries = tarball.walk(view.path)
+    images = images_dir(site)
     tarball.check_room(out, sum(e.allocated for e in entries if e.kind == "file") + (1 << 20),
-                       f"the archive of {view.username}")
+                       f"the archive of {view.username}", images)
     name = archive_name(view.username, now.date(), f"{now:%H%M%S}", os.listdir(out))
-    size, digest = tarball.write(view.path, out / name)
+    keep = tarball.reserve(out) + (tarball.promised(out, images) if images is not None else 0)
+    size, digest = tarball.write(view.path, out / name, keep)
     manifest = Manifest(user=view.username, created=now.isoformat(timespec="seconds"), view=view.how,
                         archive=name, archive_bytes=size, archive_sha256=digest,
                         volume_size=_volume_size(view.path), entries=tuple(entries))
     write_atomic(out / manifest_name(name), manifest.to_json())
     problems = tarball.verify(out / name, manifest)
-    return Exported(view.username, out / name, manifest, view.how, "; ".join(problems[:3]))
+    if problems:  # never taken for a good archive later (latest(), `archive`, a download): kept aside to look at
+        bad = out / (name + ".bad")
+        os.replace(out / name, bad)
+        os.replace(out / manifest_name(name), out / (manifest_name(name) + ".bad"))
+        return Exported(view.username, bad, manifest, view.how, "; ".join(problems[:3]))
+    return Exported(view.username, out / name, manifest, view.how)
 
 
 def _volume_size(path: Path) -> int:

@@ -18,6 +18,7 @@ from ..config.classroom import Classroom
 from ..config.site import Site
 from ..core.actual import Actual
 from ..core.desired import Desired
+from ..core.rollout import parse_time
 from ..core.schedule import Step, Student, current_or_next, step
 from ..host import lock
 from ..host.facts import HostFiles
@@ -40,15 +41,6 @@ class Outcome:
                 "skipped": dict(s.skipped), "started": self.started, "failed": self.failed}
 
 
-def _when(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 USED_AFTER = dt.timedelta(minutes=2)  # a server active this long after its start was used by its student
 
 
@@ -64,7 +56,7 @@ def used(site: Site, actual: Actual, keep: bool = True) -> dict[str, str]:
         record = {}
     changed = False
     for name, user in actual.hub_users.items():
-        started, active = _when(user.server_started), _when(user.server_activity)
+        started, active = parse_time(user.server_started), parse_time(user.server_activity)
         if started and active and active - started >= USED_AFTER and active.isoformat() > record.get(name, ""):
             record[name] = active.isoformat()
             changed = True
@@ -77,7 +69,7 @@ def students(desired: Desired, actual: Actual, usage: dict[str, str] | None = No
     """The active students as the pre-warm sees them, from the pass's snapshot and the usage record."""
     users, usage = actual.hub_users, usage or {}
     return [Student(m.username, m.username in users, m.username in users and users[m.username].running,
-                    _when(usage.get(m.username)))
+                    parse_time(usage.get(m.username)))
             for m in desired.members if m.status == "active" and m.role == "student"]
 
 

@@ -119,6 +119,10 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
     with (lock.hold(site.paths.lock, exclusive=not dry_run, timeout=timeout) if locked else _unlocked()) as held:
         run = Runner().holding(held.fd) if held is not None else Runner()
         volumes = backend_for(site, run)
+        if not dry_run:
+            from .archive import clear_stale
+
+            clear_stale(site, run)
         actual = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
                          disable_window=site.mass_disable_window, firewall=probes.firewall,
                          **_nfs(site, desired))

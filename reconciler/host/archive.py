@@ -51,9 +51,10 @@ def free(path: Path) -> int:
     return vfs.f_bavail * vfs.f_frsize
 
 
-def check_room(path: Path, need: int, what: str) -> None:
-    """Refuse before starting when ``need`` bytes would eat into the reserve of the disk holding ``path``."""
-    have, keep = free(path), reserve(path)
+def check_room(path: Path, need: int, what: str, images: Path | None = None) -> None:
+    """Refuse before starting when ``need`` bytes would eat into the reserve of the disk holding ``path``, or into
+    what the sparse ``images`` there are promised."""
+    have, keep = free(path), reserve(path) + (promised(path, images) if images is not None else 0)
     if have - need < keep:
         raise NoSpace(f"{what} may take {need >> 20} MiB and {path} has {have >> 20} MiB free; "
                       f"{keep >> 20} MiB must stay free there (students' volumes and reconcile's records need it)")
@@ -63,28 +64,50 @@ def check_room(path: Path, need: int, what: str) -> None:
 
 
 @contextmanager
-def writes_paused(mountpoint: Path, run: Runner) -> Iterator[None]:
+def writes_paused(mountpoint: Path, run: Runner, limit: float = 150.0) -> Iterator[None]:
     """Freeze the filesystem at ``mountpoint`` (every mount of it: a running server's too) and thaw it after.
 
-    Writers block while it is frozen and cannot even be killed, so the thaw must never depend on this process
-    living: a guard process in its own session waits on a pipe whose only writer is this process, and thaws
-    when the pipe closes, which the kernel does when this process exits, SIGKILL and OOM included.
+    Writers block while it is frozen and cannot even be killed, so neither the freeze nor the thaw depends on this
+    process living: a guard process in its own session, deaf to SIGTERM, SIGHUP and SIGINT (a service stopped by
+    systemd signals its whole cgroup), freezes, says so, and thaws as soon as the pipe from this process closes,
+    which the kernel does when this process exits, SIGKILL and OOM included, or after ``limit`` seconds at most.
+    ``run`` is kept for the signature drivers share (the guard runs outside the pass's runner on purpose).
     """
+    del run
+    script = ('trap "" TERM HUP INT; fsfreeze --freeze "$0" || exit 3; echo frozen; '
+              f'timeout -s KILL {int(limit)} cat >/dev/null; exec fsfreeze --unfreeze "$0"')
     read_end, write_end = os.pipe()
-    guard = subprocess.Popen(["sh", "-c", 'read -r _; exec fsfreeze --unfreeze "$0"', str(mountpoint)],
-                             stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True, env=environment())
+    guard = subprocess.Popen(["sh", "-c", script, str(mountpoint)], stdin=read_end, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True, env=environment())
     os.close(read_end)
-    frozen = False
     try:
-        run.run(["fsfreeze", "--freeze", str(mountpoint)])
-        frozen = True
+        assert guard.stdout is not None
+        if guard.stdout.readline().strip() != b"frozen":
+            os.close(write_end)
+            write_end = -1
+            _, err = guard.communicate()
+            raise RuntimeError(f"fsfreeze --freeze {mountpoint} failed: {err.decode(errors='replace').strip()}")
         yield
     finally:
-        os.close(write_end)  # the guard reads end-of-file and thaws
+        if write_end >= 0:
+            os.close(write_end)  # the guard reads end-of-file and thaws
         _, err = guard.communicate()
-        if frozen and guard.returncode != 0:
-            raise RuntimeError(f"fsfreeze --unfreeze {mountpoint} failed: {err.decode(errors='replace').strip()}")
+        if guard.returncode != 0 and write_end >= 0:
+            subprocess.run(["fsfreeze", "--unfreeze", str(mountpoint)], capture_output=True, env=environment())
+            raise RuntimeError(f"the thaw of {mountpoint} failed: {err.decode(errors='replace').strip()}")
+
+
+def promised(path: Path, images: Path) -> int:
+    """What the sparse images in ``images`` may still claim on the filesystem of ``path`` (their sizes less what
+    they hold): a student's write into their quota must never find that disk full.  0 on another filesystem."""
+    try:
+        if os.stat(path).st_dev != os.stat(images).st_dev:
+            return 0
+        with os.scandir(images) as listing:
+            return sum(max(0, st.st_size - st.st_blocks * 512) for st in
+                       (entry.stat(follow_symlinks=False) for entry in listing if entry.is_file(follow_symlinks=False)))
+    except OSError:
+        return 0
 
 
 # --- the manifest ---------------------------------------------------------------------------------------
@@ -312,8 +335,10 @@ def restore(archive: Path, home: Path, uid: int, gid: int, into: str | None = No
     user = as_user(uid, gid)
     target = home
     if into is not None:
-        subprocess.run([*user, "mkdir", "-m", "0700", "--", into], cwd=home, env=environment(), check=True,
-                       capture_output=True)
+        made = subprocess.run([*user, "mkdir", "-m", "0700", "--", into], cwd=home, env=environment(),
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            raise CommandFailed(["mkdir", into], made.returncode, made.stderr)
         target = home / into
     argv = [*user, "tar", "--extract", "--zstd", "--file=-", "--preserve-permissions", "--no-same-owner",
             "--skip-old-files", "--xattrs"]

@@ -158,7 +158,8 @@ def prepare(requirements: Path | None, apt: list[str], pins_file: Path, base: tu
     written = Pins(sha256(requirements.read_text()), base_sha(base), tuple(options), pins)
     from ..host.fsutil import write_atomic
 
-    write_atomic(pins_file, written.text(), mode=0o644)  # no secret: names, versions and index options
+    # names, versions and index options; an index URL with a password in it keeps the file root's alone
+    write_atomic(pins_file, written.text(), mode=0o600 if any("@" in option for option in options) else 0o644)
     return Course(tuple(apt), pins, tuple(options), written.requirements_sha)
 
 

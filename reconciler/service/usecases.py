@@ -429,8 +429,11 @@ def download(room: Room, username: str, actor: str) -> Path:
     folder = private_dir(room.site.paths.state / "downloads")
     now = time.time()
     for old in folder.glob("*/*"):
-        if now - old.stat().st_mtime > DOWNLOAD_FRESH:
-            old.unlink(missing_ok=True)
+        try:
+            if now - old.stat().st_mtime > DOWNLOAD_FRESH:
+                old.unlink(missing_ok=True)
+        except FileNotFoundError:  # another request removed it first
+            pass
     with _DOWNLOADING_LOCK:
         one = _DOWNLOADING.setdefault(username, threading.Lock())
     with one:  # two clicks at once: one export

@@ -354,3 +354,25 @@ def test_export_refuses_to_fill_the_disk_it_writes_to(room):
     finally:
         subprocess.run(["umount", str(out)], check=True)
     assert leftovers(room) == []
+
+
+def test_a_view_left_by_a_killed_export_is_cleared_by_the_next_pass(room):
+    """A view (a read-only mount of a copy) that a SIGKILLed export leaves would keep a second loop device on the
+    volume; the next applying pass clears it while no export runs."""
+    ann = room.user("ann")
+    code = ("import sys, time\nfrom pathlib import Path\nfrom reconciler.config.load import load_site\n"
+            "from reconciler.host.volumes import backend_for\n"
+            "site = load_site(Path(sys.argv[1]))\nscratch = site.paths.state / 'snapshots'\n"
+            "scratch.mkdir(mode=0o700, exist_ok=True)\nbackend_for(site).open_view(sys.argv[2], scratch)\n"
+            "print('open', flush=True)\ntime.sleep(600)\n")
+    exporter = subprocess.Popen([sys.executable, "-c", code, str(room.site), ann], stdout=subprocess.PIPE, text=True)
+    try:
+        assert exporter.stdout.readline().strip() == "open"
+    finally:
+        exporter.kill()
+        exporter.wait()
+    assert leftovers(room), "the killed export left its view"
+    done = room.cli()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert leftovers(room) == []
+    (room.paths.home(ann) / "still.txt").write_text("writable")  # the home itself untouched, thawed, mounted

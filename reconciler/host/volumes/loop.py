@@ -286,7 +286,7 @@ class LoopBackend:
         source, copy, paused = image, None, None
         if mounted:
             copy = scratch / f"{username}.img"
-            check_room(scratch, image.stat().st_blocks * 512, f"a copy of {username}'s volume")
+            check_room(scratch, image.stat().st_blocks * 512, f"a copy of {username}'s volume", self.layout.directory)
             started = time.monotonic()
             try:
                 with writes_paused(home, self.run):
@@ -296,11 +296,12 @@ class LoopBackend:
                 copy.unlink(missing_ok=True)
                 raise
             source, paused = copy, time.monotonic() - started
-        target.mkdir(mode=0o700, exist_ok=True)
         try:
+            target.mkdir(mode=0o700, exist_ok=True)
             self.run.run(["mount", "-o", VIEW_OPTIONS, str(source), str(target)])
         except BaseException:
-            target.rmdir()
+            if target.is_dir():
+                target.rmdir()
             if copy is not None:
                 copy.unlink(missing_ok=True)
             raise

@@ -29,6 +29,7 @@ from .base import NoVolume, View, VolumeFacts
 PARTIAL_TAG = "classroom-partial"
 LV_PREFIX = "home-"
 SNAPSHOT_PREFIX = "export-"
+EXPORT_TAG = "classroom-export"  # on an export's snapshot: what clear_views may remove
 VIEW_OPTIONS = "ro,noload,nodev,nosuid,noexec"
 MOUNT_OPTIONS = "nodev,nosuid,noatime"
 _FIELDS = "lv_name,vg_name,lv_size,lv_active,lv_path,lv_tags,lv_kernel_major,lv_kernel_minor,pool_lv"
@@ -307,24 +308,27 @@ class LvmBackend:
         target = scratch / f"{username}.view"
         if mounted:
             snap = snapshot_name(username)
-            if any(other["lv_name"] == snap for other in read_lvs(self.vg, self.run)):
+            if any(other["lv_name"] == snap and EXPORT_TAG in other["lv_tags"].split(",")
+                   for other in read_lvs(self.vg, self.run)):
                 self.run.run(["lvremove", "--yes", f"{self.vg}/{snap}"])  # left by an export that was killed
             if self.settings.thin_pool:
-                self.run.run(["lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "-n", snap,
-                              f"{self.vg}/{lv['lv_name']}"])
+                self.run.run(["lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "--addtag", EXPORT_TAG,
+                              "-n", snap, f"{self.vg}/{lv['lv_name']}"])
             else:  # room for what the student writes while the export reads: a fifth of the volume
                 cow = max(int(lv["lv_size"]) // 5, 4 << 20)
-                self.run.run(["lvcreate", "--yes", "--snapshot", "-L", f"{cow}b", "-n", snap, lv["lv_path"]])
+                self.run.run(["lvcreate", "--yes", "--snapshot", "--addtag", EXPORT_TAG, "-L", f"{cow}b", "-n", snap,
+                              lv["lv_path"]])
             device, how, leftover = f"/dev/{self.vg}/{snap}", "an LVM snapshot of the mounted volume", f"snapshot:{snap}"
         else:
             activated = self._activate(lv) == "activated"
             device, how = lv["lv_path"], "the unmounted volume"
             leftover = f"deactivate:{lv['lv_path']}" if activated else None
-        target.mkdir(mode=0o700, exist_ok=True)
         try:
+            target.mkdir(mode=0o700, exist_ok=True)
             self.run.run(["mount", "-o", VIEW_OPTIONS, device, str(target)])
         except BaseException:
-            target.rmdir()
+            if target.is_dir():
+                target.rmdir()
             self._drop(leftover)
             raise
         return View(username, target, how, leftover)
@@ -339,8 +343,8 @@ class LvmBackend:
     def clear_views(self, scratch: Path) -> None:
         for path in sorted(scratch.glob("*.view")):
             self.close_view(View(path.name.removesuffix(".view"), path, ""))
-        for lv in read_lvs(self.vg, self.run):
-            if lv["lv_name"].startswith(SNAPSHOT_PREFIX):
+        for lv in read_lvs(self.vg, self.run):  # only our own snapshots: the tag, not the name alone
+            if lv["lv_name"].startswith(SNAPSHOT_PREFIX) and EXPORT_TAG in lv["lv_tags"].split(","):
                 self._drop(f"snapshot:{lv['lv_name']}")
 
     def _drop(self, leftover: str | None) -> None:
