@@ -8,6 +8,7 @@ from typing import Mapping, Protocol
 
 from ...core.actual import Mount, Volume
 from ...core.desired import VolumeLayout
+from ..facts import mount_at
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,19 @@ class View:
     how: str  # said in the manifest and to the operator: a frozen copy, the unmounted volume, a snapshot
     scratch: str | None = None  # what close_view removes after the unmount (a copy's path, a snapshot)
     paused: float | None = None  # how long the home's writes waited, when they did
+
+
+def unmount_view(run, host, view: View) -> None:
+    """What closing a view is for every backend: unmount it (if it still is) and remove its mount point."""
+    if mount_at(host, view.path) is not None:
+        run.run(["umount", str(view.path)])
+    if view.path.is_dir():
+        view.path.rmdir()
+
+
+def leftover_views(scratch: Path) -> list[View]:
+    """The views a killed export left below ``scratch`` (their mount points), to be closed."""
+    return [View(path.name.removesuffix(".view"), path, "") for path in sorted(scratch.glob("*.view"))]
 
 
 class VolumeBackend(Protocol):

@@ -20,12 +20,12 @@ from typing import Callable, Iterable, Mapping
 
 from ...config.site import Paths
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
-from ..facts import HostFiles, mount_at, nearest_existing, read_mounts, read_superblock, usage
+from ..facts import HostFiles, nearest_existing, read_mounts, read_superblock, usage
 from ..fsutil import fsync_dir
 from ..mounts import is_mounted, loop_of, mount_fs, umount
 from ..drivers import Busy
 from ..run import CommandFailed, Runner
-from .base import NoVolume, View, VolumeFacts
+from .base import NoVolume, View, VolumeFacts, leftover_views, unmount_view
 
 IMAGE_SUFFIX = ".img"
 PARTIAL_SUFFIX = ".img.partial"  # an image being created; renamed once it holds a filesystem
@@ -310,16 +310,13 @@ class LoopBackend:
         return View(username, target, how, str(copy) if copy else None, paused)
 
     def close_view(self, view: View) -> None:
-        if mount_at(self.host, view.path) is not None:
-            self.run.run(["umount", str(view.path)])
-        if view.path.is_dir():
-            view.path.rmdir()
+        unmount_view(self.run, self.host, view)
         if view.scratch is not None:
             Path(view.scratch).unlink(missing_ok=True)
 
     def clear_views(self, scratch: Path) -> None:
-        for path in sorted(scratch.glob("*.view")):
-            self.close_view(View(path.name.removesuffix(".view"), path, ""))
+        for view in leftover_views(scratch):
+            self.close_view(view)
         for copy in scratch.glob("*.img"):
             copy.unlink()
 

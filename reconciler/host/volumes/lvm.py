@@ -20,11 +20,11 @@ from typing import Callable, Mapping
 
 from ...config.site import LvmVolumes, Paths
 from ...core.actual import Filesystem, Mount, Volume
-from ..facts import HostFiles, mount_at, read_mounts, read_superblock, usage
+from ..facts import HostFiles, read_mounts, read_superblock, usage
 from ..drivers import Busy
 from ..mounts import is_mounted, mount_fs, umount
 from ..run import Runner
-from .base import NoVolume, View, VolumeFacts
+from .base import NoVolume, View, VolumeFacts, leftover_views, unmount_view
 
 PARTIAL_TAG = "classroom-partial"
 LV_PREFIX = "home-"
@@ -334,15 +334,12 @@ class LvmBackend:
         return View(username, target, how, leftover)
 
     def close_view(self, view: View) -> None:
-        if mount_at(self.host, view.path) is not None:
-            self.run.run(["umount", str(view.path)])
-        if view.path.is_dir():
-            view.path.rmdir()
+        unmount_view(self.run, self.host, view)
         self._drop(view.scratch)
 
     def clear_views(self, scratch: Path) -> None:
-        for path in sorted(scratch.glob("*.view")):
-            self.close_view(View(path.name.removesuffix(".view"), path, ""))
+        for view in leftover_views(scratch):
+            self.close_view(view)
         for lv in read_lvs(self.vg, self.run):  # only our own snapshots: the tag, not the name alone
             if lv["lv_name"].startswith(SNAPSHOT_PREFIX) and EXPORT_TAG in lv["lv_tags"].split(","):
                 self._drop(f"snapshot:{lv['lv_name']}")
