@@ -9,9 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config.load import load_classroom
 from ..config.sizes import format_size
-from .commands import EXIT_ERROR, EXIT_OK, EXIT_WAITING, UsageError, classroom_path, policy_of, run_pass, site_of
+from .commands import EXIT_ERROR, EXIT_OK, EXIT_WAITING, UsageError, policy_of, roster_of, run_pass, site_of
 
 
 def _report(done: list) -> int:
@@ -42,7 +41,7 @@ def export_command(args: argparse.Namespace) -> int:
     from ..engine import archive as term
 
     site = site_of(args, applies=True)
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     known = term.exportable(classroom)
     if args.all == bool(args.users):
         raise UsageError("export: name the people (USER ...) or give --all, not both")
@@ -58,7 +57,7 @@ def archive_command(args: argparse.Namespace) -> int:
     from ..engine import archive as term
 
     site = site_of(args, applies=True)
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     out = args.out or site.paths.state / "archives"
     due = term.to_archive(classroom)
     fresh = [user for user in due if args.again or term.latest(out, user) is None]
@@ -75,7 +74,7 @@ def restore_command(args: argparse.Namespace) -> int:
     from ..engine import archive as term
 
     site = site_of(args, applies=True)
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     if not args.source.is_file():
         raise UsageError(f"restore: {args.source} is not a file")
     done = term.restore(site, classroom, args.username, args.source, args.into)

@@ -66,7 +66,7 @@ def site_of(args: argparse.Namespace, applies: bool = False) -> Site:
         if applies and not in_checkout(here):
             raise UsageError(f"refusing to change this host with the built-in site outside the reconciler's "
                              f"checkout ({here} is not one): pass --site site.yaml or set RECONCILE_SITE")
-    site = load_site(path)
+    site = load_site(path, remember=True)  # validated once per change of the file, not per command
     # the school's proxy, mirror and CA for the programs this command runs (host.run passes them on)
     os.environ.update(site.network.environment())
     return site
@@ -75,6 +75,11 @@ def site_of(args: argparse.Namespace, applies: bool = False) -> Site:
 def in_checkout(directory: Path) -> bool:
     """Is this the project's own checkout (where `reconcile up` keeps the built-in classroom's state)?"""
     return (directory / "pyproject.toml").is_file() and (directory / "reconciler" / "cli").is_dir()
+
+
+def roster_of(args: argparse.Namespace, site: Site) -> Classroom:
+    """classroom.yaml, validated (or remembered as validated while its bytes and the site are unchanged)."""
+    return load_classroom(classroom_path(args, site), site, remember=True)
 
 
 def classroom_path(args: argparse.Namespace, site: Site) -> Path:
@@ -95,7 +100,7 @@ def reconcile(args: argparse.Namespace) -> int:
     if args.observed and not args.dry_run:
         raise UsageError("--observed only plans: add --dry-run")
     site = site_of(args, applies=not args.dry_run)
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     policy = policy_of(args, site)
     if args.observed:
         outcome = engine.plan_offline(site, classroom, json.loads(args.observed.read_text()), policy)
@@ -161,7 +166,7 @@ def _summarize(the_plan: Plan, result: Result, site: Site) -> None:
 def validate(args: argparse.Namespace) -> int:
     site = site_of(args)
     path = classroom_path(args, site)
-    classroom = load_classroom(path, site)
+    classroom = load_classroom(path, site, remember=True)
     print(f"{path}: valid (classroom {classroom.name}, {len(classroom.people)} people)")
     return EXIT_OK
 
@@ -171,7 +176,7 @@ def k8s_render(args: argparse.Namespace) -> int:
     from ..k8s.render import render
 
     site = site_of(args)
-    text = render(site, load_classroom(classroom_path(args, site), site))
+    text = render(site, roster_of(args, site))
     if args.output is None:
         print(text, end="")
     else:
@@ -187,7 +192,7 @@ def schema(args: argparse.Namespace) -> int:
 
 def status(args: argparse.Namespace) -> int:
     site = site_of(args)
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     swarm = site.hub is not None and site.hub.spawner == "swarm"
     # the containers (one Docker call): which worker runs each server (swarm), which servers run an older image
     outcome = engine.look(site, classroom, containers=site.hub is not None)
@@ -256,7 +261,7 @@ def prewarm(args: argparse.Namespace) -> int:
     site = site_of(args)
     if site.hub is None:
         raise UsageError("prewarm: site.yaml has no hub section")
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     failed = False
     while True:
         outcome = engine.look(site, classroom, containers=False)
@@ -334,7 +339,7 @@ def image_rollout(args: argparse.Namespace) -> int:
     site = site_of(args, applies=not args.dry_run)
     if site.hub is None:
         raise UsageError("image rollout: site.yaml has no hub section")
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     done = rollout(site, classroom, dt.timedelta(minutes=args.idle), dry_run=args.dry_run)
     verb = "would restart" if args.dry_run else "restarted"
     for name in done.restarted if not args.dry_run else done.plan.restart:
@@ -456,7 +461,7 @@ def reset_password(args: argparse.Namespace) -> int:
     from ..service import usecases
 
     site = site_of(args, applies=True)
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     try:
         usecases.reset_password(site, classroom, args.username, actor=operator())
     except usecases.Refused as exc:
@@ -489,7 +494,7 @@ def _send(site: Site, classroom: Classroom) -> int:
 
 def send_credentials(args: argparse.Namespace) -> int:
     site = site_of(args, applies=True)
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
         return _send(site, classroom)
 
@@ -498,7 +503,7 @@ def slips(args: argparse.Namespace) -> int:
     from ..credentials import delivery
 
     site = site_of(args, applies=True)
-    classroom = load_classroom(classroom_path(args, site), site)
+    classroom = roster_of(args, site)
     with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
         written = delivery.write_slips(site, classroom.name, args.out, everyone=args.all,
                                        active=delivery.active_people(classroom))

@@ -130,7 +130,7 @@ Emails = Annotated[list[str], BeforeValidator(_emails), WithJsonSchema(_EMAILS_S
 class Strict(BaseModel):
     """Unknown keys are errors: a typo must not silently drop a setting."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Quota(Strict):
@@ -232,7 +232,7 @@ class Classroom(Strict):
 
     model_config = ConfigDict(
         extra="forbid",
-        frozen=True,
+        frozen=True, defer_build=True,
         title="classroom.yaml",
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )

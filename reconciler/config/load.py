@@ -9,11 +9,13 @@ reserved names, the site's limits).
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from . import remember as memory
 from . import yamlsrc
 from .classroom import RESERVED_USERNAMES, ROLES, Classroom, group_name, parse_cpu
 from .site import HubSettings, Site
@@ -29,14 +31,20 @@ class InvalidFile(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def read_source(path: Path) -> Source:
+def read_source(path: Path, data: bytes | None = None) -> Source:
+    """Parse a file (or ``data``, its bytes as already read) keeping every value's position."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidFile([Problem(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from None
+        text = (read_bytes(path) if data is None else data).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidFile([Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc}")]) from None
     return yamlsrc.load(text, str(path))
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidFile([Problem(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from None
 
 
 def pydantic_problems(source: Source, error: ValidationError, model: type[BaseModel]) -> list[Problem]:
@@ -91,9 +99,26 @@ def _model_of(annotation: Any) -> Any:
 # --- classroom.yaml ------------------------------------------------------------------------------
 
 
-def load_classroom(path: Path, site: Site) -> Classroom:
-    """Parse and validate the whole file; raise InvalidFile listing every problem."""
-    return check_classroom(read_source(path), site)
+def load_classroom(path: Path, site: Site, *, remember: bool = False) -> Classroom:
+    """Parse and validate the whole file; raise InvalidFile listing every problem.
+
+    ``remember``: reuse (and keep) the validated result while the file's bytes, the site it is checked against
+    and the validating code are unchanged (config.remember), for commands that load it once and exit.
+    """
+    if not remember:
+        return check_classroom(read_source(path), site)
+    data = read_bytes(path)
+    origin = _site_keys.get(id(site))
+    if origin is None or origin[0] is not site:  # a site not loaded by load_site(remember=True): no key for it
+        return check_classroom(read_source(path, data), site)
+    slot = f"classroom:{os.path.abspath(path)}"
+    wanted = memory.key(slot, origin[1], data)
+    found = memory.fetch(slot, wanted)
+    if isinstance(found, Classroom):
+        return found
+    classroom = check_classroom(read_source(path, data), site)
+    memory.store(slot, wanted, classroom)
+    return classroom
 
 
 def parse_classroom(text: str, file: str, site: Site) -> Classroom:
@@ -184,11 +209,35 @@ def _show_limit(key: str, limit: float) -> str:
 # --- site.yaml --------------------------------------------------------------------------------------
 
 
-def load_site(path: Path | None) -> Site:
-    """Read site.yaml (or use the embedded default) and make every path absolute."""
+# The key each remembered site was found under, for the classroom.yaml checked against it: by id, and only
+# while it is that very object (a copy with other limits is another site).
+_site_keys: dict[int, tuple[Site, bytes]] = {}
+
+
+def load_site(path: Path | None, *, remember: bool = False) -> Site:
+    """Read site.yaml (or use the embedded default) and make every path absolute.
+
+    ``remember``: as for load_classroom (the built-in default is keyed by the current directory).
+    """
+    if not remember:
+        return _load_site(path, None if path is None else read_bytes(path))
+    data = None if path is None else read_bytes(path)
+    slot = f"site:{os.path.abspath(path)}" if path is not None else f"site:built-in:{os.getcwd()}"
+    wanted = memory.key(slot, b"" if data is None else data)
+    found = memory.fetch(slot, wanted)
+    site = found if isinstance(found, Site) else _load_site(path, data)
+    if site is not found:
+        memory.store(slot, wanted, site)
+    if len(_site_keys) > 16:
+        _site_keys.clear()
+    _site_keys[id(site)] = (site, wanted)
+    return site
+
+
+def _load_site(path: Path | None, data: bytes | None) -> Site:
     if path is None:
         return _absolute(Site(hub=HubSettings(token_file=Path("state/hub-token"))), Path.cwd())
-    source = read_source(path)
+    source = read_source(path, data)
     if source.problems:
         raise InvalidFile(source.problems)
     data = source.data if source.data is not None else {}

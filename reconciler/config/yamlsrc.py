@@ -9,13 +9,12 @@ a teacher's copy-paste mistake.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 Path = tuple[str | int, ...]
-# libyaml's loader is ~6x faster on a 1000-student roster and keeps line/column marks just the same.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,10 @@ def format_path(path: Path) -> str:
 
 def load(text: str, file: str) -> Source:
     """Parse one YAML document; syntax errors become Problems instead of exceptions."""
-    loader = _Loader(text)
+    import yaml  # here, not at the top: a command whose files are remembered (config.remember) never parses
+
+    # libyaml's loader is ~6x faster on a 1000-student roster and keeps line/column marks just the same.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -84,6 +86,8 @@ def load(text: str, file: str) -> Source:
 
 
 def _index(node: yaml.Node, path: Path, source: Source) -> None:
+    import yaml
+
     source.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()

@@ -124,3 +124,22 @@ def test_a_subcommand_option_is_never_taken_for_an_abbreviation_of_a_top_level_o
     args = build_parser().parse_args(["credentials", "slips", "--all", "--out", "slips.html"])
     assert args.all is True and str(args.out) == "slips.html"  # not --allow-mass-disable, not "ambiguous"
     assert cli("--allow-mass", "--dry-run").returncode == 64  # and no guessing at the top level either
+
+
+def test_commands_remember_validated_files_until_they_change(tmp_path):
+    """The real CLI keeps what it validated (config.remember) and validates again on the first changed byte."""
+    cache = tmp_path / "cache"
+    site = tmp_path / "site.yaml"
+    site.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    roster = tmp_path / "classroom.yaml"
+    roster.write_text(EXAMPLE.read_text())
+    first = cli("--site", str(site), "validate", "-f", str(roster), RECONCILE_CACHE=str(cache))
+    assert first.returncode == 0, first.stderr
+    assert len(list(cache.glob("*.pickle"))) == 2  # site.yaml and classroom.yaml
+    again = cli("--site", str(site), "validate", "-f", str(roster), RECONCILE_CACHE=str(cache))
+    assert again.stdout == first.stdout
+    roster.write_text(EXAMPLE.read_text().replace("version: 1", "version: 2", 1))
+    broken = cli("--site", str(site), "validate", "-f", str(roster), RECONCILE_CACHE=str(cache))
+    assert broken.returncode != 0 and f"{roster}:" in broken.stderr and "version" in broken.stderr
+    off = cli("--site", str(site), "validate", "-f", str(tmp_path / "classroom.yaml"), RECONCILE_CACHE="off")
+    assert off.returncode == broken.returncode
