@@ -1,6 +1,7 @@
 """Planning in CI without the server: `reconcile --dry-run --observed snapshot.json`, and the CI files."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def test_plan_against_a_snapshot_matches_the_live_plan(classroom, tmp_path):
     # CI: another directory, no site.yaml, nothing read from this host but the two files
     offline = subprocess.run([sys.executable, "-m", "reconciler", "--dry-run", "--json", "--observed", str(snapshot),
                               "-f", str(room.file)], capture_output=True, text=True, cwd=tmp_path,
-                             env={"PATH": "/usr/bin:/bin", "RECONCILE_SITE": ""})
+                             env={"PATH": "/usr/bin:/bin", "RECONCILE_SITE": "",
+                                  "RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]})
     assert offline.returncode == live.returncode == 2, offline.stderr
     assert json.loads(offline.stdout) == json.loads(live.stdout)
     assert not (tmp_path / "state").exists()

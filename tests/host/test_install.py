@@ -55,6 +55,7 @@ def test_install_twice_is_idempotent(tmp_path):
         verify = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True)
         assert verify.returncode == 0, verify.stderr
     reconcile = tmp_path / "bin" / "reconcile"
-    out = subprocess.run([str(reconcile), "validate"], env={"RECONCILE_SITE": str(etc / "site.yaml")},
+    out = subprocess.run([str(reconcile), "validate"], env={"RECONCILE_SITE": str(etc / "site.yaml"),
+                                                              "RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]},
                          capture_output=True, text=True)
     assert out.returncode == 0 and "classroom my-class, 0 people" in out.stdout

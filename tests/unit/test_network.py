@@ -1,5 +1,6 @@
 """A school's network (site.yaml network:): what reaches pip, apt and docker, and student containers."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,8 @@ def test_site_yaml_wins_over_the_environment_for_the_command(tmp_path):
     done = subprocess.run([sys.executable, "-c", "import os, sys; from reconciler.cli.commands import site_of; "
                            "import argparse; site_of(argparse.Namespace(site=sys.argv[1])); "
                            "print(os.environ['HTTPS_PROXY'])", str(site)],
-                          capture_output=True, text=True, env={"HTTPS_PROXY": "http://elsewhere:1", "PATH": "/usr/bin"},
+                          capture_output=True, text=True, env={"HTTPS_PROXY": "http://elsewhere:1", "PATH": "/usr/bin",
+                               "RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]},
                           cwd=ROOT)
     assert done.stdout.strip() == "http://proxy.school:3128", done.stderr
 
