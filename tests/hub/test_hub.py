@@ -7,6 +7,8 @@ unmounted home.
 """
 
 import json
+import sqlite3
+import stat
 import subprocess
 
 import pytest
@@ -61,6 +63,12 @@ def test_login_with_generated_password_and_teachers_are_no_hub_admins(hubroom):
     ann, tea, tib = room.user("ann"), room.user("tea"), room.user("tib")
     assert admin_of(hub, tea) is False and admin_of(hub, ann) is False
     assert groups_of(hub, tea) == [f"{room.name}-teachers"] and groups_of(hub, ann) == [f"{room.name}-students"]
+    # the hub's database commits to a write-ahead log (hub.config.HubDatabase), its files root's alone
+    database = room.paths.state / "jupyterhub.sqlite"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as reading:
+        assert reading.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    for path in (database, database.with_name("jupyterhub.sqlite-wal")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
     # what a teacher can do on the hub, with a token of their own: the students, and nothing of hub admin
     made = sessions["tea"].post(f"{hub.url}/hub/api/users/{tea}/tokens", headers=xsrf(sessions["tea"]),

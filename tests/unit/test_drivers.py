@@ -118,7 +118,7 @@ def test_a_new_password_goes_through_stdin_and_the_store_never_argv(host):
     host.person("ann", 1001, password="!")
     ctx = host.context(runner, members=[ANN], credentials=store)
     assert run(Action(Op.CREATE, Kind.PASSWORD, "ann", after="generated, to the outbox"), ctx) == "set"
-    assert runner.calls == [("chpasswd", f"<stdin 'ann:{store.secret}\\n'>")]
+    assert runner.calls == [("chpasswd", "--crypt-method", "SHA512", f"<stdin 'ann:{store.secret}\\n'>")]
     assert store.issued == ["ann"]
     assert not any(store.secret in arg for call in runner.calls for arg in call[:-1])
 

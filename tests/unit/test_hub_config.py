@@ -185,3 +185,19 @@ def test_pull_at_start_is_one_command_run_as_the_student_bounded_in_time():
     assert pull_at_start(Room, "/home/ann") is None  # only the link
     Room.course_repo = None
     assert pull_at_start(Room, "/home/ann") is None
+
+
+def test_the_embedded_database_commits_to_a_write_ahead_log(tmp_path):
+    from jupyterhub import orm
+    from sqlalchemy import text
+
+    c, site = build(tmp_path)
+    assert c.JupyterHub.db_url == f"sqlite:///{site.state_dir / 'jupyterhub.sqlite'}"
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    session = orm.new_session_factory(url, **config.database_settings(url))()  # as JupyterHub makes it
+    assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    assert session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1  # JupyterHub's own setting still applies
+    session.close()
+    c, _ = build(tmp_path, "  db_url: postgresql://hub@db.school/jupyterhub\n")
+    assert c.JupyterHub.db_kwargs == {}  # another database: its own settings
