@@ -175,7 +175,7 @@ def main() -> int:
         spy = None
         if args.profile:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
-                                    str(args.profile), "--pid", str(hub.proc.pid), "--subprocesses", "--rate",
+                                    str(args.profile), "--pid", str(hub.proc.pid), "--subprocesses", "--nonblocking", "--rate",
                                     "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(2)
         rounds = []

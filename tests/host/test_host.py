@@ -76,6 +76,8 @@ def test_create_then_second_pass_changes_nothing(classroom):
         # generated passwords are SHA-512 crypt, not the system's yescrypt (host.accounts.CRYPT_METHOD: a login checks
         # in ~2 ms instead of ~37)
         assert facts.read_shadow(Path("/etc/shadow"))[user][0].startswith("$6$")
+        for ids in ("/etc/subuid", "/etc/subgid"):  # no subordinate ids: no user namespaces of their own
+            assert not any(line.startswith(f"{user}:") for line in Path(ids).read_text().splitlines())
 
     volumes = room.observe().volumes
     assert volumes[room.user("ann")].size == SIZE and volumes[room.user("bob")].size == 2 * SIZE

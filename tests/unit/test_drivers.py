@@ -97,7 +97,8 @@ def test_account_create_is_one_useradd_with_the_marker(host):
     runner = RecordingRunner()
     want = AccountFields(name="Ann Example", group="py101-students", home=str(home(host)), shell="/usr/sbin/nologin")
     assert run(Action(Op.CREATE, Kind.ACCOUNT, "ann", after=want), host.context(runner)) == "created"
-    assert runner.calls == [("useradd", "--comment", "Ann Example,,,,classroom=py101", "--home-dir", str(home(host)),
+    assert runner.calls == [("useradd", "--key", "SUB_UID_COUNT=0", "--key", "SUB_GID_COUNT=0",
+                             "--comment", "Ann Example,,,,classroom=py101", "--home-dir", str(home(host)),
                              "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "--groups",
                              "py101-students", "ann")]
 
