@@ -15,7 +15,6 @@ manifest, the exports file) take a lock.  A SIGTERM lets the steps in flight fin
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -90,6 +89,8 @@ class _Applier:
             for action in steps:
                 if not self.step(action):
                     return
+
+        from concurrent.futures import ThreadPoolExecutor  # here: a dry run never applies (3 ms of imports)
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
             for future in [pool.submit(person, steps) for steps in people.values()]:
