@@ -1,18 +1,8 @@
-import atexit
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from hostkit import cleanup, host_ready, make_classroom
-
-# The configuration cache (reconciler.config.remember) of every command the tests run, in-process or not: one
-# throw-away directory for the session, never the host's /var/cache/classroom.
-if "RECONCILE_CACHE" not in os.environ:
-    os.environ["RECONCILE_CACHE"] = tempfile.mkdtemp(prefix="reconcile-cache-")
-    atexit.register(shutil.rmtree, os.environ["RECONCILE_CACHE"], True)
 
 # Tests live in one directory per tier, and carry its marker: `pytest -m unit` runs in seconds without root.
 TIERS = ("unit", "host", "hub", "swarm", "vm")

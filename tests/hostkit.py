@@ -7,6 +7,7 @@ users, groups, files.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -26,6 +27,12 @@ from reconciler.host.observe import observe
 from reconciler.host.run import Runner
 from reconciler.host.volumes.loop import LoopBackend, LoopLayout
 from reconciler.host.volumes.loop import layout as loop_layout
+
+# The configuration cache (reconciler.config.remember) of every command the tests and benchmarks run, in-process
+# or not: one throw-away directory per session, never the host's /var/cache/classroom.
+if "RECONCILE_CACHE" not in os.environ:
+    os.environ["RECONCILE_CACHE"] = tempfile.mkdtemp(prefix="reconcile-cache-")
+    atexit.register(shutil.rmtree, os.environ["RECONCILE_CACHE"], True)
 
 ROOT_REASON = "needs root: creates real users, loop devices and mounts (CI runs as root)"
 

@@ -153,7 +153,9 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
         {"name": "reconciler", "api_token": token},
         {"name": SERVICE_NAME, "display": True, "url": f"http://127.0.0.1:{hub.service_port}",
          "command": [sys.executable, "-m", "reconciler", "api", "-f", str(classroom_file)],
-         "environment": {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", "")},
+         "environment": {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", ""),
+                         # where its commands remember validated files (config.remember), as the hub was told
+                         **{k: v for k, v in os.environ.items() if k == "RECONCILE_CACHE"}},
          "oauth_client_allowed_scopes": [MANAGE_SCOPE],
          "oauth_no_confirm": True},  # the hub's own packaged service: no "authorize this app?" step
     ]

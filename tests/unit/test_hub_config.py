@@ -1,5 +1,6 @@
 """The packaged JupyterHub configuration, built from site.yaml + classroom.yaml (no hub started)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,8 @@ def test_teacher_service_is_registered_with_its_custom_scope(tmp_path):
     assert service["url"] == "http://127.0.0.1:8002"  # loopback: reached only through the proxy
     assert service["command"][1:4] == ["-m", "reconciler", "api"]
     assert service["oauth_client_allowed_scopes"] == ["custom:classroom:manage"]
+    # the hub's services get a minimal environment: the configuration cache's place is passed on
+    assert service["environment"]["RECONCILE_CACHE"] == os.environ["RECONCILE_CACHE"]
     assert "custom:classroom:manage" in c.JupyterHub.custom_scopes
     teacher = {r["name"]: r for r in c.JupyterHub.load_roles}["classroom-teacher"]
     assert teacher["groups"] == ["python-101-teachers"]
