@@ -92,7 +92,7 @@ def cpu_line(cpu: dict) -> str:
     """Where the machine's CPU went while the class logged in (CPU-seconds over the storm's wall time)."""
     other = cpu["busy"] - cpu["hub"] - cpu["proxy"] - cpu["servers"] - cpu["client"]
     return (f"{cpu['wall']:.1f} s wall x {CORES} cores = {cpu['wall'] * CORES:.1f} CPU-s; busy {cpu['busy']:.1f} = "
-            f"hub {cpu['hub']:.1f} (one event loop: {cpu['hub'] / cpu['wall']:.0%} of one core) + proxy "
+            f"hub {cpu['hub']:.1f} (its process: {cpu['hub'] / cpu['wall']:.0%} of one core) + proxy "
             f"{cpu['proxy']:.1f} + student servers {cpu['servers']:.1f} + this script's browsers {cpu['client']:.1f} "
             f"+ other {other:.1f}")
 
@@ -174,9 +174,10 @@ def main() -> int:
         print(f"== pre-warmed: {args.n} log in at once", flush=True)
         spy = None
         if args.profile:
+            # --nonblocking: the hub is never paused for a sample (a paused loop would be the bound it measures)
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
-                                    str(args.profile), "--pid", str(hub.proc.pid), "--subprocesses", "--nonblocking", "--rate",
-                                    "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    str(args.profile), "--pid", str(hub.proc.pid), "--subprocesses", "--nonblocking",
+                                    "--rate", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(2)
         rounds = []
         for index in range(args.rounds):  # each round: fresh browser sessions, the same running servers
