@@ -382,10 +382,14 @@ def _prune_replaced(keep: str) -> None:
     out = _step("listing replaced images", ["docker", "images", "--quiet", "--no-trunc",
                                             "--filter", "dangling=true", "--filter", f"label={LABEL}"])
     for image_id in set(out.split()) - {keep}:
-        try:
-            system.run(["docker", "rmi", image_id])
-        except CommandFailed:
-            pass  # in use by a (stopped) container: it goes once that does
+        _remove(image_id)
+
+
+def _remove(image_id: str) -> None:
+    try:
+        system.run(["docker", "rmi", image_id])
+    except CommandFailed:
+        pass  # in use by a (stopped) container: it goes once that does
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -573,7 +577,11 @@ def build_layer(base: Built, dockerfile: Path, tag: str, force: bool = False,
         raise ImageBuildError(f"the Dockerfile {dockerfile} failed: {exc.msg}\n    {tail}") from None
     except docker.errors.APIError as exc:
         raise ImageBuildError(f"the Dockerfile {dockerfile} could not be built: {exc.explanation or exc}") from None
-    check_layer(image.id, dockerfile)  # before it is tagged: a refused image never becomes the one in use
+    try:
+        check_layer(image.id, dockerfile)  # before it is tagged: a refused image never becomes the one in use
+    except ImageBuildError:
+        _remove(image.id)  # nor stays on the server (it holds what was refused)
+        raise
     _step("tagging the image", ["docker", "tag", image.id, tag])
     _prune_replaced(image.id)
     return Built(image.id, tag, key, False, time.monotonic() - started)

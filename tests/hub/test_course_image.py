@@ -148,3 +148,6 @@ def test_a_course_dockerfile_is_built_on_the_image_checked_and_cached(layered):
     assert refused.returncode == 1 and "setuid" in refused.stderr and "/usr/local/bin/su2" in refused.stderr
     assert subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", LAYER], capture_output=True,
                           text=True).stdout == good  # the refused image never took the tag
+    left = subprocess.run(["docker", "images", "--quiet", "--filter", "dangling=true", "--filter",
+                           "label=org.classroom.student-image.dockerfile"], capture_output=True, text=True).stdout
+    assert left.split() == []  # nor stayed on the server: removed once refused (the week 1 image once replaced)
