@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config.classroom import group_name
 from ..config.site import SHARED_VOLUME, Paths
 from ..core.actions import Action, Kind, Op
-from ..core.actual import ManifestEntry
+from ..core.actual import ManifestEntry, Mount
 from ..core.desired import HOME_MODE, SHARED_MODE
 from .drivers import Busy, Context, driver
 from .facts import HostFiles, colon_entry, escape, mount_at, read_manifest, read_mounts
@@ -49,7 +49,10 @@ def _device_number(path: str) -> str | None:
 
 def is_mounted(host: HostFiles, home: Path, source: str) -> bool:
     """Is ``source`` (an image, or a device such as /dev/vg/lv) what is mounted at ``home``?"""
-    mount = mount_at(host, home)
+    return _is_source(mount_at(host, home), source)
+
+
+def _is_source(mount: Mount | None, source: str) -> bool:
     if mount is None:
         return False
     if mount.source == source:
@@ -150,10 +153,11 @@ def mount(action: Action, ctx: Context) -> str:
 
 def mount_home(ctx: Context, username: str) -> str:
     home, source = ctx.paths.home(username), ctx.volumes.layout.source(username)
-    if is_mounted(ctx.host, home, source):
+    found = mount_at(ctx.host, home)  # one look at mountinfo for both questions
+    if _is_source(found, source):
         return "already"
-    if (found := mounted_source(ctx.host, home)) is not None:
-        raise RuntimeError(f"{home} already has {found} mounted on it")
+    if found is not None:
+        raise RuntimeError(f"{home} already has {found.source} mounted on it")
     ctx.volumes.attach(username)
     mount_fs(ctx.run, source, home, ctx.volumes.layout.mount_options)
     return "mounted"
@@ -173,9 +177,9 @@ def unmount(action: Action, ctx: Context) -> str:
     """Unmount, then release the device (detach the loop device, deactivate the LV); the data stays."""
     user = action.target
     home, source = ctx.paths.home(user), ctx.volumes.layout.source(user)
-    found = mounted_source(ctx.host, home)
-    if found is not None and not is_mounted(ctx.host, home, source):
-        raise RuntimeError(f"{home} has {found} mounted, not {source}; leaving it alone")
+    found = mount_at(ctx.host, home)
+    if found is not None and not _is_source(found, source):
+        raise RuntimeError(f"{home} has {found.source} mounted, not {source}; leaving it alone")
     if found is not None:
         umount(ctx.run, home, ctx.host)
     ctx.volumes.release(user)
