@@ -155,7 +155,8 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
          "command": [sys.executable, "-m", "reconciler", "api", "-f", str(classroom_file)],
          "environment": {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", ""),
                          # where its commands remember validated files (config.remember), as the hub was told
-                         **{k: v for k, v in os.environ.items() if k == "RECONCILE_CACHE"}},
+                         **({"RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]}
+                            if "RECONCILE_CACHE" in os.environ else {})},
          "oauth_client_allowed_scopes": [MANAGE_SCOPE],
          "oauth_no_confirm": True},  # the hub's own packaged service: no "authorize this app?" step
     ]
