@@ -16,13 +16,14 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import signal
 import threading
 import time
 from pathlib import Path
 
 from ..config.classroom import Classroom
-from ..config.load import InvalidFile, load_classroom
+from ..config.load import FileBusy, InvalidFile, check_classroom, read_bytes, read_source
 from ..config.site import Site
 from ..core.actions import Action, Policy
 from ..core.render import SYMBOLS, render_text
@@ -39,6 +40,8 @@ log = logging.getLogger("reconcile.watch")
 # place (never the writes themselves: a file cut short at a line's end may still be valid YAML, with people
 # missing).  Then it waits until the events stop for this long, in case a tool saves twice.
 DEBOUNCE = 0.02
+BUSY_WAIT = 0.5  # seconds a pass waits for a writer in place to close the file before it reports "busy"
+BUSY_RETRY = 1.0  # and then looks again this soon, should the close's event be missed
 
 
 def command(args: argparse.Namespace) -> int:
@@ -77,6 +80,7 @@ class Daemon:
         self.last_good: dict | None = None  # the last valid file version applied (hash, time)
         self.low_disks: set[str] = set()  # filesystems whose low space was already logged
         self.wake_in: float | None = None  # sooner than resync_interval: the pre-warm's pace
+        self.busy = False  # the last pass found the file being written in place: look again within BUSY_RETRY
 
     def poke(self) -> None:
         self._last_event = time.monotonic()
@@ -104,7 +108,8 @@ class Daemon:
 
     def _wait(self) -> None:
         """Until a save (debounced), SIGHUP, SIGTERM or the resync interval, whichever comes first."""
-        timeout = self.site.resync_interval if self.wake_in is None else min(self.site.resync_interval, self.wake_in)
+        timeout = min(self.site.resync_interval, math.inf if self.wake_in is None else self.wake_in,
+                      BUSY_RETRY if self.busy else math.inf)
         self._wake.wait(timeout=timeout)
         self._wake.clear()
         while not self._stop.is_set() and time.monotonic() - self._last_event < DEBOUNCE:
@@ -112,15 +117,22 @@ class Daemon:
 
     def pass_once(self) -> None:
         started = time.time()
+        self.busy = False
         try:
-            content = self.file.read_bytes()
-        except OSError as exc:
-            self._write_status(started, None, "invalid", problems=[f"{self.file}: cannot read: {exc.strerror}"])
-            log.error("cannot read %s: %s; the last good state stays in force", self.file, exc.strerror)
+            content = read_bytes(self.file, wait=BUSY_WAIT)  # one whole version: never a write in progress
+        except FileBusy as exc:
+            # written in place right now (scp, `cat >`): the close wakes the daemon; look again soon in any case
+            log.info("%s; the last good state stays in force", exc.problems[0])
+            self.busy = True
+            self._write_status(started, None, "busy", problems=[str(p) for p in exc.problems])
+            return
+        except InvalidFile as exc:
+            self._write_status(started, None, "invalid", problems=[str(p) for p in exc.problems])
+            log.error("%s; the last good state stays in force", exc.problems[0])
             return
         digest = hashlib.sha256(content).hexdigest()
         try:
-            classroom = load_classroom(self.file, self.site)
+            classroom = check_classroom(read_source(self.file, content), self.site)
         except InvalidFile as exc:
             for problem in exc.problems:
                 log.error("%s", problem)

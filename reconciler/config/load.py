@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import remember as memory
-from . import yamlsrc
+from . import settled, yamlsrc
 from .classroom import RESERVED_USERNAMES, ROLES, Classroom, group_name, parse_cpu
 from .site import HubSettings, Site
 from .sizes import format_size, parse_size
@@ -40,9 +40,20 @@ def read_source(path: Path, data: bytes | None = None) -> Source:
     return yamlsrc.load(text, str(path))
 
 
-def read_bytes(path: Path) -> bytes:
+class FileBusy(InvalidFile):
+    """The file is being written in place (scp, `cat >`): not read, so never taken for the whole roster."""
+
+
+def read_bytes(path: Path, wait: float = settled.WAIT) -> bytes:
+    return read_version(path, wait).data
+
+
+def read_version(path: Path, wait: float = settled.WAIT) -> settled.Version:
+    """The file as one whole version (config.settled): never in the middle of a write in place."""
     try:
-        return path.read_bytes()
+        return settled.read(path, wait)
+    except settled.Busy as exc:
+        raise FileBusy([Problem(str(path), 1, 1, "", exc.strerror)]) from None
     except OSError as exc:
         raise InvalidFile([Problem(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from None
 

@@ -8,15 +8,29 @@ Files are 0600 unless the caller says otherwise: reconcile's state is root's alo
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+
+from ..config import settled
 
 STATE_DIR_MODE = 0o700
 
 
 def write_atomic(path: Path, data: str, mode: int = 0o600) -> None:
     """After a crash the file holds either the old or the new content, never half of it."""
+    name = _written_beside(path, data, mode)
+    try:
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _written_beside(path: Path, data: str, mode: int) -> str:
+    """A temp file in ``path``'s directory holding ``data``, synced: ready to be renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -29,11 +43,74 @@ def write_atomic(path: Path, data: str, mode: int = 0o600) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(name, path)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    return name
+
+
+def replace_if_unchanged(path: Path, data: str, seen: settled.Version, mode: int) -> bool:
+    """Compare-and-swap a file: ``data`` takes ``path``'s place only over the very version ``seen`` that the
+    caller read; False (nothing changed) when another writer got there first.
+
+    The new file and the old change places in one step (renameat2 RENAME_EXCHANGE); then the old one, now under
+    the temp name, is checked: the same inode, unchanged since it was read, nobody writing it in place.  If it is
+    not, the two change places back and the other writer's file stands as it was.  Where the filesystem cannot
+    exchange (NFS), the check is made just before a plain rename.
+    """
+    name = _written_beside(path, data, mode)
+    try:
+        try:
+            swapped = _exchange(name, path)
+        except FileNotFoundError:  # removed meanwhile: not the version read either
+            return False
+        if not swapped:
+            if not _is(Path(path), seen):
+                return False
+            os.replace(name, path)
+            fsync_dir(path.parent)
+            return True
+        if _is(Path(name), seen):
+            Path(name).unlink()
+            fsync_dir(path.parent)
+            return True
+        _exchange(name, path)  # give the other writer's version its place back
+        return False
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _is(path: Path, seen: settled.Version) -> bool:
+    """Is the file at ``path`` the version ``seen``: same inode and bytes, and nobody writing it now?"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        if not seen.same_file(os.fstat(fd)) or settled.open_for_writing(fd):
+            return False
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read() == seen.data
+    finally:
+        os.close(fd)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: str | Path, b: str | Path) -> bool:
+    """Swap two names atomically; False where the filesystem (or kernel) cannot."""
+    import ctypes  # only the roster's writers need it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    if code == errno.ENOENT:
+        raise FileNotFoundError(code, os.strerror(code), str(b))
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def fsync_dir(directory: Path) -> None:

@@ -2,16 +2,22 @@
 
 The file is edited as a ruamel round-trip document, so comments, key order and
 quoting stay as the teacher wrote them and the git diff shows only the change.
-Each edit validates the whole candidate file before the atomic rename, and
-runs under a lock so that two writers never overwrite each other's change.
+Each edit validates the whole candidate file, then replaces the file only if
+it is still the version the edit read (a compare-and-swap, see ``rewrite``),
+so no writer -- another teacher, an editor, scp, CI -- loses a change.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+import time
+from collections.abc import Collection
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 from pydantic import ValidationError
@@ -20,10 +26,10 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from ..config.classroom import Classroom, Person
-from ..config.load import InvalidFile, parse_classroom
+from ..config.load import InvalidFile, parse_classroom, read_version
 from ..config.site import Site
 from ..host import lock
-from ..host.fsutil import write_atomic
+from ..host.fsutil import replace_if_unchanged
 
 EDITABLE = ("name", "email", "quota", "memory", "cpu", "disk", "status")
 LOCK_TIMEOUT = 10.0
@@ -50,13 +56,54 @@ def _yaml(text: str) -> YAML:
 # Called with the file as it is and as it would be (both validated) before the new one is written; it
 # raises Rejected to refuse the edit (the teacher API and import-csv plan the candidate against the host).
 Accept = Callable[[Classroom, Classroom], None]
+SECTIONS = ("admins", "students")
+RETRY_FOR = 10.0  # seconds an edit without If-Match goes on re-reading a file that other programs keep writing
 
 
-def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object], accept: Accept | None = None) -> object:
-    """Load, apply ``mutate`` to the document, validate the result as a whole, replace the file."""
-    try:
-        with lock.hold(site.state_dir / "roster.lock", exclusive=True, timeout=LOCK_TIMEOUT):
-            text = path.read_text(encoding="utf-8")
+class Stale(Rejected):
+    """The file is no longer the version the writer read (HTTP If-Match): nothing was written (412)."""
+
+    def __init__(self, current: str):
+        self.current = current
+        super().__init__([{"path": "", "message": "classroom.yaml changed since you read it (another teacher, an "
+                                                  "editor or CI): read it again and make your change on that"}],
+                         status=412)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What ``mutate`` returned, and the ETag of the file as written (the client's next If-Match)."""
+
+    result: Any
+    etag: str
+
+
+def etag(data: bytes) -> str:
+    """A version of classroom.yaml as HTTP names it: the sha256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object], accept: Accept | None = None,
+            expect: Collection[str] | None = None) -> Written:
+    """Read, apply ``mutate`` to the document, validate the result as a whole, and replace the file: a
+    compare-and-swap on the bytes read, so no writer's change is ever renamed away unseen.
+
+    The file is read only as a whole version (config.settled: never in the middle of a write in place), and the
+    new one takes its place only if the file is still that version (fsutil.replace_if_unchanged).  If another
+    program wrote it meanwhile, the edit is made again on what it wrote; with ``expect`` (the versions the
+    client read, HTTP If-Match) it is refused instead (Stale).  Our own writers also queue on a lock.
+    """
+    with ExitStack() as held:
+        try:
+            held.enter_context(lock.hold(site.state_dir / "roster.lock", exclusive=True, timeout=LOCK_TIMEOUT))
+        except lock.LockBusy:
+            raise lock.LockBusy(f"another edit of {path.name} is in progress; try again") from None
+        deadline = time.monotonic() + RETRY_FOR
+        while True:
+            seen = read_version(path)
+            if expect is not None and seen.sha256 not in expect:
+                raise Stale(seen.sha256)
+            text = seen.data.decode("utf-8")
             y = _yaml(text)
             doc = y.load(text)
             result = mutate(doc)
@@ -68,10 +115,13 @@ def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object], ac
                 raise Rejected([{"path": p.path, "message": p.message} for p in exc.problems]) from None
             if accept is not None:
                 accept(parse_classroom(text, str(path), site), after)
-            write_atomic(path, out.getvalue(), mode=path.stat().st_mode & 0o777)
-            return result
-    except lock.LockBusy:
-        raise lock.LockBusy(f"another edit of {path.name} is in progress; try again") from None
+            if replace_if_unchanged(path, out.getvalue(), seen, mode=path.stat().st_mode & 0o777):
+                return Written(result, etag(out.getvalue().encode()))
+            if expect is not None:
+                raise Stale(read_version(path).sha256)
+            if time.monotonic() > deadline:
+                raise lock.LockBusy(f"{path.name} kept changing under the edit (another program writes it); "
+                                    "try again")
 
 
 def scalar(value):
@@ -105,8 +155,9 @@ def append_students(doc: CommentedMap, entries: list[dict]) -> None:
         students.append(item)
 
 
-def add_students(path: Path, site: Site, entries: list[dict], accept: Accept | None = None) -> None:
-    rewrite(path, site, lambda doc: append_students(doc, entries), accept)
+def add_students(path: Path, site: Site, entries: list[dict], accept: Accept | None = None,
+                 expect: Collection[str] | None = None) -> Written:
+    return rewrite(path, site, lambda doc: append_students(doc, entries), accept, expect)
 
 
 def check_person(entry: dict) -> None:
@@ -120,10 +171,12 @@ def check_person(entry: dict) -> None:
 
 
 def change_person(path: Path, site: Site, username: str, changes: dict,
-                  check: Callable[[dict], None] = lambda entry: None, accept: Accept | None = None) -> tuple[dict, dict]:
-    """Merge ``changes`` into the person (None removes a key); return the entry before and after.
+                  check: Callable[[dict], None] = lambda entry: None, accept: Accept | None = None,
+                  expect: Collection[str] | None = None, among: tuple[str, ...] = SECTIONS) -> Written:
+    """Merge ``changes`` into the person (None removes a key); the result is the entry before and after.
 
-    ``check`` sees the entry as it is under the lock and may refuse the edit.
+    ``check`` sees the entry as it is under the lock and may refuse the edit; ``among``: the sections the
+    person may be found in (the teacher API changes students only).
 
     The username is the identity of an account and cannot change; purging is
     left to the file itself (a tombstone plus --allow-destroy), never an edit.
@@ -137,7 +190,7 @@ def change_person(path: Path, site: Site, username: str, changes: dict,
                                                       "in classroom.yaml and run reconcile --allow-destroy"}])
 
     def edit(doc: CommentedMap) -> dict:
-        entry = find(doc, username)
+        entry = find(doc, username, among)
         if entry is None:
             raise Rejected([{"path": "username", "message": f"{username} is not in the classroom"}], status=404)
         before = plain(entry)
@@ -151,7 +204,7 @@ def change_person(path: Path, site: Site, username: str, changes: dict,
                 entry[key] = scalar(value)
         return before, plain(entry)
 
-    return rewrite(path, site, edit, accept)  # type: ignore[return-value]
+    return rewrite(path, site, edit, accept, expect)
 
 
 def is_default(key: str, value) -> bool:
@@ -165,8 +218,8 @@ def without_defaults(entry: dict) -> dict:
     return {key: value for key, value in entry.items() if not is_default(key, value)}
 
 
-def find(doc: CommentedMap, username: str) -> CommentedMap | None:
-    for section in ("admins", "students"):
+def find(doc: CommentedMap, username: str, among: tuple[str, ...] = SECTIONS) -> CommentedMap | None:
+    for section in among:
         for entry in doc.get(section) or []:
             if isinstance(entry, dict) and entry.get("username") == username:
                 return entry

@@ -24,10 +24,10 @@ from tornado.iostream import StreamClosedError
 
 from ..config.classroom import USERNAME_PATTERN
 from ..config import languages
-from ..config.load import InvalidFile
+from ..config.load import FileBusy, InvalidFile
 from ..config.site import HSTS, MANAGE_SCOPE, Site
 from ..host.lock import LockBusy
-from ..roster.edit import Rejected
+from ..roster.edit import Rejected, Stale, Written
 from . import openapi
 from . import usecases as teacher
 
@@ -115,10 +115,16 @@ class Api(Teacher):
             return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
         except teacher.Refused as exc:
             raise ApiError(exc.status, exc.message) from None
+        except Stale as exc:
+            self.set_header("ETag", f'"{exc.current}"')
+            raise ApiError(412, f"not written: {exc}", exc.problems) from None
         except Rejected as exc:
             if exc.status == 409:  # valid, but the next pass would refuse it or block someone: the plan's reason
                 raise ApiError(409, f"not written: {exc}; classroom.yaml was not changed", exc.problems) from None
             raise ApiError(exc.status, "invalid input; classroom.yaml was not changed", exc.problems) from None
+        except FileBusy as exc:  # scp or `cat >` is writing it right now: a second later it is whole
+            self.set_header("Retry-After", "1")
+            raise ApiError(503, f"classroom.yaml {exc.problems[0].message}; nothing was changed") from None
         except InvalidFile as exc:
             raise ApiError(409, "classroom.yaml is invalid as it stands; fix the file first",
                            [{"path": p.path, "message": f"line {p.line}: {p.message}"} for p in exc.problems]) from None
@@ -145,7 +151,26 @@ class Api(Teacher):
             raise ApiError(400, f"{name} must be true or false")
         return value in ("true", "1", "yes")
 
+    def expected(self) -> frozenset[str] | None:
+        """If-Match: the versions of classroom.yaml the client read (None: no header, or ``*``).
+
+        Strong comparison (RFC 9110 13.1.1): a weak or malformed tag matches no version, so a write that names
+        a version that is not the file's -- stale or bogus -- is refused, never ignored."""
+        header = self.request.headers.get("If-Match")
+        if header is None:
+            return None
+        tags = [tag.strip() for tag in header.split(",") if tag.strip()]
+        if "*" in tags:
+            return None
+        return frozenset(tag[1:-1] for tag in tags if len(tag) > 2 and tag[0] == tag[-1] == '"')
+
     def send(self, data, status: int = 200) -> None:
+        if isinstance(data, Written):  # a roster write: the version it made is the client's next If-Match
+            if data.etag:
+                self.set_header("ETag", f'"{data.etag}"')
+            data = data.result
+        elif isinstance(data, dict) and data.get("etag"):
+            self.set_header("ETag", f'"{data["etag"]}"')
         self.set_status(status)
         self.finish(json.dumps(data))
 
@@ -157,7 +182,7 @@ class Students(Api):
 
     @web.authenticated
     async def post(self) -> None:
-        entry = await self.call(teacher.add_student, self.room, self.actor, self.body())
+        entry = await self.call(teacher.add_student, self.room, self.actor, self.body(), self.expected())
         self.send(entry, 201)
 
 
@@ -177,15 +202,18 @@ class Student(Api):
         row = next((p for p in listing["students"] if p["username"] == username), None)
         if row is None:
             raise ApiError(404, f"{username} is not in the classroom")
+        if listing.get("etag"):
+            self.set_header("ETag", f'"{listing["etag"]}"')
         self.send(row)
 
     @web.authenticated
     async def patch(self, username: str) -> None:
-        self.send(await self.call(teacher.change_student, self.room, self.actor, username, self.body()))
+        self.send(await self.call(teacher.change_student, self.room, self.actor, username, self.body(),
+                                  self.expected()))
 
     @web.authenticated
     async def delete(self, username: str) -> None:
-        self.send(await self.call(teacher.disable_student, self.room, self.actor, username))
+        self.send(await self.call(teacher.disable_student, self.room, self.actor, username, self.expected()))
 
 
 async def send_archive(handler: web.RequestHandler, path: Path) -> None:
@@ -247,7 +275,8 @@ class Import(Api):
         data = files[0]["body"] if files else self.request.body
         flags = {name: self.flag(name) for name in ("skip_invalid", "dry_run")}
         order = self.get_query_argument("name_order", "given-first")
-        self.send(await self.call(teacher.import_csv, self.room, self.actor, data, name_order=order, **flags))
+        self.send(await self.call(teacher.import_csv, self.room, self.actor, data, name_order=order,
+                                  expect=self.expected(), **flags))
 
 
 class Plan(Api):

@@ -103,6 +103,9 @@ class StudentList(_Answer):
     course_material: CourseMaterial | None = Field(None, description="classroom.yaml's course_repo, with its link")
     host_seen: float = Field(0.0, description="seconds since accounts, volumes and mounts were observed (the daemon's "
                              "last pass, when it saw this roster; servers and the hub are always asked now)")
+    etag: str | None = Field(None, description="the version of classroom.yaml this list was made from (also the "
+                             "ETag header): send it as If-Match with a write, which is refused (412) if the file "
+                             "changed since; null while the file is invalid")
 
 
 def _model_schemas(*models: type[BaseModel]) -> dict:
@@ -193,7 +196,7 @@ def _components() -> dict:
                 "description": "The daemon's <state_dir>/status.json",
                 "properties": {"format_version": {"const": 1}, "time": {"type": "string"},
                                "result": {"enum": ["converged", "failed", "waiting", "refused", "interrupted", "invalid",
-                                                   "error"]},
+                                                   "busy", "error"]},
                                "problems": {"type": "array", "items": {"type": "string"}},
                                "plan": {"$ref": "#/components/schemas/Plan"},
                                "prewarm": {"$ref": "#/components/schemas/Prewarm"}}},

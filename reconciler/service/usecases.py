@@ -13,13 +13,13 @@ import json
 import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from ..config.classroom import Classroom
-from ..config.load import InvalidFile, check_classroom, load_classroom, read_source
+from ..config.load import InvalidFile, check_classroom, read_source, read_version
 from ..config.site import Site
 from ..core.actions import Action, Kind, Op
 from ..core.report import material_link, rows
@@ -33,7 +33,7 @@ from ..host.fsutil import private_dir
 from ..host.gitinfo import git_revision, log_line
 from ..host.run import Runner
 from ..roster import csv_import, edit, names
-from ..roster.edit import Rejected
+from ..roster.edit import Rejected, Written
 from .openapi import StudentList, StudentRow
 
 
@@ -46,7 +46,7 @@ class Refused(Exception):
 
 
 PLAN_LOCK_WAIT = 2.0  # seconds a request waits for a running pass before answering 503 (the page retries)
-_PARSED: dict[Path, tuple[tuple[int, int, int], Classroom, dict]] = {}  # the last valid version
+_PARSED: dict[Path, tuple[tuple[int, int, int], Classroom, dict, str]] = {}  # the last valid version, its ETag
 
 
 @dataclass(frozen=True)
@@ -61,26 +61,36 @@ class Room:
         """An edit that the next pass would refuse, or that would block someone, is not written (409)."""
         refuse_new_problems(self.site, before, after, self.host)
 
-    def classroom(self) -> Classroom:
-        """The validated file, parsed again only when it changed (every request asks, for authorization)."""
+    def current(self) -> tuple[Classroom, dict, str]:
+        """The validated file, its data as written and its ETag (the sha256 of its bytes): one version, parsed
+        again only when it changed (every request asks, for authorization)."""
         try:
             stat = self.file.stat()
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         except OSError:
-            return load_classroom(self.file, self.site)  # raises InvalidFile naming the problem
-        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            key = None  # read_version says why (InvalidFile)
         cached = _PARSED.get(self.file)
         if cached is not None and cached[0] == key:
-            return cached[1]
-        source = read_source(self.file)
+            return cached[1], cached[2], cached[3]
+        version = read_version(self.file)  # a whole version, never one being written in place
+        source = read_source(self.file, version.data)
         classroom = check_classroom(source, self.site)
-        _PARSED[self.file] = (key, classroom, source.data)
-        return classroom
+        _PARSED[self.file] = ((version.inode, version.mtime_ns, version.size), classroom, source.data, version.sha256)
+        return classroom, source.data, version.sha256
+
+    def classroom(self) -> Classroom:
+        return self.current()[0]
 
     def written(self) -> dict[str, dict]:
         """username -> the person's entry exactly as written (sizes as the teacher typed them)."""
-        self.classroom()
-        data = _PARSED[self.file][2]
-        return {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
+        return _entries(self.current()[1])
+
+    def etag(self) -> str | None:
+        """The version of classroom.yaml as it is now (HTTP ETag); None while it is invalid."""
+        try:
+            return self.current()[2]
+        except InvalidFile:
+            return None
 
     def last_valid(self) -> tuple[Classroom, dict[str, dict]] | None:
         """While the file is invalid: its last valid version and its entries as written (the one this service
@@ -94,7 +104,7 @@ class Room:
                 classroom, data = check_classroom(source, self.site), source.data
             except (InvalidFile, OSError):
                 return None
-        return classroom, {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
+        return classroom, _entries(data)
 
     def who_changed(self) -> str:
         """Who made the file what it is now: the git commit, or a change on this server outside the page."""
@@ -121,6 +131,10 @@ class Room:
                 return None
             classroom = cached[1]
         return frozenset(p.username for p in classroom.admins if p.status == "active")
+
+
+def _entries(data: dict) -> dict[str, dict]:
+    return {p["username"]: p for section in ("admins", "students") for p in data.get(section) or []}
 
 
 def _journal(room: Room, actor: str, action: Action, detail: str = "") -> None:
@@ -158,10 +172,10 @@ def students(room: Room) -> dict:
     While classroom.yaml is invalid, the class is the last valid version (the one in force) and ``invalid``
     says what is wrong with the file and who changed it.
     """
-    invalid = None
+    invalid, etag = None, None
     try:
-        classroom = room.classroom()
-        raw = room.written()
+        classroom, data, etag = room.current()
+        raw = _entries(data)
     except InvalidFile as exc:
         found = room.last_valid()
         if found is None:  # never a valid version: nothing to show but the error (409)
@@ -211,7 +225,7 @@ def students(room: Room) -> dict:
                        disk_changes={"online_grow": actual.online_resize,
                                      "resize_running": room.site.resize_running},
                        course_material=course_material(room.site, classroom),
-                       host_seen=round(max(0.0, time.time() - seen), 1)).model_dump(mode="json")
+                       host_seen=round(max(0.0, time.time() - seen), 1), etag=etag).model_dump(mode="json")
 
 
 def _mtime(path: Path) -> float:
@@ -303,18 +317,19 @@ def prometheus_text(gauges: list) -> bytes:
 
 def preview_username(room: Room, name: str) -> dict:
     """What add_student would make of this name, without writing: the username and the name as written."""
-    room.classroom()  # 409 while the file is invalid, as for a write
+    data = edit.plain(room.current()[1])  # 409 while the file is invalid, as for a write
     written = names.parse(name).display if "," in name else " ".join(name.split())
     if not written:
         raise Rejected([{"path": "name", "message": "the name is empty"}])
-    data = edit.plain(yaml.safe_load(room.file.read_text(encoding="utf-8")))
     taken = csv_import.taken_usernames(data, read_accounts(room.host.etc / "passwd", {}, {}), data["name"],
                                        read_groups(room.host.etc / "group"))
     return {"username": csv_import.unique_username(written, taken), "name": written}
 
 
-def add_student(room: Room, actor: str, body: dict) -> dict:
-    """Append one student; a missing username is made from the name like `import-csv` does."""
+def add_student(room: Room, actor: str, body: dict, expect: Collection[str] | None = None) -> Written:
+    """Append one student; a missing username is made from the name like `import-csv` does.
+
+    ``expect``, here and in every write: the versions of the file the client read (If-Match); another is 412."""
     _writable(room)
     room.classroom()  # never add to a file that is already invalid
     entry = {key: body[key] for key in ("username", *edit.EDITABLE) if body.get(key) is not None}
@@ -343,46 +358,60 @@ def add_student(room: Room, actor: str, body: dict) -> dict:
         edit.append_students(doc, [new])
         return new
 
-    added = edit.rewrite(room.file, room.site, add, room.accept)
+    written = edit.rewrite(room.file, room.site, add, room.accept, expect)
+    added = written.result
     _journal(room, actor, Action(Op.CREATE, Kind.ROSTER, added["username"], after=added,
                                  reason="added through the teacher API"))
-    return added
+    return written
 
 
-def change_student(room: Room, actor: str, username: str, changes: dict) -> dict:
+def change_student(room: Room, actor: str, username: str, changes: dict,
+                   expect: Collection[str] | None = None) -> Written:
     """Merge-patch one student (null removes a key, e.g. an inline quota override)."""
     _writable(room)
     _student(room, username)
     try:
-        before, after = edit.change_person(room.file, room.site, username, changes, accept=room.accept)
+        written = edit.change_person(room.file, room.site, username, changes, among=("students",),
+                                     accept=room.accept, expect=expect)
     except Rejected as exc:
         if exc.status == 404:  # removed from the file since the check above
             raise Refused(404, f"{username} is not in the classroom") from None
         raise
+    before, after = written.result
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     if changed:
         _journal(room, actor, Action(Op.UPDATE, Kind.ROSTER, username, before={k: before.get(k) for k in changed},
                                      after={k: after.get(k) for k in changed}, reason="changed through the teacher API"))
-    return after
+    return Written(after, written.etag)
 
 
-def _student(room: Room, username: str) -> None:
-    """Only students change through the API: teachers (admins) are changed in classroom.yaml itself,
-    so no teacher can lock out, re-address or take over another's account from the page."""
+def reach(classroom: Classroom) -> frozenset[str]:
+    """Whom a teacher acts on through the API and the page: the classroom's students, never a teacher.
+
+    The one rule behind every path that names a person -- roster changes, password resets, printed slips,
+    downloads of files: no teacher can lock out, re-address, print the password of or read the files of
+    another (nor their own: teachers are changed in classroom.yaml, and their passwords reach them by e-mail
+    or by root's `reconcile slips`)."""
+    return frozenset(p.username for p in classroom.students)
+
+
+def _student(room: Room, username: str) -> Classroom:
+    """The classroom, if ``username`` is within a teacher's reach (a 409 for a teacher, a 404 for nobody)."""
     classroom = room.classroom()
+    if username in reach(classroom):
+        return classroom
     if any(p.username == username for p in classroom.admins):
         raise Refused(409, f"{username} is a teacher: teachers are changed in classroom.yaml, not here")
-    if not any(p.username == username for p in classroom.students):
-        raise Refused(404, f"{username} is not in the classroom")
+    raise Refused(404, f"{username} is not in the classroom")
 
 
-def disable_student(room: Room, actor: str, username: str) -> dict:
+def disable_student(room: Room, actor: str, username: str, expect: Collection[str] | None = None) -> Written:
     """DELETE never deletes: the account is locked and the files are kept (status: disabled)."""
-    return change_student(room, actor, username, {"status": "disabled"})
+    return change_student(room, actor, username, {"status": "disabled"}, expect)
 
 
 def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_run: bool,
-               name_order: str = "given-first") -> dict:
+               name_order: str = "given-first", expect: Collection[str] | None = None) -> Written:
     """`reconcile import-csv` over HTTP: same reading, same username rules, same errors."""
     if not dry_run:
         _writable(room)
@@ -391,10 +420,12 @@ def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_r
     result = csv_import.prepare(room.file, room.site, data, room.host, name_order)  # type: ignore[arg-type]
     if result.problems and not skip_invalid:
         raise Rejected([{"path": "", "message": problem} for problem in result.problems])
+    etag = room.etag()
     if result.added and not dry_run:
-        edit.add_students(room.file, room.site, result.added, room.accept)
+        etag = edit.add_students(room.file, room.site, result.added, room.accept, expect).etag
         journal_imported(room.site, actor, result.added, "imported from CSV through the teacher API", source="api")
-    return {"dry_run": dry_run, "added": result.added, "present": result.present, "skipped": result.problems}
+    return Written({"dry_run": dry_run, "added": result.added, "present": result.present,
+                    "skipped": result.problems}, etag or "")
 
 
 # --- downloads of a person's files ---------------------------------------------------------------------
@@ -490,8 +521,7 @@ def reset_password(site: Site, classroom: Classroom, username: str, actor: str |
 
 
 def reset_and_deliver(room: Room, actor: str, username: str) -> dict:
-    _student(room, username)
-    classroom = room.classroom()
+    classroom = _student(room, username)
     delivery_by = reset_password(room.site, classroom, username, actor)
     if delivery_by == "email":
         with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
@@ -506,13 +536,15 @@ def render_slips(room: Room, everyone: bool) -> tuple[str, list[dict]]:
     """The slips page (it holds passwords) and the outbox items on it; nothing is consumed yet."""
     classroom = room.classroom()
     with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
-        return delivery.render_slips(room.site, classroom.name, everyone, delivery.active_people(classroom))
+        return delivery.render_slips(room.site, classroom.name, everyone,
+                                     delivery.active_people(classroom) & reach(classroom))
 
 
 def hand_out(room: Room, actor: str, items: list[dict]) -> list[str]:
     """Once the page reached the teacher: those passwords leave the outbox (a newer one stays)."""
+    mine = reach(room.classroom())
     with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
-        names = delivery.consume(room.site, items)
+        names = delivery.consume(room.site, [item for item in items if item["username"] in mine])
     for name in names:
         _journal(room, actor, Action(Op.UPDATE, Kind.PASSWORD, name, after="handed out on a printed slip",
                                      reason="slips printed through the teacher API"))

@@ -54,7 +54,8 @@ def test_a_name_taken_by_a_system_group_is_refused(tmp_path):
     with pytest.raises(rosteredit.Rejected) as refused:
         teacher.add_student(room, "tea", {"username": "ssl-cert", "name": "Ssl Cert"})
     assert refused.value.status == 422 and "taken by another account or group" in str(refused.value)
-    result = teacher.import_csv(room, "tea", b"name,username\nSsl Cert,ssl-cert\n", skip_invalid=True, dry_run=True)
+    result = teacher.import_csv(room, "tea", b"name,username\nSsl Cert,ssl-cert\n", skip_invalid=True,
+                                dry_run=True).result
     assert result["added"] == [] and "already taken" in result["skipped"][0]
     assert room.file.read_text() == ROSTER
 
@@ -68,7 +69,7 @@ def test_an_edit_the_next_pass_would_refuse_is_not_written(tmp_path):
     for uid, name in enumerate(("tea", "ann", "bob", "cat"), start=1001):
         fake.person(name, uid)
     room = hosted(tmp_path, fake)
-    assert teacher.disable_student(room, "tea", "bob")["status"] == "disabled"  # 1 of 4: allowed
+    assert teacher.disable_student(room, "tea", "bob").result["status"] == "disabled"  # 1 of 4: allowed
     before = room.file.read_text()
     with pytest.raises(rosteredit.Rejected) as refused:
         teacher.disable_student(room, "tea", "cat")
@@ -77,7 +78,7 @@ def test_an_edit_the_next_pass_would_refuse_is_not_written(tmp_path):
 
 
 def test_merge_patch_keeps_comments_and_null_removes_an_override(room):
-    after = teacher.change_student(room, "tea", "ann", {"memory": None, "quota": "big"})
+    after = teacher.change_student(room, "tea", "ann", {"memory": None, "quota": "big"}).result
     assert after == {"username": "ann", "name": "Ann Example", "quota": "big"}
     text = room.file.read_text()
     assert "# Python 101, spring term" in text and "# most students" in text and "# first row" in text
@@ -89,7 +90,7 @@ def test_merge_patch_keeps_comments_and_null_removes_an_override(room):
 
 
 def test_delete_disables_and_never_purges(room):
-    assert teacher.disable_student(room, "tea", "bob")["status"] == "disabled"
+    assert teacher.disable_student(room, "tea", "bob").result["status"] == "disabled"
     with pytest.raises(rosteredit.Rejected) as refused:
         teacher.change_student(room, "tea", "bob", {"status": "purged"})
     assert refused.value.problems[0]["path"] == "status"
@@ -107,7 +108,7 @@ def test_teachers_are_read_only_here(room):
 
 
 def test_yaml_1_1_lookalikes_stay_strings(room):
-    entry = teacher.add_student(room, "tea", {"username": "off", "name": "No", "disk": "0755"})
+    entry = teacher.add_student(room, "tea", {"username": "off", "name": "No", "disk": "0755"}).result
     assert entry["username"] == "off"
     assert {"username": "off", "name": "No", "disk": "0755"}.items() <= yaml.safe_load(room.file.read_text())[
         "students"][-1].items()
@@ -131,7 +132,7 @@ def test_invalid_changes_name_the_field_and_leave_the_file_alone(room):
 
 
 def test_adding_makes_a_username_and_validates_the_whole_file(room):
-    entry = teacher.add_student(room, "tea", {"name": "José Núñez", "email": "jose@example.org"})
+    entry = teacher.add_student(room, "tea", {"name": "José Núñez", "email": "jose@example.org"}).result
     assert entry == {"username": "jnunez", "name": "José Núñez", "email": "jose@example.org"}
     with pytest.raises(teacher.Refused) as again:
         teacher.add_student(room, "tea", {"username": "jnunez", "name": "Other"})
@@ -141,7 +142,7 @@ def test_adding_makes_a_username_and_validates_the_whole_file(room):
     assert reserved.value.problems[0]["path"] == "username"
     students = yaml.safe_load(room.file.read_text())["students"]
     assert [s["username"] for s in students] == ["ann", "bob", "jnunez"]
-    typed = teacher.add_student(room, "tea", {"name": "Bianchi, Marco"})  # as the school's list has it
+    typed = teacher.add_student(room, "tea", {"name": "Bianchi, Marco"}).result  # as the school's list has it
     assert typed == {"username": "mbianchi", "name": "Marco Bianchi"}
 
 
@@ -158,7 +159,7 @@ def test_a_roster_kept_in_git_refuses_every_write(room):
             attempt()
         assert refused.value.status == 409 and "git" in refused.value.message
     assert room.file.read_text() == ROSTER
-    preview = teacher.import_csv(room, "tea", b"name\nNew One\n", skip_invalid=False, dry_run=True)
+    preview = teacher.import_csv(room, "tea", b"name\nNew One\n", skip_invalid=False, dry_run=True).result
     assert [p["username"] for p in preview["added"]] == ["none"]  # previewing still works
 
 
@@ -199,7 +200,7 @@ def test_openapi_student_fields_come_from_the_file_model():
 
 
 def test_the_file_says_only_what_differs_from_the_defaults(room):
-    entry = teacher.add_student(room, "tea", {"name": "Nina Neri", "quota": "default", "status": "active"})
+    entry = teacher.add_student(room, "tea", {"name": "Nina Neri", "quota": "default", "status": "active"}).result
     assert entry == {"username": "nneri", "name": "Nina Neri"}  # the page's form sends both; neither is written
     text = room.file.read_text()
     assert "quota: default" not in text and "status: active" not in text
