@@ -41,6 +41,9 @@ HELD_ELSEWHERE = "{whose} volume is still mounted in another mount namespace; ap
 DEMOTED = ("nobody is a hub admin: the hub user is forgotten (files untouched) and comes back at the next login "
            "without admin rights")
 REMOVED = "not in classroom.yaml (removed people are disabled, never deleted)"
+STOPPED_DIRECTLY = "the hub cannot be reached: the server is stopped through Docker, so it stops writing to the home"
+SERVER_UNKNOWN = ("neither the hub nor Docker can be reached: a server may still be writing to the home; the unmount "
+                  "waits until one of them answers")
 
 
 def _whose(target: str) -> str:
@@ -487,9 +490,20 @@ def _leftover_service(user: str, actual: Actual) -> list[Action]:
                    reason=LEFTOVER_SERVICE, drift=True)]
 
 
+def _hub_down(actual: Actual) -> bool:
+    return actual.hub is not None and actual.hub.users is None
+
+
 def _hub_leave(user: str, actual: Actual, reason: str, drift: bool) -> list[Action]:
-    """Stop the server and forget the hub user before the home is unmounted; files are untouched."""
+    """Stop the server and forget the hub user before the home is unmounted; files are untouched.
+
+    With the hub down, a server Docker still runs is stopped all the same (the driver goes through Docker):
+    a disabled person's server must not go on writing to a volume that the next steps unmount."""
     hub_user = actual.hub_users.get(user)
+    container = (actual.containers or {}).get(user)
+    if hub_user is None and _hub_down(actual) and container is not None and container.running:
+        return [Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped",
+                       reason=f"{reason}; {STOPPED_DIRECTLY}", drift=drift)]
     if hub_user is None:
         return _leftover_service(user, actual)
     steps = _leftover_service(user, actual)
@@ -513,21 +527,27 @@ def _converge_disabled(user: str, account: Account | None, desired: Desired, act
                             after=AccountFields(login="disabled"), reason=reason))
     drift = account is None and user not in actual.volumes  # a hub user we never created
     steps += _hub_leave(user, actual, reason if not drift else "hub user not in classroom.yaml", drift)
-    steps += _unmount_steps(user, desired, actual, reason)
+    steps += _unmount_steps(user, desired, actual, reason, _server_unknown(actual))
     return steps
 
 
-def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str) -> list[Action]:
+def _server_unknown(actual: Actual) -> str:
+    """Why an unmount waits: with a hub and neither it nor Docker answering, nobody can say a server is not
+    still writing to the home (its container keeps its own mount)."""
+    return SERVER_UNKNOWN if _hub_down(actual) and actual.containers is None else ""
+
+
+def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str, waits: str = "") -> list[Action]:
     home = str(desired.paths.home(user))
     volume = actual.volumes.get(user)
     steps = _withdraw(user, desired, actual, reason)  # the workers' way in goes before the mount
     if home in actual.mounts:
-        steps.append(Action(Op.DISABLE, Kind.MOUNT, user, before=home, reason=reason))
+        steps.append(Action(Op.DISABLE, Kind.MOUNT, user, before=home, reason=reason, waits=waits))
     if home in actual.manifest:
         steps.append(Action(Op.DISABLE, Kind.MANIFEST, user, before=f"{actual.manifest[home].source} {home}",
-                            reason=reason))
+                            reason=reason, waits=waits))
     if volume is not None and volume.attached and home not in actual.mounts:
-        waits = _held_elsewhere(user) if volume.held_elsewhere else ""
+        waits = _held_elsewhere(user) if volume.held_elsewhere else waits
         if volume.loop:
             steps.append(Action(Op.DISABLE, Kind.VOLUME, user, before=VolumeFields(loop=volume.loop),
                                 after=VolumeFields(loop=None), reason="image still attached to a loop device",
@@ -540,7 +560,8 @@ def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str) -> 
 
 
 def _converge_purged(user: str, account: Account | None, desired: Desired, actual: Actual) -> list[Action]:
-    steps = _hub_leave(user, actual, "status: purged", False) + _unmount_steps(user, desired, actual, "status: purged")
+    steps = _hub_leave(user, actual, "status: purged", False) + _unmount_steps(user, desired, actual, "status: purged",
+                                                                              _server_unknown(actual))
     volume = actual.volumes.get(user)
     # A volume still mounted elsewhere is not deleted yet; the account waits with it, so a purge is never
     # left half done (an image without its owner) while it waits.

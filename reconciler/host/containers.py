@@ -138,6 +138,29 @@ def remove_leftover_service(action: Action, ctx: Context) -> str:
     return "removed" if found else "already"
 
 
+STOP_TIMEOUT = 10  # seconds a server gets for SIGTERM before Docker kills it (jupyter saves nothing on SIGTERM)
+
+
+def stop_servers(ctx: Context, username: str) -> str:
+    """Stop every server of ``username`` that Docker runs (a container, or a swarm service), without the hub."""
+    docker = (ctx.docker or client)()
+    labels = [f"{LABEL_CLASSROOM}={ctx.classroom}", f"{LABEL_USER}={username}"]
+    running = docker.containers.list(filters={"label": labels})
+    for container in running:
+        container.stop(timeout=STOP_TIMEOUT)
+    services = docker.api.services(filters={"label": labels}) if _swarm_manager(docker) else []
+    for service in services:
+        docker.api.remove_service(service["ID"])
+    return "stopped" if running or services else "not running"
+
+
+def _swarm_manager(docker) -> bool:
+    try:
+        return bool(docker.info().get("Swarm", {}).get("ControlAvailable"))
+    except Exception:  # noqa: BLE001 - not a manager: no services to look at
+        return False
+
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 

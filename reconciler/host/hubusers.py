@@ -136,7 +136,20 @@ def snapshot(client: HubClient | None, error: str | None = None) -> HubState:
 
 @driver(Kind.SERVER, Op.DISABLE)
 def stop_server(action: Action, ctx: Context) -> str:
-    return ctx.need_hub().stop_server(action.target)
+    """Through the hub; when the hub cannot be asked now (down, or refusing reconcile's token), through Docker:
+    a server must stop before its home is unmounted (its container keeps its own mount and would go on
+    writing), and the hub's next poll of a stopped container finds it stopped."""
+    try:
+        return ctx.need_hub().stop_server(action.target) if ctx.hub is not None else \
+            _stop_directly(action, ctx, "the hub API is not available")
+    except HubUnavailable as exc:
+        return _stop_directly(action, ctx, str(exc))
+
+
+def _stop_directly(action: Action, ctx: Context, why: str) -> str:
+    from .containers import stop_servers
+
+    return f"{stop_servers(ctx, action.target)} through Docker ({why})"
 
 
 @driver(Kind.HUB_USER, Op.DISABLE)

@@ -101,8 +101,6 @@ def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object], ac
         deadline = time.monotonic() + RETRY_FOR
         while True:
             seen = read_version(path)
-            if expect is not None and seen.sha256 not in expect:
-                raise Stale(seen.sha256)
             text = seen.data.decode("utf-8")
             y = _yaml(text)
             doc = y.load(text)
@@ -113,6 +111,8 @@ def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object], ac
                 after = parse_classroom(out.getvalue(), str(path), site)
             except InvalidFile as exc:
                 raise Rejected([{"path": p.path, "message": p.message} for p in exc.problems]) from None
+            if expect is not None and seen.sha256 not in expect:  # after the input's own problems (422)
+                raise Stale(seen.sha256)
             if accept is not None:
                 accept(parse_classroom(text, str(path), site), after)
             if replace_if_unchanged(path, out.getvalue(), seen, mode=path.stat().st_mode & 0o777):

@@ -37,8 +37,10 @@ log = logging.getLogger("reconcile.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, problems: list[dict] | None = None):
+    def __init__(self, status: int, message: str, problems: list[dict] | None = None,
+                 headers: dict[str, str] | None = None):
         self.status, self.message, self.problems = status, message, problems or []
+        self.headers = headers or {}  # sent with the error (tornado clears the handler's own before writing it)
         super().__init__(message)
 
 
@@ -96,6 +98,8 @@ class Api(Teacher):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             body = {"error": exc.message, "problems": exc.problems}
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
         elif isinstance(exc, web.HTTPError) and exc.log_message:
             body = {"error": exc.log_message % exc.args if exc.args else exc.log_message, "problems": []}
         else:
@@ -115,22 +119,20 @@ class Api(Teacher):
             return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
         except teacher.Refused as exc:
             raise ApiError(exc.status, exc.message) from None
-        except Stale as exc:
-            self.set_header("ETag", f'"{exc.current}"')
-            raise ApiError(412, f"not written: {exc}", exc.problems) from None
+        except Stale as exc:  # the file's version now: what the client reads again and sends next
+            raise ApiError(412, f"not written: {exc}", exc.problems, {"ETag": f'"{exc.current}"'}) from None
         except Rejected as exc:
             if exc.status == 409:  # valid, but the next pass would refuse it or block someone: the plan's reason
                 raise ApiError(409, f"not written: {exc}; classroom.yaml was not changed", exc.problems) from None
             raise ApiError(exc.status, "invalid input; classroom.yaml was not changed", exc.problems) from None
         except FileBusy as exc:  # scp or `cat >` is writing it right now: a second later it is whole
-            self.set_header("Retry-After", "1")
-            raise ApiError(503, f"classroom.yaml {exc.problems[0].message}; nothing was changed") from None
+            raise ApiError(503, f"classroom.yaml {exc.problems[0].message}; nothing was changed",
+                           headers={"Retry-After": "1"}) from None
         except InvalidFile as exc:
             raise ApiError(409, "classroom.yaml is invalid as it stands; fix the file first",
                            [{"path": p.path, "message": f"line {p.line}: {p.message}"} for p in exc.problems]) from None
         except LockBusy as exc:
-            self.set_header("Retry-After", "5")
-            raise ApiError(503, str(exc)) from None
+            raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
 
     def body(self) -> dict:
         try:

@@ -235,13 +235,18 @@ def _errors(*codes: int) -> dict:
     text = {400: "The body is not a JSON object", 403: "Not a teacher (or no login / token)",
             404: "No such person", 409: "The roster is kept in git, the person exists, or the file is invalid",
             422: "Invalid input: problems with field paths; classroom.yaml untouched",
-            503: "Another pass holds the lock; retry (Retry-After)"}
+            412: "If-Match names a version of classroom.yaml that is not the file's now: nothing was written; "
+                 "read again (the ETag header is the file's version now)",
+            503: "Another pass holds the lock, or classroom.yaml is being written in place; retry (Retry-After)"}
     return {str(code): {"description": text[code], **_json("Error")} for code in (403, 503, *codes)}
 
 
 def document(prefix: str = "/services/classroom/") -> dict:
     user = {"name": "username", "in": "path", "required": True, "schema": USERNAME}
     flag = {"schema": {"type": "boolean", "default": False}, "in": "query", "required": False}
+    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                "description": "The ETag of the class list (or of a previous write) the change is based on: the "
+                               "write is made only if classroom.yaml is still that version, else 412"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Classroom teacher API", "version": "1",
@@ -255,9 +260,10 @@ def document(prefix: str = "/services/classroom/") -> dict:
                         "responses": {"200": {"description": "The class", **_json("StudentList")},
                                       **_errors(409)}},
                 "post": {"summary": "Add a student", "operationId": "addStudent",
+                         "parameters": [if_match],
                          "requestBody": {"required": True, **_json("NewStudent")},
                          "responses": {"201": {"description": "Added as written", **_json("Entry")},
-                                       **_errors(400, 409, 422)}},
+                                       **_errors(400, 409, 412, 422)}},
             },
             "/api/username": {
                 "get": {"summary": "The username a new student with this name would get (same rule as import)",
@@ -280,16 +286,16 @@ def document(prefix: str = "/services/classroom/") -> dict:
                 "get": {"summary": "One person", "operationId": "getStudent",
                         "responses": {"200": {"description": "The person", **_json("StudentRow")}, **_errors(404, 409)}},
                 "patch": {"summary": "Change a person (quota, e-mail, status: disabled / active, ...)",
-                          "operationId": "changeStudent",
+                          "operationId": "changeStudent", "parameters": [if_match],
                           "requestBody": {"required": True,
                                           "content": {"application/json": {
                                               "schema": {"$ref": "#/components/schemas/StudentChanges"}}}},
                           "responses": {"200": {"description": "The person as now written", **_json("Entry")},
-                                        **_errors(400, 404, 409, 422)}},
+                                        **_errors(400, 404, 409, 412, 422)}},
                 "delete": {"summary": "Disable (account locked, files kept); never purges",
-                           "operationId": "disableStudent",
+                           "operationId": "disableStudent", "parameters": [if_match],
                            "responses": {"200": {"description": "The person as now written", **_json("Entry")},
-                                         **_errors(404, 409, 422)}},
+                                         **_errors(404, 409, 412, 422)}},
             },
             "/api/students/{username}/reset-password": {
                 "parameters": [user],
@@ -311,7 +317,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
             "/api/import": {
                 "post": {"summary": "Add the people of a CSV roster (same rules as `reconcile import-csv`)",
                          "operationId": "importCsv",
-                         "parameters": [{"name": "skip_invalid", **flag}, {"name": "dry_run", **flag},
+                         "parameters": [if_match, {"name": "skip_invalid", **flag}, {"name": "dry_run", **flag},
                                         {"name": "name_order", "in": "query", "required": False,
                                          "description": "how a name without a comma is written ('Bianchi, Marco' "
                                                         "is always surname, given name)",
@@ -322,7 +328,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                              "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                                  "file": {"type": "string", "contentMediaType": "text/csv"}}}}}},
                          "responses": {"200": {"description": "Who was (or would be) added", **_json("ImportResult")},
-                                       **_errors(400, 409, 422)}},
+                                       **_errors(400, 409, 412, 422)}},
             },
             "/api/plan": {
                 "get": {"summary": "The pending plan (the core's dry run, JSON format)", "operationId": "getPlan",

@@ -164,7 +164,8 @@ def test_no_pass_without_a_reason(classroom):
 
 def test_a_file_written_in_place_is_read_once_its_writer_closes_it(classroom):
     """scp or `cat > classroom.yaml` write the file in place: cut at a line's end it may be valid YAML with people
-    missing, so a save wakes the daemon only when the writer closes the file (resync is 10 minutes here)."""
+    missing, so a save wakes the daemon only when the writer closes the file (resync is 10 minutes here), and a pass
+    woken while it is open for writing does not read it ("busy": the last good state stays in force)."""
     room = classroom
     site = yaml.safe_load(room.site.read_text())
     site["resync_interval"] = 600
@@ -184,8 +185,11 @@ def test_a_file_written_in_place_is_read_once_its_writer_closes_it(classroom):
         with open(room.file, "w") as writer:  # in place, slowly: first everything up to bob
             writer.write(whole[:cut])
             writer.flush()
-            time.sleep(1.5)  # far past the debounce: a pass now would disable bob
-            assert status(room).get("file_sha256") == first
+            # a pass now (SIGHUP, the resync, a save's event) would disable bob: the daemon must not read the file
+            proc.send_signal(signal.SIGHUP)
+            seen = wait_for(lambda: status(room).get("result") == "busy" and status(room), timeout=30,
+                            what="the pass that finds the file being written")
+            assert f"pid {os.getpid()}" in seen["problems"][0] and seen["last_applied"]["sha256"] == first
             assert not room.observe().accounts[room.user("bob")].locked
             writer.write(whole[cut:])
         final = hashlib.sha256(room.file.read_bytes()).hexdigest()

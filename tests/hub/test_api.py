@@ -42,7 +42,8 @@ class Api:
 
 def token_for(hub, room, short, scopes=None):
     """A hub API token the person makes for themselves (the /hub/token page does the same)."""
-    session = hub.login(room.user(short), password(room, short))
+    known = getattr(room, "first_passwords", {}).get(short)  # a printed slip has taken it out of the outbox
+    session = hub.login(room.user(short), known or password(room, short))
     assert session is not None
     body = {"note": "test", **({"scopes": scopes} if scopes is not None else {})}
     response = session.post(f"{hub.url}/hub/api/users/{room.user(short)}/tokens", json=body, headers=xsrf(session),
@@ -55,7 +56,7 @@ def served():
     room = make_classroom()
     add_hub(room)
     room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "dot"}],
-               admins=[{"username": "tea"}])
+               admins=[{"username": "tea"}, {"username": "tia"}])
     text = room.file.read_text()
     room.file.write_text("# the roster of our test class\n" + text.replace("students:", "students:  # keep sorted"))
     first = room.cli()
@@ -67,7 +68,7 @@ def served():
         assert response.status_code == 201, response.text
         teacher = Api(hub, requests.Session(), {"Authorization": f"token {response.json()['token']}"})
         room.teacher_password = password(room, "tea")  # before a test prints the slips that hold it
-        room.first_passwords = {short: password(room, short) for short in ("ann", "bob", "cat", "dot", "tea")}
+        room.first_passwords = {short: password(room, short) for short in ("ann", "bob", "cat", "dot", "tea", "tia")}
         yield room, hub, teacher
     finally:
         hub.stop()
@@ -81,7 +82,7 @@ def test_teacher_token_lists_everyone_with_usage(served):
     assert response.status_code == 200, response.text
     body = response.json()
     people = {p["username"]: p for p in body["students"]}
-    assert set(people) == {room.user(s) for s in ("tea", "ann", "bob", "cat", "dot")}
+    assert set(people) == {room.user(s) for s in ("tea", "tia", "ann", "bob", "cat", "dot")}
     ann = people[room.user("ann")]
     assert ann["role"] == "student" and ann["account"] == "enabled" and ann["mounted"] is True
     assert ann["disk_quota"] == 128 * 1024**2 and 0 < ann["disk_used"] < ann["disk_quota"]
@@ -230,6 +231,57 @@ def test_reset_password_and_slips(served):
     assert any(e["kind"] == "password" and e["target"] == dot and e["reason"] == "password reset" for e in entries)
 
 
+def test_a_teacher_never_reaches_another_teachers_credentials_or_files(served):
+    """The reported takeover: one teacher's `slips?all=true` printed another teacher's first password and took it
+    out of the outbox.  Every path that names a person, with a second teacher as the target."""
+    room, hub, api = served
+    tia, dot = room.user("tia"), room.user("dot")
+    assert api("POST", f"/api/students/{dot}/reset-password").status_code == 200  # one slip that is the teacher's
+    secret = password(room, "dot")
+    slips = api("POST", "/api/slips?all=true")
+    assert slips.status_code == 200 and secret in slips.text
+    assert room.first_passwords["tia"] not in slips.text and tia not in slips.text
+    deadline = time.monotonic() + 10  # the hand-out runs just after the answer: once dot's slip is handed out...
+    while (room.paths.outbox / f"{dot}.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (room.paths.outbox / f"{dot}.json").exists()
+    assert password(room, "tia") == room.first_passwords["tia"]  # ...tia's password still waits for its owner
+    for method, path in (("POST", f"/api/students/{tia}/reset-password"), ("GET", f"/api/students/{tia}/export"),
+                         ("PATCH", f"/api/students/{tia}"), ("DELETE", f"/api/students/{tia}")):
+        response = api(method, path, json={"email": "mine@example.org"} if method == "PATCH" else None)
+        assert response.status_code == 409 and "is a teacher" in response.json()["error"], (method, response.text)
+    assert password(room, "tia") == room.first_passwords["tia"]
+    assert hub.login(tia, room.first_passwords["tia"]) is not None  # her account is still hers
+
+
+def test_writes_are_a_compare_and_swap_on_the_version_read(served):
+    room, hub, api = served
+    cat = room.user("cat")
+    listing = api("GET", "/api/students")
+    version = listing.headers["ETag"]
+    assert version == f'"{listing.json()["etag"]}"'
+    changed = api("PATCH", f"/api/students/{cat}", json={"name": "Cat One"}, headers={"If-Match": version})
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["ETag"] != version
+    before = room.file.read_bytes()
+    for stale in (version, '"bogus"', "W/" + changed.headers["ETag"], "garbage"):
+        refused = api("PATCH", f"/api/students/{cat}", json={"name": "Cat Two"}, headers={"If-Match": stale})
+        assert refused.status_code == 412, (stale, refused.text)
+        assert refused.headers["ETag"] == changed.headers["ETag"] and "changed since you read it" in refused.text
+    assert room.file.read_bytes() == before
+    # twenty clients with the same version: one is written, the others are told to read again
+    from concurrent.futures import ThreadPoolExecutor
+
+    def patch(i):  # a client of its own each (a requests session is not for threads)
+        return Api(hub, requests.Session(), api.headers)("PATCH", f"/api/students/{cat}", json={"name": f"Cat {i}"},
+                   headers={"If-Match": changed.headers["ETag"]}).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(patch, range(20)))
+    assert codes.count(200) == 1 and codes.count(412) == 19, codes
+    assert api("PATCH", f"/api/students/{cat}", json={"name": "Cat"}, headers={"If-Match": "*"}).status_code == 200
+
+
 def unpack(archive: bytes) -> dict:
     import io
     import tarfile
@@ -328,7 +380,7 @@ def test_metrics_for_prometheus_from_the_last_pass(served):
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     found = {family.name: family for family in text_string_to_metric_families(response.text)}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in found.values() for s in f.samples}
-    assert samples[("classroom_people", (("role", "teacher"), ("status", "active")))] == 1
+    assert samples[("classroom_people", (("role", "teacher"), ("status", "active")))] == 2
     people = json.loads(room.paths.snapshot.read_text())["people"]  # what the daemon's pass saw
     assert sum(v for (name, _), v in samples.items() if name == "classroom_people") == len(people)
     assert samples[("classroom_last_pass_result", (("result", "converged"),))] == 1

@@ -18,6 +18,7 @@ from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready, server_of, start_server, stop_server
 from imagekit import TAG, build_test_image, image_unavailable, make_tiny_wheel
 from reconciler.config.sizes import MiB
+from reconciler.engine import journal
 
 REASON = host_ready() or hub_ready() or image_unavailable()
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
@@ -263,6 +264,36 @@ def test_disable_stops_the_server_and_refuses_login_then_reenable(env):
     assert room.cli().returncode == 0
     user, container = running(room, hub, sessions, "bob")
     assert sh(container, "cat ~/keep.txt")[1].strip() == "mine"
+
+
+def test_disabled_while_the_hub_is_down_the_server_is_stopped_through_docker(env):
+    """The hub is down (cleanup_servers is off: its servers go on), a student is disabled: the pass stops the
+    container through Docker before it unmounts the home, so the student no longer writes to it."""
+    room, hub, sessions, _ = env
+    user, container = running(room, hub, sessions, "cat")
+    hub.stop()
+    try:
+        container.reload()
+        assert container.status == "running"  # the hub's end left the server running
+        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat", "status": "disabled"}],
+                   admins=TEACHERS)
+        preview = room.cli("--dry-run")
+        assert "the hub cannot be reached: the server is stopped through Docker" in preview.stdout, preview.stdout
+        out = room.cli()
+        assert out.returncode == 1 and "hub API" in out.stdout, out.stdout + out.stderr  # its part is retried
+        container.reload()
+        assert container.status == "exited"
+        actual = room.observe()
+        assert actual.accounts[user].locked and str(room.paths.home(user)) not in actual.mounts
+        entries = [e for e in journal.read(room.paths.journal) if e.get("kind") == "server" and e["target"] == user]
+        assert entries and "through Docker" in entries[-1]["detail"], entries
+    finally:
+        hub.start()
+    room.write(ROSTER, admins=TEACHERS)
+    assert room.cli().returncode == 0
+    sessions.pop(user, None)
+    user, container = running(room, hub, sessions, "cat")  # enabled again: the server starts on its home
+    assert sh(container, "test -w ~ && echo ok")[1].strip() == "ok"
 
 
 def test_teacher_writes_the_shared_folder_but_cannot_open_a_students_server(env):

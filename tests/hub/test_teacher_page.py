@@ -9,6 +9,7 @@ tests/artifacts/.
 
 import datetime
 import json
+import os
 import subprocess
 import sys
 
@@ -207,6 +208,25 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
                 room.file.write_text(good)
             page.click("#refresh")
             expect(page.locator("#invalid-note")).to_be_hidden(timeout=30_000)
+
+            # a change is made on the version the page shows (If-Match): someone else's save meanwhile is never
+            # overwritten; the page says what changed, and the same click then saves on the file as it is now
+            page.locator(f'tr[data-user="{bob}"] button', has_text="Edit").click()
+            page.fill('#person-form input[name="email"]', "bob@example.org")
+            meanwhile = room.file.read_text().replace("name: Ann\n", "name: Ann Meanwhile\n", 1)
+            assert "Ann Meanwhile" in meanwhile
+            swap = room.file.with_name(".classroom.yaml.swp")  # an editor's save, by rename
+            swap.write_text(meanwhile)
+            os.replace(swap, room.file)
+            page.click("#person-save")
+            problems = page.locator("#person-form .problems")
+            expect(problems).to_contain_text("changed since this page showed it", timeout=20_000)
+            expect(problems).to_contain_text(f"{ann} was changed")
+            assert "bob@example.org" not in room.file.read_text() and "Ann Meanwhile" in room.file.read_text()
+            page.screenshot(path=str(ARTIFACTS / "teacher-page-stale.png"), full_page=True)
+            page.click("#person-save")
+            expect(page.locator("#message")).to_contain_text("saved to classroom.yaml")
+            assert "bob@example.org" in room.file.read_text() and "Ann Meanwhile" in room.file.read_text()
 
             # a phone and a tablet: nothing scrolls sideways, every action is on screen, buttons do not touch
             for width, height in ((390, 844), (768, 1024)):

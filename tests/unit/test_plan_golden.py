@@ -42,7 +42,7 @@ from reconciler.core.actual import (
 )
 from reconciler.core.desired import Desired, Member, resolve
 from reconciler.core.exports import ExportPolicy
-from reconciler.core.plan import LEFTOVER_SERVICE, plan
+from reconciler.core.plan import LEFTOVER_SERVICE, SERVER_UNKNOWN, STOPPED_DIRECTLY, plan
 from reconciler.core.report import rows as report_rows
 from reconciler.host.volumes import loop
 
@@ -607,6 +607,25 @@ CASES = [
          disable_sequence("alice", "status: disabled", hub=[
              A("disable", "container", "alice", before={"memory": 512 * MiB}, reason=LEFTOVER_SERVICE, drift=True),
              A("disable", "hub-user", "alice", before={"admin": False}, reason="status: disabled")])),
+    # disabled while the hub is down: the server Docker runs is stopped first (its container keeps its own mount of
+    # the home and would go on writing); with Docker down too, the unmount waits: nobody can say it stopped
+    Case("disabled-while-the-hub-is-down-stops-the-server-through-docker", (member("alice", status="disabled"), BOB),
+         with_hub(converged(ALICE, BOB), error="down", containers=[container("alice", 512 * MiB)]), DEFAULT,
+         disable_sequence("alice", "status: disabled", hub=[
+             A("disable", "server", "alice", before="running", after="stopped",
+               reason=f"status: disabled; {STOPPED_DIRECTLY}")]),
+         blocked=[("hub", "", "down")]),
+    Case("disabled-while-the-hub-is-down-and-its-server-stopped-just-unmounts", (member("alice", status="disabled"), BOB),
+         with_hub(converged(ALICE, BOB), error="down", containers=[container("alice", 1, running=False)]), DEFAULT,
+         disable_sequence("alice", "status: disabled"), blocked=[("hub", "", "down")]),
+    Case("disabled-while-hub-and-docker-are-down-the-unmount-waits", (member("alice", status="disabled"), BOB),
+         with_hub(converged(ALICE, BOB), error="down", containers=None), DEFAULT,
+         [A("disable", "account", "alice", before={"login": "enabled"}, after={"login": "disabled"},
+            reason="status: disabled"),
+          A("disable", "mount", "alice", before=home("alice"), reason="status: disabled", waits=SERVER_UNKNOWN),
+          A("disable", "manifest", "alice", before=f"{image('alice')} {home('alice')}", reason="status: disabled",
+            waits=SERVER_UNKNOWN)],
+         blocked=[("hub", "", "down"), ("docker", "", "Docker is unreachable")]),
     Case("swarm-service-kept-while-the-hub-cannot-be-asked", (ALICE,),
          with_hub(converged(ALICE), error="hub API is unreachable", containers=[service("alice", 512 * MiB)]),
          DEFAULT, [], blocked=[("hub", "", "hub API is unreachable; its part is retried")]),

@@ -6,25 +6,64 @@ const xsrf = document.querySelector('meta[name="xsrf"]').content;
 const STRINGS = JSON.parse(document.getElementById('strings').textContent);
 const t = (key, vars = {}) => (STRINGS[key] ?? key).replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? `{${name}}`));
 const $ = (selector, root = document) => root.querySelector(selector);
-let state = { quotas: [], rosterInGit: false, invalid: null, live: false, refreshed: 0 };
+let state = { quotas: [], rosterInGit: false, invalid: null, live: false, refreshed: 0, etag: null, people: [] };
 let editing = null; // the person being edited, null when adding
 let refreshing = null; // the refresh in flight: a slow pass must not stack requests
 let again = false; // asked for while one was in flight: its answer may predate the change, so one more follows
 
-async function call(method, path, body, type = 'application/json') {
+async function call(method, path, body, type = 'application/json', ifMatch = null) {
   const headers = { 'X-XSRFToken': xsrf };
   if (body !== undefined && type) headers['Content-Type'] = type;
+  if (ifMatch) headers['If-Match'] = `"${ifMatch}"`;
   const response = await fetch(path, {
     method, headers, credentials: 'same-origin',
     body: body === undefined ? undefined : (type === 'application/json' ? JSON.stringify(body) : body),
   });
   const data = response.headers.get('Content-Type')?.startsWith('application/json') ? await response.json() : null;
+  if (ifMatch && response.ok && response.headers.get('ETag')) {
+    state.etag = response.headers.get('ETag').replaceAll('"', ''); // the version this write made: the next is on it
+  }
   if (!response.ok) {
     const error = new Error(data?.error || `${response.status} ${response.statusText}`);
     error.problems = data?.problems || [];
+    error.stale = response.status === 412;
     throw error;
   }
   return data;
+}
+
+// A change to classroom.yaml is made on the version this page shows (If-Match): if the file changed since -- another
+// teacher, an editor, CI -- nothing is written (412); the page reloads and says what changed, and the teacher makes
+// the change again on what is there now.
+async function edit(method, path, body, type = 'application/json') {
+  try {
+    return await call(method, path, body, type, state.etag);
+  } catch (error) {
+    if (error.stale) {
+      const before = state.people;
+      await refresh();
+      while (refreshing) await refreshing; // a refresh already in flight may predate the other writer's change
+      error.message = t('js.stale');
+      error.problems = whatChanged(before, state.people).map((message) => ({ path: '', message }));
+    }
+    throw error;
+  }
+}
+
+const WRITTEN = ['name', 'emails', 'quota', 'overrides', 'status', 'role'];
+function whatChanged(before, after) {
+  // The people whose entry in classroom.yaml differs between two versions the page saw.
+  const old = new Map(before.map((p) => [p.username, p]));
+  const now = new Map(after.map((p) => [p.username, p]));
+  const lines = [];
+  for (const [name, person] of now) {
+    if (!old.has(name)) lines.push(t('js.stale_added', { user: name }));
+    else if (WRITTEN.some((key) => JSON.stringify(old.get(name)[key]) !== JSON.stringify(person[key]))) {
+      lines.push(t('js.stale_changed', { user: name }));
+    }
+  }
+  for (const name of old.keys()) if (!now.has(name)) lines.push(t('js.stale_removed', { user: name }));
+  return lines;
 }
 
 function size(bytes) {
@@ -154,6 +193,8 @@ function describe(action) {
 
 async function loadStudents() {
   const data = await call('GET', 'api/students');
+  state.etag = data.etag;
+  state.people = data.students;
   state.quotas = data.quotas;
   state.rosterInGit = data.roster_in_git;
   state.invalid = data.invalid;
@@ -303,7 +344,7 @@ function refresh() {
 
 async function change(username, changes, what) {
   try {
-    await call('PATCH', `api/students/${username}`, changes);
+    await edit('PATCH', `api/students/${username}`, changes);
     show(t('js.updated', { user: username, what }), 'ok');
   } catch (error) {
     show(t('js.not_changed', { user: username, error: error.message }), 'error', error.problems);
@@ -338,7 +379,7 @@ async function enableAgain(person) {
   // A removed person (managed here, no longer in the file): back into the file as a student, active.
   if (!confirm(t('js.confirm_enable_again', { user: person.username }))) return;
   try {
-    await call('POST', 'api/students', { username: person.username, name: person.name ?? person.username });
+    await edit('POST', 'api/students', { username: person.username, name: person.name ?? person.username });
     show(t('js.back', { user: person.username }), 'ok');
   } catch (error) {
     show(t('js.not_added', { user: person.username, error: error.message }), 'error', error.problems);
@@ -349,7 +390,7 @@ async function enableAgain(person) {
 async function disable(person) {
   if (!confirm(t('js.confirm_disable', { user: person.username }))) return;
   try {
-    await call('DELETE', `api/students/${person.username}`);
+    await edit('DELETE', `api/students/${person.username}`);
     show(t('js.disabled', { user: person.username }), 'ok');
   } catch (error) {
     show(error.message, 'error', error.problems);
@@ -428,10 +469,10 @@ async function savePerson(event) {
     let username;
     if (editing) {
       username = editing.username;
-      if (Object.keys(body).length) await call('PATCH', `api/students/${username}`, body);
+      if (Object.keys(body).length) await edit('PATCH', `api/students/${username}`, body);
     } else {
       if (form.username.value.trim()) body.username = form.username.value.trim();
-      username = (await call('POST', 'api/students', body)).username;
+      username = (await edit('POST', 'api/students', body)).username;
     }
     $('#person-dialog').close();
     const where = editing ? '' : (body.email ? t('js.password_mailed', { email: body.email }) : t('js.password_slip'));
@@ -451,7 +492,7 @@ async function importCsv(event, dryRun) {
   const data = new FormData();
   data.append('file', file);
   try {
-    const result = await call('POST', `api/import?dry_run=${dryRun}&name_order=${encodeURIComponent(form.order.value)}`, data, null);
+    const result = await edit('POST', `api/import?dry_run=${dryRun}&name_order=${encodeURIComponent(form.order.value)}`, data, null);
     const lines = result.added.map((p) => el('li', {}, `${p.username} — ${p.name}`));
     $('#import-preview').replaceChildren(el('p', {}, t(dryRun ? 'js.to_add' : 'js.added', { n: result.added.length })),
       el('ul', {}, ...lines), ...result.present.map((line) => el('p', { class: 'muted' }, line)));
