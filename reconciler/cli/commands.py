@@ -398,6 +398,8 @@ def api(args: argparse.Namespace) -> int:
 
 def import_csv(args: argparse.Namespace) -> int:
     from ..roster import csv_import, edit
+    from ..engine.journal import Unwritable
+    from ..engine.journal import before as journal_before
     from ..service.usecases import journal_imported, refuse_new_problems
 
     site = site_of(args)
@@ -432,13 +434,17 @@ def import_csv(args: argparse.Namespace) -> int:
     if result.added:
         say(f"planning {len(result.added)} new people against this host, then writing {classroom_file}")
         try:
-            edit.add_students(classroom_file, site, result.added,
-                              lambda before, after: refuse_new_problems(site, before, after))
+            with journal_before(site.paths.journal, operator(), source="cli") as journal:  # journal first
+                edit.add_students(classroom_file, site, result.added,
+                                  lambda before, after: refuse_new_problems(site, before, after))
+                journal_imported(journal, result.added, "imported from CSV with reconcile import-csv")
         except edit.Rejected as exc:
             why = "the next pass would refuse it or block someone" if exc.status == 409 else "the file would be invalid"
             print(f"{classroom_file}: not imported, {why}: {exc}; nothing was changed.", file=sys.stderr)
             return EXIT_ERROR
-        journal_imported(site, operator(), result.added, "imported from CSV with reconcile import-csv")
+        except Unwritable as exc:
+            print(f"{classroom_file}: not imported: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     print(f"{len(result.added)} added to {classroom_file}.")
     return EXIT_OK
 

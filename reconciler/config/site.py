@@ -25,6 +25,8 @@ HUB_PORT = 8081
 # The teacher API and page: a hub-managed service at /services/<SERVICE_NAME>/, for holders of MANAGE_SCOPE.
 SERVICE_NAME = "classroom"
 MANAGE_SCOPE = "custom:classroom:manage"
+# Read-only: the classroom's figures in Prometheus' format (api/metrics) and nothing else, for a scraper's token.
+METRICS_SCOPE = "custom:classroom:metrics"
 # With hub.tls: browsers stay on https for a year, for the hub and (per-user subdomains) every server below it.
 HSTS = "max-age=31536000; includeSubDomains"
 # The course folder's own volume (classroom.yaml's shared_disk) goes by this name wherever a person's volume goes

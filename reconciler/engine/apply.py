@@ -124,6 +124,7 @@ class _Applier:
                     result.waiting.setdefault(action.target, action.waits)
                     self.report(action, "waiting", action.waits)
                     return True
+                self._reserve(action)  # journal first: no room for the entry, no action
             try:
                 detail = self.drivers[(action.kind, action.op)](action, self.ctx)
             except Busy as exc:  # found in use just before acting: left as it was, like a planned wait
@@ -149,6 +150,14 @@ class _Applier:
         except JournalFailed as exc:
             self.broken = self.broken or exc
             return False
+
+    def _reserve(self, action: Action) -> None:
+        try:
+            self.journal.reserve()
+        except OSError as exc:
+            raise JournalFailed(f"cannot write the journal {self.journal.path}: {exc.strerror or exc}; the pass "
+                                f"stopped before {action.op} {action.kind} {action.target}: nothing is done "
+                                "unrecorded") from None
 
     def _record(self, action: Action, outcome: str, detail: str = "") -> None:
         try:

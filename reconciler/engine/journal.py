@@ -12,12 +12,19 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.actions import Action
 
 
 MAX_SIZE = 16 * 1024 * 1024  # bytes before a rotation (site.yaml: journal_max_size)
+# Journal first, then act: before an action is taken, the disk space for its entry is already the journal's.
+# The file keeps this much allocated past its end (fallocate, KEEP_SIZE), topped up when less than LOW is left;
+# when the disk cannot give it (ENOSPC), the action is not taken.  About a thousand entries' worth.
+RESERVE = 256 * 1024
+LOW = 64 * 1024
 
 
 def rotate(path: Path, max_size: int = MAX_SIZE) -> Path | None:
@@ -55,6 +62,13 @@ class Journal:
         rotate(path, max_size)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
+    def reserve(self) -> None:
+        """Room on disk for the next entries, before the action they record (OSError: no room; do nothing)."""
+        st = os.fstat(self._fd)
+        if st.st_blocks * 512 - st.st_size >= LOW:
+            return
+        _allocate(self._fd, st.st_size, RESERVE)
+
     def record(self, action: Action, result: str, detail: str = "") -> None:
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -81,6 +95,20 @@ class Journal:
         os.close(self._fd)
 
 
+def _allocate(fd: int, offset: int, length: int) -> None:
+    """fallocate(2) with FALLOC_FL_KEEP_SIZE: blocks past the end, the file's size unchanged (appends fill them).
+    A filesystem that cannot (EOPNOTSUPP) is left as it is: the entries are then written as before."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong)
+    if libc.fallocate(fd, 1, offset, length) != 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise OSError(code, os.strerror(code))
+
+
 def read(path: Path) -> list[dict]:
     """Every entry ever written, oldest first, across the rotated files."""
     return [json.loads(line) for part in history(path) for line in part.read_text().split("\n") if line.strip()]
@@ -91,5 +119,30 @@ def record_edit(path: Path, actor: str, action: Action, detail: str = "", source
     journal = Journal(path, time.strftime(f"{source}-%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}", actor=actor)
     try:
         journal.record(action, "ok", detail)
+    finally:
+        journal.close()
+
+
+class Unwritable(OSError):
+    """The journal has no room (or cannot be opened): the change it would record was not made."""
+
+
+@contextmanager
+def before(path: Path, actor: str, source: str = "edit") -> Iterator[Journal]:
+    """An edit outside a pass, journal first: room for its entries is taken before the caller acts (Unwritable:
+    none, and the caller has done nothing), then the caller records what it did."""
+    try:
+        journal = Journal(path, time.strftime(f"{source}-%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}",
+                          actor=actor)
+    except OSError as exc:
+        raise Unwritable(exc.errno, f"cannot write the journal {path}: {exc.strerror or exc}; nothing was changed") \
+            from None
+    try:
+        try:
+            journal.reserve()
+        except OSError as exc:
+            raise Unwritable(exc.errno, f"cannot write the journal {path}: {exc.strerror or exc}; nothing was "
+                                        "changed") from None
+        yield journal
     finally:
         journal.close()

@@ -38,13 +38,13 @@ def pump(source: BinaryIO, path: Path, max_bytes: int = MAX_BYTES, keep: int = K
     for line in source:
         try:
             if out is None:
-                out = open(path, "ab")
+                out = _open(path)
                 size = out.tell()
             if size and size + len(line) > max_bytes:
                 out.close()
                 out = None
                 rotate(path, keep)
-                out = open(path, "ab")
+                out = _open(path)
                 size = 0
             out.write(line)
             out.flush()
@@ -58,6 +58,14 @@ def pump(source: BinaryIO, path: Path, max_bytes: int = MAX_BYTES, keep: int = K
             out = None  # opened again for the next line
     if out is not None:
         out.close()
+
+
+def _open(path: Path) -> BinaryIO:
+    """The log for appending, root's alone (0600) like every state file: it names people and may carry errors
+    about them; a file an older version left 0644 is narrowed."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def main(argv: list[str]) -> int:

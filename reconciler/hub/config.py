@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config.classroom import group_name
 from ..config.load import load_classroom, load_site
-from ..config.site import HSTS, HUB_PORT, MANAGE_SCOPE, SERVICE_NAME, Site, find_site
+from ..config.site import HSTS, HUB_PORT, MANAGE_SCOPE, METRICS_SCOPE, SERVICE_NAME, Site, find_site
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
 START_WALL_SECONDS = 10.0  # one JupyterLab boot holding a start slot: 7-9 s measured under load, rounded up
@@ -33,6 +33,18 @@ def reconciler_scopes(classroom: str) -> list[str]:
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
+# What the hub's services must see as the hub and the daemon do: the same site and configuration cache, the same
+# Docker engine (DOCKER_HOST and its TLS settings) and the same proxies.  JupyterHub starts services with a
+# minimal environment (PATH, LANG, ...), so these are passed on by name.
+PASSED_ON = ("RECONCILE_SITE", "RECONCILE_CACHE", "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
+             "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def passed_on() -> dict[str, str]:
+    return {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", ""),
+            **{name: os.environ[name] for name in PASSED_ON if name in os.environ}}
+
+
 def teacher_scopes(classroom: str, subdomains: bool) -> list[str]:
     """What a teacher may do on the hub: see and start/stop the students' servers, and use the teacher page.
 
@@ -41,7 +53,7 @@ def teacher_scopes(classroom: str, subdomains: bool) -> list[str]:
     origin the student's JavaScript would run as the teacher on the hub and the teacher page.
     """
     students = f"group={group_name(classroom, 'student')}"
-    scopes = [MANAGE_SCOPE, f"access:services!service={SERVICE_NAME}",
+    scopes = [MANAGE_SCOPE, METRICS_SCOPE, f"access:services!service={SERVICE_NAME}",
               f"list:users!{students}", f"read:users!{students}", f"servers!{students}"]
     if subdomains:
         scopes.append(f"access:servers!{students}")
@@ -149,14 +161,11 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
         {"name": "idle-culler",
          "command": [sys.executable, "-m", "reconciler.hub.culler", f"--timeout={hub.cull_idle_timeout}",
                      f"--cull-every={cull_every(hub.cull_idle_timeout)}"],
-         "environment": {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", ""), "CLASSROOM_FILE": str(classroom_file)}},
+         "environment": {**passed_on(), "CLASSROOM_FILE": str(classroom_file)}},
         {"name": "reconciler", "api_token": token},
         {"name": SERVICE_NAME, "display": True, "url": f"http://127.0.0.1:{hub.service_port}",
          "command": [sys.executable, "-m", "reconciler", "api", "-f", str(classroom_file)],
-         "environment": {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", ""),
-                         # where its commands remember validated files (config.remember), as the hub was told
-                         **({"RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]}
-                            if "RECONCILE_CACHE" in os.environ else {})},
+         "environment": passed_on(),
          "oauth_client_allowed_scopes": [MANAGE_SCOPE],
          "oauth_no_confirm": True},  # the hub's own packaged service: no "authorize this app?" step
     ]
@@ -164,6 +173,8 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     # classroom through the service; scripts use a token the teacher makes with the custom scope.
     c.JupyterHub.custom_scopes = {
         MANAGE_SCOPE: {"description": "Manage the classroom's students through the classroom service"},
+        # a teacher makes a token with this scope alone for Prometheus: it reads the figures, changes nothing
+        METRICS_SCOPE: {"description": "Read the classroom's figures (Prometheus format) from the classroom service"},
     }
     c.JupyterHub.load_roles = [
         {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]},

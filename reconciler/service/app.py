@@ -10,6 +10,7 @@ roster, passwords) runs in a thread so one slow request never stalls others.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -25,7 +26,8 @@ from tornado.iostream import StreamClosedError
 from ..config.classroom import USERNAME_PATTERN
 from ..config import languages
 from ..config.load import FileBusy, InvalidFile
-from ..config.site import HSTS, MANAGE_SCOPE, Site
+from ..config.site import HSTS, MANAGE_SCOPE, METRICS_SCOPE, Site
+from ..engine.journal import Unwritable
 from ..host.lock import LockBusy
 from ..roster.edit import Rejected, Stale, Written
 from . import openapi
@@ -133,6 +135,13 @@ class Api(Teacher):
                            [{"path": p.path, "message": f"line {p.line}: {p.message}"} for p in exc.problems]) from None
         except LockBusy as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+        except Unwritable as exc:  # journal first: a change nobody could trace is not made
+            raise ApiError(507, str(exc)) from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # the outbox or the state on a full disk: the cause, not a bare 500
+                raise ApiError(507, f"the server's disk is full: {exc.strerror} ({exc.filename or 'state'})") \
+                    from None
+            raise
 
     def body(self) -> dict:
         try:
@@ -297,7 +306,10 @@ class Status(Api):
 
 
 class Metrics(Api):
-    """Prometheus scrapes this with a hub token holding the classroom's manage scope."""
+    """Prometheus scrapes this with a hub token holding the classroom's read-only metrics scope (the manage scope,
+    which can also change the roster and print passwords, is accepted too, but a scraper needs no more than this)."""
+
+    hub_scopes = {METRICS_SCOPE, MANAGE_SCOPE}  # either one
 
     @web.authenticated
     async def get(self) -> None:

@@ -339,7 +339,8 @@ def document(prefix: str = "/services/classroom/") -> dict:
                         "responses": {"200": {"description": "status.json", **_json("PassStatus")}, **_errors(404)}},
             },
             "/api/metrics": {
-                "get": {"summary": "The classroom in Prometheus' text format (from the daemon's last pass)",
+                "get": {"summary": "The classroom in Prometheus' text format (from the daemon's last pass); a token "
+                                   "with custom:classroom:metrics alone is enough",
                         "operationId": "getMetrics",
                         "responses": {"200": {"description": "Prometheus exposition format 0.0.4",
                                               "content": {"text/plain": {"schema": {"type": "string"}}}},

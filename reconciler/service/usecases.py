@@ -10,7 +10,6 @@ the teacher who made it, never with a secret.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Collection
@@ -27,6 +26,7 @@ from ..credentials import delivery, outbox
 from ..engine import archive as term
 from ..engine import reconcile as engine
 from ..engine.journal import Journal, record_edit
+from ..engine.journal import before as journal_before
 from ..host import accounts, containers, lock
 from ..host.facts import HostFiles, read_accounts, read_groups
 from ..host.fsutil import private_dir
@@ -141,6 +141,11 @@ def _journal(room: Room, actor: str, action: Action, detail: str = "") -> None:
     record_edit(room.site.paths.journal, actor, action, detail, source="api")
 
 
+def _journal_first(room: Room, actor: str):
+    """A teacher's write, journal first (engine.journal.before): with no room to record it, it is not made."""
+    return journal_before(room.site.paths.journal, actor, source="api")
+
+
 def refuse_new_problems(site: Site, before: Classroom, after: Classroom, host: HostFiles = HostFiles()) -> None:
     """Plan the edited file against the host as it is: what it would newly refuse or block stops the edit."""
     notes = engine.check_edit(site, before, after, host)
@@ -148,11 +153,10 @@ def refuse_new_problems(site: Site, before: Classroom, after: Classroom, host: H
         raise Rejected([{"path": f"{n.target}" if n.target else "", "message": n.message} for n in notes], status=409)
 
 
-def journal_imported(site: Site, actor: str, added: list[dict], how: str, source: str = "cli") -> None:
+def journal_imported(journal: Journal, added: list[dict], how: str) -> None:
     """One journal line per person an import added: the same from `reconcile import-csv` and the API."""
     for entry in added:
-        record_edit(site.paths.journal, actor, Action(Op.CREATE, Kind.ROSTER, entry["username"], after=entry,
-                                                      reason=how), source=source)
+        journal.record(Action(Op.CREATE, Kind.ROSTER, entry["username"], after=entry, reason=how), "ok")
 
 
 def _writable(room: Room) -> None:
@@ -358,10 +362,11 @@ def add_student(room: Room, actor: str, body: dict, expect: Collection[str] | No
         edit.append_students(doc, [new])
         return new
 
-    written = edit.rewrite(room.file, room.site, add, room.accept, expect)
-    added = written.result
-    _journal(room, actor, Action(Op.CREATE, Kind.ROSTER, added["username"], after=added,
-                                 reason="added through the teacher API"))
+    with _journal_first(room, actor) as journal:
+        written = edit.rewrite(room.file, room.site, add, room.accept, expect)
+        added = written.result
+        journal.record(Action(Op.CREATE, Kind.ROSTER, added["username"], after=added,
+                              reason="added through the teacher API"), "ok")
     return written
 
 
@@ -370,18 +375,20 @@ def change_student(room: Room, actor: str, username: str, changes: dict,
     """Merge-patch one student (null removes a key, e.g. an inline quota override)."""
     _writable(room)
     _student(room, username)
-    try:
-        written = edit.change_person(room.file, room.site, username, changes, among=("students",),
-                                     accept=room.accept, expect=expect)
-    except Rejected as exc:
-        if exc.status == 404:  # removed from the file since the check above
-            raise Refused(404, f"{username} is not in the classroom") from None
-        raise
-    before, after = written.result
-    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    if changed:
-        _journal(room, actor, Action(Op.UPDATE, Kind.ROSTER, username, before={k: before.get(k) for k in changed},
-                                     after={k: after.get(k) for k in changed}, reason="changed through the teacher API"))
+    with _journal_first(room, actor) as journal:
+        try:
+            written = edit.change_person(room.file, room.site, username, changes, among=("students",),
+                                         accept=room.accept, expect=expect)
+        except Rejected as exc:
+            if exc.status == 404:  # removed from the file since the check above
+                raise Refused(404, f"{username} is not in the classroom") from None
+            raise
+        before, after = written.result
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        if changed:
+            journal.record(Action(Op.UPDATE, Kind.ROSTER, username, before={k: before.get(k) for k in changed},
+                                  after={k: after.get(k) for k in changed}, reason="changed through the teacher API"),
+                           "ok")
     return Written(after, written.etag)
 
 
@@ -422,8 +429,9 @@ def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_r
         raise Rejected([{"path": "", "message": problem} for problem in result.problems])
     etag = room.etag()
     if result.added and not dry_run:
-        etag = edit.add_students(room.file, room.site, result.added, room.accept, expect).etag
-        journal_imported(room.site, actor, result.added, "imported from CSV through the teacher API", source="api")
+        with _journal_first(room, actor) as journal:
+            etag = edit.add_students(room.file, room.site, result.added, room.accept, expect).etag
+            journal_imported(journal, result.added, "imported from CSV through the teacher API")
     return Written({"dry_run": dry_run, "added": result.added, "present": result.present,
                     "skipped": result.problems}, etag or "")
 
@@ -506,8 +514,8 @@ def reset_password(site: Site, classroom: Classroom, username: str, actor: str |
     if not exists:
         raise Refused(409, f"{username} has no account yet: the next pass creates it, with a first password")
     action = Action(Op.UPDATE, Kind.PASSWORD, username, after="generated, to the outbox", reason="password reset")
-    with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout) as held:
-        journal = Journal(paths.journal, f"reset-{os.getpid()}", actor=actor)
+    with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout) as held, \
+            journal_before(paths.journal, actor, source="reset") as journal:
         try:
             accounts.set_password(Runner().holding(held.fd), host, outbox.Outbox(paths.outbox), username,
                                   classroom.name, member.name, member.emails, "password reset", reset=True)
@@ -515,8 +523,6 @@ def reset_password(site: Site, classroom: Classroom, username: str, actor: str |
         except Exception as exc:
             journal.record(action, "failed", str(exc))
             raise
-        finally:
-            journal.close()
     return "email" if member.emails and site.delivery.smtp is not None else "slip"
 
 
@@ -543,9 +549,10 @@ def render_slips(room: Room, everyone: bool) -> tuple[str, list[dict]]:
 def hand_out(room: Room, actor: str, items: list[dict]) -> list[str]:
     """Once the page reached the teacher: those passwords leave the outbox (a newer one stays)."""
     mine = reach(room.classroom())
-    with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
+    with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout), \
+            _journal_first(room, actor) as journal:
         names = delivery.consume(room.site, [item for item in items if item["username"] in mine])
-    for name in names:
-        _journal(room, actor, Action(Op.UPDATE, Kind.PASSWORD, name, after="handed out on a printed slip",
-                                     reason="slips printed through the teacher API"))
+        for name in names:
+            journal.record(Action(Op.UPDATE, Kind.PASSWORD, name, after="handed out on a printed slip",
+                                  reason="slips printed through the teacher API"), "ok")
     return names

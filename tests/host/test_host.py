@@ -397,7 +397,8 @@ def test_second_pass_waits_then_names_the_holder(classroom):
 
 
 def test_a_full_disk_under_the_journal_fails_the_pass_cleanly(classroom):
-    """ENOSPC while journaling: exit 1 with the reason, no traceback, the journal still one JSON per line."""
+    """ENOSPC while journaling: exit 1 with the reason, no traceback, the journal still one JSON per line, and no
+    action taken that the journal could not record (room for its entry is taken first)."""
     room = classroom
     room.write([{"username": "ann"}])
     assert room.cli().returncode == 0
@@ -420,6 +421,7 @@ def test_a_full_disk_under_the_journal_fails_the_pass_cleanly(classroom):
             assert out.returncode == 1, out.stdout + out.stderr
             assert "No space left on device" in out.stderr and "Traceback" not in out.stderr
             assert all(json.loads(line) for line in room.paths.journal.read_text().splitlines())
+            assert room.user("bob") not in room.observe().accounts  # journal first: nothing done unrecorded
         finally:
             subprocess.run(["umount", str(room.paths.journal)], check=True)
     finally:
@@ -427,6 +429,46 @@ def test_a_full_disk_under_the_journal_fails_the_pass_cleanly(classroom):
     again = room.cli()  # room again: the next pass finishes what the full disk stopped
     assert again.returncode == 0, again.stdout + again.stderr
     assert room.user("bob") in room.observe().accounts
+
+
+def test_a_teacher_write_that_cannot_be_journaled_is_not_made(classroom):
+    """The teacher API on a full disk under the journal: the roster edit, the reset and the slips' hand-out are
+    refused with the reason (the API answers 507), and classroom.yaml and the outbox are as they were."""
+    from reconciler.config.load import load_site
+    from reconciler.engine.journal import Unwritable
+    from reconciler.service import usecases as teacher
+
+    room = classroom
+    room.write([{"username": "ann"}, {"username": "bob"}])
+    assert room.cli().returncode == 0
+    full = room.root / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
+    try:
+        journal = full / "journal.jsonl"
+        journal.write_bytes(room.paths.journal.read_bytes())
+        try:
+            with open(full / "filler", "wb", buffering=0) as handle:
+                while True:
+                    handle.write(b"x" * 4096)
+        except OSError:
+            pass
+        subprocess.run(["mount", "--bind", str(journal), str(room.paths.journal)], check=True)
+        try:
+            desk = teacher.Room(load_site(room.site), room.file)
+            before, waiting = room.file.read_bytes(), outbox_password(room, "bob")
+            for attempt in (lambda: teacher.add_student(desk, "tea", {"name": "New One"}),
+                            lambda: teacher.change_student(desk, "tea", room.user("ann"), {"name": "Ann Changed"}),
+                            lambda: teacher.reset_and_deliver(desk, "tea", room.user("ann")),
+                            lambda: teacher.hand_out(desk, "tea", [{"username": room.user("bob"),
+                                                                    "password": waiting}])):
+                with pytest.raises(Unwritable, match="No space left on device"):
+                    attempt()
+            assert room.file.read_bytes() == before and outbox_password(room, "bob") == waiting
+        finally:
+            subprocess.run(["umount", str(room.paths.journal)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=True)
 
 
 def test_volumes_promising_more_than_the_images_filesystem_holds_are_refused(classroom):

@@ -389,3 +389,13 @@ def test_metrics_for_prometheus_from_the_last_pass(served):
     student = token_for(hub, room, "ann")
     assert requests.get(f"{hub.url}/services/classroom/api/metrics", timeout=10,
                         headers={"Authorization": f"token {student.json()['token']}"}).status_code == 403
+    # a scraper's token: the read-only metrics scope reads the figures and nothing else of the service
+    made = token_for(hub, room, "tea", ["custom:classroom:metrics"])
+    assert made.status_code == 201, made.text
+    scraper = Api(hub, requests.Session(), {"Authorization": f"token {made.json()['token']}"})
+    assert scraper("GET", "/api/metrics").status_code == 200
+    before = room.file.read_bytes()
+    for method, path in (("GET", "/api/students"), ("POST", "/api/slips?all=true"), ("GET", "/api/plan"),
+                         ("PATCH", f"/api/students/{room.user('cat')}"), ("POST", "/api/students")):
+        assert scraper(method, path, json={"name": "X"}).status_code == 403, (method, path)
+    assert room.file.read_bytes() == before

@@ -58,12 +58,26 @@ def test_teacher_service_is_registered_with_its_custom_scope(tmp_path):
     assert service["oauth_client_allowed_scopes"] == ["custom:classroom:manage"]
     # the hub's services get a minimal environment: the configuration cache's place is passed on
     assert service["environment"]["RECONCILE_CACHE"] == os.environ["RECONCILE_CACHE"]
+
+
+def test_the_services_look_at_the_same_docker_and_proxies_as_the_hub(tmp_path, monkeypatch):
+    """JupyterHub starts services with a minimal environment: the teacher service and the culler must still reach
+    the Docker engine and the proxies the hub and the daemon use."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    c, _ = build(tmp_path)
+    for service in c.JupyterHub.services:
+        if "command" in service:
+            assert service["environment"]["DOCKER_HOST"] == "tcp://127.0.0.1:2376", service["name"]
+            assert service["environment"]["HTTPS_PROXY"] == "http://127.0.0.1:3128"
+            assert "NO_PROXY" not in service["environment"]
     assert "custom:classroom:manage" in c.JupyterHub.custom_scopes
     teacher = {r["name"]: r for r in c.JupyterHub.load_roles}["classroom-teacher"]
     assert teacher["groups"] == ["python-101-teachers"]
     students = "group=python-101-students"
     # see and start/stop the students' servers, use the teacher page; on one origin never open a server
-    assert set(teacher["scopes"]) == {"custom:classroom:manage", "access:services!service=classroom",
+    assert set(teacher["scopes"]) == {"custom:classroom:manage", "custom:classroom:metrics", "access:services!service=classroom",
                                       f"list:users!{students}", f"read:users!{students}", f"servers!{students}"}
 
 

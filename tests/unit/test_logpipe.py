@@ -17,6 +17,18 @@ def test_lines_rotate_whole_and_in_order(tmp_path):
     files = sorted(tmp_path.glob("hub.log.*"), key=lambda p: -int(p.suffix[1:])) + [log]
     assert len(files) > 5 and all(f.stat().st_size <= 2000 for f in files)
     assert b"".join(f.read_bytes() for f in files) == b"".join(lines)  # nothing lost, nothing split
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o600}  # root's alone, like every state file
+
+
+def test_a_log_an_older_version_left_readable_is_narrowed(tmp_path):
+    log = tmp_path / "watch.log"
+    log.write_text("before\n")
+    log.chmod(0o644)
+    with open(tmp_path / "in", "wb") as feed:
+        feed.write(b"after\n")
+    with open(tmp_path / "in", "rb") as source:
+        pump(source, log)
+    assert log.read_text() == "before\nafter\n" and log.stat().st_mode & 0o777 == 0o600
 
 
 def test_only_keep_old_files_stay_and_the_writer_ends_with_its_input(tmp_path):

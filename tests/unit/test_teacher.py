@@ -128,7 +128,7 @@ def test_invalid_changes_name_the_field_and_leave_the_file_alone(room):
             teacher.change_student(room, "tea", "ann", changes)
         assert any(p["path"] == path for p in refused.value.problems), refused.value.problems
     assert room.file.read_text() == ROSTER
-    assert not room.site.paths.journal.exists()
+    assert not journal.read(room.site.paths.journal)  # nothing done, nothing recorded
 
 
 def test_adding_makes_a_username_and_validates_the_whole_file(room):
