@@ -23,7 +23,7 @@ import yaml
 from hostkit import Classroom
 from imagekit import TAG, build_test_image
 
-from reconciler.cli.up import stop_tree
+from reconciler.host.supervisor import stop_tree
 from reconciler.config.load import load_site
 from reconciler.hub import network
 

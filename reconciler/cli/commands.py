@@ -27,7 +27,7 @@ from ..credentials import outbox
 from ..engine import reconcile as engine
 from ..engine.apply import Result
 from ..engine.reconcile import Outcome, Verdict
-from ..host import lock
+from ..host import liveness, lock
 from . import progress
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED, EXIT_WAITING = 0, 1, 2, 3, 4
@@ -196,11 +196,13 @@ def status(args: argparse.Namespace) -> int:
     swarm = site.hub is not None and site.hub.spawner == "swarm"
     # the containers (one Docker call): which worker runs each server (swarm), which servers run an older image
     outcome = engine.look(site, classroom, containers=site.hub is not None)
+    daemon = liveness.look(site.paths.heartbeat)
     if args.json:
-        print(json.dumps(engine.status_document(site, outcome), indent=2))
+        print(json.dumps({**engine.status_document(site, outcome), "daemon": daemon}, indent=2))
         return EXIT_OK
     print(render_people(rows(outcome.desired, outcome.actual, outbox.pending(site.paths.outbox))))
     print()
+    print(f"daemon: {liveness.describe(daemon)}")
     print(render_course_folder(course_folder(outcome.desired, outcome.actual)))
     if classroom.course_repo is not None and site.hub is not None:
         repo = classroom.course_repo

@@ -1,14 +1,17 @@
 """`reconcile up` / `reconcile down`: the whole classroom on one machine, without an init system.
 
 For development and for trying it out: build the image, mount the volumes,
-start the hub and the daemon in the background (pid files and logs in
-<state_dir>, each log rotated at 10 MiB with 5 kept: host/logpipe.py), run one pass, and say where to go.  On a server, the systemd
-units do the same (examples/systemd).
+start the hub and the daemon in the background under a supervisor that
+restarts whichever stops (host/supervisor.py; pid files and logs in
+<state_dir>, each log rotated at 10 MiB with 5 kept: host/logpipe.py), run
+one pass, and say where to go.  On a server, the systemd units do the same
+(examples/systemd).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +28,7 @@ from ..engine import reconcile as engine
 from ..host.containers import LABEL_CLASSROOM
 from ..host.facts import alive
 from ..host.fsutil import private_dir, write_atomic
+from ..host.supervisor import start_logged, stop_tree
 from ..hub.launch import write_effective
 from ..image import build as image
 from . import progress
@@ -45,32 +49,6 @@ def down_command(args: argparse.Namespace) -> int:
 
 
 UP_CLASSROOM = "up.classroom"  # in the state directory: the classroom file `reconcile up` ran with
-
-
-def stop_tree(pid: int, grace: float = 20.0) -> None:
-    """SIGTERM the process and everything below it (JupyterHub starts its services in sessions of their
-    own), wait, then SIGKILL whatever is left."""
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    try:
-        os.killpg(pid, signal.SIGTERM)  # its process group (started in a session of its own)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for process in tree:
-        try:
-            process.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, lingering = psutil.wait_procs(tree, timeout=grace)
-    for process in lingering:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(lingering, timeout=5)
 
 
 def ensure_docker() -> None:
@@ -97,25 +75,30 @@ def ensure_docker() -> None:
     raise SystemExit("dockerd did not come up; see /var/log/dockerd.log")
 
 
-def _spawn(name: str, argv: list[str], state: Path) -> int:
-    pid_file = state / f"{name}.pid"
-    pid = alive(pid_file)
+SPEC = "supervisor.spec.json"  # in the state directory: what the supervisor runs (host/supervisor.py)
+
+
+def _supervise(state: Path, components: dict[str, list[str]]) -> None:
+    """Have the supervisor run ``components`` (started when it is not running; told with SIGHUP when it is)."""
+    write_atomic(state / SPEC, json.dumps({"components": [{"name": n, "argv": a} for n, a in components.items()]}))
+    pid = alive(state / "supervisor.pid")
     if pid:
-        print(f"{name}: already running (pid {pid})")
-        return pid
-    # The output goes through a pipe to a writer that rotates the log by size (host/logpipe.py): nothing is lost
-    # and the state directory cannot fill up with an old log.  It ends when the process (and its children) do.
-    read_end, write_end = os.pipe()
-    try:
-        subprocess.Popen([sys.executable, "-m", "reconciler.host.logpipe", str(state / f"{name}.log")],
-                         stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        proc = subprocess.Popen(argv, stdout=write_end, stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-    pid_file.write_text(f"{proc.pid}\n")
-    print(f"{name}: started (pid {proc.pid}, log {state / f'{name}.log'})")
-    return proc.pid
+        os.kill(pid, signal.SIGHUP)
+        return
+    proc, _ = start_logged("supervisor", [sys.executable, "-m", "reconciler.host.supervisor", str(state / SPEC)],
+                           state)
+    print(f"supervisor: started (pid {proc.pid}, log {state / 'supervisor.log'}); it restarts what stops")
+
+
+def _running(state: Path, name: str, timeout: float = 30) -> int:
+    """Wait until the supervisor has started ``name``; its pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = alive(state / f"{name}.pid")
+        if pid:
+            return pid
+        time.sleep(0.1)
+    raise SystemExit(f"{name} was not started; see {state / 'supervisor.log'}")
 
 
 def _wait_for_hub(url: str, log: Path, timeout: float = 90, progress=lambda text: None) -> None:
@@ -151,10 +134,19 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
     progress("mounting the volumes in the manifest")
     engine.mount_all(site)
     me = [sys.executable, "-m", "reconciler"]
-    _spawn("hub", [*me, "hub", "--site", str(effective), "-f", str(classroom_file.resolve())], state)
+    hub = [*me, "hub", "--site", str(effective), "-f", str(classroom_file.resolve())]
+    daemon = [*me, "watch", "--site", str(effective), "-f", str(classroom_file.resolve())]
+    before = {name: alive(state / f"{name}.pid") for name in ("hub", "watch")}
+    # the hub first, one pass in this terminal (its output is the user's), then the daemon
+    _supervise(state, {"hub": hub, **({"watch": daemon} if before["watch"] else {})})
+    for name, pid in before.items():
+        if pid:
+            print(f"{name}: already running (pid {pid})")
+    print(f"hub: pid {_running(state, 'hub')}, log {state / 'hub.log'}")
     _wait_for_hub(site.hub.public_url, state / "hub.log", progress=progress)
     code = run_pass(site, classroom, engine.policy(site), dry_run=False, as_json=False)
-    _spawn("watch", [*me, "watch", "--site", str(effective), "-f", str(classroom_file.resolve())], state)
+    _supervise(state, {"hub": hub, "watch": daemon})
+    print(f"watch: pid {_running(state, 'watch')}, log {state / 'watch.log'}")
     waiting = outbox.pending(site.paths.outbox)
     print()
     print(f"JupyterHub: {site.hub.public_url}")
@@ -167,7 +159,19 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
 
 
 def down(site: Site, classroom_file: Path) -> int:
-    """Stop the daemon, the hub (with its proxy and culler) and the students' servers; files stay."""
+    """Stop the supervisor, the daemon, the hub (with its proxy and services) and the students' servers; files
+    stay."""
+    supervisor = alive(site.state_dir / "supervisor.pid")
+    if supervisor:  # it stops its components itself, each as a whole tree, then ends
+        os.kill(supervisor, signal.SIGTERM)
+        try:
+            psutil.Process(supervisor).wait(timeout=90)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            stop_tree(supervisor)
+        (site.state_dir / "supervisor.pid").unlink(missing_ok=True)
+        print("supervisor: stopped")
     for name in ("watch", "hub"):
         pid_file = site.state_dir / f"{name}.pid"
         pid = alive(pid_file)

@@ -30,7 +30,7 @@ from ..core.render import SYMBOLS, render_text
 from ..credentials import delivery, outbox
 from ..engine import reconcile as engine
 from ..engine.reconcile import Outcome, Verdict
-from ..host import lock
+from ..host import liveness, lock
 from ..host.fsutil import write_atomic
 from ..host.gitinfo import git_revision
 from .commands import classroom_path, policy_of, site_of
@@ -81,6 +81,8 @@ class Daemon:
         self.low_disks: set[str] = set()  # filesystems whose low space was already logged
         self.wake_in: float | None = None  # sooner than resync_interval: the pre-warm's pace
         self.busy = False  # the last pass found the file being written in place: look again within BUSY_RETRY
+        self.pass_started: float | None = None  # the pass in progress (the heartbeat says so)
+        self._stopped = threading.Event()  # the main loop has ended: the heartbeat ends too
 
     def poke(self) -> None:
         self._last_event = time.monotonic()
@@ -95,16 +97,40 @@ class Daemon:
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGHUP, lambda *_: self._wake.set())
         observer = _watch(self.file, self.poke)
+        heart = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        heart.start()
         log.info("watching %s (resync every %gs)", self.file, self.site.resync_interval)
+        liveness.notify("READY=1", f"STATUS=watching {self.file}")  # systemd (Type=notify): started
         try:
             while not self._stop.is_set():
-                self.pass_once()
+                self.pass_started = time.time()
+                try:
+                    self.pass_once()
+                finally:
+                    self.pass_started = None
                 self._wait()
         finally:
+            liveness.notify("STOPPING=1")
             observer.stop()  # type: ignore[attr-defined]
             observer.join(timeout=5)  # type: ignore[attr-defined]
+            self._stopped.set()
+            heart.join(timeout=5)
+            self.site.paths.heartbeat.unlink(missing_ok=True)  # stopped on purpose: not "last heard from"
         log.info("stopped")
         return 0
+
+    def _heartbeat(self) -> None:
+        """Every liveness.BEAT seconds, also during a pass: the heartbeat file, and systemd's watchdog -- unless
+        a pass has run for longer than liveness.STUCK (hung: let the watchdog restart the daemon)."""
+        while not self._stopped.is_set():
+            started = self.pass_started
+            try:
+                liveness.beat(self.site.paths.heartbeat, pass_started=started)
+            except OSError as exc:  # a full disk: the old heartbeat goes stale, which is what it should say
+                log.warning("cannot write the heartbeat %s: %s", self.site.paths.heartbeat, exc.strerror or exc)
+            if started is None or time.time() - started < liveness.STUCK:
+                liveness.notify("WATCHDOG=1")
+            self._stopped.wait(liveness.BEAT)
 
     def _wait(self) -> None:
         """Until a save (debounced), SIGHUP, SIGTERM or the resync interval, whichever comes first."""

@@ -349,6 +349,11 @@ class Paths:
         return self.state / "status.json"
 
     @property
+    def heartbeat(self) -> Path:
+        """The daemon's heartbeat (host/liveness.py): is it running, and is a pass in progress."""
+        return self.state / "heartbeat.json"
+
+    @property
     def in_force(self) -> Path:
         """The daemon's copy of the last valid classroom.yaml it applied: what the teacher page shows while the
         file is invalid."""

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from jupyterhub_idle_culler import IdleCuller
 
     from ..config.load import load_site
+    from ..host.liveness import die_with_parent
 
+    die_with_parent()  # ends with the hub that started it, even a hub killed outright
     path = find_site(None)
     site = load_site(path) if path is not None else Site()
     lessons = Lessons(Path(os.environ["CLASSROOM_FILE"]), site)

@@ -28,6 +28,7 @@ from ..config import languages
 from ..config.load import FileBusy, InvalidFile
 from ..config.site import HSTS, MANAGE_SCOPE, METRICS_SCOPE, Site
 from ..engine.journal import Unwritable
+from ..host import liveness
 from ..host.lock import LockBusy
 from ..roster.edit import Rejected, Stale, Written
 from . import openapi
@@ -435,6 +436,7 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
 def main(site: Site, classroom_file: Path) -> int:
     """Run under the hub, which sets JUPYTERHUB_SERVICE_URL, _PREFIX, the API token and the OAuth client."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    liveness.die_with_parent()  # a hub killed outright leaves no stale service holding the port
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
     if not url.port:
         raise SystemExit("reconcile api runs as a JupyterHub service (`reconcile hub` starts it): "

@@ -64,6 +64,15 @@ class HubReach(_Answer):
     error: str | None
 
 
+class DaemonState(_Answer):
+    """The reconcile daemon as its heartbeat shows it: while it is not running, edits are saved but not applied."""
+
+    running: bool
+    heard: float | None = Field(description="seconds since its last heartbeat; null: never heard from here")
+    pid: int | None
+    pass_started: float | None = Field(description="when the pass in progress started (Unix time); null: waiting")
+
+
 class QuotaSizes(_Answer):
     memory: int
     cpu: float
@@ -103,6 +112,7 @@ class StudentList(_Answer):
     course_material: CourseMaterial | None = Field(None, description="classroom.yaml's course_repo, with its link")
     host_seen: float = Field(0.0, description="seconds since accounts, volumes and mounts were observed (the daemon's "
                              "last pass, when it saw this roster; servers and the hub are always asked now)")
+    daemon: DaemonState | None = None
     etag: str | None = Field(None, description="the version of classroom.yaml this list was made from (also the "
                              "ETag header): send it as If-Match with a write, which is refused (412) if the file "
                              "changed since; null while the file is invalid")

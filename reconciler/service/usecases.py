@@ -27,7 +27,7 @@ from ..engine import archive as term
 from ..engine import reconcile as engine
 from ..engine.journal import Journal, record_edit
 from ..engine.journal import before as journal_before
-from ..host import accounts, containers, lock
+from ..host import accounts, containers, liveness, lock
 from ..host.facts import HostFiles, read_accounts, read_groups
 from ..host.fsutil import private_dir
 from ..host.gitinfo import git_revision, log_line
@@ -229,7 +229,8 @@ def students(room: Room) -> dict:
                        disk_changes={"online_grow": actual.online_resize,
                                      "resize_running": room.site.resize_running},
                        course_material=course_material(room.site, classroom),
-                       host_seen=round(max(0.0, time.time() - seen), 1), etag=etag).model_dump(mode="json")
+                       host_seen=round(max(0.0, time.time() - seen), 1), etag=etag,
+                       daemon=liveness.look(room.site.paths.heartbeat)).model_dump(mode="json")
 
 
 def _mtime(path: Path) -> float:

@@ -201,3 +201,47 @@ def test_a_file_written_in_place_is_read_once_its_writer_closes_it(classroom):
         proc.kill()
         proc.wait()
         log.close()
+
+
+def test_the_daemon_says_it_is_alive_to_systemd_status_and_the_page(classroom):
+    """Type=notify: READY=1 once it watches, WATCHDOG=1 from its heartbeat; `reconcile status` tells a running
+    daemon from one that was killed (edits are then not applied) and from one stopped on purpose."""
+    import socket
+
+    room = classroom
+    save_by_rename(room, ["ann"])
+    address = str(room.root / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(address)
+        systemd.settimeout(60)
+        env = {**os.environ, "NOTIFY_SOCKET": address}
+        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
+                                 "-f", str(room.file)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            heard = [systemd.recv(4096).decode()]
+            while "WATCHDOG=1" not in heard[-1]:
+                heard.append(systemd.recv(4096).decode())
+            assert heard[0].startswith("READY=1")
+            shown = wait_for(lambda: (out := room.cli("status").stdout) and "daemon: running" in out and out,
+                             what="status to see the daemon")
+            assert f"pid {proc.pid}" in shown
+            proc.kill()  # no goodbye: the heartbeat stays, from a process that is gone
+            proc.wait()
+            assert "daemon: NOT RUNNING" in room.cli("status").stdout
+            again = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
+                                      "-f", str(room.file)], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: f"pid {again.pid}" in room.cli("status").stdout, what="the new daemon")
+                again.terminate()  # stopped on purpose: "not running", not "last heard from"
+                assert again.wait(timeout=60) == 0
+                out = room.cli("status").stdout
+                assert "daemon: not running" in out and "NOT RUNNING" not in out
+            finally:
+                if again.poll() is None:
+                    again.kill()
+                    again.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

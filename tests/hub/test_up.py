@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -32,6 +33,45 @@ def cmdline(pid):
         return ""
 
 
+def ours(room):
+    """The hub's managed services for this classroom (they run with -f and its file, in sessions of their own)."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()
+            and ("reconciler api" in cmdline(p) or "reconciler.hub.culler" in cmdline(p))
+            and str(room.file) in environ_or_cmdline(p)]
+
+
+def environ_or_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/environ") as handle:
+            return handle.read() + cmdline(pid)
+    except OSError:
+        return cmdline(pid)
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def supervised(state):
+    return json.loads((state / "supervisor.json").read_text())["components"]
+
+
+def wait_for(predicate, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, ValueError, KeyError, requests.RequestException):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_up_brings_everything_and_down_stops_it():
     build_test_image()
     room = make_classroom()
@@ -58,10 +98,28 @@ def test_up_brings_everything_and_down_stops_it():
         again = room.cli("up")  # idempotent: nothing started twice
         assert again.returncode == 0 and "already running" in again.stdout
 
+        # the hub killed outright: its services end with it (no stale one keeps the port), the supervisor starts
+        # it again, and the new teacher service answers
+        services = ours(room)
+        assert services, "the hub's teacher service and culler"
+        os.kill(int((state / "hub.pid").read_text()), signal.SIGKILL)
+        wait_for(lambda: all(gone(pid) for pid in services), what="the old hub's services to end")
+        wait_for(lambda: supervised(state)["hub"]["restarts"] == 1 and alive(state / "hub.pid"), what="a new hub")
+        wait_for(lambda: requests.get(teacher_api, timeout=10).status_code == 403, timeout=90,
+                 what="the new teacher service")
+        assert "killed by SIGKILL" in supervised(state)["hub"]["last_exit"]
+        # the daemon killed outright: `status` says so at once, and the supervisor starts it again
+        daemon = int((state / "watch.pid").read_text())
+        os.kill(daemon, signal.SIGKILL)
+        wait_for(lambda: supervised(state)["watch"]["restarts"] == 1, what="a new daemon")
+        wait_for(lambda: "daemon: running" in room.cli("status").stdout, timeout=60, what="the new daemon's heartbeat")
+
         down = room.cli("down")
         assert down.returncode == 0, down.stderr
         assert not alive(state / "hub.pid") and not alive(state / "watch.pid")
         assert not [p for p in os.listdir("/proc") if p.isdigit() and f"--site {state}" in cmdline(p)]
+        assert not ours(room) and not alive(state / "supervisor.pid")  # the services and the supervisor too
+        assert "daemon: not running" in room.cli("status").stdout
         # the logs came through the rotating writers (host/logpipe.py), which end with what they write for
         assert "JupyterHub" in (state / "hub.log").read_text() and "watching" in (state / "watch.log").read_text()
         pumps = lambda: [p for p in os.listdir("/proc") if p.isdigit()  # noqa: E731

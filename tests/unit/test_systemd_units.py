@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.host import liveness
+
 UNITS = Path(__file__).resolve().parents[2] / "examples" / "systemd"
 INSTALLED_VENV = "/opt/classroom/venv"
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
@@ -55,3 +57,12 @@ def test_boot_order_mounts_before_hub_and_daemon():
         assert "/var/lib/classroom" in other["Unit"]["RequiresMountsFor"]
     assert "docker.service" in hub["Unit"]["Requires"]
     assert daemon["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"
+
+
+def test_the_daemon_tells_systemd_it_is_alive():
+    """Type=notify with a watchdog: the daemon's heartbeat thread sends READY=1 and WATCHDOG=1 (host/liveness.py),
+    so a daemon that hangs is restarted, not left looking like it runs."""
+    daemon = unit("classroom-reconcile.service")["Service"]
+    assert daemon["Type"] == "notify" and daemon["NotifyAccess"] == "main"
+    assert int(daemon["WatchdogSec"]) >= 3 * liveness.BEAT  # three heartbeats may be missed before a restart
+    assert daemon["Restart"] == "always"

@@ -209,6 +209,13 @@ async function loadStudents() {
       el('ul', {}, ...data.invalid.problems.map((p) => el('li', {}, el('code', {}, p)))),
       el('small', {}, t('js.changed', { who: data.invalid.changed })));
   }
+  // edits are saved to classroom.yaml either way; whether anything applies them is the daemon's heartbeat
+  const daemon = data.daemon;
+  $('#daemon-note').hidden = !daemon || daemon.running;
+  if (daemon && !daemon.running) {
+    $('#daemon-note').textContent = daemon.heard === null ? t('js.daemon_never')
+      : t('js.daemon_down', { ago: ago(new Date(Date.now() - daemon.heard * 1000).toISOString()) });
+  }
   $('#classroom').textContent = data.classroom;
   document.title = `${document.title.split(' · ')[0]} · ${data.classroom}`;
   $('#git-note').hidden = !data.roster_in_git;
