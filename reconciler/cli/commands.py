@@ -209,7 +209,9 @@ def status(args: argparse.Namespace) -> int:
         print(f"course material: {repo.url} ({repo.branch}) into ~/{repo.target}; the link for the class: "
               f"{material_link(site.hub.public_url, repo.url, repo.branch, repo.target)}")
     if site.hub is not None:
-        for line in reaches(site.hub):
+        from ..host.firewall import host_networks
+
+        for line in reaches(site.hub, () if swarm else host_networks()):
             print(f"student servers reach: {line}")
         if not swarm:
             print(image_line(site.hub.image, outcome.actual))

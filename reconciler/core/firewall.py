@@ -15,6 +15,7 @@ that dropped the chains) is drift the next pass repairs.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 
 from ..config.site import HUB_PORT, PRIVATE_RANGES, HubSettings
@@ -41,9 +42,12 @@ class Chain:
     rules: tuple[str, ...]
 
 
-def chains(hub: HubSettings) -> dict[str, Chain]:
+def chains(hub: HubSettings, host_networks: tuple[str, ...] = ()) -> dict[str, Chain]:
     """What the host should have for this hub: {"input": ..., "egress": ...}.
 
+    ``host_networks``: the networks this server's own interfaces are on (observed each pass): with
+    ``egress: internet`` they are refused like the private ranges -- a school LAN numbered in public space
+    (universities often are) is still the school's LAN.  An ``allow`` entry opens a part of one again.
     None with the swarm spawner: student servers run on the workers, not on a bridge of this host.
     """
     if hub.spawner == "swarm":
@@ -66,13 +70,26 @@ def chains(hub: HubSettings) -> dict[str, Chain]:
         else:
             egress.append(f"-A {outgoing} -d {where} -j RETURN")
     if hub.egress.policy == "internet":
-        egress += [f"-A {outgoing} -d {cidr} -j REJECT {REFUSE}" for cidr in PRIVATE_RANGES]
+        refused = [*PRIVATE_RANGES, *lan_outside_private(host_networks, hub.subnet)]
+        egress += [f"-A {outgoing} -d {cidr} -j REJECT {REFUSE}" for cidr in refused]
     else:
         egress.append(f"-A {outgoing} -j REJECT {REFUSE}")
     return {
         "input": Chain(incoming, "INPUT", f"-A INPUT -i {bridge} -j {incoming}", input_rules),
         "egress": Chain(outgoing, "DOCKER-USER", f"-A DOCKER-USER -i {bridge} -j {outgoing}", tuple(egress)),
     }
+
+
+def lan_outside_private(host_networks: tuple[str, ...], students: str) -> list[str]:
+    """The host's networks that the private ranges do not already cover (nor the students' own bridge), sorted."""
+    private = [ipaddress.IPv4Network(cidr) for cidr in PRIVATE_RANGES]
+    bridge = ipaddress.IPv4Network(students, strict=False)
+    found = set()
+    for cidr in host_networks:
+        network = ipaddress.IPv4Network(cidr, strict=False)
+        if not network.overlaps(bridge) and not any(network.subnet_of(p) for p in private):
+            found.add(network)
+    return [str(n) for n in sorted(found)]
 
 
 def in_force(chain: Chain, lines: tuple[str, ...]) -> bool:
@@ -84,7 +101,7 @@ def rules_of(name: str, lines: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(line for line in lines if line.startswith(f"-A {name} "))
 
 
-def reaches(hub: HubSettings) -> list[str]:
+def reaches(hub: HubSettings, host_networks: tuple[str, ...] = ()) -> list[str]:
     """In words, what a student container can reach: for the README, `reconcile status` and the page."""
     if hub.swarm is not None:
         return [f"the hub API ({hub.swarm.address}:{HUB_PORT}) from the swarm's workers; hub.egress is not "
@@ -92,7 +109,9 @@ def reaches(hub: HubSettings) -> list[str]:
     said = [f"the hub API ({hub.gateway}:{HUB_PORT}); nothing else on this host"]
     allowed = ", ".join(hub.egress.allow)
     if hub.egress.policy == "internet":
+        lan = lan_outside_private(host_networks, hub.subnet)
         said.append("the public internet; no private, CGNAT, link-local (cloud metadata) or multicast address"
+                    + (f", nor the networks this server is on ({', '.join(lan)})" if lan else "")
                     + (f" except {allowed}" if allowed else ""))
     else:
         said.append(f"only {allowed}" if allowed else "no other address (egress: none)")

@@ -39,6 +39,7 @@ from ..host import disables, lock
 from ..host.containers import client as docker_client
 from ..host.drivers import Context
 from ..host.facts import HostFiles, disk_space
+from ..host.firewall import host_networks
 from ..host.fsutil import private_dir
 from ..host.observe import NO_HUB, HubProbes, hub_probes, observe
 from ..host.run import Runner
@@ -81,7 +82,8 @@ def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = F
 
 def desire(site: Site, classroom: Classroom) -> Desired:
     """classroom.yaml resolved against this site: once per pass."""
-    return resolve(classroom, site.paths, layout_for(site), chains(site.hub) if site.hub is not None else None,
+    fence = None if site.hub is None else chains(site.hub, () if site.hub.spawner == "swarm" else host_networks())
+    return resolve(classroom, site.paths, layout_for(site), fence,
                    exports.policy(site.hub, classroom.name))
 
 

@@ -18,6 +18,24 @@ from .run import CommandFailed, Runner
 OURS = "CLSRM-"  # every chain of ours is named so
 
 
+def host_networks() -> tuple[str, ...]:
+    """The IPv4 networks of this host's own interface addresses (the LANs it is on), loopback aside: one look at
+    the interfaces (psutil), each pass, so a network added or renumbered is fenced at the next pass."""
+    import ipaddress
+    import socket
+
+    import psutil
+
+    found = set()
+    for interface, addresses in psutil.net_if_addrs().items():
+        if interface == "lo":
+            continue
+        for address in addresses:
+            if address.family == socket.AF_INET and address.netmask:
+                found.add(str(ipaddress.IPv4Network(f"{address.address}/{address.netmask}", strict=False)))
+    return tuple(sorted(found))
+
+
 def observe(run: Runner) -> tuple[str, ...] | None:
     """The filter table's lines that mention one of our chains (declarations, rules, jumps), in order.
 

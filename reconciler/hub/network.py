@@ -32,7 +32,8 @@ def ensure_network(hub: HubSettings) -> str:
 
 def ensure_firewall(hub: HubSettings) -> dict[str, str]:
     """The students' chains (core.firewall): INPUT (the hub API only) and egress (site.yaml's hub.egress)."""
-    return {key: firewall.apply_chain(chain, Runner()) for key, chain in chains(hub).items()}
+    return {key: firewall.apply_chain(chain, Runner())
+            for key, chain in chains(hub, firewall.host_networks()).items()}
 
 
 def remove(hub: HubSettings) -> None:

@@ -135,6 +135,22 @@ def test_egress_rules_follow_the_policy():
     assert reaches(HubSettings(token_file="t", egress="none"))[1] == "no other address (egress: none)"
 
 
+def test_the_servers_own_networks_are_refused_like_the_private_ranges():
+    """A LAN numbered in public space is the school's LAN all the same; one inside a private range or the students'
+    own bridge adds no rule; none of it with egress: none (everything is refused there anyway)."""
+    from reconciler.config.site import PRIVATE_RANGES, HubSettings
+    from reconciler.core.firewall import chains, reaches
+
+    hub = HubSettings(token_file="t", network="n", subnet="198.18.240.0/24")
+    seen = ("203.0.113.0/24", "10.1.0.0/16", "198.18.240.0/24", "192.0.2.0/25", "192.0.2.0/25")
+    egress = chains(hub, seen)["egress"]
+    refused = [rule.split()[3] for rule in egress.rules[1:]]
+    assert refused == [*PRIVATE_RANGES, "192.0.2.0/25", "203.0.113.0/24"]
+    assert "nor the networks this server is on (192.0.2.0/25, 203.0.113.0/24)" in reaches(hub, seen)[1]
+    closed = HubSettings(token_file="t", network="n", egress="none")
+    assert chains(closed, seen)["egress"].rules == chains(closed)["egress"].rules
+
+
 @pytest.mark.parametrize("bad", ["10.0.0.0/33", "example.org", "10.0.0.1:0", "10.0.0.1:80/icmp", "::1"])
 def test_egress_entries_are_checked(bad):
     from pydantic import ValidationError
