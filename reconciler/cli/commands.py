@@ -242,6 +242,8 @@ def image_line(tag: str, actual) -> str:
     from ..image.build import image_labels
     from ..image.course import summary
 
+    if actual.containers is None:  # Docker does not answer: nothing can be said of the image either
+        return f"image: {tag} not checked: Docker cannot be reached (is dockerd running?)"
     labels = image_labels(tag)
     if labels is None:
         return f"image: {tag} does not exist here (reconcile image build)"

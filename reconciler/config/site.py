@@ -265,6 +265,13 @@ class HubSettings(Strict):
         """The hub's REST API as reconcile calls it."""
         return self.api_url or f"http://{self.hub_address}:{HUB_PORT}/hub/api"
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The hub's database file when it is SQLite (the default); None for another database."""
+        if self.db_url is None or not self.db_url.startswith("sqlite:///"):
+            return None
+        return Path(self.db_url.removeprefix("sqlite:///"))
+
 
 def gateway(subnet: str) -> str:
     return str(next(ipaddress.ip_network(subnet).hosts()))

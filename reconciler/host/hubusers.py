@@ -30,9 +30,10 @@ class HubUnavailable(RuntimeError):
 
 
 class HubClient:
-    def __init__(self, api_url: str, token_file: Path, timeout: float = 10.0):
+    def __init__(self, api_url: str, token_file: Path, timeout: float = 10.0, db_file: Path | None = None):
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
+        self.db_file = db_file  # the hub's SQLite database: a refusal from a hub whose disk is full says so
         try:
             self._token = token_file.read_text().strip()
         except OSError as exc:
@@ -56,9 +57,25 @@ class HubClient:
         except requests.RequestException as exc:
             raise HubUnavailable(f"hub API at {self.api_url} is unreachable: {type(exc).__name__}") from None
         if response.status_code in (401, 403):
-            raise HubUnavailable(f"hub API refused reconcile's token ({response.status_code}): check token_file and "
-                                 "the reconciler service's role")
+            raise HubUnavailable(self._refusal(response))
+        if response.status_code >= 500 and (full := disk_full(self.db_file)):
+            raise HubUnavailable(f"the hub failed ({response.status_code}): its database {self.db_file} is on a full "
+                                 f"disk ({full}); free space there")
         return response
+
+    def _refusal(self, response: requests.Response) -> str:
+        """Why the hub said no, named: a database on a full disk cannot look tokens up (the hub then answers 403
+        for a token that is fine)."""
+        full = disk_full(self.db_file)
+        if full:
+            return (f"the hub cannot check reconcile's token: its database {self.db_file} is on a full disk "
+                    f"({full}); free space there")
+        try:
+            said = str(response.json().get("message") or "")[:200]
+        except ValueError:
+            said = ""
+        return (f"hub API refused reconcile's token ({response.status_code}{': ' + said if said else ''}): check "
+                "token_file and the reconciler service's role")
 
     def list_users(self, page: int = 200) -> list[dict]:
         users: list[dict] = []
@@ -113,6 +130,23 @@ class HubClient:
         if response.status_code != 204:
             raise RuntimeError(f"hub refused to delete {name}: {response.status_code} {response.text[:200]}")
         return "deleted"
+
+
+FULL = 1024 * 1024  # bytes free under which a filesystem is called full (SQLite needs room for its journal)
+
+
+def disk_full(path: Path | None) -> str | None:
+    """'N KiB free' when the filesystem holding ``path`` is (nearly) full; None when it is not, or unknown."""
+    if path is None:
+        return None
+    import os
+
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    return f"{free // 1024} KiB free" if free < FULL else None
 
 
 def snapshot(client: HubClient | None, error: str | None = None) -> HubState:

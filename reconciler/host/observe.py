@@ -101,7 +101,8 @@ def hub_probes(site: Site, classroom: str) -> HubProbes:
     from . import containers, hubusers  # requests and docker load only where a hub is configured
 
     try:
-        client = hubusers.HubClient(site.hub.api_endpoint, site.hub.token_file, site.hub.request_timeout)
+        client = hubusers.HubClient(site.hub.api_endpoint, site.hub.token_file, site.hub.request_timeout,
+                                    site.hub.sqlite_file)
         error = None
     except hubusers.HubUnavailable as exc:
         client, error = None, str(exc)

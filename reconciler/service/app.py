@@ -273,6 +273,14 @@ class OwnExport(Teacher):
             raise web.HTTPError(exc.status, exc.message) from None
         await send_archive(self, path)
 
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """A student followed a link: the reason in words they can read (or pass on), not a bare error page."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        said = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(f"Your files could not be downloaded ({status_code}): {said}\n"
+                    + ("Try again in a minute.\n" if status_code == 503 else ""))
+
 
 class ResetPassword(Api):
     @web.authenticated

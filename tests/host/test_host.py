@@ -522,3 +522,49 @@ def test_a_removed_person_is_locked_out_even_when_the_unmount_fails(classroom):
         busy.wait()
     assert room.cli().returncode == 0  # the next pass finishes the unmount
     assert str(room.paths.home(ann)) not in room.observe().mounts
+
+
+def test_a_hub_whose_database_disk_is_full_is_named_as_such(tmp_path):
+    """A hub whose SQLite database sits on a full disk refuses every token (403): reconcile names the full disk,
+    not its token.  The hub is stood in for by a loopback server answering as JupyterHub does (a real hub on a
+    full disk fails its own start-up writes first); the full filesystem is real."""
+    import http.server
+    import threading
+
+    from reconciler.host import hubusers
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": 403, "message": "Forbidden"}).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(full)], check=True)
+    try:
+        (tmp_path / "token").write_text("t\n")
+        url = f"http://127.0.0.1:{server.server_port}/hub/api"
+        database = full / "jupyterhub.sqlite"
+        database.write_bytes(b"SQLite format 3\0")
+        roomy = hubusers.snapshot(hubusers.HubClient(url, tmp_path / "token", 5, database))
+        assert "refused reconcile's token (403: Forbidden)" in roomy.error
+        try:
+            with open(full / "filler", "wb", buffering=0) as handle:
+                while True:
+                    handle.write(b"x" * 4096)
+        except OSError:
+            pass
+        cramped = hubusers.snapshot(hubusers.HubClient(url, tmp_path / "token", 5, database))
+        assert f"its database {database} is on a full disk" in cramped.error and "token_file" not in cramped.error
+    finally:
+        server.shutdown()
+        subprocess.run(["umount", str(full)], check=True)
