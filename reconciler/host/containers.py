@@ -21,17 +21,22 @@ LABEL_USER = "org.classroom.user"
 LABEL_CLASSROOM = "org.classroom.classroom"
 
 
-def client():
+ACT_TIMEOUT = 30  # seconds a driver's Docker call may take (a container stop waits up to STOP_TIMEOUT in it)
+LOOK_TIMEOUT = 5  # seconds an observation's Docker call may take: a Docker that accepts and never answers costs a
+                  # pass this much, once, and the pass goes on without the containers ("Docker is unreachable")
+
+
+def client(timeout: float = ACT_TIMEOUT):
     import docker  # imported lazily: hosts without a hub never need it
 
-    return docker.from_env(timeout=30)
+    return docker.from_env(timeout=timeout)
 
 
 def list_containers(classroom: str, tag: str | None = None) -> Mapping[str, Container] | None:
     """username -> container, in one API call (and one look at the image ``tag`` names now, to tell which servers
     run an older one); None when Docker cannot be reached."""
     try:
-        docker = client()
+        docker = client(LOOK_TIMEOUT)
         found = docker.containers.list(all=True, filters={"label": f"{LABEL_CLASSROOM}={classroom}"})
     except Exception:  # noqa: BLE001 - docker raises many types; the plan reports "unreachable"
         return None
@@ -61,7 +66,7 @@ def list_services(classroom: str) -> Mapping[str, Container] | None:
     """username -> swarm service (hub.spawner: swarm), with the worker each runs on; three calls whatever the
     class size (services, their running tasks, the nodes).  None when the swarm manager cannot be reached."""
     try:
-        api = client().api
+        api = client(LOOK_TIMEOUT).api
         services = api.services(filters={"label": f"{LABEL_CLASSROOM}={classroom}"})
         tasks = api.tasks(filters={"desired-state": "running"}) if services else []
         nodes = {node["ID"]: node.get("Description", {}).get("Hostname", "") for node in api.nodes()} \
@@ -87,7 +92,7 @@ NANO_CPUS = 10**9  # a service's CPU limit is in billionths of a CPU
 def swarm_nodes() -> list[dict] | None:
     """The swarm's machines as the manager knows them (one call); None when it cannot be asked."""
     try:
-        listed = client().api.nodes()
+        listed = client(LOOK_TIMEOUT).api.nodes()
     except Exception:  # noqa: BLE001 - as list_containers
         return None
     return [{"hostname": n.get("Description", {}).get("Hostname", ""), "address": n.get("Status", {}).get("Addr", ""),

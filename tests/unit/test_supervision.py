@@ -136,3 +136,40 @@ def test_systemd_hears_ready_and_the_watchdog(tmp_path, monkeypatch):
         assert server.recv(1024) == b"READY=1\nSTATUS=watching"
         monkeypatch.delenv("NOTIFY_SOCKET")
         assert not liveness.notify("WATCHDOG=1")  # not under systemd: nothing to tell
+
+
+def test_a_docker_that_accepts_and_never_answers_is_given_up_on(tmp_path, monkeypatch):
+    """The pass's look at the containers: a Docker socket that accepts and never answers is reported as
+    unreachable (None: the plan says so and goes on without the container part), and every connection the
+    look opened is closed by it -- after containers.LOOK_TIMEOUT, not held for the pass's lock time."""
+    import threading
+
+    from reconciler.host import containers
+
+    address = str(tmp_path / "docker.sock")
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hung.bind(address)
+    hung.listen(8)
+    accepted, closed = [], []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = hung.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            threading.Thread(target=lambda c=conn: (c.recv(65536), c.recv(65536), closed.append(c)),
+                             daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{address}")
+    monkeypatch.setattr(containers, "LOOK_TIMEOUT", 0.5)  # the unit tier runs in seconds
+    try:
+        assert containers.list_containers("py101", "classroom-student:latest") is None
+        assert containers.list_services("py101") is None and containers.swarm_nodes() is None
+        wait_for(lambda: len(closed) == len(accepted) > 0, what="the look to let go of every connection")
+    finally:
+        hung.close()
+        for conn in accepted:
+            conn.close()
