@@ -14,6 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,15 +95,22 @@ class Classroom:
         return self.file
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        """Run the real `reconcile` command as a separate process."""
+        """Run the real `reconcile` command as a separate process.
+
+        Always without CAP_SYS_RESOURCE (setpriv drops it from the bounding set): a resize here is the offline
+        kind whatever this host grants root, so the tests that expect a raise to wait for a running server
+        hold on any machine (online growth is tested in the VM, tests/vm)."""
         argv = [sys.executable, "-m", "reconciler", "--site", str(self.site), "-f", str(self.file), *args]
         if args and args[0] in ("validate", "status", "mount-all", "doctor"):
             argv = [sys.executable, "-m", "reconciler", args[0], "--site", str(self.site), "-f", str(self.file),
                     *args[1:]]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([*WITHOUT_ONLINE_RESIZE, *argv], capture_output=True, text=True, timeout=timeout)
 
     def observe(self) -> Actual:
         return observe(self.paths, LoopBackend(self.paths, Runner(), HostFiles()))
+
+
+WITHOUT_ONLINE_RESIZE = ("setpriv", "--bounding-set=-sys_resource", "--inh-caps=-sys_resource", "--")
 
 
 def make_classroom(max_disable_fraction: float = 0.5, limits: dict | None = None,
@@ -137,3 +147,40 @@ def cleanup(classroom: Classroom) -> None:
         if group.startswith(classroom.name + "-") or group.startswith(classroom.prefix):
             subprocess.run(["groupdel", group], capture_output=True)
     shutil.rmtree(classroom.root, ignore_errors=True)
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition", step: float = 0.1, ignoring: tuple = ()):
+    """Poll until ``predicate()`` is true (its value is returned); fail saying what did not happen.  The
+    deadline only keeps a hung wait from hanging the run: what is waited for is an event, not a time.
+    ``ignoring``: exceptions that mean "not yet" (a file still being written, a server still starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except ignoring:
+            value = None
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def full_filesystem(where: Path, size: str = "1m", keep: dict[str, bytes] | None = None) -> Iterator[Path]:
+    """A real filesystem with no room left (a tmpfs of ``size``, filled to its last block), mounted at ``where``
+    with the files ``keep`` written first; unmounted afterwards, whatever happens."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        for name, data in (keep or {}).items():
+            (where / name).write_bytes(data)
+        try:
+            with open(where / "filler", "wb", buffering=0) as handle:
+                while True:
+                    handle.write(b"x" * 4096)
+        except OSError:
+            pass
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+

@@ -20,7 +20,7 @@ from typing import Iterator
 import requests
 import yaml
 
-from hostkit import Classroom
+from hostkit import Classroom, wait_for  # noqa: F401 - the hub tests take it from here
 from imagekit import TAG, build_test_image
 
 from reconciler.host.supervisor import stop_tree
@@ -122,16 +122,6 @@ class Hub:
         return session if response.status_code == 302 else None
 
 
-def wait_for(predicate, timeout: float, what: str, step: float = 0.3) -> None:
-    """Poll until ``predicate()`` is true; fail saying what did not happen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def xsrf(session: requests.Session) -> dict:
     """The hub's XSRF token (a single-user server sets its own _xsrf cookie under /user/<name>/)."""
     tokens = [c.value for c in session.cookies if c.name == "_xsrf" and c.path.startswith("/hub")]
@@ -219,15 +209,21 @@ def log_in(page, origin: str, username: str, password: str, then: str) -> None:
     page.click("#login_submit")
 
 
-def tear_down(hub: Hub, room: Classroom) -> None:
-    """Stop the hub, remove the classroom's containers, network and firewall chains, then the classroom."""
+def tear_down(hub: Hub | None, room: Classroom) -> None:
+    """Stop the hub, remove the classroom's containers, network and firewall chains, then the classroom: whatever
+    part of the set-up was done (``hub`` None: it was never made), so a fixture calls it from its ``finally``."""
     import docker
 
     from hostkit import cleanup
 
-    hub.stop()
-    for container in docker.from_env().containers.list(
-            all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
-        container.remove(force=True)
-    hub.remove_network()
-    cleanup(room)
+    try:
+        if hub is not None:
+            hub.stop()
+        for container in docker.from_env().containers.list(
+                all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
+            container.remove(force=True)
+        settings = load_site(room.site).hub if room.site.exists() else None
+        if settings is not None:
+            network.remove(settings)
+    finally:
+        cleanup(room)

@@ -97,10 +97,10 @@ class Daemon:
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGHUP, lambda *_: self._wake.set())
         observer = _watch(self.file, self.poke)
-        heart = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
-        heart.start()
         log.info("watching %s (resync every %gs)", self.file, self.site.resync_interval)
         liveness.notify("READY=1", f"STATUS=watching {self.file}")  # systemd (Type=notify): started
+        heart = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)  # then its watchdog
+        heart.start()
         try:
             while not self._stop.is_set():
                 self.pass_started = time.time()

@@ -54,6 +54,7 @@ class Desired:
     shared_disk: int | None = None  # the course folder's own volume (classroom.yaml), None = as it is
     firewall: Mapping[str, Chain] = field(default_factory=dict)  # the students' chains (with a hub), by key
     exports: ExportPolicy | None = None  # the homes over NFS for swarm workers (hub.swarm.homes: nfs)
+    servers_here: bool = False  # the students' servers run on this host's Docker (a hub, not the swarm spawner)
 
     @property
     def groups(self) -> dict[str, str]:
@@ -64,7 +65,8 @@ class Desired:
 
 
 def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout,
-            firewall: Mapping[str, Chain] | None = None, exports: ExportPolicy | None = None) -> Desired:
+            firewall: Mapping[str, Chain] | None = None, exports: ExportPolicy | None = None,
+            servers_here: bool = False) -> Desired:
     """Apply named quotas and inline overrides; the classroom must already be validated."""
     members = []
     for role, people in (("teacher", classroom.admins), ("student", classroom.students)):
@@ -82,4 +84,5 @@ def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout,
                     emails=tuple(person.email),
                 )
             )
-    return Desired(classroom.name, tuple(members), paths, volumes, classroom.shared_disk, dict(firewall or {}), exports)
+    return Desired(classroom.name, tuple(members), paths, volumes, classroom.shared_disk, dict(firewall or {}), exports,
+                   servers_here)

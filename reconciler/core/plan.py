@@ -527,14 +527,15 @@ def _converge_disabled(user: str, account: Account | None, desired: Desired, act
                             after=AccountFields(login="disabled"), reason=reason))
     drift = account is None and user not in actual.volumes  # a hub user we never created
     steps += _hub_leave(user, actual, reason if not drift else "hub user not in classroom.yaml", drift)
-    steps += _unmount_steps(user, desired, actual, reason, _server_unknown(actual))
+    steps += _unmount_steps(user, desired, actual, reason, _server_unknown(desired, actual))
     return steps
 
 
-def _server_unknown(actual: Actual) -> str:
-    """Why an unmount waits: with a hub and neither it nor Docker answering, nobody can say a server is not
-    still writing to the home (its container keeps its own mount)."""
-    return SERVER_UNKNOWN if _hub_down(actual) and actual.containers is None else ""
+def _server_unknown(desired: Desired, actual: Actual) -> str:
+    """Why an unmount waits: servers on this host, and neither the hub nor Docker answering, so nobody can say
+    a server is not still writing to the home (its container keeps its own mount).  Servers on swarm workers
+    reach the home over NFS, whose export is withdrawn first."""
+    return SERVER_UNKNOWN if desired.servers_here and _hub_down(actual) and actual.containers is None else ""
 
 
 def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str, waits: str = "") -> list[Action]:
@@ -561,7 +562,7 @@ def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str, wai
 
 def _converge_purged(user: str, account: Account | None, desired: Desired, actual: Actual) -> list[Action]:
     steps = _hub_leave(user, actual, "status: purged", False) + _unmount_steps(user, desired, actual, "status: purged",
-                                                                              _server_unknown(actual))
+                                                                              _server_unknown(desired, actual))
     volume = actual.volumes.get(user)
     # A volume still mounted elsewhere is not deleted yet; the account waits with it, so a purge is never
     # left half done (an image without its owner) while it waits.

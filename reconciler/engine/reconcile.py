@@ -82,9 +82,9 @@ def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = F
 
 def desire(site: Site, classroom: Classroom) -> Desired:
     """classroom.yaml resolved against this site: once per pass."""
-    fence = None if site.hub is None else chains(site.hub, () if site.hub.spawner == "swarm" else host_networks())
-    return resolve(classroom, site.paths, layout_for(site), fence,
-                   exports.policy(site.hub, classroom.name))
+    here = site.hub is not None and site.hub.spawner != "swarm"  # servers on this host's Docker
+    fence = None if site.hub is None else chains(site.hub, host_networks() if here else ())
+    return resolve(classroom, site.paths, layout_for(site), fence, exports.policy(site.hub, classroom.name), here)
 
 
 def context(site: Site, desired: Desired, run: Runner, volumes: VolumeBackend, probes: HubProbes = NO_HUB,

@@ -16,7 +16,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ..config.classroom import Classroom
 from ..config.load import InvalidFile, check_classroom, read_source, read_version
 from ..config.site import Site

@@ -4,6 +4,7 @@ Each test works in a throw-away classroom (random name and usernames, its own
 temp dirs) that the `classroom` fixture removes completely afterwards.
 """
 
+import errno
 import fcntl
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import pamela
 import pytest
 import yaml
+from hostkit import full_filesystem
 
 from reconciler.config.sizes import MiB
 from reconciler.host import facts
@@ -402,18 +404,8 @@ def test_a_full_disk_under_the_journal_fails_the_pass_cleanly(classroom):
     room = classroom
     room.write([{"username": "ann"}])
     assert room.cli().returncode == 0
-    full = room.root / "full"
-    full.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
-    try:
+    with full_filesystem(room.root / "full", keep={"journal.jsonl": room.paths.journal.read_bytes()}) as full:
         journal = full / "journal.jsonl"
-        journal.write_bytes(room.paths.journal.read_bytes())
-        try:  # fill the filesystem to the last block
-            with open(full / "filler", "wb", buffering=0) as handle:
-                while True:
-                    handle.write(b"x" * 4096)
-        except OSError:
-            pass
         subprocess.run(["mount", "--bind", str(journal), str(room.paths.journal)], check=True)
         try:
             room.write([{"username": "ann"}, {"username": "bob"}])
@@ -424,8 +416,6 @@ def test_a_full_disk_under_the_journal_fails_the_pass_cleanly(classroom):
             assert room.user("bob") not in room.observe().accounts  # journal first: nothing done unrecorded
         finally:
             subprocess.run(["umount", str(room.paths.journal)], check=True)
-    finally:
-        subprocess.run(["umount", "-l", str(full)], check=True)
     again = room.cli()  # room again: the next pass finishes what the full disk stopped
     assert again.returncode == 0, again.stdout + again.stderr
     assert room.user("bob") in room.observe().accounts
@@ -441,18 +431,8 @@ def test_a_teacher_write_that_cannot_be_journaled_is_not_made(classroom):
     room = classroom
     room.write([{"username": "ann"}, {"username": "bob"}])
     assert room.cli().returncode == 0
-    full = room.root / "full"
-    full.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
-    try:
+    with full_filesystem(room.root / "full", keep={"journal.jsonl": room.paths.journal.read_bytes()}) as full:
         journal = full / "journal.jsonl"
-        journal.write_bytes(room.paths.journal.read_bytes())
-        try:
-            with open(full / "filler", "wb", buffering=0) as handle:
-                while True:
-                    handle.write(b"x" * 4096)
-        except OSError:
-            pass
         subprocess.run(["mount", "--bind", str(journal), str(room.paths.journal)], check=True)
         try:
             desk = teacher.Room(load_site(room.site), room.file)
@@ -467,8 +447,6 @@ def test_a_teacher_write_that_cannot_be_journaled_is_not_made(classroom):
             assert room.file.read_bytes() == before and outbox_password(room, "bob") == waiting
         finally:
             subprocess.run(["umount", str(room.paths.journal)], check=True)
-    finally:
-        subprocess.run(["umount", "-l", str(full)], check=True)
 
 
 def test_volumes_promising_more_than_the_images_filesystem_holds_are_refused(classroom):
@@ -547,24 +525,41 @@ def test_a_hub_whose_database_disk_is_full_is_named_as_such(tmp_path):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    full = tmp_path / "full"
-    full.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(full)], check=True)
     try:
         (tmp_path / "token").write_text("t\n")
         url = f"http://127.0.0.1:{server.server_port}/hub/api"
-        database = full / "jupyterhub.sqlite"
-        database.write_bytes(b"SQLite format 3\0")
-        roomy = hubusers.snapshot(hubusers.HubClient(url, tmp_path / "token", 5, database))
-        assert "refused reconcile's token (403: Forbidden)" in roomy.error
-        try:
-            with open(full / "filler", "wb", buffering=0) as handle:
-                while True:
-                    handle.write(b"x" * 4096)
-        except OSError:
-            pass
-        cramped = hubusers.snapshot(hubusers.HubClient(url, tmp_path / "token", 5, database))
-        assert f"its database {database} is on a full disk" in cramped.error and "token_file" not in cramped.error
+        roomy = tmp_path / "roomy" / "jupyterhub.sqlite"  # the same database on a disk with room
+        roomy.parent.mkdir()
+        roomy.write_bytes(b"SQLite format 3\0")
+        said = hubusers.snapshot(hubusers.HubClient(url, tmp_path / "token", 5, roomy)).error
+        assert "refused reconcile's token (403: Forbidden)" in said
+        with full_filesystem(tmp_path / "full", keep={"jupyterhub.sqlite": b"SQLite format 3\0"}) as full:
+            database = full / "jupyterhub.sqlite"
+            said = hubusers.snapshot(hubusers.HubClient(url, tmp_path / "token", 5, database)).error
+            assert f"its database {database} is on a full disk" in said and "token_file" not in said
     finally:
         server.shutdown()
-        subprocess.run(["umount", str(full)], check=True)
+
+
+def test_state_files_written_on_a_full_disk_keep_their_old_content(tmp_path):
+    """status.json and the mount manifest on a real full filesystem: the write fails with ENOSPC, the old file
+    stays whole, and no temp file is left (write_atomic: a temp file beside it, renamed only once written)."""
+    from reconciler.config.site import Paths
+    from reconciler.core.actual import ManifestEntry
+    from reconciler.host.fsutil import write_atomic
+    from reconciler.host.mounts import _write_manifest
+
+    with full_filesystem(tmp_path / "full", keep={"status.json": b'{"result": "converged"}\n',
+                                                  "mounts.fstab": b"# old manifest\n"}) as full:
+        status, paths = full / "status.json", Paths(full, full / "homes")
+        with pytest.raises(OSError) as refused:
+            write_atomic(status, '{"result": "waiting"}\n' * 1000)
+        assert refused.value.errno == errno.ENOSPC
+        with pytest.raises(OSError) as refused:
+            _write_manifest(paths, {str(full / "homes" / f"u{n}"): ManifestEntry(f"/x/u{n}.img", str(full / "homes" / f"u{n}"),
+                                                                                 "ext4", "rw")
+                                    for n in range(2000)})
+        assert refused.value.errno == errno.ENOSPC
+        assert status.read_text() == '{"result": "converged"}\n'
+        assert paths.manifest.read_text() == "# old manifest\n"
+        assert sorted(p.name for p in full.iterdir()) == ["filler", "mounts.fstab", "status.json"]

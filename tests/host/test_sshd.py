@@ -42,22 +42,23 @@ def sshd(classroom, tmp_path):
     binary = debian_sshd()
     env = {**os.environ, "LD_LIBRARY_PATH": f"{CACHE}/root/lib/x86_64-linux-gnu:{CACHE}/root/usr/lib/x86_64-linux-gnu"}
     made = []  # sshd's privilege separation user and directory, when this host has none
-    if subprocess.run(["getent", "passwd", "sshd"], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-r", "-M", "-d", "/run/sshd", "-s", "/usr/sbin/nologin", "sshd"], check=True)
-        made.append("user")
-    if not Path("/run/sshd").exists():
-        Path("/run/sshd").mkdir(mode=0o755)
-        made.append("dir")
-    drop_ins = tmp_path / "sshd_config.d"
-    drop_ins.mkdir()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "hostkey")], check=True)
-    port = free_port()
-    (tmp_path / "sshd_config").write_text(
-        f"Include {drop_ins}/*.conf\nHostKey {tmp_path / 'hostkey'}\nListenAddress 127.0.0.1:{port}\n"
-        f"PidFile {tmp_path / 'sshd.pid'}\nUsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n")
-    subprocess.run([str(binary), "-f", str(tmp_path / "sshd_config"), "-E", str(tmp_path / "sshd.log")], env=env,
-                   check=True)
-    try:
+    try:  # set-up inside the cleanup's reach
+        if subprocess.run(["getent", "passwd", "sshd"], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-r", "-M", "-d", "/run/sshd", "-s", "/usr/sbin/nologin", "sshd"], check=True)
+            made.append("user")
+        if not Path("/run/sshd").exists():
+            Path("/run/sshd").mkdir(mode=0o755)
+            made.append("dir")
+        drop_ins = tmp_path / "sshd_config.d"
+        drop_ins.mkdir()
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "hostkey")], check=True)
+        port = free_port()
+        (tmp_path / "sshd_config").write_text(
+            f"Include {drop_ins}/*.conf\nHostKey {tmp_path / 'hostkey'}\nListenAddress 127.0.0.1:{port}\n"
+            f"PidFile {tmp_path / 'sshd.pid'}\nUsePAM no\nPasswordAuthentication yes\n"
+            "KbdInteractiveAuthentication no\n")
+        subprocess.run([str(binary), "-f", str(tmp_path / "sshd_config"), "-E", str(tmp_path / "sshd.log")],
+                       env=env, check=True)
         yield port, drop_ins, tmp_path
     finally:
         pid = tmp_path / "sshd.pid"

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from hostkit import host_ready
+from hostkit import host_ready, wait_for
 
 pytestmark = pytest.mark.skipif(host_ready() is not None, reason=host_ready() or "")
 
@@ -29,16 +29,6 @@ def save_by_rename(room, students):
 def status(room):
     path = room.paths.state / "status.json"
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready, xsrf
+from hostkit import host_ready, make_classroom
+from hubkit import Hub, add_hub, hub_ready, tear_down, xsrf
 
 from reconciler.engine import journal
 
@@ -53,16 +53,16 @@ def token_for(hub, room, short, scopes=None):
 
 @pytest.fixture(scope="module")
 def served():
-    room = make_classroom()
-    add_hub(room)
-    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "dot"}],
-               admins=[{"username": "tea"}, {"username": "tia"}])
-    text = room.file.read_text()
-    room.file.write_text("# the roster of our test class\n" + text.replace("students:", "students:  # keep sorted"))
-    first = room.cli()
-    assert first.returncode == 1, first.stdout + first.stderr  # the hub is not up yet: only its part fails
-    hub = Hub(room)
-    try:
+    room, hub = make_classroom(), None
+    try:  # set-up inside the cleanup's reach
+        add_hub(room)
+        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "dot"}],
+                   admins=[{"username": "tea"}, {"username": "tia"}])
+        text = room.file.read_text()
+        room.file.write_text("# the roster of our test class\n" + text.replace("students:", "students:  # keep sorted"))
+        first = room.cli()
+        assert first.returncode == 1, first.stdout + first.stderr  # the hub is not up yet: only its part fails
+        hub = Hub(room)
         hub.start()
         response = token_for(hub, room, "tea", [SCOPE])
         assert response.status_code == 201, response.text
@@ -71,9 +71,7 @@ def served():
         room.first_passwords = {short: password(room, short) for short in ("ann", "bob", "cat", "dot", "tea", "tia")}
         yield room, hub, teacher
     finally:
-        hub.stop()
-        hub.remove_network()
-        cleanup(room)
+        tear_down(hub, room)
 
 
 def test_teacher_token_lists_everyone_with_usage(served):

@@ -14,8 +14,8 @@ import docker
 import pytest
 import yaml
 
-from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready, server_of, start_server, stop_server
+from hostkit import host_ready, make_classroom
+from hubkit import Hub, add_hub, hub_ready, server_of, start_server, stop_server, tear_down
 from imagekit import TAG, build_test_image, image_unavailable, make_tiny_wheel
 from reconciler.config.sizes import MiB
 from reconciler.engine import journal
@@ -31,16 +31,15 @@ TEACHERS = [{"username": "tea"}]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     build_test_image()
-    room = make_classroom()
-    add_hub(room, image=TAG, pids_limit=PIDS, tmp_size="32Mi")
-    room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
-    room.write(ROSTER, admins=TEACHERS)
-    room.cli()  # host part converges; the hub is not up yet
-    hub = Hub(room)
-    hub.start()
-    wheel = make_tiny_wheel(tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheels"))
-    sessions = {}
-    try:
+    room, hub, sessions = make_classroom(), None, {}
+    try:  # set-up inside the cleanup's reach
+        add_hub(room, image=TAG, pids_limit=PIDS, tmp_size="32Mi")
+        room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
+        room.write(ROSTER, admins=TEACHERS)
+        room.cli()  # host part converges; the hub is not up yet
+        hub = Hub(room)
+        hub.start()
+        wheel = make_tiny_wheel(tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheels"))
         yield room, hub, sessions, wheel
     finally:
         for name in list(sessions):
@@ -48,11 +47,7 @@ def env(tmp_path_factory):
                 stop_server(hub, sessions[name], name)
             except Exception:  # noqa: BLE001 - best effort; the containers are removed below anyway
                 pass
-        hub.stop()
-        for container in docker.from_env().containers.list(all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
-            container.remove(force=True)
-        hub.remove_network()
-        cleanup(room)
+        tear_down(hub, room)
 
 
 def password(room, short):
@@ -216,7 +211,7 @@ def test_memory_quota_change_reaches_the_running_server(env):
 
 
 def test_a_disk_change_waits_for_the_running_server_or_restarts_it(env):
-    """Online growth is denied on this machine (no CAP_SYS_RESOURCE): the resize needs the volume offline, and
+    """Online growth is denied to room.cli (it runs without CAP_SYS_RESOURCE): the resize needs the volume offline, and
     ann's running server holds it.  The plan says it waits; resize_running: restart stops the server first."""
     room, hub, sessions, _ = env
     user, container = running(room, hub, sessions, "ann")

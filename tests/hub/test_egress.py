@@ -16,8 +16,8 @@ import sys
 import pytest
 import yaml
 
-from hostkit import cleanup, host_ready, make_classroom
-from hubkit import add_hub, hub_ready
+from hostkit import host_ready, make_classroom
+from hubkit import add_hub, hub_ready, tear_down
 from imagekit import TAG, build_test_image, image_unavailable
 from nskit import NetHost
 from reconciler.config.load import load_site
@@ -52,22 +52,23 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def setup():
     build_test_image()
-    room = make_classroom()
-    add_hub(room)
-    room.write([{"username": "ann"}])
-    hub = load_site(room.site).hub
-    network.ensure_network(hub)
-    far = NetHost(secrets.token_hex(2))
-    api = subprocess.Popen([sys.executable, "-m", "http.server", "8081", "--bind", hub.gateway],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stands in for the hub API
-    try:
+    room, far, api = make_classroom(), None, None
+    try:  # set-up inside the cleanup's reach
+        add_hub(room)
+        room.write([{"username": "ann"}])
+        hub = load_site(room.site).hub
+        network.ensure_network(hub)
+        far = NetHost(secrets.token_hex(2))
+        api = subprocess.Popen([sys.executable, "-m", "http.server", "8081", "--bind", hub.gateway],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stands in for the hub API
         yield room, far
     finally:
-        api.kill()
-        api.wait()
-        far.stop()
-        network.remove(load_site(room.site).hub)
-        cleanup(room)
+        if api is not None:
+            api.kill()
+            api.wait()
+        if far is not None:
+            far.stop()
+        tear_down(None, room)
 
 
 def policy(room, egress):

@@ -14,8 +14,8 @@ import subprocess
 import pytest
 import requests
 
-from hostkit import cleanup, host_ready, make_classroom
-from hubkit import Hub, add_hub, hub_ready, xsrf
+from hostkit import host_ready, make_classroom
+from hubkit import Hub, add_hub, hub_ready, tear_down, xsrf
 
 pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
 
@@ -26,21 +26,19 @@ def password(room, short):
 
 @pytest.fixture
 def hubroom():
-    room = make_classroom()
-    add_hub(room)
-    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}],
-               admins=[{"username": "tea"}, {"username": "tib"}])
-    first = room.cli()  # the hub is not running yet: its part fails, accounts and volumes converge
-    assert first.returncode == 1, first.stdout + first.stderr
-    assert "hub" in first.stderr
-    hub = Hub(room)
-    try:
+    room, hub = make_classroom(), None
+    try:  # set-up inside the cleanup's reach
+        add_hub(room)
+        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}],
+                   admins=[{"username": "tea"}, {"username": "tib"}])
+        first = room.cli()  # the hub is not running yet: its part fails, accounts and volumes converge
+        assert first.returncode == 1, first.stdout + first.stderr
+        assert "hub" in first.stderr
+        hub = Hub(room)
         hub.start()
         yield room, hub
     finally:
-        hub.stop()
-        hub.remove_network()
-        cleanup(room)
+        tear_down(hub, room)
 
 
 def admin_of(hub, username):

@@ -34,13 +34,13 @@ def warm_room():
     now = dt.datetime.now(UTC).replace(second=0, microsecond=0)
     if now.hour == 23 and now.minute >= 50 or now.hour == 0 and now.minute < 2:
         pytest.skip("too close to midnight UTC for a one-off lesson around now")
-    room = make_classroom()
-    add_hub(room, cull_idle_timeout=20, prewarm={"lead": 0, "pace": 0.5, "idle_memory": "64Mi"})
-    on_now = lesson(now - dt.timedelta(minutes=1), 9)  # on now, for a few minutes
-    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}], schedule=[on_now])
-    assert room.cli().returncode == 1  # the hub is not up yet: accounts and volumes converge
-    hub = Hub(room)
-    try:
+    room, hub = make_classroom(), None
+    try:  # set-up inside the cleanup's reach: a failed step leaves nothing behind
+        add_hub(room, cull_idle_timeout=20, prewarm={"lead": 0, "pace": 0.5, "idle_memory": "64Mi"})
+        on_now = lesson(now - dt.timedelta(minutes=1), 9)  # on now, for a few minutes
+        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}], schedule=[on_now])
+        assert room.cli().returncode == 1  # the hub is not up yet: accounts and volumes converge
+        hub = Hub(room)
         hub.start()
         yield room, hub, now
     finally:

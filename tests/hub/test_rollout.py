@@ -32,15 +32,15 @@ def running_image(hub, room, username):
 def room_with_servers():
     client = docker.from_env()
     build_test_image()
-    room = make_classroom()
+    room, hub = make_classroom(), None
     tag = f"classroom-rollout-{room.name}:latest"
-    client.images.get(TAG).tag(tag)
-    add_hub(room, image=tag)
-    room.write([{"username": "ann"}, {"username": "bob"}])
-    assert room.cli().returncode == 1  # the hub is not up yet
-    hub = Hub(room)
     newer = None
-    try:
+    try:  # set-up inside the cleanup's reach
+        client.images.get(TAG).tag(tag)
+        add_hub(room, image=tag)
+        room.write([{"username": "ann"}, {"username": "bob"}])
+        assert room.cli().returncode == 1  # the hub is not up yet
+        hub = Hub(room)
         hub.start()
         for short in ("ann", "bob"):
             assert hub.login(room.user(short), password(room, short)) is not None

@@ -70,13 +70,14 @@ def password(room, short):
 @pytest.fixture(scope="module")
 def classroom():
     build_test_image()
-    room = make_classroom()
-    port = free_port()
-    add_hub(room, image=TAG, public_url=f"http://127.0.0.1:{port}", subdomain_host=f"http://hub.localhost:{port}")
-    room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}])
-    assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
-    hub = Hub(room)
-    try:
+    room, hub = make_classroom(), None
+    try:  # set-up inside the cleanup's reach
+        port = free_port()
+        add_hub(room, image=TAG, public_url=f"http://127.0.0.1:{port}",
+                subdomain_host=f"http://hub.localhost:{port}")
+        room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}])
+        assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
+        hub = Hub(room)
         hub.start()
         yield room, hub, port
     finally:

@@ -40,17 +40,17 @@ def measure(page, selector):
 @pytest.fixture(scope="module")
 def classroom():
     build_test_image()
-    room = make_classroom()
-    room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"},
-                   "big": {"memory": "512Mi", "cpu": 1, "disk": "256Mi"}}
-    add_hub(room, image=TAG)
-    tomorrow = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(datetime.datetime.now(datetime.timezone.utc).weekday() + 1) % 7]
-    room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}],
-               schedule=[{"days": [tomorrow], "start": "09:00", "end": "10:00", "tz": "UTC"}])
-    assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
-    hub = Hub(room)
-    daemon = None
-    try:
+    room, hub, daemon = make_classroom(), None, None
+    try:  # set-up inside the cleanup's reach
+        room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"},
+                       "big": {"memory": "512Mi", "cpu": 1, "disk": "256Mi"}}
+        add_hub(room, image=TAG)
+        tomorrow = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[
+            (datetime.datetime.now(datetime.timezone.utc).weekday() + 1) % 7]
+        room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}],
+                   schedule=[{"days": [tomorrow], "start": "09:00", "end": "10:00", "tz": "UTC"}])
+        assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
+        hub = Hub(room)
         hub.start()
         teacher_password = password(room, "tea")
         session = hub.login(room.user("ann"), password(room, "ann"))

@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+import hostkit
 from hostkit import cleanup, host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready
 from imagekit import TAG, build_test_image, image_unavailable
@@ -61,15 +62,8 @@ def supervised(state):
 
 
 def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (OSError, ValueError, KeyError, requests.RequestException):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    """hostkit's, where a file being replaced or a service still starting means "not yet"."""
+    return hostkit.wait_for(predicate, timeout, what, 0.2, (OSError, ValueError, KeyError, requests.RequestException))
 
 
 def test_up_brings_everything_and_down_stops_it():

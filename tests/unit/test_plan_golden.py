@@ -71,7 +71,7 @@ def member(username: str, *, name: str | None = None, role: str = "student", sta
 
 
 def desired(*members: Member) -> Desired:
-    return Desired(C, tuple(members), PATHS, LAYOUT)
+    return Desired(C, tuple(members), PATHS, LAYOUT, servers_here=True)
 
 
 # --- actual ----------------------------------------------------------------------------------------
@@ -698,6 +698,14 @@ CASES = [
     Case("docker-down-blocks-live-limits", (ALICE,), with_hub(converged(ALICE), users=[], containers=None), DEFAULT,
          [], blocked=[("docker", "", "Docker is unreachable")]),
 ]
+
+
+def test_servers_on_swarm_workers_never_hold_the_unmount() -> None:
+    """With the swarm spawner the servers reach the home over NFS, whose export goes first: the hub and Docker
+    both down do not make the unmount wait (they do when the servers run on this host, above)."""
+    swarm = Desired(C, (member("alice", status="disabled"), BOB), PATHS, LAYOUT, servers_here=False)
+    result = plan(swarm, with_hub(converged(ALICE, BOB), error="down", containers=None))
+    assert [as_tuple(a) for a in result.actions] == disable_sequence("alice", "status: disabled")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -24,21 +24,6 @@ def test_a_planted_symlink_never_receives_the_data(tmp_path: Path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o600  # root's alone unless asked otherwise
 
 
-def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch):
-    target = tmp_path / "status.json"
-    target.write_text("old")
-
-    def full(fd, data):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", full)
-    with pytest.raises(OSError, match="No space left"):
-        write_atomic(target, "new")
-    monkeypatch.undo()
-    assert target.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
-
-
 def test_the_state_directory_is_private(tmp_path: Path):
     state = tmp_path / "state"
     state.mkdir(mode=0o755)

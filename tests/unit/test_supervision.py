@@ -12,20 +12,11 @@ import sys
 import time
 
 import pytest
+from hostkit import wait_for
 
 from reconciler.host import liveness
 
 pytestmark = pytest.mark.unit
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def gone(pid: int) -> bool:

@@ -142,5 +142,4 @@ def _my_qemu_descendants() -> list[int]:
 def test_timeout_kills_the_vm(assets):
     result = vmkit.run_in_vm(["sleep", "600"], cwd=Path("/"), timeout=5, assets=assets)
     assert result.timed_out and result.returncode == 124, result.output
-    assert result.duration < 60
-    assert _my_qemu_descendants() == []
+    assert _my_qemu_descendants() == []  # killed, not left running: the whole point of the timeout
