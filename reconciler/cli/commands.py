@@ -202,7 +202,7 @@ def status(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(render_people(rows(outcome.desired, outcome.actual, outbox.pending(site.paths.outbox))))
     print()
-    print(f"daemon: {liveness.describe(daemon)}")
+    print(f"daemon: {liveness.describe(daemon)}{_last_pass(site)}")
     print(render_course_folder(course_folder(outcome.desired, outcome.actual)))
     if classroom.course_repo is not None and site.hub is not None:
         repo = classroom.course_repo
@@ -234,6 +234,15 @@ def status(args: argparse.Namespace) -> int:
         print(f"disk: {disk['what']} ({disk['path']}): {format_size(disk['free'])} free of "
               f"{format_size(disk['size'])} ({share:.0%}){warn}")
     return EXIT_OK
+
+
+def _last_pass(site: Site) -> str:
+    """'; last pass 2026-...: converged', from the daemon's status.json (nothing before its first pass)."""
+    try:
+        record = json.loads(site.paths.pass_record.read_text())
+    except (OSError, ValueError):
+        return ""
+    return f"; last pass {record.get('time', '?')}: {record.get('result', '?')}"
 
 
 def image_line(tag: str, actual) -> str:

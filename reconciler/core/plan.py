@@ -61,6 +61,7 @@ def _owner_text(owner: tuple[int, int, int] | None) -> str | None:
 def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
     """Diff desired against actual; return the ordered actions that converge the host."""
     refused: list[Note] = []
+    shrinks: list[Note] = []  # resizes left out: they would shrink below what their owner stores
     actions, blocked = _converge_firewall(desired, actual)  # the students' fence first
     active = [m for m in desired.members if m.status == "active"]
     if active:
@@ -91,7 +92,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
                      "the person's own group: pick another username"))
             continue
         if member.status == "active":
-            steps, problem = _converge_active(member, account, desired, actual, policy)
+            steps, problem = _converge_active(member, account, desired, actual, policy, shrinks)
             actions += steps + _hub_active(member, actual, policy)
             if problem:
                 blocked.append(Note("blocked", member.username, problem))
@@ -106,7 +107,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
                          "re-run with --allow-destroy to do it"))
             actions += steps
 
-    steps, problem = _converge_shared(desired, actual)
+    steps, problem = _converge_shared(desired, actual, shrinks)
     actions += steps
     if problem:
         blocked.append(Note("blocked", SHARED_VOLUME, problem))
@@ -116,8 +117,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
         ours = account if account is not None and account.classroom == desired.classroom else None
         actions += _converge_disabled(username, ours, desired, actual, REMOVED)
 
-    actions, unsafe = _guard_shrink(actions, actual)
-    blocked += unsafe
+    blocked += shrinks
     refused += _guard_mass_disable(actions, desired, actual, policy)
     refused += _guard_overcommit(actions, actual, policy)
     return Plan(desired.classroom, tuple(actions), tuple(refused), tuple(blocked))
@@ -157,7 +157,7 @@ def _leftovers(desired: Desired, actual: Actual) -> set[str]:
 
 
 def _converge_active(member: Member, account: Account | None, desired: Desired, actual: Actual,
-                     policy: Policy) -> tuple[list[Action], str | None]:
+                     policy: Policy, shrinks: list[Note]) -> tuple[list[Action], str | None]:
     user = member.username
     group = group_name(desired.classroom, member.role)
     home = str(desired.paths.home(user))
@@ -214,7 +214,7 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
                        "inspect it by hand")
     elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
         # an inactive LV: its size is known, its filesystem not yet
-        steps += _resize(user, member.disk, volume, size, actual, policy, mounted=_mounted(actual, home, source))
+        steps += _resize(user, member.disk, volume, size, actual, policy, _mounted(actual, home, source), shrinks)
 
     # manifest, mount, ownership
     expected_by_file = new or reenabling or volume is None or not volume.complete
@@ -338,7 +338,7 @@ def _mount_steps(user: str, volume: Volume | None, desired: Desired, actual: Act
     return steps, None
 
 
-def _converge_shared(desired: Desired, actual: Actual) -> tuple[list[Action], str | None]:
+def _converge_shared(desired: Desired, actual: Actual, shrinks: list[Note]) -> tuple[list[Action], str | None]:
     """The course folder's own volume (classroom.yaml's shared_disk): made, resized, mounted like a home.
 
     Removing shared_disk leaves the volume as it is (never unmounted or deleted: it holds the course's
@@ -366,7 +366,7 @@ def _converge_shared(desired: Desired, actual: Actual) -> tuple[list[Action], st
                     "inspect it by hand")
     elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
         steps += _resize(user, quota, volume, size, actual, Policy(resize_running="wait"),
-                         mounted=_mounted(actual, str(folder), source))
+                         _mounted(actual, str(folder), source), shrinks)
     teachers = actual.groups.get(group_name(desired.classroom, "teacher"))
     want = None if teachers is None else (0, teachers.gid, SHARED_MODE)
     mounting, problem = _mount_steps(user, volume, desired, actual, want,
@@ -384,8 +384,12 @@ def _mounted(actual: Actual, home: str, source: str) -> bool:
 
 
 def _resize(user: str, quota: int, volume: Volume, size: int, actual: Actual, policy: Policy,
-            mounted: bool) -> list[Action]:
+            mounted: bool, shrinks: list[Note]) -> list[Action]:
     """Resize the volume, unless that needs it unmounted everywhere and someone still holds it.
+
+    A shrink below what the owner has stored is not planned at all (a note in ``shrinks`` says why): nothing
+    is made for it either -- no restart of their server, no withdrawal of their export -- and their other
+    steps go ahead.
 
     Growing a mounted filesystem is done online where the kernel allows it (a running server then sees
     the new size at once).  Anything else runs fsck and resize2fs offline, which must never happen while
@@ -395,6 +399,10 @@ def _resize(user: str, quota: int, volume: Volume, size: int, actual: Actual, po
     """
     fs_size = volume.fs.size if volume.fs else volume.size
     current = volume.size if volume.size != size else fs_size
+    refused = _shrink_refused(user, volume, current, size)
+    if refused is not None:
+        shrinks.append(refused)
+        return []
     if volume.size == size:
         reason, drift = "filesystem does not fill its image (a resize was interrupted)", True
     elif size > volume.size:
@@ -632,35 +640,13 @@ def _guard_overcommit(actions: Iterable[Action], actual: Actual, policy: Policy)
                  "or raise max_overcommit knowingly")]
 
 
-def _guard_shrink(actions: list[Action], actual: Actual) -> tuple[list[Action], list[Note]]:
-    """Never shrink a filesystem below what its owner has stored (plus metadata, with headroom).
-
-    Such a shrink is left out of the plan and blocks that person only; their other steps go ahead.
-    """
-    notes, unsafe = [], set()
-    for action in actions:
-        if action.kind is Kind.VOLUME and action.op is Op.UPDATE:
-            volume = actual.volumes[action.target]
-            in_use = volume.in_use if volume.in_use is not None else volume.used
-            size = action.after.size
-            if in_use is not None and size < action.before.size and in_use > size * SHRINK_HEADROOM:
-                unsafe.add(action.target)
-                who = "the course folder" if action.target == SHARED_VOLUME else action.target
-                notes.append(Note("shrink", action.target,
-                                  f"{who} uses {format_size(in_use)} (files and filesystem metadata), "
-                                  f"more than {SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; "
-                                  "the volume keeps its size: raise the quota or ask them to free space"))
-
-    def needed(action: Action) -> bool:  # the shrink goes, and what was made for it (a restart, the export's
-        if action.target not in unsafe:  # withdrawal and return) with it
-            return True
-        if action.kind is Kind.VOLUME and action.op is Op.UPDATE:
-            return False
-        if action.kind is Kind.EXPORT and (action.reason == RESIZED_OFFLINE or
-                                           (action.op is Op.CREATE and action.reason == NFS_REASON
-                                            and any(a.target == action.target and a.reason == RESIZED_OFFLINE
-                                                    for a in actions))):
-            return False
-        return not (action.kind is Kind.SERVER and action.reason == RESTART_REASON)
-
-    return [action for action in actions if needed(action)], notes
+def _shrink_refused(user: str, volume: Volume, current: int, size: int) -> Note | None:
+    """Never shrink a filesystem below what its owner has stored (plus metadata, with headroom): the note that
+    blocks that resize (and only it), or None."""
+    in_use = volume.in_use if volume.in_use is not None else volume.used
+    if in_use is None or size >= current or in_use <= size * SHRINK_HEADROOM:
+        return None
+    who = "the course folder" if user == SHARED_VOLUME else user
+    return Note("shrink", user, f"{who} uses {format_size(in_use)} (files and filesystem metadata), more than "
+                                f"{SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; the volume keeps "
+                                "its size: raise the quota or ask them to free space")

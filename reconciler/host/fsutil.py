@@ -53,20 +53,23 @@ def replace_if_unchanged(path: Path, data: str, seen: settled.Version, mode: int
     """Compare-and-swap a file: ``data`` takes ``path``'s place only over the very version ``seen`` that the
     caller read; False (nothing changed) when another writer got there first.
 
-    The new file and the old change places in one step (renameat2 RENAME_EXCHANGE); then the old one, now under
-    the temp name, is checked: the same inode, unchanged since it was read, nobody writing it in place.  If it is
-    not, the two change places back and the other writer's file stands as it was.  Where the filesystem cannot
-    exchange (NFS), the check is made just before a plain rename.
+    The file is checked first (the same inode and bytes as read, nobody writing it in place): the usual race, a
+    save since the read, ends here and nothing was ever visible.  Then the new file and the old change places in
+    one step (renameat2 RENAME_EXCHANGE), and the old one, now under the temp name, is checked again: a save that
+    landed in the instant between the check and the swap is put back where it was, so even then no writer's
+    file is lost.  (In that instant's aftermath a reader may glimpse the new file; for that to cost a save, an
+    editor would have to read in those microseconds and save on what it read.)  Where the filesystem cannot
+    exchange (NFS), the check just before a plain rename is all there is.
     """
     name = _written_beside(path, data, mode)
     try:
+        if not _is(Path(path), seen):
+            return False
         try:
             swapped = _exchange(name, path)
         except FileNotFoundError:  # removed meanwhile: not the version read either
             return False
         if not swapped:
-            if not _is(Path(path), seen):
-                return False
             os.replace(name, path)
             fsync_dir(path.parent)
             return True

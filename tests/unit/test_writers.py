@@ -23,6 +23,7 @@ from reconciler.config import settled
 from reconciler.config import load
 from reconciler.config.load import FileBusy, load_site, read_bytes
 from reconciler.credentials import outbox
+from reconciler.host import fsutil
 from reconciler.host.fsutil import replace_if_unchanged
 from reconciler.roster import edit
 from reconciler.service import usecases as teacher
@@ -223,7 +224,7 @@ def test_a_teacher_reaches_students_only(room):
     assert teacher.reach(room.classroom()) == {f"s{i:02d}" for i in range(20)}
 
 
-def test_the_swap_puts_back_a_version_it_did_not_read(tmp_path):
+def test_the_swap_puts_back_a_version_it_did_not_read(tmp_path, monkeypatch):
     path = tmp_path / "classroom.yaml"
     path.write_text("one\n")
     seen = settled.read(path)
@@ -238,6 +239,21 @@ def test_the_swap_puts_back_a_version_it_did_not_read(tmp_path):
         in_place.flush()
         assert not replace_if_unchanged(path, "ours\n", seen, 0o644)
     assert path.read_text() == "two\nthree\n"
+    # a save in the instant between the check and the swap (made to happen there): put back, nothing lost
+    seen = settled.read(path)
+    checked = fsutil._is
+
+    def then_an_editor_saves(where, version):
+        same = checked(where, version)
+        if where == path:  # the check before the swap passed; now the editor's rename lands
+            (tmp_path / "editor.tmp").write_text("four\n")
+            os.replace(tmp_path / "editor.tmp", path)
+        return same
+
+    monkeypatch.setattr(fsutil, "_is", then_an_editor_saves)
+    assert not replace_if_unchanged(path, "ours\n", seen, 0o644)
+    monkeypatch.undo()
+    assert path.read_text() == "four\n" and sorted(p.name for p in tmp_path.iterdir()) == ["classroom.yaml"]
     seen = settled.read(path)
     assert replace_if_unchanged(path, "ours\n", seen, 0o640)
     assert path.read_text() == "ours\n" and path.stat().st_mode & 0o777 == 0o640
