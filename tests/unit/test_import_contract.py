@@ -198,3 +198,16 @@ def test_a_deliberate_cycle_is_caught():
     edges = graph()
     edges["reconciler.core.actions"] = edges["reconciler.core.actions"] | {"reconciler.core.plan"}
     assert ["reconciler.core.actions", "reconciler.core.plan"] in cycles(edges)
+
+
+def test_no_decision_reads_a_reason():
+    """Reasons are words for people: the core never compares an action's reason to decide anything, so rewording
+    a message can never change a plan (the shrink guard decides where the resize is planned)."""
+    found = []
+    for path in sorted((PACKAGE / "core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(isinstance(side, ast.Attribute) and side.attr == "reason" for side in sides):
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not found, found
