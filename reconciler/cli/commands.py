@@ -27,7 +27,7 @@ from ..credentials import outbox
 from ..engine import reconcile as engine
 from ..engine.apply import Result
 from ..engine.reconcile import Outcome, Verdict
-from ..host import liveness, lock
+from ..host import lock
 from . import progress
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED, EXIT_WAITING = 0, 1, 2, 3, 4
@@ -196,6 +196,8 @@ def status(args: argparse.Namespace) -> int:
     swarm = site.hub is not None and site.hub.spawner == "swarm"
     # the containers (one Docker call): which worker runs each server (swarm), which servers run an older image
     outcome = engine.look(site, classroom, containers=site.hub is not None)
+    from ..host import liveness  # `status` only: a dry run never loads it
+
     daemon = liveness.look(site.paths.heartbeat)
     if args.json:
         print(json.dumps({**engine.status_document(site, outcome), "daemon": daemon}, indent=2))

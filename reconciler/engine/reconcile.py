@@ -39,7 +39,6 @@ from ..host import disables, lock
 from ..host.containers import client as docker_client
 from ..host.drivers import Context
 from ..host.facts import HostFiles, disk_space
-from ..host.firewall import host_networks
 from ..host.fsutil import private_dir
 from ..host.observe import NO_HUB, HubProbes, hub_probes, observe
 from ..host.run import Runner
@@ -83,7 +82,11 @@ def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = F
 def desire(site: Site, classroom: Classroom) -> Desired:
     """classroom.yaml resolved against this site: once per pass."""
     here = site.hub is not None and site.hub.spawner != "swarm"  # servers on this host's Docker
-    fence = None if site.hub is None else chains(site.hub, host_networks() if here else ())
+    fence = None
+    if site.hub is not None:
+        from ..host.firewall import host_networks  # with a hub only
+
+        fence = chains(site.hub, host_networks() if here else ())
     return resolve(classroom, site.paths, layout_for(site), fence, exports.policy(site.hub, classroom.name), here)
 
 
