@@ -77,7 +77,10 @@ def replace_if_unchanged(path: Path, data: str, seen: settled.Version, mode: int
             Path(name).unlink()
             fsync_dir(path.parent)
             return True
-        _exchange(name, path)  # give the other writer's version its place back
+        try:
+            _exchange(name, path)  # give the other writer's version its place back
+        except FileNotFoundError:  # and if the name went away meanwhile, it takes it again all the same
+            os.rename(name, path)
         return False
     finally:
         Path(name).unlink(missing_ok=True)
