@@ -91,8 +91,13 @@ class NetHost:
             raise
 
     def stop(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            os.killpg(self.server.pid, signal.SIGKILL)
-            self.server.wait(timeout=10)
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)  # takes its peer with it
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        remove_host(self.server, self.host_if, self.ns)
+
+
+def remove_host(server: subprocess.Popen | None, host_if: str, ns: str) -> None:
+    """Undo a test host: its server's whole group, the veth pair (the peer goes with it), the namespace."""
+    if server is not None and server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)

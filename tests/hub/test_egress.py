@@ -7,9 +7,7 @@ probes them, and the host itself, under each policy.  No traffic leaves this mac
 """
 
 import json
-import os
 import secrets
-import signal
 import subprocess
 import sys
 
@@ -19,7 +17,7 @@ import yaml
 from hostkit import host_ready, make_classroom
 from hubkit import add_hub, hub_ready, tear_down
 from imagekit import TAG, build_test_image, image_unavailable
-from nskit import NetHost
+from nskit import NetHost, remove_host
 from reconciler.config.load import load_site
 from reconciler.hub import network
 
@@ -173,11 +171,7 @@ class School:
             subprocess.run(["ip", "route", "add", f"{address}/32", "dev", self.host_if], check=True)
 
     def stop(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            os.killpg(self.server.pid, signal.SIGKILL)
-            self.server.wait(timeout=10)
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)  # its routes go with it
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        remove_host(self.server, self.host_if, self.ns)  # the routes go with the link
 
 
 def probe(room, hub, targets: dict[str, str]) -> dict:
