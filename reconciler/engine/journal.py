@@ -114,9 +114,14 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for part in history(path) for line in part.read_text().split("\n") if line.strip()]
 
 
+def _edit_pass(source: str) -> str:
+    """The pass id of an edit outside a pass (a roster edit, a password reset): its source, time and process."""
+    return time.strftime(f"{source}-%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+
+
 def record_edit(path: Path, actor: str, action: Action, detail: str = "", source: str = "edit") -> None:
     """One action done outside a pass (a roster edit, a password reset), in its own journal entry."""
-    journal = Journal(path, time.strftime(f"{source}-%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}", actor=actor)
+    journal = Journal(path, _edit_pass(source), actor=actor)
     try:
         journal.record(action, "ok", detail)
     finally:
@@ -131,18 +136,16 @@ class Unwritable(OSError):
 def before(path: Path, actor: str, source: str = "edit") -> Iterator[Journal]:
     """An edit outside a pass, journal first: room for its entries is taken before the caller acts (Unwritable:
     none, and the caller has done nothing), then the caller records what it did."""
+    journal = None
     try:
-        journal = Journal(path, time.strftime(f"{source}-%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}",
-                          actor=actor)
+        journal = Journal(path, _edit_pass(source), actor=actor)
+        journal.reserve()
     except OSError as exc:
+        if journal is not None:
+            journal.close()
         raise Unwritable(exc.errno, f"cannot write the journal {path}: {exc.strerror or exc}; nothing was changed") \
             from None
     try:
-        try:
-            journal.reserve()
-        except OSError as exc:
-            raise Unwritable(exc.errno, f"cannot write the journal {path}: {exc.strerror or exc}; nothing was "
-                                        "changed") from None
         yield journal
     finally:
         journal.close()
