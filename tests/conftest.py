@@ -54,8 +54,10 @@ def pytest_sessionfinish(session, exitstatus):
     left = {kind: sorted(set(found) - set(before.get(kind, ()))) for kind, found in leftovers().items()}
     left = {kind: found for kind, found in left.items() if found}
     if left:
-        print("\nthe tests left these behind:\n  " + "\n  ".join(f"{kind}: {', '.join(found[:10])}"
-                                                              for kind, found in left.items()))
+        print(
+            "\nthe tests left these behind:\n  "
+            + "\n  ".join(f"{kind}: {', '.join(found[:10])}" for kind, found in left.items())
+        )
         session.exitstatus = 1
 
 
@@ -71,21 +73,34 @@ def leftovers() -> dict[str, list[str]]:
     with open("/proc/self/mountinfo") as handle:
         found["mounts"] = [line.split()[4] for line in handle if "/reconcile-test-" in line.split()[4]]
     try:
-        found["loop devices"] = [p.parent.parent.name for p in Path("/sys/block").glob("loop*/loop/backing_file")
-                                 if "/reconcile-test-" in p.read_text()]
+        found["loop devices"] = [
+            p.parent.parent.name
+            for p in Path("/sys/block").glob("loop*/loop/backing_file")
+            if "/reconcile-test-" in p.read_text()
+        ]
     except OSError:
         found["loop devices"] = []
     with open("/etc/passwd") as handle:
-        found["accounts"] = [line.split(":")[0] for line in handle
-                             if re.search(r"classroom=t[0-9a-f]{6}\b", line) or re.match(r"z[0-9a-f]{6}", line)]
-    found["namespaces"] = [name for name in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
-                           if name.startswith("clsrm-")]
+        found["accounts"] = [
+            line.split(":")[0]
+            for line in handle
+            if re.search(r"classroom=t[0-9a-f]{6}\b", line) or re.match(r"z[0-9a-f]{6}", line)
+        ]
+    found["namespaces"] = [
+        name for name in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []) if name.startswith("clsrm-")
+    ]
     chains = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
     found["firewall chains"] = [line.split()[1] for line in chains.splitlines() if line.startswith("-N CLSRM-")]
-    docker = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}} {{.Label \"org.classroom.classroom\"}}"],
-                            capture_output=True, text=True)
-    found["containers"] = [line.split()[0] for line in docker.stdout.splitlines()
-                           if re.search(r" t[0-9a-f]{6}$", line)] if docker.returncode == 0 else []
+    docker = subprocess.run(
+        ["docker", "ps", "-a", "--format", '{{.Names}} {{.Label "org.classroom.classroom"}}'],
+        capture_output=True,
+        text=True,
+    )
+    found["containers"] = (
+        [line.split()[0] for line in docker.stdout.splitlines() if re.search(r" t[0-9a-f]{6}$", line)]
+        if docker.returncode == 0
+        else []
+    )
     networks = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True)
     found["docker networks"] = [n for n in networks.stdout.split() if re.fullmatch(r"clsrm-t[0-9a-f]{6}", n)]
     processes = []

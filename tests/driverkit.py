@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from reconciler.config.site import Paths
 from reconciler.core.desired import Member
@@ -42,8 +42,13 @@ class RecordingRunner(Runner):
             raise found
         return found
 
-    def run(self, argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...] = (0,),
-            timeout: float | None = None) -> str:
+    def run(
+        self,
+        argv: Sequence[str],
+        stdin: str | None = None,
+        ok_codes: tuple[int, ...] = (0,),
+        timeout: float | None = None,
+    ) -> str:
         self.calls.append(tuple(argv) if stdin is None else (*argv, f"<stdin {stdin!r}>"))
         return self._answer(argv)
 
@@ -87,11 +92,20 @@ class FakeHost:
     def paths(self) -> Paths:
         return Paths(self.root / "state", self.root / "homes")
 
-    def person(self, username: str, uid: int, name: str | None = None, password: str = "$y$hash",
-               expire: str = "", groups: Sequence[str] = ()) -> FakeHost:
+    def person(
+        self,
+        username: str,
+        uid: int,
+        name: str | None = None,
+        password: str = "$y$hash",
+        expire: str = "",
+        groups: Sequence[str] = (),
+    ) -> FakeHost:
         """An account of ours (with the GECOS marker)."""
-        self.passwd.append(f"{username}:x:{uid}:{uid}:{gecos(name or username.capitalize(), self.classroom)}:"
-                           f"{self.paths.home(username)}:/usr/sbin/nologin")
+        self.passwd.append(
+            f"{username}:x:{uid}:{uid}:{gecos(name or username.capitalize(), self.classroom)}:"
+            f"{self.paths.home(username)}:/usr/sbin/nologin"
+        )
         self.group.append(f"{username}:x:{uid}:")
         for extra in groups:
             self.add_member(extra, username)
@@ -144,23 +158,39 @@ class FakeHost:
             (proc / str(pid) / "ns").mkdir(parents=True)
             (proc / str(pid) / "ns" / "mnt").symlink_to(namespace)
             (proc / str(pid) / "comm").write_text(comm + "\n")
-            (proc / str(pid) / "mountinfo").write_text("".join(
-                f"{300 + i} 1 {number} / /home/x rw - ext4 /dev/x rw\n" for i, number in enumerate(devices)))
+            (proc / str(pid) / "mountinfo").write_text(
+                "".join(f"{300 + i} 1 {number} / /home/x rw - ext4 /dev/x rw\n" for i, number in enumerate(devices))
+            )
         (self.root / "etab").write_text("".join(line + "\n" for line in self.etab))
-        return HostFiles(etc=etc, mountinfo=self.root / "mountinfo", sys_block=sys_block, dev=dev,
-                         sys_fs=self.root / "sys" / "fs", sys_dev=self.root / "sys" / "dev" / "block", proc=proc,
-                         nfs_etab=self.root / "etab", clock=lambda: self.today * 86400.0)
+        return HostFiles(
+            etc=etc,
+            mountinfo=self.root / "mountinfo",
+            sys_block=sys_block,
+            dev=dev,
+            sys_fs=self.root / "sys" / "fs",
+            sys_dev=self.root / "sys" / "dev" / "block",
+            proc=proc,
+            nfs_etab=self.root / "etab",
+            clock=lambda: self.today * 86400.0,
+        )
 
     def device(self, name: str) -> str:
         """The path a loop device has on this fake host."""
         return str(self.root / "dev" / name)
 
-    def context(self, runner: RecordingRunner, members: Sequence[Member] = (), credentials=None,
-                volumes=None) -> Context:
+    def context(
+        self, runner: RecordingRunner, members: Sequence[Member] = (), credentials=None, volumes=None
+    ) -> Context:
         files = self.files()
-        return Context(classroom=self.classroom, paths=self.paths,
-                       volumes=volumes or LoopBackend(self.paths, runner, files), run=runner, host=files,
-                       members={m.username: m for m in members}, credentials=credentials)
+        return Context(
+            classroom=self.classroom,
+            paths=self.paths,
+            volumes=volumes or LoopBackend(self.paths, runner, files),
+            run=runner,
+            host=files,
+            members={m.username: m for m in members},
+            credentials=credentials,
+        )
 
 
 @dataclass
@@ -196,8 +226,9 @@ def e2fsprogs(argv: Sequence[str]) -> Answer:
             os.truncate(path, size)
         if "-r" in argv:
             subprocess.run(["e2fsck", "-f", "-p", path], capture_output=True, env={"PATH": tools})
-            subprocess.run(["resize2fs", path, f"{size // 1024}K"], capture_output=True, check=True,
-                           env={"PATH": tools})
+            subprocess.run(
+                ["resize2fs", path, f"{size // 1024}K"], capture_output=True, check=True, env={"PATH": tools}
+            )
         if argv[0] == "lvreduce":
             os.truncate(path, size)
     return ""

@@ -83,14 +83,21 @@ class Classroom:
 
     def write(self, students: list[dict], admins: list[dict] | None = None, **extra) -> Path:
         """Write classroom.yaml; people are given short names that get the random prefix."""
+
         def person(p: dict) -> dict:
             out = dict(p)
             out["username"] = self.user(p["username"])
             out.setdefault("name", p["username"].capitalize())
             return out
 
-        doc = {"version": 1, "name": self.name, "quotas": self.quotas,
-               "admins": [person(p) for p in admins or []], "students": [person(p) for p in students], **extra}
+        doc = {
+            "version": 1,
+            "name": self.name,
+            "quotas": self.quotas,
+            "admins": [person(p) for p in admins or []],
+            "students": [person(p) for p in students],
+            **extra,
+        }
         self.file.write_text(yaml.safe_dump(doc, sort_keys=False))
         return self.file
 
@@ -102,8 +109,17 @@ class Classroom:
         hold on any machine (online growth is tested in the VM, tests/vm)."""
         argv = [sys.executable, "-m", "reconciler", "--site", str(self.site), "-f", str(self.file), *args]
         if args and args[0] in ("validate", "status", "mount-all", "doctor"):
-            argv = [sys.executable, "-m", "reconciler", args[0], "--site", str(self.site), "-f", str(self.file),
-                    *args[1:]]
+            argv = [
+                sys.executable,
+                "-m",
+                "reconciler",
+                args[0],
+                "--site",
+                str(self.site),
+                "-f",
+                str(self.file),
+                *args[1:],
+            ]
         return subprocess.run([*WITHOUT_ONLINE_RESIZE, *argv], capture_output=True, text=True, timeout=timeout)
 
     def observe(self) -> Actual:
@@ -113,13 +129,18 @@ class Classroom:
 WITHOUT_ONLINE_RESIZE = ("setpriv", "--bounding-set=-sys_resource", "--inh-caps=-sys_resource", "--")
 
 
-def make_classroom(max_disable_fraction: float = 0.5, limits: dict | None = None,
-                   volumes: dict | None = None) -> Classroom:
+def make_classroom(
+    max_disable_fraction: float = 0.5, limits: dict | None = None, volumes: dict | None = None
+) -> Classroom:
     tag = secrets.token_hex(3)
     root = Path(tempfile.mkdtemp(prefix=f"reconcile-test-{tag}-"))
     classroom = Classroom(name=f"t{tag}", prefix=f"z{tag}", root=root)
-    site = {"state_dir": "state", "homes_dir": "homes", "max_disable_fraction": max_disable_fraction,
-            "lock_timeout": 60}
+    site = {
+        "state_dir": "state",
+        "homes_dir": "homes",
+        "max_disable_fraction": max_disable_fraction,
+        "lock_timeout": 60,
+    }
     if limits:
         site["limits"] = limits
     if volumes:
@@ -183,4 +204,3 @@ def full_filesystem(where: Path, size: str = "1m", keep: dict[str, bytes] | None
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=True)
-

@@ -15,7 +15,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import requests
 import yaml
@@ -82,8 +82,14 @@ class Hub:
     def start(self, timeout: float = 60, cwd=None, env=None) -> None:
         if self.settings.image == TAG:
             build_test_image()  # a no-op once the image exists (cached by its inputs)
-        self.proc = subprocess.Popen(self.command(), cwd=cwd, env=env, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=cwd,
+            env=env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,17 +114,20 @@ class Hub:
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         token = self.settings.token_file.read_text().strip()
-        return requests.request(method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {token}"},
-                                timeout=10, **kwargs)
+        return requests.request(
+            method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {token}"}, timeout=10, **kwargs
+        )
 
     def login(self, username: str, password: str) -> requests.Session | None:
         """The real /hub/login form, XSRF token included; the session on success, None on refusal."""
         session = requests.Session()
         session.get(f"{self.url}/hub/login", timeout=10)
-        response = session.post(f"{self.url}/hub/login?next=",
-                                data={"username": username, "password": password,
-                                      "_xsrf": xsrf(session)["X-XSRFToken"]},
-                                allow_redirects=False, timeout=30)
+        response = session.post(
+            f"{self.url}/hub/login?next=",
+            data={"username": username, "password": password, "_xsrf": xsrf(session)["X-XSRFToken"]},
+            allow_redirects=False,
+            timeout=30,
+        )
         return session if response.status_code == 302 else None
 
 
@@ -187,8 +196,15 @@ def stop_server(hub: Hub, session: requests.Session, username: str, timeout: flo
 
 # --- a real browser (Debian's chromium, driven by playwright) ---------------------------------------
 
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
-                "--disable-background-networking", "--disable-component-update"]
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # screenshots, kept after the run
 
 
@@ -220,7 +236,8 @@ def tear_down(hub: Hub | None, room: Classroom) -> None:
         if hub is not None:
             hub.stop()
         for container in docker.from_env().containers.list(
-                all=True, filters={"label": f"org.classroom.classroom={room.name}"}):
+            all=True, filters={"label": f"org.classroom.classroom={room.name}"}
+        ):
             container.remove(force=True)
         settings = load_site(room.site).hub if room.site.exists() else None
         if settings is not None:

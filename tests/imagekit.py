@@ -62,19 +62,36 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 def make_tiny_wheel(src: Path, dest: Path) -> Path:
     """hello-student 0.1, built on the host with `pip wheel` from a minimal local package."""
-    (src / "pyproject.toml").write_text(textwrap.dedent("""\
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent("""\
         [build-system]
         requires = []
         build-backend = "backend"
         backend-path = ["."]
-    """))
+    """)
+    )
     (src / "backend.py").write_text(BACKEND)
     (src / "hello_student").mkdir()
-    (src / "hello_student" / "__init__.py").write_text(
-        "def main():\n    print('hello from', __file__)\n")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-build-isolation",
-                    "--disable-pip-version-check", "--wheel-dir", str(dest), str(src)],
-                   check=True, capture_output=True, text=True, cwd=src)
+    (src / "hello_student" / "__init__.py").write_text("def main():\n    print('hello from', __file__)\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(dest),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=src,
+    )
     dest.chmod(0o755)
     (wheel,) = dest.glob("hello_student-0.1-py3-none-any.whl")
     wheel.chmod(0o644)

@@ -20,17 +20,26 @@ class Holder:
         inside.mkdir(parents=True, exist_ok=True)
         self.inside = inside
         homes = str(home.parent)
-        script = (f"mount --bind '{home}' '{inside}' && "
-                  f"for m in $(awk '$5 ~ \"^{homes}/\" {{print $5}}' /proc/self/mountinfo); do umount -l \"$m\"; done "
-                  "&& echo ready && exec sleep 600")
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
+        script = (
+            f"mount --bind '{home}' '{inside}' && "
+            f'for m in $(awk \'$5 ~ "^{homes}/" {{print $5}}\' /proc/self/mountinfo); do umount -l "$m"; done '
+            "&& echo ready && exec sleep 600"
+        )
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         assert self.proc.stdout.readline().strip() == "ready"
 
     def size(self) -> int:
         """The filesystem's size as the holder sees it (statvfs inside its namespace)."""
-        done = subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "-r", "stat", "-f", "-c", "%b %S",
-                               str(self.inside)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["nsenter", "-t", str(self.proc.pid), "-m", "-r", "stat", "-f", "-c", "%b %S", str(self.inside)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise AssertionError(f"nsenter/stat in pid {self.proc.pid}'s namespace failed: {done.stderr.strip()}")
         out = done.stdout.split()
@@ -53,8 +62,7 @@ class NetHost:
     through a veth pair, so test traffic never leaves this machine.
     """
 
-    def __init__(self, tag: str, octet: int = 77, port: int = 8080, directory: Path | None = None,
-                 cgi: bool = False):
+    def __init__(self, tag: str, octet: int = 77, port: int = 8080, directory: Path | None = None, cgi: bool = False):
         self.ns, self.port = f"clsrm-t{tag}", port
         self.host_if, self.ns_if = f"vt{tag}h", f"vt{tag}n"
         self.gateway, self.private, self.public = f"10.213.{octet}.1", f"10.213.{octet}.2", f"203.0.113.{octet}"
@@ -76,13 +84,40 @@ class NetHost:
             for step in steps:
                 subprocess.run(step, check=True, capture_output=True, text=True)
             self.server = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, "python3", "-m", "http.server", str(port), "--bind", "0.0.0.0",
-                 *(["--directory", str(directory)] if directory is not None else []), *(["--cgi"] if cgi else [])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.ns,
+                    "python3",
+                    "-m",
+                    "http.server",
+                    str(port),
+                    "--bind",
+                    "0.0.0.0",
+                    *(["--directory", str(directory)] if directory is not None else []),
+                    *(["--cgi"] if cgi else []),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             deadline = time.monotonic() + 10
-            while subprocess.run(["ip", "netns", "exec", self.ns, "python3", "-c",
-                                  f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
-                                 capture_output=True).returncode != 0:
+            while (
+                subprocess.run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        self.ns,
+                        "python3",
+                        "-c",
+                        f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)",
+                    ],
+                    capture_output=True,
+                ).returncode
+                != 0
+            ):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the test host's web server did not start")
                 time.sleep(0.1)

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+import contextlib
 
 ROOT = Path("/var/lib/classroom-test-swarm")  # data roots (removed at stop)
 RUN = Path("/run/classroom-test-swarm")  # exec roots and sockets
@@ -66,15 +67,21 @@ class Node:
         _ip("-n", self.ns, "link", "set", "lo", "up")
         self.data.mkdir(parents=True, exist_ok=True)
         self.exec_root.mkdir(parents=True, exist_ok=True)
-        dockerd = (f"hostname {self.name} && exec dockerd --data-root {self.data} --exec-root {self.exec_root} "
-                   f"--pidfile {RUN / (self.name + '.pid')} -H {self.endpoint} --cgroup-parent clsw-{self.name} "
-                   "--icc=false")
+        dockerd = (
+            f"hostname {self.name} && exec dockerd --data-root {self.data} --exec-root {self.exec_root} "
+            f"--pidfile {RUN / (self.name + '.pid')} -H {self.endpoint} --cgroup-parent clsw-{self.name} "
+            "--icc=false"
+        )
         env = {**os.environ, "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
         env.pop("DOCKER_HOST", None)
         # only the network namespace is entered: `ip netns exec` would remount /sys without the cgroups
-        self.proc = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{self.ns}", "unshare", "--uts", "sh", "-c",
-                                      dockerd], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["nsenter", f"--net=/var/run/netns/{self.ns}", "unshare", "--uts", "sh", "-c", dockerd],
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while subprocess.run(["docker", "-H", self.endpoint, "info"], capture_output=True).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -91,10 +98,8 @@ class Node:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         for pid in _pids_mentioning(str(self.exec_root)):  # containerd and its shims
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         _unmount_below(self.data)
         _unmount_below(self.exec_root)
         _ip("netns", "del", self.ns, check=False)
@@ -174,6 +179,7 @@ def _unmount_below(path: Path) -> None:
     a volume there may be a bind of a student's home."""
     with open("/proc/self/mountinfo") as handle:
         targets = [line.split()[4] for line in handle]
-    for target in sorted((t for t in targets if t == str(path) or t.startswith(str(path) + "/")),
-                         key=len, reverse=True):
+    for target in sorted(
+        (t for t in targets if t == str(path) or t.startswith(str(path) + "/")), key=len, reverse=True
+    ):
         subprocess.run(["umount", "-l", target], capture_output=True)

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+import contextlib
 
 DEFAULT_CACHE = Path("/var/cache/classroom-test-vm")
 
@@ -58,21 +59,44 @@ SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Modules loaded at boot, their dependencies resolved from the modules' own .modinfo.
 # crc32c_generic: ext4/jbd2 checksums (the soft dependency depmod would not follow).
 MODULES = [
-    "virtio_pci", "virtio_blk", "virtio_rng",
-    "9pnet_virtio", "9p", "overlay",
-    "crc32c_generic", "crc32c_intel",
-    "ext4", "quota_v2", "loop",
-    "dm_mod", "dm_snapshot", "dm_thin_pool", "dm_mirror", "dm_zero",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_rng",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+    "crc32c_generic",
+    "crc32c_intel",
+    "ext4",
+    "quota_v2",
+    "loop",
+    "dm_mod",
+    "dm_snapshot",
+    "dm_thin_pool",
+    "dm_mirror",
+    "dm_zero",
 ]
 OPTIONAL_MODULES = {"crc32c_intel", "virtio_rng", "quota_v2"}  # absent or unloadable is fine
 # In the initramfs (with their dependencies) but loaded only by `modprobe` inside the VM: the kernel NFS server
 # and client (tests/vm/vm_nfs_inside.py) and veth pairs to network namespaces.  rpcsec_gss_krb5 is only
 # request_module()d by sunrpc, never a hard dependency.
-ON_DEMAND_MODULES = ["nfsd", "nfsv4", "nfs", "veth", "sunrpc", "auth_rpcgss", "rpcsec_gss_krb5", "lockd", "grace",
-                     "nfs_acl"]
+ON_DEMAND_MODULES = [
+    "nfsd",
+    "nfsv4",
+    "nfs",
+    "veth",
+    "sunrpc",
+    "auth_rpcgss",
+    "rpcsec_gss_krb5",
+    "lockd",
+    "grace",
+    "nfs_acl",
+]
 
-KERNEL_CMDLINE = ("console=ttyS0 rdinit=/init panic=-1 oops=panic no_timer_check quiet loglevel=4 "
-                  "mitigations=off random.trust_cpu=on 8250.nr_uarts=1 i8042.noaux i8042.nokbd")
+KERNEL_CMDLINE = (
+    "console=ttyS0 rdinit=/init panic=-1 oops=panic no_timer_check quiet loglevel=4 "
+    "mitigations=off random.trust_cpu=on 8250.nr_uarts=1 i8042.noaux i8042.nokbd"
+)
 
 # Bump when the way assets are built changes (it is part of the cache key).
 RECIPE_VERSION = 1
@@ -201,7 +225,10 @@ def _apt(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     return subprocess.run(
         ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=600", *args],
-        env=env, capture_output=True, text=True, check=check,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
     )
 
 
@@ -213,10 +240,10 @@ def _is_static_elf(path: Path) -> bool:
         return False
     if data[:4] != b"\x7fELF" or data[4] != 2:  # 64-bit only
         return False
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     for i in range(phnum):
-        p_type, = struct.unpack_from("<I", data, phoff + i * phentsize)
+        (p_type,) = struct.unpack_from("<I", data, phoff + i * phentsize)
         if p_type == 3:  # PT_INTERP
             return False
     return True
@@ -269,9 +296,23 @@ def vm_unavailable() -> str | None:
         return "qemu-system-x86_64 is not installed"
     try:
         probe = subprocess.run(
-            [qemu, "-machine", "none", "-nodefaults", "-no-user-config", "-display", "none",
-             *_accel()[:2], "-monitor", "stdio"],
-            input="quit\n", capture_output=True, text=True, timeout=60, check=False,
+            [
+                qemu,
+                "-machine",
+                "none",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                *_accel()[:2],
+                "-monitor",
+                "stdio",
+            ],
+            input="quit\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"qemu-system-x86_64 does not start: {exc}"
@@ -285,9 +326,14 @@ def vm_unavailable() -> str | None:
 
 def _recipe_key() -> str:
     recipe = json.dumps(
-        {"version": RECIPE_VERSION, "init": INIT, "modules": MODULES, "on_demand": ON_DEMAND_MODULES,
-         "optional": sorted(OPTIONAL_MODULES),
-         "kernel": os.environ.get("VMKIT_KERNEL_PACKAGE", "")},
+        {
+            "version": RECIPE_VERSION,
+            "init": INIT,
+            "modules": MODULES,
+            "on_demand": ON_DEMAND_MODULES,
+            "optional": sorted(OPTIONAL_MODULES),
+            "kernel": os.environ.get("VMKIT_KERNEL_PACKAGE", ""),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
@@ -306,8 +352,12 @@ def _pick_kernel_package() -> str:
         return os.environ["VMKIT_KERNEL_PACKAGE"]
 
     def query() -> tuple[list[str], str | None]:
-        names = subprocess.run(["apt-cache", "pkgnames", "linux-image-"], check=False, capture_output=True, text=True).stdout.split()
-        deps = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], check=False, capture_output=True, text=True).stdout
+        names = subprocess.run(
+            ["apt-cache", "pkgnames", "linux-image-"], check=False, capture_output=True, text=True
+        ).stdout.split()
+        deps = subprocess.run(
+            ["apt-cache", "depends", "linux-image-amd64"], check=False, capture_output=True, text=True
+        ).stdout
         meta = re.search(r"Depends: (linux-image-\S+-amd64)\s*$", deps, re.MULTILINE)
         return names, meta.group(1) if meta else None
 
@@ -353,12 +403,12 @@ def _extract_vmlinux(bzimage: bytes) -> bytes | None:
 
 def _modinfo(ko: bytes) -> dict[str, list[str]]:
     """key -> values from an ELF64 module's .modinfo section."""
-    shoff, = struct.unpack_from("<Q", ko, 0x28)
+    (shoff,) = struct.unpack_from("<Q", ko, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", ko, 0x3A)
 
     def section(i: int) -> tuple[int, int, int]:
         base = shoff + i * shentsize
-        name, = struct.unpack_from("<I", ko, base)
+        (name,) = struct.unpack_from("<I", ko, base)
         offset, size = struct.unpack_from("<QQ", ko, base + 0x18)
         return name, offset, size
 
@@ -366,8 +416,8 @@ def _modinfo(ko: bytes) -> dict[str, list[str]]:
     info: dict[str, list[str]] = {}
     for i in range(shnum):
         name, offset, size = section(i)
-        if ko[str_off + name: ko.index(b"\0", str_off + name)] == b".modinfo":
-            for entry in ko[offset: offset + size].split(b"\0"):
+        if ko[str_off + name : ko.index(b"\0", str_off + name)] == b".modinfo":
+            for entry in ko[offset : offset + size].split(b"\0"):
                 if b"=" in entry:
                     key, _, value = entry.decode(errors="replace").partition("=")
                     info.setdefault(key, []).append(value)
@@ -480,8 +530,12 @@ def _manifest_ok(dir: Path) -> Assets | None:
     try:
         meta = json.loads((dir / "manifest.json").read_text())
         assets = Assets(
-            kernel=dir / meta["kernel"], initrd=dir / meta["initrd"], kernel_version=meta["kernel_version"],
-            kernel_package=meta["kernel_package"], key=meta["key"], dir=dir,
+            kernel=dir / meta["kernel"],
+            initrd=dir / meta["initrd"],
+            kernel_version=meta["kernel_version"],
+            kernel_package=meta["kernel_package"],
+            key=meta["key"],
+            dir=dir,
         )
     except (OSError, ValueError, KeyError):
         return None
@@ -533,8 +587,9 @@ def ensure_assets(cache: Path = DEFAULT_CACHE) -> Assets:
             os.chmod(dl, 0o777)  # so apt's sandbox user may write there
             subprocess.run(["apt-get", "-q", "download", package], cwd=dl, check=True, capture_output=True)
             deb = next(dl.glob("*.deb"))
-            version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
-                                     check=True).stdout.strip()
+            version = subprocess.run(
+                ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+            ).stdout.strip()
             root = work / "root"
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
             deb.unlink()
@@ -552,9 +607,13 @@ def ensure_assets(cache: Path = DEFAULT_CACHE) -> Assets:
             (out / "initrd.img").write_bytes(initrd)
             (out / "config").write_bytes(next((root / "boot").glob("config-*")).read_bytes())
             meta = {
-                "key": key, "kernel": kernel_name, "initrd": "initrd.img", "kernel_version": kver,
+                "key": key,
+                "kernel": kernel_name,
+                "initrd": "initrd.img",
+                "kernel_version": kver,
                 "kernel_package": f"{package}={version}",
-                "kernel_size": (out / kernel_name).stat().st_size, "initrd_size": len(initrd),
+                "kernel_size": (out / kernel_name).stat().st_size,
+                "initrd_size": len(initrd),
                 "kernel_sha256": hashlib.sha256(elf or bz).hexdigest(),
                 "initrd_sha256": hashlib.sha256(initrd).hexdigest(),
             }
@@ -651,16 +710,21 @@ def run_in_vm(
     try:
         (job / "owner").write_text(f"{os.getpid()}\n")
         environment = {
-            "PATH": SBIN_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
-            "USER": "root", "LOGNAME": "root", "SHELL": "/bin/sh", "VMKIT_IN_VM": "1",
+            "PATH": SBIN_PATH,
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "USER": "root",
+            "LOGNAME": "root",
+            "SHELL": "/bin/sh",
+            "VMKIT_IN_VM": "1",
         }
         if "CI" in os.environ:
             environment["CI"] = os.environ["CI"]
         environment.update(env or {})
         assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in environment.items())
         (job / "job.sh").write_text(
-            f"cd -- {shlex.quote(str(cwd))} || exit 125\n"
-            f"exec /usr/bin/env -i {assignments} {shlex.join(command)}\n"
+            f"cd -- {shlex.quote(str(cwd))} || exit 125\nexec /usr/bin/env -i {assignments} {shlex.join(command)}\n"
         )
         share_specs = []
         share_args: list[str] = []
@@ -674,22 +738,42 @@ def run_in_vm(
             tag = f"share{i}"
             share_specs.append(f"{tag}={share}")
             share_args += ["-virtfs", f"local,path={_opt(share)},mount_tag={tag},security_model=none,multidevs=remap"]
-        (job / "vm.conf").write_text(
-            f"NDISKS={len(extra_disks)}\nSHARES={shlex.quote(' '.join(share_specs))}\n"
-        )
+        (job / "vm.conf").write_text(f"NDISKS={len(extra_disks)}\nSHARES={shlex.quote(' '.join(share_specs))}\n")
         disk_args: list[str] = []
         for disk in extra_disks:
             disk_args += ["-drive", f"file={_opt(Path(disk).resolve())},format=raw,if=virtio,cache=unsafe,aio=threads"]
         cmdline = KERNEL_CMDLINE
         argv = [
-            qemu, "-machine", "pc", *_accel(), "-smp", str(cpus), "-m", str(memory_mb),
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-serial", f"file:{_opt(job / 'console.log')}", "-monitor", "none",
-            "-kernel", _opt(assets.kernel), "-initrd", _opt(assets.initrd), "-append", cmdline,
-            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-            "-virtfs", f"local,path={_opt(job)},mount_tag=vmjob,security_model=none,multidevs=remap",
+            qemu,
+            "-machine",
+            "pc",
+            *_accel(),
+            "-smp",
+            str(cpus),
+            "-m",
+            str(memory_mb),
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            f"file:{_opt(job / 'console.log')}",
+            "-monitor",
+            "none",
+            "-kernel",
+            _opt(assets.kernel),
+            "-initrd",
+            _opt(assets.initrd),
+            "-append",
+            cmdline,
+            "-virtfs",
+            "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+            "-virtfs",
+            f"local,path={_opt(job)},mount_tag=vmjob,security_model=none,multidevs=remap",
             *share_args,
-            "-device", "virtio-rng-pci",
+            "-device",
+            "virtio-rng-pci",
             *disk_args,
         ]
         start = time.monotonic()
@@ -697,8 +781,11 @@ def run_in_vm(
         lifeline_r, lifeline_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", SUPERVISOR, *argv], stdin=lifeline_r, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-c", SUPERVISOR, *argv],
+                stdin=lifeline_r,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             os.close(lifeline_r)
@@ -728,30 +815,44 @@ def run_in_vm(
             returncode = int(rc_text)
         else:
             returncode = 124 if timed_out else 125
-            vm_error = (f"timed out after {timeout:.0f}s" if timed_out else
-                        _read(job / "vm-error").strip() or f"the VM stopped without an exit code (qemu exit {proc.returncode})")
+            vm_error = (
+                f"timed out after {timeout:.0f}s"
+                if timed_out
+                else _read(job / "vm-error").strip()
+                or f"the VM stopped without an exit code (qemu exit {proc.returncode})"
+            )
         if returncode != 0:
             output += f"\n--- vmkit: exit {returncode}" + (f" ({vm_error})" if vm_error else "") + " ---\n"
             if qemu_text.strip():
                 output += f"--- qemu ---\n{qemu_text}"
             output += f"--- VM console ---\n{console}"
         return VmResult(
-            returncode=returncode, output=output, duration=duration,
+            returncode=returncode,
+            output=output,
+            duration=duration,
             boot_seconds=float(boot) if re.fullmatch(r"[\d.]+", boot) else None,
-            console=console, timed_out=timed_out, vm_error=vm_error,
+            console=console,
+            timed_out=timed_out,
+            vm_error=vm_error,
         )
     finally:
         if proc is not None and proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
         shutil.rmtree(job, ignore_errors=True)
 
 
-def pytest_in_vm(checkout: Path, test_file: str, expected: int, *, before: Sequence[str] = (),
-                 timeout: float = 1200, memory_mb: int = 1536, assets: Assets | None = None) -> VmResult:
+def pytest_in_vm(
+    checkout: Path,
+    test_file: str,
+    expected: int,
+    *,
+    before: Sequence[str] = (),
+    timeout: float = 1200,
+    memory_mb: int = 1536,
+    assets: Assets | None = None,
+) -> VmResult:
     """Run one pytest module inside the VM (``before``: a wrapper command that execs the rest, such as
     tests/vm/nfs_root.sh) and check its junit report, which comes back through a shared directory: exactly
     ``expected`` tests ran and all passed, so a run that silently tested nothing cannot pass."""
@@ -760,9 +861,25 @@ def pytest_in_vm(checkout: Path, test_file: str, expected: int, *, before: Seque
     with tempfile.TemporaryDirectory(prefix="vm-results-") as results:
         junit = Path(results) / "junit.xml"
         result = run_in_vm(
-            [*before, sys.executable, "-m", "pytest", test_file, "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-             f"--junitxml={junit}"],
-            cwd=checkout, timeout=timeout, shares=[Path(results)], memory_mb=memory_mb, assets=assets)
+            [
+                *before,
+                sys.executable,
+                "-m",
+                "pytest",
+                test_file,
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "addopts=",
+                f"--junitxml={junit}",
+            ],
+            cwd=checkout,
+            timeout=timeout,
+            shares=[Path(results)],
+            memory_mb=memory_mb,
+            assets=assets,
+        )
         print(result.output[-8000:])
         assert result.returncode == 0, result.output[-8000:]
         suite = ET.parse(junit).getroot()

@@ -20,8 +20,10 @@ def _report(done: list) -> int:
         if item.ok:
             m = item.manifest
             assert m is not None and item.archive is not None
-            print(f"{item.user}: {item.archive} ({m.files} files, {format_size(m.content_bytes)} -> "
-                  f"{format_size(m.archive_bytes)}; verified; from {item.how})")
+            print(
+                f"{item.user}: {item.archive} ({m.files} files, {format_size(m.content_bytes)} -> "
+                f"{format_size(m.archive_bytes)}; verified; from {item.how})"
+            )
         elif item.archive is not None:
             print(f"{item.user}: {item.archive} DOES NOT VERIFY: {item.problem}", file=sys.stderr)
         else:
@@ -84,8 +86,10 @@ def restore_command(args: argparse.Namespace) -> int:
         print("nothing was restored", file=sys.stderr)
         return EXIT_ERROR
     if done.problems:
-        print(f"the restore into {done.target} is incomplete: what was unpacked stays, nothing was replaced",
-              file=sys.stderr)
+        print(
+            f"the restore into {done.target} is incomplete: what was unpacked stays, nothing was replaced",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     print(f"{args.username}: restored {done.files} files into {done.target}; each matches the archive")
     return EXIT_OK
@@ -94,24 +98,52 @@ def restore_command(args: argparse.Namespace) -> int:
 def register(sub, command, later) -> None:
     """The three commands, on the top-level parser's subcommands (``command``, ``later``: cli.main's helpers)."""
     _later = later
-    export = command(sub, "export", _later("archive", "export_command"),
-                     "write each person's home to OUT/USER-YYYYMMDD.tar.zst with a manifest (sizes, sha256), from a "
-                     "consistent view even while their server runs, and verify it")
+    export = command(
+        sub,
+        "export",
+        _later("archive", "export_command"),
+        "write each person's home to OUT/USER-YYYYMMDD.tar.zst with a manifest (sizes, sha256), from a "
+        "consistent view even while their server runs, and verify it",
+    )
     export.add_argument("users", nargs="*", metavar="USER", help="the people to export")
     export.add_argument("--all", action="store_true", help="everyone in classroom.yaml whose files are kept")
-    export.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="where the archives go (made mode 0700; an archive is never overwritten)")
-    archive = command(sub, "archive", _later("archive", "archive_command"),
-                      "export everyone with status: archived who has no archive yet, verify it, then apply "
-                      "classroom.yaml (which disables them)")
-    archive.add_argument("--out", type=Path, default=None, metavar="DIR",
-                         help="where the archives go (default: <state_dir>/archives)")
+    export.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="where the archives go (made mode 0700; an archive is never overwritten)",
+    )
+    archive = command(
+        sub,
+        "archive",
+        _later("archive", "archive_command"),
+        "export everyone with status: archived who has no archive yet, verify it, then apply "
+        "classroom.yaml (which disables them)",
+    )
+    archive.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="where the archives go (default: <state_dir>/archives)"
+    )
     archive.add_argument("--again", action="store_true", help="a new archive even for people who have one")
-    restore = command(sub, "restore", _later("archive", "restore_command"),
-                      "unpack an export into an active person's home (or a new folder of it), as that person, "
-                      "never replacing a file; refused when it does not verify or fit")
+    restore = command(
+        sub,
+        "restore",
+        _later("archive", "restore_command"),
+        "unpack an export into an active person's home (or a new folder of it), as that person, "
+        "never replacing a file; refused when it does not verify or fit",
+    )
     restore.add_argument("username", metavar="USER", help="an active person in classroom.yaml")
-    restore.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE",
-                         help="USER-YYYYMMDD.tar.zst (its manifest beside it)")
-    restore.add_argument("--into", default=None, metavar="FOLDER",
-                         help="a new folder in the home to unpack into (when files of the same names exist)")
+    restore.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="USER-YYYYMMDD.tar.zst (its manifest beside it)",
+    )
+    restore.add_argument(
+        "--into",
+        default=None,
+        metavar="FOLDER",
+        help="a new folder in the home to unpack into (when files of the same names exist)",
+    )

@@ -36,6 +36,8 @@ EXIT_USAGE = 64  # EX_USAGE: a mistyped option, or a command that needs a site f
 
 class UsageError(Exception):
     """The command line cannot be carried out as given (exit 64)."""
+
+
 EXIT_CODES = {
     Verdict.CONVERGED: EXIT_OK,
     Verdict.PENDING: EXIT_PENDING,
@@ -61,11 +63,15 @@ def site_of(args: argparse.Namespace, applies: bool = False) -> Site:
     path = find_site(getattr(args, "site", None))
     if path is None:
         here = Path.cwd()
-        print(f"site: built in (no --site, $RECONCILE_SITE or {SITE_DEFAULT_PATH}); state in {here / 'state'}",
-              file=sys.stderr)
+        print(
+            f"site: built in (no --site, $RECONCILE_SITE or {SITE_DEFAULT_PATH}); state in {here / 'state'}",
+            file=sys.stderr,
+        )
         if applies and not in_checkout(here):
-            raise UsageError(f"refusing to change this host with the built-in site outside the reconciler's "
-                             f"checkout ({here} is not one): pass --site site.yaml or set RECONCILE_SITE")
+            raise UsageError(
+                f"refusing to change this host with the built-in site outside the reconciler's "
+                f"checkout ({here} is not one): pass --site site.yaml or set RECONCILE_SITE"
+            )
     site = load_site(path, remember=True)  # validated once per change of the file, not per command
     # the school's proxy, mirror and CA for the programs this command runs (host.run passes them on)
     os.environ.update(site.network.environment())
@@ -147,18 +153,25 @@ def colour_on(stream) -> bool:
 def _summarize(the_plan: Plan, result: Result, site: Site) -> None:
     new_credentials = sum(1 for a in the_plan.actions if a.kind is Kind.PASSWORD)
     if new_credentials:
-        print(f"{new_credentials} new password(s) wait in {site.paths.outbox}/ (root only) for delivery.",
-              file=sys.stderr)
+        print(
+            f"{new_credentials} new password(s) wait in {site.paths.outbox}/ (root only) for delivery.", file=sys.stderr
+        )
     for target, why in sorted(result.waiting.items()):
         print(f"waiting: {target}: {why}", file=sys.stderr)
     if result.failed:
         for target, error in sorted(result.failed.items()):
             print(f"failed: {target}: {error}", file=sys.stderr)
-        print(f"Applied {result.ok} action(s); {len(result.failed)} target(s) failed, {result.skipped} step(s) "
-              "skipped. The next pass retries them.", file=sys.stderr)
+        print(
+            f"Applied {result.ok} action(s); {len(result.failed)} target(s) failed, {result.skipped} step(s) "
+            "skipped. The next pass retries them.",
+            file=sys.stderr,
+        )
     elif result.waiting:
-        print(f"Applied {result.ok} action(s); {len(result.waiting)} person(s) wait for their volume to be free "
-              "(not converged yet: every pass tries again).", file=sys.stderr)
+        print(
+            f"Applied {result.ok} action(s); {len(result.waiting)} person(s) wait for their volume to be free "
+            "(not converged yet: every pass tries again).",
+            file=sys.stderr,
+        )
     else:
         print(f"Applied {result.ok} action(s). Converged.", file=sys.stderr)
 
@@ -208,8 +221,10 @@ def status(args: argparse.Namespace) -> int:
     print(render_course_folder(course_folder(outcome.desired, outcome.actual)))
     if classroom.course_repo is not None and site.hub is not None:
         repo = classroom.course_repo
-        print(f"course material: {repo.url} ({repo.branch}) into ~/{repo.target}; the link for the class: "
-              f"{material_link(site.hub.public_url, repo.url, repo.branch, repo.target)}")
+        print(
+            f"course material: {repo.url} ({repo.branch}) into ~/{repo.target}; the link for the class: "
+            f"{material_link(site.hub.public_url, repo.url, repo.branch, repo.target)}"
+        )
     if site.hub is not None:
         from ..host.firewall import host_networks
 
@@ -229,12 +244,14 @@ def status(args: argparse.Namespace) -> int:
 
         from ..engine import prewarm as warm
 
-        print(f"lessons: {warm.look(site, classroom, outcome.desired, outcome.actual, dt.datetime.now(dt.timezone.utc)).text}")
+        print(f"lessons: {warm.look(site, classroom, outcome.desired, outcome.actual, dt.datetime.now(dt.UTC)).text}")
     for disk in engine.disks(site):
         share = disk["free"] / disk["size"] if disk["size"] else 0
         warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk["low"] else ""
-        print(f"disk: {disk['what']} ({disk['path']}): {format_size(disk['free'])} free of "
-              f"{format_size(disk['size'])} ({share:.0%}){warn}")
+        print(
+            f"disk: {disk['what']} ({disk['path']}): {format_size(disk['free'])} free of "
+            f"{format_size(disk['size'])} ({share:.0%}){warn}"
+        )
     return EXIT_OK
 
 
@@ -262,8 +279,10 @@ def image_line(tag: str, actual) -> str:
     old = sorted(c.username for c in running if c.stale)
     text = f"image: {tag} ({summary(labels)}); {len(running)} server(s) running"
     if old:
-        text += f", {len(old)} on an older image ({', '.join(old[:5])}{' ...' if len(old) > 5 else ''}): " \
-                "reconcile image rollout restarts the idle ones"
+        text += (
+            f", {len(old)} on an older image ({', '.join(old[:5])}{' ...' if len(old) > 5 else ''}): "
+            "reconcile image rollout restarts the idle ones"
+        )
     return text
 
 
@@ -342,8 +361,15 @@ def image_build(args: argparse.Namespace) -> int:
             print(line)
         print(f"{tag}: {'would change' if changes else 'up to date'}")
         return EXIT_PENDING if changes else EXIT_OK
-    return build.report(tag, args.cache_dir or site.state_dir / "image-cache", args.force, progress.of(args),
-                        site.image, site.pins_file, args.update_pins)
+    return build.report(
+        tag,
+        args.cache_dir or site.state_dir / "image-cache",
+        args.force,
+        progress.of(args),
+        site.image,
+        site.pins_file,
+        args.update_pins,
+    )
 
 
 def image_rollout(args: argparse.Namespace) -> int:
@@ -438,8 +464,10 @@ def import_csv(args: argparse.Namespace) -> int:
         for problem in result.problems:
             print(f"{args.csv}: {problem}", file=sys.stderr)
         if not args.skip_invalid:
-            print(f"{len(result.problems)} invalid row(s); nothing was changed (--skip-invalid adds the others).",
-                  file=sys.stderr)
+            print(
+                f"{len(result.problems)} invalid row(s); nothing was changed (--skip-invalid adds the others).",
+                file=sys.stderr,
+            )
             return EXIT_ERROR
         print(f"left out {len(result.problems)} invalid row(s).", file=sys.stderr)
     for entry in result.added:
@@ -452,8 +480,9 @@ def import_csv(args: argparse.Namespace) -> int:
         say(f"planning {len(result.added)} new people against this host, then writing {classroom_file}")
         try:
             with journal_before(site.paths.journal, operator(), source="cli") as journal:  # journal first
-                edit.add_students(classroom_file, site, result.added,
-                                  lambda before, after: refuse_new_problems(site, before, after))
+                edit.add_students(
+                    classroom_file, site, result.added, lambda before, after: refuse_new_problems(site, before, after)
+                )
                 journal_imported(journal, result.added, "imported from CSV with reconcile import-csv")
         except edit.Rejected as exc:
             why = "the next pass would refuse it or block someone" if exc.status == 409 else "the file would be invalid"
@@ -528,8 +557,9 @@ def slips(args: argparse.Namespace) -> int:
     site = site_of(args, applies=True)
     classroom = roster_of(args, site)
     with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout):
-        written = delivery.write_slips(site, classroom.name, args.out, everyone=args.all,
-                                       active=delivery.active_people(classroom))
+        written = delivery.write_slips(
+            site, classroom.name, args.out, everyone=args.all, active=delivery.active_people(classroom)
+        )
     if not written:
         print("No passwords are waiting for a slip.")
         return EXIT_OK

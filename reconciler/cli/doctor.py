@@ -53,10 +53,21 @@ def check_files(site: Site, classroom_file: Path) -> list[Check]:
 
 
 def check_tools(site: Site) -> list[Check]:
-    needed = {"useradd": "passwd", "usermod": "passwd", "chpasswd": "passwd", "mkfs.ext4": "e2fsprogs",
-              "resize2fs": "e2fsprogs", "e2fsck": "e2fsprogs", "losetup": "mount", "mount": "mount",
-              # the end of term: export, archive, restore
-              "tar": "tar", "zstd": "zstd", "setpriv": "util-linux", "fsfreeze": "util-linux"}
+    needed = {
+        "useradd": "passwd",
+        "usermod": "passwd",
+        "chpasswd": "passwd",
+        "mkfs.ext4": "e2fsprogs",
+        "resize2fs": "e2fsprogs",
+        "e2fsck": "e2fsprogs",
+        "losetup": "mount",
+        "mount": "mount",
+        # the end of term: export, archive, restore
+        "tar": "tar",
+        "zstd": "zstd",
+        "setpriv": "util-linux",
+        "fsfreeze": "util-linux",
+    }
     if isinstance(site.volumes, LvmVolumes):
         needed |= {"lvcreate": "lvm2", "lvs": "lvm2"}
     if site.hub is not None:
@@ -67,8 +78,14 @@ def check_tools(site: Site) -> list[Check]:
             needed["exportfs"] = "nfs-kernel-server"
     missing = sorted({package for tool, package in needed.items() if _tool(tool) is None})
     if missing:
-        return [Check(FAIL, "commands", f"missing: {', '.join(t for t, p in needed.items() if p in missing)}",
-                      f"apt-get install {' '.join(missing)}")]
+        return [
+            Check(
+                FAIL,
+                "commands",
+                f"missing: {', '.join(t for t, p in needed.items() if p in missing)}",
+                f"apt-get install {' '.join(missing)}",
+            )
+        ]
     return [Check(OK, "commands", f"{len(needed)} commands reconcile runs are installed")]
 
 
@@ -79,15 +96,29 @@ def check_kernel(site: Site, proc: Path = Path("/proc"), dev: Path = Path("/dev"
         out.append(Check(FAIL, "kernel: ext4", "not in /proc/filesystems", "modprobe ext4"))
     if isinstance(site.volumes, LvmVolumes):
         if not (dev / "mapper" / "control").exists():
-            out.append(Check(FAIL, "kernel: device-mapper", "no /dev/mapper/control (LVM needs it)",
-                             "modprobe dm_mod (or a kernel with device-mapper)"))
+            out.append(
+                Check(
+                    FAIL,
+                    "kernel: device-mapper",
+                    "no /dev/mapper/control (LVM needs it)",
+                    "modprobe dm_mod (or a kernel with device-mapper)",
+                )
+            )
     elif not (dev / "loop-control").exists():
         out.append(Check(FAIL, "kernel: loop devices", "no /dev/loop-control", "modprobe loop"))
     if site.hub is not None and "overlay" not in filesystems.split():
-        out.append(Check(WARN, "kernel: overlay", "not in /proc/filesystems (Docker's usual storage driver)",
-                         "modprobe overlay"))
-    return out or [Check(OK, "kernel", "ext4 and " + ("device-mapper" if isinstance(site.volumes, LvmVolumes)
-                                                       else "loop devices") + " available")]
+        out.append(
+            Check(
+                WARN, "kernel: overlay", "not in /proc/filesystems (Docker's usual storage driver)", "modprobe overlay"
+            )
+        )
+    return out or [
+        Check(
+            OK,
+            "kernel",
+            "ext4 and " + ("device-mapper" if isinstance(site.volumes, LvmVolumes) else "loop devices") + " available",
+        )
+    ]
 
 
 def check_mounts(site: Site, host: HostFiles = HostFiles()) -> list[Check]:
@@ -95,8 +126,14 @@ def check_mounts(site: Site, host: HostFiles = HostFiles()) -> list[Check]:
     missing = [target for target, entry in entries.items() if not is_mounted(host, Path(target), entry.source)]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        return [Check(FAIL, "volumes", f"{len(missing)} of {len(entries)} not mounted: {shown}",
-                      "reconcile mount-all (the classroom-mount unit runs it at boot)")]
+        return [
+            Check(
+                FAIL,
+                "volumes",
+                f"{len(missing)} of {len(entries)} not mounted: {shown}",
+                "reconcile mount-all (the classroom-mount unit runs it at boot)",
+            )
+        ]
     return [Check(OK, "volumes", f"all {len(entries)} volumes in the manifest are mounted")]
 
 
@@ -106,8 +143,15 @@ def check_state(site: Site) -> list[Check]:
         return [Check(WARN, "state", f"{state} does not exist yet", "the first `reconcile` pass makes it")]
     info = state.stat()
     if info.st_uid != 0 or info.st_mode & 0o077:
-        return [Check(FAIL, "state", f"{state} is mode {info.st_mode & 0o777:04o}, owner uid {info.st_uid}: it holds "
-                      "passwords waiting for delivery", f"chown root: {state} && chmod 700 {state}")]
+        return [
+            Check(
+                FAIL,
+                "state",
+                f"{state} is mode {info.st_mode & 0o777:04o}, owner uid {info.st_uid}: it holds "
+                "passwords waiting for delivery",
+                f"chown root: {state} && chmod 700 {state}",
+            )
+        ]
     return [Check(OK, "state", f"{state} is root's alone (0700)")]
 
 
@@ -117,10 +161,17 @@ def check_disks(site: Site) -> list[Check]:
     out = []
     for disk in disks(site):
         if disk["low"]:
-            out.append(Check(WARN, "disk", f"{disk['what']} ({disk['path']}): {disk['free'] // 2**20} MiB free of "
-                             f"{disk['size'] // 2**20} MiB", "free space there, or move it to a bigger disk"))
-    return out or [Check(OK, "disks", f"every disk the classroom writes to has more than "
-                                      f"{site.warn_free_fraction:.0%} free")]
+            out.append(
+                Check(
+                    WARN,
+                    "disk",
+                    f"{disk['what']} ({disk['path']}): {disk['free'] // 2**20} MiB free of {disk['size'] // 2**20} MiB",
+                    "free space there, or move it to a bigger disk",
+                )
+            )
+    return out or [
+        Check(OK, "disks", f"every disk the classroom writes to has more than {site.warn_free_fraction:.0%} free")
+    ]
 
 
 def check_docker(site: Site) -> list[Check]:
@@ -131,29 +182,54 @@ def check_docker(site: Site) -> list[Check]:
         client = docker.from_env(timeout=10)
         info = client.info()
     except Exception as exc:  # noqa: BLE001 - docker raises many types
-        return [Check(FAIL, "docker", f"not reachable ({type(exc).__name__})",
-                      "start dockerd (systemctl enable --now docker); DOCKER_HOST, if set, must name it")]
+        return [
+            Check(
+                FAIL,
+                "docker",
+                f"not reachable ({type(exc).__name__})",
+                "start dockerd (systemctl enable --now docker); DOCKER_HOST, if set, must name it",
+            )
+        ]
     out = [Check(OK, "docker", f"dockerd {info.get('ServerVersion', '?')} answers")]
     if site.hub.swarm is None:
         try:
             client.images.get(site.hub.image)
             out.append(Check(OK, "student image", f"{site.hub.image} exists"))
         except docker.errors.ImageNotFound:
-            out.append(Check(FAIL, "student image", f"{site.hub.image} does not exist",
-                             f"reconcile image build --tag {site.hub.image}"))
+            out.append(
+                Check(
+                    FAIL,
+                    "student image",
+                    f"{site.hub.image} does not exist",
+                    f"reconcile image build --tag {site.hub.image}",
+                )
+            )
         return out
     swarm = info.get("Swarm", {})
     if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
-        return out + [Check(FAIL, "swarm", "this Docker is not a swarm manager",
-                            f"docker swarm init --advertise-addr {site.hub.swarm.address}")]
+        return out + [
+            Check(
+                FAIL,
+                "swarm",
+                "this Docker is not a swarm manager",
+                f"docker swarm init --advertise-addr {site.hub.swarm.address}",
+            )
+        ]
     from ..core.report import render_swarm
     from ..host.containers import swarm_nodes
     from ..image.nodes import image_id
 
     lines = render_swarm(swarm_nodes(), [w.address for w in site.hub.swarm.workers])
     bad = [line for line in lines if "NOT USABLE" in line or "not in the swarm" in line]
-    out += [Check(FAIL, "swarm", line.removeprefix("swarm: "), "examples/install.sh --worker on it, or docker node "
-                  "update --availability active") for line in bad]
+    out += [
+        Check(
+            FAIL,
+            "swarm",
+            line.removeprefix("swarm: "),
+            "examples/install.sh --worker on it, or docker node update --availability active",
+        )
+        for line in bad
+    ]
     if not bad:
         out.append(Check(OK, "swarm", f"manager; {len(site.hub.swarm.workers)} workers ready"))
     wanted = image_id(site.hub.image)
@@ -162,12 +238,24 @@ def check_docker(site: Site) -> list[Check]:
             have = image_id(site.hub.image, worker.endpoint, timeout=20)
         except (OSError, subprocess.TimeoutExpired) as exc:
             have = None
-            out.append(Check(FAIL, "student image", f"{worker.address}: cannot ask its Docker ({exc})",
-                             f"check that `docker -H {worker.endpoint} info` works from here"))
+            out.append(
+                Check(
+                    FAIL,
+                    "student image",
+                    f"{worker.address}: cannot ask its Docker ({exc})",
+                    f"check that `docker -H {worker.endpoint} info` works from here",
+                )
+            )
             continue
         if have is None or have != wanted:
-            out.append(Check(FAIL, "student image", f"{worker.address} does not hold this server's {site.hub.image}",
-                             "reconcile image push-nodes"))
+            out.append(
+                Check(
+                    FAIL,
+                    "student image",
+                    f"{worker.address} does not hold this server's {site.hub.image}",
+                    "reconcile image push-nodes",
+                )
+            )
     return out
 
 
@@ -176,46 +264,88 @@ def check_hub(site: Site, pam: Path = Path("/etc/pam.d")) -> list[Check]:
     hub = site.hub
     out = []
     if not (pam / "login").exists() and not (pam / "other").exists():
-        out.append(Check(FAIL, "PAM", f"no {pam}/login: the hub checks passwords through it",
-                         "apt-get install login libpam-runtime"))
+        out.append(
+            Check(
+                FAIL,
+                "PAM",
+                f"no {pam}/login: the hub checks passwords through it",
+                "apt-get install login libpam-runtime",
+            )
+        )
     else:
         out.append(Check(OK, "PAM", "the login service the hub authenticates with exists"))
     hub_running = _hub_running(site)
     public = urlsplit(hub.public_url)
-    ports = [("the proxy (public_url)", public.hostname or "0.0.0.0", public.port or (443 if public.scheme == "https"
-                                                                                   else 80)),
-             ("the proxy's API", "127.0.0.1", hub.proxy_api_port),
-             ("the teacher service", "127.0.0.1", hub.service_port)]
+    ports = [
+        (
+            "the proxy (public_url)",
+            public.hostname or "0.0.0.0",
+            public.port or (443 if public.scheme == "https" else 80),
+        ),
+        ("the proxy's API", "127.0.0.1", hub.proxy_api_port),
+        ("the teacher service", "127.0.0.1", hub.service_port),
+    ]
     if not hub_running:
         taken = [f"{what} {host}:{port}" for what, host, port in ports if _in_use(host, port)]
         if taken:
-            out.append(Check(FAIL, "ports", f"in use by something else: {', '.join(taken)}",
-                             "stop what listens there, or change the port in site.yaml"))
+            out.append(
+                Check(
+                    FAIL,
+                    "ports",
+                    f"in use by something else: {', '.join(taken)}",
+                    "stop what listens there, or change the port in site.yaml",
+                )
+            )
         else:
             out.append(Check(OK, "ports", "the hub's ports are free (the hub is not running)"))
     else:
-        out.append(Check(OK, "ports", f"the hub is running (its pid file names a live process); it holds "
-                                      f"{hub.public_url} and port {HUB_PORT}"))
+        out.append(
+            Check(
+                OK,
+                "ports",
+                f"the hub is running (its pid file names a live process); it holds "
+                f"{hub.public_url} and port {HUB_PORT}",
+            )
+        )
     if hub.tls is not None:
         out += check_certificate(hub.tls.cert)
     return out
 
 
 def check_certificate(cert: Path, now: datetime.datetime | None = None) -> list[Check]:
-    done = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", str(cert)], capture_output=True,
-                          text=True, env=environment())
+    done = subprocess.run(
+        ["openssl", "x509", "-noout", "-enddate", "-in", str(cert)], capture_output=True, text=True, env=environment()
+    )
     if done.returncode != 0:
-        return [Check(FAIL, "certificate", f"{cert} cannot be read as a certificate: {done.stderr.strip()[:200]}",
-                      "see the README's HTTPS section")]
+        return [
+            Check(
+                FAIL,
+                "certificate",
+                f"{cert} cannot be read as a certificate: {done.stderr.strip()[:200]}",
+                "see the README's HTTPS section",
+            )
+        ]
     stamp = done.stdout.strip().removeprefix("notAfter=")
-    ends = datetime.datetime.strptime(stamp, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.timezone.utc)
-    left = ends - (now or datetime.datetime.now(datetime.timezone.utc))
+    ends = datetime.datetime.strptime(stamp, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.UTC)
+    left = ends - (now or datetime.datetime.now(datetime.UTC))
     if left.total_seconds() <= 0:
-        return [Check(FAIL, "certificate", f"{cert} expired on {ends:%Y-%m-%d}: browsers refuse the hub",
-                      "renew it (certbot renew), then restart the hub")]
+        return [
+            Check(
+                FAIL,
+                "certificate",
+                f"{cert} expired on {ends:%Y-%m-%d}: browsers refuse the hub",
+                "renew it (certbot renew), then restart the hub",
+            )
+        ]
     if left.days < CERT_WARN_DAYS:
-        return [Check(WARN, "certificate", f"{cert} expires in {left.days} day(s), on {ends:%Y-%m-%d}",
-                      "renew it (certbot renew), then restart the hub")]
+        return [
+            Check(
+                WARN,
+                "certificate",
+                f"{cert} expires in {left.days} day(s), on {ends:%Y-%m-%d}",
+                "renew it (certbot renew), then restart the hub",
+            )
+        ]
     return [Check(OK, "certificate", f"valid until {ends:%Y-%m-%d}")]
 
 
@@ -228,13 +358,26 @@ def check_systemd() -> list[Check]:
         active = subprocess.run(["systemctl", "is-active", unit], capture_output=True, text=True).stdout.strip()
         wanted_active = "active" if unit != "classroom-mount.service" else ("active", "inactive")
         if enabled != "enabled" or active not in wanted_active:
-            out.append(Check(FAIL, "systemd", f"{unit} is {enabled or 'unknown'}, {active or 'unknown'}",
-                             f"systemctl enable --now {unit}; journalctl -u {unit}"))
-    synced = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
-                            text=True).stdout.strip()
+            out.append(
+                Check(
+                    FAIL,
+                    "systemd",
+                    f"{unit} is {enabled or 'unknown'}, {active or 'unknown'}",
+                    f"systemctl enable --now {unit}; journalctl -u {unit}",
+                )
+            )
+    synced = subprocess.run(
+        ["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True
+    ).stdout.strip()
     if synced == "no":
-        out.append(Check(WARN, "clock", "not synchronized (NTP): expiry dates and the culler's idle times drift",
-                         "timedatectl set-ntp true"))
+        out.append(
+            Check(
+                WARN,
+                "clock",
+                "not synchronized (NTP): expiry dates and the culler's idle times drift",
+                "timedatectl set-ntp true",
+            )
+        )
     return out or [Check(OK, "systemd", "the classroom's units are enabled and running")]
 
 
@@ -249,13 +392,24 @@ def check_nfs(site: Site, proc: Path = Path("/proc")) -> list[Check]:
     fix = "apt-get install nfs-kernel-server; systemctl enable --now nfs-server"
     filesystems = (proc / "filesystems").read_text() if (proc / "filesystems").exists() else ""
     if "nfsd" not in filesystems.split():
-        return [Check(FAIL, "nfs", "the kernel's NFS server (nfsd) is not loaded: workers cannot mount the homes",
-                      f"modprobe nfsd; {fix}")]
+        return [
+            Check(
+                FAIL,
+                "nfs",
+                "the kernel's NFS server (nfsd) is not loaded: workers cannot mount the homes",
+                f"modprobe nfsd; {fix}",
+            )
+        ]
     threads = HostFiles(proc=proc).nfsd_threads()
     if threads == 0:
         return [Check(FAIL, "nfs", "no nfsd threads run: workers cannot mount the homes", fix)]
-    return [Check(OK, "nfs", f"the NFS server runs ({threads} threads); homes exported to "
-                             f"{len(site.hub.swarm.workers)} workers")]  # type: ignore[union-attr]
+    return [
+        Check(
+            OK,
+            "nfs",
+            f"the NFS server runs ({threads} threads); homes exported to {len(site.hub.swarm.workers)} workers",
+        )
+    ]  # type: ignore[union-attr]
 
 
 def _hub_running(site: Site) -> bool:
@@ -271,8 +425,14 @@ def _in_use(host: str, port: int) -> bool:
 
 
 def diagnose(site: Site, classroom_file: Path) -> list[Check]:
-    checks = [*check_files(site, classroom_file), *check_tools(site), *check_kernel(site), *check_state(site),
-              *check_mounts(site), *check_disks(site)]
+    checks = [
+        *check_files(site, classroom_file),
+        *check_tools(site),
+        *check_kernel(site),
+        *check_state(site),
+        *check_mounts(site),
+        *check_disks(site),
+    ]
     if site.hub is not None:
         checks += [*check_docker(site), *check_nfs(site), *check_hub(site)]
     return checks + check_systemd()

@@ -15,8 +15,7 @@ from typing import TextIO
 class Progress:
     def __init__(self, quiet: bool = False, stream: TextIO | None = None):
         self.stream = stream if stream is not None else sys.stderr
-        self.on = (not quiet and "NO_COLOR" not in os.environ and hasattr(self.stream, "isatty")
-                   and self.stream.isatty())
+        self.on = not quiet and "NO_COLOR" not in os.environ and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.started = time.monotonic()
 
     def __call__(self, text: str) -> None:

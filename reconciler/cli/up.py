@@ -43,8 +43,11 @@ def up_command(args: argparse.Namespace) -> int:
 def down_command(args: argparse.Namespace) -> int:
     site = site_of(args, applies=True)
     started_with = site.state_dir / UP_CLASSROOM  # the file `up` ran with, unless -f names another
-    classroom_file = classroom_path(args, site) if getattr(args, "file", None) or not started_with.exists() \
+    classroom_file = (
+        classroom_path(args, site)
+        if getattr(args, "file", None) or not started_with.exists()
         else Path(started_with.read_text().strip())
+    )
     return down(site, classroom_file)
 
 
@@ -64,8 +67,8 @@ def ensure_docker() -> None:
         subprocess.run(["systemctl", "start", "docker"], check=True)
     else:
         print("starting dockerd in the background (log: /var/log/dockerd.log)")
-        subprocess.Popen(["dockerd"], stdout=open("/var/log/dockerd.log", "ab"), stderr=subprocess.STDOUT,
-                         start_new_session=True)
+        with open("/var/log/dockerd.log", "ab") as log:  # dockerd has its own copy of the descriptor
+            subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(60):
         try:
             docker.from_env().ping()
@@ -85,8 +88,7 @@ def _supervise(state: Path, components: dict[str, list[str]]) -> None:
     if pid:
         os.kill(pid, signal.SIGHUP)
         return
-    proc, _ = start_logged("supervisor", [sys.executable, "-m", "reconciler.host.supervisor", str(state / SPEC)],
-                           state)
+    proc, _ = start_logged("supervisor", [sys.executable, "-m", "reconciler.host.supervisor", str(state / SPEC)], state)
     print(f"supervisor: started (pid {proc.pid}, log {state / 'supervisor.log'}); it restarts what stops")
 
 
@@ -152,8 +154,10 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
     print(f"JupyterHub: {site.hub.public_url}")
     print(f"Teacher page: {site.hub.public_url.rstrip('/')}/services/classroom/ (teachers only)")
     if waiting:
-        print(f"{len(waiting)} new password(s) wait in {site.paths.outbox}/ (root only). "
-              f"Print them: reconcile credentials slips --all --out slips.html")
+        print(
+            f"{len(waiting)} new password(s) wait in {site.paths.outbox}/ (root only). "
+            f"Print them: reconcile credentials slips --all --out slips.html"
+        )
     print(f"Edit {classroom_file}: the daemon applies every save.  Stop everything: reconcile down")
     return code
 

@@ -134,8 +134,11 @@ class Daemon:
 
     def _wait(self) -> None:
         """Until a save (debounced), SIGHUP, SIGTERM or the resync interval, whichever comes first."""
-        timeout = min(self.site.resync_interval, math.inf if self.wake_in is None else self.wake_in,
-                      BUSY_RETRY if self.busy else math.inf)
+        timeout = min(
+            self.site.resync_interval,
+            math.inf if self.wake_in is None else self.wake_in,
+            BUSY_RETRY if self.busy else math.inf,
+        )
         self._wake.wait(timeout=timeout)
         self._wake.clear()
         while not self._stop.is_set() and time.monotonic() - self._last_event < DEBOUNCE:
@@ -171,8 +174,15 @@ class Daemon:
             log.log(level, "%s: %s %s %s %s", result, SYMBOLS[action.op], action.kind, action.target, detail)
 
         try:
-            outcome = engine.one_pass(self.site, classroom, self.policy, dry_run=False, report=report,
-                                      should_stop=self._stop.is_set, observe_after=True)
+            outcome = engine.one_pass(
+                self.site,
+                classroom,
+                self.policy,
+                dry_run=False,
+                report=report,
+                should_stop=self._stop.is_set,
+                observe_after=True,
+            )
         except Exception as exc:  # noqa: BLE001 - the daemon must outlive a failed pass (lock timeout, ...)
             log.exception("pass failed")
             self._write_status(started, digest, "error", problems=[str(exc)])
@@ -202,9 +212,19 @@ class Daemon:
         found_disks = self._disks()
         self._write_snapshot(outcome, found_disks)
         warm = self._prewarm(classroom, outcome)
-        self._write_status(started, digest, state, plan=the_plan.to_json(), people=people,
-                           applied=result.ok if result else 0, failed=failed, waiting=waiting, credentials=credentials,
-                           disks=found_disks, **({"prewarm": warm} if warm else {}))
+        self._write_status(
+            started,
+            digest,
+            state,
+            plan=the_plan.to_json(),
+            people=people,
+            applied=result.ok if result else 0,
+            failed=failed,
+            waiting=waiting,
+            credentials=credentials,
+            disks=found_disks,
+            **({"prewarm": warm} if warm else {}),
+        )
 
     def _prewarm(self, classroom: Classroom, outcome: Outcome) -> dict | None:
         """Before a lesson: start the server that is due (one per pace), and wake again at the pace."""
@@ -215,13 +235,16 @@ class Daemon:
         from ..host.observe import hub_probes
 
         try:
-            done = prewarm.run(self.site, classroom, outcome.desired, outcome.current,
-                               hub_probes(self.site, classroom.name).client)
+            done = prewarm.run(
+                self.site, classroom, outcome.desired, outcome.current, hub_probes(self.site, classroom.name).client
+            )
         except Exception as exc:  # noqa: BLE001 - the pre-warm is a convenience; never stop the daemon for it
             log.exception("pre-warm failed")
             return {"error": str(exc)}
         for username in done.started:
-            log.info("pre-warm: started %s's server for %s", username, done.step.lesson.text if done.step.lesson else "")
+            log.info(
+                "pre-warm: started %s's server for %s", username, done.step.lesson.text if done.step.lesson else ""
+            )
         for username, why in done.failed.items():
             log.warning("pre-warm: could not start %s's server: %s", username, why)
         self.wake_in = done.step.wake
@@ -232,8 +255,9 @@ class Daemon:
         try:
             write_atomic(self.site.paths.in_force, content.decode("utf-8"))
         except OSError as exc:
-            log.warning("cannot keep a copy of the roster in force in %s: %s", self.site.paths.in_force,
-                        exc.strerror or exc)
+            log.warning(
+                "cannot keep a copy of the roster in force in %s: %s", self.site.paths.in_force, exc.strerror or exc
+            )
 
     def _disks(self) -> list[dict]:
         """Free space of the classroom's filesystems; a warning is logged once each time one runs low."""
@@ -241,8 +265,13 @@ class Daemon:
         low = {disk["path"] for disk in found if disk["low"]}
         for disk in found:
             if disk["low"] and disk["path"] not in self.low_disks:
-                log.warning("low disk space: %s (%s) has %d MiB free of %d MiB", disk["what"], disk["path"],
-                            disk["free"] // 2**20, disk["size"] // 2**20)
+                log.warning(
+                    "low disk space: %s (%s) has %d MiB free of %d MiB",
+                    disk["what"],
+                    disk["path"],
+                    disk["free"] // 2**20,
+                    disk["size"] // 2**20,
+                )
             elif not disk["low"] and disk["path"] in self.low_disks:
                 log.info("disk space recovered: %s (%s)", disk["what"], disk["path"])
         self.low_disks = low

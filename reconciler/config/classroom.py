@@ -28,12 +28,81 @@ UNPRINTABLE = frozenset({"Zl", "Zp", "Cc", "Cf"})
 
 # Names that belong to the system or to common services, whatever this host has.
 RESERVED_USERNAMES = frozenset(
-    """root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats
-    nobody nogroup _apt messagebus sshd systemd-network systemd-resolve systemd-timesync
-    systemd-journal systemd-coredump polkitd postfix ntp tss uuidd avahi dnsmasq statd
-    docker admin administrator sudo wheel adm staff users operator jupyter jupyterhub
-    postgres mysql redis nginx ftp git lxd input kvm render video audio plugdev netdev
-    tty disk kmem dialout fax voice cdrom floppy tape src shadow utmp sasl""".split()
+    [
+        "root",
+        "daemon",
+        "bin",
+        "sys",
+        "sync",
+        "games",
+        "man",
+        "lp",
+        "mail",
+        "news",
+        "uucp",
+        "proxy",
+        "www-data",
+        "backup",
+        "list",
+        "irc",
+        "gnats",
+        "nobody",
+        "nogroup",
+        "_apt",
+        "messagebus",
+        "sshd",
+        "systemd-network",
+        "systemd-resolve",
+        "systemd-timesync",
+        "systemd-journal",
+        "systemd-coredump",
+        "polkitd",
+        "postfix",
+        "ntp",
+        "tss",
+        "uuidd",
+        "avahi",
+        "dnsmasq",
+        "statd",
+        "docker",
+        "admin",
+        "administrator",
+        "sudo",
+        "wheel",
+        "adm",
+        "staff",
+        "users",
+        "operator",
+        "jupyter",
+        "jupyterhub",
+        "postgres",
+        "mysql",
+        "redis",
+        "nginx",
+        "ftp",
+        "git",
+        "lxd",
+        "input",
+        "kvm",
+        "render",
+        "video",
+        "audio",
+        "plugdev",
+        "netdev",
+        "tty",
+        "disk",
+        "kmem",
+        "dialout",
+        "fax",
+        "voice",
+        "cdrom",
+        "floppy",
+        "tape",
+        "src",
+        "shadow",
+        "utmp",
+        "sasl",
+    ]
 )
 
 
@@ -64,8 +133,10 @@ def parse_cpu(value: object) -> float:
 # domain) is checked here; anything else goes to email-validator, which is slower to import and to run (IDNA):
 # a class of a thousand pays for it only for the addresses that need it.  What this accepts, email-validator
 # accepts too, normalized the same way (the domain lowercased): tests/unit/test_spec.py checks that.
-_PLAIN_EMAIL = re.compile(r"^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@((?!-)(?!xn--)[A-Za-z0-9-]{1,63}(?<!-)\.)+"
-                          r"[A-Za-z]{2,63}$")
+_PLAIN_EMAIL = re.compile(
+    r"^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@((?!-)(?!xn--)[A-Za-z0-9-]{1,63}(?<!-)\.)+"
+    r"[A-Za-z]{2,63}$"
+)
 SPECIAL_USE_DOMAINS = ("arpa", "invalid", "local", "localhost", "onion", "test")  # email-validator refuses them
 
 
@@ -75,8 +146,11 @@ def plain_email(address: str) -> str | None:
         return None
     local, _, domain = address.partition("@")
     domain = domain.lower()
-    if len(local) > 64 or len(domain) > 253 or any(domain == name or domain.endswith("." + name)
-                                                   for name in SPECIAL_USE_DOMAINS):
+    if (
+        len(local) > 64
+        or len(domain) > 253
+        or any(domain == name or domain.endswith("." + name) for name in SPECIAL_USE_DOMAINS)
+    ):
         return None
     return f"{local}@{domain}"
 
@@ -162,13 +236,18 @@ class Person(Strict):
         # The name goes into /etc/passwd's GECOS field, where ':' ',' and newlines are separators; line and
         # paragraph separators (U+2028, U+2029), control and invisible format characters split or hide text
         # in the tools that read those files.
-        if any(ch in value for ch in ":,\\") or not value.strip() \
-                or any(unicodedata.category(ch) == "Cc" for ch in value):
+        if (
+            any(ch in value for ch in ":,\\")
+            or not value.strip()
+            or any(unicodedata.category(ch) == "Cc" for ch in value)
+        ):
             raise ValueError("a name may not contain ':', ',', backslashes or control characters (tabs, newlines)")
         odd = next((ch for ch in value if unicodedata.category(ch) in UNPRINTABLE), None)
         if odd is not None:
-            raise ValueError(f"a name may not contain U+{ord(odd):04X} ({unicodedata.name(odd, 'unnamed')}): "
-                             "line breaks, control and invisible characters are not allowed")
+            raise ValueError(
+                f"a name may not contain U+{ord(odd):04X} ({unicodedata.name(odd, 'unnamed')}): "
+                "line breaks, control and invisible characters are not allowed"
+            )
         return value.strip()
 
 
@@ -180,7 +259,8 @@ class Lesson(Strict):
     """A lesson slot: weekly on ``days``, or once on ``date``, from ``start`` to ``end`` in the time zone ``tz``."""
 
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
-        None, min_length=1, description="Weekly on these days")
+        None, min_length=1, description="Weekly on these days"
+    )
     date: datetime.date | None = Field(None, description="Once, on this day (YYYY-MM-DD)")
     start: Annotated[str, Field(pattern=TIME_PATTERN, description="HH:MM, local time in tz")]
     end: Annotated[str, Field(pattern=TIME_PATTERN, description="HH:MM, after start, the same day")]
@@ -214,10 +294,18 @@ class CourseRepo(Strict):
 
     url: Annotated[str, Field(pattern=r"^https?://[^\s?#]+$", description="The repository's http(s) clone URL")]
     branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,100}$")] = "main"
-    folder: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$", description="The folder it lands in, in "
-                                        "each home (default: the repository's name)")] = None
-    pull_at_start: bool = Field(False, description="Also pull it at every server start, before JupyterLab opens "
-                                "(at most two minutes; a failed pull never keeps a student from their server)")
+    folder: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[A-Za-z0-9._-]{1,100}$",
+            description="The folder it lands in, in each home (default: the repository's name)",
+        ),
+    ] = None
+    pull_at_start: bool = Field(
+        False,
+        description="Also pull it at every server start, before JupyterLab opens "
+        "(at most two minutes; a failed pull never keeps a student from their server)",
+    )
 
     @property
     def target(self) -> str:
@@ -232,27 +320,37 @@ class Classroom(Strict):
 
     model_config = ConfigDict(
         extra="forbid",
-        frozen=True, defer_build=True,
+        frozen=True,
+        defer_build=True,
         title="classroom.yaml",
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
     version: Literal[1]
-    name: Annotated[str, Field(pattern=CLASSROOM_PATTERN, description="Classroom id; Unix groups <name>-students and <name>-teachers")]
+    name: Annotated[
+        str,
+        Field(pattern=CLASSROOM_PATTERN, description="Classroom id; Unix groups <name>-students and <name>-teachers"),
+    ]
     quotas: dict[Annotated[str, Field(pattern=QUOTA_NAME_PATTERN)], Quota] = Field(default_factory=dict)
     admins: list[Person] = Field(default_factory=list, description="Teachers: hub admins")
     students: list[Person] = Field(default_factory=list)
     shared_disk: Size | None = Field(
-        None, description="Give the course folder (~/shared: teachers write, students read) its own volume of this "
+        None,
+        description="Give the course folder (~/shared: teachers write, students read) its own volume of this "
         "size, so course material cannot fill the host's disk.  Once made it stays (raise or lower the size here; "
-        "removing the key keeps the volume as it is)")
+        "removing the key keeps the volume as it is)",
+    )
 
     schedule: list[Lesson] = Field(
-        default_factory=list, description="When lessons take place: before each, the students' servers are started "
-        "(site.yaml hub.prewarm), so they are ready when the class logs in")
+        default_factory=list,
+        description="When lessons take place: before each, the students' servers are started "
+        "(site.yaml hub.prewarm), so they are ready when the class logs in",
+    )
     course_repo: CourseRepo | None = Field(
-        None, description="The course material in git: the teacher page gives the link that pulls it into each "
-        "student's home (nbgitpuller)")
+        None,
+        description="The course material in git: the teacher page gives the link that pulls it into each "
+        "student's home (nbgitpuller)",
+    )
 
     @property
     def people(self) -> tuple[Person, ...]:

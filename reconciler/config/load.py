@@ -171,25 +171,33 @@ def _cross_check(source: Source, site: Site) -> list[Problem]:
             continue
         for index, person in enumerate(people):
             if not isinstance(person, dict):
-                problems.append(source.problem((section, index), "each entry must be a mapping with username, name, ..."))
+                problems.append(
+                    source.problem((section, index), "each entry must be a mapping with username, name, ...")
+                )
                 continue
             where = (section, index)
             username = person.get("username")
             if isinstance(username, str):
                 if username in seen:
                     problems.append(
-                        source.problem(where + ("username",), f"username {username!r} is already used at {seen[username]}")
+                        source.problem(
+                            where + ("username",), f"username {username!r} is already used at {seen[username]}"
+                        )
                     )
                 else:
                     seen[username] = yamlsrc.format_path(where)
                 if username in RESERVED_USERNAMES or username in group_names:
-                    problems.append(source.problem(where + ("username",), f"username {username!r} is reserved for the system"))
+                    problems.append(
+                        source.problem(where + ("username",), f"username {username!r} is reserved for the system")
+                    )
             quota_name = person.get("quota", "default")
             if isinstance(quota_name, str) and quota_name not in quotas:
                 inline = all(person.get(key) is not None for key in ("memory", "cpu", "disk"))
                 if quota_name != "default" or not inline:
                     known = ", ".join(sorted(quotas)) or "none defined"
-                    problems.append(source.problem(where + ("quota",), f"unknown quota {quota_name!r} (quotas: {known})"))
+                    problems.append(
+                        source.problem(where + ("quota",), f"unknown quota {quota_name!r} (quotas: {known})")
+                    )
             problems.extend(_check_limits(source, where, person, site))
     for name, quota in quotas.items():
         if isinstance(quota, dict):
@@ -209,7 +217,9 @@ def _check_limits(source: Source, where: tuple, values: dict, site: Site) -> lis
         except ValueError:
             continue  # already reported by the model
         if value > limit:
-            problems.append(source.problem(where + (key,), f"{raw} is above this server's limit of {_show_limit(key, limit)}"))
+            problems.append(
+                source.problem(where + (key,), f"{raw} is above this server's limit of {_show_limit(key, limit)}")
+            )
     return problems
 
 
@@ -269,14 +279,17 @@ def _absolute(site: Site, base: Path) -> Site:
     homes = fix(site.homes_dir) or state_dir / "homes"
     hub = site.hub
     if hub is not None:
-        hub = hub.model_copy(update={
-            "token_file": fix(hub.token_file),
-            "cookie_secret_file": fix(hub.cookie_secret_file),
-            "shared_dir": fix(hub.shared_dir),
-            "tls": None if hub.tls is None else hub.tls.model_copy(update={"cert": fix(hub.tls.cert),
-                                                                             "key": fix(hub.tls.key)}),
-            "db_url": hub.db_url or f"sqlite:///{state_dir / 'jupyterhub.sqlite'}",
-        })
+        hub = hub.model_copy(
+            update={
+                "token_file": fix(hub.token_file),
+                "cookie_secret_file": fix(hub.cookie_secret_file),
+                "shared_dir": fix(hub.shared_dir),
+                "tls": None
+                if hub.tls is None
+                else hub.tls.model_copy(update={"cert": fix(hub.tls.cert), "key": fix(hub.tls.key)}),
+                "db_url": hub.db_url or f"sqlite:///{state_dir / 'jupyterhub.sqlite'}",
+            }
+        )
     delivery = site.delivery
     smtp = delivery.smtp
     if smtp is not None:
@@ -286,11 +299,24 @@ def _absolute(site: Site, base: Path) -> Site:
     if getattr(volumes, "pv_file", None) is not None:
         volumes = volumes.model_copy(update={"pv_file": fix(volumes.pv_file)})  # type: ignore[union-attr]
     network = site.network.model_copy(update={"ca_bundle": fix(site.network.ca_bundle)})
-    image = site.image.model_copy(update={"requirements": fix(site.image.requirements), "pins": fix(site.image.pins),
-                                          "dockerfile": fix(site.image.dockerfile)})
+    image = site.image.model_copy(
+        update={
+            "requirements": fix(site.image.requirements),
+            "pins": fix(site.image.pins),
+            "dockerfile": fix(site.image.dockerfile),
+        }
+    )
     return site.model_copy(
-        update={"state_dir": state_dir, "homes_dir": homes, "classroom_file": fix(site.classroom_file), "hub": hub,
-                "delivery": delivery, "volumes": volumes, "network": network, "image": image}
+        update={
+            "state_dir": state_dir,
+            "homes_dir": homes,
+            "classroom_file": fix(site.classroom_file),
+            "hub": hub,
+            "delivery": delivery,
+            "volumes": volumes,
+            "network": network,
+            "image": image,
+        }
     )
 
 

@@ -39,11 +39,21 @@ _HEADER = len(_MAGIC) + 32 + 32  # magic, key, sha256 of the payload
 
 # What an entry may contain besides the configuration's own models (checked by _Loader).
 _PLAIN = {
-    ("pathlib", "PosixPath"), ("pathlib", "Path"),
-    ("datetime", "date"), ("datetime", "time"), ("datetime", "datetime"), ("datetime", "timedelta"),
-    ("datetime", "timezone"), ("zoneinfo", "ZoneInfo"), ("zoneinfo._zoneinfo", "ZoneInfo"),
-    ("ipaddress", "IPv4Network"), ("ipaddress", "IPv6Network"), ("ipaddress", "IPv4Address"),
-    ("ipaddress", "IPv6Address"), ("builtins", "set"), ("builtins", "frozenset"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "Path"),
+    ("datetime", "date"),
+    ("datetime", "time"),
+    ("datetime", "datetime"),
+    ("datetime", "timedelta"),
+    ("datetime", "timezone"),
+    ("zoneinfo", "ZoneInfo"),
+    ("zoneinfo._zoneinfo", "ZoneInfo"),
+    ("ipaddress", "IPv4Network"),
+    ("ipaddress", "IPv6Network"),
+    ("ipaddress", "IPv4Address"),
+    ("ipaddress", "IPv6Address"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
 }
 _MODULES = ("reconciler.config.classroom", "reconciler.config.site")
 _warned: set[str] = set()
@@ -86,7 +96,7 @@ def fetch(slot: str, wanted: bytes) -> object | None:
             return None
         with os.fdopen(fd, "rb", closefd=False) as file:
             header = file.read(_HEADER)
-            if len(header) != _HEADER or header[:len(_MAGIC)] != _MAGIC or header[len(_MAGIC):-32] != wanted:
+            if len(header) != _HEADER or header[: len(_MAGIC)] != _MAGIC or header[len(_MAGIC) : -32] != wanted:
                 return None
             payload = file.read()
         if hashlib.sha256(payload).digest() != header[-32:]:
@@ -150,15 +160,14 @@ def _prune(where: Path) -> None:
         for entry in found:
             if entry.name.endswith(".pickle"):
                 entries.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.path))
-    for _, path in sorted(entries)[:max(0, len(entries) - KEEP)]:
+    for _, path in sorted(entries)[: max(0, len(entries) - KEEP)]:
         os.unlink(path)
 
 
 def _warn(what: str, why: str) -> None:
     if what not in _warned:
         _warned.add(what)
-        print(f"note: not using the configuration cache {what}: {why} (validating the files instead)",
-              file=sys.stderr)
+        print(f"note: not using the configuration cache {what}: {why} (validating the files instead)", file=sys.stderr)
 
 
 _fingerprint_parts: tuple[str, ...] | None = None

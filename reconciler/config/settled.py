@@ -53,8 +53,7 @@ class Version:
 
     def same_file(self, st: os.stat_result) -> bool:
         """Is ``st`` this very version: the same inode, unchanged since it was read?"""
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (self.device, self.inode, self.size,
-                                                                       self.mtime_ns)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (self.device, self.inode, self.size, self.mtime_ns)
 
 
 def open_for_writing(fd: int) -> bool | None:
@@ -119,8 +118,14 @@ def writers(path: Path) -> list[str]:
                     continue
                 if (target.st_dev, target.st_ino) != (st.st_dev, st.st_ino):
                     continue
-                flags = next((int(line.split()[1], 8) for line in (proc / "fdinfo" / fd.name).read_text().splitlines()
-                              if line.startswith("flags:")), 0)
+                flags = next(
+                    (
+                        int(line.split()[1], 8)
+                        for line in (proc / "fdinfo" / fd.name).read_text().splitlines()
+                        if line.startswith("flags:")
+                    ),
+                    0,
+                )
                 if flags & (os.O_WRONLY | os.O_RDWR):
                     comm = (proc / "comm").read_text().strip()
                     found.append(f"pid {proc.name} ({comm})")

@@ -39,10 +39,15 @@ class LoopVolumes(Strict):
 
     backend: Literal["loop"] = "loop"
     max_overcommit: Annotated[float, Field(ge=1.0)] = Field(
-        1.0, description="Refuse plans whose volumes add up to more than this times the space of the filesystem "
-        "holding the images (free + already written): when it fills, every student's writes fail at once")
-    preallocate: bool = Field(False, description="Reserve each image's whole size on disk when it is made or grown "
-                                                 "(fallocate) instead of sparse files that fill as students write")
+        1.0,
+        description="Refuse plans whose volumes add up to more than this times the space of the filesystem "
+        "holding the images (free + already written): when it fills, every student's writes fail at once",
+    )
+    preallocate: bool = Field(
+        False,
+        description="Reserve each image's whole size on disk when it is made or grown "
+        "(fallocate) instead of sparse files that fill as students write",
+    )
 
 
 class LvmVolumes(Strict):
@@ -50,12 +55,19 @@ class LvmVolumes(Strict):
 
     backend: Literal["lvm"]
     vg: Annotated[str, Field(pattern=r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")]
-    pv_file: Path | None = Field(None, description="The VG's PV is this file on a loop device "
-                                                   "(`reconcile storage init`); mount-all attaches it at boot")
-    thin_pool: str | None = Field(None, description="Thin-provision the volumes from this pool in the VG. "
-                                  "Risk: when the pool fills, every student's writes stall")
+    pv_file: Path | None = Field(
+        None,
+        description="The VG's PV is this file on a loop device "
+        "(`reconcile storage init`); mount-all attaches it at boot",
+    )
+    thin_pool: str | None = Field(
+        None,
+        description="Thin-provision the volumes from this pool in the VG. "
+        "Risk: when the pool fills, every student's writes stall",
+    )
     max_overcommit: Annotated[float, Field(ge=1.0)] = Field(
-        1.0, description="With thin_pool: refuse plans whose volumes add up to more than this times the pool")
+        1.0, description="With thin_pool: refuse plans whose volumes add up to more than this times the pool"
+    )
 
 
 class Limits(Strict):
@@ -68,8 +80,19 @@ class Limits(Strict):
 
 # What `egress: internet` keeps student containers from: private, shared (CGNAT), loopback, link-local (cloud
 # metadata), benchmarking, multicast and reserved IPv4 ranges, i.e. the school's LAN and everything on it.
-PRIVATE_RANGES = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-                  "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4")
+PRIVATE_RANGES = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
 
 
 def _allow_entry(value: object) -> str:
@@ -81,8 +104,9 @@ def _allow_entry(value: object) -> str:
     try:
         network = ipaddress.IPv4Network(where, strict=False)
     except ValueError:
-        raise ValueError(f"{text!r}: {where!r} is not an IPv4 address or CIDR (the students' bridge is IPv4 only)") \
-            from None
+        raise ValueError(
+            f"{text!r}: {where!r} is not an IPv4 address or CIDR (the students' bridge is IPv4 only)"
+        ) from None
     if not port:
         return str(network)
     number, _, proto = port.partition("/")
@@ -98,10 +122,15 @@ class Egress(Strict):
     """Where student containers may connect (the hub API is always reachable; answers to it are not egress)."""
 
     policy: Literal["internet", "none"] = Field(
-        "internet", description="internet: the public internet, never private, CGNAT, link-local or multicast "
-        "addresses; none: nothing but the hub API")
-    allow: list[AllowEntry] = Field(default_factory=list, description="Also allowed, before those limits: "
-                                    "CIDR, CIDR:port or CIDR:port/udp (a school's package mirror, a data server)")
+        "internet",
+        description="internet: the public internet, never private, CGNAT, link-local or multicast "
+        "addresses; none: nothing but the hub API",
+    )
+    allow: list[AllowEntry] = Field(
+        default_factory=list,
+        description="Also allowed, before those limits: "
+        "CIDR, CIDR:port or CIDR:port/udp (a school's package mirror, a data server)",
+    )
 
 
 def _egress_shorthand(value: object) -> object:
@@ -134,9 +163,11 @@ class SwarmWorker(Strict):
     """A machine that runs student servers: Docker in the swarm, nothing else (no accounts, no roster)."""
 
     address: IPv4 = Field(..., description="Its address on the cluster network")
-    docker: str | None = Field(None, pattern=r"^(ssh|tcp|unix)://",
-                               description="How reconcile reaches its Docker to load the student image "
-                               "(default ssh://root@<address>)")
+    docker: str | None = Field(
+        None,
+        pattern=r"^(ssh|tcp|unix)://",
+        description="How reconcile reaches its Docker to load the student image (default ssh://root@<address>)",
+    )
 
     @property
     def endpoint(self) -> str:
@@ -150,42 +181,63 @@ class Swarm(Strict):
     the workers only run Docker.
     """
 
-    address: IPv4 = Field(..., description="This server's address on the cluster network: servers on the "
-                          "workers reach the hub API, and their homes, here")
+    address: IPv4 = Field(
+        ...,
+        description="This server's address on the cluster network: servers on the "
+        "workers reach the hub API, and their homes, here",
+    )
     workers: Annotated[list[SwarmWorker], Field(min_length=1)]
     homes: Literal["nfs", "shared"] = Field(
-        "nfs", description="nfs: this server exports each mounted home (and the course folder) to the workers "
+        "nfs",
+        description="nfs: this server exports each mounted home (and the course folder) to the workers "
         "only, root squashed, and each server mounts its home from here (needs nfs-kernel-server; the workers need "
         "nothing but Docker).  shared: every worker already sees homes_dir and the course folder at the same paths "
-        "(a cluster filesystem the school runs, or the tests' bind of this server's directories)")
-    exports_dir: Path = Field(Path("/etc/exports.d"), description="Where reconcile keeps the classroom's exports "
-                              "file (homes: nfs); nfs-server reads it at boot")
+        "(a cluster filesystem the school runs, or the tests' bind of this server's directories)",
+    )
+    exports_dir: Path = Field(
+        Path("/etc/exports.d"),
+        description="Where reconcile keeps the classroom's exports file (homes: nfs); nfs-server reads it at boot",
+    )
     reserve_memory: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.25, description="The share of each person's memory quota the swarm reserves on a worker when it places "
-        "their server (1: never over-commit a worker's memory; most students idle far below their quota)")
+        0.25,
+        description="The share of each person's memory quota the swarm reserves on a worker when it places "
+        "their server (1: never over-commit a worker's memory; most students idle far below their quota)",
+    )
     reserve_cpu: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.05, description="The share of each person's CPU quota reserved the same way.  Small: students are "
+        0.05,
+        description="The share of each person's CPU quota reserved the same way.  Small: students are "
         "mostly idle, and a worker refuses servers once the reservations add up to its CPUs (0.25 with a quota "
-        "of 1 CPU would mean 4 servers per core)")
+        "of 1 CPU would mean 4 servers per core)",
+    )
 
 
 class Prewarm(Strict):
     """hub.prewarm: before each lesson of classroom.yaml's schedule, start the students' servers, paced, so the
     class finds them ready."""
 
-    lead: Annotated[int, Field(ge=0)] = Field(600, description="Seconds before the lesson starts by which every "
-                                              "server should be up")
-    who: Literal["all", "recent"] = Field("all", description="all active students, or (recent) only those who "
-                                          "used their server during the last recent_lessons lessons (its own "
-                                          "activity two minutes or more after its start: a pre-start alone does "
-                                          "not count)")
+    lead: Annotated[int, Field(ge=0)] = Field(
+        600, description="Seconds before the lesson starts by which every server should be up"
+    )
+    who: Literal["all", "recent"] = Field(
+        "all",
+        description="all active students, or (recent) only those who "
+        "used their server during the last recent_lessons lessons (its own "
+        "activity two minutes or more after its start: a pre-start alone does "
+        "not count)",
+    )
     recent_lessons: Annotated[int, Field(ge=1)] = 3
-    pace: Annotated[float, Field(gt=0)] = Field(2.0, description="Seconds between two starts (a start costs about "
-                                                "1.5 CPU-seconds on the benchmark machine): the host is never "
-                                                "flooded, and the work is spread before the lead")
-    idle_memory: Size = Field(128 * 1024 * 1024, description="What an idle server holds (the benchmark measures "
-                              "about 108 MiB): never more servers are pre-started than fit in the host's available "
-                              "memory at this size")
+    pace: Annotated[float, Field(gt=0)] = Field(
+        2.0,
+        description="Seconds between two starts (a start costs about "
+        "1.5 CPU-seconds on the benchmark machine): the host is never "
+        "flooded, and the work is spread before the lead",
+    )
+    idle_memory: Size = Field(
+        128 * 1024 * 1024,
+        description="What an idle server holds (the benchmark measures "
+        "about 108 MiB): never more servers are pre-started than fit in the host's available "
+        "memory at this size",
+    )
 
 
 class HubSettings(Strict):
@@ -193,12 +245,15 @@ class HubSettings(Strict):
 
     public_url: str = Field("http://127.0.0.1:8000", description="Where people open the hub (the proxy)")
     subdomain_host: str | None = Field(
-        None, pattern=r"^https?://[a-z0-9.-]+(:[0-9]+)?$",
+        None,
+        pattern=r"^https?://[a-z0-9.-]+(:[0-9]+)?$",
         description="Give every student server an origin of its own, e.g. https://hub.school.example (wildcard DNS "
         "*.hub.school.example and a wildcard certificate): only then may teachers open students' servers, "
-        "since a student's page can no longer act as the teacher on the hub or the teacher page")
-    api_url: str | None = Field(None, description="The hub API as reconcile reaches it (default: on the "
-                                "students' bridge gateway, port 8081)")
+        "since a student's page can no longer act as the teacher on the hub or the teacher page",
+    )
+    api_url: str | None = Field(
+        None, description="The hub API as reconcile reaches it (default: on the students' bridge gateway, port 8081)"
+    )
     token_file: Path = Field(..., description="reconcile's service token for the hub API (0600; never in git)")
     cookie_secret_file: Path | None = None
     db_url: str | None = Field(None, description="Default: sqlite in <state_dir>/jupyterhub.sqlite")
@@ -206,30 +261,43 @@ class HubSettings(Strict):
     network: str = Field("classroom-students", description="Docker bridge for student containers")
     subnet: str = Field("172.31.251.0/24", description="Its subnet; the hub API listens on its gateway")
     shared_dir: Path | None = Field(None, description="Course folder (default <homes_dir>/../shared)")
-    tls: Tls | None = Field(None, description="Serve HTTPS (public_url must then be https://...), with HSTS and "
-                            "secure cookies; or leave it out behind a reverse proxy that terminates TLS")
+    tls: Tls | None = Field(
+        None,
+        description="Serve HTTPS (public_url must then be https://...), with HSTS and "
+        "secure cookies; or leave it out behind a reverse proxy that terminates TLS",
+    )
     egress: Annotated[Egress, BeforeValidator(_egress_shorthand)] = Field(
-        default_factory=Egress, description="What student containers may reach: internet (default), none, "
-        "or a list of allowed CIDR[:port[/udp]] (with nothing else)")
+        default_factory=Egress,
+        description="What student containers may reach: internet (default), none, "
+        "or a list of allowed CIDR[:port[/udp]] (with nothing else)",
+    )
     cull_idle_timeout: Annotated[int, Field(gt=0)] = 3600
     prewarm: Prewarm = Field(default_factory=Prewarm)
     pids_limit: Annotated[int, Field(gt=0)] = 512
     tmp_size: Size = 256 * 1024 * 1024
-    log_max_size: Size = Field(10 * 1024 * 1024, description="Docker keeps at most log_max_files files of this "
-                               "size of a server's output (what a student prints lands on the host's disk)")
+    log_max_size: Size = Field(
+        10 * 1024 * 1024,
+        description="Docker keeps at most log_max_files files of this "
+        "size of a server's output (what a student prints lands on the host's disk)",
+    )
     log_max_files: Annotated[int, Field(gt=0, le=100)] = 3
     request_timeout: Annotated[float, Field(gt=0)] = 10.0
     proxy_api_port: Annotated[int, Field(gt=0, lt=65536)] = Field(8001, description="On 127.0.0.1 only")
     service_port: Annotated[int, Field(gt=0, lt=65536)] = Field(
-        8002, description="The teacher API and page on 127.0.0.1; people reach it through the proxy at "
-        "/services/classroom/")
+        8002,
+        description="The teacher API and page on 127.0.0.1; people reach it through the proxy at /services/classroom/",
+    )
     extra_config_dir: Path = Field(
-        Path("/etc/classroom/jupyterhub_config.d"), description="*.py files here (root's, not writable by others) "
+        Path("/etc/classroom/jupyterhub_config.d"),
+        description="*.py files here (root's, not writable by others) "
         "are loaded, in name order, after the packaged hub configuration with `c` in scope: another authenticator "
-        "(OAuth, LTI, LDAP) or any JupyterHub option.  Who may log in, admins and limits stay reconcile's")
+        "(OAuth, LTI, LDAP) or any JupyterHub option.  Who may log in, admins and limits stay reconcile's",
+    )
     spawner: Literal["docker", "swarm"] = Field(
-        "docker", description="docker: student servers are containers on this server; swarm: services on the "
-        "workers of hub.swarm (DOCKER_HOST, if set, names this server's swarm manager)")
+        "docker",
+        description="docker: student servers are containers on this server; swarm: services on the "
+        "workers of hub.swarm (DOCKER_HOST, if set, names this server's swarm manager)",
+    )
     swarm: Swarm | None = None
 
     @model_validator(mode="after")
@@ -300,8 +368,10 @@ class Delivery(Strict):
 
     hub_url: str | None = Field(None, description="Printed in mails and slips (default: hub.public_url)")
     language: Annotated[str, BeforeValidator(_language)] = Field(
-        "en", description="The teacher page, the slips and the e-mails: a catalogue in reconciler/config/languages "
-        "(en, it; adding a language is one file there)")
+        "en",
+        description="The teacher page, the slips and the e-mails: a catalogue in reconciler/config/languages "
+        "(en, it; adding a language is one file there)",
+    )
     templates_dir: Path | None = Field(None, description="Overrides for the packaged templates (same names)")
     smtp: Smtp | None = None
     retry_base: Annotated[float, Field(ge=0)] = 60.0
@@ -395,9 +465,21 @@ class Paths:
 
 # What reaches the programs reconcile runs (pip, debootstrap's apt, docker) from its own environment: a school's
 # proxy, package mirror and CA, and where Docker is.  site.yaml's network section sets them too (and wins).
-NETWORK_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy",
-                     "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "REQUESTS_CA_BUNDLE",
-                     "SSL_CERT_FILE", "DOCKER_HOST")
+NETWORK_VARIABLES = (
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "DOCKER_HOST",
+)
 
 
 class Network(Strict):
@@ -408,8 +490,11 @@ class Network(Strict):
     no_proxy: list[str] = Field(default_factory=list, description="Hosts and domains reached without the proxy")
     pip_index: str | None = Field(None, pattern=r"^https?://", description="A PyPI mirror's simple index URL")
     ca_bundle: Path | None = Field(None, description="The school's CA bundle (PEM), for a TLS-inspecting proxy")
-    to_student_containers: bool = Field(False, description="Give student servers the proxy and mirror too (then "
-                                        "allow the proxy in hub.egress if it has a private address)")
+    to_student_containers: bool = Field(
+        False,
+        description="Give student servers the proxy and mirror too (then "
+        "allow the proxy in hub.egress if it has a private address)",
+    )
 
     def environment(self) -> dict[str, str]:
         """The variables these settings mean, in both spellings tools read."""
@@ -434,22 +519,33 @@ DEBIAN_PACKAGE = r"^[a-z0-9][a-z0-9+.-]+$"
 class CourseImage(Strict):
     """What a course adds to the student image: `reconcile image build` puts it in, and the image's labels say so."""
 
-    requirements: Path | None = Field(None, description="A pip requirements file (e.g. in the course's git repo); its "
-                                      "option lines (--index-url, --find-links, ...) are used too")
+    requirements: Path | None = Field(
+        None,
+        description="A pip requirements file (e.g. in the course's git repo); its "
+        "option lines (--index-url, --find-links, ...) are used too",
+    )
     apt: list[Annotated[str, Field(pattern=DEBIAN_PACKAGE)]] = Field(
-        default_factory=list, description="Extra Debian packages, installed with their dependencies")
-    dockerfile: Path | None = Field(None, description="A Dockerfile for what the above cannot express, built on top "
-                                    "(`ARG BASE` then `FROM $BASE`); its folder is the build context")
-    pins: Path | None = Field(None, description="The lock file the build writes from requirements and reuses while "
-                              "they do not change, so rebuilds are reproducible (default <state_dir>/image-pins.txt; "
-                              "put it beside the requirements to commit it)")
+        default_factory=list, description="Extra Debian packages, installed with their dependencies"
+    )
+    dockerfile: Path | None = Field(
+        None,
+        description="A Dockerfile for what the above cannot express, built on top "
+        "(`ARG BASE` then `FROM $BASE`); its folder is the build context",
+    )
+    pins: Path | None = Field(
+        None,
+        description="The lock file the build writes from requirements and reuses while "
+        "they do not change, so rebuilds are reproducible (default <state_dir>/image-pins.txt; "
+        "put it beside the requirements to commit it)",
+    )
 
 
 class Metrics(Strict):
     """The Prometheus endpoint (the teacher service's api/metrics)."""
 
-    per_person: bool = Field(True, description="Series per person (volume used and size); false keeps only "
-                                               "class-wide figures")
+    per_person: bool = Field(
+        True, description="Series per person (volume used and size); false keeps only class-wide figures"
+    )
 
 
 class Site(Strict):
@@ -461,25 +557,39 @@ class Site(Strict):
     volumes: Annotated[LoopVolumes | LvmVolumes, Field(discriminator="backend")] = Field(default_factory=LoopVolumes)
     max_disable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
     mass_disable_window: Annotated[float, Field(ge=0)] = Field(
-        86400.0, description="Seconds: disables over this window count together against max_disable_fraction, "
-        "so a class cannot be emptied one save (or one API call) at a time")
+        86400.0,
+        description="Seconds: disables over this window count together against max_disable_fraction, "
+        "so a class cannot be emptied one save (or one API call) at a time",
+    )
     limits: Limits = Field(default_factory=Limits)
     resize_running: Literal["wait", "restart"] = Field(
-        "wait", description="A disk quota change that needs the volume offline while its person's server runs: "
-        "wait until the server stops (default), or stop the server first (the person starts it again)")
+        "wait",
+        description="A disk quota change that needs the volume offline while its person's server runs: "
+        "wait until the server stops (default), or stop the server first (the person starts it again)",
+    )
     warn_free_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.1, description="Warn (status, the teacher page, the daemon's log) when a disk holding volumes, the state, "
-        "Docker's data or the shared folder has less than this share free")
+        0.1,
+        description="Warn (status, the teacher page, the daemon's log) when a disk holding volumes, the state, "
+        "Docker's data or the shared folder has less than this share free",
+    )
     lock_timeout: Annotated[float, Field(ge=0)] = 30.0
-    journal_max_size: Size = Field(16 * 1024 * 1024, description="Past this size journal.jsonl is renamed "
-                                   "journal-<UTC time>-NNN.jsonl (kept, never deleted) and a new one begins")
+    journal_max_size: Size = Field(
+        16 * 1024 * 1024,
+        description="Past this size journal.jsonl is renamed "
+        "journal-<UTC time>-NNN.jsonl (kept, never deleted) and a new one begins",
+    )
     resync_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="reconcile watch: full pass this often")
     apply_workers: Annotated[int, Field(ge=1, le=64)] = Field(
-        4, description="People worked on side by side when a pass applies (their own steps stay in order): "
+        4,
+        description="People worked on side by side when a pass applies (their own steps stay in order): "
         "account, volume and mount programs mostly wait on locks, fsync and exec, so a few at once finish a new "
-        "class sooner; 1 applies one step at a time")
-    roster_in_git: bool = Field(False, description="classroom.yaml reaches this host from git (CI): the teacher "
-                                "API refuses roster edits (409) so the file in git stays the single source of truth")
+        "class sooner; 1 applies one step at a time",
+    )
+    roster_in_git: bool = Field(
+        False,
+        description="classroom.yaml reaches this host from git (CI): the teacher "
+        "API refuses roster edits (409) so the file in git stays the single source of truth",
+    )
     hub: HubSettings | None = None
     delivery: Delivery = Field(default_factory=Delivery)
     network: Network = Field(default_factory=Network)

@@ -87,8 +87,9 @@ class Fields:
                 object.__setattr__(self, name, value)
             allowed = self.TYPES[name]
             if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-                raise InvalidAction(f"{type(self).__name__}.{name} must be {' or '.join(t.__name__ for t in allowed)}, "
-                                    f"not {value!r}")
+                raise InvalidAction(
+                    f"{type(self).__name__}.{name} must be {' or '.join(t.__name__ for t in allowed)}, not {value!r}"
+                )
             if isinstance(value, tuple) and not all(isinstance(item, str) for item in value):
                 raise InvalidAction(f"{type(self).__name__}.{name} must hold strings, not {value!r}")
 
@@ -105,8 +106,15 @@ NoneType = type(None)
 
 @dataclass(frozen=True)
 class AccountFields(Fields):
-    TYPES: ClassVar = {"name": (str,), "group": (str,), "home": (str,), "shell": (str,), "groups": (tuple,),
-                       "login": (str,), "uid": (int,)}
+    TYPES: ClassVar = {
+        "name": (str,),
+        "group": (str,),
+        "home": (str,),
+        "shell": (str,),
+        "groups": (tuple,),
+        "login": (str,),
+        "uid": (int,),
+    }
     name: str = UNSET
     group: str = UNSET  # the classroom group a new account joins
     home: str = UNSET
@@ -118,8 +126,13 @@ class AccountFields(Fields):
 
 @dataclass(frozen=True)
 class VolumeFields(Fields):
-    TYPES: ClassVar = {"size": (int,), "path": (str,), "used": (int, NoneType), "loop": (str, NoneType),
-                       "active": (bool,)}
+    TYPES: ClassVar = {
+        "size": (int,),
+        "path": (str,),
+        "used": (int, NoneType),
+        "loop": (str, NoneType),
+        "active": (bool,),
+    }
     size: int = UNSET  # bytes
     path: str = UNSET
     used: int | None = UNSET
@@ -148,43 +161,54 @@ class HubUserFields(Fields):
 
 
 # The operations that exist for each kind, and the payload each kind carries (before and after).
-OPS_BY_KIND: Mapping[Kind, frozenset[Op]] = MappingProxyType({
-    Kind.GROUP: frozenset({Op.CREATE}),
-    Kind.ACCOUNT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE, Op.DESTROY}),
-    Kind.PASSWORD: frozenset({Op.CREATE, Op.UPDATE}),  # update: a reset or a slip handed out (journal only)
-    Kind.VOLUME: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE, Op.DESTROY}),
-    Kind.FILESYSTEM: frozenset({Op.CREATE}),
-    Kind.MANIFEST: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
-    Kind.MOUNT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
-    Kind.OWNERSHIP: frozenset({Op.CREATE, Op.UPDATE}),
-    Kind.CONTAINER: frozenset({Op.UPDATE, Op.DISABLE}),  # disable: a swarm service the hub left behind
-    Kind.SERVER: frozenset({Op.DISABLE}),
-    Kind.HUB_USER: frozenset({Op.DISABLE}),
-    Kind.FIREWALL: frozenset({Op.CREATE, Op.UPDATE}),
-    Kind.EXPORT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
-    Kind.ROSTER: frozenset({Op.CREATE, Op.UPDATE}),
-    Kind.ARCHIVE: frozenset({Op.CREATE, Op.UPDATE}),
-})
-PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType({
-    Kind.GROUP: (),
-    Kind.ACCOUNT: (AccountFields,),
-    Kind.PASSWORD: (str,),  # what happens to the secret, never the secret
-    Kind.VOLUME: (VolumeFields,),
-    Kind.FILESYSTEM: (FilesystemFields, str),  # str: "unfinished image"
-    Kind.MANIFEST: (str,),  # the fstab line's source and target / options, as shown
-    Kind.MOUNT: (str,),  # the mount point, or its options
-    Kind.OWNERSHIP: (str,),  # "user:group mode"
-    Kind.CONTAINER: (ContainerFields,),
-    Kind.SERVER: (str,),  # running / stopped
-    Kind.HUB_USER: (HubUserFields,),
-    Kind.FIREWALL: (str,),  # how many rules, as shown; the rules themselves come from site.yaml
-    Kind.EXPORT: (str,),  # the clients it is exported to, as shown; the options come from core.exports
-    Kind.ROSTER: (Mapping,),  # the person's entry as written in classroom.yaml
-    Kind.ARCHIVE: (str,),  # the archive's path; a restore's target folder
-})
+OPS_BY_KIND: Mapping[Kind, frozenset[Op]] = MappingProxyType(
+    {
+        Kind.GROUP: frozenset({Op.CREATE}),
+        Kind.ACCOUNT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE, Op.DESTROY}),
+        Kind.PASSWORD: frozenset({Op.CREATE, Op.UPDATE}),  # update: a reset or a slip handed out (journal only)
+        Kind.VOLUME: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE, Op.DESTROY}),
+        Kind.FILESYSTEM: frozenset({Op.CREATE}),
+        Kind.MANIFEST: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
+        Kind.MOUNT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
+        Kind.OWNERSHIP: frozenset({Op.CREATE, Op.UPDATE}),
+        Kind.CONTAINER: frozenset({Op.UPDATE, Op.DISABLE}),  # disable: a swarm service the hub left behind
+        Kind.SERVER: frozenset({Op.DISABLE}),
+        Kind.HUB_USER: frozenset({Op.DISABLE}),
+        Kind.FIREWALL: frozenset({Op.CREATE, Op.UPDATE}),
+        Kind.EXPORT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
+        Kind.ROSTER: frozenset({Op.CREATE, Op.UPDATE}),
+        Kind.ARCHIVE: frozenset({Op.CREATE, Op.UPDATE}),
+    }
+)
+PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType(
+    {
+        Kind.GROUP: (),
+        Kind.ACCOUNT: (AccountFields,),
+        Kind.PASSWORD: (str,),  # what happens to the secret, never the secret
+        Kind.VOLUME: (VolumeFields,),
+        Kind.FILESYSTEM: (FilesystemFields, str),  # str: "unfinished image"
+        Kind.MANIFEST: (str,),  # the fstab line's source and target / options, as shown
+        Kind.MOUNT: (str,),  # the mount point, or its options
+        Kind.OWNERSHIP: (str,),  # "user:group mode"
+        Kind.CONTAINER: (ContainerFields,),
+        Kind.SERVER: (str,),  # running / stopped
+        Kind.HUB_USER: (HubUserFields,),
+        Kind.FIREWALL: (str,),  # how many rules, as shown; the rules themselves come from site.yaml
+        Kind.EXPORT: (str,),  # the clients it is exported to, as shown; the options come from core.exports
+        Kind.ROSTER: (Mapping,),  # the person's entry as written in classroom.yaml
+        Kind.ARCHIVE: (str,),  # the archive's path; a restore's target folder
+    }
+)
 # Kinds that only the journal records (edits by people); plan() never emits them and no driver exists.
-JOURNAL_ONLY = frozenset({(Kind.ROSTER, Op.CREATE), (Kind.ROSTER, Op.UPDATE), (Kind.PASSWORD, Op.UPDATE),
-                          (Kind.ARCHIVE, Op.CREATE), (Kind.ARCHIVE, Op.UPDATE)})
+JOURNAL_ONLY = frozenset(
+    {
+        (Kind.ROSTER, Op.CREATE),
+        (Kind.ROSTER, Op.UPDATE),
+        (Kind.PASSWORD, Op.UPDATE),
+        (Kind.ARCHIVE, Op.CREATE),
+        (Kind.ARCHIVE, Op.UPDATE),
+    }
+)
 
 
 def freeze(value: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 # ext4 with 4 KiB blocks has 128 MiB block groups; a size that is a whole number of groups
 # is filled exactly by mkfs and resize2fs, so the observed size always equals the planned one.
@@ -113,7 +113,6 @@ class Container:
     service: bool = False  # a swarm service: its limits change only when the server starts again
     image: str = ""  # the image id the container runs ("" unknown: a swarm service names a tag)
     stale: bool = False  # it runs an older image than the one hub.image names now: a restart gets the new one
-
 
     @property
     def cpus(self) -> float | None:
@@ -230,14 +229,21 @@ def from_json(data: dict) -> Actual:
         course_folder_files=data.get("course_folder_files", False),
         firewall=None if data.get("firewall") is None else tuple(data["firewall"]),
         firewall_error=data.get("firewall_error", ""),
-        exports=None if data.get("exports") is None else MappingProxyType(
-            {path: MappingProxyType({client: frozenset(options) for client, options in clients.items()})
-             for path, clients in data["exports"].items()}),
+        exports=None
+        if data.get("exports") is None
+        else MappingProxyType(
+            {
+                path: MappingProxyType({client: frozenset(options) for client, options in clients.items()})
+                for path, clients in data["exports"].items()
+            }
+        ),
         export_lines=None if data.get("export_lines") is None else MappingProxyType(dict(data["export_lines"])),
         course_folder_exists=data.get("course_folder_exists", True),
-        hub=None if hub is None else HubState(
+        hub=None
+        if hub is None
+        else HubState(
             None if hub["users"] is None else MappingProxyType({n: HubUser(**u) for n, u in hub["users"].items()}),
-            hub.get("error")),
-        containers=None if containers is None else MappingProxyType(
-            {n: Container(**c) for n, c in containers.items()}),
+            hub.get("error"),
+        ),
+        containers=None if containers is None else MappingProxyType({n: Container(**c) for n, c in containers.items()}),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 ARCHIVE_SUFFIX = ".tar.zst"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -50,11 +50,24 @@ class Entry:
     @classmethod
     def from_json(cls, data: Mapping) -> Entry:
         path = data["path"]
-        if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/") \
-                or "" in path.split("/") or "\0" in path:
+        if (
+            not isinstance(path, str)
+            or not path
+            or path.startswith("/")
+            or ".." in path.split("/")
+            or "" in path.split("/")
+            or "\0" in path
+        ):
             raise ValueError(f"manifest path {path!r}: not a plain path inside a home")
-        return cls(path=path, kind=data["kind"], mode=int(data["mode"], 8), size=data.get("size", 0),
-                   allocated=data.get("allocated", 0), sha256=data.get("sha256"), target=data.get("target"))
+        return cls(
+            path=path,
+            kind=data["kind"],
+            mode=int(data["mode"], 8),
+            size=data.get("size", 0),
+            allocated=data.get("allocated", 0),
+            sha256=data.get("sha256"),
+            target=data.get("target"),
+        )
 
 
 @dataclass(frozen=True)
@@ -78,12 +91,23 @@ class Manifest:
         return sum(e.size for e in self.entries if e.kind == "file")
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format": FORMAT, "user": self.user, "created": self.created, "view": self.view,
-            "archive": {"file": self.archive, "bytes": self.archive_bytes, "sha256": self.archive_sha256},
-            "volume_size": self.volume_size, "files": self.files, "content_bytes": self.content_bytes,
-            "entries": [e.to_json() for e in self.entries],
-        }, indent=1) + "\n"
+        return (
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "user": self.user,
+                    "created": self.created,
+                    "view": self.view,
+                    "archive": {"file": self.archive, "bytes": self.archive_bytes, "sha256": self.archive_sha256},
+                    "volume_size": self.volume_size,
+                    "files": self.files,
+                    "content_bytes": self.content_bytes,
+                    "entries": [e.to_json() for e in self.entries],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -91,10 +115,16 @@ class Manifest:
         if data.get("format") != FORMAT:
             raise ValueError(f"manifest format {data.get('format')!r} is not {FORMAT}")
         archive = data["archive"]
-        return cls(user=data["user"], created=data["created"], view=data["view"], archive=archive["file"],
-                   archive_bytes=archive["bytes"], archive_sha256=archive["sha256"],
-                   volume_size=data.get("volume_size"),
-                   entries=tuple(Entry.from_json(e) for e in data["entries"]))
+        return cls(
+            user=data["user"],
+            created=data["created"],
+            view=data["view"],
+            archive=archive["file"],
+            archive_bytes=archive["bytes"],
+            archive_sha256=archive["sha256"],
+            volume_size=data.get("volume_size"),
+            entries=tuple(Entry.from_json(e) for e in data["entries"]),
+        )
 
 
 def stem(user: str, day: date) -> str:
@@ -136,8 +166,9 @@ class Existing:
     mode: int | None = None
 
 
-def restore_problems(manifest: Manifest, free: int, existing: Mapping[str, Existing], into: str | None = None,
-                     into_exists: bool = False) -> list[str]:
+def restore_problems(
+    manifest: Manifest, free: int, existing: Mapping[str, Existing], into: str | None = None, into_exists: bool = False
+) -> list[str]:
     """Why restoring ``manifest`` would lose or not fit something; empty when it may go ahead.
 
     ``existing``: the archive's paths that are already in the target directory (the home, or ``into``).
@@ -154,17 +185,21 @@ def restore_problems(manifest: Manifest, free: int, existing: Mapping[str, Exist
         if there is None:
             continue
         same = (there.kind == entry.kind == "dir") or (
-            there.kind == entry.kind == "file" and entry.sha256 is not None and there.sha256 == entry.sha256)
+            there.kind == entry.kind == "file" and entry.sha256 is not None and there.sha256 == entry.sha256
+        )
         if not same:
             conflicts.append(entry.path)
     if conflicts:
         shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
-        problems.append(f"{len(conflicts)} path(s) of the archive already exist in the home with other content "
-                        f"({shown}); nothing is overwritten: restore with --into FOLDER")
+        problems.append(
+            f"{len(conflicts)} path(s) of the archive already exist in the home with other content "
+            f"({shown}); nothing is overwritten: restore with --into FOLDER"
+        )
     need = needs(e for e in manifest.entries if not _same_there(e, existing))
     if need > free:
-        problems.append(f"the archive needs {need} bytes on the volume and it has {free} free: raise the "
-                        "person's disk quota first")
+        problems.append(
+            f"the archive needs {need} bytes on the volume and it has {free} free: raise the person's disk quota first"
+        )
     return problems
 
 

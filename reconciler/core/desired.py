@@ -7,7 +7,8 @@ checks and the drivers apply.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
+from collections.abc import Mapping
 
 from ..config.classroom import ROLES, Classroom, group_name
 from ..config.site import Paths
@@ -64,9 +65,14 @@ class Desired:
         return next((m for m in self.members if m.username == username), None)
 
 
-def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout,
-            firewall: Mapping[str, Chain] | None = None, exports: ExportPolicy | None = None,
-            servers_here: bool = False) -> Desired:
+def resolve(
+    classroom: Classroom,
+    paths: Paths,
+    volumes: VolumeLayout,
+    firewall: Mapping[str, Chain] | None = None,
+    exports: ExportPolicy | None = None,
+    servers_here: bool = False,
+) -> Desired:
     """Apply named quotas and inline overrides; the classroom must already be validated."""
     members = []
     for role, people in (("teacher", classroom.admins), ("student", classroom.students)):
@@ -84,5 +90,13 @@ def resolve(classroom: Classroom, paths: Paths, volumes: VolumeLayout,
                     emails=tuple(person.email),
                 )
             )
-    return Desired(classroom.name, tuple(members), paths, volumes, classroom.shared_disk, dict(firewall or {}), exports,
-                   servers_here)
+    return Desired(
+        classroom.name,
+        tuple(members),
+        paths,
+        volumes,
+        classroom.shared_disk,
+        dict(firewall or {}),
+        exports,
+        servers_here,
+    )

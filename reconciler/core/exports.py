@@ -18,7 +18,7 @@ nfs-server runs ``exportfs -r`` at boot) and what the kernel's table (/var/lib/n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..config.site import HubSettings
 
@@ -74,8 +74,9 @@ def policy(hub: HubSettings | None, classroom: str) -> ExportPolicy | None:
     """None unless the students' servers run on swarm workers that mount the homes over NFS."""
     if hub is None or hub.spawner != "swarm" or hub.swarm is None or hub.swarm.homes != "nfs":
         return None
-    return ExportPolicy(tuple(sorted({w.address for w in hub.swarm.workers}, key=_address_key)),
-                        exports_file(hub, classroom))
+    return ExportPolicy(
+        tuple(sorted({w.address for w in hub.swarm.workers}, key=_address_key)), exports_file(hub, classroom)
+    )
 
 
 def _address_key(address: str) -> tuple[int, ...]:
@@ -106,8 +107,10 @@ def parse_etab(text: str) -> dict[str, dict[str, frozenset[str]]]:
     return table
 
 
-HEADER = ("# Written by reconcile (hub.swarm.homes: nfs): one line per mounted home, for the workers only.\n"
-          "# Edits are undone by the next pass; change site.yaml instead.\n")
+HEADER = (
+    "# Written by reconcile (hub.swarm.homes: nfs): one line per mounted home, for the workers only.\n"
+    "# Edits are undone by the next pass; change site.yaml instead.\n"
+)
 
 
 def render_file(lines: Mapping[str, str]) -> str:

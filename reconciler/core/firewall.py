@@ -104,15 +104,19 @@ def rules_of(name: str, lines: tuple[str, ...]) -> tuple[str, ...]:
 def reaches(hub: HubSettings, host_networks: tuple[str, ...] = ()) -> list[str]:
     """In words, what a student container can reach: for the README, `reconcile status` and the page."""
     if hub.swarm is not None:
-        return [f"the hub API ({hub.swarm.address}:{HUB_PORT}) from the swarm's workers; hub.egress is not "
-                "enforced there yet: each worker's own firewall decides (README: When one server is not enough)"]
+        return [
+            f"the hub API ({hub.swarm.address}:{HUB_PORT}) from the swarm's workers; hub.egress is not "
+            "enforced there yet: each worker's own firewall decides (README: When one server is not enough)"
+        ]
     said = [f"the hub API ({hub.gateway}:{HUB_PORT}); nothing else on this host"]
     allowed = ", ".join(hub.egress.allow)
     if hub.egress.policy == "internet":
         lan = lan_outside_private(host_networks, hub.subnet)
-        said.append("the public internet; no private, CGNAT, link-local (cloud metadata) or multicast address"
-                    + (f", nor the networks this server is on ({', '.join(lan)})" if lan else "")
-                    + (f" except {allowed}" if allowed else ""))
+        said.append(
+            "the public internet; no private, CGNAT, link-local (cloud metadata) or multicast address"
+            + (f", nor the networks this server is on ({', '.join(lan)})" if lan else "")
+            + (f" except {allowed}" if allowed else "")
+        )
     else:
         said.append(f"only {allowed}" if allowed else "no other address (egress: none)")
     return said

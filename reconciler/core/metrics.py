@@ -31,21 +31,35 @@ def families(status: Mapping | None, snapshot: Mapping | None, per_person: bool 
     out: list[Gauge] = []
     people = list((snapshot or {}).get("people", []))
     if snapshot is not None:
-        by_state = Gauge("classroom_people", "People by role and status (classroom.yaml and the host)",
-                                     labels=["role", "status"])
+        by_state = Gauge(
+            "classroom_people", "People by role and status (classroom.yaml and the host)", labels=["role", "status"]
+        )
         for (role, status_), count in sorted(Counter((p["role"] or "-", p["status"]) for p in people).items()):
             by_state.add_metric([role, status_], count)
         out.append(by_state)
-        out.append(_gauge("classroom_servers_running", "Student and teacher servers running (as the hub says)",
-                          sum(1 for p in people if p.get("server") == "running")))
-        out.append(_gauge("classroom_credentials_waiting", "New passwords not yet delivered (e-mail or slip)",
-                          sum(1 for p in people if p.get("credentials"))))
-        out.append(_gauge("classroom_volumes_not_mounted", "Volumes of active people that are not mounted",
-                          sum(1 for p in people if p["status"] == "active" and p.get("volume_size")
-                              and not p.get("mounted"))))
+        out.append(
+            _gauge(
+                "classroom_servers_running",
+                "Student and teacher servers running (as the hub says)",
+                sum(1 for p in people if p.get("server") == "running"),
+            )
+        )
+        out.append(
+            _gauge(
+                "classroom_credentials_waiting",
+                "New passwords not yet delivered (e-mail or slip)",
+                sum(1 for p in people if p.get("credentials")),
+            )
+        )
+        out.append(
+            _gauge(
+                "classroom_volumes_not_mounted",
+                "Volumes of active people that are not mounted",
+                sum(1 for p in people if p["status"] == "active" and p.get("volume_size") and not p.get("mounted")),
+            )
+        )
         if per_person:
-            used = Gauge("classroom_volume_used_bytes", "Bytes used on each person's volume",
-                                     labels=["username"])
+            used = Gauge("classroom_volume_used_bytes", "Bytes used on each person's volume", labels=["username"])
             size = Gauge("classroom_volume_size_bytes", "Each person's volume size", labels=["username"])
             for person in people:
                 if person.get("volume_size") is not None:
@@ -53,25 +67,43 @@ def families(status: Mapping | None, snapshot: Mapping | None, per_person: bool 
                     used.add_metric([person["username"]], person.get("volume_used") or 0)
             out += [used, size]
     if status is not None:
-        out.append(_gauge("classroom_last_pass_duration_seconds", "How long the daemon's last pass took",
-                          status.get("duration_seconds") or 0))
+        out.append(
+            _gauge(
+                "classroom_last_pass_duration_seconds",
+                "How long the daemon's last pass took",
+                status.get("duration_seconds") or 0,
+            )
+        )
         result = Gauge("classroom_last_pass_result", "1 for the last pass's result", labels=["result"])
         result.add_metric([status.get("result", "unknown")], 1)
         out.append(result)
         plan = status.get("plan") or {}
-        actions = Gauge("classroom_last_pass_actions", "Actions the last pass planned, by kind and op",
-                                    labels=["kind", "op"])
+        actions = Gauge(
+            "classroom_last_pass_actions", "Actions the last pass planned, by kind and op", labels=["kind", "op"]
+        )
         for (kind, op), count in sorted(Counter((a["kind"], a["op"]) for a in _planned(plan)).items()):
             actions.add_metric([kind, op], count)
         out.append(actions)
-        out.append(_gauge("classroom_last_pass_drift", "Actions repairing changes made outside reconcile",
-                          len(plan.get("drift", []))))
-        out.append(_gauge("classroom_last_pass_failed", "People or parts whose actions failed or are blocked",
-                          len(status.get("failed") or {})))
-        out.append(_gauge("classroom_last_pass_waiting", "Changes waiting for a volume in use",
-                          len(status.get("waiting") or {})))
-        free = Gauge("classroom_disk_free_bytes", "Free space where the classroom writes",
-                                 labels=["what", "path"])
+        out.append(
+            _gauge(
+                "classroom_last_pass_drift",
+                "Actions repairing changes made outside reconcile",
+                len(plan.get("drift", [])),
+            )
+        )
+        out.append(
+            _gauge(
+                "classroom_last_pass_failed",
+                "People or parts whose actions failed or are blocked",
+                len(status.get("failed") or {}),
+            )
+        )
+        out.append(
+            _gauge(
+                "classroom_last_pass_waiting", "Changes waiting for a volume in use", len(status.get("waiting") or {})
+            )
+        )
+        free = Gauge("classroom_disk_free_bytes", "Free space where the classroom writes", labels=["what", "path"])
         total = Gauge("classroom_disk_size_bytes", "Size of those filesystems", labels=["what", "path"])
         for disk in status.get("disks") or []:
             free.add_metric([disk["what"], disk["path"]], disk["free"])

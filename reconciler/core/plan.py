@@ -13,7 +13,7 @@ note and the others proceed.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from ..config.classroom import ROLES, group_name
 from ..config.site import SHARED_VOLUME
@@ -38,12 +38,16 @@ from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHARED_MODE, SHELL, Desire
 PASSWORD_NOTE = "generated, to the outbox"  # what a password action shows: never the secret
 RESTART_REASON = "stopped so that its volume can be resized: it starts again at the next login"
 HELD_ELSEWHERE = "{whose} volume is still mounted in another mount namespace; applies when that ends"
-DEMOTED = ("nobody is a hub admin: the hub user is forgotten (files untouched) and comes back at the next login "
-           "without admin rights")
+DEMOTED = (
+    "nobody is a hub admin: the hub user is forgotten (files untouched) and comes back at the next login "
+    "without admin rights"
+)
 REMOVED = "not in classroom.yaml (removed people are disabled, never deleted)"
 STOPPED_DIRECTLY = "the hub cannot be reached: the server is stopped through Docker, so it stops writing to the home"
-SERVER_UNKNOWN = ("neither the hub nor Docker can be reached: a server may still be writing to the home; the unmount "
-                  "waits until one of them answers")
+SERVER_UNKNOWN = (
+    "neither the hub nor Docker can be reached: a server may still be writing to the home; the unmount "
+    "waits until one of them answers"
+)
 
 
 def _whose(target: str) -> str:
@@ -81,15 +85,23 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
         account = actual.accounts.get(member.username)
         if account is not None and account.classroom != desired.classroom:
             blocked.append(
-                Note("foreign-account", member.username,
-                     f"{member.username!r} already exists on this host (uid {account.uid}) but was not created by "
-                     f"reconcile for {desired.classroom!r}; pick another username or remove that account by hand"))
+                Note(
+                    "foreign-account",
+                    member.username,
+                    f"{member.username!r} already exists on this host (uid {account.uid}) but was not created by "
+                    f"reconcile for {desired.classroom!r}; pick another username or remove that account by hand",
+                )
+            )
             continue
         if account is None and member.username in actual.groups and member.status == "active":
             blocked.append(
-                Note("foreign-account", member.username,
-                     f"a group named {member.username!r} already exists on this host; useradd could not create "
-                     "the person's own group: pick another username"))
+                Note(
+                    "foreign-account",
+                    member.username,
+                    f"a group named {member.username!r} already exists on this host; useradd could not create "
+                    "the person's own group: pick another username",
+                )
+            )
             continue
         if member.status == "active":
             steps, problem = _converge_active(member, account, desired, actual, policy, shrinks)
@@ -102,9 +114,13 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
             steps = _converge_purged(member.username, account, desired, actual)
             if any(not step.waits for step in steps) and not policy.allow_destroy:
                 refused.append(
-                    Note("destroy", member.username,
-                         f"purging {member.username!r} deletes their account and every file they wrote; "
-                         "re-run with --allow-destroy to do it"))
+                    Note(
+                        "destroy",
+                        member.username,
+                        f"purging {member.username!r} deletes their account and every file they wrote; "
+                        "re-run with --allow-destroy to do it",
+                    )
+                )
             actions += steps
 
     steps, problem = _converge_shared(desired, actual, shrinks)
@@ -128,19 +144,43 @@ def _converge_firewall(desired: Desired, actual: Actual) -> tuple[list[Action], 
     if not desired.firewall or (actual.firewall is None and not actual.firewall_error):  # not asked
         return [], []
     if actual.firewall is None:
-        return [], [Note("firewall", "", f"the students' firewall could not be read ({actual.firewall_error}); "
-                                         "nothing is known about what containers can reach")]
+        return [], [
+            Note(
+                "firewall",
+                "",
+                f"the students' firewall could not be read ({actual.firewall_error}); "
+                "nothing is known about what containers can reach",
+            )
+        ]
     steps = []
     for key, chain in desired.firewall.items():
         have = rules_of(chain.name, actual.firewall)
         if f"-N {chain.name}" not in actual.firewall:
-            steps.append(Action(Op.CREATE, Kind.FIREWALL, key, after=f"{len(chain.rules)} rules in {chain.name}",
-                                reason=f"students' {key} rules (site.yaml hub section)"))
+            steps.append(
+                Action(
+                    Op.CREATE,
+                    Kind.FIREWALL,
+                    key,
+                    after=f"{len(chain.rules)} rules in {chain.name}",
+                    reason=f"students' {key} rules (site.yaml hub section)",
+                )
+            )
         elif not in_force(chain, actual.firewall):
-            why = ("the jump from " + chain.parent + " to it is missing") if have == chain.rules else \
-                "its rules differ from site.yaml (changed there or by hand, or a firewall reload)"
-            steps.append(Action(Op.UPDATE, Kind.FIREWALL, key, before=f"{len(have)} rules",
-                                after=f"{len(chain.rules)} rules in {chain.name}", reason=why))
+            why = (
+                ("the jump from " + chain.parent + " to it is missing")
+                if have == chain.rules
+                else "its rules differ from site.yaml (changed there or by hand, or a firewall reload)"
+            )
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.FIREWALL,
+                    key,
+                    before=f"{len(have)} rules",
+                    after=f"{len(chain.rules)} rules in {chain.name}",
+                    reason=why,
+                )
+            )
     return steps, []
 
 
@@ -151,13 +191,14 @@ def _leftovers(desired: Desired, actual: Actual) -> set[str]:
     names |= set(actual.hub_users)
     homes = str(desired.paths.homes).rstrip("/") + "/"
     for target in (*actual.manifest, *actual.mounts, *(actual.exports or ()), *(actual.export_lines or ())):
-        if target.startswith(homes) and "/" not in target[len(homes):]:
-            names.add(target[len(homes):])
+        if target.startswith(homes) and "/" not in target[len(homes) :]:
+            names.add(target[len(homes) :])
     return names
 
 
-def _converge_active(member: Member, account: Account | None, desired: Desired, actual: Actual,
-                     policy: Policy, shrinks: list[Note]) -> tuple[list[Action], str | None]:
+def _converge_active(
+    member: Member, account: Account | None, desired: Desired, actual: Actual, policy: Policy, shrinks: list[Note]
+) -> tuple[list[Action], str | None]:
     user = member.username
     group = group_name(desired.classroom, member.role)
     home = str(desired.paths.home(user))
@@ -168,39 +209,92 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
 
     # account
     if account is None:
-        steps.append(Action(Op.CREATE, Kind.ACCOUNT, user,
-                            after=AccountFields(name=member.name, group=group, home=home, shell=SHELL),
-                            reason=f"new {member.role}"))
+        steps.append(
+            Action(
+                Op.CREATE,
+                Kind.ACCOUNT,
+                user,
+                after=AccountFields(name=member.name, group=group, home=home, shell=SHELL),
+                reason=f"new {member.role}",
+            )
+        )
         steps.append(Action(Op.CREATE, Kind.PASSWORD, user, after=PASSWORD_NOTE, reason="new account"))
     else:
         if reenabling:
-            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user, before=AccountFields(login="disabled"),
-                                after=AccountFields(login="enabled"), reason="status: active"))
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.ACCOUNT,
+                    user,
+                    before=AccountFields(login="disabled"),
+                    after=AccountFields(login="enabled"),
+                    reason="status: active",
+                )
+            )
         elif not is_enabled(account, actual.today):
-            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user,
-                                before=AccountFields(login="half-disabled (locked or expired)"),
-                                after=AccountFields(login="enabled"),
-                                reason="account was locked or expired by hand", drift=True))
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.ACCOUNT,
+                    user,
+                    before=AccountFields(login="half-disabled (locked or expired)"),
+                    after=AccountFields(login="enabled"),
+                    reason="account was locked or expired by hand",
+                    drift=True,
+                )
+            )
         if account.name != member.name:
-            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user, before=AccountFields(name=account.name),
-                                after=AccountFields(name=member.name), reason="name changed in classroom.yaml"))
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.ACCOUNT,
+                    user,
+                    before=AccountFields(name=account.name),
+                    after=AccountFields(name=member.name),
+                    reason="name changed in classroom.yaml",
+                )
+            )
         if account.groups != {group}:
             role_change = bool(account.groups & set(desired.groups.values()) - {group})
-            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user,
-                                before=AccountFields(groups=tuple(sorted(account.groups))),
-                                after=AccountFields(groups=(group,)),
-                                reason=f"role is now {member.role}" if role_change else "group membership changed by hand",
-                                drift=not role_change))
-        hand_edits = {key: (old, want) for key, old, want in
-                      (("home", account.home, home), ("shell", account.shell, SHELL)) if old != want}
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.ACCOUNT,
+                    user,
+                    before=AccountFields(groups=tuple(sorted(account.groups))),
+                    after=AccountFields(groups=(group,)),
+                    reason=f"role is now {member.role}" if role_change else "group membership changed by hand",
+                    drift=not role_change,
+                )
+            )
+        hand_edits = {
+            key: (old, want)
+            for key, old, want in (("home", account.home, home), ("shell", account.shell, SHELL))
+            if old != want
+        }
         if hand_edits:
-            steps.append(Action(Op.UPDATE, Kind.ACCOUNT, user,
-                                before=AccountFields(**{k: v[0] for k, v in hand_edits.items()}),
-                                after=AccountFields(**{k: v[1] for k, v in hand_edits.items()}),
-                                reason="account changed by hand", drift=True))
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.ACCOUNT,
+                    user,
+                    before=AccountFields(**{k: v[0] for k, v in hand_edits.items()}),
+                    after=AccountFields(**{k: v[1] for k, v in hand_edits.items()}),
+                    reason="account changed by hand",
+                    drift=True,
+                )
+            )
         if not account.has_password:
-            steps.append(Action(Op.CREATE, Kind.PASSWORD, user, after=PASSWORD_NOTE,
-                                reason="account has no password (creation was interrupted)", drift=True))
+            steps.append(
+                Action(
+                    Op.CREATE,
+                    Kind.PASSWORD,
+                    user,
+                    after=PASSWORD_NOTE,
+                    reason="account has no password (creation was interrupted)",
+                    drift=True,
+                )
+            )
 
     # volume
     volume = actual.volumes.get(user)
@@ -210,8 +304,10 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
     elif not volume.complete:
         steps.append(_finish_volume(user, size, drift=not new))
     elif volume.fs is None and volume.readable:
-        return steps, (f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
-                       "inspect it by hand")
+        return steps, (
+            f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
+            "inspect it by hand"
+        )
     elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
         # an inactive LV: its size is known, its filesystem not yet
         steps += _resize(user, member.disk, volume, size, actual, policy, _mounted(actual, home, source), shrinks)
@@ -219,8 +315,17 @@ def _converge_active(member: Member, account: Account | None, desired: Desired, 
     # manifest, mount, ownership
     expected_by_file = new or reenabling or volume is None or not volume.complete
     want = None if account is None else (account.uid, account.gid, HOME_MODE)
-    mounting, problem = _mount_steps(user, volume, desired, actual, want, f"{user}:{user} {HOME_MODE:04o}",
-                                     expected_by_file, "home", "the account was missing: its home goes to the new account")
+    mounting, problem = _mount_steps(
+        user,
+        volume,
+        desired,
+        actual,
+        want,
+        f"{user}:{user} {HOME_MODE:04o}",
+        expected_by_file,
+        "home",
+        "the account was missing: its home goes to the new account",
+    )
     if problem:
         return steps + mounting, problem
     return _with_export(user, steps + mounting, desired, actual), None
@@ -247,31 +352,43 @@ def _withdraw(user: str, desired: Desired, actual: Actual, reason: str) -> list[
     live, line = _exported(str(desired.paths.home(user)), actual)
     if not live and line is None:
         return []
-    return [Action(Op.DISABLE, Kind.EXPORT, user, before=",".join(sorted(live or {})) or "(file only)",
-                   reason=reason)]
+    return [Action(Op.DISABLE, Kind.EXPORT, user, before=",".join(sorted(live or {})) or "(file only)", reason=reason)]
 
 
-def _with_export(user: str, steps: list[Action], desired: Desired, actual: Actual,
-                 mountpoint: bool = True) -> list[Action]:
+def _with_export(
+    user: str, steps: list[Action], desired: Desired, actual: Actual, mountpoint: bool = True
+) -> list[Action]:
     """The export of a mounted home for the workers, after its mount; withdrawn around an offline resize (the
     kernel's export holds the filesystem: it could not be unmounted) and exported again after it."""
     path = str(desired.paths.home(user))
     live, line = _exported(path, actual)
     if desired.exports is None:
-        return steps + _withdraw(user, desired, actual, "hub.swarm.homes is not nfs: the workers no longer mount "
-                                                         "homes from this server")
+        return steps + _withdraw(
+            user, desired, actual, "hub.swarm.homes is not nfs: the workers no longer mount homes from this server"
+        )
     mounted = path in actual.mounts or any(a.kind is Kind.MOUNT and a.op is Op.CREATE and not a.waits for a in steps)
     if mountpoint and not mounted:
         return steps  # exported once its volume is mounted (mountd would refuse it before)
     want = desired.exports.export(path, mountpoint=mountpoint)
     clients = ",".join(want.clients)
-    resize = next((i for i, a in enumerate(steps) if a.kind is Kind.VOLUME and a.op is Op.UPDATE and not a.waits
-                   and _offline(a, actual, path)), None)
+    resize = next(
+        (
+            i
+            for i, a in enumerate(steps)
+            if a.kind is Kind.VOLUME and a.op is Op.UPDATE and not a.waits and _offline(a, actual, path)
+        ),
+        None,
+    )
     if resize is not None and (live or line is not None):
-        withdraw = Action(Op.DISABLE, Kind.EXPORT, user, before=",".join(sorted(live or {})) or "(file only)",
-                          reason=RESIZED_OFFLINE)
-        return [*steps[:resize], withdraw, *steps[resize:],
-                Action(Op.CREATE, Kind.EXPORT, user, after=clients, reason=NFS_REASON)]
+        withdraw = Action(
+            Op.DISABLE, Kind.EXPORT, user, before=",".join(sorted(live or {})) or "(file only)", reason=RESIZED_OFFLINE
+        )
+        return [
+            *steps[:resize],
+            withdraw,
+            *steps[resize:],
+            Action(Op.CREATE, Kind.EXPORT, user, after=clients, reason=NFS_REASON),
+        ]
     if not live and line is None:
         return steps + [Action(Op.CREATE, Kind.EXPORT, user, after=clients, reason=NFS_REASON)]
     if want.in_force(live) and line == want.line:
@@ -286,20 +403,35 @@ def _with_export(user: str, steps: list[Action], desired: Desired, actual: Actua
 
 
 def _new_volume(user: str, size: int, source: str, reason: str) -> list[Action]:
-    return [Action(Op.CREATE, Kind.VOLUME, user, after=VolumeFields(size=size, path=source), reason=reason),
-            Action(Op.CREATE, Kind.FILESYSTEM, user, after=FilesystemFields(fstype="ext4", size=size),
-                   reason="new volume")]
+    return [
+        Action(Op.CREATE, Kind.VOLUME, user, after=VolumeFields(size=size, path=source), reason=reason),
+        Action(Op.CREATE, Kind.FILESYSTEM, user, after=FilesystemFields(fstype="ext4", size=size), reason="new volume"),
+    ]
 
 
 def _finish_volume(user: str, size: int, drift: bool) -> Action:
-    return Action(Op.CREATE, Kind.FILESYSTEM, user, before="unfinished image",
-                  after=FilesystemFields(fstype="ext4", size=size),
-                  reason="volume creation was interrupted; the image never held data", drift=drift)
+    return Action(
+        Op.CREATE,
+        Kind.FILESYSTEM,
+        user,
+        before="unfinished image",
+        after=FilesystemFields(fstype="ext4", size=size),
+        reason="volume creation was interrupted; the image never held data",
+        drift=drift,
+    )
 
 
-def _mount_steps(user: str, volume: Volume | None, desired: Desired, actual: Actual,
-                 want_owner: tuple[int, int, int] | None, owner_after: str, expected_by_file: bool, what: str,
-                 new_owner: str) -> tuple[list[Action], str | None]:
+def _mount_steps(
+    user: str,
+    volume: Volume | None,
+    desired: Desired,
+    actual: Actual,
+    want_owner: tuple[int, int, int] | None,
+    owner_after: str,
+    expected_by_file: bool,
+    what: str,
+    new_owner: str,
+) -> tuple[list[Action], str | None]:
     """The manifest entry, the mount and the owner of a volume's root (``want_owner`` None: the owner is made
     in this pass).  Steps that repair a hand edit are drift."""
     home = str(desired.paths.home(user))
@@ -308,33 +440,95 @@ def _mount_steps(user: str, volume: Volume | None, desired: Desired, actual: Act
     entry = actual.manifest.get(home)
     want = ManifestEntry(source, home, "ext4", desired.volumes.mount_options)
     if entry is None:
-        steps.append(Action(Op.CREATE, Kind.MANIFEST, user, after=f"{source} {home}",
-                            reason="mount at boot", drift=not expected_by_file))
+        steps.append(
+            Action(
+                Op.CREATE,
+                Kind.MANIFEST,
+                user,
+                after=f"{source} {home}",
+                reason="mount at boot",
+                drift=not expected_by_file,
+            )
+        )
     elif entry != want:
-        steps.append(Action(Op.UPDATE, Kind.MANIFEST, user, before=f"{entry.source} {entry.options}",
-                            after=f"{want.source} {want.options}", reason="manifest entry changed by hand", drift=True))
+        steps.append(
+            Action(
+                Op.UPDATE,
+                Kind.MANIFEST,
+                user,
+                before=f"{entry.source} {entry.options}",
+                after=f"{want.source} {want.options}",
+                reason="manifest entry changed by hand",
+                drift=True,
+            )
+        )
 
     mount = actual.mounts.get(home)
     if mount is None:
         # Mounting a filesystem that is still mounted elsewhere would attach its image a second time: two
         # loop devices writing one ext4 corrupt it.  It waits until the other mount is gone.
         waits = _held_elsewhere(user) if volume is not None and volume.held_elsewhere else ""
-        steps.append(Action(Op.CREATE, Kind.MOUNT, user, after=home, reason=f"{what} volume",
-                            drift=not expected_by_file, waits=waits))
-        steps.append(Action(Op.CREATE, Kind.OWNERSHIP, user, after=owner_after, reason=f"{what} belongs to its owner",
-                            drift=not expected_by_file, waits=waits))
+        steps.append(
+            Action(
+                Op.CREATE,
+                Kind.MOUNT,
+                user,
+                after=home,
+                reason=f"{what} volume",
+                drift=not expected_by_file,
+                waits=waits,
+            )
+        )
+        steps.append(
+            Action(
+                Op.CREATE,
+                Kind.OWNERSHIP,
+                user,
+                after=owner_after,
+                reason=f"{what} belongs to its owner",
+                drift=not expected_by_file,
+                waits=waits,
+            )
+        )
     elif mount.source != source:
         return steps, f"{home} has {mount.source} mounted on it, not {source}: unmount it by hand"
     else:
-        if not REQUIRED_MOUNT_FLAGS <= mount.options:
-            steps.append(Action(Op.UPDATE, Kind.MOUNT, user, before=",".join(sorted(mount.options)),
-                                after="nodev,nosuid", reason="mount options changed by hand", drift=True))
+        if not mount.options >= REQUIRED_MOUNT_FLAGS:
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.MOUNT,
+                    user,
+                    before=",".join(sorted(mount.options)),
+                    after="nodev,nosuid",
+                    reason="mount options changed by hand",
+                    drift=True,
+                )
+            )
         if want_owner is None:
-            steps.append(Action(Op.UPDATE, Kind.OWNERSHIP, user, before=_owner_text(mount.owner), after=owner_after,
-                                reason=new_owner, drift=True))
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.OWNERSHIP,
+                    user,
+                    before=_owner_text(mount.owner),
+                    after=owner_after,
+                    reason=new_owner,
+                    drift=True,
+                )
+            )
         elif mount.owner != want_owner:
-            steps.append(Action(Op.UPDATE, Kind.OWNERSHIP, user, before=_owner_text(mount.owner), after=owner_after,
-                                reason=f"{what} ownership or mode changed by hand", drift=True))
+            steps.append(
+                Action(
+                    Op.UPDATE,
+                    Kind.OWNERSHIP,
+                    user,
+                    before=_owner_text(mount.owner),
+                    after=owner_after,
+                    reason=f"{what} ownership or mode changed by hand",
+                    drift=True,
+                )
+            )
     return steps, None
 
 
@@ -355,24 +549,43 @@ def _converge_shared(desired: Desired, actual: Actual, shrinks: list[Note]) -> t
     steps: list[Action] = []
     if volume is None:
         if actual.course_folder_files:
-            return [], (f"the course folder {folder} already holds files on the host's disk, which a volume "
-                        f"mounted there would hide: move them aside (mv {folder} {folder}.old) and copy them back "
-                        "into the folder once the next pass has mounted its volume")
+            return [], (
+                f"the course folder {folder} already holds files on the host's disk, which a volume "
+                f"mounted there would hide: move them aside (mv {folder} {folder}.old) and copy them back "
+                "into the folder once the next pass has mounted its volume"
+            )
         steps += _new_volume(user, size, source, f"course folder: shared_disk {format_size(quota)}")
     elif not volume.complete:
         steps.append(_finish_volume(user, size, drift=True))
     elif volume.fs is None and volume.readable:
-        return [], (f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
-                    "inspect it by hand")
+        return [], (
+            f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
+            "inspect it by hand"
+        )
     elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
-        steps += _resize(user, quota, volume, size, actual, Policy(resize_running="wait"),
-                         _mounted(actual, str(folder), source), shrinks)
+        steps += _resize(
+            user,
+            quota,
+            volume,
+            size,
+            actual,
+            Policy(resize_running="wait"),
+            _mounted(actual, str(folder), source),
+            shrinks,
+        )
     teachers = actual.groups.get(group_name(desired.classroom, "teacher"))
     want = None if teachers is None else (0, teachers.gid, SHARED_MODE)
-    mounting, problem = _mount_steps(user, volume, desired, actual, want,
-                                     f"root:{group_name(desired.classroom, 'teacher')} {SHARED_MODE:04o}",
-                                     volume is None or not volume.complete, "course folder",
-                                     "the teachers' group is new: the course folder goes to it")
+    mounting, problem = _mount_steps(
+        user,
+        volume,
+        desired,
+        actual,
+        want,
+        f"root:{group_name(desired.classroom, 'teacher')} {SHARED_MODE:04o}",
+        volume is None or not volume.complete,
+        "course folder",
+        "the teachers' group is new: the course folder goes to it",
+    )
     if problem:
         return steps + mounting, problem
     return _with_export(user, steps + mounting, desired, actual), None
@@ -383,8 +596,9 @@ def _mounted(actual: Actual, home: str, source: str) -> bool:
     return mount is not None and mount.source == source
 
 
-def _resize(user: str, quota: int, volume: Volume, size: int, actual: Actual, policy: Policy,
-            mounted: bool, shrinks: list[Note]) -> list[Action]:
+def _resize(
+    user: str, quota: int, volume: Volume, size: int, actual: Actual, policy: Policy, mounted: bool, shrinks: list[Note]
+) -> list[Action]:
     """Resize the volume, unless that needs it unmounted everywhere and someone still holds it.
 
     A shrink below what the owner has stored is not planned at all (a note in ``shrinks`` says why): nothing
@@ -413,24 +627,44 @@ def _resize(user: str, quota: int, volume: Volume, size: int, actual: Actual, po
     if user == SHARED_VOLUME:  # every running server holds the course folder
         running = sum(1 for container in (actual.containers or {}).values() if container.running)
         if not online and running:
-            return [Action(Op.UPDATE, Kind.VOLUME, user, before=VolumeFields(size=current, used=volume.used),
-                           after=VolumeFields(size=size), reason=reason, drift=drift,
-                           waits=f"the course folder is open in {running} running server(s); applies when "
-                                 "they have all stopped")]
+            return [
+                Action(
+                    Op.UPDATE,
+                    Kind.VOLUME,
+                    user,
+                    before=VolumeFields(size=current, used=volume.used),
+                    after=VolumeFields(size=size),
+                    reason=reason,
+                    drift=drift,
+                    waits=f"the course folder is open in {running} running server(s); applies when "
+                    "they have all stopped",
+                )
+            ]
     container = (actual.containers or {}).get(user)
     running = container is not None and container.running
     waits, steps = "", []
     if not online and running:  # its container holds the volume (and is what a scan finds holding it)
         hub_reachable = actual.hub is not None and actual.hub.users is not None
         if policy.resize_running == "restart" and hub_reachable:
-            steps.append(Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped",
-                                reason=RESTART_REASON))
+            steps.append(
+                Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped", reason=RESTART_REASON)
+            )
         else:
             waits = f"{user}'s server is running; applies when it stops"
     elif not online and volume.held_elsewhere:
         waits = _held_elsewhere(user)
-    steps.append(Action(Op.UPDATE, Kind.VOLUME, user, before=VolumeFields(size=current, used=volume.used),
-                        after=VolumeFields(size=size), reason=reason, drift=drift, waits=waits))
+    steps.append(
+        Action(
+            Op.UPDATE,
+            Kind.VOLUME,
+            user,
+            before=VolumeFields(size=current, used=volume.used),
+            after=VolumeFields(size=size),
+            reason=reason,
+            drift=drift,
+            waits=waits,
+        )
+    )
     return steps
 
 
@@ -443,8 +677,16 @@ def _hub_active(member: Member, actual: Actual, policy: Policy) -> list[Action]:
         # scope, so it cannot edit the flag: it forgets the hub user, who comes back at the next login without
         # it.  A teacher's running server is not stopped for that: a login or an auth refresh clears it too.
         teacher_busy = member.role == "teacher" and hub_user.running
-        steps.append(Action(Op.DISABLE, Kind.HUB_USER, member.username, before=HubUserFields(admin=True),
-                            reason=DEMOTED, waits=f"{member.username}'s server is running" if teacher_busy else ""))
+        steps.append(
+            Action(
+                Op.DISABLE,
+                Kind.HUB_USER,
+                member.username,
+                before=HubUserFields(admin=True),
+                reason=DEMOTED,
+                waits=f"{member.username}'s server is running" if teacher_busy else "",
+            )
+        )
     leftover = _leftover_service(member.username, actual)
     steps += leftover
     container = (actual.containers or {}).get(member.username)
@@ -458,17 +700,38 @@ def _hub_active(member: Member, actual: Actual, policy: Policy) -> list[Action]:
             what = " and ".join(("memory" if key == "memory" else "CPU") for key in after)
             change = dict(before=ContainerFields(**before), after=ContainerFields(**after))
             if not container.service:
-                steps.append(Action(Op.UPDATE, Kind.CONTAINER, member.username, **change,
-                                    reason=f"{what} quota changed; applied live"))
+                steps.append(
+                    Action(
+                        Op.UPDATE,
+                        Kind.CONTAINER,
+                        member.username,
+                        **change,
+                        reason=f"{what} quota changed; applied live",
+                    )
+                )
             elif policy.resize_running == "restart" and actual.hub is not None and actual.hub.users is not None:
                 # a swarm service's limits change only with a new task: its next start brings them
-                steps.append(Action(Op.DISABLE, Kind.SERVER, member.username, before="running", after="stopped",
-                                    reason=f"{what} quota changed; a swarm server takes it when it starts again"))
+                steps.append(
+                    Action(
+                        Op.DISABLE,
+                        Kind.SERVER,
+                        member.username,
+                        before="running",
+                        after="stopped",
+                        reason=f"{what} quota changed; a swarm server takes it when it starts again",
+                    )
+                )
             else:
-                steps.append(Action(Op.UPDATE, Kind.CONTAINER, member.username, **change,
-                                    reason=f"{what} quota changed",
-                                    waits=f"{member.username}'s server runs on the swarm; applies when it starts "
-                                          "again"))
+                steps.append(
+                    Action(
+                        Op.UPDATE,
+                        Kind.CONTAINER,
+                        member.username,
+                        **change,
+                        reason=f"{what} quota changed",
+                        waits=f"{member.username}'s server runs on the swarm; applies when it starts again",
+                    )
+                )
     return steps
 
 
@@ -480,8 +743,9 @@ def cpu_quota(cpus: float, period: int = 0) -> int:
     return int(cpus * (period or CPU_PERIOD))
 
 
-LEFTOVER_SERVICE = ("a swarm service with no server running in the hub (its worker went away, or it was left "
-                    "behind): removed")
+LEFTOVER_SERVICE = (
+    "a swarm service with no server running in the hub (its worker went away, or it was left behind): removed"
+)
 
 
 def _leftover_service(user: str, actual: Actual) -> list[Action]:
@@ -494,8 +758,16 @@ def _leftover_service(user: str, actual: Actual) -> list[Action]:
     hub_user = actual.hub.users.get(user)
     if hub_user is not None and hub_user.running:
         return []
-    return [Action(Op.DISABLE, Kind.CONTAINER, user, before=ContainerFields(memory=container.memory),
-                   reason=LEFTOVER_SERVICE, drift=True)]
+    return [
+        Action(
+            Op.DISABLE,
+            Kind.CONTAINER,
+            user,
+            before=ContainerFields(memory=container.memory),
+            reason=LEFTOVER_SERVICE,
+            drift=True,
+        )
+    ]
 
 
 def _hub_down(actual: Actual) -> bool:
@@ -510,20 +782,33 @@ def _hub_leave(user: str, actual: Actual, reason: str, drift: bool) -> list[Acti
     hub_user = actual.hub_users.get(user)
     container = (actual.containers or {}).get(user)
     if hub_user is None and _hub_down(actual) and container is not None and container.running:
-        return [Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped",
-                       reason=f"{reason}; {STOPPED_DIRECTLY}", drift=drift)]
+        return [
+            Action(
+                Op.DISABLE,
+                Kind.SERVER,
+                user,
+                before="running",
+                after="stopped",
+                reason=f"{reason}; {STOPPED_DIRECTLY}",
+                drift=drift,
+            )
+        ]
     if hub_user is None:
         return _leftover_service(user, actual)
     steps = _leftover_service(user, actual)
     if hub_user.running:
-        steps.append(Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped", reason=reason,
-                            drift=drift))
-    steps.append(Action(Op.DISABLE, Kind.HUB_USER, user, before=HubUserFields(admin=hub_user.admin), reason=reason,
-                        drift=drift))
+        steps.append(
+            Action(Op.DISABLE, Kind.SERVER, user, before="running", after="stopped", reason=reason, drift=drift)
+        )
+    steps.append(
+        Action(Op.DISABLE, Kind.HUB_USER, user, before=HubUserFields(admin=hub_user.admin), reason=reason, drift=drift)
+    )
     return steps
 
 
-def _converge_disabled(user: str, account: Account | None, desired: Desired, actual: Actual, reason: str) -> list[Action]:
+def _converge_disabled(
+    user: str, account: Account | None, desired: Desired, actual: Actual, reason: str
+) -> list[Action]:
     """Lock the login first, then the reverse order of creation; files are kept.
 
     Locking first means a later step that fails (a server that will not stop, a busy unmount) can
@@ -531,8 +816,16 @@ def _converge_disabled(user: str, account: Account | None, desired: Desired, act
     """
     steps = []
     if account is not None and not is_disabled(account, actual.today):
-        steps.append(Action(Op.DISABLE, Kind.ACCOUNT, user, before=AccountFields(login="enabled"),
-                            after=AccountFields(login="disabled"), reason=reason))
+        steps.append(
+            Action(
+                Op.DISABLE,
+                Kind.ACCOUNT,
+                user,
+                before=AccountFields(login="enabled"),
+                after=AccountFields(login="disabled"),
+                reason=reason,
+            )
+        )
     drift = account is None and user not in actual.volumes  # a hub user we never created
     steps += _hub_leave(user, actual, reason if not drift else "hub user not in classroom.yaml", drift)
     steps += _unmount_steps(user, desired, actual, reason, _server_unknown(desired, actual))
@@ -553,34 +846,79 @@ def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str, wai
     if home in actual.mounts:
         steps.append(Action(Op.DISABLE, Kind.MOUNT, user, before=home, reason=reason, waits=waits))
     if home in actual.manifest:
-        steps.append(Action(Op.DISABLE, Kind.MANIFEST, user, before=f"{actual.manifest[home].source} {home}",
-                            reason=reason, waits=waits))
+        steps.append(
+            Action(
+                Op.DISABLE,
+                Kind.MANIFEST,
+                user,
+                before=f"{actual.manifest[home].source} {home}",
+                reason=reason,
+                waits=waits,
+            )
+        )
     if volume is not None and volume.attached and home not in actual.mounts:
         waits = _held_elsewhere(user) if volume.held_elsewhere else waits
         if volume.loop:
-            steps.append(Action(Op.DISABLE, Kind.VOLUME, user, before=VolumeFields(loop=volume.loop),
-                                after=VolumeFields(loop=None), reason="image still attached to a loop device",
-                                drift=True, waits=waits))
+            steps.append(
+                Action(
+                    Op.DISABLE,
+                    Kind.VOLUME,
+                    user,
+                    before=VolumeFields(loop=volume.loop),
+                    after=VolumeFields(loop=None),
+                    reason="image still attached to a loop device",
+                    drift=True,
+                    waits=waits,
+                )
+            )
         else:
-            steps.append(Action(Op.DISABLE, Kind.VOLUME, user, before=VolumeFields(active=True),
-                                after=VolumeFields(active=False), reason="logical volume still active", drift=True,
-                                waits=waits))
+            steps.append(
+                Action(
+                    Op.DISABLE,
+                    Kind.VOLUME,
+                    user,
+                    before=VolumeFields(active=True),
+                    after=VolumeFields(active=False),
+                    reason="logical volume still active",
+                    drift=True,
+                    waits=waits,
+                )
+            )
     return steps
 
 
 def _converge_purged(user: str, account: Account | None, desired: Desired, actual: Actual) -> list[Action]:
-    steps = _hub_leave(user, actual, "status: purged", False) + _unmount_steps(user, desired, actual, "status: purged",
-                                                                              _server_unknown(desired, actual))
+    steps = _hub_leave(user, actual, "status: purged", False) + _unmount_steps(
+        user, desired, actual, "status: purged", _server_unknown(desired, actual)
+    )
     volume = actual.volumes.get(user)
     # A volume still mounted elsewhere is not deleted yet; the account waits with it, so a purge is never
     # left half done (an image without its owner) while it waits.
     waits = _held_elsewhere(user) if volume is not None and volume.held_elsewhere else ""
     if volume is not None:
-        steps.append(Action(Op.DESTROY, Kind.VOLUME, user, before=VolumeFields(path=volume.path, used=volume.used),
-                            reason="status: purged", destructive=True, waits=waits))
+        steps.append(
+            Action(
+                Op.DESTROY,
+                Kind.VOLUME,
+                user,
+                before=VolumeFields(path=volume.path, used=volume.used),
+                reason="status: purged",
+                destructive=True,
+                waits=waits,
+            )
+        )
     if account is not None:
-        steps.append(Action(Op.DESTROY, Kind.ACCOUNT, user, before=AccountFields(uid=account.uid),
-                            reason="status: purged", destructive=True, waits=waits))
+        steps.append(
+            Action(
+                Op.DESTROY,
+                Kind.ACCOUNT,
+                user,
+                before=AccountFields(uid=account.uid),
+                reason="status: purged",
+                destructive=True,
+                waits=waits,
+            )
+        )
     return steps
 
 
@@ -596,8 +934,9 @@ def _guard_mass_disable(actions: Iterable[Action], desired: Desired, actual: Act
     ours = {a.username: a for a in actual.accounts.values() if a.classroom == desired.classroom}
     enabled = {u for u, a in ours.items() if is_enabled(a, actual.today)}
     earlier = {u for u in actual.disabled_recently if u in ours and u not in enabled}  # still disabled
-    leaving = {a.target for a in actions if a.kind is Kind.ACCOUNT and a.op in (Op.DISABLE, Op.DESTROY)
-               and a.target in enabled}
+    leaving = {
+        a.target for a in actions if a.kind is Kind.ACCOUNT and a.op in (Op.DISABLE, Op.DESTROY) and a.target in enabled
+    }
     if not leaving:
         return []
     active_then = len(enabled) + len(earlier)
@@ -607,13 +946,20 @@ def _guard_mass_disable(actions: Iterable[Action], desired: Desired, actual: Act
     share = f"more than {policy.max_disable_fraction:.0%}"
     if earlier:
         window = f"{policy.mass_disable_window / 3600:g} h"
-        what = (f"this pass would disable {len(leaving)} more; with the {len(earlier)} disabled in the last {window} "
-                f"that makes {len(leaving) + len(earlier)} of the {active_then} people active then ({share} "
-                f"within {window})")
+        what = (
+            f"this pass would disable {len(leaving)} more; with the {len(earlier)} disabled in the last {window} "
+            f"that makes {len(leaving) + len(earlier)} of the {active_then} people active then ({share} "
+            f"within {window})"
+        )
     else:
         what = f"this pass would disable {len(leaving)} of {active_then} active people ({share})"
-    return [Note("mass-disable", "", f"{what}; is classroom.yaml truncated? "
-                                     "Re-run with --allow-mass-disable if this is intended")]
+    return [
+        Note(
+            "mass-disable",
+            "",
+            f"{what}; is classroom.yaml truncated? Re-run with --allow-mass-disable if this is intended",
+        )
+    ]
 
 
 SHRINK_HEADROOM = 0.9  # resize2fs needs room for metadata; a full volume is of no use to a student
@@ -634,10 +980,15 @@ def _guard_overcommit(actions: Iterable[Action], actual: Actual, policy: Policy)
     total, limit = sum(sizes.values()), policy.max_overcommit * actual.capacity
     if total <= limit or total <= now:  # a plan that promises no more than today's is never held up
         return []
-    return [Note("overcommit", "",
-                 f"the volumes would add up to {format_size(total)}, more than {policy.max_overcommit:g} x "
-                 f"{actual.capacity_of or 'their storage'} ({format_size(actual.capacity)}); add space, lower quotas, "
-                 "or raise max_overcommit knowingly")]
+    return [
+        Note(
+            "overcommit",
+            "",
+            f"the volumes would add up to {format_size(total)}, more than {policy.max_overcommit:g} x "
+            f"{actual.capacity_of or 'their storage'} ({format_size(actual.capacity)}); add space, lower quotas, "
+            "or raise max_overcommit knowingly",
+        )
+    ]
 
 
 def _shrink_refused(user: str, volume: Volume, current: int, size: int) -> Note | None:
@@ -647,6 +998,10 @@ def _shrink_refused(user: str, volume: Volume, current: int, size: int) -> Note 
     if in_use is None or size >= current or in_use <= size * SHRINK_HEADROOM:
         return None
     who = "the course folder" if user == SHARED_VOLUME else user
-    return Note("shrink", user, f"{who} uses {format_size(in_use)} (files and filesystem metadata), more than "
-                                f"{SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; the volume keeps "
-                                "its size: raise the quota or ask them to free space")
+    return Note(
+        "shrink",
+        user,
+        f"{who} uses {format_size(in_use)} (files and filesystem metadata), more than "
+        f"{SHRINK_HEADROOM:.0%} of the new disk quota {format_size(size)}; the volume keeps "
+        "its size: raise the quota or ask them to free space",
+    )

@@ -80,11 +80,13 @@ def render_text(plan: Plan, colour: bool = False) -> str:
     if not plan.actions:
         lines.append(f"No changes. Classroom {plan.classroom} matches classroom.yaml.")
     s = plan.summary
-    lines.append(f"Plan: {s['create']} to create, {s['change']} to change, {s['disable']} to disable, "
-                 f"{s['destroy']} to destroy.")
+    lines.append(
+        f"Plan: {s['create']} to create, {s['change']} to change, {s['disable']} to disable, {s['destroy']} to destroy."
+    )
     if plan.waiting:
-        lines.append(f"{len(plan.waiting)} of them wait until the volume is free (shown, not applied; every pass "
-                     "tries again).")
+        lines.append(
+            f"{len(plan.waiting)} of them wait until the volume is free (shown, not applied; every pass tries again)."
+        )
     return "\n".join(lines)
 
 

@@ -7,7 +7,8 @@ teacher page.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from ..config.site import SHARED_VOLUME
@@ -21,28 +22,31 @@ def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dic
     """One row per person in the file, then anyone we manage who is no longer in it."""
     listed = [(m.username, m.role, m.status) for m in desired.members]
     known = {name for name, _, _ in listed}
-    extra = sorted(a.username for a in actual.accounts.values()
-                   if a.classroom == desired.classroom and a.username not in known)
+    extra = sorted(
+        a.username for a in actual.accounts.values() if a.classroom == desired.classroom and a.username not in known
+    )
     extra += sorted(set(actual.volumes) - known - set(extra) - {SHARED_VOLUME})
     out = []
     for username, role, wanted in listed + [(name, None, "removed") for name in extra]:
         account = actual.accounts.get(username)
         volume = actual.volumes.get(username)
         mount = actual.mounts.get(str(desired.paths.home(username)))
-        out.append({
-            "username": username,
-            "role": role,
-            "status": wanted,
-            "account": login_state(account, actual.today),
-            "uid": account.uid if account else None,
-            "volume_size": volume.size if volume else None,
-            "volume_used": volume.used if volume else None,
-            "mounted": mount is not None,
-            "credentials": credentials_state(pending_credentials.get(username), held=wanted != "active"),
-            "server": _server(actual, username),
-            "node": _node(actual, username),
-            "stale_image": _stale(actual, username),
-        })
+        out.append(
+            {
+                "username": username,
+                "role": role,
+                "status": wanted,
+                "account": login_state(account, actual.today),
+                "uid": account.uid if account else None,
+                "volume_size": volume.size if volume else None,
+                "volume_used": volume.used if volume else None,
+                "mounted": mount is not None,
+                "credentials": credentials_state(pending_credentials.get(username), held=wanted != "active"),
+                "server": _server(actual, username),
+                "node": _node(actual, username),
+                "stale_image": _stale(actual, username),
+            }
+        )
     return out
 
 
@@ -51,9 +55,13 @@ def course_folder(desired: Desired, actual: Actual) -> dict:
     path = desired.paths.home(SHARED_VOLUME)
     volume = actual.volumes.get(SHARED_VOLUME)
     mount = actual.mounts.get(str(path))
-    return {"path": str(path), "volume_size": volume.size if volume else None,
-            "volume_used": volume.used if volume else None, "mounted": mount is not None,
-            "wanted_size": desired.shared_disk}
+    return {
+        "path": str(path),
+        "volume_size": volume.size if volume else None,
+        "volume_used": volume.used if volume else None,
+        "mounted": mount is not None,
+        "wanted_size": desired.shared_disk,
+    }
 
 
 def material_link(public_url: str, url: str, branch: str, folder: str) -> str:
@@ -69,8 +77,10 @@ def render_course_folder(folder: dict) -> str:
             return f"course folder: {folder['path']} (on the disk below it; shared_disk gives it a volume of its own)"
         return f"course folder: {folder['path']} (its volume of {format_size(folder['wanted_size'])} is not made yet)"
     state = "" if folder["mounted"] else ", NOT MOUNTED"
-    return (f"course folder: {folder['path']} on its own volume: {format_size(folder['volume_used'])} used of "
-            f"{format_size(folder['volume_size'])}{state}")
+    return (
+        f"course folder: {folder['path']} on its own volume: {format_size(folder['volume_used'])} used of "
+        f"{format_size(folder['volume_size'])}{state}"
+    )
 
 
 def credentials_state(item: Mapping[str, Any] | None, held: bool = False) -> str | None:
@@ -118,10 +128,12 @@ def server_text(row: dict) -> str:
 def render(people: list[dict]) -> str:
     servers = [server_text(row) for row in people]
     width = max([8, *map(len, servers)])
-    header = (f"{'USERNAME':<16} {'ROLE':<8} {'STATUS':<9} {'ACCOUNT':<13} {'VOLUME':>9} {'USED':>9} {'MOUNTED':<7} "
-              f"{'SERVER':<{width}} CREDENTIALS")
+    header = (
+        f"{'USERNAME':<16} {'ROLE':<8} {'STATUS':<9} {'ACCOUNT':<13} {'VOLUME':>9} {'USED':>9} {'MOUNTED':<7} "
+        f"{'SERVER':<{width}} CREDENTIALS"
+    )
     lines = [header]
-    for row, server in zip(people, servers):
+    for row, server in zip(people, servers, strict=True):
         lines.append(
             f"{row['username']:<16} {row['role'] or '-':<8} {row['status']:<9} {row['account']:<13} "
             f"{format_size(row['volume_size']):>9} {format_size(row['volume_used']):>9} "
@@ -131,8 +143,13 @@ def render(people: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def document(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dict], policy: Policy,
-             volumes: Mapping[str, Any]) -> dict:
+def document(
+    desired: Desired,
+    actual: Actual,
+    pending_credentials: Mapping[str, dict],
+    policy: Policy,
+    volumes: Mapping[str, Any],
+) -> dict:
     """`reconcile status --json` and snapshot.json: people, plus the raw snapshot, so CI can plan against it.
 
     ``volumes`` is site.yaml's volumes section, so a plan made elsewhere names the same sources.
@@ -141,12 +158,19 @@ def document(desired: Desired, actual: Actual, pending_credentials: Mapping[str,
         "format_version": 1,
         "classroom": desired.classroom,
         "people": rows(desired, actual, pending_credentials),
-        "paths": {"state": str(desired.paths.state), "homes": str(desired.paths.homes),
-                  "shared": str(desired.paths.course_folder)},
+        "paths": {
+            "state": str(desired.paths.state),
+            "homes": str(desired.paths.homes),
+            "shared": str(desired.paths.course_folder),
+        },
         "course_folder": course_folder(desired, actual),
         "volumes": dict(volumes),
-        "policy": {"max_disable_fraction": policy.max_disable_fraction, "max_overcommit": policy.max_overcommit,
-                   "resize_running": policy.resize_running, "mass_disable_window": policy.mass_disable_window},
+        "policy": {
+            "max_disable_fraction": policy.max_disable_fraction,
+            "max_overcommit": policy.max_overcommit,
+            "resize_running": policy.resize_running,
+            "mass_disable_window": policy.mass_disable_window,
+        },
         "observed": to_json(actual),
     }
 
@@ -159,11 +183,16 @@ def render_swarm(nodes: list[dict] | None, workers: list[str]) -> list[str]:
     lines = []
     for node in sorted(nodes, key=lambda n: (n["role"] != "manager", n["hostname"])):
         usable = node["state"] == "ready" and node["availability"] == "active"
-        lines.append(f"swarm: {node['role']} {node['hostname']} ({node['address']}): {node['state']}, "
-                     f"{node['availability']}{'' if usable or node['role'] == 'manager' else '  NOT USABLE'}")
+        lines.append(
+            f"swarm: {node['role']} {node['hostname']} ({node['address']}): {node['state']}, "
+            f"{node['availability']}{'' if usable or node['role'] == 'manager' else '  NOT USABLE'}"
+        )
     present = {node["address"] for node in nodes}
-    lines += [f"swarm: worker {address} is in site.yaml but not in the swarm (examples/install.sh --worker)"
-              for address in workers if address not in present]
+    lines += [
+        f"swarm: worker {address} is in site.yaml but not in the swarm (examples/install.sh --worker)"
+        for address in workers
+        if address not in present
+    ]
     return lines
 
 
@@ -173,10 +202,16 @@ def render_exports(desired: Desired, actual: Actual) -> list[str]:
         return []
     mounted = [target for target in actual.mounts if desired.paths.volume_of(target) is not None]
     table = actual.exports or {}
-    missing = sorted(target for target in mounted if not desired.exports.export(target).in_force(table.get(target))
-                     and not desired.exports.export(target, mountpoint=False).in_force(table.get(target)))
-    line = (f"homes over NFS: {len(mounted) - len(missing)} of {len(mounted)} mounted volumes exported to "
-            f"{', '.join(desired.exports.clients)}")
+    missing = sorted(
+        target
+        for target in mounted
+        if not desired.exports.export(target).in_force(table.get(target))
+        and not desired.exports.export(target, mountpoint=False).in_force(table.get(target))
+    )
+    line = (
+        f"homes over NFS: {len(mounted) - len(missing)} of {len(mounted)} mounted volumes exported to "
+        f"{', '.join(desired.exports.clients)}"
+    )
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         line += f"; not exported: {shown} (the next pass exports them)"

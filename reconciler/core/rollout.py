@@ -23,7 +23,7 @@ def parse_time(text: str | None) -> dt.datetime | None:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def due(actual: Actual, students: set[str], now: dt.datetime, idle: dt.timedelta) -> Rollout:

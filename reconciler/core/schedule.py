@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..config.classroom import DAYS, Lesson
 from ..config.site import Prewarm
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 WEEK = dt.timedelta(days=7)
 
 
@@ -70,8 +70,11 @@ def current_or_next(schedule: Sequence[Lesson], now: dt.datetime) -> Occurrence 
     every server it looks at."""
     weekly, once = _split(schedule)
     found = occurrences(weekly, now, now + WEEK + dt.timedelta(days=1))
-    found += [o for lesson in once for o in occurrences([lesson], now, _at(lesson.date, lesson.end, lesson)
-                                                        + dt.timedelta(seconds=1))]
+    found += [
+        o
+        for lesson in once
+        for o in occurrences([lesson], now, _at(lesson.date, lesson.end, lesson) + dt.timedelta(seconds=1))
+    ]
     return min(found, key=lambda o: (o.start, o.end)) if found else None
 
 
@@ -130,8 +133,14 @@ NEVER_LOGGED_IN = "never logged in: their server starts at the first login"
 NOT_RECENT = "did not use the hub in the last {n} lessons"
 
 
-def step(now: dt.datetime, schedule: Sequence[Lesson], settings: Prewarm, students: Sequence[Student],
-         fit: int, started: Iterable[str] = ()) -> Step:
+def step(
+    now: dt.datetime,
+    schedule: Sequence[Lesson],
+    settings: Prewarm,
+    students: Sequence[Student],
+    fit: int,
+    started: Iterable[str] = (),
+) -> Step:
     """The pre-warm at ``now``: which servers to start (at most one: pace), given that ``fit`` more idle servers
     fit in memory and ``started`` were already pre-started for this lesson."""
     lesson = current_or_next(schedule, now)
@@ -159,8 +168,7 @@ def step(now: dt.datetime, schedule: Sequence[Lesson], settings: Prewarm, studen
     for username in todo[room:]:
         skipped[username] = "not enough memory for another idle server now"
     todo = todo[:room]
-    return Step(phase, start=tuple(todo[:1]), skipped=skipped, wake=settings.pace if len(todo) > 1 else None,
-                **base)
+    return Step(phase, start=tuple(todo[:1]), skipped=skipped, wake=settings.pace if len(todo) > 1 else None, **base)
 
 
 def in_lesson(schedule: Sequence[Lesson], now: dt.datetime) -> Occurrence | None:

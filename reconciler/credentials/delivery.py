@@ -46,9 +46,12 @@ def active_people(classroom: Classroom) -> frozenset[str]:
 
 def _environment(delivery: Delivery) -> jinja2.Environment:
     search = [str(delivery.templates_dir)] if delivery.templates_dir else []
-    return jinja2.Environment(loader=jinja2.FileSystemLoader([*search, str(PACKAGED)]),
-                              autoescape=jinja2.select_autoescape(["html", "html.j2"]),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([*search, str(PACKAGED)]),
+        autoescape=jinja2.select_autoescape(["html", "html.j2"]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def hub_url(site: Site) -> str:
@@ -63,8 +66,14 @@ def compose(site: Site, classroom: str, item: dict) -> EmailMessage:
     if delivery.smtp is None:
         raise ValueError("site.yaml has no delivery.smtp section: nothing to compose mail for")
     env = _environment(delivery)
-    context = {"classroom": classroom, "name": item["name"], "username": item["username"],
-               "password": item["password"], "hub_url": hub_url(site), "reset": item.get("reason") == "password reset"}
+    context = {
+        "classroom": classroom,
+        "name": item["name"],
+        "username": item["username"],
+        "password": item["password"],
+        "hub_url": hub_url(site),
+        "reset": item.get("reason") == "password reset",
+    }
     # a school's own template for its language (templates_dir) wins over the packaged one, which reads the catalogue
     language = delivery.language
     context |= {"language": language, "t": languages.section(language, "mail")}
@@ -104,8 +113,9 @@ def read_secrets(path: Path) -> tuple[str, str]:
     with open(path) as handle:
         mode = os.fstat(handle.fileno()).st_mode
         if mode & 0o077:
-            raise UnsafeSecrets(f"{path} is readable by others (mode {mode & 0o777:04o}): chmod 600 it; "
-                                "nothing was sent")
+            raise UnsafeSecrets(
+                f"{path} is readable by others (mode {mode & 0o777:04o}): chmod 600 it; nothing was sent"
+            )
         secrets = yaml.safe_load(handle.read()) or {}
     return secrets["username"], secrets["password"]
 
@@ -161,18 +171,32 @@ def _failed(site: Site, item: dict, error: str, now: float, report: Report) -> N
     report.failed[item["username"]] = error
 
 
-def render_slips(site: Site, classroom: str, everyone: bool = False,
-                 active: Collection[str] | None = None) -> tuple[str, list[dict]]:
+def render_slips(
+    site: Site, classroom: str, everyone: bool = False, active: Collection[str] | None = None
+) -> tuple[str, list[dict]]:
     """One cut-out card per waiting item (by default those with no e-mail): the HTML and the items shown.
 
     With ``active``, only those people's: a disabled person's password is never printed."""
-    chosen = [i for i in outbox.items(site.paths.outbox) if (everyone or not i.get("emails"))
-              and (active is None or i["username"] in active)]
+    chosen = [
+        i
+        for i in outbox.items(site.paths.outbox)
+        if (everyone or not i.get("emails")) and (active is None or i["username"] in active)
+    ]
     language = site.delivery.language
-    html = _environment(site.delivery).get_template("slips.html.j2").render(
-        classroom=classroom, items=chosen, hub_url=hub_url(site), language=language,
-        labels={**languages.section(language, "slips"), **{key: languages.catalogue(language)[f"mail.{key}"]
-                                                           for key in ("address", "username", "password")}})
+    html = (
+        _environment(site.delivery)
+        .get_template("slips.html.j2")
+        .render(
+            classroom=classroom,
+            items=chosen,
+            hub_url=hub_url(site),
+            language=language,
+            labels={
+                **languages.section(language, "slips"),
+                **{key: languages.catalogue(language)[f"mail.{key}"] for key in ("address", "username", "password")},
+            },
+        )
+    )
     return html, chosen
 
 
@@ -183,8 +207,9 @@ def consume(site: Site, items: list[dict]) -> list[str]:
     return [i["username"] for i in items]
 
 
-def write_slips(site: Site, classroom: str, out: Path, everyone: bool = False,
-                active: Collection[str] | None = None) -> list[str]:
+def write_slips(
+    site: Site, classroom: str, out: Path, everyone: bool = False, active: Collection[str] | None = None
+) -> list[str]:
     """Write the slips to ``out`` (0600: it holds passwords); the items are consumed."""
     html, chosen = render_slips(site, classroom, everyone, active)
     if not chosen:

@@ -80,8 +80,14 @@ def pending(directory: Path) -> dict[str, dict]:
     known = _PENDING.get(directory)
     if known is not None and known[0] == mtime:
         return dict(known[1])
-    found = {i["username"]: {"attempts": i.get("attempts", 0), "last_error": i.get("last_error"),
-                             "emails": bool(i.get("emails"))} for i in items(directory)}
+    found = {
+        i["username"]: {
+            "attempts": i.get("attempts", 0),
+            "last_error": i.get("last_error"),
+            "emails": bool(i.get("emails")),
+        }
+        for i in items(directory)
+    }
     if time.time_ns() - mtime > 2_000_000_000:
         _PENDING[directory] = (mtime, found)
     return dict(found)

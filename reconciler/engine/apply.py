@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.actions import Action, Kind, Plan
 from ..host.drivers import Busy, Context, table
@@ -39,8 +39,14 @@ class JournalFailed(RuntimeError):
     """The journal cannot be written (a full disk): the pass stops, since nothing may happen unrecorded."""
 
 
-def apply(plan: Plan, ctx: Context, journal: Journal, should_stop: Callable[[], bool] = lambda: False,
-          report: Callable[[Action, str, str], None] = lambda a, r, d: None, workers: int = 1) -> Result:
+def apply(
+    plan: Plan,
+    ctx: Context,
+    journal: Journal,
+    should_stop: Callable[[], bool] = lambda: False,
+    report: Callable[[Action, str, str], None] = lambda a, r, d: None,
+    workers: int = 1,
+) -> Result:
     """Carry out the plan.  ``should_stop`` is checked between actions (SIGTERM finishes the one in flight).
 
     Every action is journaled; when the journal cannot be written (ENOSPC) the pass stops at once and
@@ -56,8 +62,14 @@ def apply(plan: Plan, ctx: Context, journal: Journal, should_stop: Callable[[], 
 
 
 class _Applier:
-    def __init__(self, ctx: Context, journal: Journal, should_stop: Callable[[], bool],
-                 report: Callable[[Action, str, str], None], result: Result):
+    def __init__(
+        self,
+        ctx: Context,
+        journal: Journal,
+        should_stop: Callable[[], bool],
+        report: Callable[[Action, str, str], None],
+        result: Result,
+    ):
         self.ctx, self.journal, self.should_stop, self.report, self.result = ctx, journal, should_stop, report, result
         self.drivers = table()
         self.lock = threading.Lock()  # the result, the journal and the report: one step's record at a time
@@ -155,13 +167,17 @@ class _Applier:
         try:
             self.journal.reserve()
         except OSError as exc:
-            raise JournalFailed(f"cannot write the journal {self.journal.path}: {exc.strerror or exc}; the pass "
-                                f"stopped before {action.op} {action.kind} {action.target}: nothing is done "
-                                "unrecorded") from None
+            raise JournalFailed(
+                f"cannot write the journal {self.journal.path}: {exc.strerror or exc}; the pass "
+                f"stopped before {action.op} {action.kind} {action.target}: nothing is done "
+                "unrecorded"
+            ) from None
 
     def _record(self, action: Action, outcome: str, detail: str = "") -> None:
         try:
             self.journal.record(action, outcome, detail)
         except OSError as exc:
-            raise JournalFailed(f"cannot write the journal {self.journal.path}: {exc.strerror or exc}; the pass "
-                                f"stopped after {action.op} {action.kind} {action.target} ({outcome})") from None
+            raise JournalFailed(
+                f"cannot write the journal {self.journal.path}: {exc.strerror or exc}; the pass "
+                f"stopped after {action.op} {action.kind} {action.target} ({outcome})"
+            ) from None

@@ -18,7 +18,7 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ..config.classroom import Classroom
 from ..config.site import Site
@@ -58,9 +58,16 @@ def exportable(classroom: Classroom) -> list[str]:
     return [p.username for p in classroom.people if p.status != "purged"]
 
 
-def export(site: Site, users: Iterable[str], out: Path, *, now: dt.datetime | None = None,
-           on_start: Callable[[str], None] = lambda user: None, actor: str = "root", source: str = "cli",
-           ) -> list[Exported]:
+def export(
+    site: Site,
+    users: Iterable[str],
+    out: Path,
+    *,
+    now: dt.datetime | None = None,
+    on_start: Callable[[str], None] = lambda user: None,
+    actor: str = "root",
+    source: str = "cli",
+) -> list[Exported]:
     """Export each of ``users`` into ``out`` (made 0700 if new); one failing person never stops the others.
     Each archive written is journaled with ``actor`` (who read whose files)."""
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -70,11 +77,15 @@ def export(site: Site, users: Iterable[str], out: Path, *, now: dt.datetime | No
         _clear(site, scratch)
         for user in users:
             on_start(user)
-            done = _export_one(site, user, out, scratch, now or dt.datetime.now(dt.timezone.utc))
+            done = _export_one(site, user, out, scratch, now or dt.datetime.now(dt.UTC))
             if done.archive is not None:
-                record_edit(site.paths.journal, actor,
-                            Action(Op.CREATE, Kind.ARCHIVE, user, after=str(done.archive), reason=done.how),
-                            "verified" if done.ok else f"does not verify: {done.problem}", source=source)
+                record_edit(
+                    site.paths.journal,
+                    actor,
+                    Action(Op.CREATE, Kind.ARCHIVE, user, after=str(done.archive), reason=done.how),
+                    "verified" if done.ok else f"does not verify: {done.problem}",
+                    source=source,
+                )
             results.append(done)
     return results
 
@@ -142,14 +153,25 @@ def images_dir(site: Site) -> Path | None:
 def _write(site: Site, view: View, out: Path, now: dt.datetime) -> Exported:
     entries = tarball.walk(view.path)
     images = images_dir(site)
-    tarball.check_room(out, sum(e.allocated for e in entries if e.kind == "file") + (1 << 20),
-                       f"the archive of {view.username}", images)
+    tarball.check_room(
+        out,
+        sum(e.allocated for e in entries if e.kind == "file") + (1 << 20),
+        f"the archive of {view.username}",
+        images,
+    )
     name = archive_name(view.username, now.date(), f"{now:%H%M%S}", os.listdir(out))
     keep = tarball.reserve(out) + (tarball.promised(out, images) if images is not None else 0)
     size, digest = tarball.write(view.path, out / name, keep)
-    manifest = Manifest(user=view.username, created=now.isoformat(timespec="seconds"), view=view.how,
-                        archive=name, archive_bytes=size, archive_sha256=digest,
-                        volume_size=_volume_size(view.path), entries=tuple(entries))
+    manifest = Manifest(
+        user=view.username,
+        created=now.isoformat(timespec="seconds"),
+        view=view.how,
+        archive=name,
+        archive_bytes=size,
+        archive_sha256=digest,
+        volume_size=_volume_size(view.path),
+        entries=tuple(entries),
+    )
     write_atomic(out / manifest_name(name), manifest.to_json())
     problems = tarball.verify(out / name, manifest)
     if problems:  # never taken for a good archive later (latest(), `archive`, a download): kept aside to look at
@@ -195,14 +217,19 @@ class Restored:
     problems: tuple[str, ...] = ()
 
 
-def restore(site: Site, classroom: Classroom, user: str, archive: Path, into: str | None = None,
-            actor: str = "root") -> Restored:
+def restore(
+    site: Site, classroom: Classroom, user: str, archive: Path, into: str | None = None, actor: str = "root"
+) -> Restored:
     """Unpack ``archive`` into ``user``'s mounted home (or a new folder ``into`` there): refused, with nothing
     changed, when the archive does not verify, a file would be replaced, or it does not fit."""
     person = next((p for p in classroom.people if p.username == user), None)
     if person is None or person.status != "active":
-        return Restored(user, problems=(f"{user} is not an active person in classroom.yaml: a restore goes into "
-                                        "an active person's volume",))
+        return Restored(
+            user,
+            problems=(
+                f"{user} is not an active person in classroom.yaml: a restore goes into an active person's volume",
+            ),
+        )
     if into is not None and (not into or "/" in into or into.startswith(".") or into in ("lost+found",)):
         return Restored(user, problems=(f"--into {into!r}: a new folder's name in the home (no '/', not hidden)",))
     side = archive.with_name(manifest_name(archive.name))
@@ -219,8 +246,9 @@ def restore(site: Site, classroom: Classroom, user: str, archive: Path, into: st
         account = pwd.getpwnam(user)
         target = home if into is None else home / into
         before = {} if into is not None else tarball.existing(home, manifest)
-        problems = restore_problems(manifest, tarball.free(home), before, into,
-                                    into is not None and os.path.lexists(target))
+        problems = restore_problems(
+            manifest, tarball.free(home), before, into, into is not None and os.path.lexists(target)
+        )
         if problems:
             return Restored(user, problems=tuple(problems))
         try:
@@ -228,7 +256,11 @@ def restore(site: Site, classroom: Classroom, user: str, archive: Path, into: st
         except CommandFailed as exc:
             return Restored(user, target, problems=(str(exc),))
         after = tarball.check_restored(target, manifest, before)
-    record_edit(site.paths.journal, actor, Action(Op.UPDATE, Kind.ARCHIVE, user, before=str(archive), after=str(target),
-                                                  reason="restored"),
-                "checked" if not after else f"{len(after)} problem(s)", source="cli")
+    record_edit(
+        site.paths.journal,
+        actor,
+        Action(Op.UPDATE, Kind.ARCHIVE, user, before=str(archive), after=str(target), reason="restored"),
+        "checked" if not after else f"{len(after)} problem(s)",
+        source="cli",
+    )
     return Restored(user, target, manifest.files, tuple(after))

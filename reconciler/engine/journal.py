@@ -9,6 +9,7 @@ prune the old files), and ``read`` returns every file in order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -82,13 +83,11 @@ class Journal:
         end = os.fstat(self._fd).st_size
         try:
             while line:
-                line = line[os.write(self._fd, line):]
+                line = line[os.write(self._fd, line) :]
             os.fsync(self._fd)
         except OSError:
-            try:
-                os.ftruncate(self._fd, end)  # never leave half a line: the journal stays one JSON per line
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # never leave half a line: the journal stays one JSON per line
+                os.ftruncate(self._fd, end)
             raise
 
     def close(self) -> None:
@@ -143,8 +142,9 @@ def before(path: Path, actor: str, source: str = "edit") -> Iterator[Journal]:
     except OSError as exc:
         if journal is not None:
             journal.close()
-        raise Unwritable(exc.errno, f"cannot write the journal {path}: {exc.strerror or exc}; nothing was changed") \
-            from None
+        raise Unwritable(
+            exc.errno, f"cannot write the journal {path}: {exc.strerror or exc}; nothing was changed"
+        ) from None
     try:
         yield journal
     finally:

@@ -24,7 +24,7 @@ from ..host import lock
 from ..host.facts import HostFiles
 from ..host.fsutil import write_atomic
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @dataclass
@@ -35,10 +35,18 @@ class Outcome:
 
     def to_json(self) -> dict:
         s = self.step
-        return {"phase": s.phase, "text": s.text, "lesson_start": s.lesson.start.isoformat() if s.lesson else None,
-                "lesson_end": s.lesson.end.isoformat() if s.lesson else None,
-                "window": s.window.isoformat() if s.window else None, "wanted": s.wanted, "running": s.running,
-                "skipped": dict(s.skipped), "started": self.started, "failed": self.failed}
+        return {
+            "phase": s.phase,
+            "text": s.text,
+            "lesson_start": s.lesson.start.isoformat() if s.lesson else None,
+            "lesson_end": s.lesson.end.isoformat() if s.lesson else None,
+            "window": s.window.isoformat() if s.window else None,
+            "wanted": s.wanted,
+            "running": s.running,
+            "skipped": dict(s.skipped),
+            "started": self.started,
+            "failed": self.failed,
+        }
 
 
 USED_AFTER = dt.timedelta(minutes=2)  # a server active this long after its start was used by its student
@@ -68,9 +76,16 @@ def used(site: Site, actual: Actual, keep: bool = True) -> dict[str, str]:
 def students(desired: Desired, actual: Actual, usage: dict[str, str] | None = None) -> list[Student]:
     """The active students as the pre-warm sees them, from the pass's snapshot and the usage record."""
     users, usage = actual.hub_users, usage or {}
-    return [Student(m.username, m.username in users, m.username in users and users[m.username].running,
-                    parse_time(usage.get(m.username)))
-            for m in desired.members if m.status == "active" and m.role == "student"]
+    return [
+        Student(
+            m.username,
+            m.username in users,
+            m.username in users and users[m.username].running,
+            parse_time(usage.get(m.username)),
+        )
+        for m in desired.members
+        if m.status == "active" and m.role == "student"
+    ]
 
 
 def _started(site: Site, lesson_start: str) -> set[str]:
@@ -85,8 +100,15 @@ def _remember(site: Site, lesson_start: str, started: set[str]) -> None:
     write_atomic(site.paths.prewarm, json.dumps({"lesson": lesson_start, "started": sorted(started)}) + "\n")
 
 
-def look(site: Site, classroom: Classroom, desired: Desired, actual: Actual, now: dt.datetime,
-         host: HostFiles = HostFiles(), keep: bool = False) -> Step:
+def look(
+    site: Site,
+    classroom: Classroom,
+    desired: Desired,
+    actual: Actual,
+    now: dt.datetime,
+    host: HostFiles = HostFiles(),
+    keep: bool = False,
+) -> Step:
     """What the pre-warm would do now (status shows it; nothing is started, and with ``keep`` the usage seen in
     this snapshot is recorded)."""
     assert site.hub is not None
@@ -102,8 +124,15 @@ def look(site: Site, classroom: Classroom, desired: Desired, actual: Actual, now
     return step(now, classroom.schedule, settings, students(desired, actual, usage), fit, started)
 
 
-def run(site: Site, classroom: Classroom, desired: Desired, actual: Actual, client, now: dt.datetime | None = None,
-        host: HostFiles = HostFiles()) -> Outcome:
+def run(
+    site: Site,
+    classroom: Classroom,
+    desired: Desired,
+    actual: Actual,
+    client,
+    now: dt.datetime | None = None,
+    host: HostFiles = HostFiles(),
+) -> Outcome:
     """One pre-warm step: start the server that is due (at most one: the pace), remember it."""
     now = now or dt.datetime.now(UTC)
     decided = look(site, classroom, desired, actual, now, host, keep=True)

@@ -23,7 +23,7 @@ from enum import StrEnum
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..config.classroom import Classroom
 from ..config.site import Site
@@ -75,8 +75,14 @@ class Outcome:
 
 def policy(site: Site, allow_destroy: bool = False, allow_mass_disable: bool = False) -> Policy:
     """The operator's flags plus the site's limits."""
-    return Policy(allow_destroy, allow_mass_disable, site.max_disable_fraction, site.max_overcommit,
-                  site.resize_running, site.mass_disable_window)
+    return Policy(
+        allow_destroy,
+        allow_mass_disable,
+        site.max_disable_fraction,
+        site.max_overcommit,
+        site.resize_running,
+        site.mass_disable_window,
+    )
 
 
 def desire(site: Site, classroom: Classroom) -> Desired:
@@ -90,21 +96,45 @@ def desire(site: Site, classroom: Classroom) -> Desired:
     return resolve(classroom, site.paths, layout_for(site), fence, exports.policy(site.hub, classroom.name), here)
 
 
-def context(site: Site, desired: Desired, run: Runner, volumes: VolumeBackend, probes: HubProbes = NO_HUB,
-            host: HostFiles = HostFiles()) -> Context:
+def context(
+    site: Site,
+    desired: Desired,
+    run: Runner,
+    volumes: VolumeBackend,
+    probes: HubProbes = NO_HUB,
+    host: HostFiles = HostFiles(),
+) -> Context:
     """What the drivers of one pass may touch."""
-    return Context(classroom=desired.classroom, paths=site.paths, volumes=volumes, run=run, host=host,
-                   members={m.username: m for m in desired.members}, credentials=outbox.Outbox(site.paths.outbox),
-                   hub=probes.client, docker=docker_client, firewall=desired.firewall, exports=desired.exports,
-                   exports_file=exports.exports_file(site.hub, desired.classroom))
+    return Context(
+        classroom=desired.classroom,
+        paths=site.paths,
+        volumes=volumes,
+        run=run,
+        host=host,
+        members={m.username: m for m in desired.members},
+        credentials=outbox.Outbox(site.paths.outbox),
+        hub=probes.client,
+        docker=docker_client,
+        firewall=desired.firewall,
+        exports=desired.exports,
+        exports_file=exports.exports_file(site.hub, desired.classroom),
+    )
 
 
-def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
-             on_plan: Callable[[Plan], None] = lambda p: None,
-             report: Callable[[Action, str, str], None] = lambda a, r, d: None,
-             should_stop: Callable[[], bool] = lambda: False,
-             lock_timeout: float | None = None, containers: bool = True, locked: bool = True,
-             observe_after: bool = False) -> Outcome:
+def one_pass(
+    site: Site,
+    classroom: Classroom,
+    policy: Policy,
+    *,
+    dry_run: bool,
+    on_plan: Callable[[Plan], None] = lambda p: None,
+    report: Callable[[Action, str, str], None] = lambda a, r, d: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    lock_timeout: float | None = None,
+    containers: bool = True,
+    locked: bool = True,
+    observe_after: bool = False,
+) -> Outcome:
     """Observe, plan, then preview (``dry_run``) or apply, holding the pass lock throughout.
 
     A dry run may skip the lock (``locked=False``) when it only shows the host as it is right now, even
@@ -121,31 +151,48 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
     timeout = site.lock_timeout if lock_timeout is None else lock_timeout
     if not dry_run:
         private_dir(site.state_dir)
-    with (lock.hold(site.paths.lock, exclusive=not dry_run, timeout=timeout) if locked else _unlocked()) as held:
+    with lock.hold(site.paths.lock, exclusive=not dry_run, timeout=timeout) if locked else _unlocked() as held:
         run = Runner().holding(held.fd) if held is not None else Runner()
         volumes = backend_for(site, run)
         if not dry_run:
             from .archive import clear_stale
 
             clear_stale(site, run)
-        actual = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
-                         disable_window=site.mass_disable_window, firewall=probes.firewall,
-                         **_nfs(site, desired))
+        actual = observe(
+            site.paths,
+            volumes,
+            hub=probes.hub,
+            containers=probes.containers,
+            disable_window=site.mass_disable_window,
+            firewall=probes.firewall,
+            **_nfs(site, desired),
+        )
         the_plan = plan(desired, actual, policy)
         actual, the_plan = _look_closer(desired, actual, the_plan, policy, volumes)
         on_plan(the_plan)
         if the_plan.refused:
             return Outcome(Verdict.REFUSED, the_plan, desired, actual, dry_run=dry_run)
         if dry_run:
-            verdict = Verdict.BLOCKED if the_plan.blocked else (Verdict.PENDING if the_plan.actions else Verdict.CONVERGED)
+            verdict = (
+                Verdict.BLOCKED if the_plan.blocked else (Verdict.PENDING if the_plan.actions else Verdict.CONVERGED)
+            )
             return Outcome(verdict, the_plan, desired, actual, dry_run=True)
         if not the_plan.actions and not the_plan.blocked:
             return Outcome(Verdict.CONVERGED, the_plan, desired, actual)
-        journal = Journal(site.paths.journal, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}",
-                          max_size=site.journal_max_size)
+        journal = Journal(
+            site.paths.journal,
+            time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}",
+            max_size=site.journal_max_size,
+        )
         try:
-            result = apply(the_plan, context(site, desired, run, volumes, probes), journal,
-                           should_stop=should_stop, report=report, workers=site.apply_workers)
+            result = apply(
+                the_plan,
+                context(site, desired, run, volumes, probes),
+                journal,
+                should_stop=should_stop,
+                report=report,
+                workers=site.apply_workers,
+            )
         finally:
             journal.close()
         now = time.time()
@@ -153,14 +200,21 @@ def one_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         try:
             disables.record(site.paths.disables, gone, now, now - site.mass_disable_window)
         except OSError as exc:
-            result.failed.setdefault("disables", f"cannot record the disables in {site.paths.disables}: "
-                                                 f"{exc.strerror or exc}")
+            result.failed.setdefault(
+                "disables", f"cannot record the disables in {site.paths.disables}: {exc.strerror or exc}"
+            )
         after = None
         if result.ok and observe_after:
             try:
-                after = observe(site.paths, volumes, hub=probes.hub, containers=probes.containers,
-                                disable_window=site.mass_disable_window, firewall=probes.firewall,
-                                **_nfs(site, desired))
+                after = observe(
+                    site.paths,
+                    volumes,
+                    hub=probes.hub,
+                    containers=probes.containers,
+                    disable_window=site.mass_disable_window,
+                    firewall=probes.firewall,
+                    **_nfs(site, desired),
+                )
             except Exception:  # noqa: BLE001 - what was applied stands; the next pass observes again
                 after = None
         if result.interrupted and "journal" not in result.failed:  # SIGTERM between actions
@@ -177,8 +231,9 @@ def _nfs(site: Site, desired: Desired) -> dict:
     return {"exports_file": exports.exports_file(site.hub, desired.classroom), "nfs": desired.exports is not None}
 
 
-def _look_closer(desired: Desired, actual: Actual, the_plan: Plan, flags: Policy,
-                 volumes: VolumeBackend) -> tuple[Actual, Plan]:
+def _look_closer(
+    desired: Desired, actual: Actual, the_plan: Plan, flags: Policy, volumes: VolumeBackend
+) -> tuple[Actual, Plan]:
     """Before touching volumes offline, find out whether another mount namespace holds them.
 
     The batch snapshot knows the running servers (their containers hold bind mounts of the homes) but
@@ -186,14 +241,19 @@ def _look_closer(desired: Desired, actual: Actual, the_plan: Plan, flags: Policy
     resize or delete.  Those found held are marked, and the plan made again: their changes wait.
     """
     stopping = {a.target for a in the_plan.actions if a.kind is Kind.SERVER}  # this pass stops their server first;
-    suspects = {a.target for a in the_plan.actions  # the driver still proves the volume free before acting
-                if a.kind is Kind.VOLUME and a.op in (Op.UPDATE, Op.DESTROY) and not a.waits} - stopping
+    suspects = {
+        a.target
+        for a in the_plan.actions  # the driver still proves the volume free before acting
+        if a.kind is Kind.VOLUME and a.op in (Op.UPDATE, Op.DESTROY) and not a.waits
+    } - stopping
     known = {user: volume.loop for user, volume in actual.volumes.items() if user in suspects and volume.loop}
     held = volumes.held(suspects, known) if suspects else set()
     if not held:
         return actual, the_plan
-    marked = {user: dataclasses.replace(volume, held_elsewhere=True) if user in held else volume
-              for user, volume in actual.volumes.items()}
+    marked = {
+        user: dataclasses.replace(volume, held_elsewhere=True) if user in held else volume
+        for user, volume in actual.volumes.items()
+    }
     actual = dataclasses.replace(actual, volumes=MappingProxyType(marked))
     return actual, plan(desired, actual, flags)
 
@@ -214,12 +274,21 @@ def observe_now(site: Site, classroom: Classroom, roster_changed: float | None =
         found = daemon_snapshot(site, classroom.name, roster_changed)
         if found is not None:
             actual, when = found
-            live = {"hub": probes.hub() if probes.hub else None,
-                    "containers": probes.containers() if probes.containers else MappingProxyType({})}
+            live = {
+                "hub": probes.hub() if probes.hub else None,
+                "containers": probes.containers() if probes.containers else MappingProxyType({}),
+            }
             return desired, dataclasses.replace(actual, **live), when
     when = time.time()
-    actual = observe(site.paths, backend_for(site, Runner()), hub=probes.hub, containers=probes.containers,
-                     disable_window=site.mass_disable_window, firewall=probes.firewall, **_nfs(site, desired))
+    actual = observe(
+        site.paths,
+        backend_for(site, Runner()),
+        hub=probes.hub,
+        containers=probes.containers,
+        disable_window=site.mass_disable_window,
+        firewall=probes.firewall,
+        **_nfs(site, desired),
+    )
     return desired, actual, when
 
 
@@ -248,11 +317,13 @@ def daemon_snapshot(site: Site, classroom: str, roster_changed: float) -> tuple[
     return (known[2], info.st_mtime) if known[1] == classroom else None
 
 
-def look(site: Site, classroom: Classroom, *, lock_timeout: float | None = None, containers: bool = True,
-         locked: bool = True) -> Outcome:
+def look(
+    site: Site, classroom: Classroom, *, lock_timeout: float | None = None, containers: bool = True, locked: bool = True
+) -> Outcome:
     """A dry run: the host as it is now and what the next pass would do (status, the teacher page)."""
-    return one_pass(site, classroom, policy(site), dry_run=True, lock_timeout=lock_timeout, containers=containers,
-                    locked=locked)
+    return one_pass(
+        site, classroom, policy(site), dry_run=True, lock_timeout=lock_timeout, containers=containers, locked=locked
+    )
 
 
 @contextmanager
@@ -268,17 +339,27 @@ def plan_offline(site: Site, classroom: Classroom, snapshot: dict, flags: Policy
     actual = from_json(snapshot.get("observed", snapshot))
     server = site
     if "paths" in snapshot:
-        server = site.model_copy(update={"state_dir": Path(snapshot["paths"]["state"]),
-                                         "homes_dir": Path(snapshot["paths"]["homes"]),
-                                         "volumes": Site.model_validate(
-                                             {"volumes": snapshot.get("volumes") or {"backend": "loop"}}).volumes})
+        server = site.model_copy(
+            update={
+                "state_dir": Path(snapshot["paths"]["state"]),
+                "homes_dir": Path(snapshot["paths"]["homes"]),
+                "volumes": Site.model_validate({"volumes": snapshot.get("volumes") or {"backend": "loop"}}).volumes,
+            }
+        )
     limits = snapshot.get("policy", {})  # the server's limits; the flags are this command's
-    server_policy = dataclasses.replace(flags, **{key: limits[key] for key in (
-        "max_disable_fraction", "max_overcommit", "resize_running", "mass_disable_window") if key in limits})
+    server_policy = dataclasses.replace(
+        flags,
+        **{
+            key: limits[key]
+            for key in ("max_disable_fraction", "max_overcommit", "resize_running", "mass_disable_window")
+            if key in limits
+        },
+    )
     desired = desire(server, classroom)
     if "shared" in snapshot.get("paths", {}):
-        desired = dataclasses.replace(desired, paths=dataclasses.replace(
-            desired.paths, shared=Path(snapshot["paths"]["shared"])))
+        desired = dataclasses.replace(
+            desired, paths=dataclasses.replace(desired.paths, shared=Path(snapshot["paths"]["shared"]))
+        )
     the_plan = plan(desired, actual, server_policy)
     if the_plan.refused:
         verdict = Verdict.REFUSED
@@ -305,9 +386,16 @@ def check_edit(site: Site, before: Classroom, after: Classroom, host: HostFiles 
 
 def status_document(site: Site, outcome: Outcome, found_disks: list[dict] | None = None) -> dict:
     """`reconcile status --json` and snapshot.json: the people and the snapshot, from this outcome."""
-    return {**document(outcome.desired, outcome.current, outbox.pending(site.paths.outbox), policy(site),
-                       site.volumes.model_dump(mode="json", exclude_none=True)),
-            "disks": disks(site) if found_disks is None else found_disks}
+    return {
+        **document(
+            outcome.desired,
+            outcome.current,
+            outbox.pending(site.paths.outbox),
+            policy(site),
+            site.volumes.model_dump(mode="json", exclude_none=True),
+        ),
+        "disks": disks(site) if found_disks is None else found_disks,
+    }
 
 
 DOCKER_ROOT = Path("/var/lib/docker")

@@ -24,7 +24,7 @@ class Rolled:
 def rollout(site: Site, classroom: Classroom, idle: dt.timedelta, dry_run: bool = False) -> Rolled:
     outcome = engine.look(site, classroom, containers=True)
     students = {p.username for p in classroom.students if p.status == "active"}
-    plan = due(outcome.current, students, dt.datetime.now(dt.timezone.utc), idle)
+    plan = due(outcome.current, students, dt.datetime.now(dt.UTC), idle)
     if dry_run or not plan.restart:
         return Rolled(plan)
     client = hub_probes(site, classroom.name).client

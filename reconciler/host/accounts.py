@@ -43,9 +43,26 @@ def create_account(action: Action, ctx: Context) -> str:
         return "exists"
     # no subordinate UID/GID ranges (/etc/subuid, /etc/subgid): a student has no use for user namespaces of their
     # own, and each range useradd hands out is one more line every later useradd scans
-    ctx.run.run(["useradd", "--key", "SUB_UID_COUNT=0", "--key", "SUB_GID_COUNT=0",
-                 "--comment", gecos(want.name, ctx.classroom), "--home-dir", want.home, "--no-create-home",
-                 "--shell", want.shell, "--user-group", "--groups", want.group, user])
+    ctx.run.run(
+        [
+            "useradd",
+            "--key",
+            "SUB_UID_COUNT=0",
+            "--key",
+            "SUB_GID_COUNT=0",
+            "--comment",
+            gecos(want.name, ctx.classroom),
+            "--home-dir",
+            want.home,
+            "--no-create-home",
+            "--shell",
+            want.shell,
+            "--user-group",
+            "--groups",
+            want.group,
+            user,
+        ]
+    )
     return "created"
 
 
@@ -63,12 +80,29 @@ def create_password(action: Action, ctx: Context) -> str:
     member = ctx.member(action.target)
     if ctx.credentials is None:
         raise RuntimeError("no credentials store: a new password would have nowhere to go")
-    return set_password(ctx.run, ctx.host, ctx.credentials, action.target, ctx.classroom,
-                        member.name if member else action.target, member.emails if member else (), action.reason)
+    return set_password(
+        ctx.run,
+        ctx.host,
+        ctx.credentials,
+        action.target,
+        ctx.classroom,
+        member.name if member else action.target,
+        member.emails if member else (),
+        action.reason,
+    )
 
 
-def set_password(run: Runner, host: HostFiles, credentials: CredentialStore, username: str, classroom: str,
-                 name: str, emails: tuple[str, ...], reason: str, reset: bool = False) -> str:
+def set_password(
+    run: Runner,
+    host: HostFiles,
+    credentials: CredentialStore,
+    username: str,
+    classroom: str,
+    name: str,
+    emails: tuple[str, ...],
+    reason: str,
+    reset: bool = False,
+) -> str:
     """Generate a password, hand it to the credentials store, then set it through chpasswd's stdin.
 
     The store is written first: if we die in between, the next pass sees no
@@ -138,4 +172,3 @@ def destroy_account(action: Action, ctx: Context) -> str:
     if ctx.credentials is not None:
         ctx.credentials.discard(user)
     return "deleted" if exists else "absent"
-

@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from ..core.archive import Entry, Existing, Manifest
 from .fsutil import fsync_dir
@@ -32,8 +32,18 @@ from .run import CommandFailed, Runner, environment
 CHUNK = 1 << 20
 CHECK_EVERY = 64 << 20  # look at the disk's free space this often while writing
 SKIPPED = ("lost+found",)  # the filesystem's own, at the top of every volume
-TAR_CREATE = ["tar", "--create", "--format=posix", "--sparse", "--numeric-owner", "--xattrs", "--sort=name",
-              "--one-file-system", "--zstd", "--file=-"]
+TAR_CREATE = [
+    "tar",
+    "--create",
+    "--format=posix",
+    "--sparse",
+    "--numeric-owner",
+    "--xattrs",
+    "--sort=name",
+    "--one-file-system",
+    "--zstd",
+    "--file=-",
+]
 
 
 class NoSpace(RuntimeError):
@@ -56,8 +66,10 @@ def check_room(path: Path, need: int, what: str, images: Path | None = None) -> 
     what the sparse ``images`` there are promised."""
     have, keep = free(path), reserve(path) + (promised(path, images) if images is not None else 0)
     if have - need < keep:
-        raise NoSpace(f"{what} may take {need >> 20} MiB and {path} has {have >> 20} MiB free; "
-                      f"{keep >> 20} MiB must stay free there (students' volumes and reconcile's records need it)")
+        raise NoSpace(
+            f"{what} may take {need >> 20} MiB and {path} has {have >> 20} MiB free; "
+            f"{keep >> 20} MiB must stay free there (students' volumes and reconcile's records need it)"
+        )
 
 
 # --- pausing a home's writes ------------------------------------------------------------------------------
@@ -74,11 +86,19 @@ def writes_paused(mountpoint: Path, run: Runner, limit: float = 150.0) -> Iterat
     ``run`` is kept for the signature drivers share (the guard runs outside the pass's runner on purpose).
     """
     del run
-    script = ('trap "" TERM HUP INT; fsfreeze --freeze "$0" || exit 3; echo frozen; '
-              f'timeout -s KILL {int(limit)} cat >/dev/null; exec fsfreeze --unfreeze "$0"')
+    script = (
+        'trap "" TERM HUP INT; fsfreeze --freeze "$0" || exit 3; echo frozen; '
+        f'timeout -s KILL {int(limit)} cat >/dev/null; exec fsfreeze --unfreeze "$0"'
+    )
     read_end, write_end = os.pipe()
-    guard = subprocess.Popen(["sh", "-c", script, str(mountpoint)], stdin=read_end, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, start_new_session=True, env=environment())
+    guard = subprocess.Popen(
+        ["sh", "-c", script, str(mountpoint)],
+        stdin=read_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=environment(),
+    )
     os.close(read_end)
     try:
         assert guard.stdout is not None
@@ -104,8 +124,12 @@ def promised(path: Path, images: Path) -> int:
         if os.stat(path).st_dev != os.stat(images).st_dev:
             return 0
         with os.scandir(images) as listing:
-            return sum(max(0, st.st_size - st.st_blocks * 512) for st in
-                       (entry.stat(follow_symlinks=False) for entry in listing if entry.is_file(follow_symlinks=False)))
+            return sum(
+                max(0, st.st_size - st.st_blocks * 512)
+                for st in (
+                    entry.stat(follow_symlinks=False) for entry in listing if entry.is_file(follow_symlinks=False)
+                )
+            )
     except OSError:
         return 0
 
@@ -160,22 +184,28 @@ def write(view: Path, target: Path, keep_free: int | None = None) -> tuple[int, 
     keep = reserve(target.parent) if keep_free is None else keep_free
     digest, written, checked = hashlib.sha256(), 0, 0
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    errors = tempfile.TemporaryFile()
-    tar = subprocess.Popen([*TAR_CREATE, f"--exclude=./{SKIPPED[0]}", "-C", str(view), "."], stdout=subprocess.PIPE,
-                           stderr=errors, env=environment())
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 - tar's stderr, read and closed below
+    tar = subprocess.Popen(
+        [*TAR_CREATE, f"--exclude=./{SKIPPED[0]}", "-C", str(view), "."],
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        env=environment(),
+    )
     try:
         assert tar.stdout is not None
         while chunk := tar.stdout.read(CHUNK):
             digest.update(chunk)
             view_of = memoryview(chunk)
             while view_of:
-                view_of = view_of[os.write(fd, view_of):]
+                view_of = view_of[os.write(fd, view_of) :]
             written += len(chunk)
             if written - checked >= CHECK_EVERY:
                 checked = written
                 if free(target.parent) < keep:
-                    raise NoSpace(f"stopped writing {target.name}: {target.parent} would fall below the "
-                                  f"{keep >> 20} MiB that must stay free there")
+                    raise NoSpace(
+                        f"stopped writing {target.name}: {target.parent} would fall below the "
+                        f"{keep >> 20} MiB that must stay free there"
+                    )
         if tar.wait() != 0:
             errors.seek(0)
             raise CommandFailed(TAR_CREATE, tar.returncode, errors.read().decode(errors="replace"))
@@ -208,12 +238,15 @@ def verify(archive: Path, manifest: Manifest) -> list[str]:
     problems = []
     size = archive.stat().st_size
     if size != manifest.archive_bytes or _sha256(archive) != manifest.archive_sha256:
-        return [f"{archive.name} is not the file its manifest describes ({size} bytes; the manifest says "
-                f"{manifest.archive_bytes} bytes, sha256 {manifest.archive_sha256[:12]}…): damaged or replaced"]
+        return [
+            f"{archive.name} is not the file its manifest describes ({size} bytes; the manifest says "
+            f"{manifest.archive_bytes} bytes, sha256 {manifest.archive_sha256[:12]}…): damaged or replaced"
+        ]
     expected = {entry.path: entry for entry in manifest.entries}
     seen_files: dict[str, str | None] = {}
-    zstd = subprocess.Popen(["zstd", "-dcq", "--", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=environment())
+    zstd = subprocess.Popen(
+        ["zstd", "-dcq", "--", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment()
+    )
     try:
         with tarfile.open(fileobj=zstd.stdout, mode="r|") as tar:
             for member in tar:
@@ -236,14 +269,22 @@ def verify(archive: Path, manifest: Manifest) -> list[str]:
 
 
 def _compare(entry: Entry, member: tarfile.TarInfo, tar: tarfile.TarFile, seen: dict[str, str | None]) -> list[str]:
-    kind = ("dir" if member.isdir() else "file" if member.isreg() or member.islnk() else
-            "symlink" if member.issym() else "other")
+    kind = (
+        "dir"
+        if member.isdir()
+        else "file"
+        if member.isreg() or member.islnk()
+        else "symlink"
+        if member.issym()
+        else "other"
+    )
     if kind != entry.kind:
         return [f"{entry.path}: a {kind} in the archive, a {entry.kind} in the manifest"]
     problems = []
     if stat.S_IMODE(member.mode) != entry.mode:
-        problems.append(f"{entry.path}: mode {stat.S_IMODE(member.mode):04o} in the archive, {entry.mode:04o} in "
-                        "the manifest")
+        problems.append(
+            f"{entry.path}: mode {stat.S_IMODE(member.mode):04o} in the archive, {entry.mode:04o} in the manifest"
+        )
     if kind == "symlink" and member.linkname != entry.target:
         problems.append(f"{entry.path}: links to {member.linkname!r}, the manifest says {entry.target!r}")
     if kind != "file":
@@ -325,8 +366,7 @@ def existing(target: Path, manifest: Manifest) -> dict[str, Existing]:
 
 def as_user(uid: int, gid: int) -> list[str]:
     """The prefix that runs a command as the student: their uid and group only, no capabilities."""
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs",
-            "--"]
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]
 
 
 def restore(archive: Path, home: Path, uid: int, gid: int, into: str | None = None) -> Path:
@@ -335,13 +375,23 @@ def restore(archive: Path, home: Path, uid: int, gid: int, into: str | None = No
     user = as_user(uid, gid)
     target = home
     if into is not None:
-        made = subprocess.run([*user, "mkdir", "-m", "0700", "--", into], cwd=home, env=environment(),
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            [*user, "mkdir", "-m", "0700", "--", into], cwd=home, env=environment(), capture_output=True, text=True
+        )
         if made.returncode != 0:
             raise CommandFailed(["mkdir", into], made.returncode, made.stderr)
         target = home / into
-    argv = [*user, "tar", "--extract", "--zstd", "--file=-", "--preserve-permissions", "--no-same-owner",
-            "--skip-old-files", "--xattrs"]
+    argv = [
+        *user,
+        "tar",
+        "--extract",
+        "--zstd",
+        "--file=-",
+        "--preserve-permissions",
+        "--no-same-owner",
+        "--skip-old-files",
+        "--xattrs",
+    ]
     with open(archive, "rb") as source:
         proc = subprocess.run(argv, stdin=source, cwd=target, env=environment(), capture_output=True, text=True)
     if proc.returncode != 0:
@@ -367,5 +417,3 @@ def check_restored(target: Path, manifest: Manifest, before: Mapping[str, Existi
         elif entry.kind != "symlink" and found.mode != entry.mode:
             problems.append(f"{entry.path}: restored with mode {found.mode:04o}, the archive has {entry.mode:04o}")
     return problems
-
-

@@ -8,9 +8,10 @@ load it.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..core.actions import Action, Kind, Op
 from ..core.actual import Container
@@ -23,7 +24,7 @@ LABEL_CLASSROOM = "org.classroom.classroom"
 
 ACT_TIMEOUT = 30  # seconds a driver's Docker call may take (a container stop waits up to STOP_TIMEOUT in it)
 LOOK_TIMEOUT = 5  # seconds an observation's Docker call may take: a Docker that accepts and never answers costs a
-                  # pass this much, once, and the pass goes on without the containers ("Docker is unreachable")
+# pass this much, once, and the pass goes on without the containers ("Docker is unreachable")
 
 
 def client(timeout: float = ACT_TIMEOUT):
@@ -48,9 +49,16 @@ def list_containers(classroom: str, tag: str | None = None) -> Mapping[str, Cont
             config = item.attrs.get("HostConfig", {})
             running = item.status in ("running", "restarting", "created")
             image = item.attrs.get("Image", "")
-            out[user] = Container(user, item.id, running, int(config.get("Memory") or 0),
-                                  int(config.get("CpuQuota") or 0), int(config.get("CpuPeriod") or 0), image=image,
-                                  stale=bool(current and image and image != current))
+            out[user] = Container(
+                user,
+                item.id,
+                running,
+                int(config.get("Memory") or 0),
+                int(config.get("CpuQuota") or 0),
+                int(config.get("CpuPeriod") or 0),
+                image=image,
+                stale=bool(current and image and image != current),
+            )
     return MappingProxyType(out)
 
 
@@ -69,8 +77,9 @@ def list_services(classroom: str) -> Mapping[str, Container] | None:
         api = client(LOOK_TIMEOUT).api
         services = api.services(filters={"label": f"{LABEL_CLASSROOM}={classroom}"})
         tasks = api.tasks(filters={"desired-state": "running"}) if services else []
-        nodes = {node["ID"]: node.get("Description", {}).get("Hostname", "") for node in api.nodes()} \
-            if services else {}
+        nodes = (
+            {node["ID"]: node.get("Description", {}).get("Hostname", "") for node in api.nodes()} if services else {}
+        )
     except Exception:  # noqa: BLE001 - as list_containers
         return None
     where = {task["ServiceID"]: nodes.get(task.get("NodeID", ""), "") for task in tasks}
@@ -80,9 +89,16 @@ def list_services(classroom: str) -> Mapping[str, Container] | None:
         user = spec.get("Labels", {}).get(LABEL_USER)
         if user:
             limits = spec.get("TaskTemplate", {}).get("Resources", {}).get("Limits", {})
-            out[user] = Container(user, service["ID"], True, int(limits.get("MemoryBytes") or 0),
-                                  int(limits.get("NanoCPUs") or 0), NANO_CPUS, where.get(service["ID"], ""),
-                                  service=True)
+            out[user] = Container(
+                user,
+                service["ID"],
+                True,
+                int(limits.get("MemoryBytes") or 0),
+                int(limits.get("NanoCPUs") or 0),
+                NANO_CPUS,
+                where.get(service["ID"], ""),
+                service=True,
+            )
     return MappingProxyType(out)
 
 
@@ -95,9 +111,16 @@ def swarm_nodes() -> list[dict] | None:
         listed = client(LOOK_TIMEOUT).api.nodes()
     except Exception:  # noqa: BLE001 - as list_containers
         return None
-    return [{"hostname": n.get("Description", {}).get("Hostname", ""), "address": n.get("Status", {}).get("Addr", ""),
-             "role": n.get("Spec", {}).get("Role", ""), "state": n.get("Status", {}).get("State", ""),
-             "availability": n.get("Spec", {}).get("Availability", "")} for n in listed]
+    return [
+        {
+            "hostname": n.get("Description", {}).get("Hostname", ""),
+            "address": n.get("Status", {}).get("Addr", ""),
+            "role": n.get("Spec", {}).get("Role", ""),
+            "state": n.get("Status", {}).get("State", ""),
+            "availability": n.get("Spec", {}).get("Availability", ""),
+        }
+        for n in listed
+    ]
 
 
 @driver(Kind.CONTAINER, Op.UPDATE)
@@ -105,8 +128,9 @@ def update_limits(action: Action, ctx: Context) -> str:
     """Change a running server's memory (memory+swap equal: no swap) and CPU limits in place."""
     want = action.after.given()
     docker = (ctx.docker or client)()
-    found = docker.containers.list(filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}",
-                                                      f"{LABEL_USER}={action.target}"]})
+    found = docker.containers.list(
+        filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}", f"{LABEL_USER}={action.target}"]}
+    )
     if not found:
         return "not running"
     config = found[0].attrs["HostConfig"]
@@ -134,12 +158,11 @@ def remove_leftover_service(action: Action, ctx: Context) -> str:
     found = api.services(filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}", f"{LABEL_USER}={action.target}"]})
     for service in found:
         api.remove_service(service["ID"])
-    for config in api.configs(filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}",
-                                                 f"{LABEL_USER}={action.target}"]}):
-        try:
+    for config in api.configs(
+        filters={"label": [f"{LABEL_CLASSROOM}={ctx.classroom}", f"{LABEL_USER}={action.target}"]}
+    ):
+        with contextlib.suppress(Exception):  # the swarm still detaching it from the removed service: next pass
             api.remove_config(config["ID"])
-        except Exception:  # noqa: BLE001 - the swarm still detaching it from the removed service: next pass
-            pass
     return "removed" if found else "already"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from .fsutil import write_atomic
 
@@ -20,7 +20,7 @@ def read(path: Path) -> dict[str, float]:
     except (FileNotFoundError, ValueError):
         return {}
     found = {}
-    for user, when in (data.items() if isinstance(data, dict) else ()):
+    for user, when in data.items() if isinstance(data, dict) else ():
         if isinstance(when, (int, float)) and not isinstance(when, bool):
             found[str(user)] = float(when)
     return found

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Mapping
 
 from ..config.site import Paths
 from ..core.actions import Action, Kind, Op
@@ -90,7 +91,9 @@ def driver(kind: Kind, op: Op) -> Callable[[Driver], Driver]:
 
     def register(fn: Driver) -> Driver:
         if (kind, op) in _DRIVERS:
-            raise RuntimeError(f"two drivers for {op} {kind}: {_DRIVERS[(kind, op)].__qualname__} and {fn.__qualname__}")
+            raise RuntimeError(
+                f"two drivers for {op} {kind}: {_DRIVERS[(kind, op)].__qualname__} and {fn.__qualname__}"
+            )
         _DRIVERS[(kind, op)] = fn
         return fn
 

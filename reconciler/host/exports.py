@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..config.site import SHARED_VOLUME, Paths
 from ..core.actions import Action, Kind, Op
@@ -36,8 +36,11 @@ def _read(path: Path) -> str:
 
 def observe(paths: Paths, file: Path, host: HostFiles = HostFiles()) -> tuple[Live, Mapping[str, str]]:
     """The kernel's table and the exports file, our paths only (one read of each)."""
-    live = {path: MappingProxyType(clients) for path, clients in parse_etab(_read(host.nfs_etab)).items()
-            if paths.volume_of(path) is not None}
+    live = {
+        path: MappingProxyType(clients)
+        for path, clients in parse_etab(_read(host.nfs_etab)).items()
+        if paths.volume_of(path) is not None
+    }
     lines = {path: line for path, line in parse_exports(_read(file)).items() if paths.volume_of(path) is not None}
     return MappingProxyType(live), MappingProxyType(lines)
 
@@ -122,7 +125,9 @@ def _exportfs(ctx: Context, args: list[str]) -> None:
     try:
         ctx.run.run(["exportfs", *args])
     except FileNotFoundError:
-        raise RuntimeError("exportfs is not installed: hub.swarm.homes: nfs needs nfs-kernel-server on this server "
-                           "(apt install nfs-kernel-server)") from None
+        raise RuntimeError(
+            "exportfs is not installed: hub.swarm.homes: nfs needs nfs-kernel-server on this server "
+            "(apt install nfs-kernel-server)"
+        ) from None
     except CommandFailed as exc:
         raise RuntimeError(f"exportfs {' '.join(args)}: {exc.stderr or exc}") from None

@@ -13,9 +13,10 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from ..core.actual import Account, Filesystem, Group, ManifestEntry, Mount
+import contextlib
 
 MARKER_PREFIX = "classroom="
 EXT4_MAGIC = 0xEF53
@@ -49,7 +50,7 @@ class HostFiles:
         return (self.sys_fs / "ext4" / Path(device).name).exists()
 
     def device_number(self, device: str) -> str | None:
-        """"major:minor" of a block device (/dev/loop3 -> 7:3), from sysfs."""
+        """ "major:minor" of a block device (/dev/loop3 -> 7:3), from sysfs."""
         try:
             return (self.sys_block / Path(device).name / "dev").read_text().strip()
         except OSError:
@@ -75,8 +76,10 @@ class HostFiles:
     def holders(self, devices: set[str]) -> list[str]:
         """Processes in other mount namespaces that have one of ``devices`` ("major:minor") mounted, and NFS
         clients with files open on it."""
-        return sorted({who for found in self.holders_by_device(devices).values() for who in found},
-                      key=lambda who: (who.startswith("NFS"), int(who.split()[1]) if who.startswith("pid") else who))
+        return sorted(
+            {who for found in self.holders_by_device(devices).values() for who in found},
+            key=lambda who: (who.startswith("NFS"), int(who.split()[1]) if who.startswith("pid") else who),
+        )
 
     def holders_by_device(self, devices: set[str]) -> dict[str, list[str]]:
         """device -> processes of other mount namespaces that have it mounted ("pid 812 (jupyterhub-sing)").
@@ -133,8 +136,14 @@ class HostFiles:
                 info = (clients / entry / "info").read_text(errors="replace")
             except OSError:
                 continue  # expired meanwhile
-            address = next((line.split('"')[1].rsplit(":", 1)[0] for line in info.splitlines()
-                            if line.startswith("address:") and line.count('"') >= 2), "?")
+            address = next(
+                (
+                    line.split('"')[1].rsplit(":", 1)[0]
+                    for line in info.splitlines()
+                    if line.startswith("address:") and line.count('"') >= 2
+                ),
+                "?",
+            )
             held = set()
             for match in re.finditer(r'superblock: "([0-9a-f]+):([0-9a-f]+):', states):
                 number = f"{int(match.group(1), 16)}:{int(match.group(2), 16)}"
@@ -221,7 +230,7 @@ def parse_gecos(gecos: str) -> tuple[str, str | None]:
     """GECOS "Jane Doe,,,,classroom=python-101" -> ("Jane Doe", "python-101")."""
     parts = gecos.split(",")
     marker = parts[4] if len(parts) > 4 else ""
-    classroom = marker[len(MARKER_PREFIX):] if marker.startswith(MARKER_PREFIX) else None
+    classroom = marker[len(MARKER_PREFIX) :] if marker.startswith(MARKER_PREFIX) else None
     return parts[0], classroom or None
 
 
@@ -230,7 +239,9 @@ def gecos(name: str, classroom: str) -> str:
     return f"{name},,,,{MARKER_PREFIX}{classroom}"
 
 
-def read_accounts(path: Path, groups: Mapping[str, Group], shadow: Mapping[str, tuple[str, int | None]]) -> dict[str, Account]:
+def read_accounts(
+    path: Path, groups: Mapping[str, Group], shadow: Mapping[str, tuple[str, int | None]]
+) -> dict[str, Account]:
     membership: dict[str, set[str]] = {}
     for group in groups.values():
         for member in group.members:
@@ -284,7 +295,7 @@ def unescape(text: str) -> str:
         return text
     out, i = [], 0
     while i < len(text):
-        code = text[i + 1:i + 4]
+        code = text[i + 1 : i + 4]
         if text[i] == "\\" and len(code) == 3 and code.isdigit():
             out.append(chr(int(code, 8)))
             i += 4
@@ -311,8 +322,14 @@ def read_mounts(mountinfo: Path, loops: Mapping[str, str], under: str, also: Ite
     for target, device, options, fstype, source in _mountinfo(mountinfo):
         if not target.startswith(prefix) and target not in exact:
             continue
-        mounts[target] = Mount(target=target, source=by_device.get(device, by_device.get(source, source)),
-                               fstype=fstype, options=options, owner=_owner(target), device=device)
+        mounts[target] = Mount(
+            target=target,
+            source=by_device.get(device, by_device.get(source, source)),
+            fstype=fstype,
+            options=options,
+            owner=_owner(target),
+            device=device,
+        )
     return mounts
 
 
@@ -333,19 +350,18 @@ def mount_at(host: HostFiles, target: Path) -> Mount | None:
     image.  The drivers' re-check just before they act: one pass over mountinfo comparing one field, and only
     that mount's loop device looked up, so it costs the same for the first student and the thousandth."""
     found = None
-    for found in _mountinfo(host.mountinfo, str(target)):  # the last one is the topmost
-        pass
+    for line in _mountinfo(host.mountinfo, str(target)):  # the last one is the topmost
+        found = line
     if found is None:
         return None
     _, device, options, fstype, source = found
     name = Path(source).name
     if str(Path(source).parent) == str(host.dev) and name.startswith("loop"):
-        try:
+        with contextlib.suppress(OSError):
             source = (host.sys_block / name / "loop" / "backing_file").read_text().strip().removesuffix(" (deleted)")
-        except OSError:
-            pass
-    return Mount(target=str(target), source=source, fstype=fstype, options=options, owner=_owner(str(target)),
-                 device=device)
+    return Mount(
+        target=str(target), source=source, fstype=fstype, options=options, owner=_owner(str(target)), device=device
+    )
 
 
 def _owner(path: str) -> tuple[int, int, int] | None:
@@ -371,13 +387,14 @@ def read_superblock(path: str) -> Filesystem | None:
     incompat = struct.unpack_from("<I", block, 0x60)[0]
     blocks_hi = free_hi = 0
     if incompat & 0x80:  # INCOMPAT_64BIT
-        blocks_hi, = struct.unpack_from("<I", block, 0x150)
-        free_hi, = struct.unpack_from("<I", block, 0x158)
+        (blocks_hi,) = struct.unpack_from("<I", block, 0x150)
+        (free_hi,) = struct.unpack_from("<I", block, 0x158)
     return Filesystem(size=(blocks_hi << 32 | blocks_lo) * block_size, free=(free_hi << 32 | free_lo) * block_size)
 
 
-def usage(fs: Filesystem, mount: Mount | None, source: str,
-          statvfs: Callable = os.statvfs) -> tuple[int | None, int | None]:
+def usage(
+    fs: Filesystem, mount: Mount | None, source: str, statvfs: Callable = os.statvfs
+) -> tuple[int | None, int | None]:
     """(used as `df` counts it, blocks in use including metadata) of a volume's filesystem.
 
     A mounted filesystem is asked through statvfs: an ext4 superblock's free count lags while mounted.
@@ -415,8 +432,13 @@ def disk_space(places: list[tuple[str, Path]], warn_below: float) -> list[dict]:
             found[device]["what"] += f", {what}"
             continue
         size, free = vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
-        found[device] = {"what": what, "path": str(path), "size": size, "free": free,
-                         "low": size > 0 and free < warn_below * size}
+        found[device] = {
+            "what": what,
+            "path": str(path),
+            "size": size,
+            "free": free,
+            "low": size > 0 and free < warn_below * size,
+        }
     return list(found.values())
 
 

@@ -8,7 +8,7 @@ jump to it exists.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..core.actions import Action, Kind, Op
 from ..core.firewall import Chain, in_force
@@ -54,8 +54,10 @@ def apply_chain(chain: Chain, run: Runner) -> str:
     if lines is not None and in_force(chain, lines):
         return "already"
     if not run.succeeds(["iptables", "-w", "-n", "-L", chain.parent]):
-        raise RuntimeError(f"the {chain.parent} chain does not exist"
-                           + (": is dockerd running (it makes DOCKER-USER)?" if chain.parent == "DOCKER-USER" else ""))
+        raise RuntimeError(
+            f"the {chain.parent} chain does not exist"
+            + (": is dockerd running (it makes DOCKER-USER)?" if chain.parent == "DOCKER-USER" else "")
+        )
     # In iptables-restore --noflush, declaring a chain empties that chain only; the rest stays.
     script = "*filter\n" + f":{chain.name} - [0:0]\n" + "".join(rule + "\n" for rule in chain.rules) + "COMMIT\n"
     run.run(["iptables-restore", "-w", "--noflush"], stdin=script)

@@ -59,8 +59,10 @@ class HubClient:
         if response.status_code in (401, 403):
             raise HubUnavailable(self._refusal(response))
         if response.status_code >= 500 and (full := disk_full(self.db_file)):
-            raise HubUnavailable(f"the hub failed ({response.status_code}): its database {self.db_file} is on a full "
-                                 f"disk ({full}); free space there")
+            raise HubUnavailable(
+                f"the hub failed ({response.status_code}): its database {self.db_file} is on a full "
+                f"disk ({full}); free space there"
+            )
         return response
 
     def _refusal(self, response: requests.Response) -> str:
@@ -68,21 +70,26 @@ class HubClient:
         for a token that is fine)."""
         full = disk_full(self.db_file)
         if full:
-            return (f"the hub cannot check reconcile's token: its database {self.db_file} is on a full disk "
-                    f"({full}); free space there")
+            return (
+                f"the hub cannot check reconcile's token: its database {self.db_file} is on a full disk "
+                f"({full}); free space there"
+            )
         try:
             said = str(response.json().get("message") or "")[:200]
         except ValueError:
             said = ""
-        return (f"hub API refused reconcile's token ({response.status_code}{': ' + said if said else ''}): check "
-                "token_file and the reconciler service's role")
+        return (
+            f"hub API refused reconcile's token ({response.status_code}{': ' + said if said else ''}): check "
+            "token_file and the reconciler service's role"
+        )
 
     def list_users(self, page: int = 200) -> list[dict]:
         users: list[dict] = []
         offset = 0
         while True:
-            response = self._call("GET", "/users", params={"offset": offset, "limit": page},
-                                  headers={"Accept": PAGINATION})
+            response = self._call(
+                "GET", "/users", params={"offset": offset, "limit": page}, headers={"Accept": PAGINATION}
+            )
             response.raise_for_status()
             body = response.json()
             users += body["items"]
@@ -160,9 +167,14 @@ def snapshot(client: HubClient | None, error: str | None = None) -> HubState:
     except (HubUnavailable, requests.HTTPError, ValueError, KeyError) as exc:
         return HubState(None, str(exc))
     users = {
-        u["name"]: HubUser(u["name"], bool(u.get("admin")), bool((u.get("servers") or {}).get("")),
-                           u.get("last_activity"), ((u.get("servers") or {}).get("") or {}).get("started"),
-                           ((u.get("servers") or {}).get("") or {}).get("last_activity"))
+        u["name"]: HubUser(
+            u["name"],
+            bool(u.get("admin")),
+            bool((u.get("servers") or {}).get("")),
+            u.get("last_activity"),
+            ((u.get("servers") or {}).get("") or {}).get("started"),
+            ((u.get("servers") or {}).get("") or {}).get("last_activity"),
+        )
         for u in listed
     }
     return HubState(MappingProxyType(users))
@@ -174,8 +186,11 @@ def stop_server(action: Action, ctx: Context) -> str:
     a server must stop before its home is unmounted (its container keeps its own mount and would go on
     writing), and the hub's next poll of a stopped container finds it stopped."""
     try:
-        return ctx.need_hub().stop_server(action.target) if ctx.hub is not None else \
-            _stop_directly(action, ctx, "the hub API is not available")
+        return (
+            ctx.need_hub().stop_server(action.target)
+            if ctx.hub is not None
+            else _stop_directly(action, ctx, "the hub API is not available")
+        )
     except HubUnavailable as exc:
         return _stop_directly(action, ctx, str(exc))
 

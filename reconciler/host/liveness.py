@@ -39,6 +39,7 @@ def notify(*lines: str) -> bool:
     if not address:
         return False
     import socket  # only under systemd
+
     if address.startswith("@"):  # an abstract socket
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
@@ -96,8 +97,10 @@ def describe(found: dict) -> str:
         return f"running (pid {found['pid']}, {doing}, heard from {found['heard']:g} s ago)"
     if found["heard"] is None:
         return "not running: edits to classroom.yaml are applied only by `reconcile` run by hand"
-    return (f"NOT RUNNING (last heard from {_ago(found['heard'])} ago): edits to classroom.yaml are not being "
-            "applied; start it (systemctl start classroom-reconcile, or reconcile up)")
+    return (
+        f"NOT RUNNING (last heard from {_ago(found['heard'])} ago): edits to classroom.yaml are not being "
+        "applied; start it (systemctl start classroom-reconcile, or reconcile up)"
+    )
 
 
 def _ago(seconds: float) -> str:

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class LockBusy(RuntimeError):
@@ -43,8 +43,9 @@ def hold(path: Path, *, exclusive: bool, timeout: float) -> Iterator[Held]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = path.read_text().strip() or "unknown process"
-                    raise LockBusy(f"another reconcile pass holds {path} ({holder}); "
-                                   f"gave up after {timeout:g}s") from None
+                    raise LockBusy(
+                        f"another reconcile pass holds {path} ({holder}); gave up after {timeout:g}s"
+                    ) from None
                 time.sleep(0.05)
         if exclusive:
             os.ftruncate(fd, 0)

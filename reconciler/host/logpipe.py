@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 from typing import BinaryIO
+import contextlib
 
 MAX_BYTES = 10 * 1024 * 1024
 KEEP = 5
@@ -51,10 +52,8 @@ def pump(source: BinaryIO, path: Path, max_bytes: int = MAX_BYTES, keep: int = K
             size += len(line)
         except OSError:
             if out is not None:
-                try:
+                with contextlib.suppress(OSError):
                     out.close()
-                except OSError:
-                    pass
             out = None  # opened again for the next line
     if out is not None:
         out.close()

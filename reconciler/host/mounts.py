@@ -85,9 +85,11 @@ def _held_here(host: HostFiles, home: Path) -> bool:
     return mount is not None and bool(host.holders({mount.device}))
 
 
-NFS_HOLDS = ("{home} is still in use though no server or mount namespace holds it: the NFS server keeps it for a "
-             "while after a swarm worker used it (its export withdrawn, within two NFS lease times, 90 s each by "
-             "default), or a process of this host has a file open there; nothing was touched")
+NFS_HOLDS = (
+    "{home} is still in use though no server or mount namespace holds it: the NFS server keeps it for a "
+    "while after a swarm worker used it (its export withdrawn, within two NFS lease times, 90 s each by "
+    "default), or a process of this host has a file open there; nothing was touched"
+)
 
 
 def umount(run: Runner, home: Path, host: HostFiles = HostFiles()) -> None:
@@ -217,8 +219,9 @@ def set_ownership(action: Action, ctx: Context) -> str:
 def mount_all(ctx: Context) -> dict[str, str]:
     """Mount every manifest entry that is not mounted yet (at boot).  A no-op when all are."""
     entries = read_manifest(ctx.paths.manifest)
-    mounts = read_mounts(ctx.host.mountinfo, ctx.host.loops(), under=str(ctx.paths.homes),
-                         also=[str(ctx.paths.course_folder)])
+    mounts = read_mounts(
+        ctx.host.mountinfo, ctx.host.loops(), under=str(ctx.paths.homes), also=[str(ctx.paths.course_folder)]
+    )
     results = {}
     for target, entry in sorted(entries.items()):
         username = ctx.paths.volume_of(target)

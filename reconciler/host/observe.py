@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from ..config.site import Paths, Site
 from ..core.actual import Actual, Container, HubState
@@ -26,12 +27,17 @@ if TYPE_CHECKING:
     from .volumes.base import VolumeBackend
 
 
-def observe(paths: Paths, volumes: VolumeBackend, host: HostFiles = HostFiles(),
-            hub: Callable[[], HubState] | None = None,
-            containers: Callable[[], Mapping[str, Container] | None] | None = None,
-            disable_window: float = 86400.0,
-            firewall: Callable[[], tuple[str, ...] | None] | None = None,
-            exports_file: str | None = None, nfs: bool = False) -> Actual:
+def observe(
+    paths: Paths,
+    volumes: VolumeBackend,
+    host: HostFiles = HostFiles(),
+    hub: Callable[[], HubState] | None = None,
+    containers: Callable[[], Mapping[str, Container] | None] | None = None,
+    disable_window: float = 86400.0,
+    firewall: Callable[[], tuple[str, ...] | None] | None = None,
+    exports_file: str | None = None,
+    nfs: bool = False,
+) -> Actual:
     """Take the snapshot.  Reads each source exactly once; ``hub`` and ``containers`` are one call each.
 
     ``nfs``: the homes are exported to swarm workers; the export table is read then, or when the classroom's
@@ -101,8 +107,9 @@ def hub_probes(site: Site, classroom: str) -> HubProbes:
     from . import containers, hubusers  # requests and docker load only where a hub is configured
 
     try:
-        client = hubusers.HubClient(site.hub.api_endpoint, site.hub.token_file, site.hub.request_timeout,
-                                    site.hub.sqlite_file)
+        client = hubusers.HubClient(
+            site.hub.api_endpoint, site.hub.token_file, site.hub.request_timeout, site.hub.sqlite_file
+        )
         error = None
     except hubusers.HubUnavailable as exc:
         client, error = None, str(exc)
@@ -111,5 +118,9 @@ def hub_probes(site: Site, classroom: str) -> HubProbes:
 
     if site.hub.spawner == "swarm":  # servers on the workers; no students' bridge or chains on this host
         return HubProbes(client, lambda: hubusers.snapshot(client, error), lambda: containers.list_services(classroom))
-    return HubProbes(client, lambda: hubusers.snapshot(client, error),
-                     lambda: containers.list_containers(classroom, site.hub.image), lambda: firewall.observe(Runner()))
+    return HubProbes(
+        client,
+        lambda: hubusers.snapshot(client, error),
+        lambda: containers.list_containers(classroom, site.hub.image),
+        lambda: firewall.observe(Runner()),
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config.site import NETWORK_VARIABLES
 
@@ -43,13 +43,25 @@ class Runner:
         """The same runner whose children also inherit ``fds`` (a lock)."""
         return Runner(self.pass_fds + fds)
 
-    def run(self, argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...] = (0,),
-            timeout: float | None = None) -> str:
+    def run(
+        self,
+        argv: Sequence[str],
+        stdin: str | None = None,
+        ok_codes: tuple[int, ...] = (0,),
+        timeout: float | None = None,
+    ) -> str:
         """Run a command and return its stdout; raise CommandFailed on any other exit code, or when it runs longer
         than ``timeout`` seconds (it is killed)."""
         try:
-            proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, pass_fds=self.pass_fds,
-                                  env=environment(), timeout=timeout)
+            proc = subprocess.run(
+                list(argv),
+                input=stdin,
+                capture_output=True,
+                text=True,
+                pass_fds=self.pass_fds,
+                env=environment(),
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             raise CommandFailed(argv, -9, f"killed after {timeout:g} s") from None
         if proc.returncode not in ok_codes:
@@ -58,7 +70,9 @@ class Runner:
 
     def succeeds(self, argv: Sequence[str]) -> bool:
         """True when the command exits 0 (for checks such as `iptables -C`)."""
-        return subprocess.run(list(argv), capture_output=True, pass_fds=self.pass_fds, env=environment()).returncode == 0
+        return (
+            subprocess.run(list(argv), capture_output=True, pass_fds=self.pass_fds, env=environment()).returncode == 0
+        )
 
     def chown(self, path: Path, uid: int, gid: int) -> None:
         os.chown(path, uid, gid)

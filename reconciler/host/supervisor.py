@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import contextlib
 
 FIRST_BACKOFF, MAX_BACKOFF, STEADY = 1.0, 60.0, 60.0
 
@@ -29,26 +30,20 @@ FIRST_BACKOFF, MAX_BACKOFF, STEADY = 1.0, 60.0, 60.0
 def stop_tree(pid: int, grace: float = 20.0) -> None:
     """SIGTERM the process's group and everything below it (JupyterHub starts its services in sessions of their
     own), wait, then SIGKILL whatever is left.  The group is signalled even when its leader is gone already."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)  # its process group (started in a session of its own)
-    except (ProcessLookupError, PermissionError):
-        pass
     try:
         root = psutil.Process(pid)
         tree = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
     for process in tree:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, lingering = psutil.wait_procs(tree, timeout=grace)
     for process in lingering:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(lingering, timeout=5)
 
 
@@ -57,9 +52,13 @@ def start_logged(name: str, argv: list[str], state: Path) -> tuple[subprocess.Po
     process and its log writer (which ends once everything holding the pipe has)."""
     read_end, write_end = os.pipe()
     try:
-        writer = subprocess.Popen([sys.executable, "-m", "reconciler.host.logpipe", str(state / f"{name}.log")],
-                                  stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "reconciler.host.logpipe", str(state / f"{name}.log")],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         proc = subprocess.Popen(argv, stdout=write_end, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         os.close(read_end)
@@ -81,8 +80,12 @@ class Component:
     last_exit: str | None = None
 
     def view(self) -> dict:
-        return {"pid": self.proc.pid if self.proc else None, "since": self.since if self.proc else None,
-                "restarts": self.restarts, "last_exit": self.last_exit}
+        return {
+            "pid": self.proc.pid if self.proc else None,
+            "since": self.since if self.proc else None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+        }
 
 
 class Supervisor:
@@ -146,8 +149,9 @@ class Supervisor:
                 return
             how = f"exit {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
             component.last_exit = f"{_utc()}: {how}"
-            print(f"supervisor: {component.name} ended ({how}); starting it again in {component.backoff:g} s",
-                  flush=True)
+            print(
+                f"supervisor: {component.name} ended ({how}); starting it again in {component.backoff:g} s", flush=True
+            )
             stop_tree(component.proc.pid, grace=5)  # what it left in its group
             component.proc = None
             self._stop_orphans()  # and in sessions of their own (reparented to us)

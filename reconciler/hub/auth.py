@@ -14,7 +14,8 @@ from traitlets import Bool, Unicode
 
 class ClassroomAuthenticator(PAMAuthenticator):
     teachers_group = Unicode(help="The Unix group whose members belong to the hub group of the same name").tag(
-        config=True)
+        config=True
+    )
 
     students_group = Unicode(help="Likewise for the students' Unix group").tag(config=True)
 
@@ -72,9 +73,12 @@ class ClassroomGate:
                 classroom = load_classroom(Path(path), self.site)
             except (InvalidFile, OSError):
                 continue
-            self._active = {p.username: role for role, people in (("teacher", classroom.admins),
-                                                                   ("student", classroom.students))
-                            for p in people if p.status == "active"}
+            self._active = {
+                p.username: role
+                for role, people in (("teacher", classroom.admins), ("student", classroom.students))
+                for p in people
+                if p.status == "active"
+            }
             self._seen = key
             return self._active
         return {}  # neither file is valid: nobody new gets in (fail closed)
@@ -82,7 +86,6 @@ class ClassroomGate:
     def __call__(self, authenticator, handler, auth_model):
         role = self.active().get(auth_model["name"])
         if role is None:
-            authenticator.log.warning("%s is not an active member of the classroom: login refused",
-                                      auth_model["name"])
+            authenticator.log.warning("%s is not an active member of the classroom: login refused", auth_model["name"])
             return None
         return {**auth_model, "admin": False, "groups": [self.groups[role]]}

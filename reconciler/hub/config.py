@@ -30,19 +30,34 @@ def cull_every(timeout: int) -> int:
 def reconciler_scopes(classroom: str) -> list[str]:
     """Stop anyone's server (before their volume is resized, or they leave); start only students' (hub.prewarm)."""
     return [*RECONCILER_SCOPES, f"servers!group={group_name(classroom, 'student')}"]
+
+
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
 # What the hub's services must see as the hub and the daemon do: the same site and configuration cache, the same
 # Docker engine (DOCKER_HOST and its TLS settings) and the same proxies.  JupyterHub starts services with a
 # minimal environment (PATH, LANG, ...), so these are passed on by name.
-PASSED_ON = ("RECONCILE_SITE", "RECONCILE_CACHE", "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
-             "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+PASSED_ON = (
+    "RECONCILE_SITE",
+    "RECONCILE_CACHE",
+    "DOCKER_HOST",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
 
 
 def passed_on() -> dict[str, str]:
-    return {"RECONCILE_SITE": os.environ.get("RECONCILE_SITE", ""),
-            **{name: os.environ[name] for name in PASSED_ON if name in os.environ}}
+    return {
+        "RECONCILE_SITE": os.environ.get("RECONCILE_SITE", ""),
+        **{name: os.environ[name] for name in PASSED_ON if name in os.environ},
+    }
 
 
 def teacher_scopes(classroom: str, subdomains: bool) -> list[str]:
@@ -53,8 +68,14 @@ def teacher_scopes(classroom: str, subdomains: bool) -> list[str]:
     origin the student's JavaScript would run as the teacher on the hub and the teacher page.
     """
     students = f"group={group_name(classroom, 'student')}"
-    scopes = [MANAGE_SCOPE, METRICS_SCOPE, f"access:services!service={SERVICE_NAME}",
-              f"list:users!{students}", f"read:users!{students}", f"servers!{students}"]
+    scopes = [
+        MANAGE_SCOPE,
+        METRICS_SCOPE,
+        f"access:services!service={SERVICE_NAME}",
+        f"list:users!{students}",
+        f"read:users!{students}",
+        f"servers!{students}",
+    ]
     if subdomains:
         scopes.append(f"access:servers!{students}")
     return scopes
@@ -126,8 +147,10 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
         # HSTS keeps browsers on https for the hub and, with per-user subdomains, every server below it
         c.JupyterHub.ssl_cert = str(hub.tls.cert)
         c.JupyterHub.ssl_key = str(hub.tls.key)
-        c.JupyterHub.tornado_settings = {"headers": {"Strict-Transport-Security": HSTS},
-                                         "xsrf_cookie_kwargs": {"secure": True}}
+        c.JupyterHub.tornado_settings = {
+            "headers": {"Strict-Transport-Security": HSTS},
+            "xsrf_cookie_kwargs": {"secure": True},
+        }
     if hub.subdomain_host:
         # every user server (and the teacher page) on an origin of its own: <user>.<host>, classroom--service.<host>
         c.JupyterHub.subdomain_host = hub.subdomain_host
@@ -158,16 +181,27 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
 
     c.JupyterHub.services = [
         # jupyterhub-idle-culler, paused while a lesson of classroom.yaml's schedule is on (hub/culler.py)
-        {"name": "idle-culler",
-         "command": [sys.executable, "-m", "reconciler.hub.culler", f"--timeout={hub.cull_idle_timeout}",
-                     f"--cull-every={cull_every(hub.cull_idle_timeout)}"],
-         "environment": {**passed_on(), "CLASSROOM_FILE": str(classroom_file)}},
+        {
+            "name": "idle-culler",
+            "command": [
+                sys.executable,
+                "-m",
+                "reconciler.hub.culler",
+                f"--timeout={hub.cull_idle_timeout}",
+                f"--cull-every={cull_every(hub.cull_idle_timeout)}",
+            ],
+            "environment": {**passed_on(), "CLASSROOM_FILE": str(classroom_file)},
+        },
         {"name": "reconciler", "api_token": token},
-        {"name": SERVICE_NAME, "display": True, "url": f"http://127.0.0.1:{hub.service_port}",
-         "command": [sys.executable, "-m", "reconciler", "api", "-f", str(classroom_file)],
-         "environment": passed_on(),
-         "oauth_client_allowed_scopes": [MANAGE_SCOPE],
-         "oauth_no_confirm": True},  # the hub's own packaged service: no "authorize this app?" step
+        {
+            "name": SERVICE_NAME,
+            "display": True,
+            "url": f"http://127.0.0.1:{hub.service_port}",
+            "command": [sys.executable, "-m", "reconciler", "api", "-f", str(classroom_file)],
+            "environment": passed_on(),
+            "oauth_client_allowed_scopes": [MANAGE_SCOPE],
+            "oauth_no_confirm": True,
+        },  # the hub's own packaged service: no "authorize this app?" step
     ]
     # Teachers (the Unix teachers group, mirrored into the hub by ClassroomAuthenticator) manage the
     # classroom through the service; scripts use a token the teacher makes with the custom scope.
@@ -179,18 +213,25 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     c.JupyterHub.load_roles = [
         {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]},
         {"name": "reconciler", "scopes": reconciler_scopes(classroom.name), "services": ["reconciler"]},
-        {"name": "classroom-teacher", "scopes": teacher_scopes(classroom.name, bool(hub.subdomain_host)),
-         "groups": [group_name(classroom.name, "teacher")]},
+        {
+            "name": "classroom-teacher",
+            "scopes": teacher_scopes(classroom.name, bool(hub.subdomain_host)),
+            "groups": [group_name(classroom.name, "teacher")],
+        },
         # students reach the service only for /me/export (their own files); everything else needs the custom scope
-        {"name": "classroom-student", "scopes": [f"access:services!service={SERVICE_NAME}"],
-         "groups": [group_name(classroom.name, "student")]},
+        {
+            "name": "classroom-student",
+            "scopes": [f"access:services!service={SERVICE_NAME}"],
+            "groups": [group_name(classroom.name, "student")],
+        },
     ]
     c.ClassroomSpawner.site_file = str(find_site(None) or "")
     c.ClassroomSpawner.classroom_file = str(classroom_file)
     c.ClassroomSpawner.classroom_name = classroom.name
     load_extra_config(c, hub.extra_config_dir)
-    keep_what_reconcile_owns(c, site, classroom_file, group_name(classroom.name, "teacher"),
-                             group_name(classroom.name, "student"))
+    keep_what_reconcile_owns(
+        c, site, classroom_file, group_name(classroom.name, "teacher"), group_name(classroom.name, "student")
+    )
 
 
 OUR_AUTHENTICATOR = "reconciler.hub.auth.ClassroomAuthenticator"
@@ -200,9 +241,11 @@ def trusted(path: Path) -> None:
     """Code the hub runs as root: it must be root's (or the hub user's) and writable by nobody else."""
     info = path.stat()
     if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022:
-        raise SystemExit(f"hub.extra_config_dir: {path} is owned by uid {info.st_uid} with mode "
-                         f"{info.st_mode & 0o777:04o}; the hub runs it as root, so it must be root's and writable "
-                         f"by nobody else (chown root: {path}; chmod go-w {path})")
+        raise SystemExit(
+            f"hub.extra_config_dir: {path} is owned by uid {info.st_uid} with mode "
+            f"{info.st_mode & 0o777:04o}; the hub runs it as root, so it must be root's and writable "
+            f"by nobody else (chown root: {path}; chmod go-w {path})"
+        )
 
 
 def load_extra_config(c, directory: Path) -> list[Path]:

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from ..config.classroom import Lesson
 from ..config.load import InvalidFile, load_classroom
@@ -25,7 +25,7 @@ from ..config.site import Site, find_site
 from ..core.schedule import in_lesson
 
 log = logging.getLogger("reconcile.culler")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class Lessons:

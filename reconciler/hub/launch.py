@@ -38,8 +38,10 @@ def ensure_shared(shared: Path, classroom: str, manifest: Path) -> None:
     """
     entry = read_manifest(manifest).get(str(shared))
     if entry is not None and not is_mounted(HostFiles(), shared, entry.source):
-        raise SystemExit(f"the course folder {shared} has its own volume ({entry.source}) but it is not mounted: "
-                         "run `reconcile mount-all` (at boot it runs before the hub)")
+        raise SystemExit(
+            f"the course folder {shared} has its own volume ({entry.source}) but it is not mounted: "
+            "run `reconcile mount-all` (at boot it runs before the hub)"
+        )
     shared.mkdir(parents=True, exist_ok=True)
     try:
         gid = grp.getgrnam(group_name(classroom, "teacher")).gr_gid
@@ -59,11 +61,15 @@ def check_image(image: str) -> None:
     try:
         labels = docker.from_env().images.get(image).labels or {}
     except docker.errors.ImageNotFound:
-        raise SystemExit(f"the student image {image} does not exist: run `reconcile image build --tag {image}`") from None
+        raise SystemExit(
+            f"the student image {image} does not exist: run `reconcile image build --tag {image}`"
+        ) from None
     version = labels.get(JUPYTERHUB_LABEL)
     if version is not None and version != jupyterhub.__version__:
-        raise SystemExit(f"the student image {image} has jupyterhub {version} but the hub runs "
-                         f"{jupyterhub.__version__}: rebuild it with `reconcile image build --force`")
+        raise SystemExit(
+            f"the student image {image} has jupyterhub {version} but the hub runs "
+            f"{jupyterhub.__version__}: rebuild it with `reconcile image build --force`"
+        )
 
 
 def check_swarm() -> None:
@@ -75,9 +81,11 @@ def check_swarm() -> None:
     except docker.errors.DockerException as exc:
         raise SystemExit(f"Docker cannot be reached ({exc})") from None
     if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
-        raise SystemExit("hub.spawner is swarm but this Docker is not a swarm manager: run "
-                         "`docker swarm init --advertise-addr <hub.swarm.address>`, then join the workers "
-                         "(README: When one server is not enough)")
+        raise SystemExit(
+            "hub.spawner is swarm but this Docker is not a swarm manager: run "
+            "`docker swarm init --advertise-addr <hub.swarm.address>`, then join the workers "
+            "(README: When one server is not enough)"
+        )
 
 
 def prepare(site: Site, classroom: Classroom) -> None:
@@ -92,8 +100,8 @@ def prepare(site: Site, classroom: Classroom) -> None:
     ensure_secret(hub.token_file)
     ensure_secret(site.cookie_secret_file)
     check_tls(hub.tls)
-    if hub.db_url and hub.db_url.startswith("sqlite:///") and Path(hub.db_url[len("sqlite:///"):]).exists():
-        os.chmod(hub.db_url[len("sqlite:///"):], 0o600)  # token hashes and personal data (older versions: 0644)
+    if hub.db_url and hub.db_url.startswith("sqlite:///") and Path(hub.db_url[len("sqlite:///") :]).exists():
+        os.chmod(hub.db_url[len("sqlite:///") :], 0o600)  # token hashes and personal data (older versions: 0644)
     if hub.spawner != "swarm":  # servers on the workers: no students' bridge here
         network.ensure_network(hub)
         network.ensure_firewall(hub)
@@ -116,12 +124,14 @@ def deny_ssh(classroom: str, directory: Path = SSHD_DROP_INS, pid_file: Path = S
     if not directory.is_dir():
         return "no sshd"
     path = directory / f"classroom-{classroom}.conf"
-    text = ("# Written by `reconcile hub`: students and teachers use JupyterHub, never SSH (not even ssh -N)\n"
-            f"Match Group {group_name(classroom, 'student')},{group_name(classroom, 'teacher')}\n"
-            "    DenyUsers *\n"
-            "    AllowTcpForwarding no\n"
-            "    AllowStreamLocalForwarding no\n"
-            "    PermitTunnel no\n")
+    text = (
+        "# Written by `reconcile hub`: students and teachers use JupyterHub, never SSH (not even ssh -N)\n"
+        f"Match Group {group_name(classroom, 'student')},{group_name(classroom, 'teacher')}\n"
+        "    DenyUsers *\n"
+        "    AllowTcpForwarding no\n"
+        "    AllowStreamLocalForwarding no\n"
+        "    PermitTunnel no\n"
+    )
     if path.exists() and path.read_text() == text:
         return "already"
     write_atomic(path, text, mode=0o644)
@@ -141,8 +151,9 @@ def check_tls(tls: Tls | None) -> None:
             raise SystemExit(f"hub.tls: the {what} {path} does not exist")
     mode = tls.key.stat().st_mode
     if mode & 0o077:
-        raise SystemExit(f"hub.tls: the key {tls.key} can be read by others (mode {mode & 0o777:04o}); "
-                         f"chmod 600 {tls.key}")
+        raise SystemExit(
+            f"hub.tls: the key {tls.key} can be read by others (mode {mode & 0o777:04o}); chmod 600 {tls.key}"
+        )
 
 
 def write_effective(site: Site, path: Path) -> Path:
@@ -166,8 +177,12 @@ def exec_hub(site: Site, classroom_file: Path) -> None:
     prepare(site, classroom)
     # The hub process reads the site exactly as resolved here, whether it came from a file or is the default.
     effective = write_effective(site, site.state_dir / "site.effective.yaml")
-    env = {**os.environ, **proxy_env(), "RECONCILE_SITE": str(effective),
-           "RECONCILE_CLASSROOM": str(classroom_file.resolve())}
+    env = {
+        **os.environ,
+        **proxy_env(),
+        "RECONCILE_SITE": str(effective),
+        "RECONCILE_CLASSROOM": str(classroom_file.resolve()),
+    }
     os.chdir(site.state_dir)
     # the hub's database (token hashes, names), its pid file and whatever else it writes: root's alone
     os.umask(0o077)

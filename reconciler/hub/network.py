@@ -23,17 +23,21 @@ def ensure_network(hub: HubSettings) -> str:
     client = docker.from_env()
     if not client.networks.list(names=[hub.network]):
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=hub.subnet, gateway=hub.gateway)])
-        client.networks.create(hub.network, driver="bridge", ipam=ipam, options={
-            "com.docker.network.bridge.enable_icc": "false",
-            "com.docker.network.bridge.name": bridge_name(hub.network),
-        })
+        client.networks.create(
+            hub.network,
+            driver="bridge",
+            ipam=ipam,
+            options={
+                "com.docker.network.bridge.enable_icc": "false",
+                "com.docker.network.bridge.name": bridge_name(hub.network),
+            },
+        )
     return hub.gateway
 
 
 def ensure_firewall(hub: HubSettings) -> dict[str, str]:
     """The students' chains (core.firewall): INPUT (the hub API only) and egress (site.yaml's hub.egress)."""
-    return {key: firewall.apply_chain(chain, Runner())
-            for key, chain in chains(hub, firewall.host_networks()).items()}
+    return {key: firewall.apply_chain(chain, Runner()) for key, chain in chains(hub, firewall.host_networks()).items()}
 
 
 def remove(hub: HubSettings) -> None:

@@ -46,8 +46,9 @@ def image_path(image_env: list[str] | None) -> str:
     return DEFAULT_PATH
 
 
-def container_settings(site: Site, classroom: Classroom, username: str, host: HostFiles = HostFiles(),
-                       path: str = DEFAULT_PATH) -> dict:
+def container_settings(
+    site: Site, classroom: Classroom, username: str, host: HostFiles = HostFiles(), path: str = DEFAULT_PATH
+) -> dict:
     """Everything about one person's container; pure apart from the account and mount lookups, so tests can check it.
     ``path``: the image's own PATH, after the student's ~/.local/bin."""
     layout = layout_for(site)
@@ -59,8 +60,11 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
         raise web.HTTPError(500, "site.yaml has no hub: section")
     paths = site.paths
     if not is_mounted(host, paths.home(username), layout.source(username)):
-        raise web.HTTPError(503, "Your files are not available right now (your home volume is not mounted). "
-                                 "Please tell your teacher; nothing of yours was lost.")
+        raise web.HTTPError(
+            503,
+            "Your files are not available right now (your home volume is not mounted). "
+            "Please tell your teacher; nothing of yours was lost.",
+        )
     account = pwd.getpwnam(username)
     home = f"{HOME_ROOT}/{username}"
     teacher = member.role == "teacher"
@@ -71,12 +75,21 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
     if shared.is_dir():
         binds.append({"type": "bind", "source": str(shared), "target": f"{home}/shared", "read_only": not teacher})
     files = identity_dir(site, username)
-    written = identity(username, member.name, account.pw_uid, account.pw_gid, grp.getgrgid(account.pw_gid).gr_name,
-                       (role_group.gr_name, role_group.gr_gid), teacher)
+    written = identity(
+        username,
+        member.name,
+        account.pw_uid,
+        account.pw_gid,
+        grp.getgrgid(account.pw_gid).gr_name,
+        (role_group.gr_name, role_group.gr_gid),
+        teacher,
+    )
     if hub.tls is not None:
         written["jupyter_server_config.json"] = json.dumps(server_config_over_https())
-    binds += [{"type": "bind", "source": str(files / name), "target": IN_CONTAINER[name], "read_only": True}
-              for name in written]
+    binds += [
+        {"type": "bind", "source": str(files / name), "target": IN_CONTAINER[name], "read_only": True}
+        for name in written
+    ]
     email = member.emails[0] if member.emails else f"{username}@{classroom.name}.invalid"
     network, ca = student_network(site)
     binds += ca
@@ -99,27 +112,41 @@ def container_settings(site: Site, classroom: Classroom, username: str, host: Ho
             "read_only": True,
             "tmpfs": {"/tmp": f"size={hub.tmp_size},mode=1777,nosuid,nodev"},
             # a student's output (print, /proc/1/fd/1) is written to the host's disk: bounded
-            "log_config": {"type": "json-file",
-                           "config": {"max-size": f"{max(1, hub.log_max_size // 1024)}k",
-                                      "max-file": str(hub.log_max_files)}},
+            "log_config": {
+                "type": "json-file",
+                "config": {"max-size": f"{max(1, hub.log_max_size // 1024)}k", "max-file": str(hub.log_max_files)},
+            },
             "memswap_limit": member.memory,  # equal to the memory limit: no swap
             "group_add": [str(g) for g in extra_groups],
         },
         # ~/.local/bin first: console scripts of a student's own `pip install` are found by name
-        "env": {"HOME": home, "USER": username, "LOGNAME": username, "SHELL": "/bin/bash", "EMAIL": email,
-                "PATH": f"{home}/.local/bin:{path}", **network},
+        "env": {
+            "HOME": home,
+            "USER": username,
+            "LOGNAME": username,
+            "SHELL": "/bin/bash",
+            "EMAIL": email,
+            "PATH": f"{home}/.local/bin:{path}",
+            **network,
+        },
     }
 
 
 # What the spawner writes before each start (identity_dir) and where each file appears, read-only, in the container.
-IN_CONTAINER = {"passwd": "/etc/passwd", "group": "/etc/group",
-                "jupyter_server_config.json": "/etc/jupyter/jupyter_server_config.json"}
+IN_CONTAINER = {
+    "passwd": "/etc/passwd",
+    "group": "/etc/group",
+    "jupyter_server_config.json": "/etc/jupyter/jupyter_server_config.json",
+}
 
 
 def server_config_over_https() -> dict:
     """The student's Jupyter server behind hub.tls: its XSRF cookie https-only, and HSTS (system config path)."""
-    return {"ServerApp": {"tornado_settings": {"xsrf_cookie_kwargs": {"secure": True},
-                                               "headers": {"Strict-Transport-Security": HSTS}}}}
+    return {
+        "ServerApp": {
+            "tornado_settings": {"xsrf_cookie_kwargs": {"secure": True}, "headers": {"Strict-Transport-Security": HSTS}}
+        }
+    }
 
 
 def student_network(site: Site) -> tuple[dict[str, str], list[dict]]:
@@ -139,20 +166,21 @@ def identity_dir(site: Site, username: str) -> Path:
     return site.state_dir / "containers" / username
 
 
-def identity(username: str, name: str, uid: int, gid: int, own_group: str, role_group: tuple[str, int],
-             teacher: bool) -> dict[str, str]:
+def identity(
+    username: str, name: str, uid: int, gid: int, own_group: str, role_group: tuple[str, int], teacher: bool
+) -> dict[str, str]:
     """The container's /etc/passwd and /etc/group: the system's few entries and this person's, nobody else's.
 
     Without them the terminal says "I have no name!" and whoami, git and ssh-keygen fail.  Only this person's
     own entries: a container never learns who else is in the class.
     """
-    passwd = ("root:x:0:0:root:/root:/usr/sbin/nologin\n"
-              "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-              f"{username}:x:{uid}:{gid}:{name}:{HOME_ROOT}/{username}:/bin/bash\n")
+    passwd = (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        f"{username}:x:{uid}:{gid}:{name}:{HOME_ROOT}/{username}:/bin/bash\n"
+    )
     members = username if teacher else ""  # only a teacher's container holds the role group (group_add)
-    group = ("root:x:0:\nnogroup:x:65534:\n"
-             f"{own_group}:x:{gid}:\n"
-             f"{role_group[0]}:x:{role_group[1]}:{members}\n")
+    group = f"root:x:0:\nnogroup:x:65534:\n{own_group}:x:{gid}:\n{role_group[0]}:x:{role_group[1]}:{members}\n"
     return {"passwd": passwd, "group": group}
 
 
@@ -179,10 +207,12 @@ class ClassroomSpawner(DockerSpawner):
     classroom_file = Unicode("", config=True, help="classroom.yaml to read at each start")
     classroom_name = Unicode("", config=True, help="The classroom's name: the label on its servers")
     start_slots = Integer(
-        2 * (os.cpu_count() or 1), config=True,
+        2 * (os.cpu_count() or 1),
+        config=True,
         help="Servers allowed to boot at the same time.  A JupyterLab start is CPU-bound (~2.7 CPU-s measured), "
-             "so a class that logs in at the same second queues on the spawn page instead of every start "
-             "timing out together; two per core keep the CPU busy while one boot waits on I/O.")
+        "so a class that logs in at the same second queues on the spawn page instead of every start "
+        "timing out together; two per core keep the CPU busy while one boot waits on I/O.",
+    )
 
     async def start(self):
         site = load_site(Path(self.site_file) if self.site_file else None)

@@ -24,7 +24,9 @@ or setgid program (image/build.py), so there is nothing for it to stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+from pathlib import Path
 
 from dockerspawner import SwarmSpawner
 from tornado import web
@@ -67,14 +69,32 @@ def config_name(classroom: str, username: str, name: str, text: str) -> str:
     return f"jupyter-{classroom}-{username}-{name.replace('_', '-').replace('.', '-')}-{digest}"
 
 
-def service_spec(site: Site, classroom: Classroom, settings: dict, *, image: str, args: list[str],
-                 env: dict[str, str], configs: dict[str, str], port: int) -> dict:
+def service_spec(
+    site: Site,
+    classroom: Classroom,
+    settings: dict,
+    *,
+    image: str,
+    args: list[str],
+    env: dict[str, str],
+    configs: dict[str, str],
+    port: int,
+) -> dict:
     """The whole service (docker-py's create_service keyword arguments) from container_settings(); pure.
 
     ``configs``: file name (IN_CONTAINER's keys, ca_bundle) -> (id, name) of the swarm config holding it.
     """
-    from docker.types import (ConfigReference, ContainerSpec, DriverConfig, EndpointSpec, Mount, Placement,
-                              Resources, RestartPolicy, TaskTemplate)
+    from docker.types import (
+        ConfigReference,
+        ContainerSpec,
+        DriverConfig,
+        EndpointSpec,
+        Mount,
+        Placement,
+        Resources,
+        RestartPolicy,
+        TaskTemplate,
+    )
 
     hub = site.hub
     assert hub is not None and hub.swarm is not None
@@ -86,28 +106,59 @@ def service_spec(site: Site, classroom: Classroom, settings: dict, *, image: str
             continue  # files: configs below
         owner = username if bind["target"] == settings["home"] else "_shared"
         options = volume_options(hub.swarm.homes, hub.swarm.address, bind["source"])
-        mounts.append(Mount(target=bind["target"], source=volume_name(classroom.name, owner, options), type="volume",
-                            read_only=bind["read_only"], no_copy=True,  # never write into a home as root
-                            driver_config=DriverConfig("local", options),
-                            labels={LABEL_CLASSROOM: classroom.name}))
+        mounts.append(
+            Mount(
+                target=bind["target"],
+                source=volume_name(classroom.name, owner, options),
+                type="volume",
+                read_only=bind["read_only"],
+                no_copy=True,  # never write into a home as root
+                driver_config=DriverConfig("local", options),
+                labels={LABEL_CLASSROOM: classroom.name},
+            )
+        )
     mounts.append(Mount(target="/tmp", source=None, type="tmpfs", tmpfs_size=hub.tmp_size, tmpfs_mode=0o1777))
-    references = [ConfigReference(*configs[name], filename=where, uid="0", gid="0", mode=0o444)
-                  for name, where in {**IN_CONTAINER, "ca_bundle": SCHOOL_CA}.items() if name in configs]
+    references = [
+        ConfigReference(*configs[name], filename=where, uid="0", gid="0", mode=0o444)
+        for name, where in {**IN_CONTAINER, "ca_bundle": SCHOOL_CA}.items()
+        if name in configs
+    ]
     container = ContainerSpec(
-        image, args=args, env=env, user=create["user"], workdir=create["working_dir"], hostname=create["hostname"],
-        labels=create["labels"], mounts=mounts, groups=host["group_add"] or None, read_only=True,
-        cap_drop=["ALL"], configs=references or None, sysctls=dict(SYSCTLS))
+        image,
+        args=args,
+        env=env,
+        user=create["user"],
+        workdir=create["working_dir"],
+        hostname=create["hostname"],
+        labels=create["labels"],
+        mounts=mounts,
+        groups=host["group_add"] or None,
+        read_only=True,
+        cap_drop=["ALL"],
+        configs=references or None,
+        sysctls=dict(SYSCTLS),
+    )
     swarm = hub.swarm
-    resources = Resources(mem_limit=member.memory, mem_reservation=int(member.memory * swarm.reserve_memory),
-                          cpu_limit=int(member.cpu * NANO),
-                          cpu_reservation=int(member.cpu * swarm.reserve_cpu * NANO) or None)
+    resources = Resources(
+        mem_limit=member.memory,
+        mem_reservation=int(member.memory * swarm.reserve_memory),
+        cpu_limit=int(member.cpu * NANO),
+        cpu_reservation=int(member.cpu * swarm.reserve_cpu * NANO) or None,
+    )
     resources.setdefault("Limits", {})["Pids"] = host["pids_limit"]  # API 1.41+; docker-py has no argument for it
     log = host["log_config"]
-    task = TaskTemplate(container, resources=resources, restart_policy=RestartPolicy(condition="none"),
-                        placement=Placement(constraints=["node.role == worker"]),
-                        log_driver={"Name": log["type"], "Options": log["config"]})
-    return {"task_template": task, "endpoint_spec": EndpointSpec(ports={None: (port, "tcp", "host")}),
-            "labels": {LABEL_CLASSROOM: classroom.name, LABEL_USER: username}}
+    task = TaskTemplate(
+        container,
+        resources=resources,
+        restart_policy=RestartPolicy(condition="none"),
+        placement=Placement(constraints=["node.role == worker"]),
+        log_driver={"Name": log["type"], "Options": log["config"]},
+    )
+    return {
+        "task_template": task,
+        "endpoint_spec": EndpointSpec(ports={None: (port, "tcp", "host")}),
+        "labels": {LABEL_CLASSROOM: classroom.name, LABEL_USER: username},
+    }
 
 
 def config_texts(site: Site, settings: dict) -> dict[str, str]:
@@ -115,7 +166,7 @@ def config_texts(site: Site, settings: dict) -> dict[str, str]:
     texts = dict(settings["identity"])
     for bind in settings["mounts"]:
         if bind["target"] == SCHOOL_CA:
-            texts["ca_bundle"] = open(bind["source"], encoding="utf-8").read()
+            texts["ca_bundle"] = Path(bind["source"]).read_text(encoding="utf-8")
     return texts
 
 
@@ -126,8 +177,14 @@ class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
         """Servers boot on the workers: two per CPU the swarm's ready workers have (the manager's own cores
         decide nothing), at least the configured start_slots."""
         nodes = await self.docker("nodes", filters={"role": "worker"})
-        cpus = sum(node.get("Description", {}).get("Resources", {}).get("NanoCPUs", 0) for node in nodes
-                   if node.get("Status", {}).get("State") == "ready") / NANO
+        cpus = (
+            sum(
+                node.get("Description", {}).get("Resources", {}).get("NanoCPUs", 0)
+                for node in nodes
+                if node.get("Status", {}).get("State") == "ready"
+            )
+            / NANO
+        )
         return max(self.start_slots, int(2 * cpus))
 
     def configure(self, site: Site, classroom: Classroom, settings: dict) -> None:
@@ -139,38 +196,52 @@ class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
         classroom, username = self._classroom.name, self.user.name
         texts = config_texts(self._classroom_site, self._settings)
         wanted = {name: config_name(classroom, username, name, text) for name, text in texts.items()}
-        existing = {c["Spec"]["Name"]: c["ID"] for c in await self.docker(
-            "configs", filters={"label": [f"{LABEL_CLASSROOM}={classroom}", f"{LABEL_USER}={username}"]})}
+        existing = {
+            c["Spec"]["Name"]: c["ID"]
+            for c in await self.docker(
+                "configs", filters={"label": [f"{LABEL_CLASSROOM}={classroom}", f"{LABEL_USER}={username}"]}
+            )
+        }
         ids = {}
         for name, config in wanted.items():
             if config not in existing:
-                created = await self.docker("create_config", config, texts[name].encode(),
-                                            labels={LABEL_CLASSROOM: classroom, LABEL_USER: username})
+                created = await self.docker(
+                    "create_config",
+                    config,
+                    texts[name].encode(),
+                    labels={LABEL_CLASSROOM: classroom, LABEL_USER: username},
+                )
                 existing[config] = created["ID"]
             ids[name] = (existing[config], config)
         for config, config_id in existing.items():
             if config not in wanted.values():
-                try:
+                with contextlib.suppress(Exception):  # still used by a service being removed: next start
                     await self.docker("remove_config", config_id)
-                except Exception:  # noqa: BLE001 - still used by a service being removed: next start
-                    pass
         return ids
 
     async def remove_object(self):
         """The service, then the person's configs (their name and groups): nothing of theirs stays on the swarm
         while their server is stopped."""
         await super().remove_object()
-        for config in await self.docker("configs", filters={"label": [f"{LABEL_CLASSROOM}={self.classroom_name}",
-                                                                      f"{LABEL_USER}={self.user.name}"]}):
-            try:
+        for config in await self.docker(
+            "configs", filters={"label": [f"{LABEL_CLASSROOM}={self.classroom_name}", f"{LABEL_USER}={self.user.name}"]}
+        ):
+            # one still attached to the service being removed goes at its next start
+            with contextlib.suppress(Exception):
                 await self.docker("remove_config", config["ID"])
-            except Exception:  # noqa: BLE001 - still attached to the service being removed: its next start
-                pass
 
     async def create_object(self):
         ids = await self._ensure_configs()
-        spec = service_spec(self._classroom_site, self._classroom, self._settings, image=self.image,
-                            args=await self.get_command(), env=self.get_env(), configs=ids, port=self.port)
+        spec = service_spec(
+            self._classroom_site,
+            self._classroom,
+            self._settings,
+            image=self.image,
+            args=await self.get_command(),
+            env=self.get_env(),
+            configs=ids,
+            port=self.port,
+        )
         service = await self.docker("create_service", name=self.service_name, **spec)
         # the manager makes the service's task a moment later: until then there is nothing to wait on
         while not await self.docker("tasks", filters={"service": self.service_name}):
@@ -215,8 +286,11 @@ class ClassroomSwarmSpawner(ClassroomSpawner, SwarmSpawner):
             if state == "pending" and "no suitable node" in why:
                 unplaced_since = unplaced_since or loop.time()
                 if loop.time() - unplaced_since > UNPLACED_SECONDS:
-                    raise web.HTTPError(503, "No machine of the cluster has room for your server right now "
-                                             f"({why}). Please tell your teacher.")
+                    raise web.HTTPError(
+                        503,
+                        "No machine of the cluster has room for your server right now "
+                        f"({why}). Please tell your teacher.",
+                    )
             else:
                 unplaced_since = None
             await asyncio.sleep(1)

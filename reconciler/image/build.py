@@ -23,6 +23,7 @@ install into ~/.local, i.e. onto their volume, and survives a new container.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,20 @@ IMPORT_CHANGES = (
 TAR_EXCLUDES = ("./dev/*", "./proc/*", "./sys/*")
 # Removed from the rootfs before import (relative globs): caches, docs, logs, bundled test suites.
 SLIM_GLOBS = (
-    "tmp/*", "var/tmp/*", "root/.cache", "var/log/*.log", "var/log/apt/*", "var/cache/debconf/*-old",
-    "var/lib/dpkg/*-old", "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*",
-    "usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/lintian/*",
+    "tmp/*",
+    "var/tmp/*",
+    "root/.cache",
+    "var/log/*.log",
+    "var/log/apt/*",
+    "var/cache/debconf/*-old",
+    "var/lib/dpkg/*-old",
+    "var/cache/apt/*.bin",
+    "var/cache/apt/archives/*.deb",
+    "var/lib/apt/lists/*_*",
+    "usr/share/doc/*",
+    "usr/share/man/*",
+    "usr/share/info/*",
+    "usr/share/lintian/*",
     "usr/share/locale/*/LC_MESSAGES",
     "usr/local/lib/python3.11/dist-packages/pandas/tests",
     "usr/local/lib/python3.11/dist-packages/numpy/*/tests",
@@ -123,8 +135,17 @@ class Built:
 def inputs_hash(course: Course = NO_COURSE) -> str:
     """sha256 over everything that decides the image's content (the course's packages too, when it has any)."""
     digest = hashlib.sha256()
-    for part in (SUITE, VARIANT, DEBIAN_PACKAGES, PYTHON_VERSION, PYTHON_ABI, PLATFORMS, PINNED,
-                 IMPORT_CHANGES, *course.parts()):
+    for part in (
+        SUITE,
+        VARIANT,
+        DEBIAN_PACKAGES,
+        PYTHON_VERSION,
+        PYTHON_ABI,
+        PLATFORMS,
+        PINNED,
+        IMPORT_CHANGES,
+        *course.parts(),
+    ):
         digest.update(repr(part).encode() + b"\0")
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
@@ -143,8 +164,13 @@ def build(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = F
     return build_image(tag, cache_dir, force).image_id
 
 
-def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bool = False,
-                progress: Callable[[str], None] = lambda text: None, course: Course = NO_COURSE) -> Built:
+def build_image(
+    tag: str = DEFAULT_TAG,
+    cache_dir: Path | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda text: None,
+    course: Course = NO_COURSE,
+) -> Built:
     """Like ``build``, and tells whether anything was built; ``progress`` hears each step as it starts.
     ``course``: the course's own packages (image/course.py), resolved."""
     started = time.monotonic()
@@ -182,8 +208,19 @@ def build_image(tag: str = DEFAULT_TAG, cache_dir: Path | None = None, force: bo
             tarball = work / "rootfs.tar"
             _unmount_under(work)
             progress("packing the root filesystem")
-            _step("packing the rootfs", ["tar", "--numeric-owner", *(f"--exclude={x}" for x in TAR_EXCLUDES),
-                                         "-C", str(rootfs), "-cf", str(tarball), "."])
+            _step(
+                "packing the rootfs",
+                [
+                    "tar",
+                    "--numeric-owner",
+                    *(f"--exclude={x}" for x in TAR_EXCLUDES),
+                    "-C",
+                    str(rootfs),
+                    "-cf",
+                    str(tarball),
+                    ".",
+                ],
+            )
             progress("docker import")
             image_id = _import(tarball, tag, key, course.labels() if not course.empty else {})
         finally:
@@ -205,8 +242,9 @@ def _step(what: str, argv: Sequence[str]) -> str:
 
 
 def _image_with_inputs(key: str) -> str | None:
-    out = _step("looking for a cached image",
-                ["docker", "images", "--quiet", "--no-trunc", "--filter", f"label={LABEL}={key}"])
+    out = _step(
+        "looking for a cached image", ["docker", "images", "--quiet", "--no-trunc", "--filter", f"label={LABEL}={key}"]
+    )
     ids = sorted(set(out.split()))
     return ids[0] if ids else None
 
@@ -235,8 +273,15 @@ def _debs_tarball(cache: Path, apt: Sequence[str] = ()) -> Path:
 
 
 def _debootstrap(target: Path, extra: list[str], apt: Sequence[str] = ()) -> None:
-    argv = ["debootstrap", f"--variant={VARIANT}", "--include=" + ",".join(DEBIAN_PACKAGES + tuple(sorted(apt))),
-            *extra, SUITE, str(target), host_mirror()]
+    argv = [
+        "debootstrap",
+        f"--variant={VARIANT}",
+        "--include=" + ",".join(DEBIAN_PACKAGES + tuple(sorted(apt))),
+        *extra,
+        SUITE,
+        str(target),
+        host_mirror(),
+    ]
     try:
         system.run(argv)
     except CommandFailed as exc:
@@ -244,7 +289,8 @@ def _debootstrap(target: Path, extra: list[str], apt: Sequence[str] = ()) -> Non
         tail = ""
         if log.is_file():
             tail = "\n  debootstrap.log (last lines):\n    " + "\n    ".join(
-                log.read_text(errors="replace").splitlines()[-15:])
+                log.read_text(errors="replace").splitlines()[-15:]
+            )
         raise ImageBuildError(f"debootstrap failed: {exc}{tail}") from exc
     except FileNotFoundError as exc:
         raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap)") from exc
@@ -280,10 +326,27 @@ def _wheels_key(course: Course = NO_COURSE) -> str:
 
 
 def _download_argv(dest: Path, requirements: Sequence[str], deps: bool) -> list[str]:
-    return [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
-            "--dest", str(dest), "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-            "--implementation", "cp", "--abi", PYTHON_ABI, *(f"--platform={p}" for p in PLATFORMS),
-            *([] if deps else ["--no-deps"]), *requirements]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--dest",
+        str(dest),
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON_VERSION,
+        "--implementation",
+        "cp",
+        "--abi",
+        PYTHON_ABI,
+        *(f"--platform={p}" for p in PLATFORMS),
+        *([] if deps else ["--no-deps"]),
+        *requirements,
+    ]
 
 
 def _wheels(cache: Path, course: Course = NO_COURSE) -> Path:
@@ -296,8 +359,10 @@ def _wheels(cache: Path, course: Course = NO_COURSE) -> Path:
     partial.mkdir(exist_ok=True)
     _step("downloading wheels on the host (pip download)", _download_argv(partial, PINNED, deps=False))
     if course.pins:
-        _step("downloading the course's wheels (pip download)",
-              _download_argv(partial, [*course.options, *course.pins], deps=False))
+        _step(
+            "downloading the course's wheels (pip download)",
+            _download_argv(partial, [*course.options, *course.pins], deps=False),
+        )
     have = {_wheel_name(w.name) for w in partial.glob("*.whl")}
     missing = [p for p in (*PINNED, *course.pins) if _pin_name(p) not in have]
     if missing:
@@ -316,11 +381,23 @@ def _install_wheels(rootfs: Path, wheels: Path, extra: Sequence[str] = ()) -> No
     if pip_wheel is None:
         raise ImageBuildError(f"no pip wheel in {wheels}")
     chroot = ["chroot", str(rootfs), "/usr/bin/python3"]
-    _step("installing the Python packages in the chroot",
-          [*chroot, f"/tmp/wheels/{pip_wheel.name}/pip", "install", "--no-index", "--find-links", "/tmp/wheels",
-           "--no-cache-dir", "--root-user-action=ignore", "--disable-pip-version-check", *PINNED, *extra])
-    _step("checking the installed packages (pip check)",
-          [*chroot, "-m", "pip", "check", "--disable-pip-version-check"])
+    _step(
+        "installing the Python packages in the chroot",
+        [
+            *chroot,
+            f"/tmp/wheels/{pip_wheel.name}/pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            "/tmp/wheels",
+            "--no-cache-dir",
+            "--root-user-action=ignore",
+            "--disable-pip-version-check",
+            *PINNED,
+            *extra,
+        ],
+    )
+    _step("checking the installed packages (pip check)", [*chroot, "-m", "pip", "check", "--disable-pip-version-check"])
     if (rootfs / PEP668_MARKER).exists():
         raise ImageBuildError(f"/{PEP668_MARKER} came back: students could not pip install")
     _write_lab_settings(rootfs)
@@ -367,10 +444,21 @@ def _drop_setuid(rootfs: Path) -> None:
 
 
 def _import(tarball: Path, tag: str, key: str, labels: dict[str, str] | None = None) -> str:
-    changes = [*IMPORT_CHANGES, f"LABEL {LABEL}={key}", f"LABEL {JUPYTERHUB_LABEL}={_pinned('jupyterhub')}",
-               *(f"LABEL {name}={json.dumps(value)}" for name, value in (labels or {}).items())]
-    argv = ["docker", "import", *(a for c in changes for a in ("--change", c)),
-            "--message", f"classroom student image, inputs {key[:12]}", str(tarball), tag]
+    changes = [
+        *IMPORT_CHANGES,
+        f"LABEL {LABEL}={key}",
+        f"LABEL {JUPYTERHUB_LABEL}={_pinned('jupyterhub')}",
+        *(f"LABEL {name}={json.dumps(value)}" for name, value in (labels or {}).items()),
+    ]
+    argv = [
+        "docker",
+        "import",
+        *(a for c in changes for a in ("--change", c)),
+        "--message",
+        f"classroom student image, inputs {key[:12]}",
+        str(tarball),
+        tag,
+    ]
     out = _step("docker import", argv).strip()
     if not out.startswith("sha256:"):
         raise ImageBuildError(f"docker import printed no image id: {out!r}")
@@ -379,17 +467,17 @@ def _import(tarball: Path, tag: str, key: str, labels: dict[str, str] | None = N
 
 def _prune_replaced(keep: str) -> None:
     """Remove earlier builds left untagged by this one; images still used by a container stay."""
-    out = _step("listing replaced images", ["docker", "images", "--quiet", "--no-trunc",
-                                            "--filter", "dangling=true", "--filter", f"label={LABEL}"])
+    out = _step(
+        "listing replaced images",
+        ["docker", "images", "--quiet", "--no-trunc", "--filter", "dangling=true", "--filter", f"label={LABEL}"],
+    )
     for image_id in set(out.split()) - {keep}:
         _remove(image_id)
 
 
 def _remove(image_id: str) -> None:
-    try:
+    with contextlib.suppress(CommandFailed):  # in use by a (stopped) container: it goes once that does
         system.run(["docker", "rmi", image_id])
-    except CommandFailed:
-        pass  # in use by a (stopped) container: it goes once that does
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -450,10 +538,8 @@ def _unmount_under(path: Path) -> None:
             try:
                 system.run(["umount", point])
             except CommandFailed:
-                try:
+                with suppress(CommandFailed):
                     system.run(["umount", "--lazy", point])
-                except CommandFailed:
-                    pass
     points = _mounts_under(path)
     if points:
         raise ImageBuildError(f"could not unmount {', '.join(points)}; {path} was left in place")
@@ -478,9 +564,11 @@ def resolve_pins() -> tuple[str, ...]:
     return tuple(sorted(pins))
 
 
-def course_for(settings: CourseImage, pins_file: Path, update: bool = False,
-               progress: Callable[[str], None] = lambda text: None) -> Course:
+def course_for(
+    settings: CourseImage, pins_file: Path, update: bool = False, progress: Callable[[str], None] = lambda text: None
+) -> Course:
     """site.yaml's image: section resolved (image/course.py): pins reused, or resolved now and written."""
+
     def download(dest: Path, pip_args: list[str]) -> None:
         _step(f"resolving {settings.requirements} (pip download)", _download_argv(dest, pip_args, deps=True))
 
@@ -507,19 +595,28 @@ def preview(settings: CourseImage, pins_file: Path, tag: str) -> list[str]:
     if state in ("missing", "stale"):
         why = "no pins yet" if state == "missing" else "changed since its pins were made"
         lines = [f"{settings.requirements}: {why}: the build resolves it again (pip download) into {pins_file}"]
-        return lines + [line for line in differences(labels, Course(tuple(settings.apt)), None, LABEL)
-                        if line.startswith("apt") or labels is None]
-    course = Course(tuple(settings.apt), *((current.pins, current.options, current.requirements_sha)
-                                           if current is not None else ()))
+        return lines + [
+            line
+            for line in differences(labels, Course(tuple(settings.apt)), None, LABEL)
+            if line.startswith("apt") or labels is None
+        ]
+    course = Course(
+        tuple(settings.apt), *((current.pins, current.options, current.requirements_sha) if current is not None else ())
+    )
     if settings.dockerfile is None:
         lines = differences(labels, course, inputs_hash(course), LABEL)
         return lines + (["Dockerfile: removed"] if labels and labels.get(DOCKERFILE_LABEL) else [])
     base = image_labels(base_tag(tag))
     lines = differences(base if labels is not None else None, course, inputs_hash(course), LABEL)
-    if labels is not None and settings.dockerfile.is_file() and labels.get(DOCKERFILE_LABEL) != context_sha(
-            settings.dockerfile):
-        lines.append(f"Dockerfile: {'changed' if labels.get(DOCKERFILE_LABEL) else 'added'} ({settings.dockerfile} "
-                     "or its folder)")
+    if (
+        labels is not None
+        and settings.dockerfile.is_file()
+        and labels.get(DOCKERFILE_LABEL) != context_sha(settings.dockerfile)
+    ):
+        lines.append(
+            f"Dockerfile: {'changed' if labels.get(DOCKERFILE_LABEL) else 'added'} ({settings.dockerfile} "
+            "or its folder)"
+        )
     elif not settings.dockerfile.is_file():
         lines.append(f"Dockerfile: {settings.dockerfile} does not exist")
     return lines
@@ -546,8 +643,9 @@ def context_sha(dockerfile: Path) -> str:
     return digest.hexdigest()
 
 
-def build_layer(base: Built, dockerfile: Path, tag: str, force: bool = False,
-                progress: Callable[[str], None] = lambda text: None) -> Built:
+def build_layer(
+    base: Built, dockerfile: Path, tag: str, force: bool = False, progress: Callable[[str], None] = lambda text: None
+) -> Built:
     """The course's Dockerfile built on ``base`` (docker-py's build API, ``BASE`` as a build argument, no pull),
     cached by the base's inputs and the Dockerfile's folder; then checked: no setuid or setgid program, and the
     hub's jupyterhub still the one inside."""
@@ -564,13 +662,22 @@ def build_layer(base: Built, dockerfile: Path, tag: str, force: bool = False,
         _step("tagging the cached image", ["docker", "tag", existing, tag])
         return Built(existing, tag, key, True, time.monotonic() - started)
     progress(f"building {dockerfile} on the image (docker build)")
-    network = {name: os.environ[name] for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
-                                                    "https_proxy", "no_proxy") if os.environ.get(name)}
+    network = {
+        name: os.environ[name]
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+        if os.environ.get(name)
+    }
     client = docker.from_env(timeout=3600)
     try:
-        image, _ = client.images.build(path=str(dockerfile.parent), dockerfile=dockerfile.name, pull=False,
-                                       rm=True, forcerm=True, buildargs={"BASE": base.image_id, **network},
-                                       labels={LABEL: key, DOCKERFILE_LABEL: sha})
+        image, _ = client.images.build(
+            path=str(dockerfile.parent),
+            dockerfile=dockerfile.name,
+            pull=False,
+            rm=True,
+            forcerm=True,
+            buildargs={"BASE": base.image_id, **network},
+            labels={LABEL: key, DOCKERFILE_LABEL: sha},
+        )
     except docker.errors.BuildError as exc:
         lines = [str(item.get("stream", item.get("error", ""))).strip() for item in exc.build_log]
         tail = "\n    ".join(line for line in lines if line)[-2000:]
@@ -590,22 +697,47 @@ def build_layer(base: Built, dockerfile: Path, tag: str, force: bool = False,
 def check_layer(image_id: str, dockerfile: Path) -> None:
     """What the Dockerfile must not change: no setuid or setgid program (nothing in a student's server may gain
     privileges), and jupyterhub-singleuser the hub's version."""
-    out = _step("checking the built image", [
-        "docker", "run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "/bin/sh", image_id, "-c",
-        "find / -xdev -type f -perm /6000 2>/dev/null; echo version $(jupyterhub-singleuser --version 2>&1)"])
+    out = _step(
+        "checking the built image",
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "0",
+            "--entrypoint",
+            "/bin/sh",
+            image_id,
+            "-c",
+            "find / -xdev -type f -perm /6000 2>/dev/null; echo version $(jupyterhub-singleuser --version 2>&1)",
+        ],
+    )
     lines = out.split()
     setuid = [line for line in out.splitlines() if line.startswith("/")]
     if setuid:
-        raise ImageBuildError(f"{dockerfile} left setuid or setgid programs: {', '.join(setuid[:10])}; remove "
-                              "them (RUN chmod u-s,g-s ...) so nothing in a student's server gains privileges")
+        raise ImageBuildError(
+            f"{dockerfile} left setuid or setgid programs: {', '.join(setuid[:10])}; remove "
+            "them (RUN chmod u-s,g-s ...) so nothing in a student's server gains privileges"
+        )
     version = lines[lines.index("version") + 1] if "version" in lines[:-1] else "(none)"
     if version != _pinned("jupyterhub"):
-        raise ImageBuildError(f"{dockerfile} changed jupyterhub-singleuser to {version}; the hub runs "
-                              f"{_pinned('jupyterhub')}: leave jupyterhub as the image has it")
+        raise ImageBuildError(
+            f"{dockerfile} changed jupyterhub-singleuser to {version}; the hub runs "
+            f"{_pinned('jupyterhub')}: leave jupyterhub as the image has it"
+        )
 
 
-def report(tag: str, cache_dir: Path | None, force: bool, progress: Callable[[str], None] = lambda text: None,
-           settings: CourseImage | None = None, pins_file: Path | None = None, update_pins: bool = False) -> int:
+def report(
+    tag: str,
+    cache_dir: Path | None,
+    force: bool,
+    progress: Callable[[str], None] = lambda text: None,
+    settings: CourseImage | None = None,
+    pins_file: Path | None = None,
+    update_pins: bool = False,
+) -> int:
     """Build and print one line about it; the exit code for the CLI."""
     try:
         course = NO_COURSE
@@ -619,9 +751,11 @@ def report(tag: str, cache_dir: Path | None, force: bool, progress: Callable[[st
         print(f"error: {exc}", file=sys.stderr)
         return 1
     size = int(system.run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
-    print(f"{result.tag} {result.image_id} {'cached' if result.cached else 'built'} in {result.seconds:.1f} s, "
-          f"{size / 1e6:.0f} MB, inputs {result.inputs_hash[:12]}"
-          + (f"; course: {summary(course.labels())}" if not course.empty else ""))
+    print(
+        f"{result.tag} {result.image_id} {'cached' if result.cached else 'built'} in {result.seconds:.1f} s, "
+        f"{size / 1e6:.0f} MB, inputs {result.inputs_hash[:12]}"
+        + (f"; course: {summary(course.labels())}" if not course.empty else "")
+    )
     return 0
 
 

@@ -18,14 +18,22 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 APT_LABEL = "org.classroom.student-image.apt"
 REQUIREMENTS_LABEL = "org.classroom.student-image.requirements"  # sha256 of the requirements file
 PINS_LABEL = "org.classroom.student-image.pins"  # the course's exact pins, comma-separated
 HEADER = "# reconcile image pins: written by `reconcile image build`; reused while the two hashes below hold"
-INDEX_OPTIONS = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--no-index", "--trusted-host",
-                 "--prefer-binary")
+INDEX_OPTIONS = (
+    "--index-url",
+    "-i",
+    "--extra-index-url",
+    "--find-links",
+    "-f",
+    "--no-index",
+    "--trusted-host",
+    "--prefer-binary",
+)
 
 
 class CourseError(ValueError):
@@ -50,8 +58,11 @@ class Course:
         return () if self.empty else (tuple(sorted(self.apt)), self.pins, self.options)
 
     def labels(self) -> dict[str, str]:
-        return {APT_LABEL: ",".join(sorted(self.apt)), REQUIREMENTS_LABEL: self.requirements_sha,
-                PINS_LABEL: ",".join(self.pins)}
+        return {
+            APT_LABEL: ",".join(sorted(self.apt)),
+            REQUIREMENTS_LABEL: self.requirements_sha,
+            PINS_LABEL: ",".join(self.pins),
+        }
 
 
 NO_COURSE = Course()
@@ -72,13 +83,17 @@ def read_requirements(path: Path) -> tuple[list[str], list[str]]:
         if line.startswith("-"):
             word, _, value = line.replace("=", " ", 1).partition(" ")
             if word not in INDEX_OPTIONS:
-                raise CourseError(f"{path}:{number}: {word}: only package names and pip's index options "
-                                  f"({', '.join(INDEX_OPTIONS)}) may be used here")
+                raise CourseError(
+                    f"{path}:{number}: {word}: only package names and pip's index options "
+                    f"({', '.join(INDEX_OPTIONS)}) may be used here"
+                )
             options += [word, value.strip()] if value.strip() else [word]
             continue
         if "://" in line or line.startswith((".", "/")) or " @ " in line:
-            raise CourseError(f"{path}:{number}: {line!r}: a URL or a path; name the package (and an index with "
-                              "--find-links or --index-url)")
+            raise CourseError(
+                f"{path}:{number}: {line!r}: a URL or a path; name the package (and an index with "
+                "--find-links or --index-url)"
+            )
         requirements.append(line)
     return requirements, options
 
@@ -132,9 +147,15 @@ def base_sha(base: tuple[str, ...]) -> str:
     return sha256("\n".join(base))
 
 
-def prepare(requirements: Path | None, apt: list[str], pins_file: Path, base: tuple[str, ...],
-            download: Callable[[Path, list[str]], None], update: bool = False,
-            progress: Callable[[str], None] = lambda text: None) -> Course:
+def prepare(
+    requirements: Path | None,
+    apt: list[str],
+    pins_file: Path,
+    base: tuple[str, ...],
+    download: Callable[[Path, list[str]], None],
+    update: bool = False,
+    progress: Callable[[str], None] = lambda text: None,
+) -> Course:
     """The course resolved: its pins reused from ``pins_file`` while the requirements and the base are unchanged
     (and not ``update``), else resolved now with ``download(dest, pip_args)`` and written back."""
     if requirements is None:
@@ -205,5 +226,3 @@ def summary(labels: Mapping[str, str]) -> str:
     if labels.get(PINS_LABEL):
         parts.append(f"python {labels[PINS_LABEL]}")
     return "; ".join(parts) or "no course packages"
-
-

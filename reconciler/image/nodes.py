@@ -39,8 +39,14 @@ def load_into(image: str, endpoint: str, timeout: float = 1800) -> str:
     env = environment()
     save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        load = subprocess.run(["docker", "-H", endpoint, "load", "-q"], stdin=save.stdout, capture_output=True,
-                              text=True, env=env, timeout=timeout)
+        load = subprocess.run(
+            ["docker", "-H", endpoint, "load", "-q"],
+            stdin=save.stdout,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     finally:
         save.stdout.close()
         save_error = save.stderr.read().decode(errors="replace").strip()
@@ -65,7 +71,9 @@ def push(image: str, workers: list[SwarmWorker], say: Callable[[str], None] = la
             if image_id(image, endpoint) == wanted:
                 out.append(Pushed(worker.address, "already"))
                 continue
-            say(f"[{number}/{len(workers)}] {worker.address}: loading {image} (docker save | docker -H {endpoint} load)")
+            say(
+                f"[{number}/{len(workers)}] {worker.address}: loading {image} (docker save | docker -H {endpoint} load)"
+            )
             error = load_into(image, endpoint)
             have = None if error else image_id(image, endpoint)
             if error or have != wanted:

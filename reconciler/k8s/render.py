@@ -35,10 +35,17 @@ def values(site: Site, classroom: Classroom, subdomains: bool = False) -> dict:
     default = classroom.quotas.get("default")
     hub: dict = {
         "config": {
-            "Authenticator": {"allowed_users": sorted(m.username for m in active), "admin_users": [],
-                              "allow_existing_users": False},
-            "JupyterHub": {"load_groups": {group_name(classroom.name, "student"): {"users": sorted(students)},
-                                           group_name(classroom.name, "teacher"): {"users": sorted(teachers)}}},
+            "Authenticator": {
+                "allowed_users": sorted(m.username for m in active),
+                "admin_users": [],
+                "allow_existing_users": False,
+            },
+            "JupyterHub": {
+                "load_groups": {
+                    group_name(classroom.name, "student"): {"users": sorted(students)},
+                    group_name(classroom.name, "teacher"): {"users": sorted(teachers)},
+                }
+            },
         },
         "loadRoles": {
             "classroom-teacher": {
@@ -50,8 +57,10 @@ def values(site: Site, classroom: Classroom, subdomains: bool = False) -> dict:
         "extraFiles": {
             "classroom-quotas": {
                 "mountPath": QUOTAS_FILE,
-                "data": {"classroom": classroom.name,
-                         "people": {m.username: {"memory": m.memory, "cpu": m.cpu, "disk": m.disk} for m in active}},
+                "data": {
+                    "classroom": classroom.name,
+                    "people": {m.username: {"memory": m.memory, "cpu": m.cpu, "disk": m.disk} for m in active},
+                },
             },
         },
         "extraConfig": {"classroom": HOOK_SOURCE.read_text(encoding="utf-8")},
@@ -73,8 +82,11 @@ def render(site: Site, classroom: Classroom) -> str:
     import yaml
 
     subdomains = bool(site.hub is not None and site.hub.subdomain_host)
-    header = (f"# Rendered by `reconcile k8s render` from classroom.yaml ({classroom.name}): do not edit, render again.\n"
-              "# Merge with your own values: helm upgrade --install jhub jupyterhub/jupyterhub -f yours.yaml -f this.yaml\n")
+    header = (
+        f"# Rendered by `reconcile k8s render` from classroom.yaml ({classroom.name}): do not edit, render again.\n"
+        "# Merge with your own values: helm upgrade --install jhub jupyterhub/jupyterhub -f yours.yaml -f this.yaml\n"
+    )
+
     class Dumper(yaml.SafeDumper):
         pass
 

@@ -18,7 +18,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import yaml
 from pydantic import ValidationError
@@ -33,8 +33,18 @@ from .edit import Rejected
 from .names import Name, NameOrder
 
 ALIASES = {
-    "name": {"name", "full name", "fullname", "student", "studente", "studentessa", "nome e cognome",
-             "nominativo", "alunno", "alunna"},
+    "name": {
+        "name",
+        "full name",
+        "fullname",
+        "student",
+        "studente",
+        "studentessa",
+        "nome e cognome",
+        "nominativo",
+        "alunno",
+        "alunna",
+    },
     "first": {"first name", "firstname", "given name", "nome"},
     "last": {"last name", "lastname", "surname", "family name", "cognome"},
     "email": {"email", "e-mail", "mail", "email address", "e-mail address", "indirizzo email", "posta elettronica"},
@@ -90,11 +100,13 @@ def read_rows(data: bytes, order: NameOrder = "given-first") -> tuple[list[Row],
             if "name" not in header and "first" in header and "last" not in header:
                 header["name"] = header.pop("first")  # a lone "nome" column holds the whole name
             if "name" not in header and not ({"first", "last"} <= header.keys()):
-                return [], [f"row {number}: no name column (looked for {', '.join(sorted(ALIASES['name']))}, "
-                            "or first name + last name)"]
+                return [], [
+                    f"row {number}: no name column (looked for {', '.join(sorted(ALIASES['name']))}, "
+                    "or first name + last name)"
+                ]
             continue
 
-        def cell(key: str) -> str:
+        def cell(key: str, header: dict[str, int] = header, cells: list[str] = cells) -> str:
             index = header.get(key)
             return cells[index].strip() if index is not None and index < len(cells) else ""
 
@@ -122,14 +134,19 @@ def unique_username(name: str | Name, taken: set[str], order: NameOrder = "given
     return username
 
 
-def taken_usernames(classroom_data: dict, accounts: dict[str, Account], classroom: str,
-                    groups: Iterable[str] = ()) -> set[str]:
+def taken_usernames(
+    classroom_data: dict, accounts: dict[str, Account], classroom: str, groups: Iterable[str] = ()
+) -> set[str]:
     """Names a new person cannot get: people in the file, the host's other accounts and groups, reserved names.
 
     A group is taken unless it is the personal group of one of our own accounts (useradd makes one per person).
     """
-    names = {p.get("username") for section in ("admins", "students") for p in classroom_data.get(section) or []
-             if isinstance(p, dict)}
+    names = {
+        p.get("username")
+        for section in ("admins", "students")
+        for p in classroom_data.get(section) or []
+        if isinstance(p, dict)
+    }
     ours = {u for u, a in accounts.items() if a.classroom == classroom}
     names |= {u for u in accounts if u not in ours}  # the host's own accounts
     names |= {g for g in groups if g not in ours}  # and groups: useradd could not make the person's own
@@ -137,15 +154,17 @@ def taken_usernames(classroom_data: dict, accounts: dict[str, Account], classroo
     return {n for n in names if n}
 
 
-def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Account], site: Site,
-                groups: Iterable[str] = ()) -> Result:
+def plan_import(
+    rows: list[Row], classroom_data: dict, accounts: dict[str, Account], site: Site, groups: Iterable[str] = ()
+) -> Result:
     """Decide who is new, make their usernames, validate each; pure apart from its inputs."""
     result = Result()
     classroom = classroom_data.get("name", "")
     people = [p for s in ("admins", "students") for p in classroom_data.get(s) or [] if isinstance(p, dict)]
     known_users = {p.get("username") for p in people}
-    known_emails = {e.lower() for p in people for e in ([p["email"]] if isinstance(p.get("email"), str)
-                                                        else p.get("email") or [])}
+    known_emails = {
+        e.lower() for p in people for e in ([p["email"]] if isinstance(p.get("email"), str) else p.get("email") or [])
+    }
     taken = taken_usernames(classroom_data, accounts, classroom, groups)
     for row in rows:
         if row.username in known_users or any(e.lower() in known_emails for e in row.emails):
@@ -177,8 +196,9 @@ def plan_import(rows: list[Row], classroom_data: dict, accounts: dict[str, Accou
     return result
 
 
-def prepare(path: Path, site: Site, data: bytes, host: HostFiles = HostFiles(),
-            order: NameOrder = "given-first") -> Result:
+def prepare(
+    path: Path, site: Site, data: bytes, host: HostFiles = HostFiles(), order: NameOrder = "given-first"
+) -> Result:
     """Read a CSV upload and decide who it adds to the file; nothing is written.
 
     Raises Rejected for a file that cannot be read as a roster at

@@ -17,7 +17,8 @@ from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import yaml
 from pydantic import ValidationError
@@ -65,9 +66,16 @@ class Stale(Rejected):
 
     def __init__(self, current: str):
         self.current = current
-        super().__init__([{"path": "", "message": "classroom.yaml changed since you read it (another teacher, an "
-                                                  "editor or CI): read it again and make your change on that"}],
-                         status=412)
+        super().__init__(
+            [
+                {
+                    "path": "",
+                    "message": "classroom.yaml changed since you read it (another teacher, an "
+                    "editor or CI): read it again and make your change on that",
+                }
+            ],
+            status=412,
+        )
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,13 @@ def etag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object], accept: Accept | None = None,
-            expect: Collection[str] | None = None) -> Written:
+def rewrite(
+    path: Path,
+    site: Site,
+    mutate: Callable[[CommentedMap], object],
+    accept: Accept | None = None,
+    expect: Collection[str] | None = None,
+) -> Written:
     """Read, apply ``mutate`` to the document, validate the result as a whole, and replace the file: a
     compare-and-swap on the bytes read, so no writer's change is ever renamed away unseen.
 
@@ -120,8 +133,7 @@ def rewrite(path: Path, site: Site, mutate: Callable[[CommentedMap], object], ac
             if expect is not None:
                 raise Stale(read_version(path).sha256)
             if time.monotonic() > deadline:
-                raise lock.LockBusy(f"{path.name} kept changing under the edit (another program writes it); "
-                                    "try again")
+                raise lock.LockBusy(f"{path.name} kept changing under the edit (another program writes it); try again")
 
 
 def scalar(value):
@@ -155,8 +167,9 @@ def append_students(doc: CommentedMap, entries: list[dict]) -> None:
         students.append(item)
 
 
-def add_students(path: Path, site: Site, entries: list[dict], accept: Accept | None = None,
-                 expect: Collection[str] | None = None) -> Written:
+def add_students(
+    path: Path, site: Site, entries: list[dict], accept: Accept | None = None, expect: Collection[str] | None = None
+) -> Written:
     return rewrite(path, site, lambda doc: append_students(doc, entries), accept, expect)
 
 
@@ -165,14 +178,24 @@ def check_person(entry: dict) -> None:
     try:
         Person.model_validate(entry)
     except ValidationError as exc:
-        raise Rejected([{"path": ".".join(str(p) for p in e["loc"]),
-                         "message": e["msg"].removeprefix("Value error, ")} for e in exc.errors(include_url=False)
-                        ]) from None
+        raise Rejected(
+            [
+                {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"].removeprefix("Value error, ")}
+                for e in exc.errors(include_url=False)
+            ]
+        ) from None
 
 
-def change_person(path: Path, site: Site, username: str, changes: dict,
-                  check: Callable[[dict], None] = lambda entry: None, accept: Accept | None = None,
-                  expect: Collection[str] | None = None, among: tuple[str, ...] = SECTIONS) -> Written:
+def change_person(
+    path: Path,
+    site: Site,
+    username: str,
+    changes: dict,
+    check: Callable[[dict], None] = lambda entry: None,
+    accept: Accept | None = None,
+    expect: Collection[str] | None = None,
+    among: tuple[str, ...] = SECTIONS,
+) -> Written:
     """Merge ``changes`` into the person (None removes a key); the result is the entry before and after.
 
     ``check`` sees the entry as it is under the lock and may refuse the edit; ``among``: the sections the
@@ -183,11 +206,19 @@ def change_person(path: Path, site: Site, username: str, changes: dict,
     """
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
-        raise Rejected([{"path": key, "message": "cannot be changed (editable: " + ", ".join(EDITABLE) + ")"}
-                        for key in unknown])
+        raise Rejected(
+            [{"path": key, "message": "cannot be changed (editable: " + ", ".join(EDITABLE) + ")"} for key in unknown]
+        )
     if changes.get("status") == "purged":
-        raise Rejected([{"path": "status", "message": "purging deletes a person's files: write the tombstone "
-                                                      "in classroom.yaml and run reconcile --allow-destroy"}])
+        raise Rejected(
+            [
+                {
+                    "path": "status",
+                    "message": "purging deletes a person's files: write the tombstone "
+                    "in classroom.yaml and run reconcile --allow-destroy",
+                }
+            ]
+        )
 
     def edit(doc: CommentedMap) -> dict:
         entry = find(doc, username, among)

@@ -30,8 +30,39 @@ NameOrder = Literal["given-first", "surname-first"]
 NAME_ORDERS: tuple[NameOrder, ...] = ("given-first", "surname-first")
 
 # Lower-case words that belong to the surname they stand before (Latin-script names only).
-PARTICLES = frozenset("""de di da del della dello dei degli delle d' van von der den ter ten la le du des dos das do
-    af zu al el bin ibn""".split())
+PARTICLES = frozenset(
+    [
+        "de",
+        "di",
+        "da",
+        "del",
+        "della",
+        "dello",
+        "dei",
+        "degli",
+        "delle",
+        "d'",
+        "van",
+        "von",
+        "der",
+        "den",
+        "ter",
+        "ten",
+        "la",
+        "le",
+        "du",
+        "des",
+        "dos",
+        "das",
+        "do",
+        "af",
+        "zu",
+        "al",
+        "el",
+        "bin",
+        "ibn",
+    ]
+)
 MAX_BASE = 28  # usernames are at most 32 characters: room for a number when the name is taken
 
 
@@ -68,7 +99,7 @@ def parse(cell: str, order: NameOrder = "given-first") -> Name:
         end = 0
         while end < len(words) - 2 and _is_particle(words[end]):
             end += 1  # "De Luca Anna": the particles and the word after them are the surname
-        return Name(" ".join(words[end + 1:]), " ".join(words[:end + 1]))
+        return Name(" ".join(words[end + 1 :]), " ".join(words[: end + 1]))
     start = len(words) - 1
     while start > 1 and _is_particle(words[start - 1]):
         start -= 1  # "Anna Maria De Luca": the particles before the last word go with it

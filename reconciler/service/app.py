@@ -40,8 +40,9 @@ log = logging.getLogger("reconcile.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, problems: list[dict] | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, message: str, problems: list[dict] | None = None, headers: dict[str, str] | None = None
+    ):
         self.status, self.message, self.problems = status, message, problems or []
         self.headers = headers or {}  # sent with the error (tornado clears the handler's own before writing it)
         super().__init__(message)
@@ -85,8 +86,14 @@ class Page(Teacher):
         # the script's own words, as JSON in a non-executed <script type="application/json"> (json_encode escapes
         # "</", so no text can close the element); the page's static text is rendered here
         strings = json_encode({key: text for key, text in words.items() if key.startswith(("js.", "page.col."))})
-        self.render("index.html", xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes)
-                    else self.xsrf_token, teacher=self.current_user["name"], t=words, lang=language, strings=strings)
+        self.render(
+            "index.html",
+            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
+            teacher=self.current_user["name"],
+            t=words,
+            lang=language,
+            strings=strings,
+        )
 
 
 class Api(Teacher):
@@ -129,19 +136,22 @@ class Api(Teacher):
                 raise ApiError(409, f"not written: {exc}; classroom.yaml was not changed", exc.problems) from None
             raise ApiError(exc.status, "invalid input; classroom.yaml was not changed", exc.problems) from None
         except FileBusy as exc:  # scp or `cat >` is writing it right now: a second later it is whole
-            raise ApiError(503, f"classroom.yaml {exc.problems[0].message}; nothing was changed",
-                           headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                503, f"classroom.yaml {exc.problems[0].message}; nothing was changed", headers={"Retry-After": "1"}
+            ) from None
         except InvalidFile as exc:
-            raise ApiError(409, "classroom.yaml is invalid as it stands; fix the file first",
-                           [{"path": p.path, "message": f"line {p.line}: {p.message}"} for p in exc.problems]) from None
+            raise ApiError(
+                409,
+                "classroom.yaml is invalid as it stands; fix the file first",
+                [{"path": p.path, "message": f"line {p.line}: {p.message}"} for p in exc.problems],
+            ) from None
         except LockBusy as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         except Unwritable as exc:  # journal first: a change nobody could trace is not made
             raise ApiError(507, str(exc)) from None
         except OSError as exc:
             if exc.errno == errno.ENOSPC:  # the outbox or the state on a full disk: the cause, not a bare 500
-                raise ApiError(507, f"the server's disk is full: {exc.strerror} ({exc.filename or 'state'})") \
-                    from None
+                raise ApiError(507, f"the server's disk is full: {exc.strerror} ({exc.filename or 'state'})") from None
             raise
 
     def body(self) -> dict:
@@ -220,8 +230,9 @@ class Student(Api):
 
     @web.authenticated
     async def patch(self, username: str) -> None:
-        self.send(await self.call(teacher.change_student, self.room, self.actor, username, self.body(),
-                                  self.expected()))
+        self.send(
+            await self.call(teacher.change_student, self.room, self.actor, username, self.body(), self.expected())
+        )
 
     @web.authenticated
     async def delete(self, username: str) -> None:
@@ -278,8 +289,10 @@ class OwnExport(Teacher):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         said = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.finish(f"Your files could not be downloaded ({status_code}): {said}\n"
-                    + ("Try again in a minute.\n" if status_code == 503 else ""))
+        self.finish(
+            f"Your files could not be downloaded ({status_code}): {said}\n"
+            + ("Try again in a minute.\n" if status_code == 503 else "")
+        )
 
 
 class ResetPassword(Api):
@@ -295,8 +308,11 @@ class Import(Api):
         data = files[0]["body"] if files else self.request.body
         flags = {name: self.flag(name) for name in ("skip_invalid", "dry_run")}
         order = self.get_query_argument("name_order", "given-first")
-        self.send(await self.call(teacher.import_csv, self.room, self.actor, data, name_order=order,
-                                  expect=self.expected(), **flags))
+        self.send(
+            await self.call(
+                teacher.import_csv, self.room, self.actor, data, name_order=order, expect=self.expected(), **flags
+            )
+        )
 
 
 class Plan(Api):
@@ -387,8 +403,9 @@ class Slips(Api):
         html, items = await self.call(teacher.render_slips, self.room, everyone)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         # the slips template carries its own print styles; nothing else may load
-        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
-                        "frame-ancestors 'none'")
+        self.set_header(
+            "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+        )
         await self.finish(html)  # resolves once the page is flushed: only then do its passwords leave the outbox
         await self.call(teacher.hand_out, self.room, self.actor, items)
 
@@ -447,8 +464,9 @@ def main(site: Site, classroom_file: Path) -> int:
     liveness.die_with_parent()  # a hub killed outright leaves no stale service holding the port
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
     if not url.port:
-        raise SystemExit("reconcile api runs as a JupyterHub service (`reconcile hub` starts it): "
-                         "JUPYTERHUB_SERVICE_URL is not set")
+        raise SystemExit(
+            "reconcile api runs as a JupyterHub service (`reconcile hub` starts it): JUPYTERHUB_SERVICE_URL is not set"
+        )
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/classroom/")
     room = teacher.Room(site, classroom_file.resolve())
     asyncio.run(_serve(make_app(room, prefix), url.hostname or "127.0.0.1", url.port))

@@ -37,7 +37,8 @@ class StudentRow(_Answer):
     name: str | None
     role: Literal["student", "teacher"] | None
     status: Literal["active", "disabled", "archived", "purged", "removed"] = Field(
-        description="as the file says; removed = managed here but no longer in the file")
+        description="as the file says; removed = managed here but no longer in the file"
+    )
     emails: list[str]
     quota: str | None
     overrides: Overrides | None
@@ -51,12 +52,16 @@ class StudentRow(_Answer):
     mounted: bool
     server: Literal["running", "stopped"] | None = Field(description="null when the hub cannot be asked")
     node: str | None = Field(None, description="With the swarm spawner: the worker a running server is on")
-    stale_image: bool = Field(False, description="The running server uses an older image than the one built now: "
-                              "it gets the new one when it restarts")
+    stale_image: bool = Field(
+        False,
+        description="The running server uses an older image than the one built now: "
+        "it gets the new one when it restarts",
+    )
     last_activity: str | None
     credentials: str | None = Field(description="null: nothing waiting; pending; slip; failed (N): ...")
-    server_url: str | None = Field(None, description="Open this student's running JupyterLab (only with per-user "
-                                   "subdomains: hub.subdomain_host)")
+    server_url: str | None = Field(
+        None, description="Open this student's running JupyterLab (only with per-user subdomains: hub.subdomain_host)"
+    )
 
 
 class HubReach(_Answer):
@@ -107,15 +112,24 @@ class StudentList(_Answer):
     open_servers: str | None = Field(None, description="null when teachers may open students' servers; else why not")
     quota_sizes: dict[str, QuotaSizes] = Field(default_factory=dict, description="each named quota, in bytes and CPUs")
     disk_changes: DiskChanges | None = None
-    invalid: Invalid | None = Field(None, description="classroom.yaml is invalid: the class shown is its last valid "
-                                    "version (the one in force); writes answer 409 until the file is fixed")
+    invalid: Invalid | None = Field(
+        None,
+        description="classroom.yaml is invalid: the class shown is its last valid "
+        "version (the one in force); writes answer 409 until the file is fixed",
+    )
     course_material: CourseMaterial | None = Field(None, description="classroom.yaml's course_repo, with its link")
-    host_seen: float = Field(0.0, description="seconds since accounts, volumes and mounts were observed (the daemon's "
-                             "last pass, when it saw this roster; servers and the hub are always asked now)")
+    host_seen: float = Field(
+        0.0,
+        description="seconds since accounts, volumes and mounts were observed (the daemon's "
+        "last pass, when it saw this roster; servers and the hub are always asked now)",
+    )
     daemon: DaemonState | None = None
-    etag: str | None = Field(None, description="the version of classroom.yaml this list was made from (also the "
-                             "ETag header): send it as If-Match with a write, which is refused (412) if the file "
-                             "changed since; null while the file is invalid")
+    etag: str | None = Field(
+        None,
+        description="the version of classroom.yaml this list was made from (also the "
+        "ETag header): send it as If-Match with a write, which is refused (412) if the file "
+        "changed since; null while the file is invalid",
+    )
 
 
 def _model_schemas(*models: type[BaseModel]) -> dict:
@@ -163,76 +177,132 @@ def _components() -> dict:
             "reason": {"type": "string"},
             "destructive": {"type": "boolean"},
             "drift": {"type": "boolean"},
-            "waits": {"type": "string", "description": "present when the change cannot be made now (the volume is "
-                                                       "in use by a running server): why, and when it applies"},
+            "waits": {
+                "type": "string",
+                "description": "present when the change cannot be made now (the volume is "
+                "in use by a running server): why, and when it applies",
+            },
         },
     }
-    note = {"type": "object", "required": ["rule", "target", "message"],
-            "properties": {"rule": {"type": "string"}, "target": {"type": "string"}, "message": {"type": "string"}}}
+    note = {
+        "type": "object",
+        "required": ["rule", "target", "message"],
+        "properties": {"rule": {"type": "string"}, "target": {"type": "string"}, "message": {"type": "string"}},
+    }
     return {
         "schemas": {
             **_model_schemas(StudentList),
-            "Problem": {"type": "object", "required": ["path", "message"],
-                        "properties": {"path": {"type": "string"}, "message": {"type": "string"}}},
-            "Error": {"type": "object", "required": ["error", "problems"],
-                      "properties": {"error": {"type": "string"},
-                                     "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}}},
+            "Problem": {
+                "type": "object",
+                "required": ["path", "message"],
+                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error", "problems"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
+                },
+            },
             "NewStudent": new,
             "StudentChanges": changes,
-            "Entry": {"type": "object", "required": ["username", "name"], "description": "The person as now written",
-                      "properties": {"username": {"type": "string"}, "name": {"type": "string"}}},
-            "Reset": {"type": "object", "required": ["username", "delivery", "sent", "error"],
-                      "properties": {"username": {"type": "string"}, "delivery": {"enum": ["email", "slip"]},
-                                     "sent": {"type": "boolean"}, "error": NULLABLE_STRING}},
+            "Entry": {
+                "type": "object",
+                "required": ["username", "name"],
+                "description": "The person as now written",
+                "properties": {"username": {"type": "string"}, "name": {"type": "string"}},
+            },
+            "Reset": {
+                "type": "object",
+                "required": ["username", "delivery", "sent", "error"],
+                "properties": {
+                    "username": {"type": "string"},
+                    "delivery": {"enum": ["email", "slip"]},
+                    "sent": {"type": "boolean"},
+                    "error": NULLABLE_STRING,
+                },
+            },
             "ImportResult": {
-                "type": "object", "required": ["dry_run", "added", "present", "skipped"],
-                "properties": {"dry_run": {"type": "boolean"},
-                               "added": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
-                               "present": {"type": "array", "items": {"type": "string"}},
-                               "skipped": {"type": "array", "items": {"type": "string"}}}},
+                "type": "object",
+                "required": ["dry_run", "added", "present", "skipped"],
+                "properties": {
+                    "dry_run": {"type": "boolean"},
+                    "added": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
+                    "present": {"type": "array", "items": {"type": "string"}},
+                    "skipped": {"type": "array", "items": {"type": "string"}},
+                },
+            },
             "Action": action,
             "Note": note,
             "Plan": {
-                "type": "object", "required": ["format_version", "classroom", "actions", "drift", "refused", "blocked",
-                                               "summary"],
-                "properties": {"format_version": {"const": 1}, "classroom": {"type": "string"},
-                               "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
-                               "drift": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
-                               "refused": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}},
-                               "blocked": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}},
-                               "summary": {"type": "object"}}},
+                "type": "object",
+                "required": ["format_version", "classroom", "actions", "drift", "refused", "blocked", "summary"],
+                "properties": {
+                    "format_version": {"const": 1},
+                    "classroom": {"type": "string"},
+                    "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
+                    "drift": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
+                    "refused": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}},
+                    "blocked": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}},
+                    "summary": {"type": "object"},
+                },
+            },
             "PassStatus": {
-                "type": "object", "required": ["format_version", "time", "result"],
+                "type": "object",
+                "required": ["format_version", "time", "result"],
                 "description": "The daemon's <state_dir>/status.json",
-                "properties": {"format_version": {"const": 1}, "time": {"type": "string"},
-                               "result": {"enum": ["converged", "failed", "waiting", "refused", "interrupted", "invalid",
-                                                   "busy", "error"]},
-                               "problems": {"type": "array", "items": {"type": "string"}},
-                               "plan": {"$ref": "#/components/schemas/Plan"},
-                               "prewarm": {"$ref": "#/components/schemas/Prewarm"}}},
+                "properties": {
+                    "format_version": {"const": 1},
+                    "time": {"type": "string"},
+                    "result": {
+                        "enum": ["converged", "failed", "waiting", "refused", "interrupted", "invalid", "busy", "error"]
+                    },
+                    "problems": {"type": "array", "items": {"type": "string"}},
+                    "plan": {"$ref": "#/components/schemas/Plan"},
+                    "prewarm": {"$ref": "#/components/schemas/Prewarm"},
+                },
+            },
             "Prewarm": {
-                "type": "object", "description": "The next lesson of classroom.yaml's schedule and its pre-warm "
-                                                 "(present when the classroom has a schedule)",
-                "properties": {"phase": {"enum": ["none", "waiting", "warming", "lesson"]},
-                               "text": {"type": "string"},
-                               "lesson_start": {"type": ["string", "null"], "format": "date-time"},
-                               "lesson_end": {"type": ["string", "null"], "format": "date-time"},
-                               "window": {"type": ["string", "null"], "format": "date-time",
-                                          "description": "when the pre-warm starts"},
-                               "wanted": {"type": "integer"}, "running": {"type": "integer"},
-                               "skipped": {"type": "object", "additionalProperties": {"type": "string"},
-                                           "description": "username -> why not pre-started"},
-                               "started": {"type": "array", "items": {"type": "string"}},
-                               "failed": {"type": "object", "additionalProperties": {"type": "string"}},
-                               "error": {"type": "string", "description": "why the daemon's pre-warm failed"}}},
+                "type": "object",
+                "description": "The next lesson of classroom.yaml's schedule and its pre-warm "
+                "(present when the classroom has a schedule)",
+                "properties": {
+                    "phase": {"enum": ["none", "waiting", "warming", "lesson"]},
+                    "text": {"type": "string"},
+                    "lesson_start": {"type": ["string", "null"], "format": "date-time"},
+                    "lesson_end": {"type": ["string", "null"], "format": "date-time"},
+                    "window": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "when the pre-warm starts",
+                    },
+                    "wanted": {"type": "integer"},
+                    "running": {"type": "integer"},
+                    "skipped": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "username -> why not pre-started",
+                    },
+                    "started": {"type": "array", "items": {"type": "string"}},
+                    "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "error": {"type": "string", "description": "why the daemon's pre-warm failed"},
+                },
+            },
         },
         "securitySchemes": {
-            "hubToken": {"type": "http", "scheme": "bearer",
-                         "description": "A JupyterHub API token with the custom:classroom:manage scope "
-                                        "(`Authorization: token ...` works too)"},
-            "hubLogin": {"type": "apiKey", "in": "cookie", "name": "jupyterhub-services-classroom",
-                         "description": "The browser's hub OAuth login; writes also need the _xsrf token "
-                                        "(X-XSRFToken header)"},
+            "hubToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A JupyterHub API token with the custom:classroom:manage scope "
+                "(`Authorization: token ...` works too)",
+            },
+            "hubLogin": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "jupyterhub-services-classroom",
+                "description": "The browser's hub OAuth login; writes also need the _xsrf token (X-XSRFToken header)",
+            },
         },
     }
 
@@ -242,127 +312,231 @@ def _json(schema: str) -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "The body is not a JSON object", 403: "Not a teacher (or no login / token)",
-            404: "No such person", 409: "The roster is kept in git, the person exists, or the file is invalid",
-            422: "Invalid input: problems with field paths; classroom.yaml untouched",
-            412: "If-Match names a version of classroom.yaml that is not the file's now: nothing was written; "
-                 "read again (the ETag header is the file's version now)",
-            503: "Another pass holds the lock, or classroom.yaml is being written in place; retry (Retry-After)"}
+    text = {
+        400: "The body is not a JSON object",
+        403: "Not a teacher (or no login / token)",
+        404: "No such person",
+        409: "The roster is kept in git, the person exists, or the file is invalid",
+        422: "Invalid input: problems with field paths; classroom.yaml untouched",
+        412: "If-Match names a version of classroom.yaml that is not the file's now: nothing was written; "
+        "read again (the ETag header is the file's version now)",
+        503: "Another pass holds the lock, or classroom.yaml is being written in place; retry (Retry-After)",
+    }
     return {str(code): {"description": text[code], **_json("Error")} for code in (403, 503, *codes)}
 
 
 def document(prefix: str = "/services/classroom/") -> dict:
     user = {"name": "username", "in": "path", "required": True, "schema": USERNAME}
     flag = {"schema": {"type": "boolean", "default": False}, "in": "query", "required": False}
-    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
-                "description": "The ETag of the class list (or of a previous write) the change is based on: the "
-                               "write is made only if classroom.yaml is still that version, else 412"}
+    if_match = {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The ETag of the class list (or of a previous write) the change is based on: the "
+        "write is made only if classroom.yaml is still that version, else 412",
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Classroom teacher API", "version": "1",
-                 "description": "Manage the classroom's students. Writes change classroom.yaml (comments kept); "
-                                "the reconcile daemon then converges the server. DELETE disables, never purges."},
+        "info": {
+            "title": "Classroom teacher API",
+            "version": "1",
+            "description": "Manage the classroom's students. Writes change classroom.yaml (comments kept); "
+            "the reconcile daemon then converges the server. DELETE disables, never purges.",
+        },
         "servers": [{"url": prefix.rstrip("/")}],
         "security": [{"hubToken": []}, {"hubLogin": []}],
         "paths": {
             "/api/students": {
-                "get": {"summary": "Every person: desired and observed", "operationId": "listStudents",
-                        "responses": {"200": {"description": "The class", **_json("StudentList")},
-                                      **_errors(409)}},
-                "post": {"summary": "Add a student", "operationId": "addStudent",
-                         "parameters": [if_match],
-                         "requestBody": {"required": True, **_json("NewStudent")},
-                         "responses": {"201": {"description": "Added as written", **_json("Entry")},
-                                       **_errors(400, 409, 412, 422)}},
+                "get": {
+                    "summary": "Every person: desired and observed",
+                    "operationId": "listStudents",
+                    "responses": {"200": {"description": "The class", **_json("StudentList")}, **_errors(409)},
+                },
+                "post": {
+                    "summary": "Add a student",
+                    "operationId": "addStudent",
+                    "parameters": [if_match],
+                    "requestBody": {"required": True, **_json("NewStudent")},
+                    "responses": {
+                        "201": {"description": "Added as written", **_json("Entry")},
+                        **_errors(400, 409, 412, 422),
+                    },
+                },
             },
             "/api/username": {
-                "get": {"summary": "The username a new student with this name would get (same rule as import)",
-                        "operationId": "previewUsername",
-                        "parameters": [{"name": "name", "in": "query", "required": True,
-                                        "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
-                        "responses": {"200": {"description": "The username, and the name as it would be written",
-                                              **_json("Entry")}, **_errors(409, 422)}},
+                "get": {
+                    "summary": "The username a new student with this name would get (same rule as import)",
+                    "operationId": "previewUsername",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "The username, and the name as it would be written", **_json("Entry")},
+                        **_errors(409, 422),
+                    },
+                },
             },
             "/api/events": {
-                "get": {"summary": "Server-sent events: `change` whenever the class, the plan or the last pass may "
-                                   "have changed (the page refreshes then); `: ping` every 15 s",
-                        "operationId": "events",
-                        "responses": {"200": {"description": "An endless text/event-stream",
-                                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                                      "403": _errors()["403"]}},
+                "get": {
+                    "summary": "Server-sent events: `change` whenever the class, the plan or the last pass may "
+                    "have changed (the page refreshes then); `: ping` every 15 s",
+                    "operationId": "events",
+                    "responses": {
+                        "200": {
+                            "description": "An endless text/event-stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "403": _errors()["403"],
+                    },
+                },
             },
             "/api/students/{username}": {
                 "parameters": [user],
-                "get": {"summary": "One person", "operationId": "getStudent",
-                        "responses": {"200": {"description": "The person", **_json("StudentRow")}, **_errors(404, 409)}},
-                "patch": {"summary": "Change a person (quota, e-mail, status: disabled / active, ...)",
-                          "operationId": "changeStudent", "parameters": [if_match],
-                          "requestBody": {"required": True,
-                                          "content": {"application/json": {
-                                              "schema": {"$ref": "#/components/schemas/StudentChanges"}}}},
-                          "responses": {"200": {"description": "The person as now written", **_json("Entry")},
-                                        **_errors(400, 404, 409, 412, 422)}},
-                "delete": {"summary": "Disable (account locked, files kept); never purges",
-                           "operationId": "disableStudent", "parameters": [if_match],
-                           "responses": {"200": {"description": "The person as now written", **_json("Entry")},
-                                         **_errors(404, 409, 412, 422)}},
+                "get": {
+                    "summary": "One person",
+                    "operationId": "getStudent",
+                    "responses": {"200": {"description": "The person", **_json("StudentRow")}, **_errors(404, 409)},
+                },
+                "patch": {
+                    "summary": "Change a person (quota, e-mail, status: disabled / active, ...)",
+                    "operationId": "changeStudent",
+                    "parameters": [if_match],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StudentChanges"}}},
+                    },
+                    "responses": {
+                        "200": {"description": "The person as now written", **_json("Entry")},
+                        **_errors(400, 404, 409, 412, 422),
+                    },
+                },
+                "delete": {
+                    "summary": "Disable (account locked, files kept); never purges",
+                    "operationId": "disableStudent",
+                    "parameters": [if_match],
+                    "responses": {
+                        "200": {"description": "The person as now written", **_json("Entry")},
+                        **_errors(404, 409, 412, 422),
+                    },
+                },
             },
             "/api/students/{username}/reset-password": {
                 "parameters": [user],
-                "post": {"summary": "A new generated password, e-mailed or left for a slip (never in the answer)",
-                         "operationId": "resetPassword",
-                         "responses": {"200": {"description": "How it will reach the person", **_json("Reset")},
-                                       **_errors(404, 409)}},
+                "post": {
+                    "summary": "A new generated password, e-mailed or left for a slip (never in the answer)",
+                    "operationId": "resetPassword",
+                    "responses": {
+                        "200": {"description": "How it will reach the person", **_json("Reset")},
+                        **_errors(404, 409),
+                    },
+                },
             },
             "/api/students/{username}/export": {
                 "parameters": [user],
-                "get": {"summary": "The student's files as a verified archive (tar.zst, taken consistently even while "
-                                   "their server runs; one made in the last ten minutes is served again)",
-                        "operationId": "exportStudent",
-                        "responses": {"200": {"description": "USER-YYYYMMDD.tar.zst, as an attachment",
-                                              "content": {"application/zstd": {"schema": {
-                                                  "type": "string", "contentMediaType": "application/zstd"}}}},
-                                      **_errors(404, 409, 503)}},
+                "get": {
+                    "summary": "The student's files as a verified archive (tar.zst, taken consistently even while "
+                    "their server runs; one made in the last ten minutes is served again)",
+                    "operationId": "exportStudent",
+                    "responses": {
+                        "200": {
+                            "description": "USER-YYYYMMDD.tar.zst, as an attachment",
+                            "content": {
+                                "application/zstd": {
+                                    "schema": {"type": "string", "contentMediaType": "application/zstd"}
+                                }
+                            },
+                        },
+                        **_errors(404, 409, 503),
+                    },
+                },
             },
             "/api/import": {
-                "post": {"summary": "Add the people of a CSV roster (same rules as `reconcile import-csv`)",
-                         "operationId": "importCsv",
-                         "parameters": [if_match, {"name": "skip_invalid", **flag}, {"name": "dry_run", **flag},
-                                        {"name": "name_order", "in": "query", "required": False,
-                                         "description": "how a name without a comma is written ('Bianchi, Marco' "
-                                                        "is always surname, given name)",
-                                         "schema": {"type": "string", "enum": ["given-first", "surname-first"],
-                                                    "default": "given-first"}}],
-                         "requestBody": {"required": True, "content": {
-                             "text/csv": {"schema": {"type": "string"}},
-                             "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                                 "file": {"type": "string", "contentMediaType": "text/csv"}}}}}},
-                         "responses": {"200": {"description": "Who was (or would be) added", **_json("ImportResult")},
-                                       **_errors(400, 409, 412, 422)}},
+                "post": {
+                    "summary": "Add the people of a CSV roster (same rules as `reconcile import-csv`)",
+                    "operationId": "importCsv",
+                    "parameters": [
+                        if_match,
+                        {"name": "skip_invalid", **flag},
+                        {"name": "dry_run", **flag},
+                        {
+                            "name": "name_order",
+                            "in": "query",
+                            "required": False,
+                            "description": "how a name without a comma is written ('Bianchi, Marco' "
+                            "is always surname, given name)",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["given-first", "surname-first"],
+                                "default": "given-first",
+                            },
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {"file": {"type": "string", "contentMediaType": "text/csv"}},
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "Who was (or would be) added", **_json("ImportResult")},
+                        **_errors(400, 409, 412, 422),
+                    },
+                },
             },
             "/api/plan": {
-                "get": {"summary": "The pending plan (the core's dry run, JSON format)", "operationId": "getPlan",
-                        "responses": {"200": {"description": "The plan", **_json("Plan")}, **_errors(409)}},
+                "get": {
+                    "summary": "The pending plan (the core's dry run, JSON format)",
+                    "operationId": "getPlan",
+                    "responses": {"200": {"description": "The plan", **_json("Plan")}, **_errors(409)},
+                },
             },
             "/api/status": {
-                "get": {"summary": "The daemon's last pass", "operationId": "getStatus",
-                        "responses": {"200": {"description": "status.json", **_json("PassStatus")}, **_errors(404)}},
+                "get": {
+                    "summary": "The daemon's last pass",
+                    "operationId": "getStatus",
+                    "responses": {"200": {"description": "status.json", **_json("PassStatus")}, **_errors(404)},
+                },
             },
             "/api/metrics": {
-                "get": {"summary": "The classroom in Prometheus' text format (from the daemon's last pass); a token "
-                                   "with custom:classroom:metrics alone is enough",
-                        "operationId": "getMetrics",
-                        "responses": {"200": {"description": "Prometheus exposition format 0.0.4",
-                                              "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                      **_errors()}},
+                "get": {
+                    "summary": "The classroom in Prometheus' text format (from the daemon's last pass); a token "
+                    "with custom:classroom:metrics alone is enough",
+                    "operationId": "getMetrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus exposition format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(),
+                    },
+                },
             },
             "/api/slips": {
-                "post": {"summary": "Printable credential slips (HTML with passwords; they leave the outbox)",
-                         "operationId": "printSlips",
-                         "parameters": [{"name": "all", **flag, "description": "also people with an e-mail"}],
-                         "responses": {"200": {"description": "The slips page",
-                                               "content": {"text/html": {"schema": {"type": "string"}}}},
-                                       **_errors(400, 409)}},
+                "post": {
+                    "summary": "Printable credential slips (HTML with passwords; they leave the outbox)",
+                    "operationId": "printSlips",
+                    "parameters": [{"name": "all", **flag, "description": "also people with an e-mail"}],
+                    "responses": {
+                        "200": {
+                            "description": "The slips page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 409),
+                    },
+                },
             },
         },
         "components": _components(),

@@ -112,8 +112,7 @@ class Room:
             last = log_line(self.file)
             edits = "; the checkout also has local edits that are not committed" if revision["dirty"] else ""
             return f"commit {last or revision['commit'][:12]}{edits}"
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.file.stat().st_mtime)) if self.file.exists() \
-            else "?"
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.file.stat().st_mtime)) if self.file.exists() else "?"
         return f"changed on this server at {when}, outside this page (the page only writes valid files)"
 
     def teachers(self) -> frozenset[str] | None:
@@ -162,8 +161,11 @@ def _writable(room: Room) -> None:
     if room.site.roster_in_git:
         revision = git_revision(room.file)
         at = f" (this server runs commit {revision['commit'][:12]})" if revision else ""
-        raise Refused(409, f"classroom.yaml is managed in git{at}: change it in the repository and let CI deliver "
-                           "it, so the file in git stays the single source of truth")
+        raise Refused(
+            409,
+            f"classroom.yaml is managed in git{at}: change it in the repository and let CI deliver "
+            "it, so the file in git stays the single source of truth",
+        )
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -195,41 +197,49 @@ def students(room: Room) -> dict:
         name = row["username"]
         member = members.get(name)
         hub_user = actual.hub_users.get(name)
-        people.append(StudentRow(
-            username=name,
-            name=member.name if member else (actual.accounts[name].name if name in actual.accounts else None),
-            role=row["role"],
-            status=row["status"],
-            emails=list(member.emails) if member else [],
-            quota=written[name].quota if name in written else None,
-            overrides=_overrides(raw[name]) if name in written else None,
-            account=row["account"],
-            cpu=member.cpu if member else None,
-            memory_limit=member.memory if member else None,
-            memory_used=memory.get(name),
-            disk_quota=member.disk if member else None,
-            disk_used=row["volume_used"],
-            volume_size=row["volume_size"],
-            mounted=row["mounted"],
-            server=row["server"],
-            node=row["node"],
-            stale_image=row["stale_image"],
-            last_activity=hub_user.last_activity if hub_user else None,
-            credentials=row["credentials"],
-            server_url=server_url(room.site, name) if row["server"] == "running" and row["role"] == "student" else None,
-        ))
+        people.append(
+            StudentRow(
+                username=name,
+                name=member.name if member else (actual.accounts[name].name if name in actual.accounts else None),
+                role=row["role"],
+                status=row["status"],
+                emails=list(member.emails) if member else [],
+                quota=written[name].quota if name in written else None,
+                overrides=_overrides(raw[name]) if name in written else None,
+                account=row["account"],
+                cpu=member.cpu if member else None,
+                memory_limit=member.memory if member else None,
+                memory_used=memory.get(name),
+                disk_quota=member.disk if member else None,
+                disk_used=row["volume_used"],
+                volume_size=row["volume_size"],
+                mounted=row["mounted"],
+                server=row["server"],
+                node=row["node"],
+                stale_image=row["stale_image"],
+                last_activity=hub_user.last_activity if hub_user else None,
+                credentials=row["credentials"],
+                server_url=server_url(room.site, name)
+                if row["server"] == "running" and row["role"] == "student"
+                else None,
+            )
+        )
     hub = None if actual.hub is None else {"reachable": actual.hub.users is not None, "error": actual.hub.error}
-    return StudentList(classroom=classroom.name, roster_in_git=room.site.roster_in_git, hub=hub,
-                       quotas=sorted(classroom.quotas), students=people,
-                       open_servers=None if room.site.hub is None or room.site.hub.subdomain_host else ONE_ORIGIN,
-                       invalid=invalid,
-                       quota_sizes={name: {"memory": q.memory, "cpu": q.cpu, "disk": q.disk}
-                                    for name, q in classroom.quotas.items()},
-                       disk_changes={"online_grow": actual.online_resize,
-                                     "resize_running": room.site.resize_running},
-                       course_material=course_material(room.site, classroom),
-                       host_seen=round(max(0.0, time.time() - seen), 1), etag=etag,
-                       daemon=liveness.look(room.site.paths.heartbeat)).model_dump(mode="json")
+    return StudentList(
+        classroom=classroom.name,
+        roster_in_git=room.site.roster_in_git,
+        hub=hub,
+        quotas=sorted(classroom.quotas),
+        students=people,
+        open_servers=None if room.site.hub is None or room.site.hub.subdomain_host else ONE_ORIGIN,
+        invalid=invalid,
+        quota_sizes={name: {"memory": q.memory, "cpu": q.cpu, "disk": q.disk} for name, q in classroom.quotas.items()},
+        disk_changes={"online_grow": actual.online_resize, "resize_running": room.site.resize_running},
+        course_material=course_material(room.site, classroom),
+        host_seen=round(max(0.0, time.time() - seen), 1),
+        etag=etag,
+        daemon=liveness.look(room.site.paths.heartbeat),
+    ).model_dump(mode="json")
 
 
 def _mtime(path: Path) -> float:
@@ -244,12 +254,18 @@ def course_material(site: Site, classroom: Classroom) -> dict | None:
     repo = classroom.course_repo
     if repo is None or site.hub is None:
         return None
-    return {"url": repo.url, "branch": repo.branch, "folder": repo.target,
-            "link": material_link(site.hub.public_url, repo.url, repo.branch, repo.target)}
+    return {
+        "url": repo.url,
+        "branch": repo.branch,
+        "folder": repo.target,
+        "link": material_link(site.hub.public_url, repo.url, repo.branch, repo.target),
+    }
 
 
-ONE_ORIGIN = ("Opening a student's JupyterLab from here needs per-user subdomains (hub.subdomain_host in site.yaml): "
-              "on the hub's one origin, whatever a student's server serves would run in your browser as you.")
+ONE_ORIGIN = (
+    "Opening a student's JupyterLab from here needs per-user subdomains (hub.subdomain_host in site.yaml): "
+    "on the hub's one origin, whatever a student's server serves would run in your browser as you."
+)
 
 
 def server_url(site: Site, username: str) -> str | None:
@@ -307,8 +323,9 @@ def prometheus_text(gauges: list) -> bytes:
     class Collector:
         def collect(self):
             for gauge in gauges:
-                family = GaugeMetricFamily(gauge.name, gauge.documentation, value=gauge.value,
-                                           labels=gauge.labels or None)
+                family = GaugeMetricFamily(
+                    gauge.name, gauge.documentation, value=gauge.value, labels=gauge.labels or None
+                )
                 for values, value in gauge.samples:
                     family.add_metric(values, value)
                 yield family
@@ -325,8 +342,9 @@ def preview_username(room: Room, name: str) -> dict:
     written = names.parse(name).display if "," in name else " ".join(name.split())
     if not written:
         raise Rejected([{"path": "name", "message": "the name is empty"}])
-    taken = csv_import.taken_usernames(data, read_accounts(room.host.etc / "passwd", {}, {}), data["name"],
-                                       read_groups(room.host.etc / "group"))
+    taken = csv_import.taken_usernames(
+        data, read_accounts(room.host.etc / "passwd", {}, {}), data["name"], read_groups(room.host.etc / "group")
+    )
     return {"username": csv_import.unique_username(written, taken), "name": written}
 
 
@@ -357,28 +375,32 @@ def add_student(room: Room, actor: str, body: dict, expect: Collection[str] | No
         if edit.find(doc, username) is not None:
             raise Refused(409, f"{username} is already in the classroom")
         if username in taken:
-            raise Rejected([{"path": "username",
-                             "message": f"{username!r} is taken by another account or group on this server"}])
+            raise Rejected(
+                [{"path": "username", "message": f"{username!r} is taken by another account or group on this server"}]
+            )
         edit.append_students(doc, [new])
         return new
 
     with _journal_first(room, actor) as journal:
         written = edit.rewrite(room.file, room.site, add, room.accept, expect)
         added = written.result
-        journal.record(Action(Op.CREATE, Kind.ROSTER, added["username"], after=added,
-                              reason="added through the teacher API"), "ok")
+        journal.record(
+            Action(Op.CREATE, Kind.ROSTER, added["username"], after=added, reason="added through the teacher API"), "ok"
+        )
     return written
 
 
-def change_student(room: Room, actor: str, username: str, changes: dict,
-                   expect: Collection[str] | None = None) -> Written:
+def change_student(
+    room: Room, actor: str, username: str, changes: dict, expect: Collection[str] | None = None
+) -> Written:
     """Merge-patch one student (null removes a key, e.g. an inline quota override)."""
     _writable(room)
     _student(room, username)
     with _journal_first(room, actor) as journal:
         try:
-            written = edit.change_person(room.file, room.site, username, changes, among=("students",),
-                                         accept=room.accept, expect=expect)
+            written = edit.change_person(
+                room.file, room.site, username, changes, among=("students",), accept=room.accept, expect=expect
+            )
         except Rejected as exc:
             if exc.status == 404:  # removed from the file since the check above
                 raise Refused(404, f"{username} is not in the classroom") from None
@@ -386,9 +408,17 @@ def change_student(room: Room, actor: str, username: str, changes: dict,
         before, after = written.result
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         if changed:
-            journal.record(Action(Op.UPDATE, Kind.ROSTER, username, before={k: before.get(k) for k in changed},
-                                  after={k: after.get(k) for k in changed}, reason="changed through the teacher API"),
-                           "ok")
+            journal.record(
+                Action(
+                    Op.UPDATE,
+                    Kind.ROSTER,
+                    username,
+                    before={k: before.get(k) for k in changed},
+                    after={k: after.get(k) for k in changed},
+                    reason="changed through the teacher API",
+                ),
+                "ok",
+            )
     return Written(after, written.etag)
 
 
@@ -417,8 +447,16 @@ def disable_student(room: Room, actor: str, username: str, expect: Collection[st
     return change_student(room, actor, username, {"status": "disabled"}, expect)
 
 
-def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_run: bool,
-               name_order: str = "given-first", expect: Collection[str] | None = None) -> Written:
+def import_csv(
+    room: Room,
+    actor: str,
+    data: bytes,
+    *,
+    skip_invalid: bool,
+    dry_run: bool,
+    name_order: str = "given-first",
+    expect: Collection[str] | None = None,
+) -> Written:
     """`reconcile import-csv` over HTTP: same reading, same username rules, same errors."""
     if not dry_run:
         _writable(room)
@@ -432,8 +470,9 @@ def import_csv(room: Room, actor: str, data: bytes, *, skip_invalid: bool, dry_r
         with _journal_first(room, actor) as journal:
             etag = edit.add_students(room.file, room.site, result.added, room.accept, expect).etag
             journal_imported(journal, result.added, "imported from CSV through the teacher API")
-    return Written({"dry_run": dry_run, "added": result.added, "present": result.present,
-                    "skipped": result.problems}, etag or "")
+    return Written(
+        {"dry_run": dry_run, "added": result.added, "present": result.present, "skipped": result.problems}, etag or ""
+    )
 
 
 # --- downloads of a person's files ---------------------------------------------------------------------
@@ -479,8 +518,17 @@ def download(room: Room, username: str, actor: str) -> Path:
         mine = private_dir(folder / username)
         ready = term.latest(mine, username)
         if ready is not None:  # who read whose files is journaled for every download, not only the export
-            _journal(room, actor, Action(Op.CREATE, Kind.ARCHIVE, username, after=str(ready),
-                                         reason="downloaded again (made in the last ten minutes)"))
+            _journal(
+                room,
+                actor,
+                Action(
+                    Op.CREATE,
+                    Kind.ARCHIVE,
+                    username,
+                    after=str(ready),
+                    reason="downloaded again (made in the last ten minutes)",
+                ),
+            )
             return ready
         try:
             done = term.export(room.site, [username], mine, actor=actor, source="api")[0]
@@ -497,8 +545,9 @@ def download(room: Room, username: str, actor: str) -> Path:
 # --- credentials ---------------------------------------------------------------------------------
 
 
-def reset_password(site: Site, classroom: Classroom, username: str, actor: str | None = None,
-                   host: HostFiles = HostFiles()) -> str:
+def reset_password(
+    site: Site, classroom: Classroom, username: str, actor: str | None = None, host: HostFiles = HostFiles()
+) -> str:
     """A new generated password to the outbox (then e-mail or slip), like a new student's.
 
     Not a roster edit, so it works when the roster is kept in git.
@@ -514,11 +563,22 @@ def reset_password(site: Site, classroom: Classroom, username: str, actor: str |
     if not exists:
         raise Refused(409, f"{username} has no account yet: the next pass creates it, with a first password")
     action = Action(Op.UPDATE, Kind.PASSWORD, username, after="generated, to the outbox", reason="password reset")
-    with lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout) as held, \
-            journal_before(paths.journal, actor, source="reset") as journal:
+    with (
+        lock.hold(paths.lock, exclusive=True, timeout=site.lock_timeout) as held,
+        journal_before(paths.journal, actor, source="reset") as journal,
+    ):
         try:
-            accounts.set_password(Runner().holding(held.fd), host, outbox.Outbox(paths.outbox), username,
-                                  classroom.name, member.name, member.emails, "password reset", reset=True)
+            accounts.set_password(
+                Runner().holding(held.fd),
+                host,
+                outbox.Outbox(paths.outbox),
+                username,
+                classroom.name,
+                member.name,
+                member.emails,
+                "password reset",
+                reset=True,
+            )
             journal.record(action, "ok", "set")
         except Exception as exc:
             journal.record(action, "failed", str(exc))
@@ -542,17 +602,28 @@ def render_slips(room: Room, everyone: bool) -> tuple[str, list[dict]]:
     """The slips page (it holds passwords) and the outbox items on it; nothing is consumed yet."""
     classroom = room.classroom()
     with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout):
-        return delivery.render_slips(room.site, classroom.name, everyone,
-                                     delivery.active_people(classroom) & reach(classroom))
+        return delivery.render_slips(
+            room.site, classroom.name, everyone, delivery.active_people(classroom) & reach(classroom)
+        )
 
 
 def hand_out(room: Room, actor: str, items: list[dict]) -> list[str]:
     """Once the page reached the teacher: those passwords leave the outbox (a newer one stays)."""
     mine = reach(room.classroom())
-    with lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout), \
-            _journal_first(room, actor) as journal:
+    with (
+        lock.hold(room.site.paths.lock, exclusive=True, timeout=room.site.lock_timeout),
+        _journal_first(room, actor) as journal,
+    ):
         names = delivery.consume(room.site, [item for item in items if item["username"] in mine])
         for name in names:
-            journal.record(Action(Op.UPDATE, Kind.PASSWORD, name, after="handed out on a printed slip",
-                                  reason="slips printed through the teacher API"), "ok")
+            journal.record(
+                Action(
+                    Op.UPDATE,
+                    Kind.PASSWORD,
+                    name,
+                    after="handed out on a printed slip",
+                    reason="slips printed through the teacher API",
+                ),
+                "ok",
+            )
     return names

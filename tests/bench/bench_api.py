@@ -51,8 +51,12 @@ def main() -> int:
             return 1
         teacher = room.user("tea")
         session = hub.login(teacher, hb.password(room, teacher))
-        made = session.post(f"{hub.url}/hub/api/users/{teacher}/tokens", json={"note": "bench", "scopes": [SCOPE]},
-                            headers=xsrf(session), timeout=30)
+        made = session.post(
+            f"{hub.url}/hub/api/users/{teacher}/tokens",
+            json={"note": "bench", "scopes": [SCOPE]},
+            headers=xsrf(session),
+            timeout=30,
+        )
         token = made.json()["token"]
         api = requests.Session()
         api.headers["Authorization"] = f"token {token}"
@@ -60,6 +64,7 @@ def main() -> int:
         deadline = time.monotonic() + 60
         while api.get(url, timeout=60).status_code == 503 and time.monotonic() < deadline:
             time.sleep(0.5)  # the service is still starting
+
         def timed() -> list[float] | None:
             nonlocal size
             out = []
@@ -76,9 +81,12 @@ def main() -> int:
         baseline = timed()
         if baseline is None:
             return 1
-        daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f",
-                                   str(room.file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             snapshot = room.paths.snapshot
             deadline = time.monotonic() + 120
@@ -112,13 +120,19 @@ def main() -> int:
         cleanup(room)
     print("\n" + "=" * 90)
     print(f"machine: {os.cpu_count()} cores; N={args.n}; GET /api/students x{args.repeat}, {size / 1024:.0f} KiB each")
-    print(f"no daemon, host observed per request: p50 {statistics.median(baseline) * 1000:.0f} ms, "
-          f"p95 {hb.percentile(baseline, 95) * 1000:.0f} ms, max {max(baseline) * 1000:.0f} ms")
-    print(f"with the daemon (host part from its snapshot, {seen:.0f} s old): p50 {statistics.median(times) * 1000:.0f} "
-          f"ms, p95 {hb.percentile(times, 95) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms (target p95 <= 150 ms); "
-          f"ratio p95 {hb.percentile(times, 95) / hb.percentile(baseline, 95):.2f}")
-    print(f"the engine's dry run alone (observe incl. the hub's users and Docker, plan), in-process: median "
-          f"{statistics.median(engine_times) * 1000:.0f} ms")
+    print(
+        f"no daemon, host observed per request: p50 {statistics.median(baseline) * 1000:.0f} ms, "
+        f"p95 {hb.percentile(baseline, 95) * 1000:.0f} ms, max {max(baseline) * 1000:.0f} ms"
+    )
+    print(
+        f"with the daemon (host part from its snapshot, {seen:.0f} s old): p50 {statistics.median(times) * 1000:.0f} "
+        f"ms, p95 {hb.percentile(times, 95) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms (target p95 <= 150 ms); "
+        f"ratio p95 {hb.percentile(times, 95) / hb.percentile(baseline, 95):.2f}"
+    )
+    print(
+        f"the engine's dry run alone (observe incl. the hub's users and Docker, plan), in-process: median "
+        f"{statistics.median(engine_times) * 1000:.0f} ms"
+    )
     return 0
 
 

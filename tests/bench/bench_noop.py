@@ -62,6 +62,7 @@ from reconciler.host import facts as obs  # noqa: E402
 from reconciler.host.observe import observe as host_observe  # noqa: E402
 from reconciler.host.volumes import backend_for  # noqa: E402
 from reconciler.host.volumes.loop import read_volumes  # noqa: E402
+import contextlib
 
 TARGET_N, TARGET_S = 1000, 0.3  # issue #14: a no-op dry run at N = 1000, median wall time
 # A 128 MiB ext4 image holds ~17 MiB of real blocks after mkfs (the 16 MiB journal is written);
@@ -71,6 +72,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 # --- child processes: own session, so Ctrl-C reaches only us and we stop them cleanly -------------
+
 
 class Interrupted(KeyboardInterrupt):
     pass
@@ -98,10 +100,8 @@ def _stop_group(proc: subprocess.Popen) -> None:
         else:
             continue
         break
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 @dataclass
@@ -116,8 +116,9 @@ class Ran:
 def run(argv: list[str], *, env: dict | None = None, timeout: float | None = None) -> Ran:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env, cwd=CODE)  # cwd: `python -c` puts it first on sys.path
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env, cwd=CODE
+    )  # cwd: `python -c` puts it first on sys.path
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
@@ -140,6 +141,7 @@ def tail(text: str, lines: int = 15) -> str:
 
 
 # --- preflight: how many loop mounts can this host have? ------------------------------------------
+
 
 def _read(path: str) -> str | None:
     try:
@@ -170,12 +172,17 @@ def loop_capacity(wanted: int) -> tuple[int, list[str]]:
     mounted = sum(1 for _ in open("/proc/self/mountinfo"))
     limits["fs.mount-max"] = mount_max - mounted
     usage = shutil.disk_usage(tempfile.gettempdir())
-    limits[f"free disk in {tempfile.gettempdir()} (~{BYTES_PER_VOLUME >> 20} MiB/volume)"] = usage.free // BYTES_PER_VOLUME
+    limits[f"free disk in {tempfile.gettempdir()} (~{BYTES_PER_VOLUME >> 20} MiB/volume)"] = (
+        usage.free // BYTES_PER_VOLUME
+    )
     reachable = min([wanted, *limits.values()])
-    notes.insert(0, f"loop: max_loop={max_loop} ({'hard, from the command line' if hard else 'boot-time count only, not a limit'}), "
-                    f"{len(devices)} loop devices exist, {attached} attached, /dev/loop-control "
-                    f"{'present' if control else 'MISSING'}, /dev {'devtmpfs' if devtmpfs else 'not devtmpfs'}; "
-                    f"mounts {mounted}/{mount_max}; disk free {usage.free / 2**30:.0f} GiB")
+    notes.insert(
+        0,
+        f"loop: max_loop={max_loop} ({'hard, from the command line' if hard else 'boot-time count only, not a limit'}), "
+        f"{len(devices)} loop devices exist, {attached} attached, /dev/loop-control "
+        f"{'present' if control else 'MISSING'}, /dev {'devtmpfs' if devtmpfs else 'not devtmpfs'}; "
+        f"mounts {mounted}/{mount_max}; disk free {usage.free / 2**30:.0f} GiB",
+    )
     for name, value in limits.items():
         if value < wanted:
             notes.append(f"LIMIT: {name} allows only {max(value, 0)} more volumes")
@@ -184,10 +191,15 @@ def loop_capacity(wanted: int) -> tuple[int, list[str]]:
 
 # --- the classroom under test ---------------------------------------------------------------------
 
+
 def write_roster(room: Classroom, n: int) -> None:
     width = len(str(n))
-    room.write([{"username": f"s{i:0{width}d}", "name": f"Student {i}", "email": f"s{i}@school.example"}
-                for i in range(1, n + 1)])
+    room.write(
+        [
+            {"username": f"s{i:0{width}d}", "name": f"Student {i}", "email": f"s{i}@school.example"}
+            for i in range(1, n + 1)
+        ]
+    )
 
 
 def mounts_under(root: Path) -> list[str]:
@@ -201,11 +213,16 @@ def leftovers(room: Classroom) -> dict[str, int]:
     grep = subprocess.run(["grep", "-c", room.name, "/etc/passwd"], capture_output=True, text=True)
     passwd = int(grep.stdout.strip() or 0)
     users = sum(1 for line in open("/etc/passwd") if line.startswith(room.prefix))
-    groups = sum(1 for line in open("/etc/group")
-                 if line.startswith(room.name + "-") or line.startswith(room.prefix))
+    groups = sum(1 for line in open("/etc/group") if line.startswith(room.name + "-") or line.startswith(room.prefix))
     loops = sum(1 for image in obs.read_loops(Path("/sys/block")) if image.startswith(str(room.root) + "/"))
-    return {"grep -c name /etc/passwd": passwd, "users": users, "groups": groups,
-            "mounts": len(mounts_under(room.root)), "attached loops": loops, "dir": int(room.root.exists())}
+    return {
+        "grep -c name /etc/passwd": passwd,
+        "users": users,
+        "groups": groups,
+        "mounts": len(mounts_under(room.root)),
+        "attached loops": loops,
+        "dir": int(room.root.exists()),
+    }
 
 
 def clean(room: Classroom) -> bool:
@@ -215,7 +232,7 @@ def clean(room: Classroom) -> bool:
         print(f"  cleanup {room.name} ({room.root}) ...", flush=True)
         start = time.perf_counter()
         left = {}
-        for attempt in range(2):
+        for _attempt in range(2):
             cleanup(room)
             time.sleep(0.5)  # lazy unmounts release their loop devices asynchronously
             left = leftovers(room)
@@ -223,8 +240,11 @@ def clean(room: Classroom) -> bool:
                 break
         status = ", ".join(f"{k} {v}" for k, v in left.items())
         ok = not any(left.values())
-        print(f"  cleanup check {room.name}: {status} -> {'clean' if ok else 'LEFTOVERS'} "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
+        print(
+            f"  cleanup check {room.name}: {status} -> {'clean' if ok else 'LEFTOVERS'} "
+            f"({time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
         return ok
     finally:
         for sig, handler in old.items():
@@ -232,6 +252,7 @@ def clean(room: Classroom) -> bool:
 
 
 # --- in-process engine timing -----------------------------------------------------------------------
+
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
@@ -274,13 +295,26 @@ def engine_times(room: Classroom, repeat: int) -> dict[str, float]:
         # The same reads as observe(), one at a time (mirrors reconciler/host/observe.py and volumes/loop.py).
         host = obs.HostFiles()
         t = time.perf_counter()
-        groups = obs.read_groups(host.etc / "group"); add("groups", time.perf_counter() - t); t = time.perf_counter()
-        shadow = obs.read_shadow(host.etc / "shadow"); add("shadow", time.perf_counter() - t); t = time.perf_counter()
-        obs.read_accounts(host.etc / "passwd", groups, shadow); add("passwd", time.perf_counter() - t); t = time.perf_counter()
-        loops = obs.read_loops(host.sys_block); add("loops", time.perf_counter() - t); t = time.perf_counter()
-        mounts = obs.read_mounts(host.mountinfo, loops, under=str(paths.homes), also=[str(paths.course_folder)]); add("mounts", time.perf_counter() - t); t = time.perf_counter()
-        read_volumes(paths.state / "volumes", loops, mounts, paths.home); add("volumes", time.perf_counter() - t); t = time.perf_counter()
-        obs.read_manifest(paths.manifest); add("manifest", time.perf_counter() - t)
+        groups = obs.read_groups(host.etc / "group")
+        add("groups", time.perf_counter() - t)
+        t = time.perf_counter()
+        shadow = obs.read_shadow(host.etc / "shadow")
+        add("shadow", time.perf_counter() - t)
+        t = time.perf_counter()
+        obs.read_accounts(host.etc / "passwd", groups, shadow)
+        add("passwd", time.perf_counter() - t)
+        t = time.perf_counter()
+        loops = obs.read_loops(host.sys_block)
+        add("loops", time.perf_counter() - t)
+        t = time.perf_counter()
+        mounts = obs.read_mounts(host.mountinfo, loops, under=str(paths.homes), also=[str(paths.course_folder)])
+        add("mounts", time.perf_counter() - t)
+        t = time.perf_counter()
+        read_volumes(paths.state / "volumes", loops, mounts, paths.home)
+        add("volumes", time.perf_counter() - t)
+        t = time.perf_counter()
+        obs.read_manifest(paths.manifest)
+        add("manifest", time.perf_counter() - t)
     return {key: median(values) for key, values in samples.items()}
 
 
@@ -302,8 +336,13 @@ def profile_engine(room: Classroom, top: int = 18) -> str:
     stats = pstats.Stats(profiler, stream=buffer)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
-    text = (buffer.getvalue().replace(str(Path(sys.prefix)), "<venv>").replace(str(CODE), "<code>").replace(str(REPO), "<repo>")
-            .replace(str(Path(sys.base_prefix)), "<python>"))
+    text = (
+        buffer.getvalue()
+        .replace(str(Path(sys.prefix)), "<venv>")
+        .replace(str(CODE), "<code>")
+        .replace(str(REPO), "<repo>")
+        .replace(str(Path(sys.base_prefix)), "<python>")
+    )
     return "\n".join(line for line in text.splitlines() if line.strip())
 
 
@@ -346,19 +385,41 @@ def ansible_setup(room: Classroom) -> tuple[list[str], dict]:
 
     site = spec.load_site(room.site)
     desired = desire(site, spec.load_classroom(room.file, site))
-    users = [{"name": m.username, "comment": obs.gecos(m.name, desired.classroom),
-              "group": group_name(desired.classroom, m.role), "home": str(site.paths.home(m.username)),
-              "shell": SHELL} for m in desired.members]
+    users = [
+        {
+            "name": m.username,
+            "comment": obs.gecos(m.name, desired.classroom),
+            "group": group_name(desired.classroom, m.role),
+            "home": str(site.paths.home(m.username)),
+            "shell": SHELL,
+        }
+        for m in desired.members
+    ]
     work = room.root / "ansible"
     (work / "tmp").mkdir(parents=True, exist_ok=True)
     (work / "playbook.yml").write_text(PLAYBOOK)
     (work / "users.json").write_text(json.dumps({"users": users, "ansible_python_interpreter": sys.executable}))
-    env = dict(os.environ, ANSIBLE_HOME=str(work), ANSIBLE_LOCAL_TEMP=str(work / "tmp"),
-               ANSIBLE_REMOTE_TEMP=str(work / "tmp"), ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_DEPRECATION_WARNINGS="False",
-               ANSIBLE_LOCALHOST_WARNING="False")
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-            "-e", f"@{work / 'users.json'}", str(work / "playbook.yml")]
+    env = dict(
+        os.environ,
+        ANSIBLE_HOME=str(work),
+        ANSIBLE_LOCAL_TEMP=str(work / "tmp"),
+        ANSIBLE_REMOTE_TEMP=str(work / "tmp"),
+        ANSIBLE_PIPELINING="True",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="False",
+        ANSIBLE_DEPRECATION_WARNINGS="False",
+        ANSIBLE_LOCALHOST_WARNING="False",
+    )
+    argv = [
+        str(VENV_BIN / "ansible-playbook"),
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        f"@{work / 'users.json'}",
+        str(work / "playbook.yml"),
+    ]
     return argv, env
 
 
@@ -369,8 +430,10 @@ def time_ansible(room: Classroom, repeat: int) -> tuple[list[float], str]:
         ran = run(argv, env=env)
         recap = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", ran.out)
         if ran.code != 0 or not recap or recap.group(2) != "0":
-            raise RuntimeError(f"ansible run {i + 1} was not a clean no-op (exit {ran.code}, "
-                               f"recap {recap.group(0) if recap else 'missing'}):\n{tail(ran.out + ran.err)}")
+            raise RuntimeError(
+                f"ansible run {i + 1} was not a clean no-op (exit {ran.code}, "
+                f"recap {recap.group(0) if recap else 'missing'}):\n{tail(ran.out + ran.err)}"
+            )
         times.append(ran.seconds)
         note = recap.group(0)
         print(f"    ansible run {i + 1}/{repeat}: {ran.seconds:.2f} s ({note})", flush=True)
@@ -378,6 +441,7 @@ def time_ansible(room: Classroom, repeat: int) -> tuple[list[float], str]:
 
 
 # --- one N ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -408,8 +472,10 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
         print(f"  apply: creating {n} accounts, {n} volumes, {n} mounts ...", flush=True)
         ran = run(reconcile_argv(room))
         row.apply_s = ran.seconds
-        print(f"  apply: exit {ran.code} in {ran.seconds:.1f} s; {ran.err.strip().splitlines()[-1] if ran.err.strip() else ''}",
-              flush=True)
+        print(
+            f"  apply: exit {ran.code} in {ran.seconds:.1f} s; {ran.err.strip().splitlines()[-1] if ran.err.strip() else ''}",
+            flush=True,
+        )
         if ran.code != 0:
             reached = len(mounts_under(room.root))
             row.error = f"apply exited {ran.code}; {reached} of {n} volumes mounted (N reachable here: {reached})"
@@ -430,14 +496,23 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
                 return row
             row.dry.append(ran.seconds)
             row.dry_cpu.append(ran.cpu)
-        print("  dry-run times: " + " ".join(f"{t:.3f}" for t in row.dry)
-              + "  (CPU: " + " ".join(f"{t:.3f}" for t in row.dry_cpu) + ")", flush=True)
+        print(
+            "  dry-run times: "
+            + " ".join(f"{t:.3f}" for t in row.dry)
+            + "  (CPU: "
+            + " ".join(f"{t:.3f}" for t in row.dry_cpu)
+            + ")",
+            flush=True,
+        )
 
         # The same as the first run after each edit of classroom.yaml or site.yaml: both files validated again
         validated = dict(os.environ, RECONCILE_CACHE="off")
         row.dry_validated = [run(reconcile_argv(room, "--dry-run"), env=validated).seconds for _ in range(args.repeat)]
-        print("  dry-run times, files validated (as after an edit; RECONCILE_CACHE=off): "
-              + " ".join(f"{t:.3f}" for t in row.dry_validated), flush=True)
+        print(
+            "  dry-run times, files validated (as after an edit; RECONCILE_CACHE=off): "
+            + " ".join(f"{t:.3f}" for t in row.dry_validated),
+            flush=True,
+        )
 
         # The same with a bytecode cache (as a pip-installed package has): it is kept under the
         # classroom's temp dir, so the work tree gets no __pycache__ and cleanup removes it.
@@ -447,9 +522,11 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
         row.dry_cached = [run(reconcile_argv(room, "--dry-run"), env=cached).seconds for _ in range(args.repeat)]
         print("  dry-run times with a bytecode cache: " + " ".join(f"{t:.3f}" for t in row.dry_cached), flush=True)
 
-        for key, argv, env in (("python", [sys.executable, "-c", "pass"], None),
-                               ("imports", [sys.executable, "-c", "import reconciler.cli.main"], None),
-                               ("imports_cached", [sys.executable, "-c", "import reconciler.cli.main"], cached)):
+        for key, argv, env in (
+            ("python", [sys.executable, "-c", "pass"], None),
+            ("imports", [sys.executable, "-c", "import reconciler.cli.main"], None),
+            ("imports_cached", [sys.executable, "-c", "import reconciler.cli.main"], cached),
+        ):
             row.startup[key] = median([run(argv, env=env).seconds for _ in range(args.repeat)])
         row.engine = engine_times(room, args.repeat)
         row.load = f"{load_before:.2f} before apply, {os.getloadavg()[0]:.2f} after the timings"
@@ -469,23 +546,30 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
 
 # --- report -----------------------------------------------------------------------------------------------
 
+
 def fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def report(rows: list[Row], args: argparse.Namespace) -> None:
     print("\n" + "=" * 100)
-    print(f"{'N':>5}  {'apply_s':>8}  {'dryrun_median_s':>15}  {'dryrun_min_s':>12}  {'dryrun_max_s':>12}  "
-          f"{'dryrun_cpu_median_s':>19}  {'engine_median_s':>15}  {'ansible_median_s':>16}  {'ratio':>6}")
+    print(
+        f"{'N':>5}  {'apply_s':>8}  {'dryrun_median_s':>15}  {'dryrun_min_s':>12}  {'dryrun_max_s':>12}  "
+        f"{'dryrun_cpu_median_s':>19}  {'engine_median_s':>15}  {'ansible_median_s':>16}  {'ratio':>6}"
+    )
     for r in rows:
         dry = median(r.dry) if r.dry else None
         ans = median(r.ansible) if r.ansible else None
         ratio = f"{ans / dry:.1f}" if dry and ans else "-"
-        print(f"{r.n:>5}  {fmt(r.apply_s, 1):>8}  {fmt(dry):>15}  {fmt(min(r.dry) if r.dry else None):>12}  "
-              f"{fmt(max(r.dry) if r.dry else None):>12}  {fmt(median(r.dry_cpu) if r.dry_cpu else None):>19}  {fmt(r.engine.get('engine')):>15}  {fmt(ans, 2):>16}  {ratio:>6}")
-    print(f"(dry-run: {args.repeat} runs of the real CLI as a subprocess; engine: observe()+plan() in-process, "
-          f"median of {args.repeat}; dryrun_cpu: user+system CPU of the dry-run process; ansible: median of "
-          f"{args.ansible_repeat}; ratio = ansible / dry-run median)")
+        print(
+            f"{r.n:>5}  {fmt(r.apply_s, 1):>8}  {fmt(dry):>15}  {fmt(min(r.dry) if r.dry else None):>12}  "
+            f"{fmt(max(r.dry) if r.dry else None):>12}  {fmt(median(r.dry_cpu) if r.dry_cpu else None):>19}  {fmt(r.engine.get('engine')):>15}  {fmt(ans, 2):>16}  {ratio:>6}"
+        )
+    print(
+        f"(dry-run: {args.repeat} runs of the real CLI as a subprocess; engine: observe()+plan() in-process, "
+        f"median of {args.repeat}; dryrun_cpu: user+system CPU of the dry-run process; ansible: median of "
+        f"{args.ansible_repeat}; ratio = ansible / dry-run median)"
+    )
     for r in rows:
         if r.load:
             print(f"load average N={r.n}: {r.load} ({os.cpu_count()} CPUs)")
@@ -499,33 +583,51 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             print(f"target N={r.n}: dry-run median {dry:.3f} s vs <= {TARGET_S:.1f} s -> {verdict}{scope}")
             if r.dry_cached:
                 cached = median(r.dry_cached)
-                print(f"  with a bytecode cache (as an installed package runs): {cached:.3f} s -> "
-                      f"{'MET' if cached <= TARGET_S else 'MISSED'}")
+                print(
+                    f"  with a bytecode cache (as an installed package runs): {cached:.3f} s -> "
+                    f"{'MET' if cached <= TARGET_S else 'MISSED'}"
+                )
             if r.dry_validated:
-                print(f"  the first run after an edit (site.yaml and classroom.yaml validated, not remembered): "
-                      f"{median(r.dry_validated):.3f} s")
+                print(
+                    f"  the first run after an edit (site.yaml and classroom.yaml validated, not remembered): "
+                    f"{median(r.dry_validated):.3f} s"
+                )
             if r.engine:
-                print(f"  floor: observe (reading /etc/passwd, group, shadow, mountinfo, the loop devices and {r.n} "
-                      f"ext4 superblocks) {r.engine['observe'] * 1000:.0f} ms; plus Python's own start-up "
-                      f"{r.startup['python'] * 1000:.0f} ms")
+                print(
+                    f"  floor: observe (reading /etc/passwd, group, shadow, mountinfo, the loop devices and {r.n} "
+                    f"ext4 superblocks) {r.engine['observe'] * 1000:.0f} ms; plus Python's own start-up "
+                    f"{r.startup['python'] * 1000:.0f} ms"
+                )
     for r in rows:
         if r.dry and r.engine:
             e, s = r.engine, r.startup
-            stages = ", ".join(f"{k} {e[k] * 1000:.1f}" for k in
-                               ("groups", "shadow", "passwd", "loops", "mounts", "volumes", "manifest"))
+            stages = ", ".join(
+                f"{k} {e[k] * 1000:.1f}"
+                for k in ("groups", "shadow", "passwd", "loops", "mounts", "volumes", "manifest")
+            )
             rest = median(r.dry) - s["imports"] - e["load_remembered"] - e["engine"] - e["render"]
-            print(f"split N={r.n} (ms): python start-up {s['python'] * 1000:.0f}, + imports {(s['imports'] - s['python']) * 1000:.0f}, "
-                  f"site.yaml + classroom.yaml remembered {e['load_remembered'] * 1000:.1f} (validating classroom.yaml: "
-                  f"{e['load'] * 1000:.0f}), observe {e['observe'] * 1000:.1f} "
-                  f"[{stages}], plan {e['plan'] * 1000:.1f}, render {e['render'] * 1000:.1f}, "
-                  f"other (argparse, lock, cold first calls, exit) {rest * 1000:.0f}")
+            print(
+                f"split N={r.n} (ms): python start-up {s['python'] * 1000:.0f}, + imports {(s['imports'] - s['python']) * 1000:.0f}, "
+                f"site.yaml + classroom.yaml remembered {e['load_remembered'] * 1000:.1f} (validating classroom.yaml: "
+                f"{e['load'] * 1000:.0f}), observe {e['observe'] * 1000:.1f} "
+                f"[{stages}], plan {e['plan'] * 1000:.1f}, render {e['render'] * 1000:.1f}, "
+                f"other (argparse, lock, cold first calls, exit) {rest * 1000:.0f}"
+            )
             if r.dry_cached:
-                print(f"  with a bytecode cache N={r.n}: dry-run median {median(r.dry_cached):.3f} s "
-                      f"(min {min(r.dry_cached):.3f}, max {max(r.dry_cached):.3f}), imports "
-                      f"{(s['imports_cached'] - s['python']) * 1000:.0f} ms instead of {(s['imports'] - s['python']) * 1000:.0f}")
+                print(
+                    f"  with a bytecode cache N={r.n}: dry-run median {median(r.dry_cached):.3f} s "
+                    f"(min {min(r.dry_cached):.3f}, max {max(r.dry_cached):.3f}), imports "
+                    f"{(s['imports_cached'] - s['python']) * 1000:.0f} ms instead of {(s['imports'] - s['python']) * 1000:.0f}"
+                )
     bad = [r.n for r in rows if not r.clean]
-    print("cleanup: " + ("every classroom removed (no users, groups, mounts or attached loop devices left)"
-                         if not bad else f"LEFTOVERS for N={bad}; see above"))
+    print(
+        "cleanup: "
+        + (
+            "every classroom removed (no users, groups, mounts or attached loop devices left)"
+            if not bad
+            else f"LEFTOVERS for N={bad}; see above"
+        )
+    )
 
 
 def main() -> int:
@@ -534,7 +636,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7, help="timed dry runs per N (default: 7)")
     parser.add_argument("--ansible", action="store_true", help="also time ansible.builtin.user (installs ansible-core)")
     parser.add_argument("--ansible-repeat", type=int, default=3, help="ansible runs per N (default: 3)")
-    parser.add_argument("--profile", action="store_true", help="print a cProfile of one in-process pass at the largest N")
+    parser.add_argument(
+        "--profile", action="store_true", help="print a cProfile of one in-process pass at the largest N"
+    )
     args = parser.parse_args()
 
     reason = host_ready()
@@ -542,20 +646,29 @@ def main() -> int:
         print(f"cannot run here: {reason}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _on_sigterm)
-    print(f"host: {platform.node()} {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load {os.getloadavg()[0]:.2f}")
-    head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "reconciler"],
-                           capture_output=True, text=True).stdout.strip()
+    print(
+        f"host: {platform.node()} {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "reconciler"], capture_output=True, text=True
+    ).stdout.strip()
     child = run([sys.executable, "-c", "import reconciler; print(reconciler.__file__)"]).out.strip()
     if not child.startswith(str(CODE)) or not spec.__file__.startswith(str(CODE)):
         print(f"cannot pin the code under test (a child imports {child})", file=sys.stderr)
         return 1
-    print(f"code: {head or 'unknown'}{' + uncommitted changes in reconciler/' if dirty else ''}, "
-          f"copied to {CODE} for this run")
+    print(
+        f"code: {head or 'unknown'}{' + uncommitted changes in reconciler/' if dirty else ''}, "
+        f"copied to {CODE} for this run"
+    )
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        print("note: PYTHONDONTWRITEBYTECODE is set: each plain run compiles reconciler/*.py (no .pyc is kept); "
-              "the 'bytecode cache' line shows runs that do not")
+        print(
+            "note: PYTHONDONTWRITEBYTECODE is set: each plain run compiles reconciler/*.py (no .pyc is kept); "
+            "the 'bytecode cache' line shows runs that do not"
+        )
     ansible_version = ensure_ansible() if args.ansible else None
     if ansible_version:
         print(f"ansible: {ansible_version} (connection: local, pipelining on)")

@@ -65,9 +65,12 @@ def main() -> int:
     try:
         if not hb.converge_and_start(room, hub, args.n):
             return 1
-        daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f",
-                                   str(room.file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 120
         while not (room.paths.snapshot.exists() and room.paths.snapshot.stat().st_mtime > room.file.stat().st_mtime):
             if time.monotonic() > deadline:

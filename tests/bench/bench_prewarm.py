@@ -40,7 +40,7 @@ from hubkit import Hub, add_hub  # noqa: E402
 from imagekit import TAG, build_test_image  # noqa: E402
 
 CORES = os.cpu_count() or 1
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def open_lab(hub: Hub, session: requests.Session, user: str) -> str:
@@ -78,12 +78,22 @@ def storm(hub: Hub, room, users: list[str], warm: bool, deadline: float) -> dict
     pids = hb.hub_processes((room.root,))[0]
     hub_pid = [pid for pid, cmd in pids if "configurable-http-proxy" not in cmd and "culler" not in cmd]
     proxy_pid = [pid for pid, cmd in pids if "configurable-http-proxy" in cmd]
-    before = (hb.host_busy_seconds(), hb.pids_cpu(hub_pid), hb.pids_cpu(proxy_pid), hb.docker_cgroup_cpu(),
-              time.process_time())
+    before = (
+        hb.host_busy_seconds(),
+        hb.pids_cpu(hub_pid),
+        hb.pids_cpu(proxy_pid),
+        hb.docker_cgroup_cpu(),
+        time.process_time(),
+    )
     all_s = hb.at_once(users, student)
-    after = (hb.host_busy_seconds(), hb.pids_cpu(hub_pid), hb.pids_cpu(proxy_pid), hb.docker_cgroup_cpu(),
-             time.process_time())
-    busy, hub_cpu, proxy_cpu, servers, client = (b - a for a, b in zip(before, after))
+    after = (
+        hb.host_busy_seconds(),
+        hb.pids_cpu(hub_pid),
+        hb.pids_cpu(proxy_pid),
+        hb.docker_cgroup_cpu(),
+        time.process_time(),
+    )
+    busy, hub_cpu, proxy_cpu, servers, client = (b - a for a, b in zip(before, after, strict=False))
     cpu = {"wall": all_s, "busy": busy, "hub": hub_cpu, "proxy": proxy_cpu, "servers": servers, "client": client}
     return {"all_s": all_s, "times": list(times.values()), "failures": failures, "cpu": cpu}
 
@@ -91,10 +101,12 @@ def storm(hub: Hub, room, users: list[str], warm: bool, deadline: float) -> dict
 def cpu_line(cpu: dict) -> str:
     """Where the machine's CPU went while the class logged in (CPU-seconds over the storm's wall time)."""
     other = cpu["busy"] - cpu["hub"] - cpu["proxy"] - cpu["servers"] - cpu["client"]
-    return (f"{cpu['wall']:.1f} s wall x {CORES} cores = {cpu['wall'] * CORES:.1f} CPU-s; busy {cpu['busy']:.1f} = "
-            f"hub {cpu['hub']:.1f} (its process: {cpu['hub'] / cpu['wall']:.0%} of one core) + proxy "
-            f"{cpu['proxy']:.1f} + student servers {cpu['servers']:.1f} + this script's browsers {cpu['client']:.1f} "
-            f"+ other {other:.1f}")
+    return (
+        f"{cpu['wall']:.1f} s wall x {CORES} cores = {cpu['wall'] * CORES:.1f} CPU-s; busy {cpu['busy']:.1f} = "
+        f"hub {cpu['hub']:.1f} (its process: {cpu['hub'] / cpu['wall']:.0%} of one core) + proxy "
+        f"{cpu['proxy']:.1f} + student servers {cpu['servers']:.1f} + this script's browsers {cpu['client']:.1f} "
+        f"+ other {other:.1f}"
+    )
 
 
 def stop_all(hub: Hub, users: list[str]) -> None:
@@ -122,12 +134,20 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=50, help="students who log in at the same instant")
     parser.add_argument("--deadline", type=float, default=900, help="seconds each cold start may take")
     parser.add_argument("--skip-cold", action="store_true", help="only the pre-warmed lesson")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="pre-warmed logins this many times (fresh sessions each), figures over all of them")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="pre-warmed logins this many times (fresh sessions each), figures over all of them",
+    )
     parser.add_argument("--pace", type=float, help="hub.prewarm.pace (default: the site's default)")
-    parser.add_argument("--profile", type=Path, metavar="FILE",
-                        help="record the hub's processes with py-spy (pip install py-spy) during the pre-warmed "
-                             "logins: collapsed stacks, one per line with its sample count")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="record the hub's processes with py-spy (pip install py-spy) during the pre-warmed "
+        "logins: collapsed stacks, one per line with its sample count",
+    )
     args = parser.parse_args()
     reason = hb.cannot_run()
     if reason:
@@ -144,8 +164,11 @@ def main() -> int:
     hub = Hub(room)
     results = {}
     try:
-        ran = subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
-                             capture_output=True, text=True)
+        ran = subprocess.run(
+            [sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
+            capture_output=True,
+            text=True,
+        )
         if not hb.host_converged(ran):
             print(f"reconcile failed: {(ran.stdout + ran.stderr)[-800:]}")
             return 1
@@ -162,12 +185,19 @@ def main() -> int:
         start, end = now - dt.timedelta(minutes=1), now + dt.timedelta(minutes=60)
         if end.date() != start.date():
             end = start.replace(hour=23, minute=59)
-        room.write(people, schedule=[{"date": start.date().isoformat(), "start": f"{start:%H:%M}",
-                                      "end": f"{end:%H:%M}", "tz": "UTC"}])
+        room.write(
+            people,
+            schedule=[
+                {"date": start.date().isoformat(), "start": f"{start:%H:%M}", "end": f"{end:%H:%M}", "tz": "UTC"}
+            ],
+        )
         print("== pre-warm: reconcile prewarm --wait", flush=True)
         t0 = time.perf_counter()
-        warm = subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file),
-                               "prewarm", "--wait"], capture_output=True, text=True)
+        warm = subprocess.run(
+            [sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file), "prewarm", "--wait"],
+            capture_output=True,
+            text=True,
+        )
         results["prewarm_s"] = time.perf_counter() - t0
         results["prewarm_text"] = (warm.stdout.strip().splitlines() or [""])[-1] + (warm.stderr.strip()[-300:])
         results["ready_after_s"] = all_ready(hub, users, 600)
@@ -175,24 +205,43 @@ def main() -> int:
         spy = None
         if args.profile:
             # --nonblocking: the hub is never paused for a sample (a paused loop would be the bound it measures)
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
-                                    str(args.profile), "--pid", str(hub.proc.pid), "--subprocesses", "--nonblocking",
-                                    "--rate", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(args.profile),
+                    "--pid",
+                    str(hub.proc.pid),
+                    "--subprocesses",
+                    "--nonblocking",
+                    "--rate",
+                    "200",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(2)
         rounds = []
         for index in range(args.rounds):  # each round: fresh browser sessions, the same running servers
             rounds.append(storm(hub, room, users, warm=True, deadline=args.deadline))
             if args.rounds > 1:
                 times = rounds[-1]["times"]
-                print(f"   round {index + 1}: {len(rounds[-1]['failures'])} failures, p50 "
-                      f"{statistics.median(times) if times else float('nan'):.2f} s, p95 "
-                      f"{hb.percentile(times, 95) if times else float('nan'):.2f} s; {cpu_line(rounds[-1]['cpu'])}",
-                      flush=True)
+                print(
+                    f"   round {index + 1}: {len(rounds[-1]['failures'])} failures, p50 "
+                    f"{statistics.median(times) if times else float('nan'):.2f} s, p95 "
+                    f"{hb.percentile(times, 95) if times else float('nan'):.2f} s; {cpu_line(rounds[-1]['cpu'])}",
+                    flush=True,
+                )
                 time.sleep(3)
-        results["warm"] = {"all_s": max(r["all_s"] for r in rounds), "cpu": rounds[-1]["cpu"],
-                           "times": [t for r in rounds for t in r["times"]],
-                           "failures": {f"{u} (round {i + 1})": why for i, r in enumerate(rounds)
-                                        for u, why in r["failures"].items()}}
+        results["warm"] = {
+            "all_s": max(r["all_s"] for r in rounds),
+            "cpu": rounds[-1]["cpu"],
+            "times": [t for r in rounds for t in r["times"]],
+            "failures": {f"{u} (round {i + 1})": why for i, r in enumerate(rounds) for u, why in r["failures"].items()},
+        }
         if spy is not None:
             spy.send_signal(2)
             spy.wait(timeout=60)
@@ -213,20 +262,28 @@ def main() -> int:
         rounds = f", {args.rounds} rounds of {args.n}" if name == "warm" and args.rounds > 1 else ""
         print(f"\n{'cold (log in, start, wait)' if name == 'cold' else 'pre-warmed (log in)'}{rounds}:")
         tries = args.n * (args.rounds if name == "warm" else 1)
-        print(f"  failures: {len(r['failures'])} of {tries}" + "".join(f"\n    {u}: {why}"
-                                                                      for u, why in sorted(r["failures"].items())))
+        print(
+            f"  failures: {len(r['failures'])} of {tries}"
+            + "".join(f"\n    {u}: {why}" for u, why in sorted(r["failures"].items()))
+        )
         if times:
-            print(f"  p50 {statistics.median(times):.2f} s, p95 {hb.percentile(times, 95):.2f} s, "
-                  f"max {max(times):.2f} s; all done after {r['all_s']:.1f} s")
+            print(
+                f"  p50 {statistics.median(times):.2f} s, p95 {hb.percentile(times, 95):.2f} s, "
+                f"max {max(times):.2f} s; all done after {r['all_s']:.1f} s"
+            )
         if r.get("cpu"):
             print(f"  CPU{' (last round)' if name == 'warm' and args.rounds > 1 else ''}: {cpu_line(r['cpu'])}")
     if "prewarm_s" in results:
-        print(f"\npre-warm: `reconcile prewarm --wait` {results['prewarm_s']:.1f} s, all ready "
-              f"{results['ready_after_s']:.1f} s after it ({results['prewarm_text']})")
+        print(
+            f"\npre-warm: `reconcile prewarm --wait` {results['prewarm_s']:.1f} s, all ready "
+            f"{results['ready_after_s']:.1f} s after it ({results['prewarm_text']})"
+        )
     cold, warm_r = results.get("cold"), results.get("warm")
     if cold and warm_r and cold["times"] and warm_r["times"]:
-        print(f"pre-warmed / cold, p95 login -> JupyterLab: "
-              f"{hb.percentile(warm_r['times'], 95) / hb.percentile(cold['times'], 95):.3f}")
+        print(
+            f"pre-warmed / cold, p95 login -> JupyterLab: "
+            f"{hb.percentile(warm_r['times'], 95) / hb.percentile(cold['times'], 95):.3f}"
+        )
     return 0
 
 

@@ -52,7 +52,7 @@ from reconciler.config.classroom import group_name  # noqa: E402
 
 TARGET_RATIO = 1.05
 
-PLAIN_CONFIG = '''\
+PLAIN_CONFIG = """\
 # A plain JupyterHub + DockerSpawner configuration, like the seed's (written by bench_spawn.py).
 c.JupyterHub.bind_url = "{public_url}"
 c.JupyterHub.hub_ip = "{gateway}"
@@ -74,7 +74,7 @@ c.DockerSpawner.volumes = {{"{homes}/{{username}}": "/home/{{username}}"}}
 c.DockerSpawner.notebook_dir = "/home/{{username}}"
 c.DockerSpawner.extra_create_kwargs = {{"user": "{uid}:{gid}"}}
 c.DockerSpawner.environment = {{"HOME": "/home/{user}"}}
-'''
+"""
 
 
 class PlainHub(Hub):
@@ -97,9 +97,12 @@ def login(url: str, username: str, password: str) -> requests.Session:
     """The real /hub/login form with its XSRF token (as hubkit.Hub.login, for any hub URL)."""
     session = requests.Session()
     session.get(f"{url}/hub/login", timeout=10)
-    response = session.post(f"{url}/hub/login?next=", data={"username": username, "password": password,
-                                                             "_xsrf": xsrf(session)["X-XSRFToken"]},
-                            allow_redirects=False, timeout=30)
+    response = session.post(
+        f"{url}/hub/login?next=",
+        data={"username": username, "password": password, "_xsrf": xsrf(session)["X-XSRFToken"]},
+        allow_redirects=False,
+        timeout=30,
+    )
     if response.status_code != 302:
         raise RuntimeError(f"{username} could not log in to {url}: HTTP {response.status_code}")
     return session
@@ -163,27 +166,44 @@ def main() -> int:
         workdir.mkdir()
         account = pwd.getpwnam(user)
         public_url = f"http://127.0.0.1:{free_port()}"
-        (workdir / "jupyterhub_config.py").write_text(PLAIN_CONFIG.format(
-            public_url=public_url, gateway=gateway, hub_port=free_port(), proxy_port=free_port(),
-            groups={group_name(room.name, "student"), group_name(room.name, "teacher")}, image=TAG,
-            prefix=plain_prefix, network=plain_net, homes=room.paths.homes, uid=account.pw_uid,
-            gid=account.pw_gid, user=user))
+        (workdir / "jupyterhub_config.py").write_text(
+            PLAIN_CONFIG.format(
+                public_url=public_url,
+                gateway=gateway,
+                hub_port=free_port(),
+                proxy_port=free_port(),
+                groups={group_name(room.name, "student"), group_name(room.name, "teacher")},
+                image=TAG,
+                prefix=plain_prefix,
+                network=plain_net,
+                homes=room.paths.homes,
+                uid=account.pw_uid,
+                gid=account.pw_gid,
+                user=user,
+            )
+        )
         hub_b = PlainHub(workdir, public_url)
         hub_b.start()
-        print(f"(a) reconcile hub at {hub_a.url}; (b) plain hub at {hub_b.url} (network {plain_net}, gateway {gateway})",
-              flush=True)
+        print(
+            f"(a) reconcile hub at {hub_a.url}; (b) plain hub at {hub_b.url} (network {plain_net}, gateway {gateway})",
+            flush=True,
+        )
 
         password = hb.password(room, user)
-        hubs = {"a": (hub_a, login(hub_a.url, user, password), f"jupyter-{room.name}-{user}"),
-                "b": (hub_b, login(hub_b.url, user, password), f"{plain_prefix}-{user}")}
+        hubs = {
+            "a": (hub_a, login(hub_a.url, user, password), f"jupyter-{room.name}-{user}"),
+            "b": (hub_b, login(hub_b.url, user, password), f"{plain_prefix}-{user}"),
+        }
 
         def one(kind: str) -> tuple[float, float | None]:
             hub, session, name = hubs[kind]
-            outcome = hb.spawn_and_wait(hub.url, session, user, 300,
-                                        hub_alive=lambda: hub.proc is not None and hub.proc.poll() is None)
+            outcome = hb.spawn_and_wait(
+                hub.url, session, user, 300, hub_alive=lambda: hub.proc is not None and hub.proc.poll() is None
+            )
             if not outcome.ok:
-                raise RuntimeError(f"({kind}) {outcome.failure}; events {outcome.events}\n"
-                                   f"{hb.hub_log_excerpt(hub.log, 40)}")
+                raise RuntimeError(
+                    f"({kind}) {outcome.failure}; events {outcome.events}\n{hb.hub_log_excerpt(hub.log, 40)}"
+                )
             cid = hb.container_id(name=name)
             used = hb.cpu_seconds(cid) if cid else None
             begun = hb.started_at(cid) if cid else None
@@ -206,9 +226,12 @@ def main() -> int:
                 times[kind].append(seconds)
                 if used is not None:
                     cpu[kind].append(used)
-                print(f"  run {i + 1}/{args.runs} ({kind}): spawn -> ready {seconds:.2f} s"
-                      + (f", container CPU {used:.2f} s" if used is not None else "")
-                      + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+                print(
+                    f"  run {i + 1}/{args.runs} ({kind}): spawn -> ready {seconds:.2f} s"
+                    + (f", container CPU {used:.2f} s" if used is not None else "")
+                    + f"; load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
     except KeyboardInterrupt:
         error = "interrupted"
         print("\ninterrupted; cleaning up", file=sys.stderr)
@@ -218,34 +241,52 @@ def main() -> int:
         problems = hb.shielded(teardown, room, hub_a, hub_b, plain_net if made_net else None, plain_prefix)
 
     print("\n" + "=" * 100)
-    print(f"spawn -> ready (POST /hub/api/users/<name>/server -> ready on the progress stream), one student, "
-          f"image {TAG}, memory 256Mi / cpu 1")
+    print(
+        f"spawn -> ready (POST /hub/api/users/<name>/server -> ready on the progress stream), one student, "
+        f"image {TAG}, memory 256Mi / cpu 1"
+    )
     if error:
         print(f"ERROR: {error}")
     for kind, label in (("a", "reconciler (`reconcile hub`, ClassroomSpawner)"), ("b", "plain DockerSpawner config")):
         if times[kind]:
-            print(f"  ({kind}) {label}: median {statistics.median(times[kind]):.2f} s over {len(times[kind])} runs "
-                  f"[{', '.join(f'{t:.2f}' for t in times[kind])}]"
-                  + (f"; container CPU-s at ready median {statistics.median(cpu[kind]):.2f}" if cpu[kind] else "")
-                  + (f"; warm-up {warm[kind]:.2f} s" if warm.get(kind) else "")
-                  + (f"; CFS-throttled {sum(throttle[kind]):.2f} s in all" if throttle[kind] else ""))
+            print(
+                f"  ({kind}) {label}: median {statistics.median(times[kind]):.2f} s over {len(times[kind])} runs "
+                f"[{', '.join(f'{t:.2f}' for t in times[kind])}]"
+                + (f"; container CPU-s at ready median {statistics.median(cpu[kind]):.2f}" if cpu[kind] else "")
+                + (f"; warm-up {warm[kind]:.2f} s" if warm.get(kind) else "")
+                + (f"; CFS-throttled {sum(throttle[kind]):.2f} s in all" if throttle[kind] else "")
+            )
             if len(times[kind]) > 1:
-                print(f"      mean {statistics.fmean(times[kind]):.2f} s, min {min(times[kind]):.2f} s, "
-                      f"stdev {statistics.stdev(times[kind]):.2f} s")
-            timed = split[kind][-len(times[kind]):]  # the warm-up's is first
+                print(
+                    f"      mean {statistics.fmean(times[kind]):.2f} s, min {min(times[kind]):.2f} s, "
+                    f"stdev {statistics.stdev(times[kind]):.2f} s"
+                )
+            timed = split[kind][-len(times[kind]) :]  # the warm-up's is first
             if timed:
-                print(f"      split, medians: POST -> container started {statistics.median(t[0] for t in timed):.2f} s, "
-                      f"-> the server logs 'is running at' {statistics.median(t[1] for t in timed):.2f} s, "
-                      f"-> the hub says ready {statistics.median(t[2] for t in timed):.2f} s (the hub's polling)")
+                print(
+                    f"      split, medians: POST -> container started {statistics.median(t[0] for t in timed):.2f} s, "
+                    f"-> the server logs 'is running at' {statistics.median(t[1] for t in timed):.2f} s, "
+                    f"-> the hub says ready {statistics.median(t[2] for t in timed):.2f} s (the hub's polling)"
+                )
     if times["a"] and times["b"]:
-        pairs = [a - b for a, b in zip(times["a"], times["b"])]
-        print(f"  paired (run i of a minus run i of b): median {statistics.median(pairs):+.2f} s; "
-              f"ratio of the means {statistics.fmean(times['a']) / statistics.fmean(times['b']):.3f}")
+        pairs = [a - b for a, b in zip(times["a"], times["b"], strict=False)]
+        print(
+            f"  paired (run i of a minus run i of b): median {statistics.median(pairs):+.2f} s; "
+            f"ratio of the means {statistics.fmean(times['a']) / statistics.fmean(times['b']):.3f}"
+        )
         ratio = statistics.median(times["a"]) / statistics.median(times["b"])
-        print(f"  ratio reconciler / plain = {ratio:.3f} (target <= {TARGET_RATIO}) -> "
-              f"{'MET' if ratio <= TARGET_RATIO else 'MISSED'}")
-    print("cleanup: " + ("; ".join(problems) if problems else
-                         "nothing of ours left (containers, clsrm networks, hub/proxy processes, users, mounts)"))
+        print(
+            f"  ratio reconciler / plain = {ratio:.3f} (target <= {TARGET_RATIO}) -> "
+            f"{'MET' if ratio <= TARGET_RATIO else 'MISSED'}"
+        )
+    print(
+        "cleanup: "
+        + (
+            "; ".join(problems)
+            if problems
+            else "nothing of ours left (containers, clsrm networks, hub/proxy processes, users, mounts)"
+        )
+    )
     print(f"load at the end: {os.getloadavg()[0]:.2f}")
     return 130 if error == "interrupted" else (0 if not error and not problems else 1)
 
@@ -256,9 +297,11 @@ def teardown(room, hub_a: Hub, hub_b: PlainHub | None, plain_net: str | None, pl
     steps = [("stop hub (a)", hub_a.stop)]
     if hub_b is not None:
         steps.append(("stop hub (b)", hub_b.stop))
-    steps += [("stop a proxy or culler left behind", lambda: hb.kill_ours((room.root,))),
-              ("remove containers", lambda: hb.remove_containers(room.name, prefixes)),
-              ("remove (a)'s bridge and firewall chain", hub_a.remove_network)]
+    steps += [
+        ("stop a proxy or culler left behind", lambda: hb.kill_ours((room.root,))),
+        ("remove containers", lambda: hb.remove_containers(room.name, prefixes)),
+        ("remove (a)'s bridge and firewall chain", hub_a.remove_network),
+    ]
     if plain_net:
         steps.append(("remove (b)'s network", lambda: remove_plain_network(plain_net)))
     steps.append(("remove the classroom", lambda: cleanup(room)))
@@ -274,8 +317,15 @@ def teardown(room, hub_a: Hub, hub_b: PlainHub | None, plain_net: str | None, pl
         hb.remove_containers(room.name, prefixes)
         cleanup(room)
         problems, others = hb.verify_clean(room, prefixes, (room.root,))
-    print(f"cleanup check {room.name}: " + ("; ".join(problems) if problems else
-          "clean (no containers, clsrm networks, hub/proxy processes, users, mounts of ours)"), flush=True)
+    print(
+        f"cleanup check {room.name}: "
+        + (
+            "; ".join(problems)
+            if problems
+            else "clean (no containers, clsrm networks, hub/proxy processes, users, mounts of ours)"
+        ),
+        flush=True,
+    )
     for note in others:
         print(f"note, not ours (another run on this host): {note}", flush=True)
     return problems

@@ -29,6 +29,7 @@ appended to the jupyterhub command line it execs (the packaged config has one sl
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import os
 import platform
@@ -67,12 +68,12 @@ class Result:
     apply_s: float | None = None
     logins_s: float | None = None
     spawns: list[hb.Spawn] = field(default_factory=list)
-    cpu: dict[str, float] = field(default_factory=dict)         # user -> CPU-seconds at ready
-    throttled: dict[str, float] = field(default_factory=dict)   # user -> seconds held back by cpu_limit
-    queued: dict[str, float] = field(default_factory=dict)      # user -> POST sent -> container started
-    boot: dict[str, float] = field(default_factory=dict)        # user -> container started -> ready
-    detect: dict[str, float] = field(default_factory=dict)      # user -> server logs "is running at" -> ready
-    memory: dict[str, dict] = field(default_factory=dict)       # user -> idle memory cgroup numbers
+    cpu: dict[str, float] = field(default_factory=dict)  # user -> CPU-seconds at ready
+    throttled: dict[str, float] = field(default_factory=dict)  # user -> seconds held back by cpu_limit
+    queued: dict[str, float] = field(default_factory=dict)  # user -> POST sent -> container started
+    boot: dict[str, float] = field(default_factory=dict)  # user -> container started -> ready
+    detect: dict[str, float] = field(default_factory=dict)  # user -> server logs "is running at" -> ready
+    memory: dict[str, dict] = field(default_factory=dict)  # user -> idle memory cgroup numbers
     all_ready_s: float | None = None
     window: dict[str, float] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
@@ -94,7 +95,7 @@ def docker_daemon_cpu() -> float:
                 raw = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
                 continue
-            if raw[raw.index("(") + 1:raw.rindex(")")] in ("dockerd", "containerd"):
+            if raw[raw.index("(") + 1 : raw.rindex(")")] in ("dockerd", "containerd"):
                 fields = raw.rsplit(")", 1)[1].split()
                 total += int(fields[11]) + int(fields[12])
     return total / hb.CLK_TCK
@@ -104,17 +105,28 @@ class SlotsHub(Hub):
     """`reconcile hub` exactly, plus `--ClassroomSpawner.start_slots=K` on the jupyterhub command line
     that it execs (an experiment: the packaged config has no such knob in site.yaml)."""
 
-    WRAPPER = ("import os, sys; real, extra = os.execve, sys.argv.pop(); "
-               "os.execve = lambda path, argv, env: real(path, [*argv, extra], env); "
-               "from reconciler.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    WRAPPER = (
+        "import os, sys; real, extra = os.execve, sys.argv.pop(); "
+        "os.execve = lambda path, argv, env: real(path, [*argv, extra], env); "
+        "from reconciler.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    )
 
     def __init__(self, room, slots: int):
         super().__init__(room)
         self.slots = slots
 
     def command(self) -> list[str]:
-        return [sys.executable, "-c", self.WRAPPER, "hub", "--site", str(self.room.site), "-f", str(self.room.file),
-                f"--ClassroomSpawner.start_slots={self.slots}"]
+        return [
+            sys.executable,
+            "-c",
+            self.WRAPPER,
+            "hub",
+            "--site",
+            str(self.room.site),
+            "-f",
+            str(self.room.file),
+            f"--ClassroomSpawner.start_slots={self.slots}",
+        ]
 
 
 def effective_settings(room, slots_override: int | None = None) -> str:
@@ -123,8 +135,10 @@ def effective_settings(room, slots_override: int | None = None) -> str:
     slots = c.ClassroomSpawner.get("start_slots", ClassroomSpawner.class_traits()["start_slots"].default())
     if slots_override:
         slots = f"{slots_override} (EXPERIMENT: --ClassroomSpawner.start_slots={slots_override}; default {slots})"
-    return (f"start_slots {slots}, concurrent_spawn_limit {c.JupyterHub.concurrent_spawn_limit}, "
-            f"start_timeout {c.Spawner.start_timeout} s, http_timeout {c.Spawner.http_timeout} s")
+    return (
+        f"start_slots {slots}, concurrent_spawn_limit {c.JupyterHub.concurrent_spawn_limit}, "
+        f"start_timeout {c.Spawner.start_timeout} s, http_timeout {c.Spawner.http_timeout} s"
+    )
 
 
 def bench_one(n: int, args: argparse.Namespace) -> Result:
@@ -156,7 +170,9 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
         start = time.perf_counter()
         sessions: dict[str, object] = {}
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for user, session in zip(users, pool.map(lambda u: hub.login(u, hb.password(room, u)), users)):
+            for user, session in zip(
+                users, pool.map(lambda u: hub.login(u, hb.password(room, u)), users), strict=False
+            ):
                 if session is None:
                     res.error = f"{user} could not log in"
                     return res
@@ -165,8 +181,11 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
         print(f"  {n} logins through the form in {res.logins_s:.1f} s", flush=True)
 
         threading.Thread(target=hb.docker_events, args=(room.name, events, streams), daemon=True).start()
-        print(f"  load before the storm {os.getloadavg()[0]:.2f}; busiest processes now: "
-              f"{', '.join(hb.top_cpu_users()) or '-'}", flush=True)
+        print(
+            f"  load before the storm {os.getloadavg()[0]:.2f}; busiest processes now: "
+            f"{', '.join(hb.top_cpu_users()) or '-'}",
+            flush=True,
+        )
 
         barrier = threading.Barrier(n + 1)
         results: dict[str, hb.Spawn] = {}
@@ -174,8 +193,13 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
 
         def student(user: str) -> None:
             barrier.wait()
-            outcome = hb.spawn_and_wait(hub.url, sessions[user], user, args.deadline,
-                                        hub_alive=lambda: hub.proc is not None and hub.proc.poll() is None)
+            outcome = hb.spawn_and_wait(
+                hub.url,
+                sessions[user],
+                user,
+                args.deadline,
+                hub_alive=lambda: hub.proc is not None and hub.proc.poll() is None,
+            )
             if outcome.ok:
                 cid = hb.container_id(label_user=user)
                 if cid:
@@ -200,8 +224,12 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
         for thread in threads:
             thread.start()
         hub_pids = [pid for pid, _ in hb.hub_processes((room.root,))[0]]  # hub, proxy, culler
-        before = {"busy": hb.host_busy_seconds(), "hub": hb.pids_cpu(hub_pids), "docker": docker_daemon_cpu(),
-                  "containers": hb.docker_cgroup_cpu()}
+        before = {
+            "busy": hb.host_busy_seconds(),
+            "hub": hb.pids_cpu(hub_pids),
+            "docker": docker_daemon_cpu(),
+            "containers": hb.docker_cgroup_cpu(),
+        }
         snapshot = hb.cpu_snapshot()
         barrier.wait()
         t0 = time.perf_counter()
@@ -213,18 +241,26 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
                 with lock:
                     ok = sum(1 for s in results.values() if s.ok)
                     bad = len(results) - ok
-                print(f"    {last_print - t0:5.0f} s: {ok} ready, {bad} failed, {n - ok - bad} waiting; "
-                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+                print(
+                    f"    {last_print - t0:5.0f} s: {ok} ready, {bad} failed, {n - ok - bad} waiting; "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
         res.all_ready_s = time.perf_counter() - t0
-        res.window = {"busy": hb.host_busy_seconds() - before["busy"],
-                      "hub": hb.pids_cpu(hub_pids) - before["hub"],
-                      "docker": docker_daemon_cpu() - before["docker"], "wall": res.all_ready_s,
-                      "containers": hb.docker_cgroup_cpu() - before["containers"]}
+        res.window = {
+            "busy": hb.host_busy_seconds() - before["busy"],
+            "hub": hb.pids_cpu(hub_pids) - before["hub"],
+            "docker": docker_daemon_cpu() - before["docker"],
+            "wall": res.all_ready_s,
+            "containers": hb.docker_cgroup_cpu() - before["containers"],
+        }
         label = {pid: "our hub/proxy/culler" for pid in hub_pids} | {os.getpid(): "this script"}
         res.outside = hb.cpu_outside_containers(snapshot, hb.cpu_snapshot(), label)
         res.spawns = [results[u] for u in users]
-        print(f"  storm over after {res.all_ready_s:.1f} s: {n - len(res.failures)} ready, {len(res.failures)} failed",
-              flush=True)
+        print(
+            f"  storm over after {res.all_ready_s:.1f} s: {n - len(res.failures)} ready, {len(res.failures)} failed",
+            flush=True,
+        )
 
         print(f"  idle {args.idle:.0f} s, then reading each server's memory cgroup ...", flush=True)
         time.sleep(args.idle)
@@ -239,8 +275,10 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
         if res.failures:
             keep = Path(f"/tmp/bench_storm-{room.name}-hub.log")
             shutil.copy(hub.log, keep)
-            print(f"  FAILURES: hub log kept in {keep}; its error / warning lines:\n{hb.hub_log_excerpt(hub.log)}",
-                  flush=True)
+            print(
+                f"  FAILURES: hub log kept in {keep}; its error / warning lines:\n{hb.hub_log_excerpt(hub.log)}",
+                flush=True,
+            )
         return res
     except Exception as exc:  # report and clean up; KeyboardInterrupt passes through (after the finally)
         res.error = f"{type(exc).__name__}: {exc}"
@@ -254,15 +292,15 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
 def teardown(room, hub: Hub, streams: list) -> list[str]:
     print(f"  cleanup {room.name} ...", flush=True)
     for stream in streams:
-        try:
+        with contextlib.suppress(Exception):
             stream.close()
-        except Exception:  # noqa: BLE001
-            pass
-    steps = (("stop the hub's process group", hub.stop),
-             ("stop a proxy or culler the hub left behind", lambda: hb.kill_ours((room.root,))),
-             ("remove containers", lambda: hb.remove_containers(room.name, (f"jupyter-{room.name}",))),
-             ("remove the bridge and firewall chain", hub.remove_network),
-             ("remove the classroom", lambda: cleanup(room)))
+    steps = (
+        ("stop the hub's process group", hub.stop),
+        ("stop a proxy or culler the hub left behind", lambda: hb.kill_ours((room.root,))),
+        ("remove containers", lambda: hb.remove_containers(room.name, (f"jupyter-{room.name}",))),
+        ("remove the bridge and firewall chain", hub.remove_network),
+        ("remove the classroom", lambda: cleanup(room)),
+    )
     for what, step in steps:
         try:
             step()
@@ -275,8 +313,15 @@ def teardown(room, hub: Hub, streams: list) -> list[str]:
         hb.remove_containers(room.name, (f"jupyter-{room.name}",))
         cleanup(room)
         problems, others = hb.verify_clean(room, (f"jupyter-{room.name}",), (room.root,))
-    print(f"  cleanup check {room.name}: " + ("; ".join(problems) if problems else
-          "clean (no containers, clsrm networks, hub/proxy processes, users, mounts of ours)"), flush=True)
+    print(
+        f"  cleanup check {room.name}: "
+        + (
+            "; ".join(problems)
+            if problems
+            else "clean (no containers, clsrm networks, hub/proxy processes, users, mounts of ours)"
+        ),
+        flush=True,
+    )
     for note in others:
         print(f"  note, not ours (another run on this host): {note}", flush=True)
     return problems
@@ -301,63 +346,97 @@ def report(results: list[Result]) -> None:
         times = [s.ready_s for s in ok]
         print(f"  failures: {len(r.failures)} of {r.n} (target 0)")
         for s in r.failures:
-            print(f"    {s.user}: {s.failure}" + (f" [POST {s.post_status} after {fmt(s.post_s)} s]" if s.post_status else ""))
+            print(
+                f"    {s.user}: {s.failure}"
+                + (f" [POST {s.post_status} after {fmt(s.post_s)} s]" if s.post_status else "")
+            )
         label = "time until all ready" if not r.failures else "time until every start had an outcome"
         print(f"  {label}: {fmt(r.all_ready_s)} s")
         if times:
-            print(f"  per-student time-to-ready (POST -> ready): p50 {fmt(statistics.median(times))} s, "
-                  f"p95 {fmt(hb.percentile(times, 95))} s, min {fmt(min(times))} s, max {fmt(max(times))} s")
+            print(
+                f"  per-student time-to-ready (POST -> ready): p50 {fmt(statistics.median(times))} s, "
+                f"p95 {fmt(hb.percentile(times, 95))} s, min {fmt(min(times))} s, max {fmt(max(times))} s"
+            )
         if r.queued:
             q, b = list(r.queued.values()), list(r.boot.values())
-            print(f"    of which waiting before the container started: p50 {fmt(statistics.median(q))} s, "
-                  f"p95 {fmt(hb.percentile(q, 95))} s; container start -> ready (boot): "
-                  f"p50 {fmt(statistics.median(b))} s, p95 {fmt(hb.percentile(b, 95))} s")
+            print(
+                f"    of which waiting before the container started: p50 {fmt(statistics.median(q))} s, "
+                f"p95 {fmt(hb.percentile(q, 95))} s; container start -> ready (boot): "
+                f"p50 {fmt(statistics.median(b))} s, p95 {fmt(hb.percentile(b, 95))} s"
+            )
         if r.detect:
             d = list(r.detect.values())
-            print(f"    of the boot, server running (its log) -> the hub says ready (the hub's polling, "
-                  f"slot still held): p50 {fmt(statistics.median(d))} s, p95 {fmt(hb.percentile(d, 95))} s, "
-                  f"sum {sum(d):.0f} s")
+            print(
+                f"    of the boot, server running (its log) -> the hub says ready (the hub's polling, "
+                f"slot still held): p50 {fmt(statistics.median(d))} s, p95 {fmt(hb.percentile(d, 95))} s, "
+                f"sum {sum(d):.0f} s"
+            )
         posts = [s.post_status for s in r.spawns]
         print("  POST answers: " + ", ".join(f"{code}: {posts.count(code)}" for code in sorted(set(posts), key=str)))
         if r.cpu:
             cpu = list(r.cpu.values())
             mean = statistics.fmean(cpu)
             floor = r.n * mean / CORES
-            print(f"  CPU-seconds per start (container cgroup at ready, {len(cpu)} servers): mean {mean:.2f}, "
-                  f"median {statistics.median(cpu):.2f}, min {min(cpu):.2f}, max {max(cpu):.2f}"
-                  + (f"; held back by the cpu quota (CFS throttling): median {statistics.median(r.throttled.values()):.2f} s"
-                     if r.throttled else ""))
-            print(f"  CPU-bound floor = N x mean CPU-s per start / cores = {r.n} x {mean:.2f} / {CORES} = {floor:.1f} s"
-                  + (f"; all ready after {r.all_ready_s / floor:.2f} x the floor" if r.all_ready_s and not r.failures else ""))
+            print(
+                f"  CPU-seconds per start (container cgroup at ready, {len(cpu)} servers): mean {mean:.2f}, "
+                f"median {statistics.median(cpu):.2f}, min {min(cpu):.2f}, max {max(cpu):.2f}"
+                + (
+                    f"; held back by the cpu quota (CFS throttling): median {statistics.median(r.throttled.values()):.2f} s"
+                    if r.throttled
+                    else ""
+                )
+            )
+            print(
+                f"  CPU-bound floor = N x mean CPU-s per start / cores = {r.n} x {mean:.2f} / {CORES} = {floor:.1f} s"
+                + (
+                    f"; all ready after {r.all_ready_s / floor:.2f} x the floor"
+                    if r.all_ready_s and not r.failures
+                    else ""
+                )
+            )
         if r.window:
             w = r.window
             other = w["busy"] - w["containers"] - w["hub"] - w["docker"]
-            print(f"  host CPU during the storm ({w['wall']:.1f} s x {CORES} cores = {w['wall'] * CORES:.0f} CPU-s): "
-                  f"busy {w['busy']:.0f} CPU-s = student containers {w['containers']:.0f} (docker cgroup; "
-                  f"{sum(r.cpu.values()):.0f} of it before each was ready) + hub, proxy, culler {w['hub']:.0f} "
-                  f"+ dockerd/containerd {w['docker']:.0f} + everything else {other:.0f} (kernel, runc and shims, "
-                  f"this script, other people's work on this host)")
+            print(
+                f"  host CPU during the storm ({w['wall']:.1f} s x {CORES} cores = {w['wall'] * CORES:.0f} CPU-s): "
+                f"busy {w['busy']:.0f} CPU-s = student containers {w['containers']:.0f} (docker cgroup; "
+                f"{sum(r.cpu.values()):.0f} of it before each was ready) + hub, proxy, culler {w['hub']:.0f} "
+                f"+ dockerd/containerd {w['docker']:.0f} + everything else {other:.0f} (kernel, runc and shims, "
+                f"this script, other people's work on this host)"
+            )
             print(f"    CPU-s outside containers by process name during the storm (approximate): {r.outside}")
         if r.memory:
             usage = [m["usage"] / MiB for m in r.memory.values()]
             rss = [m["rss"] / MiB for m in r.memory.values()]
-            print(f"  idle memory per student server ({len(usage)} servers): median usage_in_bytes {statistics.median(usage):.0f} MiB "
-                  f"(min {min(usage):.0f}, max {max(usage):.0f}), median rss {statistics.median(rss):.0f} MiB; "
-                  f"all {sum(usage):.0f} MiB; OOM kills {sum(m['oom_kill'] for m in r.memory.values())}")
+            print(
+                f"  idle memory per student server ({len(usage)} servers): median usage_in_bytes {statistics.median(usage):.0f} MiB "
+                f"(min {min(usage):.0f}, max {max(usage):.0f}), median rss {statistics.median(rss):.0f} MiB; "
+                f"all {sum(usage):.0f} MiB; OOM kills {sum(m['oom_kill'] for m in r.memory.values())}"
+            )
         if r.events:
             print(f"  container die/oom/kill events during the run: {r.events[:20]}")
         print(f"  (reconcile pass {fmt(r.apply_s)} s, {r.n} logins {fmt(r.logins_s)} s)")
     bad = [r.n for r in results if r.leftovers]
-    print("\ncleanup: " + ("nothing of ours left (containers, clsrm networks, hub/proxy processes, users, mounts)"
-                           if not bad else f"LEFTOVERS for N={bad}; see above"))
+    print(
+        "\ncleanup: "
+        + (
+            "nothing of ours left (containers, clsrm networks, hub/proxy processes, users, mounts)"
+            if not bad
+            else f"LEFTOVERS for N={bad}; see above"
+        )
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[30, 50], help="class sizes (default: 30 50)")
     parser.add_argument("--deadline", type=float, default=900, help="per student, POST -> ready (default 900 s)")
-    parser.add_argument("--start-slots", type=int, default=None,
-                        help="experiment: override ClassroomSpawner.start_slots (default: the config's, one per core)")
+    parser.add_argument(
+        "--start-slots",
+        type=int,
+        default=None,
+        help="experiment: override ClassroomSpawner.start_slots (default: the config's, one per core)",
+    )
     parser.add_argument("--idle", type=float, default=20, help="idle seconds before reading memory (default 20)")
     args = parser.parse_args()
     reason = hb.cannot_run()
@@ -365,11 +444,16 @@ def main() -> int:
         print(f"cannot run here: {reason}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, hb.on_sigterm)
-    print(f"host: {platform.node()} {platform.release()}, {CORES} CPUs, "
-          f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB RAM, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"host: {platform.node()} {platform.release()}, {CORES} CPUs, "
+        f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB RAM, load {os.getloadavg()[0]:.2f}"
+    )
     start = time.perf_counter()
     built = build_test_image()
-    print(f"student image {TAG}: ready in {time.perf_counter() - start:.1f} s ({getattr(built, 'tag', built)})", flush=True)
+    print(
+        f"student image {TAG}: ready in {time.perf_counter() - start:.1f} s ({getattr(built, 'tag', built)})",
+        flush=True,
+    )
     results: list[Result] = []
     try:
         for n in args.n:

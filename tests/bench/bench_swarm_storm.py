@@ -46,8 +46,14 @@ def storm(n: int, deadline: float, swarm: Swarm | None) -> dict:
     room = make_classroom()
     extra = {}
     if swarm is not None:
-        extra = {"spawner": "swarm", "swarm": {"address": HOST_ADDRESS, "homes": "shared", "workers": [
-            {"address": w.address, "docker": w.endpoint} for w in swarm.workers]}}
+        extra = {
+            "spawner": "swarm",
+            "swarm": {
+                "address": HOST_ADDRESS,
+                "homes": "shared",
+                "workers": [{"address": w.address, "docker": w.endpoint} for w in swarm.workers],
+            },
+        }
     add_hub(room, image=TAG, **extra)
     room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"}}
     width = len(str(n))
@@ -59,14 +65,18 @@ def storm(n: int, deadline: float, swarm: Swarm | None) -> dict:
     hub = Hub(room)
     out: dict = {"mode": "swarm (2 workers)" if swarm else "one server", "n": n}
     try:
-        ran = subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
-                             capture_output=True, text=True, env=env)
+        ran = subprocess.run(
+            [sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if not hb.host_converged(ran):
             out["error"] = f"reconcile: {(ran.stdout + ran.stderr)[-800:]}"
             return out
         hub.start(timeout=180, env=env)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            sessions = dict(zip(users, pool.map(lambda u: hub.login(u, hb.password(room, u)), users)))
+            sessions = dict(zip(users, pool.map(lambda u: hub.login(u, hb.password(room, u)), users), strict=False))
         results: dict[str, hb.Spawn] = {}
 
         def student(user: str) -> None:
@@ -141,14 +151,18 @@ def main() -> int:
         print(f"  failures: {len(failed)} of {r['n']}" + "".join(f"\n    {f}" for f in r["failures"]))
         print(f"  all ready after {r['all_ready_s']:.1f} s")
         if times:
-            print(f"  time-to-ready p50 {statistics.median(times):.1f} s, p95 {hb.percentile(times, 95):.1f} s, "
-                  f"max {max(times):.1f} s")
+            print(
+                f"  time-to-ready p50 {statistics.median(times):.1f} s, p95 {hb.percentile(times, 95):.1f} s, "
+                f"max {max(times):.1f} s"
+            )
         if r.get("slots"):
             print(f"  hub: {r['slots'].split('] ', 1)[-1]}")
         if r.get("spread"):
             print(f"  servers per worker: {r['spread']}")
     if len(results) == 2 and all("all_ready_s" in r for r in results):
-        print(f"\nswarm / one server, time until all ready: {results[1]['all_ready_s'] / results[0]['all_ready_s']:.2f}")
+        print(
+            f"\nswarm / one server, time until all ready: {results[1]['all_ready_s'] / results[0]['all_ready_s']:.2f}"
+        )
     return 0
 
 

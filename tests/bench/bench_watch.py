@@ -70,7 +70,9 @@ def main() -> int:
     if reason:
         print(f"cannot run: {reason}")
         return 1
-    room = make_classroom(max_disable_fraction=1.0, volumes={"backend": "loop", "max_overcommit": 1000})  # sparse, unfilled
+    room = make_classroom(
+        max_disable_fraction=1.0, volumes={"backend": "loop", "max_overcommit": 1000}
+    )  # sparse, unfilled
     daemon = None
     try:
         site = yaml.safe_load(room.site.read_text())
@@ -85,8 +87,11 @@ def main() -> int:
             return 1
         print(f"N={args.n}: converged in {time.monotonic() - started:.1f} s")
         log = open(room.root / "watch.log", "w")
-        daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
-                                   "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         status = room.paths.state / "status.json"
         wait(lambda: status.exists(), timeout=300)
         time.sleep(1)
@@ -117,10 +122,14 @@ def main() -> int:
 
         every = sorted(latencies["quota"] + latencies["add"])
         p95 = every[max(0, int(round(0.95 * len(every))) - 1)]
-        print(f"edit -> converged over {len(every)} saves (N={args.n}): p50 {statistics.median(every):.3f} s, "
-              f"p95 {p95:.3f} s (target p95 <= 0.3 s, issue #14)")
-        print(f"  quota raised: median {statistics.median(latencies['quota']):.3f} s; "
-              f"student added: median {statistics.median(latencies['add']):.3f} s")
+        print(
+            f"edit -> converged over {len(every)} saves (N={args.n}): p50 {statistics.median(every):.3f} s, "
+            f"p95 {p95:.3f} s (target p95 <= 0.3 s, issue #14)"
+        )
+        print(
+            f"  quota raised: median {statistics.median(latencies['quota']):.3f} s; "
+            f"student added: median {statistics.median(latencies['add']):.3f} s"
+        )
         print(f"daemon RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after {len(every)} passes")
         print(f"daemon idle CPU: {100 * idle_cpu:.2f} % of one core over {args.idle:g} s")
         return 0

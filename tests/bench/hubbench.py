@@ -23,6 +23,7 @@ import requests  # noqa: E402
 from hubkit import xsrf  # noqa: E402
 
 from reconciler.host.containers import LABEL_CLASSROOM, LABEL_USER  # noqa: E402
+import contextlib
 
 CGROUP = Path("/sys/fs/cgroup")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -67,8 +68,11 @@ def converge_and_start(room, hub, n: int) -> bool:
     """One real apply of the class (the hub is not up yet: only its part may fail), then the hub; False when the
     host did not converge (said on stdout)."""
     t0 = time.perf_counter()
-    ran = subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
-                         capture_output=True, text=True)
+    ran = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file)],
+        capture_output=True,
+        text=True,
+    )
     if not host_converged(ran):
         print(f"reconcile failed: {(ran.stdout + ran.stderr)[-800:]}")
         return False
@@ -85,11 +89,17 @@ def host_converged(ran: subprocess.CompletedProcess) -> bool:
     """The first pass converged the host.  Its hub part fails (exit 1) while the hub is not up yet:
     the token file appears with the first `reconcile hub`, as in tests/test_e2e.py."""
     failed = [line for line in (ran.stdout + ran.stderr).splitlines() if line.startswith("failed:")]
-    return ran.returncode == 0 or (ran.returncode == 1 and bool(failed) and all(f.startswith("failed: hub:") for f in failed))
+    return ran.returncode == 0 or (
+        ran.returncode == 1 and bool(failed) and all(f.startswith("failed: hub:") for f in failed)
+    )
 
 
 def hub_not_up_note(ran: subprocess.CompletedProcess) -> str:
-    return " (only its hub part failed: the hub is not up yet; host converged)" if ran.returncode == 1 and host_converged(ran) else ""
+    return (
+        " (only its hub part failed: the hub is not up yet; host converged)"
+        if ran.returncode == 1 and host_converged(ran)
+        else ""
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,21 +111,23 @@ def percentile(values: list[float], q: float) -> float:
 
 # --- spawning as the browser's spawn page does ----------------------------------------------------------
 
+
 @dataclass
 class Spawn:
     user: str
     ok: bool = False
     post_status: int | None = None
-    post_s: float | None = None          # how long the POST took (the hub waits up to slow_spawn_timeout = 10 s)
-    ready_s: float | None = None         # POST sent -> the hub says ready
-    t_sent: float | None = None          # time.time() when the POST was sent
+    post_s: float | None = None  # how long the POST took (the hub waits up to slow_spawn_timeout = 10 s)
+    ready_s: float | None = None  # POST sent -> the hub says ready
+    t_sent: float | None = None  # time.time() when the POST was sent
     t_ready: float | None = None
     failure: str = ""
     events: list[str] = field(default_factory=list)
 
 
-def spawn_and_wait(url: str, session: requests.Session, user: str, deadline_s: float,
-                   hub_alive=lambda: True, post_timeout: float = 300) -> Spawn:
+def spawn_and_wait(
+    url: str, session: requests.Session, user: str, deadline_s: float, hub_alive=lambda: True, post_timeout: float = 300
+) -> Spawn:
     """POST /hub/api/users/<user>/server, then follow /server/progress (the spawn page's event stream)
     until ready or failed; a closed stream falls back to polling the user model.  Never raises."""
     out = Spawn(user)
@@ -179,8 +191,9 @@ def _ready(out: Spawn, start: float) -> Spawn:
     return out
 
 
-def stop_and_wait(url: str, session: requests.Session, user: str, container_name: str | None = None,
-                  timeout: float = 120) -> None:
+def stop_and_wait(
+    url: str, session: requests.Session, user: str, container_name: str | None = None, timeout: float = 120
+) -> None:
     """DELETE the server, wait until the hub has no server and (with remove=True) the container is gone."""
     response = session.delete(f"{url}/hub/api/users/{user}/server", headers=xsrf(session), timeout=120)
     if response.status_code not in (202, 204):
@@ -189,14 +202,16 @@ def stop_and_wait(url: str, session: requests.Session, user: str, container_name
     client = docker.from_env()
     while time.monotonic() < deadline:
         model = session.get(f"{url}/hub/api/users/{user}", headers=xsrf(session), timeout=30).json()
-        if not model.get("servers", {}).get(""):
-            if container_name is None or not client.containers.list(all=True, filters={"name": container_name}):
-                return
+        if not model.get("servers", {}).get("") and (
+            container_name is None or not client.containers.list(all=True, filters={"name": container_name})
+        ):
+            return
         time.sleep(0.3)
     raise RuntimeError(f"{user}'s server did not stop within {timeout:.0f} s")
 
 
 # --- cgroup v1 -----------------------------------------------------------------------------------------
+
 
 def container_id(label_user: str | None = None, name: str | None = None) -> str | None:
     filters = {"label": f"{LABEL_USER}={label_user}"} if label_user else {"name": name}
@@ -253,10 +268,12 @@ def memory(cid: str) -> dict[str, int] | None:
     try:
         stat = dict(line.split() for line in (base / "memory.stat").read_text().splitlines())
         oom = dict(line.split() for line in (base / "memory.oom_control").read_text().splitlines())
-        return {"usage": int((base / "memory.usage_in_bytes").read_text()),
-                "rss": int(stat.get("total_rss", stat.get("rss", 0))),
-                "cache": int(stat.get("total_cache", stat.get("cache", 0))),
-                "oom_kill": int(oom.get("oom_kill", 0))}
+        return {
+            "usage": int((base / "memory.usage_in_bytes").read_text()),
+            "rss": int(stat.get("total_rss", stat.get("rss", 0))),
+            "cache": int(stat.get("total_cache", stat.get("cache", 0))),
+            "oom_kill": int(oom.get("oom_kill", 0)),
+        }
     except (OSError, ValueError):
         return None
 
@@ -291,7 +308,7 @@ def cpu_snapshot() -> dict[int, tuple[str, int, bool, int]]:
         fields = raw.rsplit(")", 1)[1].split()
         in_container = any(":cpuacct" in line and "/docker/" in line for line in cgroups.splitlines())
         ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-        out[int(pid)] = (raw[raw.index("(") + 1:raw.rindex(")")], ticks, in_container, int(fields[1]))
+        out[int(pid)] = (raw[raw.index("(") + 1 : raw.rindex(")")], ticks, in_container, int(fields[1]))
     return out
 
 
@@ -300,10 +317,10 @@ def cpu_outside_containers(before: dict, after: dict, label: dict[int, str], cou
     children that exited (and were reaped) in between count for it, minus what they had used before
     the first snapshot; children of processes that are gone too are not seen.  ``label`` names our pids."""
     delta: dict[int, int] = {}
-    for pid, (comm, ticks, in_container, _) in after.items():
+    for pid, (comm, ticks, _, _) in after.items():
         old = before.get(pid)
         delta[pid] = ticks - (old[1] if old and old[0] == comm else 0)
-    for pid, (comm, ticks, _, ppid) in before.items():
+    for pid, (_comm, ticks, _, ppid) in before.items():
         if pid in after:
             continue
         # Exited during the window: its time from before the window reaches its nearest surviving
@@ -327,13 +344,14 @@ def cpu_outside_containers(before: dict, after: dict, label: dict[int, str], cou
 
 def top_cpu_users(seconds: float = 1.0, count: int = 4) -> list[str]:
     """The processes using the most CPU over a short window: to name contention."""
+
     def snap() -> dict[int, tuple[str, int]]:
         out = {}
         for pid in os.listdir("/proc"):
             if pid.isdigit():
                 try:
                     raw = Path(f"/proc/{pid}/stat").read_text()
-                    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+                    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
                     fields = raw.rsplit(")", 1)[1].split()
                     out[int(pid)] = (comm, int(fields[11]) + int(fields[12]))
                 except (OSError, ValueError):
@@ -348,6 +366,7 @@ def top_cpu_users(seconds: float = 1.0, count: int = 4) -> list[str]:
 
 
 # --- clean-up and its verification ---------------------------------------------------------------------
+
 
 def remove_containers(classroom: str, name_prefixes: tuple[str, ...] = ()) -> int:
     client = docker.from_env()
@@ -415,10 +434,8 @@ def kill_ours(roots: tuple[Path, ...]) -> list[int]:
     pids = [pid for pid, _ in hub_processes(roots)[0]]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
             time.sleep(0.1)
@@ -467,7 +484,7 @@ def hub_log_excerpt(log: Path, limit: int = 80) -> str:
     keys = ("[E ", "[W ", "[C ", "Traceback", "Error", "429", "imeout", "OOM", "oom", "failed", "Failed")
     picked = [line for line in lines if any(k in line for k in keys)]
     if len(picked) > limit:
-        picked = picked[: limit // 2] + [f"... ({len(picked) - limit} more) ..."] + picked[-limit // 2:]
+        picked = picked[: limit // 2] + [f"... ({len(picked) - limit} more) ..."] + picked[-limit // 2 :]
     return "\n".join("    " + line[:400] for line in picked) or "    (no error or warning lines)"
 
 
@@ -481,7 +498,9 @@ def docker_events(classroom: str, sink: list, stop) -> None:
             status = event.get("status") or event.get("Action")
             if status in ("die", "oom", "kill"):
                 attrs = event.get("Actor", {}).get("Attributes", {})
-                sink.append(f"{status} {attrs.get(LABEL_USER, attrs.get('name'))} exitCode={attrs.get('exitCode', '-')}")
+                sink.append(
+                    f"{status} {attrs.get(LABEL_USER, attrs.get('name'))} exitCode={attrs.get('exitCode', '-')}"
+                )
     except Exception:  # noqa: BLE001 - the stream is closed from the main thread at the end
         pass
 

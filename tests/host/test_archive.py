@@ -105,8 +105,10 @@ def test_export_while_the_server_writes_is_consistent_and_the_server_goes_on(roo
     home = room.paths.home(ann)
     (home / "notebook.ipynb").write_text('{"cells": []}')
     holder = Holder(home, room.root / "inside")
-    writer = subprocess.Popen(["nsenter", "-t", str(holder.proc.pid), "-m", sys.executable, "-c", WRITER,
-                               str(holder.inside)], start_new_session=True)
+    writer = subprocess.Popen(
+        ["nsenter", "-t", str(holder.proc.pid), "-m", sys.executable, "-c", WRITER, str(holder.inside)],
+        start_new_session=True,
+    )
     out = room.root / "out"
     try:
         time.sleep(1.0)  # it has written a few MiB
@@ -130,13 +132,14 @@ def test_export_while_the_server_writes_is_consistent_and_the_server_goes_on(roo
     assert log and len(log) % RECORD == 0, "a torn copy: the log ends inside a record"
     records = len(log) // RECORD
     for i in range(records):  # every record whole and in order: one instant of the filesystem
-        chunk = log[i * RECORD:(i + 1) * RECORD]
+        chunk = log[i * RECORD : (i + 1) * RECORD]
         assert int.from_bytes(chunk[:8], "big") == i and chunk[8:] == bytes([i % 251]) * 4088, f"record {i}"
     assert int(files["counter.txt"]) <= records  # the counter is written after the records it counts
     assert files["notebook.ipynb"] == b'{"cells": []}'
 
-    manifest = Manifest.from_json(archives[0].with_name(archives[0].name.replace(".tar.zst", ".manifest.json"))
-                                  .read_text())
+    manifest = Manifest.from_json(
+        archives[0].with_name(archives[0].name.replace(".tar.zst", ".manifest.json")).read_text()
+    )
     entry = {e.path: e for e in manifest.entries}["log.bin"]
     assert entry.size == len(log) and entry.sha256 == hashlib.sha256(log).hexdigest()
     assert manifest.archive_sha256 == hashlib.sha256(archives[0].read_bytes()).hexdigest()
@@ -147,9 +150,11 @@ def test_export_while_the_server_writes_is_consistent_and_the_server_goes_on(roo
 def test_a_killed_export_never_leaves_a_home_frozen(room):
     """The writes of a frozen filesystem cannot even be killed; the thaw must not depend on the exporter living."""
     home = room.paths.home(room.user("ann"))
-    code = ("import sys, time\nfrom pathlib import Path\nfrom reconciler.host.archive import writes_paused\n"
-            "from reconciler.host.run import Runner\n"
-            "with writes_paused(Path(sys.argv[1]), Runner()):\n    print('frozen', flush=True)\n    time.sleep(600)\n")
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom reconciler.host.archive import writes_paused\n"
+        "from reconciler.host.run import Runner\n"
+        "with writes_paused(Path(sys.argv[1]), Runner()):\n    print('frozen', flush=True)\n    time.sleep(600)\n"
+    )
     exporter = subprocess.Popen([sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE, text=True)
     writer = None
     try:
@@ -217,7 +222,9 @@ def test_restore_round_trips_bytes_and_permissions_into_another_home_as_its_owne
     with open(big, "rb") as handle:
         handle.seek(1 << 20)
         assert handle.read(13) == b"the only data"
-    assert (restored / "private" / "notes.md").stat().st_ino == (restored / "private" / "notes-hardlink.md").stat().st_ino
+    assert (restored / "private" / "notes.md").stat().st_ino == (
+        restored / "private" / "notes-hardlink.md"
+    ).stat().st_ino
     assert stat.S_ISFIFO((restored / "pipe").lstat().st_mode)
     bob_uid = pwd.getpwnam(bob).pw_uid
     owners = {p.lstat().st_uid for p in [restored, *restored.rglob("*")]}
@@ -293,14 +300,30 @@ def test_a_crafted_archive_can_do_nothing_the_student_could_not(room):
         tar.addfile(member, io.BytesIO(data))
     archive = room.root / "out" / "crafted.tar.zst"
     archive.parent.mkdir()
-    archive.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=crafted.getvalue(), capture_output=True,
-                                       check=True).stdout)
+    archive.write_bytes(
+        subprocess.run(["zstd", "-q", "-c"], input=crafted.getvalue(), capture_output=True, check=True).stdout
+    )
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    manifest = {"format": 1, "user": ann, "created": "2026-12-01T00:00:00+00:00", "view": "crafted",
-                "archive": {"file": archive.name, "bytes": archive.stat().st_size, "sha256": digest},
-                "volume_size": None, "files": 1, "content_bytes": 5,
-                "entries": [{"path": "escape/pwned", "kind": "file", "mode": "4755", "size": 5, "allocated": 8192,
-                             "sha256": hashlib.sha256(b"owned").hexdigest()}]}
+    manifest = {
+        "format": 1,
+        "user": ann,
+        "created": "2026-12-01T00:00:00+00:00",
+        "view": "crafted",
+        "archive": {"file": archive.name, "bytes": archive.stat().st_size, "sha256": digest},
+        "volume_size": None,
+        "files": 1,
+        "content_bytes": 5,
+        "entries": [
+            {
+                "path": "escape/pwned",
+                "kind": "file",
+                "mode": "4755",
+                "size": 5,
+                "allocated": 8192,
+                "sha256": hashlib.sha256(b"owned").hexdigest(),
+            }
+        ],
+    }
     (archive.parent / "crafted.manifest.json").write_text(json.dumps(manifest))
     done = room.cli("restore", ann, "--from", str(archive))
     assert list(victim.iterdir()) == [], done.stdout + done.stderr
@@ -360,11 +383,13 @@ def test_a_view_left_by_a_killed_export_is_cleared_by_the_next_pass(room):
     """A view (a read-only mount of a copy) that a SIGKILLed export leaves would keep a second loop device on the
     volume; the next applying pass clears it while no export runs."""
     ann = room.user("ann")
-    code = ("import sys, time\nfrom pathlib import Path\nfrom reconciler.config.load import load_site\n"
-            "from reconciler.host.volumes import backend_for\n"
-            "site = load_site(Path(sys.argv[1]))\nscratch = site.paths.state / 'snapshots'\n"
-            "scratch.mkdir(mode=0o700, exist_ok=True)\nbackend_for(site).open_view(sys.argv[2], scratch)\n"
-            "print('open', flush=True)\ntime.sleep(600)\n")
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom reconciler.config.load import load_site\n"
+        "from reconciler.host.volumes import backend_for\n"
+        "site = load_site(Path(sys.argv[1]))\nscratch = site.paths.state / 'snapshots'\n"
+        "scratch.mkdir(mode=0o700, exist_ok=True)\nbackend_for(site).open_view(sys.argv[2], scratch)\n"
+        "print('open', flush=True)\ntime.sleep(600)\n"
+    )
     exporter = subprocess.Popen([sys.executable, "-c", code, str(room.site), ann], stdout=subprocess.PIPE, text=True)
     try:
         assert exporter.stdout.readline().strip() == "open"

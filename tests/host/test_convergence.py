@@ -28,11 +28,13 @@ from reconciler.engine.reconcile import desire
 pytestmark = pytest.mark.skipif(host_ready() is not None, reason=host_ready() or "")
 
 NAMES = ("ann", "bob", "cat", "dan")
-person = st.fixed_dictionaries({
-    "status": st.sampled_from(["active", "active", "disabled", "absent", "purged"]),
-    "disk": st.sampled_from(["128Mi", "256Mi"]),
-    "role": st.sampled_from(["student", "student", "teacher"]),
-})
+person = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["active", "active", "disabled", "absent", "purged"]),
+        "disk": st.sampled_from(["128Mi", "256Mi"]),
+        "role": st.sampled_from(["student", "student", "teacher"]),
+    }
+)
 roster = st.fixed_dictionaries({name: person for name in NAMES})
 
 
@@ -42,7 +44,8 @@ def write(room, edit):
         if p["status"] == "absent":
             continue
         (admins if p["role"] == "teacher" else students).append(
-            {"username": name, "status": p["status"], "disk": p["disk"]})
+            {"username": name, "status": p["status"], "disk": p["disk"]}
+        )
     room.write(students, admins=admins)
 
 
@@ -75,8 +78,7 @@ def test_any_sequence_of_edits_converges(edits):
     try:
         for edit in edits:
             write(room, edit)
-            code = cli.main(["--site", str(room.site), "-f", str(room.file),
-                             "--allow-destroy", "--allow-mass-disable"])
+            code = cli.main(["--site", str(room.site), "-f", str(room.file), "--allow-destroy", "--allow-mass-disable"])
             assert code == 0
             check_matches(room, edit)
     finally:
@@ -84,16 +86,34 @@ def test_any_sequence_of_edits_converges(edits):
 
 
 def _apply(room, *extra):
-    return subprocess.run([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file),
-                           "--allow-mass-disable", *extra], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "--site",
+            str(room.site),
+            "-f",
+            str(room.file),
+            "--allow-mass-disable",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_sigkill_at_random_points_then_rerun_converges(classroom):
     room = classroom
     base = [{"username": n} for n in ("s0", "s1", "s2", "s3")]
-    other = [{"username": "s0", "disk": "256Mi"}, {"username": "s1", "status": "disabled"},
-             {"username": "s2"}, {"username": "s3", "disk": "384Mi"},
-             *({"username": f"s{i}"} for i in range(4, 8))]
+    other = [
+        {"username": "s0", "disk": "256Mi"},
+        {"username": "s1", "status": "disabled"},
+        {"username": "s2"},
+        {"username": "s3", "disk": "384Mi"},
+        *({"username": f"s{i}"} for i in range(4, 8)),
+    ]
     room.write(base)
     assert _apply(room).returncode == 0
     markers = {}
@@ -115,8 +135,20 @@ def test_sigkill_at_random_points_then_rerun_converges(classroom):
     kills = 0
     for trial in range(20):
         room.write(other if trial % 2 == 0 else base)
-        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "--site", str(room.site), "-f", str(room.file),
-                                 "--allow-mass-disable"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "--site",
+                str(room.site),
+                "-f",
+                str(room.file),
+                "--allow-mass-disable",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.2, 0.9) * span)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

@@ -45,12 +45,11 @@ def test_the_course_folder_lives_on_its_own_volume(classroom):
     assert f"{room.paths.state}/volumes/{SHARED}.img {folder} ext4" in room.paths.manifest.read_text()
 
     # material that does not fit fills the folder's volume, never the host's disk
-    with pytest.raises(OSError) as full:
-        with open(folder / "dataset.bin", "wb") as handle:
-            for _ in range(160):
-                handle.write(b"\0" * MiB)
-                handle.flush()
-                os.fsync(handle.fileno())
+    with pytest.raises(OSError) as full, open(folder / "dataset.bin", "wb") as handle:
+        for _ in range(160):
+            handle.write(b"\0" * MiB)
+            handle.flush()
+            os.fsync(handle.fileno())
     assert full.value.errno == errno.ENOSPC
     (folder / "dataset.bin").unlink()
     (folder / "lesson1.ipynb").write_text("{}")

@@ -24,7 +24,9 @@ class Inbox:
         self.messages = []
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.rcpt_tos, email.message_from_bytes(envelope.content, policy=email.policy.default)))
+        self.messages.append(
+            (envelope.rcpt_tos, email.message_from_bytes(envelope.content, policy=email.policy.default))
+        )
         return "250 OK"
 
 
@@ -40,13 +42,26 @@ def mailroom(classroom):
     room = classroom
     port = free_port()
     site = yaml.safe_load(room.site.read_text())
-    site["delivery"] = {"hub_url": "https://jupyter.school.example", "retry_base": 0, "language": "en",
-                        "smtp": {"host": "127.0.0.1", "port": port, "security": "none",
-                                 "sender": "Classroom <noreply@school.example>", "timeout": 5}}
+    site["delivery"] = {
+        "hub_url": "https://jupyter.school.example",
+        "retry_base": 0,
+        "language": "en",
+        "smtp": {
+            "host": "127.0.0.1",
+            "port": port,
+            "security": "none",
+            "sender": "Classroom <noreply@school.example>",
+            "timeout": 5,
+        },
+    }
     room.site.write_text(yaml.safe_dump(site))
-    room.write([{"username": "ann", "email": ["ann@example.org", "parent@example.org"]},
-                {"username": "bob", "email": "bob@example.org"},
-                {"username": "cat"}])  # no e-mail: a printed slip
+    room.write(
+        [
+            {"username": "ann", "email": ["ann@example.org", "parent@example.org"]},
+            {"username": "bob", "email": "bob@example.org"},
+            {"username": "cat"},
+        ]
+    )  # no e-mail: a printed slip
     out = room.cli()
     assert out.returncode == 0, out.stderr
     passwords = {p.stem: json.loads(p.read_text())["password"] for p in room.paths.outbox.glob("*.json")}
@@ -164,7 +179,8 @@ def test_italian_and_a_school_template(mailroom):
     templates = room.root / "templates"
     templates.mkdir()
     (templates / "credentials.it.txt.j2").write_text(
-        "Subject: Benvenuto {{ name }}\n\nUtente {{ username }} / password {{ password }} / {{ hub_url }}\n")
+        "Subject: Benvenuto {{ name }}\n\nUtente {{ username }} / password {{ password }} / {{ hub_url }}\n"
+    )
     site = yaml.safe_load(room.site.read_text())
     site["delivery"].update({"language": "it", "templates_dir": str(templates)})
     room.site.write_text(yaml.safe_dump(site))
@@ -184,8 +200,11 @@ def test_the_daemon_delivers_after_a_pass(mailroom):
     room.site.write_text(yaml.safe_dump(site))
     controller = serve(port)
     log = open(room.root / "watch.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
-                             "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(controller.handler.messages) < 2:
@@ -219,9 +238,28 @@ def test_starttls_with_login_from_the_secrets_file(mailroom, tmp_path):
 
     room, port, passwords = mailroom
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     logins = []
@@ -236,8 +274,15 @@ def test_starttls_with_login_from_the_secrets_file(mailroom, tmp_path):
     site = yaml.safe_load(room.site.read_text())
     site["delivery"]["smtp"].update({"security": "starttls", "secrets_file": str(secrets), "ca_file": str(cert)})
     room.site.write_text(yaml.safe_dump(site))
-    controller = Controller(Inbox(), hostname="127.0.0.1", port=port, tls_context=tls, require_starttls=True,
-                            auth_required=True, authenticator=authenticator)
+    controller = Controller(
+        Inbox(),
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
     controller.start()
     try:
         out = room.cli("credentials", "send")
@@ -252,9 +297,13 @@ def test_starttls_with_login_from_the_secrets_file(mailroom, tmp_path):
 def test_a_disabled_persons_password_is_neither_sent_nor_printed(mailroom):
     room, port, passwords = mailroom
     ann, cat = room.user("ann"), room.user("cat")
-    room.write([{"username": "ann", "email": ["ann@example.org", "parent@example.org"], "status": "disabled"},
-                {"username": "bob", "email": "bob@example.org"},
-                {"username": "cat", "status": "disabled"}])
+    room.write(
+        [
+            {"username": "ann", "email": ["ann@example.org", "parent@example.org"], "status": "disabled"},
+            {"username": "bob", "email": "bob@example.org"},
+            {"username": "cat", "status": "disabled"},
+        ]
+    )
     assert room.cli("--allow-mass-disable").returncode == 0  # two of three: past the guard, knowingly
     status = room.cli("status")
     assert "held (not active" in status.stdout

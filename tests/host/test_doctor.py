@@ -11,8 +11,13 @@ from reconciler.cli.doctor import FAIL, WARN, check_certificate
 
 
 def doctor(room, env=None):
-    return subprocess.run([sys.executable, "-m", "reconciler", "doctor", "--site", str(room.site), "-f",
-                           str(room.file)], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", "doctor", "--site", str(room.site), "-f", str(room.file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_a_healthy_classroom_then_a_volume_not_mounted(classroom):
@@ -47,11 +52,29 @@ def test_docker_that_does_not_answer(classroom):
 
 def test_certificates_near_and_past_their_end(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3", "-subj", "/CN=hub",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3",
+            "-subj",
+            "/CN=hub",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (soon,) = check_certificate(cert)
     assert soon.verdict == WARN and "expires in 2 day(s)" in soon.detail, soon  # 2 days 23 h and some
-    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=4)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=4)
     (expired,) = check_certificate(cert, now=later)
     assert expired.verdict == FAIL and "expired on" in expired.detail and "certbot renew" in expired.fix
     (garbage,) = check_certificate(key)  # a key is not a certificate

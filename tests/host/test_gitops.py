@@ -29,24 +29,35 @@ def test_plan_against_a_snapshot_matches_the_live_plan(classroom, tmp_path):
     room.write([{"username": "ann", "disk": "256Mi"}, {"username": "bob"}, {"username": "dan"}])
     live = room.cli("--dry-run", "--json")
     # CI: another directory, no site.yaml, nothing read from this host but the two files
-    offline = subprocess.run([sys.executable, "-m", "reconciler", "--dry-run", "--json", "--observed", str(snapshot),
-                              "-f", str(room.file)], capture_output=True, text=True, cwd=tmp_path,
-                             env={"PATH": "/usr/bin:/bin", "RECONCILE_SITE": "",
-                                  "RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]})
+    offline = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--dry-run", "--json", "--observed", str(snapshot), "-f", str(room.file)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "RECONCILE_SITE": "", "RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]},
+    )
     assert offline.returncode == live.returncode == 2, offline.stderr
     assert json.loads(offline.stdout) == json.loads(live.stdout)
     assert not (tmp_path / "state").exists()
 
     # a truncated roster is refused in CI just as on the server
     room.write([{"username": "ann"}])
-    refused = subprocess.run([sys.executable, "-m", "reconciler", "--dry-run", "--observed", str(snapshot),
-                              "-f", str(room.file)], capture_output=True, text=True, cwd=tmp_path)
+    refused = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--dry-run", "--observed", str(snapshot), "-f", str(room.file)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert refused.returncode == 3 and "--allow-mass-disable" in refused.stdout
 
 
 def test_observed_needs_dry_run(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "reconciler", "--observed", "x.json",
-                          "-f", str(ROOT / "examples" / "classroom.yaml")], capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--observed", "x.json", "-f", str(ROOT / "examples" / "classroom.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 64 and "add --dry-run" in out.stderr  # a usage error, before anything is read
 
 

@@ -50,8 +50,10 @@ def snapshot(room) -> tuple:
 
 def test_create_then_second_pass_changes_nothing(classroom):
     room = classroom
-    room.write([{"username": "ann", "email": "ann@example.org"}, {"username": "bob", "disk": "256Mi"}],
-               admins=[{"username": "tea"}])
+    room.write(
+        [{"username": "ann", "email": "ann@example.org"}, {"username": "bob", "disk": "256Mi"}],
+        admins=[{"username": "tea"}],
+    )
     first = room.cli()
     assert first.returncode == 0, first.stderr
     assert "Plan: " in first.stdout and "Converged" in first.stderr
@@ -60,8 +62,11 @@ def test_create_then_second_pass_changes_nothing(classroom):
     assert again.returncode == 0, again.stdout
     assert "No changes" in again.stdout
 
-    for short, group in (("ann", f"{room.name}-students"), ("bob", f"{room.name}-students"),
-                         ("tea", f"{room.name}-teachers")):
+    for short, group in (
+        ("ann", f"{room.name}-students"),
+        ("bob", f"{room.name}-students"),
+        ("tea", f"{room.name}-teachers"),
+    ):
         user = room.user(short)
         entry = pwd.getpwnam(user)
         assert entry.pw_shell == "/usr/sbin/nologin"
@@ -98,8 +103,14 @@ def test_password_appears_only_in_the_outbox(classroom):
     password = outbox_password(room, "ann")
     assert len(password) >= 12
     status = room.cli("status", "--json")
-    for text in (plan_json.stdout, applied.stdout, applied.stderr, status.stdout,
-                 room.paths.journal.read_text(), room.paths.manifest.read_text()):
+    for text in (
+        plan_json.stdout,
+        applied.stdout,
+        applied.stderr,
+        status.stdout,
+        room.paths.journal.read_text(),
+        room.paths.manifest.read_text(),
+    ):
         assert password not in text
     entries = [json.loads(line) for line in room.paths.journal.read_text().splitlines()]
     assert {e["kind"] for e in entries} >= {"account", "password", "volume", "mount"}
@@ -281,8 +292,15 @@ def test_a_username_that_is_a_system_group_blocks_only_that_person(classroom):
     clash = room.user("certs")
     subprocess.run(["groupadd", clash], check=True)
     try:
-        room.write([{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "dan"},
-                    {"username": "certs"}, {"username": "cat"}])
+        room.write(
+            [
+                {"username": "ann", "status": "disabled"},
+                {"username": "bob"},
+                {"username": "dan"},
+                {"username": "certs"},
+                {"username": "cat"},
+            ]
+        )
         out = room.cli()
         assert out.returncode == 1, out.stdout + out.stderr
         assert f"a group named '{clash}' already exists" in out.stdout
@@ -437,11 +455,12 @@ def test_a_teacher_write_that_cannot_be_journaled_is_not_made(classroom):
         try:
             desk = teacher.Room(load_site(room.site), room.file)
             before, waiting = room.file.read_bytes(), outbox_password(room, "bob")
-            for attempt in (lambda: teacher.add_student(desk, "tea", {"name": "New One"}),
-                            lambda: teacher.change_student(desk, "tea", room.user("ann"), {"name": "Ann Changed"}),
-                            lambda: teacher.reset_and_deliver(desk, "tea", room.user("ann")),
-                            lambda: teacher.hand_out(desk, "tea", [{"username": room.user("bob"),
-                                                                    "password": waiting}])):
+            for attempt in (
+                lambda: teacher.add_student(desk, "tea", {"name": "New One"}),
+                lambda: teacher.change_student(desk, "tea", room.user("ann"), {"name": "Ann Changed"}),
+                lambda: teacher.reset_and_deliver(desk, "tea", room.user("ann")),
+                lambda: teacher.hand_out(desk, "tea", [{"username": room.user("bob"), "password": waiting}]),
+            ):
                 with pytest.raises(Unwritable, match="No space left on device"):
                     attempt()
             assert room.file.read_bytes() == before and outbox_password(room, "bob") == waiting
@@ -549,16 +568,23 @@ def test_state_files_written_on_a_full_disk_keep_their_old_content(tmp_path):
     from reconciler.host.fsutil import write_atomic
     from reconciler.host.mounts import _write_manifest
 
-    with full_filesystem(tmp_path / "full", keep={"status.json": b'{"result": "converged"}\n',
-                                                  "mounts.fstab": b"# old manifest\n"}) as full:
+    with full_filesystem(
+        tmp_path / "full", keep={"status.json": b'{"result": "converged"}\n', "mounts.fstab": b"# old manifest\n"}
+    ) as full:
         status, paths = full / "status.json", Paths(full, full / "homes")
         with pytest.raises(OSError) as refused:
             write_atomic(status, '{"result": "waiting"}\n' * 1000)
         assert refused.value.errno == errno.ENOSPC
         with pytest.raises(OSError) as refused:
-            _write_manifest(paths, {str(full / "homes" / f"u{n}"): ManifestEntry(f"/x/u{n}.img", str(full / "homes" / f"u{n}"),
-                                                                                 "ext4", "rw")
-                                    for n in range(2000)})
+            _write_manifest(
+                paths,
+                {
+                    str(full / "homes" / f"u{n}"): ManifestEntry(
+                        f"/x/u{n}.img", str(full / "homes" / f"u{n}"), "ext4", "rw"
+                    )
+                    for n in range(2000)
+                },
+            )
         assert refused.value.errno == errno.ENOSPC
         assert status.read_text() == '{"result": "converged"}\n'
         assert paths.manifest.read_text() == "# old manifest\n"

@@ -34,8 +34,10 @@ def school_proxy(tmp_path):
             seen.append(self.path)  # a proxy receives the absolute URL
             if self.path == f"http://{MIRROR}/simple/hello-student/":
                 digest = hashlib.sha256(data).hexdigest()
-                body = (f'<html><body><a href="http://{MIRROR}/packages/{wheel.name}#sha256={digest}">'
-                        f"{wheel.name}</a></body></html>").encode()
+                body = (
+                    f'<html><body><a href="http://{MIRROR}/packages/{wheel.name}#sha256={digest}">'
+                    f"{wheel.name}</a></body></html>"
+                ).encode()
                 kind = "text/html"
             elif self.path == f"http://{MIRROR}/packages/{wheel.name}":
                 body, kind = data, "application/octet-stream"
@@ -67,15 +69,17 @@ def school_proxy(tmp_path):
 def test_the_wheel_download_goes_through_the_schools_proxy_to_its_mirror(school_proxy, tmp_path):
     port, seen = school_proxy
     site = tmp_path / "site.yaml"
-    site.write_text(f"state_dir: state\nnetwork:\n  proxy: http://127.0.0.1:{port}\n"
-                    f"  pip_index: http://{MIRROR}/simple\n")
+    site.write_text(
+        f"state_dir: state\nnetwork:\n  proxy: http://127.0.0.1:{port}\n  pip_index: http://{MIRROR}/simple\n"
+    )
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "NO_PROXY", "no_proxy", "PIP_INDEX_URL"):
         os.environ.pop(name, None)
     site_of(argparse.Namespace(site=str(site)))  # what every command does first
     dest = tmp_path / "downloaded"
     dest.mkdir()
-    build._step("downloading wheels on the host (pip download)",
-                build._download_argv(dest, ["hello-student==0.1"], deps=False))
+    build._step(
+        "downloading wheels on the host (pip download)", build._download_argv(dest, ["hello-student==0.1"], deps=False)
+    )
     assert [p.name for p in dest.glob("*.whl")] == ["hello_student-0.1-py3-none-any.whl"]
     assert f"http://{MIRROR}/simple/hello-student/" in seen  # asked the mirror, through the proxy
     assert any(path.endswith(".whl") for path in seen)

@@ -56,9 +56,11 @@ def sshd(classroom, tmp_path):
         (tmp_path / "sshd_config").write_text(
             f"Include {drop_ins}/*.conf\nHostKey {tmp_path / 'hostkey'}\nListenAddress 127.0.0.1:{port}\n"
             f"PidFile {tmp_path / 'sshd.pid'}\nUsePAM no\nPasswordAuthentication yes\n"
-            "KbdInteractiveAuthentication no\n")
-        subprocess.run([str(binary), "-f", str(tmp_path / "sshd_config"), "-E", str(tmp_path / "sshd.log")],
-                       env=env, check=True)
+            "KbdInteractiveAuthentication no\n"
+        )
+        subprocess.run(
+            [str(binary), "-f", str(tmp_path / "sshd_config"), "-E", str(tmp_path / "sshd.log")], env=env, check=True
+        )
         yield port, drop_ins, tmp_path
     finally:
         pid = tmp_path / "sshd.pid"
@@ -78,10 +80,31 @@ def forward(port: int, user: str, secret: str, where: Path) -> str:
     askpass.write_text(f"#!/bin/sh\necho '{secret}'\n")
     askpass.chmod(0o700)
     env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": "none"}
-    proc = subprocess.Popen(["ssh", "-F", "/dev/null", "-o", "UserKnownHostsFile=/dev/null", "-o",
-                             "StrictHostKeyChecking=no", "-o", "PreferredAuthentications=password", "-o",
-                             "NumberOfPasswordPrompts=1", "-p", str(port), "-N", "-L", f"{free_port()}:127.0.0.1:{port}",
-                             f"{user}@127.0.0.1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-p",
+            str(port),
+            "-N",
+            "-L",
+            f"{free_port()}:127.0.0.1:{port}",
+            f"{user}@127.0.0.1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _, err = proc.communicate(timeout=4)
         return err.strip().splitlines()[-1] if err.strip() else f"exited {proc.returncode}"

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.skipif(host_ready() is not None, reason=host_ready() or
 def save_by_rename(room, students):
     """What editors do: write a temp file, then rename it over classroom.yaml."""
     tmp = room.file.with_name(".classroom.yaml.swp")
-    doc = {"version": 1, "name": room.name, "quotas": room.quotas,
-           "students": [{"username": room.user(s), "name": s.capitalize()} for s in students]}
+    doc = {
+        "version": 1,
+        "name": room.name,
+        "quotas": room.quotas,
+        "students": [{"username": room.user(s), "name": s.capitalize()} for s in students],
+    }
     tmp.write_text(yaml.safe_dump(doc))
     os.replace(tmp, room.file)
     return hashlib.sha256(room.file.read_bytes()).hexdigest()
@@ -39,8 +43,11 @@ def daemon(classroom):
     room.site.write_text(yaml.safe_dump(site))
     save_by_rename(room, ["ann", "bob"])
     log = open(room.root / "watch.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
-                             "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield room, proc
     finally:
@@ -53,14 +60,19 @@ def daemon(classroom):
 def test_saves_are_applied_and_invalid_saves_are_not(daemon):
     room, proc = daemon
     first = hashlib.sha256(room.file.read_bytes()).hexdigest()
-    wait_for(lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
-             what="the first pass")
+    wait_for(
+        lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
+        what="the first pass",
+    )
     assert {room.user("ann"), room.user("bob")} <= set(room.observe().accounts)
     assert status(room)["people"][room.user("ann")] == {"condition": "ok"}
 
     second = save_by_rename(room, ["ann", "bob", "cat"])
-    wait_for(lambda: status(room).get("file_sha256") == second and status(room)["result"] == "converged",
-             timeout=30, what="the save to be applied")
+    wait_for(
+        lambda: status(room).get("file_sha256") == second and status(room)["result"] == "converged",
+        timeout=30,
+        what="the save to be applied",
+    )
     assert room.user("cat") in room.observe().accounts
 
     room.file.write_text(room.file.read_text().replace("version: 1", "version: 1\nstudnets: []"))
@@ -75,8 +87,11 @@ def test_saves_are_applied_and_invalid_saves_are_not(daemon):
     assert hashlib.sha256(kept.read_bytes()).hexdigest() == second and kept.stat().st_mode & 0o777 == 0o600
 
     third = save_by_rename(room, ["ann", "cat"])  # a valid save again: bob is disabled
-    wait_for(lambda: status(room).get("file_sha256") == third and status(room)["result"] == "converged",
-             timeout=30, what="the next valid save")
+    wait_for(
+        lambda: status(room).get("file_sha256") == third and status(room)["result"] == "converged",
+        timeout=30,
+        what="the next valid save",
+    )
     assert room.observe().accounts[room.user("bob")].locked
     assert proc.poll() is None
 
@@ -84,11 +99,16 @@ def test_saves_are_applied_and_invalid_saves_are_not(daemon):
 def test_resync_repairs_drift_and_sighup_runs_a_pass_now(daemon):
     room, proc = daemon
     first = hashlib.sha256(room.file.read_bytes()).hexdigest()
-    wait_for(lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
-             what="the first pass")
+    wait_for(
+        lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
+        what="the first pass",
+    )
     subprocess.run(["usermod", "--lock", room.user("ann")], check=True)
-    wait_for(lambda: not room.observe().accounts[room.user("ann")].locked, timeout=20,
-             what="the resync to unlock the account")
+    wait_for(
+        lambda: not room.observe().accounts[room.user("ann")].locked,
+        timeout=20,
+        what="the resync to unlock the account",
+    )
 
     site = yaml.safe_load(room.site.read_text())  # a long resync, so only SIGHUP can explain a quick pass
     site["resync_interval"] = 600
@@ -96,11 +116,16 @@ def test_resync_repairs_drift_and_sighup_runs_a_pass_now(daemon):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     log = open(room.root / "watch2.log", "w")
-    proc2 = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
-                              "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    proc2 = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        wait_for(lambda: status(room).get("time") and "watching" in (room.root / "watch2.log").read_text(),
-                 what="the restarted daemon")
+        wait_for(
+            lambda: status(room).get("time") and "watching" in (room.root / "watch2.log").read_text(),
+            what="the restarted daemon",
+        )
         before = status(room)["time"]
         time.sleep(1.1)  # status times have one-second resolution
         subprocess.run(["usermod", "--lock", room.user("bob")], check=True)
@@ -120,10 +145,13 @@ def test_status_names_the_git_commit(daemon):
     wait_for(lambda: status(room).get("result") == "converged", what="the first pass")  # signal handlers are set
     subprocess.run(["git", "init", "-q", str(room.root)], check=True)
     subprocess.run(["git", "-C", str(room.root), "add", "classroom.yaml"], check=True)
-    subprocess.run(["git", "-C", str(room.root), "-c", "user.name=t", "-c", "user.email=t@example.org",
-                    "commit", "-qm", "roster"], check=True)
-    commit = subprocess.run(["git", "-C", str(room.root), "rev-parse", "HEAD"], capture_output=True,
-                            text=True, check=True).stdout.strip()
+    subprocess.run(
+        ["git", "-C", str(room.root), "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "roster"],
+        check=True,
+    )
+    commit = subprocess.run(
+        ["git", "-C", str(room.root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     proc.send_signal(signal.SIGHUP)
     wait_for(lambda: (status(room).get("git") or {}).get("commit") == commit, timeout=20, what="the commit")
     assert status(room)["git"]["dirty"] is False
@@ -137,8 +165,11 @@ def test_no_pass_without_a_reason(classroom):
     room.site.write_text(yaml.safe_dump(site))
     save_by_rename(room, ["ann"])
     log = open(room.root / "watch.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
-                             "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for(lambda: status(room).get("result") == "converged", what="the first pass")
         first = (room.paths.state / "status.json").stat().st_mtime_ns
@@ -162,14 +193,20 @@ def test_a_file_written_in_place_is_read_once_its_writer_closes_it(classroom):
     room.site.write_text(yaml.safe_dump(site))
     first = save_by_rename(room, ["ann", "bob"])
     log = open(room.root / "watch.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
-                             "-f", str(room.file)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        wait_for(lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
-                 what="the first pass")
-        whole = room.file.read_text().replace(f"- name: Ann\n  username: {room.user('ann')}\n",
-                                              f"- name: Ann\n  username: {room.user('ann')}\n- name: Cat\n"
-                                              f"  username: {room.user('cat')}\n")
+        wait_for(
+            lambda: status(room).get("file_sha256") == first and status(room)["result"] == "converged",
+            what="the first pass",
+        )
+        whole = room.file.read_text().replace(
+            f"- name: Ann\n  username: {room.user('ann')}\n",
+            f"- name: Ann\n  username: {room.user('ann')}\n- name: Cat\n  username: {room.user('cat')}\n",
+        )
         assert whole.index(room.user("cat")) < whole.index(room.user("bob"))
         cut = whole.index("- name: Bob")
         with open(room.file, "w") as writer:  # in place, slowly: first everything up to bob
@@ -177,14 +214,20 @@ def test_a_file_written_in_place_is_read_once_its_writer_closes_it(classroom):
             writer.flush()
             # a pass now (SIGHUP, the resync, a save's event) would disable bob: the daemon must not read the file
             proc.send_signal(signal.SIGHUP)
-            seen = wait_for(lambda: status(room).get("result") == "busy" and status(room), timeout=30,
-                            what="the pass that finds the file being written")
+            seen = wait_for(
+                lambda: status(room).get("result") == "busy" and status(room),
+                timeout=30,
+                what="the pass that finds the file being written",
+            )
             assert f"pid {os.getpid()}" in seen["problems"][0] and seen["last_applied"]["sha256"] == first
             assert not room.observe().accounts[room.user("bob")].locked
             writer.write(whole[cut:])
         final = hashlib.sha256(room.file.read_bytes()).hexdigest()
-        wait_for(lambda: status(room).get("file_sha256") == final and status(room)["result"] == "converged",
-                 timeout=30, what="the save, once closed")
+        wait_for(
+            lambda: status(room).get("file_sha256") == final and status(room)["result"] == "converged",
+            timeout=30,
+            what="the save, once closed",
+        )
         accounts = room.observe().accounts
         assert room.user("cat") in accounts and not accounts[room.user("bob")].locked
     finally:
@@ -205,22 +248,31 @@ def test_the_daemon_says_it_is_alive_to_systemd_status_and_the_page(classroom):
         systemd.bind(address)
         systemd.settimeout(60)
         env = {**os.environ, "NOTIFY_SOCKET": address}
-        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
-                                 "-f", str(room.file)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             heard = [systemd.recv(4096).decode()]
             while "WATCHDOG=1" not in heard[-1]:
                 heard.append(systemd.recv(4096).decode())
             assert heard[0].startswith("READY=1")
-            shown = wait_for(lambda: (out := room.cli("status").stdout) and "daemon: running" in out and out,
-                             what="status to see the daemon")
+            shown = wait_for(
+                lambda: (out := room.cli("status").stdout) and "daemon: running" in out and out,
+                what="status to see the daemon",
+            )
             assert f"pid {proc.pid}" in shown
             proc.kill()  # no goodbye: the heartbeat stays, from a process that is gone
             proc.wait()
             assert "daemon: NOT RUNNING" in room.cli("status").stdout
-            again = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site),
-                                      "-f", str(room.file)], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+            again = subprocess.Popen(
+                [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 wait_for(lambda: f"pid {again.pid}" in room.cli("status").stdout, what="the new daemon")
                 again.terminate()  # stopped on purpose: "not running", not "last heard from"

@@ -46,8 +46,9 @@ def token_for(hub, room, short, scopes=None):
     session = hub.login(room.user(short), known or password(room, short))
     assert session is not None
     body = {"note": "test", **({"scopes": scopes} if scopes is not None else {})}
-    response = session.post(f"{hub.url}/hub/api/users/{room.user(short)}/tokens", json=body, headers=xsrf(session),
-                            timeout=10)
+    response = session.post(
+        f"{hub.url}/hub/api/users/{room.user(short)}/tokens", json=body, headers=xsrf(session), timeout=10
+    )
     return response
 
 
@@ -56,8 +57,10 @@ def served():
     room, hub = make_classroom(), None
     try:  # set-up inside the cleanup's reach
         add_hub(room)
-        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "dot"}],
-                   admins=[{"username": "tea"}, {"username": "tia"}])
+        room.write(
+            [{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "dot"}],
+            admins=[{"username": "tea"}, {"username": "tia"}],
+        )
         text = room.file.read_text()
         room.file.write_text("# the roster of our test class\n" + text.replace("students:", "students:  # keep sorted"))
         first = room.cli()
@@ -94,8 +97,12 @@ def test_students_and_anonymous_requests_are_refused(served):
     student = token_for(hub, room, "ann")  # a student's own token, default scopes
     assert student.status_code == 201
     as_student = Api(hub, requests.Session(), {"Authorization": f"token {student.json()['token']}"})
-    for method, path in (("GET", "/api/students"), ("GET", "/api/plan"), ("PATCH", f"/api/students/{room.user('bob')}"),
-                         ("POST", "/api/students")):
+    for method, path in (
+        ("GET", "/api/students"),
+        ("GET", "/api/plan"),
+        ("PATCH", f"/api/students/{room.user('bob')}"),
+        ("POST", "/api/students"),
+    ):
         assert as_student(method, path, json={}).status_code == 403
         anonymous = Api(hub, requests.Session())(method, path, json={}, allow_redirects=False)
         assert anonymous.status_code == 403, (method, path, anonymous.status_code)
@@ -130,8 +137,7 @@ def test_teacher_changes_reach_the_file_with_comments_and_the_journal(served):
 
 def test_add_disable_enable(served):
     room, hub, api = served
-    added = api("POST", "/api/students", json={"name": "Émile Zola", "email": "emile@example.org",
-                                              "quota": "default"})
+    added = api("POST", "/api/students", json={"name": "Émile Zola", "email": "emile@example.org", "quota": "default"})
     assert added.status_code == 201, added.text
     username = added.json()["username"]
     assert username == "ezola"  # made from the name, like import-csv
@@ -151,17 +157,20 @@ def test_add_disable_enable(served):
     api("DELETE", f"/api/students/{username}")
 
 
-@pytest.mark.parametrize("method, path, body, where", [
-    ("PATCH", "/api/students/{cat}", {"memory": "lots"}, "memory"),
-    ("PATCH", "/api/students/{cat}", {"quota": "nonexistent"}, "quota"),
-    ("PATCH", "/api/students/{cat}", {"username": "renamed"}, "username"),
-    ("PATCH", "/api/students/{cat}", {"status": "purged"}, "status"),
-    ("PATCH", "/api/students/{cat}", {"name": "Bad\x00Name"}, "name"),
-    ("POST", "/api/students", {"name": "New Person", "shoe_size": 44}, "shoe_size"),
-    ("POST", "/api/students", {"username": "Not Valid", "name": "X"}, "username"),
-    ("POST", "/api/students", {"username": "root", "name": "Root"}, "username"),
-    ("POST", "/api/students", {"name": "Big", "memory": "1Ti", "cpu": 1, "disk": "1Gi", "quota": "none"}, "quota"),
-])
+@pytest.mark.parametrize(
+    "method, path, body, where",
+    [
+        ("PATCH", "/api/students/{cat}", {"memory": "lots"}, "memory"),
+        ("PATCH", "/api/students/{cat}", {"quota": "nonexistent"}, "quota"),
+        ("PATCH", "/api/students/{cat}", {"username": "renamed"}, "username"),
+        ("PATCH", "/api/students/{cat}", {"status": "purged"}, "status"),
+        ("PATCH", "/api/students/{cat}", {"name": "Bad\x00Name"}, "name"),
+        ("POST", "/api/students", {"name": "New Person", "shoe_size": 44}, "shoe_size"),
+        ("POST", "/api/students", {"username": "Not Valid", "name": "X"}, "username"),
+        ("POST", "/api/students", {"username": "root", "name": "Root"}, "username"),
+        ("POST", "/api/students", {"name": "Big", "memory": "1Ti", "cpu": 1, "disk": "1Gi", "quota": "none"}, "quota"),
+    ],
+)
 def test_invalid_input_is_422_with_the_field_and_the_file_is_untouched(served, method, path, body, where):
     room, hub, api = served
     before = room.file.read_bytes()
@@ -179,9 +188,14 @@ def test_not_json_and_unknown_people(served):
     assert api("POST", "/api/students/nobody/reset-password").status_code == 404
     assert api("GET", "/api/no-such-thing").json()["error"].startswith("no such endpoint")
     teacher = room.user("tea")
-    for method, path in (("DELETE", f"/api/students/{teacher}"), ("PATCH", f"/api/students/{teacher}"),
-                         ("POST", f"/api/students/{teacher}/reset-password")):
-        assert api(method, path, json={"name": "X"} if method == "PATCH" else None).status_code == 409  # teachers: file only
+    for method, path in (
+        ("DELETE", f"/api/students/{teacher}"),
+        ("PATCH", f"/api/students/{teacher}"),
+        ("POST", f"/api/students/{teacher}/reset-password"),
+    ):
+        assert (
+            api(method, path, json={"name": "X"} if method == "PATCH" else None).status_code == 409
+        )  # teachers: file only
 
 
 def test_import_csv_upload(served):
@@ -198,13 +212,23 @@ def test_import_csv_upload(served):
     for username in ("gbianchi", "marco"):
         api("DELETE", f"/api/students/{username}")
     # an Italian export: COGNOME NOME, and a "Surname, Given" row
-    export = "Studente\nVERDI Luca\n\"Núñez, José\"\n"
-    shown = api("POST", "/api/import?dry_run=true&name_order=surname-first", data=export.encode(),
-                headers={"Content-Type": "text/csv"})
-    assert [(a["username"], a["name"]) for a in shown.json()["added"]] == [("lverdi", "Luca VERDI"),
-                                                                           ("jnunez", "José Núñez")]
-    wrong = api("POST", "/api/import?dry_run=true&name_order=backwards", data=export.encode(),
-                headers={"Content-Type": "text/csv"})
+    export = 'Studente\nVERDI Luca\n"Núñez, José"\n'
+    shown = api(
+        "POST",
+        "/api/import?dry_run=true&name_order=surname-first",
+        data=export.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert [(a["username"], a["name"]) for a in shown.json()["added"]] == [
+        ("lverdi", "Luca VERDI"),
+        ("jnunez", "José Núñez"),
+    ]
+    wrong = api(
+        "POST",
+        "/api/import?dry_run=true&name_order=backwards",
+        data=export.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
     assert wrong.status_code == 422 and wrong.json()["problems"][0]["path"] == "name_order"
 
 
@@ -244,8 +268,12 @@ def test_a_teacher_never_reaches_another_teachers_credentials_or_files(served):
         time.sleep(0.1)
     assert not (room.paths.outbox / f"{dot}.json").exists()
     assert password(room, "tia") == room.first_passwords["tia"]  # ...tia's password still waits for its owner
-    for method, path in (("POST", f"/api/students/{tia}/reset-password"), ("GET", f"/api/students/{tia}/export"),
-                         ("PATCH", f"/api/students/{tia}"), ("DELETE", f"/api/students/{tia}")):
+    for method, path in (
+        ("POST", f"/api/students/{tia}/reset-password"),
+        ("GET", f"/api/students/{tia}/export"),
+        ("PATCH", f"/api/students/{tia}"),
+        ("DELETE", f"/api/students/{tia}"),
+    ):
         response = api(method, path, json={"email": "mine@example.org"} if method == "PATCH" else None)
         assert response.status_code == 409 and "is a teacher" in response.json()["error"], (method, response.text)
     assert password(room, "tia") == room.first_passwords["tia"]
@@ -271,8 +299,9 @@ def test_writes_are_a_compare_and_swap_on_the_version_read(served):
     from concurrent.futures import ThreadPoolExecutor
 
     def patch(i):  # a client of its own each (a requests session is not for threads)
-        return Api(hub, requests.Session(), api.headers)("PATCH", f"/api/students/{cat}", json={"name": f"Cat {i}"},
-                   headers={"If-Match": changed.headers["ETag"]}).status_code
+        return Api(hub, requests.Session(), api.headers)(
+            "PATCH", f"/api/students/{cat}", json={"name": f"Cat {i}"}, headers={"If-Match": changed.headers["ETag"]}
+        ).status_code
 
     with ThreadPoolExecutor(20) as pool:
         codes = list(pool.map(patch, range(20)))
@@ -333,18 +362,29 @@ def test_openapi_is_served_and_describes_every_route(served):
     room, hub, api = served
     document = requests.get(f"{hub.url}/services/classroom/api/openapi.json", timeout=10).json()
     assert document["openapi"] == "3.1.0" and document["servers"] == [{"url": "/services/classroom"}]
-    assert set(document["paths"]) == {"/api/students", "/api/students/{username}",
-                                      "/api/students/{username}/reset-password", "/api/students/{username}/export",
-                                      "/api/import", "/api/plan",
-                                      "/api/status", "/api/slips", "/api/username", "/api/events",
-                                      "/api/metrics"}
+    assert set(document["paths"]) == {
+        "/api/students",
+        "/api/students/{username}",
+        "/api/students/{username}/reset-password",
+        "/api/students/{username}/export",
+        "/api/import",
+        "/api/plan",
+        "/api/status",
+        "/api/slips",
+        "/api/username",
+        "/api/events",
+        "/api/metrics",
+    }
 
 
 def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(served, tmp_path):
     """Property-based: generated valid and invalid requests for every operation, with a teacher's token."""
     room, hub, api = served
-    daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f",
-                               str(room.file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:  # one daemon pass, so that GET /api/status has the last pass to describe
         deadline = time.monotonic() + 120
         while not (room.paths.state / "status.json").exists() and time.monotonic() < deadline:
@@ -356,15 +396,39 @@ def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st, "schemathesis is a test dependency (pip install -e '.[test]')"
     result = subprocess.run(
-        [st, "run", f"{hub.url}/services/classroom/api/openapi.json", "--header", api.headers["Authorization"]
-         .replace("token ", "Authorization: token ", 1),
-         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-         "response_schema_conformance,negative_data_rejection",
-         "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--workers", "1", "--seed", "1",
-         "--generation-database", "none", "--request-timeout", "60", "--report", "junit",
-         "--exclude-path", "/api/events",  # a stream that never ends by design: tested in test_teacher_page.py
-         "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        [
+            st,
+            "run",
+            f"{hub.url}/services/classroom/api/openapi.json",
+            "--header",
+            api.headers["Authorization"].replace("token ", "Authorization: token ", 1),
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,"
+            "response_schema_conformance,negative_data_rejection",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "60",
+            "--report",
+            "junit",
+            "--exclude-path",
+            "/api/events",  # a stream that never ends by design: tested in test_teacher_page.py
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert room.file.exists()
 
@@ -385,15 +449,26 @@ def test_metrics_for_prometheus_from_the_last_pass(served):
     assert samples[("classroom_volume_size_bytes", (("username", room.user("tea")),))] > 0
     assert any(name == "classroom_disk_free_bytes" for name, _ in samples)
     student = token_for(hub, room, "ann")
-    assert requests.get(f"{hub.url}/services/classroom/api/metrics", timeout=10,
-                        headers={"Authorization": f"token {student.json()['token']}"}).status_code == 403
+    assert (
+        requests.get(
+            f"{hub.url}/services/classroom/api/metrics",
+            timeout=10,
+            headers={"Authorization": f"token {student.json()['token']}"},
+        ).status_code
+        == 403
+    )
     # a scraper's token: the read-only metrics scope reads the figures and nothing else of the service
     made = token_for(hub, room, "tea", ["custom:classroom:metrics"])
     assert made.status_code == 201, made.text
     scraper = Api(hub, requests.Session(), {"Authorization": f"token {made.json()['token']}"})
     assert scraper("GET", "/api/metrics").status_code == 200
     before = room.file.read_bytes()
-    for method, path in (("GET", "/api/students"), ("POST", "/api/slips?all=true"), ("GET", "/api/plan"),
-                         ("PATCH", f"/api/students/{room.user('cat')}"), ("POST", "/api/students")):
+    for method, path in (
+        ("GET", "/api/students"),
+        ("POST", "/api/slips?all=true"),
+        ("GET", "/api/plan"),
+        ("PATCH", f"/api/students/{room.user('cat')}"),
+        ("POST", "/api/students"),
+    ):
         assert scraper(method, path, json={"name": "X"}).status_code == 403, (method, path)
     assert room.file.read_bytes() == before

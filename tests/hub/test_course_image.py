@@ -28,8 +28,25 @@ TAG = "classroom-course:test"
 
 
 def reconcile(site: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reconciler", "image", "build", "--site", str(site), "--tag", TAG,
-                           "--cache-dir", str(CACHE / "build"), *args], capture_output=True, text=True, timeout=3600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "image",
+            "build",
+            "--site",
+            str(site),
+            "--tag",
+            TAG,
+            "--cache-dir",
+            str(CACHE / "build"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +59,14 @@ def course(tmp_path_factory):
     requirements = root / "requirements.txt"
     requirements.write_text(f"# the course's packages\n--no-index\n--find-links {wheels}\nhello-student\n")
     site = root / "site.yaml"
-    site.write_text(yaml.safe_dump({"state_dir": "state", "image": {
-        "requirements": str(requirements), "apt": ["jq"], "pins": str(root / "requirements.pins")}}))
+    site.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": "state",
+                "image": {"requirements": str(requirements), "apt": ["jq"], "pins": str(root / "requirements.pins")},
+            }
+        )
+    )
     return site, requirements, root / "requirements.pins"
 
 
@@ -62,13 +85,34 @@ def test_build_puts_the_course_in_and_labels_it(course):
     assert "course: apt jq; python hello-student==0.1" in done.stdout
     text = pins.read_text()
     assert "hello-student==0.1" in text and "# requirements-sha256: " in text and "--no-index" in text
-    labels = json.loads(subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", TAG],
-                                       capture_output=True, text=True, check=True).stdout)
+    labels = json.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", TAG],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert labels[APT_LABEL] == "jq" and labels[PINS_LABEL] == "hello-student==0.1"
     assert len(labels[REQUIREMENTS_LABEL]) == 64 and labels[image.JUPYTERHUB_LABEL] == "6.1.1"
-    ran = subprocess.run(["docker", "run", "--rm", "--user", "12345:12345", "--network", "none", TAG, "sh", "-c",
-                          "hello-student && jq --version && jupyterhub-singleuser --version"],
-                         capture_output=True, text=True, timeout=120)
+    ran = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--user",
+            "12345:12345",
+            "--network",
+            "none",
+            TAG,
+            "sh",
+            "-c",
+            "hello-student && jq --version && jupyterhub-singleuser --version",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "hello from" in ran.stdout and "jq-1." in ran.stdout and "6.1.1" in ran.stdout
 
@@ -116,17 +160,48 @@ def layered(tmp_path):
 
 def build_layer(site: Path, *args: str) -> subprocess.CompletedProcess:
     """On the plain test image's cache: the base under the Dockerfile is that image, reused as it is."""
-    return subprocess.run([sys.executable, "-m", "reconciler", "image", "build", "--site", str(site), "--tag", LAYER,
-                           "--cache-dir", "/var/cache/classroom-test-image", *args], capture_output=True, text=True,
-                          timeout=3600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "image",
+            "build",
+            "--site",
+            str(site),
+            "--tag",
+            LAYER,
+            "--cache-dir",
+            "/var/cache/classroom-test-image",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
 
 
 def test_a_course_dockerfile_is_built_on_the_image_checked_and_cached(layered):
     site, context = layered
     done = build_layer(site)
     assert done.returncode == 0, done.stdout + done.stderr
-    ran = subprocess.run(["docker", "run", "--rm", "--user", "12345:12345", "--network", "none", LAYER, "cat",
-                          "/usr/local/share/course.txt"], capture_output=True, text=True, timeout=120)
+    ran = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--user",
+            "12345:12345",
+            "--network",
+            "none",
+            LAYER,
+            "cat",
+            "/usr/local/share/course.txt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ran.stdout == "week 1: variables\n", ran.stderr
     assert build_layer(site, "--dry-run").returncode == 0
     again = build_layer(site)
@@ -136,18 +211,40 @@ def test_a_course_dockerfile_is_built_on_the_image_checked_and_cached(layered):
     preview = build_layer(site, "--dry-run")
     assert preview.returncode == 2 and "Dockerfile: changed" in preview.stdout, preview.stdout + preview.stderr
     assert build_layer(site).returncode == 0
-    ran = subprocess.run(["docker", "run", "--rm", "--network", "none", LAYER, "cat", "/usr/local/share/course.txt"],
-                         capture_output=True, text=True, timeout=120)
+    ran = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", LAYER, "cat", "/usr/local/share/course.txt"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ran.stdout == "week 2: loops\n"
-    good = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", LAYER], capture_output=True,
-                          text=True).stdout
+    good = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", LAYER], capture_output=True, text=True
+    ).stdout
 
-    (context / "Dockerfile").write_text(context.joinpath("Dockerfile").read_text()
-                                        + "RUN cp /bin/true /usr/local/bin/su2 && chmod u+s /usr/local/bin/su2\n")
+    (context / "Dockerfile").write_text(
+        context.joinpath("Dockerfile").read_text()
+        + "RUN cp /bin/true /usr/local/bin/su2 && chmod u+s /usr/local/bin/su2\n"
+    )
     refused = build_layer(site)
     assert refused.returncode == 1 and "setuid" in refused.stderr and "/usr/local/bin/su2" in refused.stderr
-    assert subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", LAYER], capture_output=True,
-                          text=True).stdout == good  # the refused image never took the tag
-    left = subprocess.run(["docker", "images", "--quiet", "--filter", "dangling=true", "--filter",
-                           "label=org.classroom.student-image.dockerfile"], capture_output=True, text=True).stdout
+    assert (
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", LAYER], capture_output=True, text=True
+        ).stdout
+        == good
+    )  # the refused image never took the tag
+    left = subprocess.run(
+        [
+            "docker",
+            "images",
+            "--quiet",
+            "--filter",
+            "dangling=true",
+            "--filter",
+            "label=org.classroom.student-image.dockerfile",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert left.split() == []  # nor stayed on the server: removed once refused (the week 1 image once replaced)

@@ -28,8 +28,13 @@ pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
 
 
 def git(*args, cwd):
-    return subprocess.run(["git", "-c", "user.name=Teacher", "-c", "user.email=t@school.example", "-c",
-                           "init.defaultBranch=main", *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return subprocess.run(
+        ["git", "-c", "user.name=Teacher", "-c", "user.email=t@school.example", "-c", "init.defaultBranch=main", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 BACKEND = """#!/bin/sh
@@ -98,7 +103,8 @@ def test_the_class_link_pulls_the_material_into_a_home_and_keeps_the_students_ch
 
         def pull() -> list[dict]:
             api = f"{hub.url}/user/{ann}/git-pull/api?" + urllib.parse.urlencode(
-                {"repo": url, "branch": "main", "targetpath": "material"})
+                {"repo": url, "branch": "main", "targetpath": "material"}
+            )
             with session.get(api, stream=True, timeout=120) as response:  # what the page's script calls
                 assert response.status_code == 200, response.text
                 return read_events(response)
@@ -125,8 +131,10 @@ def test_the_class_link_pulls_the_material_into_a_home_and_keeps_the_students_ch
         assert (home / "material" / "README.md").read_text() == "# Python 101\nmy notes\n"  # kept
 
         # pull_at_start: the next start brings week 3 before JupyterLab answers, no link clicked
-        room.write([{"username": "ann"}], course_repo={"url": url, "branch": "main", "folder": "material",
-                                                       "pull_at_start": True})
+        room.write(
+            [{"username": "ann"}],
+            course_repo={"url": url, "branch": "main", "folder": "material", "pull_at_start": True},
+        )
         (work / "week3.ipynb").write_text((work / "week1.ipynb").read_text())
         git("add", ".", cwd=work)
         git("commit", "-m", "week 3", cwd=work)
@@ -135,7 +143,10 @@ def test_the_class_link_pulls_the_material_into_a_home_and_keeps_the_students_ch
         assert hub.api("DELETE", f"/users/{ann}/server").status_code in (202, 204)
         wait_for(lambda: not hub.api("GET", f"/users/{ann}").json().get("servers"), 60, "ann's server stopped")
         assert hub.api("POST", f"/users/{ann}/server").status_code in (201, 202)
-        wait_for(lambda: (hub.api("GET", f"/users/{ann}").json().get("servers", {}).get("") or {}).get("ready"),
-                 240, "ann's server ready again")
+        wait_for(
+            lambda: (hub.api("GET", f"/users/{ann}").json().get("servers", {}).get("") or {}).get("ready"),
+            240,
+            "ann's server ready again",
+        )
         assert (home / "material" / "week3.ipynb").exists()
         assert (home / "material" / "README.md").read_text() == "# Python 101\nmy notes\n"

@@ -4,6 +4,7 @@ One classroom and one hub for the module (a server start costs a few CPU-seconds
 the tests run in file order and each leaves the class as it found it.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,10 +44,8 @@ def env(tmp_path_factory):
         yield room, hub, sessions, wheel
     finally:
         for name in list(sessions):
-            try:
+            with contextlib.suppress(Exception):  # best effort; the containers are removed below anyway
                 stop_server(hub, sessions[name], name)
-            except Exception:  # noqa: BLE001 - best effort; the containers are removed below anyway
-                pass
         tear_down(hub, room)
 
 
@@ -70,8 +69,9 @@ def running(room, hub, sessions, short):
 
 def sh(container, script, timeout=120):
     """Run a shell snippet in the student's container, as the student (the container's user)."""
-    result = subprocess.run(["docker", "exec", container.id, "bash", "-c", script],
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        ["docker", "exec", container.id, "bash", "-c", script], capture_output=True, text=True, timeout=timeout
+    )
     return result.returncode, result.stdout + result.stderr
 
 
@@ -112,15 +112,20 @@ def test_the_student_has_a_name_inside_the_container(env):
     """whoami, id, git and ssh-keygen need a passwd entry: the container gets the person's own, nobody else's."""
     room, hub, sessions, _ = env
     user, container = running(room, hub, sessions, "ann")
-    code, out = sh(container, "whoami; id -un; hostname; getent passwd $(id -u) | cut -d: -f1,6; "
-                              "cut -d: -f1 /etc/passwd | tr '\\n' ' '")
+    code, out = sh(
+        container,
+        "whoami; id -un; hostname; getent passwd $(id -u) | cut -d: -f1,6; cut -d: -f1 /etc/passwd | tr '\\n' ' '",
+    )
     lines = out.splitlines()
     assert code == 0 and lines[:3] == [user, user, room.name], out
     assert lines[3] == f"{user}:/home/{user}"
     assert room.user("bob") not in out and room.user("tea") not in out  # no one else's name
-    code, out = sh(container, "cd /tmp && rm -rf g && git init -q g && cd g && git commit -q --allow-empty -m first "
-                              "&& git log --format='%an <%ae>' && ssh-keygen -q -t ed25519 -N '' -f /tmp/k "
-                              "&& cut -d' ' -f3 /tmp/k.pub; rm -rf /tmp/g /tmp/k /tmp/k.pub")
+    code, out = sh(
+        container,
+        "cd /tmp && rm -rf g && git init -q g && cd g && git commit -q --allow-empty -m first "
+        "&& git log --format='%an <%ae>' && ssh-keygen -q -t ed25519 -N '' -f /tmp/k "
+        "&& cut -d' ' -f3 /tmp/k.pub; rm -rf /tmp/g /tmp/k /tmp/k.pub",
+    )
     assert code == 0, out
     assert out.splitlines() == [f"Ann <{user}@{room.name}.invalid>", f"{user}@{room.name}"], out
     assert sh(container, "touch /etc/passwd")[0] != 0  # read-only
@@ -137,7 +142,9 @@ def test_quotas_are_enforced_inside_the_container(env):
     assert "Read-only file system" in out
     code, out = sh(container, "python3 -c 'x = b\"x\" * (600 << 20); print(len(x))'")
     assert code == 137, out  # the kernel's OOM killer, inside the container's cgroup
-    code, out = sh(container, """python3 - <<'EOF'
+    code, out = sh(
+        container,
+        """python3 - <<'EOF'
 import os
 children, stopped = [], None
 try:
@@ -151,7 +158,8 @@ except OSError as exc:
 for pid in children:
     os.kill(pid, 9)
 print(len(children), stopped)
-EOF""")
+EOF""",
+    )
     forked, errno = out.split()[-2:]
     assert errno == "11" and int(forked) < PIDS, out  # EAGAIN at the pids limit
     assert container.reload() is None and container.status == "running"
@@ -164,9 +172,12 @@ def test_isolation_between_students_and_from_the_host(env):
     settings = hub.settings
     b_ip = b.attrs["NetworkSettings"]["Networks"][settings.network]["IPAddress"]
     gateway = settings.subnet.rsplit(".", 1)[0] + ".1"
+
     def connect(host, port):
-        script = (f"python3 -c \"import socket\ntry:\n socket.create_connection(('{host}', {port}), timeout=3)\n"
-                  f" print('open')\nexcept Exception as e:\n print(type(e).__name__)\"")
+        script = (
+            f"python3 -c \"import socket\ntry:\n socket.create_connection(('{host}', {port}), timeout=3)\n"
+            f" print('open')\nexcept Exception as e:\n print(type(e).__name__)\""
+        )
         return sh(a, script)[1].strip()
 
     assert connect(b_ip, 8888) != "open"  # another student's server
@@ -174,7 +185,10 @@ def test_isolation_between_students_and_from_the_host(env):
     assert connect("127.0.0.1", settings.proxy_api_port) == "ConnectionRefusedError"
     public_port = int(settings.public_url.rsplit(":", 1)[1])
     assert connect(gateway, public_port) == "ConnectionRefusedError"  # other host services
-    code, out = sh(a, f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{gateway}:8081/hub/api/').status)\"")
+    code, out = sh(
+        a,
+        f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{gateway}:8081/hub/api/').status)\"",
+    )
     assert out.strip() == "200"  # the hub API is the one host service they reach
 
 
@@ -270,8 +284,9 @@ def test_disabled_while_the_hub_is_down_the_server_is_stopped_through_docker(env
     try:
         container.reload()
         assert container.status == "running"  # the hub's end left the server running
-        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat", "status": "disabled"}],
-                   admins=TEACHERS)
+        room.write(
+            [{"username": "ann"}, {"username": "bob"}, {"username": "cat", "status": "disabled"}], admins=TEACHERS
+        )
         preview = room.cli("--dry-run")
         assert "the hub cannot be reached: the server is stopped through Docker" in preview.stdout, preview.stdout
         out = room.cli()
@@ -307,8 +322,15 @@ def test_teacher_writes_the_shared_folder_but_cannot_open_a_students_server(env)
     assert "lesson1" in out and "Read-only file system" in out
 
 
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic", "--disable-sync",
-                "--disable-background-networking", "--disable-component-update"]
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 

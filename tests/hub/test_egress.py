@@ -57,8 +57,11 @@ def setup():
         hub = load_site(room.site).hub
         network.ensure_network(hub)
         far = NetHost(secrets.token_hex(2))
-        api = subprocess.Popen([sys.executable, "-m", "http.server", "8081", "--bind", hub.gateway],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stands in for the hub API
+        api = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "8081", "--bind", hub.gateway],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # stands in for the hub API
         yield room, far
     finally:
         if api is not None:
@@ -79,36 +82,77 @@ def policy(room, egress):
 
 
 def reach(room, far, hub) -> dict:
-    targets = [f"{far.public}:{far.port}", f"{far.private}:{far.port}", f"{hub.gateway}:8081", f"{hub.gateway}:22",
-               f"{far.gateway}:22"]
-    done = subprocess.run(["docker", "run", "--rm", "--network", hub.network, "--label",
-                           f"org.classroom.classroom={room.name}", TAG, "python3", "-c", PROBE, *targets],
-                          capture_output=True, text=True, timeout=120)
+    targets = [
+        f"{far.public}:{far.port}",
+        f"{far.private}:{far.port}",
+        f"{hub.gateway}:8081",
+        f"{hub.gateway}:22",
+        f"{far.gateway}:22",
+    ]
+    done = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            hub.network,
+            "--label",
+            f"org.classroom.classroom={room.name}",
+            TAG,
+            "python3",
+            "-c",
+            PROBE,
+            *targets,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
-    return {"public": found[targets[0]], "private": found[targets[1]], "hub api": found[targets[2]],
-            "host ssh": found[targets[3]], "host on the LAN": found[targets[4]]}
+    return {
+        "public": found[targets[0]],
+        "private": found[targets[1]],
+        "hub api": found[targets[2]],
+        "host ssh": found[targets[3]],
+        "host on the LAN": found[targets[4]],
+    }
 
 
 def test_internet_policy_reaches_the_internet_but_not_the_lan(setup):
     room, far = setup
     hub = policy(room, "internet")
-    assert reach(room, far, hub) == {"public": "open", "private": "unreachable", "hub api": "open",
-                                     "host ssh": "refused", "host on the LAN": "refused"}
+    assert reach(room, far, hub) == {
+        "public": "open",
+        "private": "unreachable",
+        "hub api": "open",
+        "host ssh": "refused",
+        "host on the LAN": "refused",
+    }
 
 
 def test_none_policy_reaches_only_the_hub_api(setup):
     room, far = setup
     hub = policy(room, "none")
-    assert reach(room, far, hub) == {"public": "unreachable", "private": "unreachable", "hub api": "open",
-                                     "host ssh": "refused", "host on the LAN": "refused"}
+    assert reach(room, far, hub) == {
+        "public": "unreachable",
+        "private": "unreachable",
+        "hub api": "open",
+        "host ssh": "refused",
+        "host on the LAN": "refused",
+    }
 
 
 def test_an_allow_list_opens_exactly_what_it_names(setup):
     room, far = setup
     hub = policy(room, [f"{far.private}:{far.port}"])  # e.g. the school's package mirror, and nothing else
-    assert reach(room, far, hub) == {"public": "unreachable", "private": "open", "hub api": "open",
-                                     "host ssh": "refused", "host on the LAN": "refused"}
+    assert reach(room, far, hub) == {
+        "public": "unreachable",
+        "private": "open",
+        "hub api": "open",
+        "host ssh": "refused",
+        "host on the LAN": "refused",
+    }
 
 
 def test_the_reconcile_pass_repairs_rules_changed_by_hand(setup):
@@ -134,8 +178,14 @@ def test_the_reconcile_pass_repairs_rules_changed_by_hand(setup):
 # One test host per address class, all in one namespace of ours: the host routes each /32 to it, and its own
 # interface towards it is on 198.51.100.0/24 -- a school LAN numbered in public space, as universities' often
 # are (a documentation range: nothing is sent anywhere but into the namespace).
-RANGES = {"10/8": "10.213.98.2", "172.16/12": "172.16.98.2", "192.168/16": "192.168.98.2",
-          "100.64/10 (CGNAT)": "100.64.98.2", "cloud metadata": "169.254.169.254", "public internet": "203.0.113.98"}
+RANGES = {
+    "10/8": "10.213.98.2",
+    "172.16/12": "172.16.98.2",
+    "192.168/16": "192.168.98.2",
+    "100.64/10 (CGNAT)": "100.64.98.2",
+    "cloud metadata": "169.254.169.254",
+    "public internet": "203.0.113.98",
+}
 LAN = ("198.51.100.1", "198.51.100.2")  # this server's own address on that LAN, and a machine on it
 
 
@@ -147,18 +197,23 @@ class School:
         self.ns, self.host_if, self.ns_if = f"clsrm-s{tag}", f"vs{tag}h", f"vs{tag}n"
         self.server = None
         try:
-            for step in (["ip", "netns", "add", self.ns],
-                         ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if],
-                         ["ip", "link", "set", self.ns_if, "netns", self.ns],
-                         ["ip", "link", "set", self.host_if, "up"],
-                         ["ip", "-n", self.ns, "addr", "add", f"{LAN[1]}/24", "dev", self.ns_if],
-                         *[["ip", "-n", self.ns, "addr", "add", f"{a}/32", "dev", self.ns_if] for a in RANGES.values()],
-                         ["ip", "-n", self.ns, "link", "set", self.ns_if, "up"],
-                         ["ip", "-n", self.ns, "link", "set", "lo", "up"]):
+            for step in (
+                ["ip", "netns", "add", self.ns],
+                ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if],
+                ["ip", "link", "set", self.ns_if, "netns", self.ns],
+                ["ip", "link", "set", self.host_if, "up"],
+                ["ip", "-n", self.ns, "addr", "add", f"{LAN[1]}/24", "dev", self.ns_if],
+                *[["ip", "-n", self.ns, "addr", "add", f"{a}/32", "dev", self.ns_if] for a in RANGES.values()],
+                ["ip", "-n", self.ns, "link", "set", self.ns_if, "up"],
+                ["ip", "-n", self.ns, "link", "set", "lo", "up"],
+            ):
                 subprocess.run(step, check=True, capture_output=True)
-            self.server = subprocess.Popen(["ip", "netns", "exec", self.ns, "python3", "-m", "http.server", "8080",
-                                            "--bind", "0.0.0.0"], stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL, start_new_session=True)
+            self.server = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, "python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except BaseException:
             self.stop()
             raise
@@ -176,9 +231,25 @@ class School:
 
 def probe(room, hub, targets: dict[str, str]) -> dict:
     addresses = [f"{address}:8080" for address in targets.values()]
-    done = subprocess.run(["docker", "run", "--rm", "--network", hub.network, "--label",
-                           f"org.classroom.classroom={room.name}", TAG, "python3", "-c", PROBE, *addresses],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            hub.network,
+            "--label",
+            f"org.classroom.classroom={room.name}",
+            TAG,
+            "python3",
+            "-c",
+            PROBE,
+            *addresses,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     return {name: found[f"{address}:8080"] for name, address in targets.items()}

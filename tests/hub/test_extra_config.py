@@ -30,7 +30,8 @@ def env():
     (extra / "10-authenticator.py").write_text(
         'c.JupyterHub.authenticator_class = "dummy"\n'
         'c.DummyAuthenticator.password = "overridden-by-the-next-file"\n'
-        'c.Authenticator.admin_users = {"' + room.user("tea") + '"}  # reconcile keeps nobody admin\n')
+        'c.Authenticator.admin_users = {"' + room.user("tea") + '"}  # reconcile keeps nobody admin\n'
+    )
     (extra / "20-password.py").write_text(f'c.DummyAuthenticator.password = "{PASSWORD}"\n')
     add_hub(room, extra_config_dir=str(extra))
     room.write([{"username": "ann"}, {"username": "bob", "status": "disabled"}], admins=[{"username": "tea"}])

@@ -29,8 +29,10 @@ def hubroom():
     room, hub = make_classroom(), None
     try:  # set-up inside the cleanup's reach
         add_hub(room)
-        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}],
-                   admins=[{"username": "tea"}, {"username": "tib"}])
+        room.write(
+            [{"username": "ann"}, {"username": "bob"}, {"username": "cat"}],
+            admins=[{"username": "tea"}, {"username": "tib"}],
+        )
         first = room.cli()  # the hub is not running yet: its part fails, accounts and volumes converge
         assert first.returncode == 1, first.stdout + first.stderr
         assert "hub" in first.stderr
@@ -69,8 +71,12 @@ def test_login_with_generated_password_and_teachers_are_no_hub_admins(hubroom):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
     # what a teacher can do on the hub, with a token of their own: the students, and nothing of hub admin
-    made = sessions["tea"].post(f"{hub.url}/hub/api/users/{tea}/tokens", headers=xsrf(sessions["tea"]),
-                                json={"note": "class script"}, timeout=10)
+    made = sessions["tea"].post(
+        f"{hub.url}/hub/api/users/{tea}/tokens",
+        headers=xsrf(sessions["tea"]),
+        json={"note": "class script"},
+        timeout=10,
+    )
     assert made.status_code == 201, made.text
     as_teacher = {"Authorization": f"token {made.json()['token']}"}
 
@@ -101,8 +107,10 @@ def test_disable_removes_hub_user_and_login_is_refused_then_reenable(hubroom):
     assert hub.login(ann, password(room, "ann"))
     assert admin_of(hub, ann) is False
 
-    room.write([{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "cat"}],
-               admins=[{"username": "tea"}, {"username": "tib"}])
+    room.write(
+        [{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "cat"}],
+        admins=[{"username": "tea"}, {"username": "tib"}],
+    )
     preview = room.cli("--dry-run")
     assert preview.returncode == 2 and "- hub-user" in preview.stdout
     out = room.cli()
@@ -110,8 +118,10 @@ def test_disable_removes_hub_user_and_login_is_refused_then_reenable(hubroom):
     assert admin_of(hub, ann) is None
     assert hub.login(ann, password(room, "ann")) is None  # PAM refuses the locked, expired account
 
-    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}],
-               admins=[{"username": "tea"}, {"username": "tib"}])
+    room.write(
+        [{"username": "ann"}, {"username": "bob"}, {"username": "cat"}],
+        admins=[{"username": "tea"}, {"username": "tib"}],
+    )
     assert room.cli().returncode == 0
     assert hub.login(ann, password(room, "ann")) is not None
 
@@ -121,8 +131,10 @@ def test_demoted_teacher_loses_the_teacher_role(hubroom):
     tea = room.user("tea")
     assert hub.login(tea, password(room, "tea"))
     assert groups_of(hub, tea) == [f"{room.name}-teachers"]
-    room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "tea"}],
-               admins=[{"username": "tib"}])
+    room.write(
+        [{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "tea"}],
+        admins=[{"username": "tib"}],
+    )
     out = room.cli()
     assert out.returncode == 0, out.stdout + out.stderr
     assert hub.login(tea, password(room, "tea"))  # the Unix groups are mirrored at every login
@@ -135,8 +147,10 @@ def test_hub_down_still_converges_accounts_and_reports_failure(hubroom):
     ann = room.user("ann")
     assert hub.login(ann, password(room, "ann"))
     hub.stop()
-    room.write([{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "cat"}],
-               admins=[{"username": "tea"}, {"username": "tib"}])
+    room.write(
+        [{"username": "ann", "status": "disabled"}, {"username": "bob"}, {"username": "cat"}],
+        admins=[{"username": "tea"}, {"username": "tib"}],
+    )
     out = room.cli()
     assert out.returncode == 1
     assert "hub API" in out.stdout and "unreachable" in out.stdout
@@ -154,9 +168,12 @@ def test_spawn_refused_with_a_clear_message_when_home_is_not_mounted(hubroom):
     session = hub.login(bob, password(room, "bob"))
     assert session is not None
     subprocess.run(["umount", str(room.paths.home(bob))], check=True)
-    response = session.post(f"{hub.url}/hub/api/users/{bob}/server",
-                            headers=xsrf(session), timeout=30)
+    response = session.post(f"{hub.url}/hub/api/users/{bob}/server", headers=xsrf(session), timeout=30)
     assert response.status_code == 503, response.text
     assert "home volume is not mounted" in response.json()["message"]
-    assert subprocess.run(["docker", "ps", "-aq", "--filter", f"label=org.classroom.user={bob}"],
-                          capture_output=True, text=True).stdout.strip() == ""
+    assert (
+        subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=org.classroom.user={bob}"], capture_output=True, text=True
+        ).stdout.strip()
+        == ""
+    )

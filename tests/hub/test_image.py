@@ -24,6 +24,7 @@ from reconciler.host import run as system
 from reconciler.image import build as image
 
 from imagekit import CACHE, TAG, build_test_image, image_unavailable, make_tiny_wheel
+
 UID = GID = 12345  # nobody in the image's /etc/passwd
 HOME = "/home/student"  # where the test mounts the home; the spawner chooses its own path
 
@@ -35,8 +36,10 @@ def built() -> image.Built:
         pytest.skip(reason)
     result = build_test_image()
     size = int(system.run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
-    print(f"\nstudent image {result.image_id[:19]}: {'cached' if result.cached else 'built'} "
-          f"in {result.seconds:.1f} s, {size / 1e6:.0f} MB")
+    print(
+        f"\nstudent image {result.image_id[:19]}: {'cached' if result.cached else 'built'} "
+        f"in {result.seconds:.1f} s, {size / 1e6:.0f} MB"
+    )
     return result
 
 
@@ -52,14 +55,46 @@ def home():
         shutil.rmtree(path)
 
 
-def run_student(built: image.Built, home: Path, *command: str, env: dict[str, str] | None = None,
-                volumes: tuple[str, ...] = (), timeout: int = 300) -> subprocess.CompletedProcess:
+def run_student(
+    built: image.Built,
+    home: Path,
+    *command: str,
+    env: dict[str, str] | None = None,
+    volumes: tuple[str, ...] = (),
+    timeout: int = 300,
+) -> subprocess.CompletedProcess:
     """One throw-away container, as the spawner would start it, always removed."""
     name = f"classroom-test-{uuid.uuid4().hex[:12]}"
-    argv = ["docker", "run", "--rm", "--name", name, "--network", "none", "--user", f"{UID}:{GID}",
-            "--read-only", "--tmpfs", "/tmp:mode=1777,nosuid,nodev", "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges", "--pids-limit", "256",
-            "-e", f"HOME={HOME}", "-e", "USER=student", "-e", "SHELL=/bin/bash", "-v", f"{home}:{HOME}", "-w", HOME]
+    argv = [
+        "docker",
+        "run",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--user",
+        f"{UID}:{GID}",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:mode=1777,nosuid,nodev",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--pids-limit",
+        "256",
+        "-e",
+        f"HOME={HOME}",
+        "-e",
+        "USER=student",
+        "-e",
+        "SHELL=/bin/bash",
+        "-v",
+        f"{home}:{HOME}",
+        "-w",
+        HOME,
+    ]
     for key, value in (env or {}).items():
         argv += ["-e", f"{key}={value}"]
     for volume in volumes:
@@ -89,21 +124,33 @@ def test_image_is_labelled_and_configured(built):
 
 
 def test_singleuser_version_as_arbitrary_uid(built, home):
-    out = ok(run_student(built, home, "sh", "-c",
-                         "id -u; python3 -c 'import pwd; pwd.getpwuid(12345)' 2>/dev/null && echo HAS-PASSWD-ENTRY;"
-                         "jupyterhub-singleuser --version"))
+    out = ok(
+        run_student(
+            built,
+            home,
+            "sh",
+            "-c",
+            "id -u; python3 -c 'import pwd; pwd.getpwuid(12345)' 2>/dev/null && echo HAS-PASSWD-ENTRY;"
+            "jupyterhub-singleuser --version",
+        )
+    )
     assert out.split() == ["12345", "6.1.1"], out  # no passwd entry for the UID; the hub's version
 
 
 def test_scientific_stack_imports(built, home):
-    out = ok(run_student(built, home, "python3", "-c",
-                         "import numpy, pandas, matplotlib, ipywidgets, jupyterlab;"
-                         "print(numpy.__version__, pandas.__version__, matplotlib.__version__,"
-                         " ipywidgets.__version__, jupyterlab.__version__)"))
+    out = ok(
+        run_student(
+            built,
+            home,
+            "python3",
+            "-c",
+            "import numpy, pandas, matplotlib, ipywidgets, jupyterlab;"
+            "print(numpy.__version__, pandas.__version__, matplotlib.__version__,"
+            " ipywidgets.__version__, jupyterlab.__version__)",
+        )
+    )
     pins = dict(p.split("==") for p in image.PINNED)
     assert out.split() == [pins[n] for n in ("numpy", "pandas", "matplotlib", "ipywidgets", "jupyterlab")]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +160,7 @@ def tiny_wheel(tmp_path_factory) -> Path:
 
 def test_student_pip_install_lands_in_home_and_persists(built, home, tiny_wheel):
     wheels = (f"{tiny_wheel.parent}:/wheels:ro",)
-    installed = run_student(built, home, "pip", "install", "--no-index", f"/wheels/{tiny_wheel.name}",
-                            volumes=wheels)
+    installed = run_student(built, home, "pip", "install", "--no-index", f"/wheels/{tiny_wheel.name}", volumes=wheels)
     ok(installed)
     assert "externally-managed" not in installed.stderr
     site = home / ".local" / "lib" / "python3.11" / "site-packages"
@@ -124,31 +170,57 @@ def test_student_pip_install_lands_in_home_and_persists(built, home, tiny_wheel)
     assert (home / ".local" / "bin" / "hello-student").is_file()
 
     # A new container with the same home (a restart): the package is still there.
-    again = ok(run_student(built, home, "sh", "-c",
-                           "python3 -c 'import hello_student; hello_student.main()';"
-                           " python3 -m pip list --user --format=freeze"))
+    again = ok(
+        run_student(
+            built,
+            home,
+            "sh",
+            "-c",
+            "python3 -c 'import hello_student; hello_student.main()'; python3 -m pip list --user --format=freeze",
+        )
+    )
     assert f"hello from {HOME}/.local/lib/python3.11/site-packages/hello_student/__init__.py" in again
     assert "hello-student==0.1" in again
 
 
 NOTEBOOK = {
-    "nbformat": 4, "nbformat_minor": 5, "metadata": {},
-    "cells": [{
-        "cell_type": "code", "id": "c1", "metadata": {}, "outputs": [], "execution_count": None,
-        "source": "import numpy as np, pandas as pd, matplotlib.pyplot as plt, ipywidgets as w\n"
-                  "df = pd.DataFrame({'x': np.arange(5), 'y': np.arange(5) ** 2})\n"
-                  "df.plot(x='x', y='y'); plt.savefig('plot.png')\n"
-                  "w.IntSlider(value=3)\n"
-                  "print('sum', int(df.y.sum()))\n",
-    }],
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {},
+    "cells": [
+        {
+            "cell_type": "code",
+            "id": "c1",
+            "metadata": {},
+            "outputs": [],
+            "execution_count": None,
+            "source": "import numpy as np, pandas as pd, matplotlib.pyplot as plt, ipywidgets as w\n"
+            "df = pd.DataFrame({'x': np.arange(5), 'y': np.arange(5) ** 2})\n"
+            "df.plot(x='x', y='y'); plt.savefig('plot.png')\n"
+            "w.IntSlider(value=3)\n"
+            "print('sum', int(df.y.sum()))\n",
+        }
+    ],
 }
 
 
 def test_notebook_kernel_runs_as_arbitrary_uid(built, home):
     (home / "lesson.ipynb").write_text(json.dumps(NOTEBOOK))
     os.chown(home / "lesson.ipynb", UID, GID)
-    ok(run_student(built, home, "jupyter", "nbconvert", "--to", "notebook", "--execute", "lesson.ipynb",
-                   "--output", "lesson.out.ipynb"))
+    ok(
+        run_student(
+            built,
+            home,
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "lesson.ipynb",
+            "--output",
+            "lesson.out.ipynb",
+        )
+    )
     outputs = json.loads((home / "lesson.out.ipynb").read_text())["cells"][0]["outputs"]
     assert any("sum 30" in "".join(o.get("text", "")) for o in outputs), outputs
     assert (home / "plot.png").read_bytes()[:4] == b"\x89PNG"
@@ -178,9 +250,13 @@ cat /tmp/server.log /tmp/hub.log; exit 1
 
 def test_singleuser_server_starts_as_arbitrary_uid(built, home):
     env = {
-        "JUPYTERHUB_API_TOKEN": "not-a-real-token", "JUPYTERHUB_API_URL": "http://127.0.0.1:8081/hub/api",
-        "JUPYTERHUB_USER": "jdoe", "JUPYTERHUB_CLIENT_ID": "jupyterhub-user-jdoe", "JUPYTERHUB_BASE_URL": "/",
-        "JUPYTERHUB_SERVICE_PREFIX": "/user/jdoe/", "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:8888/user/jdoe/",
+        "JUPYTERHUB_API_TOKEN": "not-a-real-token",
+        "JUPYTERHUB_API_URL": "http://127.0.0.1:8081/hub/api",
+        "JUPYTERHUB_USER": "jdoe",
+        "JUPYTERHUB_CLIENT_ID": "jupyterhub-user-jdoe",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_SERVICE_PREFIX": "/user/jdoe/",
+        "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:8888/user/jdoe/",
         "JUPYTERHUB_OAUTH_CALLBACK_URL": "/user/jdoe/oauth_callback",
     }
     out = ok(run_student(built, home, "sh", "-c", FAKE_HUB_AND_PROBE, env=env))

@@ -16,7 +16,7 @@ from hostkit import host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready, tear_down, wait_for
 
 pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def lesson(start: dt.datetime, minutes: int) -> dict:
@@ -86,7 +86,6 @@ def test_servers_start_before_the_class_logs_in_and_the_culler_waits_for_the_end
     # the lesson moves to later today (what a teacher's edit does): no lesson on, the culler stops idle servers
     later = now + dt.timedelta(minutes=30)
     if later.date() == now.date():
-        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}],
-                   schedule=[lesson(later, 5)])
+        room.write([{"username": "ann"}, {"username": "bob"}, {"username": "cat"}], schedule=[lesson(later, 5)])
         wait_for(lambda: server(hub, ann) is None, 120, "ann's idle server culled once no lesson is on")
         assert f"Culling server {ann}" in hub.log.read_text()

@@ -86,12 +86,25 @@ def test_a_docker_stacks_style_image_runs_as_the_student_with_a_read_only_root(s
         assert lab.status_code == 200 and "JupyterLab" in lab.text
 
         (container,) = docker.from_env().containers.list(filters={"label": f"org.classroom.user={ann}"})
-        probe = container.exec_run(["/bin/bash", "-c",
-                                    "id -u; whoami; echo $HOME; pwd; command -v jupyterhub-singleuser; "
-                                    "touch /opt/conda/x 2>/dev/null && echo root-writable || echo root-read-only; "
-                                    "touch $HOME/mine && echo home-writable; touch /tmp/t && echo tmp-writable"])
+        probe = container.exec_run(
+            [
+                "/bin/bash",
+                "-c",
+                "id -u; whoami; echo $HOME; pwd; command -v jupyterhub-singleuser; "
+                "touch /opt/conda/x 2>/dev/null && echo root-writable || echo root-read-only; "
+                "touch $HOME/mine && echo home-writable; touch /tmp/t && echo tmp-writable",
+            ]
+        )
         lines = probe.output.decode().split()
         uid = str(__import__("pwd").getpwnam(ann).pw_uid)
-        assert lines == [uid, ann, f"/home/{ann}", f"/home/{ann}", "/opt/conda/bin/jupyterhub-singleuser",
-                         "root-read-only", "home-writable", "tmp-writable"], probe.output.decode()
+        assert lines == [
+            uid,
+            ann,
+            f"/home/{ann}",
+            f"/home/{ann}",
+            "/opt/conda/bin/jupyterhub-singleuser",
+            "root-read-only",
+            "home-writable",
+            "tmp-writable",
+        ], probe.output.decode()
         assert (room.paths.home(ann) / "mine").exists()  # the student's volume, not /home/jovyan

@@ -14,6 +14,7 @@ import pytest
 from hostkit import host_ready, make_classroom
 from hubkit import Hub, add_hub, hub_ready, tear_down, wait_for
 from imagekit import TAG, build_test_image
+import contextlib
 
 pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
 
@@ -23,8 +24,9 @@ def password(room, short):
 
 
 def running_image(hub, room, username):
-    found = docker.from_env().containers.list(filters={"label": [f"org.classroom.classroom={room.name}",
-                                                                 f"org.classroom.user={username}"]})
+    found = docker.from_env().containers.list(
+        filters={"label": [f"org.classroom.classroom={room.name}", f"org.classroom.user={username}"]}
+    )
     return found[0].attrs["Image"] if found else None
 
 
@@ -45,18 +47,23 @@ def room_with_servers():
         for short in ("ann", "bob"):
             assert hub.login(room.user(short), password(room, short)) is not None
             assert hub.api("POST", f"/users/{room.user(short)}/server").status_code in (201, 202)
-        wait_for(lambda: all((hub.api("GET", f"/users/{room.user(s)}").json().get("servers", {}).get("") or {})
-                             .get("ready") for s in ("ann", "bob")), 240, "both servers ready")
-        newer, _ = client.images.build(fileobj=io.BytesIO(f"FROM {tag}\nLABEL rollout=2\n".encode()), tag=tag,
-                                       pull=False, rm=True)
+        wait_for(
+            lambda: all(
+                (hub.api("GET", f"/users/{room.user(s)}").json().get("servers", {}).get("") or {}).get("ready")
+                for s in ("ann", "bob")
+            ),
+            240,
+            "both servers ready",
+        )
+        newer, _ = client.images.build(
+            fileobj=io.BytesIO(f"FROM {tag}\nLABEL rollout=2\n".encode()), tag=tag, pull=False, rm=True
+        )
         yield room, hub, newer.id
     finally:
         tear_down(hub, room)
         for name in (tag,):
-            try:
+            with contextlib.suppress(docker.errors.ImageNotFound):
                 client.images.remove(name, force=True)
-            except docker.errors.ImageNotFound:
-                pass
 
 
 def test_status_names_the_old_servers_and_rollout_moves_the_idle_ones(room_with_servers):
@@ -77,8 +84,11 @@ def test_status_names_the_old_servers_and_rollout_moves_the_idle_ones(room_with_
     done = room.cli("image", "rollout", "--idle", "0")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"restarted {ann}'s server" in done.stdout and f"restarted {bob}'s server" in done.stdout
-    wait_for(lambda: running_image(hub, room, ann) == newer and running_image(hub, room, bob) == newer, 240,
-             "both servers on the new image")
+    wait_for(
+        lambda: running_image(hub, room, ann) == newer and running_image(hub, room, bob) == newer,
+        240,
+        "both servers on the new image",
+    )
     after = room.cli("status")
     assert "old image" not in after.stdout and "older image" not in after.stdout, after.stdout
     assert "2 server(s) running" in after.stdout

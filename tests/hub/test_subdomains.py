@@ -15,8 +15,7 @@ import textwrap
 import pytest
 
 from hostkit import host_ready, make_classroom
-from hubkit import (ARTIFACTS, Hub, add_hub, chromium_missing, free_port, hub_ready, launch_chromium, log_in,
-                    tear_down)
+from hubkit import ARTIFACTS, Hub, add_hub, chromium_missing, free_port, hub_ready, launch_chromium, log_in, tear_down
 from imagekit import TAG, build_test_image, image_unavailable
 
 REASON = host_ready() or hub_ready() or image_unavailable() or chromium_missing()
@@ -73,8 +72,7 @@ def classroom():
     room, hub = make_classroom(), None
     try:  # set-up inside the cleanup's reach
         port = free_port()
-        add_hub(room, image=TAG, public_url=f"http://127.0.0.1:{port}",
-                subdomain_host=f"http://hub.localhost:{port}")
+        add_hub(room, image=TAG, public_url=f"http://127.0.0.1:{port}", subdomain_host=f"http://hub.localhost:{port}")
         room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}])
         assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
         hub = Hub(room)
@@ -89,8 +87,12 @@ def plant(room, short, service, hub, victim, teacher):
     home = room.paths.home(room.user(short))
     site = home / ".local" / "lib" / "python3.11" / "site-packages"
     site.mkdir(parents=True, exist_ok=True)
-    code = USERCUSTOMIZE.replace("%(service)s", service).replace("%(hub)s", hub).replace(
-        "%(victim)s", victim).replace("%(teacher)s", teacher)
+    code = (
+        USERCUSTOMIZE.replace("%(service)s", service)
+        .replace("%(hub)s", hub)
+        .replace("%(victim)s", victim)
+        .replace("%(teacher)s", teacher)
+    )
     (site / "usercustomize.py").write_text(textwrap.dedent(code))
     subprocess.run(["chown", "-R", f"{room.user(short)}:{room.user(short)}", str(home / ".local")], check=True)
 
@@ -114,8 +116,10 @@ def test_a_students_page_cannot_act_as_the_teacher_who_opens_it(classroom):
                 mine.wait_for_url(f"http://{ann}.hub.localhost:{port}/user/{ann}/lab**", timeout=180_000)
             except Exception:
                 mine.screenshot(path=str(ARTIFACTS / "subdomain-spawn-failed.png"))
-                raise AssertionError(f"ann's JupyterLab did not open; the page is at {mine.url}:\n"
-                                     f"{mine.content()[:1500]}\n{hub.log.read_text()[-4000:]}") from None
+                raise AssertionError(
+                    f"ann's JupyterLab did not open; the page is at {mine.url}:\n"
+                    f"{mine.content()[:1500]}\n{hub.log.read_text()[-4000:]}"
+                ) from None
             student.close()
 
             page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
@@ -125,8 +129,7 @@ def test_a_students_page_cannot_act_as_the_teacher_who_opens_it(classroom):
             page.goto(service)  # the teacher page, on an origin of its own
             page.wait_for_url(f"{service}**", timeout=60_000)
             link = page.locator(f'tr[data-user="{ann}"] a', has_text="Open")
-            expect(link).to_have_attribute("href", f"http://{ann}.hub.localhost:{port}/user/{ann}/lab",
-                                           timeout=30_000)
+            expect(link).to_have_attribute("href", f"http://{ann}.hub.localhost:{port}/user/{ann}/lab", timeout=30_000)
             expect(page.locator("#open-note")).to_be_hidden()
             expect(page.locator(f'tr[data-user="{tea}"] a', has_text="Open")).to_have_count(0)
 
@@ -140,8 +143,10 @@ def test_a_students_page_cannot_act_as_the_teacher_who_opens_it(classroom):
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "subdomain-probe-failed.png"))
                 body = page.content()
-                raise AssertionError(f"no probe at {page.url}; script planted: {'__probe' in body}:\n"
-                                     f"{body[-1500:]}\n{hub.log.read_text()[-3000:]}") from None
+                raise AssertionError(
+                    f"no probe at {page.url}; script planted: {'__probe' in body}:\n"
+                    f"{body[-1500:]}\n{hub.log.read_text()[-3000:]}"
+                ) from None
             probe = page.evaluate("window.__probe")
             page.screenshot(path=str(ARTIFACTS / "teacher-opens-student-server.png"))
         finally:

@@ -17,8 +17,18 @@ import pytest
 import yaml
 
 from hostkit import host_ready, make_classroom
-from hubkit import (ARTIFACTS, Hub, add_hub, chromium_missing, hub_ready, launch_chromium, log_in, start_server,
-                    tear_down, wait_for)
+from hubkit import (
+    ARTIFACTS,
+    Hub,
+    add_hub,
+    chromium_missing,
+    hub_ready,
+    launch_chromium,
+    log_in,
+    start_server,
+    tear_down,
+    wait_for,
+)
 from imagekit import TAG, build_test_image, image_unavailable
 
 REASON = host_ready() or hub_ready() or image_unavailable() or chromium_missing()
@@ -32,9 +42,11 @@ def password(room, short):
 
 def measure(page, selector):
     """Every match's box, read in one go (a pushed refresh may replace the rows between two calls)."""
-    return page.evaluate("""(selector) => [...document.querySelectorAll(selector)].map((e) => {
+    return page.evaluate(
+        """(selector) => [...document.querySelectorAll(selector)].map((e) => {
         const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })""",
-                         selector)
+        selector,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,22 +54,30 @@ def classroom():
     build_test_image()
     room, hub, daemon = make_classroom(), None, None
     try:  # set-up inside the cleanup's reach
-        room.quotas = {"default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"},
-                       "big": {"memory": "512Mi", "cpu": 1, "disk": "256Mi"}}
+        room.quotas = {
+            "default": {"memory": "256Mi", "cpu": 1, "disk": "128Mi"},
+            "big": {"memory": "512Mi", "cpu": 1, "disk": "256Mi"},
+        }
         add_hub(room, image=TAG)
         tomorrow = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[
-            (datetime.datetime.now(datetime.timezone.utc).weekday() + 1) % 7]
-        room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tea"}],
-                   schedule=[{"days": [tomorrow], "start": "09:00", "end": "10:00", "tz": "UTC"}])
+            (datetime.datetime.now(datetime.UTC).weekday() + 1) % 7
+        ]
+        room.write(
+            [{"username": "ann"}, {"username": "bob"}],
+            admins=[{"username": "tea"}],
+            schedule=[{"days": [tomorrow], "start": "09:00", "end": "10:00", "tz": "UTC"}],
+        )
         assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
         hub = Hub(room)
         hub.start()
         teacher_password = password(room, "tea")
         session = hub.login(room.user("ann"), password(room, "ann"))
         start_server(hub, session, room.user("ann"))
-        daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f",
-                                   str(room.file)], stdout=open(room.root / "daemon.log", "ab"),
-                                  stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "watch", "--site", str(room.site), "-f", str(room.file)],
+            stdout=open(room.root / "daemon.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )
         wait_for(lambda: (room.paths.state / "status.json").exists(), 120, "the daemon's first pass")
         yield room, hub, teacher_password
     finally:
@@ -125,14 +145,18 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             assert f"{bob}'s disk changes from 128 MiB to 256 MiB" in dialogs[-1]  # asked first, sizes shown
             people = {p["username"]: p for p in yaml.safe_load(room.file.read_text())["students"]}
             assert people[bob]["quota"] == "big"
-            wait_for(lambda: (v := room.observe().volumes.get(bob)) is not None and v.size >= 256 * MiB, 180,
-                     "the daemon to grow bob's volume")
+            wait_for(
+                lambda: (v := room.observe().volumes.get(bob)) is not None and v.size >= 256 * MiB,
+                180,
+                "the daemon to grow bob's volume",
+            )
 
             # add a student through the form; the daemon creates the account
             page.click("#add")
             page.fill('#person-form input[name="name"]', "Lovelace, Ada")  # as the school's list writes it
             expect(page.locator('#person-form input[name="username"]')).to_have_attribute(
-                "placeholder", "will be: alovelace", timeout=10_000)  # the import's rule, before saving
+                "placeholder", "will be: alovelace", timeout=10_000
+            )  # the import's rule, before saving
             page.fill('#person-form input[name="username"]', room.user("ada"))
             page.click("#person-save")
             expect(page.locator("#message")).to_contain_text("saved to classroom.yaml")
@@ -142,9 +166,16 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
 
             # import a CSV: preview first, then add
             page.click("#import")
-            page.set_input_files('#import-form input[name="file"]', files=[{
-                "name": "class.csv", "mimeType": "text/csv",
-                "buffer": f"Nome;Cognome;Username\nGrace;Hopper;{room.user('gra')}\n".encode()}])
+            page.set_input_files(
+                '#import-form input[name="file"]',
+                files=[
+                    {
+                        "name": "class.csv",
+                        "mimeType": "text/csv",
+                        "buffer": f"Nome;Cognome;Username\nGrace;Hopper;{room.user('gra')}\n".encode(),
+                    }
+                ],
+            )
             page.click("#import-check")
             expect(page.locator("#import-preview")).to_contain_text("1 to add")
             page.click("#import-save")
@@ -185,8 +216,10 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             expect(again).to_be_visible(timeout=30_000)
             again.click()
             expect(page.locator("#message")).to_contain_text(f"{ada} is back in classroom.yaml")
-            assert any(p.get("username") == ada and p.get("name") == "Ada Lovelace"
-                       for p in yaml.safe_load(room.file.read_text())["students"])
+            assert any(
+                p.get("username") == ada and p.get("name") == "Ada Lovelace"
+                for p in yaml.safe_load(room.file.read_text())["students"]
+            )
             wait_for(lambda: not room.observe().accounts[ada].locked, 180, "the daemon to enable ada again")
 
             # a broken save (by hand, on the server): the class in force stays on the page, with the reason
@@ -238,8 +271,12 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
                 assert boxes and all(b["x"] >= 0 and b["x"] + b["width"] <= width for b in boxes), (width, boxes)
                 for row in (ann, bob):
                     found = measure(page, f'tr[data-user="{row}"] .actions button')
-                    for a, b in zip(found, found[1:]):
-                        apart = b["x"] - (a["x"] + a["width"]) if abs(a["y"] - b["y"]) < 4 else b["y"] - (a["y"] + a["height"])
+                    for a, b in zip(found, found[1:], strict=False):
+                        apart = (
+                            b["x"] - (a["x"] + a["width"])
+                            if abs(a["y"] - b["y"]) < 4
+                            else b["y"] - (a["y"] + a["height"])
+                        )
                         assert apart >= 4, (width, row, a, b)
                 expect(page.locator(f'tr[data-user="{ann}"] td[data-label="Disk"]')).to_be_visible()
                 page.screenshot(path=str(ARTIFACTS / f"teacher-page-{width}px.png"), full_page=True)

@@ -20,26 +20,72 @@ from hostkit import host_ready, make_classroom
 from hubkit import ARTIFACTS, Hub, add_hub, chromium_missing, free_port, hub_ready, launch_chromium, log_in, tear_down
 from imagekit import TAG, build_test_image, image_unavailable
 
-REASON = host_ready() or hub_ready() or image_unavailable() or chromium_missing() or next(
-    (f"{tool} is not installed (tests/bootstrap.sh installs it)" for tool in ("openssl", "certutil")
-     if not shutil.which(tool)), None)
+REASON = (
+    host_ready()
+    or hub_ready()
+    or image_unavailable()
+    or chromium_missing()
+    or next(
+        (
+            f"{tool} is not installed (tests/bootstrap.sh installs it)"
+            for tool in ("openssl", "certutil")
+            if not shutil.which(tool)
+        ),
+        None,
+    )
+)
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
 
 
 def make_ca(where: Path) -> tuple[Path, Path, Path]:
     """A test CA and a server certificate for hub.localhost (+ *.hub.localhost, 127.0.0.1) signed by it."""
+
     def openssl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=where)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=classroom test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout", "ca.key", "-out", "ca.pem")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=hub.localhost", "-keyout", "hub.key",
-            "-out", "hub.csr")
-    (where / "ext.cnf").write_text("subjectAltName=DNS:hub.localhost,DNS:*.hub.localhost,IP:127.0.0.1\n"
-                                   "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
-    openssl("x509", "-req", "-in", "hub.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", "ext.cnf", "-out", "hub.pem")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=classroom test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=hub.localhost", "-keyout", "hub.key", "-out", "hub.csr"
+    )
+    (where / "ext.cnf").write_text(
+        "subjectAltName=DNS:hub.localhost,DNS:*.hub.localhost,IP:127.0.0.1\n"
+        "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "hub.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "hub.pem",
+    )
     os.chmod(where / "hub.key", 0o600)
     return where / "ca.pem", where / "hub.pem", where / "hub.key"
 
@@ -93,8 +139,9 @@ def test_login_spawn_and_teacher_page_over_https(classroom, tmp_path):
     nssdb = home / ".pki" / "nssdb"
     nssdb.mkdir(parents=True)
     subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
-    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "classroom test CA", "-i", str(ca)],
-                   check=True)
+    subprocess.run(
+        ["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "classroom test CA", "-i", str(ca)], check=True
+    )
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, env={**os.environ, "HOME": str(home)})
         try:
@@ -105,7 +152,9 @@ def test_login_spawn_and_teacher_page_over_https(classroom, tmp_path):
             expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-over-https.png"))
             cookies = student.cookies()
-            assert cookies and all(cookie["secure"] for cookie in cookies), [(c["name"], c["path"], c["secure"]) for c in cookies]
+            assert cookies and all(cookie["secure"] for cookie in cookies), [
+                (c["name"], c["path"], c["secure"]) for c in cookies
+            ]
             student.close()
 
             teacher = browser.new_context()

@@ -36,9 +36,13 @@ def cmdline(pid):
 
 def ours(room):
     """The hub's managed services for this classroom (they run with -f and its file, in sessions of their own)."""
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()
-            and ("reconciler api" in cmdline(p) or "reconciler.hub.culler" in cmdline(p))
-            and str(room.file) in environ_or_cmdline(p)]
+    return [
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit()
+        and ("reconciler api" in cmdline(p) or "reconciler.hub.culler" in cmdline(p))
+        and str(room.file) in environ_or_cmdline(p)
+    ]
 
 
 def environ_or_cmdline(pid):
@@ -99,8 +103,9 @@ def test_up_brings_everything_and_down_stops_it():
         os.kill(int((state / "hub.pid").read_text()), signal.SIGKILL)
         wait_for(lambda: all(gone(pid) for pid in services), what="the old hub's services to end")
         wait_for(lambda: supervised(state)["hub"]["restarts"] == 1 and alive(state / "hub.pid"), what="a new hub")
-        wait_for(lambda: requests.get(teacher_api, timeout=10).status_code == 403, timeout=90,
-                 what="the new teacher service")
+        wait_for(
+            lambda: requests.get(teacher_api, timeout=10).status_code == 403, timeout=90, what="the new teacher service"
+        )
         assert "killed by SIGKILL" in supervised(state)["hub"]["last_exit"]
         # the daemon killed outright: `status` says so at once, and the supervisor starts it again
         daemon = int((state / "watch.pid").read_text())
@@ -116,8 +121,12 @@ def test_up_brings_everything_and_down_stops_it():
         assert "daemon: not running" in room.cli("status").stdout
         # the logs came through the rotating writers (host/logpipe.py), which end with what they write for
         assert "JupyterHub" in (state / "hub.log").read_text() and "watching" in (state / "watch.log").read_text()
-        pumps = lambda: [p for p in os.listdir("/proc") if p.isdigit()  # noqa: E731
-                         and f"reconciler.host.logpipe {state}" in cmdline(p)]
+        pumps = lambda: [
+            p
+            for p in os.listdir("/proc")
+            if p.isdigit()  # noqa: E731
+            and f"reconciler.host.logpipe {state}" in cmdline(p)
+        ]
         deadline = time.monotonic() + 10
         while pumps() and time.monotonic() < deadline:
             time.sleep(0.2)

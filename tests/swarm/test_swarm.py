@@ -56,9 +56,18 @@ def env():
     room = make_classroom()
     hub = None
     try:
-        add_hub(room, image=TAG, pids_limit=PIDS, tmp_size="32Mi", spawner="swarm",
-                swarm={"address": HOST_ADDRESS, "homes": "shared",
-                       "workers": [{"address": w.address, "docker": w.endpoint} for w in swarm.workers]})
+        add_hub(
+            room,
+            image=TAG,
+            pids_limit=PIDS,
+            tmp_size="32Mi",
+            spawner="swarm",
+            swarm={
+                "address": HOST_ADDRESS,
+                "homes": "shared",
+                "workers": [{"address": w.address, "docker": w.endpoint} for w in swarm.workers],
+            },
+        )
         room.quotas = {"default": {"memory": "256Mi", "cpu": CPU, "disk": "64Mi"}}
         room.write([{"username": n} for n in NAMES])
         done = reconcile(room, docker_host=swarm.manager.endpoint)  # the host part; the hub is not up yet
@@ -97,8 +106,12 @@ def in_server(swarm, service, script: str) -> subprocess.CompletedProcess:
     """Run a shell script inside the person's running server, on its worker, as the server's own user."""
     node = swarm.node_of(service["node"])
     (container,) = node.docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.id={service['ID']}").split()
-    return subprocess.run(["docker", "-H", node.endpoint, "exec", container, "sh", "-c", script],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["docker", "-H", node.endpoint, "exec", container, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def servers_up(env) -> None:
@@ -120,8 +133,9 @@ def test_push_nodes_loads_the_image_onto_every_worker_once(env):
     first = reconcile(room, "image", "push-nodes")
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.split("\n")[:2] == [f"{w.address}: loaded" for w in swarm.workers]
-    ours = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", TAG], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    ours = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", TAG], capture_output=True, text=True, check=True
+    ).stdout.strip()
     for worker in swarm.workers:
         assert worker.docker("image", "inspect", "--format", "{{.Id}}", TAG) == ours
     again = reconcile(room, "image", "push-nodes")
@@ -146,10 +160,14 @@ def test_six_logins_spread_over_both_workers_with_their_limits(env):
         assert spec["Placement"]["Constraints"] == ["node.role == worker"]
         assert service["Spec"]["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
     ann = found[room.user("ann")]
-    inside = in_server(swarm, ann, "id -un; grep CapEff /proc/self/status; touch /etc/x 2>&1; "
-                                   "find / -xdev -perm /6000 -type f 2>/dev/null | wc -l; "
-                                   "python3 -c 'import socket; socket.socket().bind((\"0.0.0.0\", 111))' 2>&1 | tail -1; "
-                                   "echo written on a worker > ~/note.txt")
+    inside = in_server(
+        swarm,
+        ann,
+        "id -un; grep CapEff /proc/self/status; touch /etc/x 2>&1; "
+        "find / -xdev -perm /6000 -type f 2>/dev/null | wc -l; "
+        "python3 -c 'import socket; socket.socket().bind((\"0.0.0.0\", 111))' 2>&1 | tail -1; "
+        "echo written on a worker > ~/note.txt",
+    )
     lines = inside.stdout.splitlines()
     assert lines[0] == room.user("ann")  # the swarm config's /etc/passwd names the person
     assert lines[1].split() == ["CapEff:", "0000000000000000"]
@@ -261,9 +279,15 @@ def test_install_worker_mode_sets_the_docker_up_and_joins(env, tmp_path):
     room, swarm, _ = env
     (spare,) = swarm.spare
     token = swarm.manager.docker("swarm", "join-token", "-q", "worker")
-    environment = {**os.environ, "DOCKER_HOST": spare.endpoint, "MANAGER": swarm.manager.address,
-                   "JOIN_TOKEN": token, "SKIP_APT": "1", "SYSTEMD_DIR": str(tmp_path / "systemd"),
-                   "DOCKER_ETC": str(tmp_path / "docker")}
+    environment = {
+        **os.environ,
+        "DOCKER_HOST": spare.endpoint,
+        "MANAGER": swarm.manager.address,
+        "JOIN_TOKEN": token,
+        "SKIP_APT": "1",
+        "SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "DOCKER_ETC": str(tmp_path / "docker"),
+    }
     script = [str(Path(__file__).resolve().parents[2] / "examples" / "install.sh"), "--worker"]
     first = subprocess.run(["bash", *script], env=environment, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -273,14 +297,19 @@ def test_install_worker_mode_sets_the_docker_up_and_joins(env, tmp_path):
     assert "joining the swarm of 10.214.0.11" in first.stdout
     deadline = time.monotonic() + 60
     while f"{spare.name} Ready worker" not in swarm.manager.docker(
-            "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{if .ManagerStatus}}manager{{else}}worker{{end}}"):
+        "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{if .ManagerStatus}}manager{{else}}worker{{end}}"
+    ):
         assert time.monotonic() < deadline, swarm.manager.docker("node", "ls")
         time.sleep(0.5)
     assert shutil.which("systemd-analyze"), "tests/bootstrap.sh installs systemd's systemd-analyze"
     unit = tmp_path / "systemd" / "docker.service"  # the drop-in's unit, as Debian's docker.io ships it
     unit.write_text("[Unit]\nDescription=Docker\n[Service]\nExecStart=/usr/sbin/dockerd\n")
-    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
-                            env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path / 'systemd'}:"})
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path / 'systemd'}:"},
+    )
     assert verify.returncode == 0, verify.stderr
     again = subprocess.run(["bash", *script], env=environment, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "in a swarm already" in again.stdout and "wrote" not in again.stdout

@@ -15,13 +15,16 @@ from reconciler.engine.journal import Journal
 from reconciler.host.drivers import Busy
 
 PEOPLE = [f"p{i}" for i in range(12)]
-STEPS = [(Op.CREATE, Kind.ACCOUNT), (Op.CREATE, Kind.PASSWORD), (Op.CREATE, Kind.MANIFEST),
-         (Op.CREATE, Kind.MOUNT)]
+STEPS = [(Op.CREATE, Kind.ACCOUNT), (Op.CREATE, Kind.PASSWORD), (Op.CREATE, Kind.MANIFEST), (Op.CREATE, Kind.MOUNT)]
 
 
 def action(op, kind, target):
-    after = {Kind.ACCOUNT: AccountFields(name=target), Kind.PASSWORD: "generated", Kind.MANIFEST: "x y",
-             Kind.MOUNT: "/h"}.get(kind)
+    after = {
+        Kind.ACCOUNT: AccountFields(name=target),
+        Kind.PASSWORD: "generated",
+        Kind.MANIFEST: "x y",
+        Kind.MOUNT: "/h",
+    }.get(kind)
     return Action(op, kind, target, after=after)
 
 
@@ -65,7 +68,8 @@ def test_people_side_by_side_keep_their_own_order(recorded, tmp_path):
     for person in PEOPLE:
         mine = [kind for target, kind in calls if target == person]
         want = {"p3": [Kind.ACCOUNT, Kind.PASSWORD], "p5": [Kind.ACCOUNT, Kind.PASSWORD, Kind.MANIFEST]}.get(
-            person, [kind for _, kind in STEPS])
+            person, [kind for _, kind in STEPS]
+        )
         assert mine == want, person  # p5's mount waits with the manifest step a driver found in use
     assert result.failed == {"p3": "chpasswd exited 1"} and result.skipped == 2
     assert result.waiting == {"p5": "p5's volume is in use"}
@@ -81,9 +85,12 @@ def test_one_worker_is_the_plan_s_own_order(recorded, tmp_path):
     applier.apply(plan(), None, journal, workers=1)
     journal.close()
     assert peak[0] == 1
-    assert calls == [(a.target, a.kind) for a in plan().actions if not (a.target == "p3" and a.kind in
-                                                                        (Kind.MANIFEST, Kind.MOUNT))
-                     and not (a.target == "p5" and a.kind is Kind.MOUNT)]
+    assert calls == [
+        (a.target, a.kind)
+        for a in plan().actions
+        if not (a.target == "p3" and a.kind in (Kind.MANIFEST, Kind.MOUNT))
+        and not (a.target == "p5" and a.kind is Kind.MOUNT)
+    ]
 
 
 def test_a_journal_that_cannot_be_written_stops_everyone(recorded, tmp_path, monkeypatch):

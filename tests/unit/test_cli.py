@@ -19,8 +19,9 @@ EXAMPLE = ROOT / "examples" / "classroom.yaml"
 
 def cli(*args, cwd=ROOT, **env):
     environment = {k: v for k, v in os.environ.items() if k not in ("RECONCILE_SITE", "NO_COLOR")}
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**environment, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, cwd=cwd, env={**environment, **env}
+    )
 
 
 @pytest.mark.parametrize("args", [["--dryrun"], ["status", "--jsn"], ["image", "buidl"], ["completion", "fish"]])
@@ -50,8 +51,11 @@ def walk(parser: argparse.ArgumentParser, path: str = "reconcile"):
 
 
 def test_every_command_and_option_has_help():
-    missing = [f"{path} {'/'.join(action.option_strings) or action.dest}"
-               for path, action in walk(build_parser()) if not action.help]
+    missing = [
+        f"{path} {'/'.join(action.option_strings) or action.dest}"
+        for path, action in walk(build_parser())
+        if not action.help
+    ]
     assert missing == []
     assert len({path for path, _ in walk(build_parser())}) > 20  # every subcommand was walked into
 
@@ -77,8 +81,9 @@ def test_the_built_in_site_outside_the_checkout_says_so_and_refuses_to_change_th
 
 
 def test_plans_are_coloured_only_when_asked():
-    plan = Plan("c", (Action(Op.CREATE, Kind.GROUP, "c-students"),
-                      Action(Op.DISABLE, Kind.MOUNT, "ann", before="/h/ann")))
+    plan = Plan(
+        "c", (Action(Op.CREATE, Kind.GROUP, "c-students"), Action(Op.DISABLE, Kind.MOUNT, "ann", before="/h/ann"))
+    )
     coloured, plain = render_text(plan, colour=True), render_text(plan)
     assert "\x1b[32m+\x1b[0m group" in coloured and "\x1b[31m-\x1b[0m mount" in coloured
     assert "\x1b[" not in plain

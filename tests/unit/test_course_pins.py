@@ -5,27 +5,44 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.image.course import (APT_LABEL, PINS_LABEL, Course, CourseError, Pins, differences, pins_state, prepare,
-                                     read_requirements, summary)
+from reconciler.image.course import (
+    APT_LABEL,
+    PINS_LABEL,
+    Course,
+    CourseError,
+    Pins,
+    differences,
+    pins_state,
+    prepare,
+    read_requirements,
+    summary,
+)
 
 BASE = ("jupyterhub==6.1.1", "numpy==2.1.0")
 
 
 def test_requirements_keep_names_and_index_options(tmp_path):
     req = tmp_path / "requirements.txt"
-    req.write_text("# the course\n--find-links /srv/wheels\n--index-url=https://pypi.school/simple\n"
-                   "sympy>=1.12  # algebra\nnetworkx\n\n")
-    assert read_requirements(req) == (["sympy>=1.12", "networkx"],
-                                      ["--find-links", "/srv/wheels", "--index-url", "https://pypi.school/simple"])
+    req.write_text(
+        "# the course\n--find-links /srv/wheels\n--index-url=https://pypi.school/simple\n"
+        "sympy>=1.12  # algebra\nnetworkx\n\n"
+    )
+    assert read_requirements(req) == (
+        ["sympy>=1.12", "networkx"],
+        ["--find-links", "/srv/wheels", "--index-url", "https://pypi.school/simple"],
+    )
 
 
-@pytest.mark.parametrize("line, says", [
-    ("-r other.txt", "-r: only package names"),
-    ("-e git+https://x/y", "-e: only package names"),
-    ("https://example.org/x.whl", "a URL or a path"),
-    ("./local-package", "a URL or a path"),
-    ("thing @ https://example.org/t.whl", "a URL or a path"),
-])
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ("-r other.txt", "-r: only package names"),
+        ("-e git+https://x/y", "-e: only package names"),
+        ("https://example.org/x.whl", "a URL or a path"),
+        ("./local-package", "a URL or a path"),
+        ("thing @ https://example.org/t.whl", "a URL or a path"),
+    ],
+)
 def test_requirements_that_reach_elsewhere_are_refused_with_their_line(tmp_path, line, says):
     req = tmp_path / "requirements.txt"
     req.write_text(f"sympy\n{line}\n")
@@ -42,9 +59,13 @@ def test_pins_round_trip():
 def fake_download(calls):
     def download(dest: Path, args: list[str]) -> None:
         calls.append(args)
-        for wheel in ("sympy-1.13.1-py3-none-any.whl", "mpmath-1.3.0-py3-none-any.whl",
-                      "numpy-2.1.0-cp311-cp311-manylinux_2_17_x86_64.whl"):
+        for wheel in (
+            "sympy-1.13.1-py3-none-any.whl",
+            "mpmath-1.3.0-py3-none-any.whl",
+            "numpy-2.1.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+        ):
             (dest / wheel).write_bytes(b"")
+
     return download
 
 
@@ -81,10 +102,14 @@ def test_differences_from_the_labels_of_the_image_in_use():
     course = Course(("graphviz", "jq"), ("sympy==1.13.1",))
     labels = {APT_LABEL: "jq,make", PINS_LABEL: "sympy==1.12", "inputs": "k1"}
     assert differences(labels, course, "k2", "inputs") == [
-        "apt: + graphviz", "apt: - make", "python: sympy 1.12 -> 1.13.1"]
+        "apt: + graphviz",
+        "apt: - make",
+        "python: sympy 1.12 -> 1.13.1",
+    ]
     same = {APT_LABEL: "graphviz,jq", PINS_LABEL: "sympy==1.13.1", "inputs": "k1"}
     assert differences(same, course, "k1", "inputs") == []
     assert differences(same, course, "k2", "inputs") == [
-        "the base image's inputs changed (Debian packages, pinned Python packages or the build itself)"]
+        "the base image's inputs changed (Debian packages, pinned Python packages or the build itself)"
+    ]
     assert differences(None, course, "k1", "inputs") == ["no image yet: the build makes it"]
     assert summary(same) == "apt graphviz,jq; python sympy==1.13.1" and summary({}) == "no course packages"

@@ -97,10 +97,26 @@ def test_account_create_is_one_useradd_with_the_marker(host):
     runner = RecordingRunner()
     want = AccountFields(name="Ann Example", group="py101-students", home=str(home(host)), shell="/usr/sbin/nologin")
     assert run(Action(Op.CREATE, Kind.ACCOUNT, "ann", after=want), host.context(runner)) == "created"
-    assert runner.calls == [("useradd", "--key", "SUB_UID_COUNT=0", "--key", "SUB_GID_COUNT=0",
-                             "--comment", "Ann Example,,,,classroom=py101", "--home-dir", str(home(host)),
-                             "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "--groups",
-                             "py101-students", "ann")]
+    assert runner.calls == [
+        (
+            "useradd",
+            "--key",
+            "SUB_UID_COUNT=0",
+            "--key",
+            "SUB_GID_COUNT=0",
+            "--comment",
+            "Ann Example,,,,classroom=py101",
+            "--home-dir",
+            str(home(host)),
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            "--groups",
+            "py101-students",
+            "ann",
+        )
+    ]
 
 
 def test_account_create_when_it_exists(host):
@@ -132,18 +148,41 @@ def test_an_existing_password_is_kept(host):
     assert runner.calls == [] and store.issued == []
 
 
-@pytest.mark.parametrize("before,after,person,expected", [
-    (AccountFields(name="Ann"), AccountFields(name="Ann Example"), {},
-     ("usermod", "--comment", "Ann Example,,,,classroom=py101", "ann")),
-    (AccountFields(groups=("docker",)), AccountFields(groups=("py101-students",)), {"groups": ["docker"]},
-     ("usermod", "--groups", "py101-students", "ann")),
-    (AccountFields(login="disabled"), AccountFields(login="enabled"), {"password": "!$y$hash", "expire": "1"},
-     ("usermod", "--unlock", "--expiredate", "", "ann")),
-    (AccountFields(login="half-disabled (locked or expired)"), AccountFields(login="enabled"),
-     {"expire": "19000"}, ("usermod", "--expiredate", "", "ann")),
-    (AccountFields(home="/home/ann", shell="/bin/bash"), AccountFields(home="/x/ann", shell="/usr/sbin/nologin"), {},
-     ("usermod", "--home", "/x/ann", "ann")),  # the shell is already right: only the home changes
-])
+@pytest.mark.parametrize(
+    "before,after,person,expected",
+    [
+        (
+            AccountFields(name="Ann"),
+            AccountFields(name="Ann Example"),
+            {},
+            ("usermod", "--comment", "Ann Example,,,,classroom=py101", "ann"),
+        ),
+        (
+            AccountFields(groups=("docker",)),
+            AccountFields(groups=("py101-students",)),
+            {"groups": ["docker"]},
+            ("usermod", "--groups", "py101-students", "ann"),
+        ),
+        (
+            AccountFields(login="disabled"),
+            AccountFields(login="enabled"),
+            {"password": "!$y$hash", "expire": "1"},
+            ("usermod", "--unlock", "--expiredate", "", "ann"),
+        ),
+        (
+            AccountFields(login="half-disabled (locked or expired)"),
+            AccountFields(login="enabled"),
+            {"expire": "19000"},
+            ("usermod", "--expiredate", "", "ann"),
+        ),
+        (
+            AccountFields(home="/home/ann", shell="/bin/bash"),
+            AccountFields(home="/x/ann", shell="/usr/sbin/nologin"),
+            {},
+            ("usermod", "--home", "/x/ann", "ann"),
+        ),  # the shell is already right: only the home changes
+    ],
+)
 def test_account_update_is_one_usermod(host, before, after, person, expected):
     runner = RecordingRunner()
     host.person("ann", 1001, name="Ann", **person)
@@ -154,8 +193,11 @@ def test_account_update_is_one_usermod(host, before, after, person, expected):
 def test_account_update_already_done(host):
     runner = RecordingRunner()
     host.person("ann", 1001, name="Ann Example", groups=["py101-students"])
-    for after in (AccountFields(name="Ann Example"), AccountFields(groups=("py101-students",)),
-                  AccountFields(login="enabled")):
+    for after in (
+        AccountFields(name="Ann Example"),
+        AccountFields(groups=("py101-students",)),
+        AccountFields(login="enabled"),
+    ):
         assert run(Action(Op.UPDATE, Kind.ACCOUNT, "ann", after=after), host.context(runner)) == "already"
     assert runner.calls == []
 
@@ -163,8 +205,9 @@ def test_account_update_already_done(host):
 def test_account_disable_locks_and_expires_once(host):
     runner = RecordingRunner()
     host.person("ann", 1001).person("bob", 1002, password="!$y$hash", expire="1")
-    action = Action(Op.DISABLE, Kind.ACCOUNT, "ann", before=AccountFields(login="enabled"),
-                    after=AccountFields(login="disabled"))
+    action = Action(
+        Op.DISABLE, Kind.ACCOUNT, "ann", before=AccountFields(login="enabled"), after=AccountFields(login="disabled")
+    )
     assert run(action, host.context(runner)) == "disabled"
     assert run(Action(Op.DISABLE, Kind.ACCOUNT, "bob"), host.context(runner)) == "already"
     assert run(Action(Op.DISABLE, Kind.ACCOUNT, "cat"), host.context(runner)) == "absent"
@@ -197,8 +240,11 @@ def test_mount_prepares_a_root_owned_mount_point_then_mounts_the_image(host):
     image(host).parent.mkdir(parents=True)
     image(host).write_bytes(b"")
     assert run(Action(Op.CREATE, Kind.MOUNT, "ann", after=str(home(host))), host.context(runner)) == "mounted"
-    assert runner.calls == [("chown", "0:0", str(home(host))), ("chmod", "0000", str(home(host))),
-                            ("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image(host)), str(home(host)))]
+    assert runner.calls == [
+        ("chown", "0:0", str(home(host))),
+        ("chmod", "0000", str(home(host))),
+        ("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image(host)), str(home(host))),
+    ]
 
 
 def test_mount_detaches_a_stale_loop_device_first(host):
@@ -247,8 +293,10 @@ def test_unmount_busy_says_why(host):
 def test_remount_restores_the_flags(host):
     runner = RecordingRunner()
     host.mounted(str(image(host)), home(host), options="rw")
-    assert run(Action(Op.UPDATE, Kind.MOUNT, "ann", before="rw", after="nodev,nosuid"), host.context(runner)) \
+    assert (
+        run(Action(Op.UPDATE, Kind.MOUNT, "ann", before="rw", after="nodev,nosuid"), host.context(runner))
         == "remounted"
+    )
     assert runner.calls == [("mount", "-o", "remount,nodev,nosuid", str(home(host)))]
 
 
@@ -290,8 +338,10 @@ def test_mount_all_finds_the_course_folder_by_its_mount_point(host):
 
 def test_volume_create_is_a_sparse_partial_image(host):
     runner = RecordingRunner()
-    assert run(Action(Op.CREATE, Kind.VOLUME, "ann", after=VolumeFields(size=128 * MiB, path="x")),
-               host.context(runner)) == "created"
+    assert (
+        run(Action(Op.CREATE, Kind.VOLUME, "ann", after=VolumeFields(size=128 * MiB, path="x")), host.context(runner))
+        == "created"
+    )
     partial = image(host).with_name("ann.img.partial")
     assert partial.stat().st_size == 128 * MiB and partial.stat().st_blocks == 0
     assert runner.calls == [("chmod", "0700", str(image(host).parent))]
@@ -301,17 +351,21 @@ def test_filesystem_create_formats_the_partial_image_then_renames_it(host):
     runner = RecordingRunner()
     ctx = host.context(runner)
     run(Action(Op.CREATE, Kind.VOLUME, "ann", after=VolumeFields(size=128 * MiB, path="x")), ctx)
-    assert run(Action(Op.CREATE, Kind.FILESYSTEM, "ann", after=FilesystemFields(fstype="ext4", size=128 * MiB)),
-               ctx) == "formatted"
+    assert (
+        run(Action(Op.CREATE, Kind.FILESYSTEM, "ann", after=FilesystemFields(fstype="ext4", size=128 * MiB)), ctx)
+        == "formatted"
+    )
     partial = image(host).with_name("ann.img.partial")
     assert runner.calls[-1] == ("mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", "ann", str(partial))
     assert image(host).exists() and not partial.exists()
 
 
-GROW = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0),
-              after=VolumeFields(size=256 * MiB))
-SHRINK = Action(Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=256 * MiB, used=0),
-                after=VolumeFields(size=128 * MiB))
+GROW = Action(
+    Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=128 * MiB, used=0), after=VolumeFields(size=256 * MiB)
+)
+SHRINK = Action(
+    Op.UPDATE, Kind.VOLUME, "ann", before=VolumeFields(size=256 * MiB, used=0), after=VolumeFields(size=128 * MiB)
+)
 needs_mkfs = pytest.mark.skipif(MKFS is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
 
 
@@ -358,11 +412,17 @@ def test_grow_falls_back_offline_when_the_kernel_denies_online_resizing(host):
     assert run(GROW, host.context(runner)) == "grown offline"
     img, mnt = str(image(host)), str(home(host))
     assert runner.calls == [
-        ("losetup", "--set-capacity", loop3), ("resize2fs", loop3),
-        ("umount", mnt), ("losetup", "--detach", loop3),
-        ("e2fsck", "-f", "-p", img), ("resize2fs", img, f"{256 * 1024}K"),
+        ("losetup", "--set-capacity", loop3),
+        ("resize2fs", loop3),
+        ("umount", mnt),
+        ("losetup", "--detach", loop3),
+        ("e2fsck", "-f", "-p", img),
+        ("resize2fs", img, f"{256 * 1024}K"),
         ("losetup", "--detach", loop3),  # attach: the (fake) device still shows as attached
-        ("chown", "0:0", mnt), ("chmod", "0000", mnt), ("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, img, mnt)]
+        ("chown", "0:0", mnt),
+        ("chmod", "0000", mnt),
+        ("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, img, mnt),
+    ]
     assert read_superblock(img).size == 256 * MiB
 
 
@@ -390,8 +450,12 @@ def test_offline_work_stops_if_the_filesystem_outlives_the_unmount(host):
     with pytest.raises(Busy, match="still mounted in another mount namespace"):
         run(SHRINK, host.context(runner))
     mnt = str(home(host))
-    assert runner.calls == [("umount", mnt), ("chown", "0:0", mnt), ("chmod", "0000", mnt),
-                            ("mount", "-t", "ext4", "-o", "nodev,nosuid,noatime", loop3, mnt)]
+    assert runner.calls == [
+        ("umount", mnt),
+        ("chown", "0:0", mnt),
+        ("chmod", "0000", mnt),
+        ("mount", "-t", "ext4", "-o", "nodev,nosuid,noatime", loop3, mnt),
+    ]
 
 
 def test_a_second_loop_device_is_never_attached_to_a_live_filesystem(host):
@@ -415,8 +479,7 @@ def test_shrink_never_cuts_an_image_the_filesystem_still_fills(host):
     with pytest.raises(RuntimeError, match="the image is not cut"):
         run(SHRINK, host.context(runner))
     assert image(host).stat().st_size == 256 * MiB
-    assert runner.calls == [("e2fsck", "-f", "-p", str(image(host))),
-                            ("resize2fs", str(image(host)), f"{128 * 1024}K")]
+    assert runner.calls == [("e2fsck", "-f", "-p", str(image(host))), ("resize2fs", str(image(host)), f"{128 * 1024}K")]
 
 
 def test_volume_detach_and_destroy(host):
@@ -426,8 +489,19 @@ def test_volume_detach_and_destroy(host):
     host.loops[str(image(host))] = "loop9"
     with pytest.raises(RuntimeError, match="still in use"):
         run(Action(Op.DESTROY, Kind.VOLUME, "ann"), host.context(runner))
-    assert run(Action(Op.DISABLE, Kind.VOLUME, "ann", before=VolumeFields(loop=host.device("loop9")),
-                      after=VolumeFields(loop=None)), host.context(runner)) == "detached"
+    assert (
+        run(
+            Action(
+                Op.DISABLE,
+                Kind.VOLUME,
+                "ann",
+                before=VolumeFields(loop=host.device("loop9")),
+                after=VolumeFields(loop=None),
+            ),
+            host.context(runner),
+        )
+        == "detached"
+    )
     assert runner.calls == [("losetup", "--detach", host.device("loop9"))]
     host.loops.clear()
     assert run(Action(Op.DESTROY, Kind.VOLUME, "ann"), host.context(runner)) == "deleted"
@@ -436,8 +510,16 @@ def test_volume_detach_and_destroy(host):
 
 # --- LVM volumes -------------------------------------------------------------------------------------------
 
-LV = {"lv_name": "home-ann", "vg_name": "class", "lv_size": str(128 * MiB), "lv_active": "active",
-      "lv_path": "/dev/class/home-ann", "lv_tags": "", "lv_kernel_major": "253", "lv_kernel_minor": "0"}
+LV = {
+    "lv_name": "home-ann",
+    "vg_name": "class",
+    "lv_size": str(128 * MiB),
+    "lv_active": "active",
+    "lv_path": "/dev/class/home-ann",
+    "lv_tags": "",
+    "lv_kernel_major": "253",
+    "lv_kernel_minor": "0",
+}
 
 
 def lvm_context(host: FakeHost, lvs: list[dict], thin_pool: str | None = None):
@@ -457,12 +539,35 @@ def lvm_context(host: FakeHost, lvs: list[dict], thin_pool: str | None = None):
 def test_lvm_create_thick_and_thin(host):
     runner, ctx = lvm_context(host, [])
     run(Action(Op.CREATE, Kind.VOLUME, "a_b", after=VolumeFields(size=128 * MiB, path="x")), ctx)
-    assert runner.calls[-1] == ("lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--addtag",
-                                "classroom-partial", "-L", f"{128 * MiB}b", "-n", "home-a+b", "class")
+    assert runner.calls[-1] == (
+        "lvcreate",
+        "--yes",
+        "--wipesignatures",
+        "y",
+        "--zero",
+        "y",
+        "--addtag",
+        "classroom-partial",
+        "-L",
+        f"{128 * MiB}b",
+        "-n",
+        "home-a+b",
+        "class",
+    )
     runner, ctx = lvm_context(host, [], thin_pool="pool")
     run(Action(Op.CREATE, Kind.VOLUME, "ann", after=VolumeFields(size=128 * MiB, path="x")), ctx)
-    assert runner.calls[-1] == ("lvcreate", "--yes", "--thin", "-V", f"{128 * MiB}b", "--addtag",
-                                "classroom-partial", "-n", "home-ann", "class/pool")
+    assert runner.calls[-1] == (
+        "lvcreate",
+        "--yes",
+        "--thin",
+        "-V",
+        f"{128 * MiB}b",
+        "--addtag",
+        "classroom-partial",
+        "-n",
+        "home-ann",
+        "class/pool",
+    )
 
 
 def test_lvm_filesystem_only_on_a_partial_lv(host):
@@ -471,10 +576,12 @@ def test_lvm_filesystem_only_on_a_partial_lv(host):
     assert [c for c in runner.calls if c[0] != "lvs"] == [
         ("lvchange", "-ay", "/dev/class/home-ann"),
         ("mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", "ann", "/dev/class/home-ann"),
-        ("lvchange", "--deltag", "classroom-partial", "/dev/class/home-ann")]
+        ("lvchange", "--deltag", "classroom-partial", "/dev/class/home-ann"),
+    ]
     runner, ctx = lvm_context(host, [LV])
-    assert run(Action(Op.CREATE, Kind.FILESYSTEM, "ann", after=FilesystemFields(fstype="ext4", size=1)), ctx) \
-        == "exists"
+    assert (
+        run(Action(Op.CREATE, Kind.FILESYSTEM, "ann", after=FilesystemFields(fstype="ext4", size=1)), ctx) == "exists"
+    )
 
 
 @needs_mkfs
@@ -484,16 +591,21 @@ def test_lvm_grow_online_and_shrink_unmounted(host):
     host.mounted("/dev/class/home-ann", home(host), device="253:0")
     runner, ctx = lvm_context(host, [lv])
     assert run(GROW, ctx) == "grown online"
-    assert [c for c in runner.calls if c[0] != "lvs"] == [("lvextend", "--yes", "-L", f"{256 * MiB}b", lv_file),
-                                                         ("resize2fs", lv_file)]
+    assert [c for c in runner.calls if c[0] != "lvs"] == [
+        ("lvextend", "--yes", "-L", f"{256 * MiB}b", lv_file),
+        ("resize2fs", lv_file),
+    ]
     assert read_superblock(lv_file).size == 256 * MiB
     runner, ctx = lvm_context(host, [{**lv, "lv_size": str(256 * MiB)}])
     assert run(SHRINK, ctx) == "shrunk"
     mnt = str(home(host))
     assert [c for c in runner.calls if c[0] != "lvs"] == [
-        ("umount", mnt), ("lvreduce", "--yes", "-r", "-L", f"{128 * MiB}b", lv_file),
-        ("chown", "0:0", mnt), ("chmod", "0000", mnt),
-        ("mount", "-t", "ext4", "-o", "nodev,nosuid,noatime", "/dev/class/home-ann", mnt)]
+        ("umount", mnt),
+        ("lvreduce", "--yes", "-r", "-L", f"{128 * MiB}b", lv_file),
+        ("chown", "0:0", mnt),
+        ("chmod", "0000", mnt),
+        ("mount", "-t", "ext4", "-o", "nodev,nosuid,noatime", "/dev/class/home-ann", mnt),
+    ]
     assert read_superblock(lv_file).size == 128 * MiB
 
 
@@ -502,6 +614,7 @@ def test_lvm_finishes_a_grow_whose_filesystem_resize_failed(host):
     """lvextend reached the size but resize2fs was denied (no CAP_SYS_RESOURCE): offline now, never "already"."""
     lv_file = str(make_image(host, 128 * MiB, "lv-ann"))
     import os
+
     os.truncate(lv_file, 256 * MiB)  # the LV is already 256 MiB, its filesystem still 128 MiB
     host.online_resize = False
     runner, ctx = lvm_context(host, [{**LV, "lv_path": lv_file, "lv_size": str(256 * MiB)}])
@@ -576,8 +689,13 @@ def test_container_memory_is_updated_in_place(host):
         containers = Containers()
 
     ctx = dataclasses.replace(host.context(RecordingRunner()), docker=lambda: Docker())
-    action = Action(Op.UPDATE, Kind.CONTAINER, "ann", before=ContainerFields(memory=256 * MiB),
-                    after=ContainerFields(memory=512 * MiB))
+    action = Action(
+        Op.UPDATE,
+        Kind.CONTAINER,
+        "ann",
+        before=ContainerFields(memory=256 * MiB),
+        after=ContainerFields(memory=512 * MiB),
+    )
     assert run(action, ctx) == "updated"
     assert Container.updates == [{"mem_limit": 512 * MiB, "memswap_limit": 512 * MiB}]
     assert run(dataclasses.replace(action, after=ContainerFields(memory=256 * MiB)), ctx) == "already"
@@ -632,8 +750,10 @@ def test_a_leftover_swarm_service_is_removed_unless_the_hub_runs_it_again(host):
 
 WORKERS = ("10.0.5.11", "10.0.5.12")
 # etab as exportfs writes it (read from a real nfsd in tests/vm/vm_nfs_inside.py): every option spelled out
-ETAB_OPTIONS = ("rw,sync,wdelay,hide,nocrossmnt,secure,root_squash,no_all_squash,no_subtree_check,secure_locks,acl,"
-                "no_pnfs,mountpoint,anonuid=65534,anongid=65534,sec=sys,rw,secure,root_squash,no_all_squash")
+ETAB_OPTIONS = (
+    "rw,sync,wdelay,hide,nocrossmnt,secure,root_squash,no_all_squash,no_subtree_check,secure_locks,acl,"
+    "no_pnfs,mountpoint,anonuid=65534,anongid=65534,sec=sys,rw,secure,root_squash,no_all_squash"
+)
 
 
 def nfs_context(host: FakeHost, runner: RecordingRunner):
@@ -642,22 +762,28 @@ def nfs_context(host: FakeHost, runner: RecordingRunner):
     from reconciler.core.exports import ExportPolicy
 
     file = host.root / "exports.d" / "classroom-py101.exports"
-    return dataclasses.replace(host.context(runner), exports=ExportPolicy(WORKERS, str(file)),
-                               exports_file=str(file)), file
+    return dataclasses.replace(
+        host.context(runner), exports=ExportPolicy(WORKERS, str(file)), exports_file=str(file)
+    ), file
 
 
 def exportfs(host: FakeHost):
     """Answer exportfs as the kernel's table would change: -o adds or replaces a client's line, -u drops it."""
+
     def answer(argv):
         if argv[0] != "exportfs":
             return ""
         client, _, path = argv[-1].partition(":")
-        lines = [line for line in (host.root / "etab").read_text().splitlines()
-                 if line.split("\t")[0] != path or not line.split("\t")[1].startswith(client + "(")]
+        lines = [
+            line
+            for line in (host.root / "etab").read_text().splitlines()
+            if line.split("\t")[0] != path or not line.split("\t")[1].startswith(client + "(")
+        ]
         if argv[1] != "-u":
             lines.append(f"{path}\t{client}({ETAB_OPTIONS})")
         (host.root / "etab").write_text("".join(line + "\n" for line in lines))
         return ""
+
     return answer
 
 
@@ -733,5 +859,10 @@ def test_the_course_folder_without_a_volume_is_exported_without_the_mountpoint_o
     runner = RecordingRunner(exportfs(host))
     ctx, _ = nfs_context(host, runner)
     drivers.carry_out(Action(Op.CREATE, Kind.EXPORT, "_shared", after="x"), ctx)
-    assert runner.calls[0] == ("exportfs", "-i", "-o", "rw,sync,root_squash,sec=sys,no_subtree_check",
-                               f"{WORKERS[0]}:{folder}")
+    assert runner.calls[0] == (
+        "exportfs",
+        "-i",
+        "-o",
+        "rw,sync,root_squash,sec=sys,no_subtree_check",
+        f"{WORKERS[0]}:{folder}",
+    )

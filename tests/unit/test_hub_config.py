@@ -45,8 +45,14 @@ def test_services_have_least_privilege_and_no_admin_flag(tmp_path):
     assert "--cull-every=180" in services["idle-culler"]["command"]
     assert services["idle-culler"]["environment"]["CLASSROOM_FILE"].endswith("classroom.yaml")
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
-    assert set(roles["reconciler"]["scopes"]) == {"list:users", "read:users", "read:servers", "delete:servers",
-                                                 "delete:users", "servers!group=python-101-students"}
+    assert set(roles["reconciler"]["scopes"]) == {
+        "list:users",
+        "read:users",
+        "read:servers",
+        "delete:servers",
+        "delete:users",
+        "servers!group=python-101-students",
+    }
     assert not any(scope.startswith("admin") for role in roles.values() for scope in role["scopes"])
 
 
@@ -77,8 +83,14 @@ def test_the_services_look_at_the_same_docker_and_proxies_as_the_hub(tmp_path, m
     assert teacher["groups"] == ["python-101-teachers"]
     students = "group=python-101-students"
     # see and start/stop the students' servers, use the teacher page; on one origin never open a server
-    assert set(teacher["scopes"]) == {"custom:classroom:manage", "custom:classroom:metrics", "access:services!service=classroom",
-                                      f"list:users!{students}", f"read:users!{students}", f"servers!{students}"}
+    assert set(teacher["scopes"]) == {
+        "custom:classroom:manage",
+        "custom:classroom:metrics",
+        "access:services!service=classroom",
+        f"list:users!{students}",
+        f"read:users!{students}",
+        f"servers!{students}",
+    }
 
 
 def test_network_layout(tmp_path):
@@ -128,7 +140,8 @@ def test_egress_rules_follow_the_policy():
     assert listed["egress"].rules[1:] == (
         f"-A {listed['egress'].name} -d 10.1.2.3/32 -p tcp -m tcp --dport 3128 -j RETURN",
         f"-A {listed['egress'].name} -d 192.168.5.0/24 -p udp -m udp --dport 53 -j RETURN",
-        f"-A {listed['egress'].name} -j REJECT --reject-with icmp-admin-prohibited")
+        f"-A {listed['egress'].name} -j REJECT --reject-with icmp-admin-prohibited",
+    )
     mirror = HubSettings(token_file="t", egress={"policy": "internet", "allow": ["10.9.9.9"]})
     assert chains(mirror)["egress"].rules[1] == f"-A {chains(mirror)['egress'].name} -d 10.9.9.9/32 -j RETURN"
     assert "except 10.9.9.9/32" in reaches(mirror)[1]
@@ -170,8 +183,11 @@ def test_per_user_subdomains_let_teachers_open_students_servers(tmp_path):
     assert c.JupyterHub.subdomain_host == "https://hub.school.example"
     (teacher,) = [r for r in c.JupyterHub.load_roles if r["name"] == "classroom-teacher"]
     assert "access:servers!group=python-101-students" in teacher["scopes"]
-    assert not any(s.startswith(("admin", "tokens", "access:servers!user", "access:servers!group=python-101-t"))
-                   or s == "access:servers" for s in teacher["scopes"])
+    assert not any(
+        s.startswith(("admin", "tokens", "access:servers!user", "access:servers!group=python-101-t"))
+        or s == "access:servers"
+        for s in teacher["scopes"]
+    )
 
 
 def test_the_classroom_groups_are_denied_ssh(tmp_path):
@@ -200,8 +216,10 @@ def test_a_server_keeps_the_image_own_path_after_the_students_local_bin():
     """A published image keeps its programs elsewhere (docker-stacks: /opt/conda/bin): its own PATH is kept."""
     from reconciler.hub.spawner import DEFAULT_PATH, image_path
 
-    assert image_path(["LANG=C.UTF-8", "PATH=/opt/conda/bin:/usr/local/bin:/usr/bin:/bin"]) == \
-        "/opt/conda/bin:/usr/local/bin:/usr/bin:/bin"
+    assert (
+        image_path(["LANG=C.UTF-8", "PATH=/opt/conda/bin:/usr/local/bin:/usr/bin:/bin"])
+        == "/opt/conda/bin:/usr/local/bin:/usr/bin:/bin"
+    )
     assert image_path(["LANG=C.UTF-8"]) == image_path(None) == image_path(["PATH="]) == DEFAULT_PATH
 
 
@@ -213,7 +231,8 @@ def test_pull_at_start_is_one_command_run_as_the_student_bounded_in_time():
         course_repo = CourseRepo(url="https://git.school.example/py/material.git", pull_at_start=True)
 
     assert pull_at_start(Room, "/home/ann") == (
-        "timeout 120 gitpuller https://git.school.example/py/material.git main /home/ann/material")
+        "timeout 120 gitpuller https://git.school.example/py/material.git main /home/ann/material"
+    )
     Room.course_repo = CourseRepo(url="https://git.school.example/py/material.git")
     assert pull_at_start(Room, "/home/ann") is None  # only the link
     Room.course_repo = None

@@ -11,7 +11,8 @@ def test_deb822_sources(tmp_path, monkeypatch):
     (tmp_path / "sources.list.d" / "debian.sources").write_text(
         "Types: deb\n# a comment: with a colon\nURIs: http://mirror.invalid/debian-security\n"
         "Suites: bookworm-security\nComponents: main\n\n"
-        "Types: deb deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\n")
+        "Types: deb deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\n"
+    )
     assert image.host_mirror(tmp_path) == "http://mirror.invalid/debian"
 
 
@@ -20,7 +21,8 @@ def test_one_line_sources_win_and_options_are_skipped(tmp_path, monkeypatch):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list").write_text(
         "# deb http://old.invalid/debian bookworm main\n"
-        "deb [signed-by=/usr/share/keyrings/x.gpg] http://lines.invalid/debian bookworm main\n")
+        "deb [signed-by=/usr/share/keyrings/x.gpg] http://lines.invalid/debian bookworm main\n"
+    )
     assert image.host_mirror(tmp_path) == "http://lines.invalid/debian"
 
 

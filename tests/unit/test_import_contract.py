@@ -21,17 +21,33 @@ LAYERS = {
     "config": 0,
     "core": 1,
     "host": 2,
-    "credentials": 3, "roster": 3, "image": 3,
+    "credentials": 3,
+    "roster": 3,
+    "image": 3,
     "engine": 4,
-    "service": 5, "hub": 5, "k8s": 5,
+    "service": 5,
+    "hub": 5,
+    "k8s": 5,
     "cli": 6,
     "": 7,  # reconciler/__init__.py and __main__.py
 }
 # What core may import from the standard library: nothing that reaches the system or the clock.
 # datetime for its arithmetic (lessons, time zones given by config); what reads the clock is refused below.
 # urllib.parse only quotes and splits strings (a link's query).
-CORE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "datetime", "enum", "hashlib",
-               "ipaddress", "json", "types", "typing", "urllib.parse"}
+CORE_STDLIB = {
+    "__future__",
+    "collections",
+    "collections.abc",
+    "dataclasses",
+    "datetime",
+    "enum",
+    "hashlib",
+    "ipaddress",
+    "json",
+    "types",
+    "typing",
+    "urllib.parse",
+}
 CORE_FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "__import__"}
 CORE_CLOCK_METHODS = {"now", "utcnow", "today", "fromtimestamp", "utcfromtimestamp"}  # the time is an argument
 
@@ -53,7 +69,7 @@ def imports(path: Path, source: str | None = None) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -101,10 +117,15 @@ def violations(path: Path, source: str | None = None) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CORE_FORBIDDEN_CALLS:
                 problems.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: core calls {node.func.id}()")
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                    and node.func.attr in CORE_CLOCK_METHODS:
-                problems.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: core reads the clock "
-                                f"({node.func.attr}()): take the time as an argument")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in CORE_CLOCK_METHODS
+            ):
+                problems.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: core reads the clock "
+                    f"({node.func.attr}()): take the time as an argument"
+                )
     return problems
 
 
@@ -175,20 +196,30 @@ def test_the_engine_reaches_every_layer_it_needs():
     assert "reconciler.engine.reconcile" in edges["reconciler.cli.commands"]
 
 
-@pytest.mark.parametrize("file,source,expected", [
-    ("core/plan.py", "from ..host import run\n", "core imports reconciler.host.run, a layer above it"),
-    ("core/plan.py", "import subprocess\n", "core imports subprocess"),
-    ("core/plan.py", "def f():\n    import time\n", "core imports time"),
-    ("core/render.py", "def f(p):\n    return open(p).read()\n", "core calls open()"),
-    ("core/schedule.py", "import datetime as dt\ndef f():\n    return dt.datetime.now(dt.timezone.utc)\n",
-     "core reads the clock (now())"),
-    ("config/load.py", "from ..core.plan import plan\n", "config imports reconciler.core.plan, a layer above it"),
-    ("host/accounts.py", "from ..engine.journal import Journal\n", "a layer above it"),
-    ("host/mounts.py", "def f():\n    from ..cli import commands\n", "host imports reconciler.cli.commands"),
-    ("roster/edit.py", "from ..credentials import outbox\n", "a layer beside it"),
-    ("service/app.py", "from ..hub.config import HUB_PORT\n", "service imports reconciler.hub.config, a layer beside it"),
-    ("engine/apply.py", "from ..service import usecases\n", "engine imports reconciler.service.usecases"),
-])
+@pytest.mark.parametrize(
+    "file,source,expected",
+    [
+        ("core/plan.py", "from ..host import run\n", "core imports reconciler.host.run, a layer above it"),
+        ("core/plan.py", "import subprocess\n", "core imports subprocess"),
+        ("core/plan.py", "def f():\n    import time\n", "core imports time"),
+        ("core/render.py", "def f(p):\n    return open(p).read()\n", "core calls open()"),
+        (
+            "core/schedule.py",
+            "import datetime as dt\ndef f():\n    return dt.datetime.now(dt.timezone.utc)\n",
+            "core reads the clock (now())",
+        ),
+        ("config/load.py", "from ..core.plan import plan\n", "config imports reconciler.core.plan, a layer above it"),
+        ("host/accounts.py", "from ..engine.journal import Journal\n", "a layer above it"),
+        ("host/mounts.py", "def f():\n    from ..cli import commands\n", "host imports reconciler.cli.commands"),
+        ("roster/edit.py", "from ..credentials import outbox\n", "a layer beside it"),
+        (
+            "service/app.py",
+            "from ..hub.config import HUB_PORT\n",
+            "service imports reconciler.hub.config, a layer beside it",
+        ),
+        ("engine/apply.py", "from ..service import usecases\n", "engine imports reconciler.service.usecases"),
+    ],
+)
 def test_a_deliberate_wrong_import_is_caught(file, source, expected):
     problems = violations(PACKAGE / file, source)
     assert any(expected in problem for problem in problems), problems

@@ -36,8 +36,9 @@ def test_who_may_log_in_and_nobody_is_admin(rendered):
     assert auth["admin_users"] == [] and auth["allow_existing_users"] is False  # a removal takes effect
     role = values["hub"]["loadRoles"]["classroom-teacher"]
     assert role["users"] == ["mrossi"]
-    assert set(role["scopes"]) == {f"{scope}!user={name}" for name in ("jdoe", "abianchi")
-                                   for scope in ("list:users", "read:users", "servers")}
+    assert set(role["scopes"]) == {
+        f"{scope}!user={name}" for name in ("jdoe", "abianchi") for scope in ("list:users", "read:users", "servers")
+    }
     assert not any("admin" in scope or scope.startswith(("tokens", "access:servers")) for scope in role["scopes"])
     assert text.startswith("# Rendered by `reconcile k8s render`")
     assert values["hub"]["extraConfig"]["classroom"] == HOOK_SOURCE.read_text()
@@ -48,11 +49,18 @@ def no_cluster(tmp_path, monkeypatch):
     """KubeSpawner loads a client configuration when it is made; this one names a cluster that is never
     contacted (building manifests needs no API call; 127.0.0.1:9 is the discard port)."""
     config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "none",
-        "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
-        "users": [{"name": "none", "user": {"token": "unused"}}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "none",
+                "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+                "users": [{"name": "none", "user": {"token": "unused"}}],
+            }
+        )
+    )
     monkeypatch.setenv("KUBECONFIG", str(config))
 
 
@@ -72,8 +80,11 @@ def test_each_person_gets_their_quota_in_the_pod_and_the_claim(rendered, tmp_pat
     hook = config.KubeSpawner.pre_spawn_hook
     assert hook.__name__ == "classroom_pre_spawn"  # registered as the chart would run it
 
-    expected = {"jdoe": (512 * 2**20, 1.0, 2**30), "abianchi": (512 * 2**20, 1.0, 2 * 2**30),
-                "mrossi": (2 * 2**30, 2.0, 5 * 2**30)}
+    expected = {
+        "jdoe": (512 * 2**20, 1.0, 2**30),
+        "abianchi": (512 * 2**20, 1.0, 2 * 2**30),
+        "mrossi": (2 * 2**30, 2.0, 5 * 2**30),
+    }
 
     async def manifests(name):  # KubeSpawner makes its API client in the running loop
         spawner = spawner_for(name)
@@ -97,9 +108,23 @@ def test_the_command_writes_the_file(tmp_path):
     import sys
 
     out = tmp_path / "classroom-values.yaml"
-    done = subprocess.run([sys.executable, "-m", "reconciler", "k8s", "render", "-f",
-                           str(ROOT / "examples" / "classroom.yaml"), "--site", str(ROOT / "examples" / "site.yaml"),
-                           "-o", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "k8s",
+            "render",
+            "-f",
+            str(ROOT / "examples" / "classroom.yaml"),
+            "--site",
+            str(ROOT / "examples" / "site.yaml"),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(out.read_text())["hub"]["loadRoles"]["classroom-teacher"]["users"] == ["mrossi"]
     assert out.stat().st_mode & 0o777 == 0o644

@@ -18,7 +18,9 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 @pytest.mark.parametrize("code", languages.available())
 def test_every_language_has_every_key_with_the_same_placeholders(code):
     words = json.loads((languages.HERE / f"{code}.json").read_text())
-    assert set(words) == set(ENGLISH), f"{code}.json: missing {set(ENGLISH) - set(words)}, extra {set(words) - set(ENGLISH)}"
+    assert set(words) == set(ENGLISH), (
+        f"{code}.json: missing {set(ENGLISH) - set(words)}, extra {set(words) - set(ENGLISH)}"
+    )
     for key, text in ENGLISH.items():
         assert set(PLACEHOLDER.findall(words[key])) == set(PLACEHOLDER.findall(text)), (code, key)
 

@@ -34,13 +34,13 @@ def test_a_log_an_older_version_left_readable_is_narrowed(tmp_path):
 def test_only_keep_old_files_stay_and_the_writer_ends_with_its_input(tmp_path):
     log = tmp_path / "daemon.log"
     writer = subprocess.run(
-        [sys.executable, "-c", "import sys\nfor i in range(3000): print(f'entry {i}')"],
-        capture_output=True, check=True).stdout
-    done = subprocess.run([sys.executable, "-m", "reconciler.host.logpipe", str(log), "1000", "3"], input=writer,
-                          timeout=60)
+        [sys.executable, "-c", "import sys\nfor i in range(3000): print(f'entry {i}')"], capture_output=True, check=True
+    ).stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler.host.logpipe", str(log), "1000", "3"], input=writer, timeout=60
+    )
     assert done.returncode == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.log", "daemon.log.1", "daemon.log.2",
-                                                          "daemon.log.3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.log", "daemon.log.1", "daemon.log.2", "daemon.log.3"]
     assert log.read_text().splitlines()[-1] == "entry 2999"  # the newest in the current file
 
 

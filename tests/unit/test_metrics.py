@@ -10,26 +10,74 @@ from reconciler.service.usecases import prometheus_text
 def render(status, snapshot, per_person=True) -> bytes:
     return prometheus_text(families(status, snapshot, per_person))
 
-SNAPSHOT = {"people": [
-    {"username": "ann", "role": "student", "status": "active", "volume_size": 1 << 30, "volume_used": 5 << 20,
-     "mounted": True, "server": "running", "credentials": None},
-    {"username": "bob", "role": "student", "status": "active", "volume_size": 1 << 30, "volume_used": 0,
-     "mounted": False, "server": "stopped", "credentials": "pending"},
-    {"username": "old", "role": None, "status": "removed", "volume_size": 1 << 30, "volume_used": 1,
-     "mounted": False, "server": None, "credentials": None},
-    {"username": "tea", "role": "teacher", "status": "active", "volume_size": None, "volume_used": None,
-     "mounted": False, "server": None, "credentials": None}]}
-STATUS = {"result": "waiting", "duration_seconds": 0.42,
-          "plan": {"actions": [{"kind": "volume", "op": "update"}, {"kind": "account", "op": "create"},
-                               {"kind": "account", "op": "create"}],
-                   "drift": [{"kind": "mount", "op": "create"}]},
-          "failed": {"carl": "useradd failed"}, "waiting": {"ann": "ann's server is running"},
-          "disks": [{"what": "the volumes", "path": "/srv/homes", "free": 10, "size": 100, "low": False}]}
+
+SNAPSHOT = {
+    "people": [
+        {
+            "username": "ann",
+            "role": "student",
+            "status": "active",
+            "volume_size": 1 << 30,
+            "volume_used": 5 << 20,
+            "mounted": True,
+            "server": "running",
+            "credentials": None,
+        },
+        {
+            "username": "bob",
+            "role": "student",
+            "status": "active",
+            "volume_size": 1 << 30,
+            "volume_used": 0,
+            "mounted": False,
+            "server": "stopped",
+            "credentials": "pending",
+        },
+        {
+            "username": "old",
+            "role": None,
+            "status": "removed",
+            "volume_size": 1 << 30,
+            "volume_used": 1,
+            "mounted": False,
+            "server": None,
+            "credentials": None,
+        },
+        {
+            "username": "tea",
+            "role": "teacher",
+            "status": "active",
+            "volume_size": None,
+            "volume_used": None,
+            "mounted": False,
+            "server": None,
+            "credentials": None,
+        },
+    ]
+}
+STATUS = {
+    "result": "waiting",
+    "duration_seconds": 0.42,
+    "plan": {
+        "actions": [
+            {"kind": "volume", "op": "update"},
+            {"kind": "account", "op": "create"},
+            {"kind": "account", "op": "create"},
+        ],
+        "drift": [{"kind": "mount", "op": "create"}],
+    },
+    "failed": {"carl": "useradd failed"},
+    "waiting": {"ann": "ann's server is running"},
+    "disks": [{"what": "the volumes", "path": "/srv/homes", "free": 10, "size": 100, "low": False}],
+}
 
 
 def samples(text: bytes) -> dict:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text.decode()) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
 
 
 def test_every_figure():
@@ -67,8 +115,12 @@ def test_the_example_dashboard_and_scrape_config_name_only_what_is_served():
     examples = Path(__file__).resolve().parents[2] / "examples" / "monitoring"
     served = {name for name, _ in samples(render(STATUS, SNAPSHOT))}
     dashboard = json.loads((examples / "grafana-dashboard.json").read_text())
-    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
-               for name in re.findall(r"\bclassroom_[a-z_]+", target["expr"])}
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bclassroom_[a-z_]+", target["expr"])
+    }
     assert queried and queried <= served, queried - served
     scrape = yaml.safe_load((examples / "prometheus.yml").read_text())["scrape_configs"][0]
     assert scrape["metrics_path"] == "/services/classroom/api/metrics" and scrape["authorization"]["type"] == "token"

@@ -14,8 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_settings_mean_the_variables_tools_read():
-    env = Network(proxy="http://proxy.school:3128", no_proxy=["localhost", ".school"],
-                  pip_index="http://mirror.school/simple", ca_bundle=Path("/etc/school-ca.pem")).environment()
+    env = Network(
+        proxy="http://proxy.school:3128",
+        no_proxy=["localhost", ".school"],
+        pip_index="http://mirror.school/simple",
+        ca_bundle=Path("/etc/school-ca.pem"),
+    ).environment()
     assert env["HTTPS_PROXY"] == env["https_proxy"] == env["HTTP_PROXY"] == "http://proxy.school:3128"
     assert env["NO_PROXY"] == env["no_proxy"] == "localhost,.school"
     assert env["PIP_INDEX_URL"] == "http://mirror.school/simple" and env["PIP_TRUSTED_HOST"] == "mirror.school"
@@ -36,12 +40,20 @@ def test_commands_get_the_network_variables_and_nothing_else(monkeypatch):
 def test_site_yaml_wins_over_the_environment_for_the_command(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("state_dir: state\nnetwork: {proxy: 'http://proxy.school:3128'}\n")
-    done = subprocess.run([sys.executable, "-c", "import os, sys; from reconciler.cli.commands import site_of; "
-                           "import argparse; site_of(argparse.Namespace(site=sys.argv[1])); "
-                           "print(os.environ['HTTPS_PROXY'])", str(site)],
-                          capture_output=True, text=True, env={"HTTPS_PROXY": "http://elsewhere:1", "PATH": "/usr/bin",
-                               "RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]},
-                          cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from reconciler.cli.commands import site_of; "
+            "import argparse; site_of(argparse.Namespace(site=sys.argv[1])); "
+            "print(os.environ['HTTPS_PROXY'])",
+            str(site),
+        ],
+        capture_output=True,
+        text=True,
+        env={"HTTPS_PROXY": "http://elsewhere:1", "PATH": "/usr/bin", "RECONCILE_CACHE": os.environ["RECONCILE_CACHE"]},
+        cwd=ROOT,
+    )
     assert done.stdout.strip() == "http://proxy.school:3128", done.stderr
 
 

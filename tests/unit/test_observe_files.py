@@ -100,8 +100,12 @@ def sparse(path: Path, size: int = IMAGE_SIZE) -> Path:
 
 def make_ext4(path: Path, size: int = IMAGE_SIZE, *extra: str) -> Path:
     sparse(path, size)
-    subprocess.run([MKFS, "-q", "-F", "-b", "4096", *extra, str(path)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [MKFS, "-q", "-F", "-b", "4096", *extra, str(path)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     return path
 
 
@@ -123,15 +127,18 @@ def accounts(tmp_path: Path) -> dict[str, Account]:
     return facts.read_accounts(etc / "passwd", groups, facts.read_shadow(etc / "shadow"))
 
 
-@pytest.mark.parametrize("gecos,expected", [
-    ("Jane Doe,,,,classroom=python-101", ("Jane Doe", "python-101")),
-    ("Jane Doe,Room 1,555,666,classroom=py", ("Jane Doe", "py")),
-    ("Jane Doe", ("Jane Doe", None)),
-    ("Jane Doe,,,,classroom=", ("Jane Doe", None)),
-    ("Jane Doe,,,,other=py", ("Jane Doe", None)),
-    ("Jane Doe,classroom=py", ("Jane Doe", None)),  # the marker only counts in the 'other' field
-    ("", ("", None)),
-])
+@pytest.mark.parametrize(
+    "gecos,expected",
+    [
+        ("Jane Doe,,,,classroom=python-101", ("Jane Doe", "python-101")),
+        ("Jane Doe,Room 1,555,666,classroom=py", ("Jane Doe", "py")),
+        ("Jane Doe", ("Jane Doe", None)),
+        ("Jane Doe,,,,classroom=", ("Jane Doe", None)),
+        ("Jane Doe,,,,other=py", ("Jane Doe", None)),
+        ("Jane Doe,classroom=py", ("Jane Doe", None)),  # the marker only counts in the 'other' field
+        ("", ("", None)),
+    ],
+)
 def test_parse_gecos(gecos, expected) -> None:
     assert facts.parse_gecos(gecos) == expected
 
@@ -155,28 +162,48 @@ def test_read_shadow(tmp_path: Path) -> None:
 def test_accounts_parsed_and_malformed_lines_skipped(accounts) -> None:
     assert set(accounts) == {"root", "alice", "bob", "carol", "svc", "eve", "wei", "noshadow"}
     assert accounts["alice"] == Account(
-        username="alice", uid=1001, gid=1001, name="Alice Smith", classroom="py101", home="/h/alice",
-        shell="/usr/sbin/nologin", groups=frozenset({"py101-students"}), has_password=True, locked=False,
-        expire_day=None)
+        username="alice",
+        uid=1001,
+        gid=1001,
+        name="Alice Smith",
+        classroom="py101",
+        home="/h/alice",
+        shell="/usr/sbin/nologin",
+        groups=frozenset({"py101-students"}),
+        has_password=True,
+        locked=False,
+        expire_day=None,
+    )
 
 
-@pytest.mark.parametrize("username,classroom", [
-    ("alice", "py101"), ("bob", "py101"), ("carol", "other"), ("svc", None), ("eve", None), ("wei", None),
-    ("root", None),
-])
+@pytest.mark.parametrize(
+    "username,classroom",
+    [
+        ("alice", "py101"),
+        ("bob", "py101"),
+        ("carol", "other"),
+        ("svc", None),
+        ("eve", None),
+        ("wei", None),
+        ("root", None),
+    ],
+)
 def test_classroom_marker(accounts, username, classroom) -> None:
     assert accounts[username].classroom == classroom
 
 
-@pytest.mark.parametrize("username,has_password,locked,expire_day", [
-    ("alice", True, False, None),      # $y$ hash
-    ("bob", True, True, 1),            # usermod --lock --expiredate 1: '!' before the hash
-    ("carol", False, True, None),      # '!' alone: locked, no password ever set
-    ("svc", False, False, None),       # '*'
-    ("eve", False, True, None),        # '!!'
-    ("wei", False, False, 20000),      # empty field
-    ("noshadow", False, True, None),   # no shadow line at all
-])
+@pytest.mark.parametrize(
+    "username,has_password,locked,expire_day",
+    [
+        ("alice", True, False, None),  # $y$ hash
+        ("bob", True, True, 1),  # usermod --lock --expiredate 1: '!' before the hash
+        ("carol", False, True, None),  # '!' alone: locked, no password ever set
+        ("svc", False, False, None),  # '*'
+        ("eve", False, True, None),  # '!!'
+        ("wei", False, False, 20000),  # empty field
+        ("noshadow", False, True, None),  # no shadow line at all
+    ],
+)
 def test_password_state(accounts, username, has_password, locked, expire_day) -> None:
     account = accounts[username]
     assert (account.has_password, account.locked, account.expire_day) == (has_password, locked, expire_day)
@@ -236,18 +263,22 @@ def test_read_mounts(tmp_path: Path) -> None:
     os.chmod(homes / "tab\there", 0o750)
     h = escape(str(homes))
     mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text("\n".join([
-        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro",
-        f"30 22 0:50 / {h} rw,relatime shared:2 - tmpfs tmpfs rw",
-        f"31 30 7:3 / {h}/alice rw,nosuid,nodev,noatime shared:5 - ext4 /dev/loop3 rw",
-        f"32 30 8:17 / {h}/with\\040space rw,relatime - ext4 /dev/sdb1 rw",
-        f"33 30 8:18 / {h}/tab\\011here rw,nodev master:3 - xfs /dev/sdc1 rw",
-        f"34 22 0:51 / {h}2/sibling rw - tmpfs tmpfs rw",
-        f"35 31 0:52 / {h}/alice/nested rw - tmpfs tmpfs rw",
-        "36 22 0:53 / /elsewhere rw - tmpfs tmpfs rw",
-        "garbage line without separator",
-        "",
-    ]))
+    mountinfo.write_text(
+        "\n".join(
+            [
+                "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro",
+                f"30 22 0:50 / {h} rw,relatime shared:2 - tmpfs tmpfs rw",
+                f"31 30 7:3 / {h}/alice rw,nosuid,nodev,noatime shared:5 - ext4 /dev/loop3 rw",
+                f"32 30 8:17 / {h}/with\\040space rw,relatime - ext4 /dev/sdb1 rw",
+                f"33 30 8:18 / {h}/tab\\011here rw,nodev master:3 - xfs /dev/sdc1 rw",
+                f"34 22 0:51 / {h}2/sibling rw - tmpfs tmpfs rw",
+                f"35 31 0:52 / {h}/alice/nested rw - tmpfs tmpfs rw",
+                "36 22 0:53 / /elsewhere rw - tmpfs tmpfs rw",
+                "garbage line without separator",
+                "",
+            ]
+        )
+    )
     loops = {"/s/volumes/alice.img": "/dev/loop3"}
     mounts = facts.read_mounts(mountinfo, loops, under=str(homes))
 
@@ -272,13 +303,16 @@ def test_read_mounts_trailing_slash_on_under(tmp_path: Path) -> None:
     assert set(facts.read_mounts(mountinfo, {}, under="/h")) == {"/h/alice"}
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("/h/plain", "/h/plain"),
-    ("/h/a\\040b", "/h/a b"),
-    ("/h/a\\011b\\012c", "/h/a\tb\nc"),
-    ("/h/back\\134slash", "/h/back\\slash"),
-    ("/h/trailing\\04", "/h/trailing\\04"),  # not a full escape: kept as written
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("/h/plain", "/h/plain"),
+        ("/h/a\\040b", "/h/a b"),
+        ("/h/a\\011b\\012c", "/h/a\tb\nc"),
+        ("/h/back\\134slash", "/h/back\\slash"),
+        ("/h/trailing\\04", "/h/trailing\\04"),  # not a full escape: kept as written
+    ],
+)
 def test_unescape(text, expected) -> None:
     assert facts.unescape(text) == expected
 
@@ -345,10 +379,13 @@ def _superblock(blocks_lo: int, free_lo: int, log_block: int, incompat: int, blo
     return bytes(1024) + bytes(sb)
 
 
-@pytest.mark.parametrize("incompat,expected", [
-    (0x80 | 0x40 | 0x2, Filesystem(size=((1 << 32) + 10) * 4096, free=((2 << 32) + 5) * 4096)),
-    (0x40 | 0x2, Filesystem(size=10 * 4096, free=5 * 4096)),  # high words ignored without INCOMPAT_64BIT
-])
+@pytest.mark.parametrize(
+    "incompat,expected",
+    [
+        (0x80 | 0x40 | 0x2, Filesystem(size=((1 << 32) + 10) * 4096, free=((2 << 32) + 5) * 4096)),
+        (0x40 | 0x2, Filesystem(size=10 * 4096, free=5 * 4096)),  # high words ignored without INCOMPAT_64BIT
+    ],
+)
 def test_read_superblock_64bit_fields(tmp_path: Path, incompat, expected) -> None:
     path = tmp_path / "synthetic.img"
     path.write_bytes(_superblock(10, 5, 2, incompat, 1, 2))
@@ -398,12 +435,12 @@ def host(tmp_path: Path):
         pytest.skip("mkfs.ext4 (e2fsprogs) is not installed")
     paths = Paths(tmp_path / "state", tmp_path / "homes")
     volumes = loop.layout(paths).directory
-    make_ext4(volumes / "alice.img")                    # unmounted, detached
-    sparse(volumes / "bob.img.partial")                 # creation interrupted
-    make_ext4(volumes / "carol.img")                    # attached to a loop device and mounted
-    sparse(volumes / "dave.img")                        # complete but never formatted
-    sparse(volumes / "dave.img.partial")                # a leftover partial next to it
-    make_ext4(volumes / "gina.img")                     # mounted straight from the image path
+    make_ext4(volumes / "alice.img")  # unmounted, detached
+    sparse(volumes / "bob.img.partial")  # creation interrupted
+    make_ext4(volumes / "carol.img")  # attached to a loop device and mounted
+    sparse(volumes / "dave.img")  # complete but never formatted
+    sparse(volumes / "dave.img.partial")  # a leftover partial next to it
+    make_ext4(volumes / "gina.img")  # mounted straight from the image path
     (volumes / "notes.txt").write_text("not an image")
     os.symlink(volumes / "alice.img", volumes / "link.img")
     (volumes / "dir.img").mkdir()
@@ -419,16 +456,22 @@ def host(tmp_path: Path):
 
     h = escape(str(paths.homes))
     mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text("\n".join([
-        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
-        f"40 22 7:98765 / {h}/carol rw,nosuid,nodev,noatime shared:50 - ext4 /dev/loop98765 rw",
-        f"41 22 7:1 / {h}/gina rw,noatime shared:51 - ext4 {escape(str(volumes / 'gina.img'))} rw",
-        f"42 22 8:17 / {h}/odd\\040one rw - ext4 /dev/sdb1 rw",
-        f"43 22 0:50 / {h}x/not-ours rw - tmpfs tmpfs rw",
-    ]) + "\n")
+    mountinfo.write_text(
+        "\n".join(
+            [
+                "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
+                f"40 22 7:98765 / {h}/carol rw,nosuid,nodev,noatime shared:50 - ext4 /dev/loop98765 rw",
+                f"41 22 7:1 / {h}/gina rw,noatime shared:51 - ext4 {escape(str(volumes / 'gina.img'))} rw",
+                f"42 22 8:17 / {h}/odd\\040one rw - ext4 /dev/sdb1 rw",
+                f"43 22 0:50 / {h}x/not-ours rw - tmpfs tmpfs rw",
+            ]
+        )
+        + "\n"
+    )
     paths.manifest.write_text(
         f"{volumes}/carol.img {paths.homes}/carol ext4 {loop.MOUNT_OPTIONS} 0 0\n"
-        f"{volumes}/alice.img {paths.homes}/alice ext4 {loop.MOUNT_OPTIONS} 0 0\n")
+        f"{volumes}/alice.img {paths.homes}/alice ext4 {loop.MOUNT_OPTIONS} 0 0\n"
+    )
     etc = write_etc(tmp_path)
     clock = TODAY * DAY + DAY - 1  # last second of the day
     return paths, Host(etc=etc, mountinfo=mountinfo, sys_block=sys_block, clock=lambda: clock)
@@ -454,7 +497,12 @@ def test_observe_end_to_end(host) -> None:
 
     bob = actual.volumes["bob"]
     assert (bob.path, bob.complete, bob.fs, bob.used, bob.allocated) == (
-        str(volumes / "bob.img.partial"), False, None, None, 0)
+        str(volumes / "bob.img.partial"),
+        False,
+        None,
+        None,
+        0,
+    )
 
     dave = actual.volumes["dave"]
     assert (dave.path, dave.complete, dave.fs) == (str(volumes / "dave.img"), True, None)
@@ -466,15 +514,16 @@ def test_observe_end_to_end(host) -> None:
     assert set(actual.mounts) == {f"{paths.homes}/carol", f"{paths.homes}/gina", f"{paths.homes}/odd one"}
     carol_mount = actual.mounts[f"{paths.homes}/carol"]
     assert carol_mount.source == str(volumes / "carol.img")
-    assert REQUIRED_MOUNT_FLAGS <= carol_mount.options
+    assert carol_mount.options >= REQUIRED_MOUNT_FLAGS
     assert carol_mount.owner == (os.getuid(), os.getgid(), 0o700)
     gina_mount = actual.mounts[f"{paths.homes}/gina"]
     assert gina_mount.source == str(volumes / "gina.img")
-    assert not REQUIRED_MOUNT_FLAGS <= gina_mount.options
+    assert not gina_mount.options >= REQUIRED_MOUNT_FLAGS
 
     assert set(actual.manifest) == {f"{paths.homes}/carol", f"{paths.homes}/alice"}
     assert actual.manifest[f"{paths.homes}/alice"] == ManifestEntry(
-        str(volumes / "alice.img"), f"{paths.homes}/alice", "ext4", loop.MOUNT_OPTIONS)
+        str(volumes / "alice.img"), f"{paths.homes}/alice", "ext4", loop.MOUNT_OPTIONS
+    )
 
 
 def test_observe_mounted_volume_used_comes_from_statvfs(host) -> None:
@@ -501,8 +550,9 @@ def test_observe_without_volumes_or_manifest(tmp_path: Path) -> None:
     paths = Paths(tmp_path / "state", tmp_path / "homes")
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
-    actual = observe.observe(paths, Host(etc=tmp_path / "no-etc", mountinfo=mountinfo, sys_block=tmp_path / "no-sys",
-                                         clock=lambda: 0.0))
+    actual = observe.observe(
+        paths, Host(etc=tmp_path / "no-etc", mountinfo=mountinfo, sys_block=tmp_path / "no-sys", clock=lambda: 0.0)
+    )
     assert actual.today == 0
     for part in (actual.accounts, actual.groups, actual.volumes, actual.mounts, actual.manifest):
         assert dict(part) == {}
@@ -544,8 +594,10 @@ def test_passwd_is_split_on_newlines_only(tmp_path: Path) -> None:
     """A GECOS field holding U+2028 (written before names were checked) must not split the line."""
     etc = tmp_path / "etc"
     etc.mkdir()
-    (etc / "passwd").write_text("ann:x:1001:1001:Ann\u2028Smith,,,,classroom=c:/h/ann:/usr/sbin/nologin\n"
-                                "bob:x:1002:1002:Bob,,,,classroom=c:/h/bob:/usr/sbin/nologin\n")
+    (etc / "passwd").write_text(
+        "ann:x:1001:1001:Ann\u2028Smith,,,,classroom=c:/h/ann:/usr/sbin/nologin\n"
+        "bob:x:1002:1002:Bob,,,,classroom=c:/h/bob:/usr/sbin/nologin\n"
+    )
     (etc / "shadow").write_text("ann:!$y$x:19000:0:99999:7::1:\nbob:$y$x:19000:0:99999:7:::\n")
     accounts = facts.read_accounts(etc / "passwd", {}, facts.read_shadow(etc / "shadow"))
     assert set(accounts) == {"ann", "bob"}
@@ -560,20 +612,25 @@ def test_observe_reads_our_nfs_exports_from_the_kernel_table_and_the_file(host) 
     paths, fake = host
     options = "rw,sync,root_squash,no_subtree_check,mountpoint,sec=sys"
     etab = paths.state.parent / "etab"
-    etab.write_text(f"{paths.homes}/carol\t10.0.5.11({options})\n{paths.homes}/carol\t10.0.5.12({options})\n"
-                    f"/srv/backups\t10.0.9.9(ro)\n{paths.homes}/carol/deeper\t10.0.5.11({options})\n")
+    etab.write_text(
+        f"{paths.homes}/carol\t10.0.5.11({options})\n{paths.homes}/carol\t10.0.5.12({options})\n"
+        f"/srv/backups\t10.0.9.9(ro)\n{paths.homes}/carol/deeper\t10.0.5.11({options})\n"
+    )
     file = paths.state.parent / "classroom-py101.exports"
     file.write_text(f"# header\n{paths.homes}/carol 10.0.5.11({options})\n/srv/backups 10.0.9.9(ro)\n")
     fake = dataclasses.replace(fake, nfs_etab=etab)
-    actual = host_observe.observe(paths, loop.LoopBackend(paths, Runner(), fake), fake, exports_file=str(file),
-                                  nfs=True)
-    assert dict(actual.exports) == {f"{paths.homes}/carol": {"10.0.5.11": frozenset(options.split(",")),
-                                                             "10.0.5.12": frozenset(options.split(","))}}
+    actual = host_observe.observe(
+        paths, loop.LoopBackend(paths, Runner(), fake), fake, exports_file=str(file), nfs=True
+    )
+    assert dict(actual.exports) == {
+        f"{paths.homes}/carol": {"10.0.5.11": frozenset(options.split(",")), "10.0.5.12": frozenset(options.split(","))}
+    }
     assert dict(actual.export_lines) == {f"{paths.homes}/carol": f"{paths.homes}/carol 10.0.5.11({options})"}
     assert from_json(to_json(actual)) == actual
     # NFS off and no file of ours: the table is not even read
-    off = host_observe.observe(paths, loop.LoopBackend(paths, Runner(), fake), fake,
-                               exports_file=str(paths.state.parent / "none.exports"))
+    off = host_observe.observe(
+        paths, loop.LoopBackend(paths, Runner(), fake), fake, exports_file=str(paths.state.parent / "none.exports")
+    )
     assert off.exports is None and off.export_lines is None
 
 
@@ -587,11 +644,14 @@ def test_nfs_clients_with_files_open_hold_a_volume(tmp_path: Path) -> None:
         '- 0x00000001fbad0e6b1e17c34d01000000: { type: open, access: -w, deny: --, superblock: "07:01:12", '
         'filename: "/bob.txt", owner: "open id:\\x00" }\n'
         '- 0x00000002fbad0e6b1e17c34d01000000: { type: open, access: r-, deny: --, superblock: "fd:0a:99", '
-        'filename: "/x", owner: "open id:\\x01" }\n')
+        'filename: "/x", owner: "open id:\\x01" }\n'
+    )
     (tmp_path / "proc" / "self" / "ns").mkdir(parents=True)
     (tmp_path / "proc" / "self" / "ns" / "mnt").symlink_to("mnt:[1]")
     files = Host(proc=tmp_path / "proc")
     assert files.holders_by_device({"7:1", "7:2", "253:10"}) == {
-        "7:1": ["NFS client 10.77.2.2 (files open)"], "253:10": ["NFS client 10.77.2.2 (files open)"]}
+        "7:1": ["NFS client 10.77.2.2 (files open)"],
+        "253:10": ["NFS client 10.77.2.2 (files open)"],
+    }
     assert files.holders({"7:2"}) == []
     assert Host(proc=tmp_path / "nowhere").nfs_holders({"7:1"}) == {}

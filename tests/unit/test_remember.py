@@ -38,8 +38,10 @@ def files(tmp_path, monkeypatch):
 
 def no_validation(monkeypatch):
     """From here on, validating classroom.yaml or site.yaml fails the test: only a hit can answer."""
+
     def fail(*args, **kwargs):
         raise AssertionError("validated again")
+
     monkeypatch.setattr(loading, "check_classroom", fail)
     monkeypatch.setattr(loading, "_load_site", fail)
 
@@ -135,6 +137,7 @@ def test_an_entry_another_user_owns_is_not_read(files, monkeypatch):
 def forged(cache, slot, wanted, payload):
     """An entry with a valid header and checksum around any payload."""
     import hashlib
+
     (cache / memory._file_name(slot)).write_bytes(memory._MAGIC + wanted + hashlib.sha256(payload).digest() + payload)
     (cache / memory._file_name(slot)).chmod(0o600)
 

@@ -33,22 +33,64 @@ MIXED = Plan(
     "py101",
     actions=(
         Action("create", "group", STUDENTS, reason="classroom student group"),
-        Action("create", "account", "alice",
-               after=AccountFields(name="Alice A", group=STUDENTS, home="/h/alice", shell="/usr/sbin/nologin"),
-               reason="new student"),
+        Action(
+            "create",
+            "account",
+            "alice",
+            after=AccountFields(name="Alice A", group=STUDENTS, home="/h/alice", shell="/usr/sbin/nologin"),
+            reason="new student",
+        ),
         Action("create", "password", "alice", after=PLACEHOLDER, reason="new account"),
-        Action("update", "volume", "bob", before=VolumeFields(size=GiB, used=100 * MiB), after=VolumeFields(size=2 * GiB),
-               reason="disk quota raised to 2 GiB"),
-        Action("update", "account", "bob", before=AccountFields(name="Bob"), after=AccountFields(name="Bob Builder"),
-               reason="name changed in classroom.yaml"),
-        Action("disable", "account", "carol", before=AccountFields(login="enabled"), after=AccountFields(login="disabled"),
-               reason="status: disabled"),
-        Action("destroy", "volume", "dave", before=VolumeFields(path="/s/volumes/dave.img", used=5 * MiB),
-               reason="status: purged", destructive=True),
-        Action("update", "mount", "erin", before="noatime,rw", after="nodev,nosuid",
-               reason="mount options changed by hand", drift=True),
-        Action("update", "account", "erin", before=AccountFields(groups=["docker", STUDENTS]), after=AccountFields(groups=[STUDENTS]),
-               reason="group membership changed by hand", drift=True),
+        Action(
+            "update",
+            "volume",
+            "bob",
+            before=VolumeFields(size=GiB, used=100 * MiB),
+            after=VolumeFields(size=2 * GiB),
+            reason="disk quota raised to 2 GiB",
+        ),
+        Action(
+            "update",
+            "account",
+            "bob",
+            before=AccountFields(name="Bob"),
+            after=AccountFields(name="Bob Builder"),
+            reason="name changed in classroom.yaml",
+        ),
+        Action(
+            "disable",
+            "account",
+            "carol",
+            before=AccountFields(login="enabled"),
+            after=AccountFields(login="disabled"),
+            reason="status: disabled",
+        ),
+        Action(
+            "destroy",
+            "volume",
+            "dave",
+            before=VolumeFields(path="/s/volumes/dave.img", used=5 * MiB),
+            reason="status: purged",
+            destructive=True,
+        ),
+        Action(
+            "update",
+            "mount",
+            "erin",
+            before="noatime,rw",
+            after="nodev,nosuid",
+            reason="mount options changed by hand",
+            drift=True,
+        ),
+        Action(
+            "update",
+            "account",
+            "erin",
+            before=AccountFields(groups=["docker", STUDENTS]),
+            after=AccountFields(groups=[STUDENTS]),
+            reason="group membership changed by hand",
+            drift=True,
+        ),
     ),
     refused=(Note("destroy", "dave", "purging 'dave' deletes their account; re-run with --allow-destroy"),),
     blocked=(Note("blocked", "frank", "/s/volumes/frank.img exists but holds no ext4 filesystem"),),
@@ -100,16 +142,21 @@ def test_drift_is_a_separate_section_after_changes() -> None:
     changes = lines.index("Changes for classroom py101:")
     drift = lines.index("Drift (changed outside reconcile; will be repaired):")
     assert changes < drift
-    change_block = lines[changes + 1:lines.index("", changes)]
-    drift_block = lines[drift + 1:lines.index("", drift)]
+    change_block = lines[changes + 1 : lines.index("", changes)]
+    drift_block = lines[drift + 1 : lines.index("", drift)]
     assert not any("erin" in line for line in change_block)
     assert len(drift_block) == 2 and all("erin" in line for line in drift_block)
 
 
 def test_drift_only_plan_has_no_changes_section() -> None:
-    only_drift = Plan("py101", actions=(
-        Action("create", "manifest", "alice", after="/s/volumes/alice.img /h/alice", reason="mount at boot",
-               drift=True),))
+    only_drift = Plan(
+        "py101",
+        actions=(
+            Action(
+                "create", "manifest", "alice", after="/s/volumes/alice.img /h/alice", reason="mount at boot", drift=True
+            ),
+        ),
+    )
     text = render_text(only_drift)
     assert "Changes for classroom" not in text
     assert text.splitlines() == [
@@ -121,8 +168,11 @@ def test_drift_only_plan_has_no_changes_section() -> None:
 
 
 def test_refused_section_comes_first_and_lists_every_note() -> None:
-    refused = Plan("py101", actions=(Action("disable", "account", "a", before=AccountFields(login="enabled")),),
-                   refused=(Note("mass-disable", "", "would disable 9 of 10"), Note("shrink", "b", "b uses 1 GiB")))
+    refused = Plan(
+        "py101",
+        actions=(Action("disable", "account", "a", before=AccountFields(login="enabled")),),
+        refused=(Note("mass-disable", "", "would disable 9 of 10"), Note("shrink", "b", "b uses 1 GiB")),
+    )
     lines = render_text(refused).splitlines()
     assert lines[:4] == ["Refused: nothing will be applied.", "  ! would disable 9 of 10", "  ! b uses 1 GiB", ""]
     assert "Refused" not in render_text(Plan("py101", actions=refused.actions))
@@ -131,35 +181,64 @@ def test_refused_section_comes_first_and_lists_every_note() -> None:
 def test_empty_plan_text() -> None:
     assert render_text(Plan("py101")) == (
         "No changes. Classroom py101 matches classroom.yaml.\n"
-        "Plan: 0 to create, 0 to change, 0 to disable, 0 to destroy.")
+        "Plan: 0 to create, 0 to change, 0 to disable, 0 to destroy."
+    )
 
 
-@pytest.mark.parametrize("ops,expected", [
-    (("create",), "Plan: 1 to create, 0 to change, 0 to disable, 0 to destroy."),
-    (("update", "update"), "Plan: 0 to create, 2 to change, 0 to disable, 0 to destroy."),
-    (("disable", "create", "disable", "disable"), "Plan: 1 to create, 0 to change, 3 to disable, 0 to destroy."),
-    (("destroy", "destroy", "update"), "Plan: 0 to create, 1 to change, 0 to disable, 2 to destroy."),
-])
+@pytest.mark.parametrize(
+    "ops,expected",
+    [
+        (("create",), "Plan: 1 to create, 0 to change, 0 to disable, 0 to destroy."),
+        (("update", "update"), "Plan: 0 to create, 2 to change, 0 to disable, 0 to destroy."),
+        (("disable", "create", "disable", "disable"), "Plan: 1 to create, 0 to change, 3 to disable, 0 to destroy."),
+        (("destroy", "destroy", "update"), "Plan: 0 to create, 1 to change, 0 to disable, 2 to destroy."),
+    ],
+)
 def test_summary_line_is_last_and_exact(ops, expected) -> None:
     p = Plan("c", actions=tuple(Action(op, "account", f"u{i}") for i, op in enumerate(ops)))
     assert render_text(p).splitlines()[-1] == expected
     assert re.fullmatch(r"Plan: \d+ to create, \d+ to change, \d+ to disable, \d+ to destroy\.", expected)
 
 
-@pytest.mark.parametrize("action,text", [
-    (Action("update", "account", "a", before=AccountFields(groups=[]), after=AccountFields(groups=[STUDENTS])),
-     "groups: (none) -> py101-students"),
-    (Action("update", "account", "a", before=AccountFields(home="/home/a", shell="/bin/bash"),
-            after=AccountFields(home="/h/a", shell="/usr/sbin/nologin")),
-     "home: /home/a -> /h/a, shell: /bin/bash -> /usr/sbin/nologin"),
-    (Action("update", "volume", "a", before=VolumeFields(size=3 * GiB // 2, used=None), after=VolumeFields(size=512 * MiB)),
-     "size: 1.5 GiB -> 512 MiB, used -"),
-    (Action("create", "volume", "a", after=VolumeFields(size=GiB, path="/s/volumes/a.img")),
-     "size=1 GiB, path=/s/volumes/a.img"),
-    (Action("disable", "volume", "a", before=VolumeFields(loop="/dev/loop3"), after=VolumeFields(loop=None)), "loop=/dev/loop3"),
-    (Action("destroy", "account", "a", before=AccountFields(uid=1001)), "uid=1001"),
-    (Action("create", "group", "g"), ""),
-])
+@pytest.mark.parametrize(
+    "action,text",
+    [
+        (
+            Action("update", "account", "a", before=AccountFields(groups=[]), after=AccountFields(groups=[STUDENTS])),
+            "groups: (none) -> py101-students",
+        ),
+        (
+            Action(
+                "update",
+                "account",
+                "a",
+                before=AccountFields(home="/home/a", shell="/bin/bash"),
+                after=AccountFields(home="/h/a", shell="/usr/sbin/nologin"),
+            ),
+            "home: /home/a -> /h/a, shell: /bin/bash -> /usr/sbin/nologin",
+        ),
+        (
+            Action(
+                "update",
+                "volume",
+                "a",
+                before=VolumeFields(size=3 * GiB // 2, used=None),
+                after=VolumeFields(size=512 * MiB),
+            ),
+            "size: 1.5 GiB -> 512 MiB, used -",
+        ),
+        (
+            Action("create", "volume", "a", after=VolumeFields(size=GiB, path="/s/volumes/a.img")),
+            "size=1 GiB, path=/s/volumes/a.img",
+        ),
+        (
+            Action("disable", "volume", "a", before=VolumeFields(loop="/dev/loop3"), after=VolumeFields(loop=None)),
+            "loop=/dev/loop3",
+        ),
+        (Action("destroy", "account", "a", before=AccountFields(uid=1001)), "uid=1001"),
+        (Action("create", "group", "g"), ""),
+    ],
+)
 def test_describe(action, text) -> None:
     assert describe(action) == text
 
@@ -177,8 +256,13 @@ def test_json_document_shape() -> None:
     assert all(a["drift"] is False for a in doc["actions"])
     assert [(a["kind"], a["target"]) for a in doc["drift"]] == [("mount", "erin"), ("account", "erin")]
     assert all(a["drift"] is True for a in doc["drift"])
-    assert doc["refused"] == [{"rule": "destroy", "target": "dave",
-                               "message": "purging 'dave' deletes their account; re-run with --allow-destroy"}]
+    assert doc["refused"] == [
+        {
+            "rule": "destroy",
+            "target": "dave",
+            "message": "purging 'dave' deletes their account; re-run with --allow-destroy",
+        }
+    ]
     assert doc["blocked"][0]["target"] == "frank"
     assert set(doc["actions"][0]) == {"op", "kind", "target", "before", "after", "reason", "destructive", "drift"}
 
@@ -189,9 +273,16 @@ def test_json_action_values_are_thawed() -> None:
     assert erin_groups["before"] == {"groups": ["docker", STUDENTS]}
     assert erin_groups["after"] == {"groups": [STUDENTS]}
     dave = doc["actions"][-1]
-    assert dave == {"op": "destroy", "kind": "volume", "target": "dave",
-                    "before": {"path": "/s/volumes/dave.img", "used": 5 * MiB}, "after": None,
-                    "reason": "status: purged", "destructive": True, "drift": False}
+    assert dave == {
+        "op": "destroy",
+        "kind": "volume",
+        "target": "dave",
+        "before": {"path": "/s/volumes/dave.img", "used": 5 * MiB},
+        "after": None,
+        "reason": "status: purged",
+        "destructive": True,
+        "drift": False,
+    }
 
 
 def test_json_round_trips() -> None:
@@ -239,8 +330,10 @@ def test_password_detector_detects() -> None:
 
 def _new_classroom_plan() -> Plan:
     paths = Paths(Path("/s"), Path("/h"))
-    members = (Member("alice", "Alice", "student", "active", 512 * MiB, 1.0, GiB, ("a@example.org",)),
-               Member("tina", "Tina", "teacher", "active", 512 * MiB, 1.0, GiB, ()))
+    members = (
+        Member("alice", "Alice", "student", "active", 512 * MiB, 1.0, GiB, ("a@example.org",)),
+        Member("tina", "Tina", "teacher", "active", 512 * MiB, 1.0, GiB, ()),
+    )
     empty = MappingProxyType({})
     actual = Actual(accounts=empty, groups=empty, volumes=empty, mounts=empty, manifest=empty, today=19_000)
     return plan(Desired("py101", members, paths, loop.layout(paths)), actual)
@@ -259,7 +352,13 @@ def test_no_value_looks_like_a_password() -> None:
 
 
 def test_text_shows_non_ascii_names_as_written() -> None:
-    action = Action("update", "account", "nricci", before=AccountFields(name="Niccolò"), after=AccountFields(name="Niccolò Ricci"),
-                    reason="name changed in classroom.yaml")
+    action = Action(
+        "update",
+        "account",
+        "nricci",
+        before=AccountFields(name="Niccolò"),
+        after=AccountFields(name="Niccolò Ricci"),
+        reason="name changed in classroom.yaml",
+    )
     assert describe(action) == 'name: Niccolò -> "Niccolò Ricci"'
     assert "Niccolò Ricci" in render_text(Plan("py101", actions=(action,)))

@@ -8,7 +8,7 @@ from reconciler.core.actual import Container, HubState, HubUser
 from reconciler.core.rollout import due
 from test_plan_golden import snapshot
 
-NOW = dt.datetime(2027, 3, 1, 10, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2027, 3, 1, 10, 0, tzinfo=dt.UTC)
 
 
 def at(minutes_ago: float) -> str:
@@ -24,11 +24,14 @@ def test_idle_students_on_an_old_image_are_restarted_and_busy_ones_and_teachers_
         "eve": Container("eve", "c5", True, 0, image="sha256:old", stale=True),  # no activity known: idle
         "tea": Container("tea", "c6", True, 0, image="sha256:old", stale=True),  # a teacher
     }
-    users = {name: HubUser(name, False, True, last_activity=at(minutes)) for name, minutes in
-             (("ann", 40), ("bob", 3), ("cat", 50), ("tea", 90))}
+    users = {
+        name: HubUser(name, False, True, last_activity=at(minutes))
+        for name, minutes in (("ann", 40), ("bob", 3), ("cat", 50), ("tea", 90))
+    }
     users["bob"] = dataclasses.replace(users["bob"], server_activity=at(3), last_activity=at(30))
-    actual = dataclasses.replace(snapshot(), containers=MappingProxyType(containers),
-                                 hub=HubState(MappingProxyType(users)))
+    actual = dataclasses.replace(
+        snapshot(), containers=MappingProxyType(containers), hub=HubState(MappingProxyType(users))
+    )
     plan = due(actual, {"ann", "bob", "cat", "dot", "eve"}, NOW, dt.timedelta(minutes=15))
     assert plan.restart == ("ann", "eve")
     assert plan.in_use == {"bob": "used 3 min ago"}

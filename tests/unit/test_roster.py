@@ -18,16 +18,20 @@ SITE = Site()
 
 
 def host(*names, classroom=None):
-    return {n: Account(n, 1000 + i, 1000 + i, n, classroom, "/", "/bin/sh", frozenset(), True, False, None)
-            for i, n in enumerate(names)}
+    return {
+        n: Account(n, 1000 + i, 1000 + i, n, classroom, "/", "/bin/sh", frozenset(), True, False, None)
+        for i, n in enumerate(names)
+    }
 
 
 def test_bom_semicolons_quotes_aliases_and_blank_lines():
-    data = ("\ufeffStudente ; E-Mail ;Classe\r\n"
-            "\"Rossi, Mario\";mario@example.org;3A\r\n"
-            "\r\n"
-            "  José Núñez  ; jose@example.org parent@example.org ;3A\r\n"
-            "Anna Maria De Luca;anna@example.org;parent2@example.org\r\n").encode()
+    data = (
+        "\ufeffStudente ; E-Mail ;Classe\r\n"
+        '"Rossi, Mario";mario@example.org;3A\r\n'
+        "\r\n"
+        "  José Núñez  ; jose@example.org parent@example.org ;3A\r\n"
+        "Anna Maria De Luca;anna@example.org;parent2@example.org\r\n"
+    ).encode()
     rows, fatal = roster.read_rows(data)
     assert fatal == []
     assert [(r.number, r.name, r.emails) for r in rows] == [
@@ -38,11 +42,15 @@ def test_bom_semicolons_quotes_aliases_and_blank_lines():
 
 
 def test_commas_first_and_last_name_columns_and_quoted_email_lists():
-    data = b'nome,cognome,mail,utente\nLuca,Verdi,"luca@example.org, mum@example.org",\nEva,Neri,eva@example.org,eneri9\n'
+    data = (
+        b'nome,cognome,mail,utente\nLuca,Verdi,"luca@example.org, mum@example.org",\nEva,Neri,eva@example.org,eneri9\n'
+    )
     rows, fatal = roster.read_rows(data)
     assert fatal == []
     assert [(r.name, r.emails, r.username) for r in rows] == [
-        ("Luca Verdi", ["luca@example.org", "mum@example.org"], None), ("Eva Neri", ["eva@example.org"], "eneri9")]
+        ("Luca Verdi", ["luca@example.org", "mum@example.org"], None),
+        ("Eva Neri", ["eva@example.org"], "eneri9"),
+    ]
 
 
 def test_no_name_column_is_a_clear_error():
@@ -50,18 +58,26 @@ def test_no_name_column_is_a_clear_error():
     assert rows == [] and "no name column" in fatal[0]
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("José Núñez", "jnunez"), ("Anna Maria De Luca", "adeluca"), ("Ludwig van der Berg", "lvanderberg"),
-    ("Çağla Öztürk", "cozturk"), ("Ђорђе Петровић", "dpetrovic"), ("Mononym", "mononym"), ("O'Brien Seán", "osean"),
-    ("42 Answers", "s4answers"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("José Núñez", "jnunez"),
+        ("Anna Maria De Luca", "adeluca"),
+        ("Ludwig van der Berg", "lvanderberg"),
+        ("Çağla Öztürk", "cozturk"),
+        ("Ђорђе Петровић", "dpetrovic"),
+        ("Mononym", "mononym"),
+        ("O'Brien Seán", "osean"),
+        ("42 Answers", "s4answers"),
+    ],
+)
 def test_usernames_are_readable_ascii(name, expected):
     assert roster.username_for(name) == expected
 
 
 def test_collisions_get_a_suffix_in_file_order_and_never_hit_other_accounts():
     data = {"version": 1, "name": "c", "students": [{"username": "mrossi", "name": "Marco Rossi"}]}
-    rows, _ = roster.read_rows("name,email\nMaria Rossi,\nMarta Rossi,\nBruno Neri,\nDaemon Smith,\n".encode())
+    rows, _ = roster.read_rows(b"name,email\nMaria Rossi,\nMarta Rossi,\nBruno Neri,\nDaemon Smith,\n")
     rows.append(roster.Row(9, "Root Admin", [], None))
     result = roster.plan_import(rows, data, host("bneri", "dsmith", "radmin", classroom=None), SITE)
     assert [e["username"] for e in result.added] == ["mrossi2", "mrossi3", "bneri2", "dsmith2", "radmin2"]
@@ -85,8 +101,9 @@ def test_invalid_rows_are_all_reported_with_row_numbers():
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "reconciler", "import-csv", *args], capture_output=True, text=True,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", "import-csv", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture
@@ -102,8 +119,11 @@ def test_rewrite_keeps_comments_order_and_formatting(workdir):
     out = run(str(csv_file), "-f", "classroom.yaml", cwd=workdir)
     assert out.returncode == 0, out.stderr
     after = (workdir / "classroom.yaml").read_text()
-    diff = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    diff = [
+        line
+        for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
     assert diff == [
         "+  - {username: jnunez, name: José Núñez, email: jose@example.org}",
         "+  - {username: gbianchi, name: Giulia Bianchi, email: [giulia@example.org, g2@example.org]}",
@@ -115,11 +135,15 @@ def test_rewrite_keeps_comments_order_and_formatting(workdir):
 def test_block_style_files_stay_block_style(tmp_path):
     (tmp_path / "classroom.yaml").write_text(
         "version: 1\nname: c\nquotas:\n  default: {memory: 1Gi, cpu: 1, disk: 1Gi}\n"
-        "students:\n# the first one\n- username: ann\n  name: Ann\n")
+        "students:\n# the first one\n- username: ann\n  name: Ann\n"
+    )
     (tmp_path / "r.csv").write_text("name\nBob Bee\n")
     assert run("r.csv", cwd=tmp_path).returncode == 0
-    assert (tmp_path / "classroom.yaml").read_text().endswith(
-        "# the first one\n- username: ann\n  name: Ann\n- username: bbee\n  name: Bob Bee\n")
+    assert (
+        (tmp_path / "classroom.yaml")
+        .read_text()
+        .endswith("# the first one\n- username: ann\n  name: Ann\n- username: bbee\n  name: Bob Bee\n")
+    )
 
 
 def test_bad_rows_change_nothing_unless_skip_invalid(workdir):
@@ -173,8 +197,12 @@ NAMES = [
     ("Søren Kierkegaard", "given-first", "Søren Kierkegaard", "skierkegaard"),
     ("Zoë Saldaña-Nazario", "given-first", "Zoë Saldaña-Nazario", "zsaldananazario"),
     ("Ahmed bin Rashid", "given-first", "Ahmed bin Rashid", "abinrashid"),
-    ("Wolfeschlegelsteinhausenbergerdorff, Hubert Blaine", "given-first",
-     "Hubert Blaine Wolfeschlegelsteinhausenbergerdorff", "hwolfeschlegelsteinhausenber"),  # 28 + room for a number
+    (
+        "Wolfeschlegelsteinhausenbergerdorff, Hubert Blaine",
+        "given-first",
+        "Hubert Blaine Wolfeschlegelsteinhausenbergerdorff",
+        "hwolfeschlegelsteinhausenber",
+    ),  # 28 + room for a number
     ("42 Answers", "given-first", "42 Answers", "s4answers"),
 ]
 
@@ -191,7 +219,11 @@ def test_names_as_schools_write_them(cell, order, written, username):
 
 
 def test_a_comma_export_imports_in_given_name_order():
-    rows, _ = roster.read_rows("Studente,Email\n\"Núñez, José\",j@example.org\nBianchi Marco,m@example.org\n".encode(),
-                               "surname-first")
+    rows, _ = roster.read_rows(
+        'Studente,Email\n"Núñez, José",j@example.org\nBianchi Marco,m@example.org\n'.encode(), "surname-first"
+    )
     result = roster.plan_import(rows, {"version": 1, "name": "c"}, {}, SITE)
-    assert [(p["username"], p["name"]) for p in result.added] == [("jnunez", "José Núñez"), ("mbianchi", "Marco Bianchi")]
+    assert [(p["username"], p["name"]) for p in result.added] == [
+        ("jnunez", "José Núñez"),
+        ("mbianchi", "Marco Bianchi"),
+    ]

@@ -22,7 +22,7 @@ from reconciler.core.schedule import (
     step,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 WEEKLY = Lesson(days=["mon", "wed"], start="09:00", end="10:40", tz="Europe/Rome")
 ONCE = Lesson(date=dt.date(2026, 12, 5), start="14:00", end="16:00", tz="Europe/Rome")
 
@@ -37,7 +37,8 @@ def test_weekly_lessons_follow_summer_time():
         (at("2026-10-19 07:00"), at("2026-10-19 08:40")),  # Monday, CEST
         (at("2026-10-21 07:00"), at("2026-10-21 08:40")),
         (at("2026-10-26 08:00"), at("2026-10-26 09:40")),  # Monday after the change, CET
-        (at("2026-10-28 08:00"), at("2026-10-28 09:40"))]
+        (at("2026-10-28 08:00"), at("2026-10-28 09:40")),
+    ]
     assert found[2].text == "Mon 2026-10-26 09:00-10:40 Europe/Rome"
 
 
@@ -89,9 +90,11 @@ def test_in_the_window_one_server_at_a_time_paced():
 def test_memory_caps_the_pre_warm_and_says_so():
     got = step(LESSON - dt.timedelta(seconds=100), [WEEKLY], SETTINGS, students(5), fit=2)
     assert got.start == ("s00",)
-    assert got.skipped == {"s02": "not enough memory for another idle server now",
-                           "s03": "not enough memory for another idle server now",
-                           "s04": "not enough memory for another idle server now"}
+    assert got.skipped == {
+        "s02": "not enough memory for another idle server now",
+        "s03": "not enough memory for another idle server now",
+        "s04": "not enough memory for another idle server now",
+    }
     assert "not pre-started: 3 (not enough memory for another idle server now)" in got.text
     assert step(LESSON, [WEEKLY], SETTINGS, students(2), fit=0).start == ()
 
@@ -105,7 +108,10 @@ def test_never_logged_in_and_once_per_lesson():
 
 def test_only_recent_users_with_who_recent():
     settings = Prewarm(who="recent", recent_lessons=1)
-    people = [Student("came", True, False, at("2026-11-30 08:30")), Student("away", True, False, at("2026-11-20 08:30"))]
+    people = [
+        Student("came", True, False, at("2026-11-30 08:30")),
+        Student("away", True, False, at("2026-11-20 08:30")),
+    ]
     got = step(LESSON - dt.timedelta(seconds=600), [WEEKLY], settings, people, fit=10)
     assert got.start == ("came",) and got.skipped == {"away": "did not use the hub in the last 1 lessons"}
 
@@ -114,14 +120,17 @@ def test_no_schedule_no_pre_warm():
     assert step(LESSON, [], SETTINGS, students(3), fit=10).phase == "none"
 
 
-@pytest.mark.parametrize("entry, message", [
-    ("{days: [mon], start: '10:00', end: '09:00'}", "end 09:00 is not after start 10:00"),
-    ("{days: [mon], start: '9:00', end: '10:00'}", "schedule[0].start: String should match pattern"),
-    ("{days: [mon], date: 2026-12-01, start: '09:00', end: '10:00'}", "either days (weekly) or a date"),
-    ("{start: '09:00', end: '10:00'}", "either days (weekly) or a date"),
-    ("{days: [monday], start: '09:00', end: '10:00'}", "schedule[0].days[0]: Input should be 'mon'"),
-    ("{days: [mon], start: '09:00', end: '10:00', tz: Mars/Olympus}", "'Mars/Olympus' is not a time zone"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("{days: [mon], start: '10:00', end: '09:00'}", "end 09:00 is not after start 10:00"),
+        ("{days: [mon], start: '9:00', end: '10:00'}", "schedule[0].start: String should match pattern"),
+        ("{days: [mon], date: 2026-12-01, start: '09:00', end: '10:00'}", "either days (weekly) or a date"),
+        ("{start: '09:00', end: '10:00'}", "either days (weekly) or a date"),
+        ("{days: [monday], start: '09:00', end: '10:00'}", "schedule[0].days[0]: Input should be 'mon'"),
+        ("{days: [mon], start: '09:00', end: '10:00', tz: Mars/Olympus}", "'Mars/Olympus' is not a time zone"),
+    ],
+)
 def test_a_bad_lesson_is_refused_with_its_line(tmp_path, entry, message):
     path = tmp_path / "classroom.yaml"
     path.write_text(f"version: 1\nname: py\nschedule:\n  - {entry}\n")
@@ -136,8 +145,9 @@ def test_the_culler_leaves_servers_alone_during_a_lesson(tmp_path):
     from reconciler.hub.culler import Lessons, arbiter
 
     path = tmp_path / "classroom.yaml"
-    path.write_text("version: 1\nname: py\nschedule:\n  - {days: [wed], start: '09:00', end: '10:40', "
-                    "tz: Europe/Rome}\n")
+    path.write_text(
+        "version: 1\nname: py\nschedule:\n  - {days: [wed], start: '09:00', end: '10:40', tz: Europe/Rome}\n"
+    )
     lessons = Lessons(path, Site(), every=0)
     now = {"t": at("2026-12-02 08:30")}  # Wednesday 09:30 in Rome
     decide = arbiter(lessons.current, clock=lambda: now["t"])

@@ -30,10 +30,20 @@ def problems(tmp_path, text, site=SITE):
     return [str(p) for p in info.value.problems]
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("512Mi", 512 * MiB), ("512M", 512 * 10**6), ("1G", 10**9), ("1.5GiB", 3 * GiB // 2),
-    ("2gi", 2 * GiB), (1073741824, GiB), ("100", 100), ("1 Ti", 1024**4), ("10kb", 10_000),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("512Mi", 512 * MiB),
+        ("512M", 512 * 10**6),
+        ("1G", 10**9),
+        ("1.5GiB", 3 * GiB // 2),
+        ("2gi", 2 * GiB),
+        (1073741824, GiB),
+        ("100", 100),
+        ("1 Ti", 1024**4),
+        ("10kb", 10_000),
+    ],
+)
 def test_sizes_normalize_to_bytes(text, expected):
     assert parse_size(text) == expected
 
@@ -103,7 +113,7 @@ def test_every_problem_is_reported_at_once_with_position_and_path(tmp_path):
         f"{file}:14:6: students[6].username: username 'python-101-students' is reserved",
     ]
     assert len(found) == len(expected), "\n".join(found)
-    for line, prefix in zip(found, expected):
+    for line, prefix in zip(found, expected, strict=False):
         assert line.startswith(prefix), (line, prefix)
 
 
@@ -131,8 +141,9 @@ def test_empty_file_and_non_mapping(tmp_path):
 
 
 def test_inline_quota_needs_no_named_default(tmp_path):
-    classroom = load(tmp_path, "version: 1\nname: c\nstudents:\n"
-                               "  - {username: a, name: A, memory: 1Gi, cpu: 500m, disk: 2G}\n")
+    classroom = load(
+        tmp_path, "version: 1\nname: c\nstudents:\n  - {username: a, name: A, memory: 1Gi, cpu: 500m, disk: 2G}\n"
+    )
     member = resolve(classroom, SITE.paths, layout_for(SITE)).members[0]
     assert (member.memory, member.cpu, member.disk) == (GiB, 0.5, 2 * 10**9)
 
@@ -178,36 +189,48 @@ def test_schema_command_prints_the_schema():
 
 
 def test_validate_command_exit_codes(tmp_path):
-    good = subprocess.run([sys.executable, "-m", "reconciler", "validate", "-f", str(ROOT / "examples/classroom.yaml")],
-                          capture_output=True, text=True, cwd=tmp_path)
+    good = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", "-f", str(ROOT / "examples/classroom.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert good.returncode == 0 and "valid" in good.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD)
-    out = subprocess.run([sys.executable, "-m", "reconciler", "validate", "-f", str(bad)],
-                         capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", "-f", str(bad)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert out.returncode == 1
     assert f"{bad}:9:6: students[1].username" in out.stderr
     assert "nothing was changed" in out.stderr
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("Ann\u2028Smith", "U+2028 (LINE SEPARATOR)"),
-    ("Ann\u2029Smith", "U+2029 (PARAGRAPH SEPARATOR)"),
-    ("Ann\u200bSmith", "U+200B (ZERO WIDTH SPACE)"),
-    ("Ann\u202eSmith", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
-    ("Ann\tSmith", "control characters"),
-    ("Ann\x85Smith", "control characters"),  # NEL: a line break to str.splitlines()
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("Ann\u2028Smith", "U+2028 (LINE SEPARATOR)"),
+        ("Ann\u2029Smith", "U+2029 (PARAGRAPH SEPARATOR)"),
+        ("Ann\u200bSmith", "U+200B (ZERO WIDTH SPACE)"),
+        ("Ann\u202eSmith", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("Ann\tSmith", "control characters"),
+        ("Ann\x85Smith", "control characters"),  # NEL: a line break to str.splitlines()
+    ],
+)
 def test_names_with_line_breaks_or_invisible_characters_are_refused(tmp_path, name, expected):
-    text = ("version: 1\nname: c\nquotas: {default: {memory: 1Gi, cpu: 1, disk: 1Gi}}\nstudents:\n"
-            f"  - username: ann\n    name: {json.dumps(name)}\n")
+    text = (
+        "version: 1\nname: c\nquotas: {default: {memory: 1Gi, cpu: 1, disk: 1Gi}}\nstudents:\n"
+        f"  - username: ann\n    name: {json.dumps(name)}\n"
+    )
     found = problems(tmp_path, text)
     assert len(found) == 1 and ":6:5: students[0].name: " in found[0] and expected in found[0], found
 
 
 def test_accented_and_non_latin_names_are_fine(tmp_path):
-    text = ("version: 1\nname: c\nquotas: {default: {memory: 1Gi, cpu: 1, disk: 1Gi}}\nstudents:\n"
-            "  - {username: ann, name: Niccolò Çelik-Øberg}\n  - {username: bo, name: 李小龍}\n")
+    text = (
+        "version: 1\nname: c\nquotas: {default: {memory: 1Gi, cpu: 1, disk: 1Gi}}\nstudents:\n"
+        "  - {username: ann, name: Niccolò Çelik-Øberg}\n  - {username: bo, name: 李小龍}\n"
+    )
     assert [p.name for p in load(tmp_path, text).students] == ["Niccolò Çelik-Øberg", "李小龍"]
 
 
@@ -223,15 +246,40 @@ def test_the_fast_email_check_agrees_with_email_validator():
     from reconciler.config.classroom import SPECIAL_USE_DOMAINS, plain_email
 
     assert set(SPECIAL_USE_DOMAINS) == set(email_validator.SPECIAL_USE_DOMAIN_NAMES)
-    samples = ["Jane.Doe@Example.ORG", "a+b@sub.example.co.uk", "x@example.test", "x@host.localhost", "x@123.com",
-               "x@a.b1", "x@exa_mple.org", "x..y@example.org", "x@example.org.", '"q"@example.org',
-               "x@xn--bcher-kva.example", "x@-a.org", "x@a-.org", "x@a.c", ".x@a.org", "x.@a.org", "x@a..org",
-               "anna@example.org", "o'brien@example.org", "x@" + "a" * 64 + ".org", "y" * 65 + "@a.org",
-               "x@mail.onion", "x@foo.arpa", "x%y@example.org", "ü@example.org", "x@exämple.org"]
+    samples = [
+        "Jane.Doe@Example.ORG",
+        "a+b@sub.example.co.uk",
+        "x@example.test",
+        "x@host.localhost",
+        "x@123.com",
+        "x@a.b1",
+        "x@exa_mple.org",
+        "x..y@example.org",
+        "x@example.org.",
+        '"q"@example.org',
+        "x@xn--bcher-kva.example",
+        "x@-a.org",
+        "x@a-.org",
+        "x@a.c",
+        ".x@a.org",
+        "x.@a.org",
+        "x@a..org",
+        "anna@example.org",
+        "o'brien@example.org",
+        "x@" + "a" * 64 + ".org",
+        "y" * 65 + "@a.org",
+        "x@mail.onion",
+        "x@foo.arpa",
+        "x%y@example.org",
+        "ü@example.org",
+        "x@exämple.org",
+    ]
     alphabet = "aZ09._%+-@'\"ü"
     rng = random.Random(7)
-    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(3, 12))) + rng.choice(["@a.org", "@B.Co", ""])
-                for _ in range(3000)]
+    samples += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 12))) + rng.choice(["@a.org", "@B.Co", ""])
+        for _ in range(3000)
+    ]
     accepted = 0
     for address in samples:
         fast = plain_email(address)

@@ -46,8 +46,9 @@ def test_disk_space_is_one_entry_per_filesystem_and_warns_below_the_share(tmp_pa
     from reconciler.host.facts import disk_space
 
     (tmp_path / "state").mkdir()
-    found = disk_space([("the volume images", tmp_path / "state" / "volumes"), ("the state", tmp_path / "state")],
-                       warn_below=1.0)
+    found = disk_space(
+        [("the volume images", tmp_path / "state" / "volumes"), ("the state", tmp_path / "state")], warn_below=1.0
+    )
     assert len(found) == 1  # the same filesystem: one entry naming both
     assert found[0]["what"] == "the volume images, the state" and found[0]["low"] is True
     assert 0 < found[0]["free"] <= found[0]["size"]

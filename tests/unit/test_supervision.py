@@ -44,27 +44,48 @@ time.sleep(600)
 def test_a_component_that_dies_is_started_again_and_down_stops_every_tree(tmp_path):
     pids = tmp_path / "pids"
     spec = tmp_path / "supervisor.spec.json"
-    spec.write_text(json.dumps({"components": [
-        {"name": "flaky", "argv": ["env", "CRASH=1", sys.executable, "-c", COMPONENT, str(pids)]}]}))
-    supervisor = subprocess.Popen([sys.executable, "-m", "reconciler.host.supervisor", str(spec)],
-                                  stdout=subprocess.DEVNULL, start_new_session=True)
+    spec.write_text(
+        json.dumps(
+            {"components": [{"name": "flaky", "argv": ["env", "CRASH=1", sys.executable, "-c", COMPONENT, str(pids)]}]}
+        )
+    )
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "reconciler.host.supervisor", str(spec)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         # it exits twice with 3 and is started again each time (after 1 s, then 2 s), then stays up
         wait_for(lambda: pids.exists() and len(pids.read_text().splitlines()) == 3, what="two restarts")
-        status = wait_for(lambda: (tmp_path / "supervisor.json").exists()
-                          and json.loads((tmp_path / "supervisor.json").read_text())["components"]["flaky"]["pid"]
-                          and json.loads((tmp_path / "supervisor.json").read_text()), what="the status")
+        status = wait_for(
+            lambda: (
+                (tmp_path / "supervisor.json").exists()
+                and json.loads((tmp_path / "supervisor.json").read_text())["components"]["flaky"]["pid"]
+                and json.loads((tmp_path / "supervisor.json").read_text())
+            ),
+            what="the status",
+        )
         flaky = status["components"]["flaky"]
         assert flaky["restarts"] == 2 and flaky["last_exit"].endswith("exit 3")
         assert int((tmp_path / "flaky.pid").read_text()) == flaky["pid"]
         # a component added to the spec is started on SIGHUP
-        spec.write_text(json.dumps({"components": [
-            {"name": "flaky", "argv": ["env", "CRASH=1", sys.executable, "-c", COMPONENT, str(pids)]},
-            {"name": "second", "argv": [sys.executable, "-c", COMPONENT, str(tmp_path / "second-pids")]}]}))
+        spec.write_text(
+            json.dumps(
+                {
+                    "components": [
+                        {"name": "flaky", "argv": ["env", "CRASH=1", sys.executable, "-c", COMPONENT, str(pids)]},
+                        {"name": "second", "argv": [sys.executable, "-c", COMPONENT, str(tmp_path / "second-pids")]},
+                    ]
+                }
+            )
+        )
         supervisor.send_signal(signal.SIGHUP)
         wait_for(lambda: (tmp_path / "second-pids").exists(), what="the added component")
-        every = [int(p) for line in (pids.read_text() + (tmp_path / "second-pids").read_text()).splitlines()
-                 for p in line.split()]
+        every = [
+            int(p)
+            for line in (pids.read_text() + (tmp_path / "second-pids").read_text()).splitlines()
+            for p in line.split()
+        ]
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=60) == 0
         # the running components and what they started in sessions of their own are gone (the crashed
@@ -150,8 +171,9 @@ def test_a_docker_that_accepts_and_never_answers_is_given_up_on(tmp_path, monkey
             except OSError:
                 return
             accepted.append(conn)
-            threading.Thread(target=lambda c=conn: (c.recv(65536), c.recv(65536), closed.append(c)),
-                             daemon=True).start()
+            threading.Thread(
+                target=lambda c=conn: (c.recv(65536), c.recv(65536), closed.append(c)), daemon=True
+            ).start()
 
     threading.Thread(target=serve, daemon=True).start()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{address}")

@@ -31,15 +31,25 @@ def settings_for(site, classroom, username, teacher_gid=None):
     member = resolve(classroom, site.paths, layout_for(site)).member(username)
     home = f"/home/{username}"
     return {
-        "member": member, "home": home,
-        "mounts": [{"type": "bind", "source": str(site.paths.home(username)), "target": home, "read_only": False},
-                   {"type": "bind", "source": str(site.shared_dir), "target": f"{home}/shared", "read_only": True},
-                   {"type": "bind", "source": "/x/passwd", "target": IN_CONTAINER["passwd"], "read_only": True}],
+        "member": member,
+        "home": home,
+        "mounts": [
+            {"type": "bind", "source": str(site.paths.home(username)), "target": home, "read_only": False},
+            {"type": "bind", "source": str(site.shared_dir), "target": f"{home}/shared", "read_only": True},
+            {"type": "bind", "source": "/x/passwd", "target": IN_CONTAINER["passwd"], "read_only": True},
+        ],
         "identity": identity(username, member.name, 2001, 2001, username, ("c-students", 3000), False),
-        "create": {"user": "2001:2001", "working_dir": home, "hostname": classroom.name,
-                   "labels": {"org.classroom.classroom": classroom.name, "org.classroom.user": username}},
-        "host": {"pids_limit": site.hub.pids_limit, "group_add": [str(teacher_gid)] if teacher_gid else [],
-                 "log_config": {"type": "json-file", "config": {"max-size": "10240k", "max-file": "3"}}},
+        "create": {
+            "user": "2001:2001",
+            "working_dir": home,
+            "hostname": classroom.name,
+            "labels": {"org.classroom.classroom": classroom.name, "org.classroom.user": username},
+        },
+        "host": {
+            "pids_limit": site.hub.pids_limit,
+            "group_add": [str(teacher_gid)] if teacher_gid else [],
+            "log_config": {"type": "json-file", "config": {"max-size": "10240k", "max-file": "3"}},
+        },
     }
 
 
@@ -47,9 +57,16 @@ def test_a_student_s_service(example):
     site, classroom = example
     settings = settings_for(site, classroom, "jdoe")
     member = settings["member"]
-    spec = service_spec(site, classroom, settings, image="classroom-student:latest", args=["jupyterhub-singleuser"],
-                        env={"HOME": "/home/jdoe"}, configs={"passwd": ("id-p", "name-p"), "group": ("id-g", "name-g")},
-                        port=8888)
+    spec = service_spec(
+        site,
+        classroom,
+        settings,
+        image="classroom-student:latest",
+        args=["jupyterhub-singleuser"],
+        env={"HOME": "/home/jdoe"},
+        configs={"passwd": ("id-p", "name-p"), "group": ("id-g", "name-g")},
+        port=8888,
+    )
     task = spec["task_template"]
     limits, reserved = task["Resources"]["Limits"], task["Resources"]["Reservations"]
     assert limits == {"MemoryBytes": member.memory, "NanoCPUs": int(member.cpu * 1e9), "Pids": 512}
@@ -63,20 +80,28 @@ def test_a_student_s_service(example):
     home, shared = mounts["/home/jdoe"], mounts["/home/jdoe/shared"]
     nfs = {"type": "nfs", "o": f"addr=10.0.5.10,{NFS_OPTIONS}", "device": ":/srv/classroom/homes/jdoe"}
     assert home["Type"] == "volume" and home["Source"] == volume_name(classroom.name, "jdoe", nfs)
-    assert home["VolumeOptions"] == {"DriverConfig": {"Name": "local", "Options": nfs}, "NoCopy": True,
-                                     "Labels": {"org.classroom.classroom": classroom.name}}
+    assert home["VolumeOptions"] == {
+        "DriverConfig": {"Name": "local", "Options": nfs},
+        "NoCopy": True,
+        "Labels": {"org.classroom.classroom": classroom.name},
+    }
     assert "nosuid" in nfs["o"] and "nodev" in nfs["o"] and "hard" in nfs["o"]
     assert shared["ReadOnly"] is True and shared["VolumeOptions"]["DriverConfig"]["Options"] == {
-        **nfs, "device": ":/srv/classroom/shared"}
+        **nfs,
+        "device": ":/srv/classroom/shared",
+    }
     assert mounts["/tmp"]["TmpfsOptions"] == {"SizeBytes": 256 * MiB, "Mode": 0o1777}
     assert "/etc/passwd" not in mounts  # a swarm config instead: the file exists on the manager only
     assert [(c["ConfigID"], c["File"]["Name"], c["File"]["Mode"]) for c in container["Configs"]] == [
-        ("id-p", "/etc/passwd", 0o444), ("id-g", "/etc/group", 0o444)]
+        ("id-p", "/etc/passwd", 0o444),
+        ("id-g", "/etc/group", 0o444),
+    ]
     assert task["RestartPolicy"]["Condition"] == "none"
     assert task["Placement"] == {"Constraints": ["node.role == worker"]}
     assert task["LogDriver"] == {"Name": "json-file", "Options": {"max-size": "10240k", "max-file": "3"}}
-    assert spec["endpoint_spec"]["Ports"] == [{"Protocol": "tcp", "PublishedPort": None, "TargetPort": 8888,
-                                               "PublishMode": "host"}]
+    assert spec["endpoint_spec"]["Ports"] == [
+        {"Protocol": "tcp", "PublishedPort": None, "TargetPort": 8888, "PublishMode": "host"}
+    ]
     assert spec["labels"] == {"org.classroom.classroom": classroom.name, "org.classroom.user": "jdoe"}
 
 
@@ -84,8 +109,9 @@ def test_with_homes_shared_each_worker_binds_the_same_path(example):
     site, classroom = example
     swarm = site.hub.swarm.model_copy(update={"homes": "shared"})
     site = site.model_copy(update={"hub": site.hub.model_copy(update={"swarm": swarm})})
-    spec = service_spec(site, classroom, settings_for(site, classroom, "jdoe"), image="i", args=[], env={},
-                        configs={}, port=8888)
+    spec = service_spec(
+        site, classroom, settings_for(site, classroom, "jdoe"), image="i", args=[], env={}, configs={}, port=8888
+    )
     mounts = {m["Target"]: m for m in spec["task_template"]["ContainerSpec"]["Mounts"]}
     bind = {"type": "none", "o": "bind", "device": "/srv/classroom/homes/jdoe"}
     assert mounts["/home/jdoe"]["VolumeOptions"]["DriverConfig"]["Options"] == bind
@@ -110,12 +136,15 @@ def test_config_names_follow_their_content():
     assert one.startswith("jupyter-py-jdoe-jupyter-server-config-json-")
 
 
-@pytest.mark.parametrize("hub, problem", [
-    ("spawner: swarm", "spawner: swarm needs a swarm: section"),
-    ("swarm: {address: 10.0.5.10, workers: [{address: 10.0.5.11}]}", "swarm: is set but spawner is not swarm"),
-    ("spawner: swarm\n  swarm: {address: 10.0.5.10, workers: []}", "at least 1 item"),
-    ("spawner: swarm\n  swarm: {address: hub.school, workers: [{address: 10.0.5.11}]}", "not an IPv4 address"),
-])
+@pytest.mark.parametrize(
+    "hub, problem",
+    [
+        ("spawner: swarm", "spawner: swarm needs a swarm: section"),
+        ("swarm: {address: 10.0.5.10, workers: [{address: 10.0.5.11}]}", "swarm: is set but spawner is not swarm"),
+        ("spawner: swarm\n  swarm: {address: 10.0.5.10, workers: []}", "at least 1 item"),
+        ("spawner: swarm\n  swarm: {address: hub.school, workers: [{address: 10.0.5.11}]}", "not an IPv4 address"),
+    ],
+)
 def test_swarm_settings_are_checked(tmp_path, hub, problem):
     from reconciler.config.load import InvalidFile
 
@@ -129,11 +158,13 @@ def test_swarm_settings_are_checked(tmp_path, hub, problem):
 def test_status_lines_for_the_swarm():
     from reconciler.core.report import render_swarm
 
-    nodes = [{"hostname": "w1", "address": "10.0.5.11", "role": "worker", "state": "down", "availability": "active"},
-             {"hostname": "hub", "address": "10.0.5.10", "role": "manager", "state": "ready",
-              "availability": "active"}]
+    nodes = [
+        {"hostname": "w1", "address": "10.0.5.11", "role": "worker", "state": "down", "availability": "active"},
+        {"hostname": "hub", "address": "10.0.5.10", "role": "manager", "state": "ready", "availability": "active"},
+    ]
     assert render_swarm(nodes, ["10.0.5.11", "10.0.5.12"]) == [
         "swarm: manager hub (10.0.5.10): ready, active",
         "swarm: worker w1 (10.0.5.11): down, active  NOT USABLE",
-        "swarm: worker 10.0.5.12 is in site.yaml but not in the swarm (examples/install.sh --worker)"]
+        "swarm: worker 10.0.5.12 is in site.yaml but not in the swarm (examples/install.sh --worker)",
+    ]
     assert render_swarm(None, [])[0].startswith("swarm: the manager cannot be asked")

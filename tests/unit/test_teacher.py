@@ -43,8 +43,9 @@ def room(tmp_path):
 
 def hosted(tmp_path, fake: FakeHost):
     """The room with the host made of ``fake``'s files (accounts, groups), to plan edits against."""
-    site = load_site(None).model_copy(update={"state_dir": tmp_path / "state", "homes_dir": fake.paths.homes,
-                                             "hub": None})
+    site = load_site(None).model_copy(
+        update={"state_dir": tmp_path / "state", "homes_dir": fake.paths.homes, "hub": None}
+    )
     return teacher.Room(site, tmp_path / "classroom.yaml", fake.files())
 
 
@@ -54,17 +55,21 @@ def test_a_name_taken_by_a_system_group_is_refused(tmp_path):
     with pytest.raises(rosteredit.Rejected) as refused:
         teacher.add_student(room, "tea", {"username": "ssl-cert", "name": "Ssl Cert"})
     assert refused.value.status == 422 and "taken by another account or group" in str(refused.value)
-    result = teacher.import_csv(room, "tea", b"name,username\nSsl Cert,ssl-cert\n", skip_invalid=True,
-                                dry_run=True).result
+    result = teacher.import_csv(
+        room, "tea", b"name,username\nSsl Cert,ssl-cert\n", skip_invalid=True, dry_run=True
+    ).result
     assert result["added"] == [] and "already taken" in result["skipped"][0]
     assert room.file.read_text() == ROSTER
 
 
 def test_an_edit_the_next_pass_would_refuse_is_not_written(tmp_path):
     """Disabling people one request at a time cannot walk past the mass-disable guard: the plan says no first."""
-    (tmp_path / "classroom.yaml").write_text(ROSTER.replace("  - username: bob\n    name: Bob Example\n",
-                                                           "  - username: bob\n    name: Bob Example\n"
-                                                           "  - {username: cat, name: Cat Example}\n"))
+    (tmp_path / "classroom.yaml").write_text(
+        ROSTER.replace(
+            "  - username: bob\n    name: Bob Example\n",
+            "  - username: bob\n    name: Bob Example\n  - {username: cat, name: Cat Example}\n",
+        )
+    )
     fake = FakeHost(tmp_path / "host", classroom="py101")
     for uid, name in enumerate(("tea", "ann", "bob", "cat"), start=1001):
         fake.person(name, uid)
@@ -98,9 +103,11 @@ def test_delete_disables_and_never_purges(room):
 
 
 def test_teachers_are_read_only_here(room):
-    for attempt in (lambda: teacher.disable_student(room, "tea", "tea"),
-                    lambda: teacher.change_student(room, "ann", "tea", {"email": "mine@example.org"}),
-                    lambda: teacher.reset_and_deliver(room, "ann", "tea")):
+    for attempt in (
+        lambda: teacher.disable_student(room, "tea", "tea"),
+        lambda: teacher.change_student(room, "ann", "tea", {"email": "mine@example.org"}),
+        lambda: teacher.reset_and_deliver(room, "ann", "tea"),
+    ):
         with pytest.raises(teacher.Refused) as refused:
             attempt()
         assert refused.value.status == 409 and "teacher" in refused.value.message
@@ -111,7 +118,8 @@ def test_yaml_1_1_lookalikes_stay_strings(room):
     entry = teacher.add_student(room, "tea", {"username": "off", "name": "No", "disk": "0755"}).result
     assert entry["username"] == "off"
     assert {"username": "off", "name": "No", "disk": "0755"}.items() <= yaml.safe_load(room.file.read_text())[
-        "students"][-1].items()
+        "students"
+    ][-1].items()
     teacher.change_student(room, "tea", "off", {"name": "Yes"})
     assert yaml.safe_load(room.file.read_text())["students"][-1]["name"] == "Yes"
 
@@ -122,8 +130,12 @@ def test_overrides_are_shown_as_written(room):
 
 
 def test_invalid_changes_name_the_field_and_leave_the_file_alone(room):
-    for changes, path in (({"memory": "a lot"}, "memory"), ({"quota": "huge"}, "students[0].quota"),
-                          ({"username": "ann2"}, "username"), ({"cpu": "nan"}, "cpu")):
+    for changes, path in (
+        ({"memory": "a lot"}, "memory"),
+        ({"quota": "huge"}, "students[0].quota"),
+        ({"username": "ann2"}, "username"),
+        ({"cpu": "nan"}, "cpu"),
+    ):
         with pytest.raises(rosteredit.Rejected) as refused:
             teacher.change_student(room, "tea", "ann", changes)
         assert any(p["path"] == path for p in refused.value.problems), refused.value.problems
@@ -185,8 +197,11 @@ def test_memory_use_comes_from_each_servers_cgroup(tmp_path, layout):
     where.mkdir(parents=True)
     (where / current).write_text("157286400\n")
     (where / "memory.stat").write_text(f"cache 1\n{stat} 52428800\nrss 2\n")
-    found = {"ann": Container("ann", cid, True, 0), "bob": Container("bob", "dead" * 16, False, 0),
-             "cat": Container("cat", "gone" * 16, True, 0)}
+    found = {
+        "ann": Container("ann", cid, True, 0),
+        "bob": Container("bob", "dead" * 16, False, 0),
+        "cat": Container("cat", "gone" * 16, True, 0),
+    }
     assert containers.memory_usage(found, root=tmp_path) == {"ann": 100 * 1024**2}  # as docker stats counts it
 
 

@@ -69,8 +69,12 @@ class SlowWriter:
     """A process holding the file open for writing with only ``cut`` characters of ``whole`` in it."""
 
     def __init__(self, path, whole: str, cut: int):
-        self.proc = subprocess.Popen([sys.executable, "-c", IN_PLACE, str(path), str(cut)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", IN_PLACE, str(path), str(cut)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.proc.stdin.write(whole.replace("\n", "\\n") + "\n")
         self.proc.stdin.flush()
         assert self.proc.stdout.readline() == "half\n"
@@ -214,10 +218,12 @@ def test_a_teacher_reaches_students_only(room):
     forged = [{"username": "tia", "password": secrets["tia"]}, *items]
     assert teacher.hand_out(room, "tea", forged) == ["s01"]
     assert sorted(outbox.pending(room.site.paths.outbox)) == ["tea", "tia"]
-    for attempt in (lambda: teacher.reset_and_deliver(room, "tea", "tia"),
-                    lambda: teacher.student_download(room, "tea", "tia"),
-                    lambda: teacher.change_student(room, "tea", "tia", {"email": "mine@example.org"}),
-                    lambda: teacher.disable_student(room, "tea", "tia")):
+    for attempt in (
+        lambda: teacher.reset_and_deliver(room, "tea", "tia"),
+        lambda: teacher.student_download(room, "tea", "tia"),
+        lambda: teacher.change_student(room, "tea", "tia", {"email": "mine@example.org"}),
+        lambda: teacher.disable_student(room, "tea", "tia"),
+    ):
         with pytest.raises(teacher.Refused) as refused:
             attempt()
         assert refused.value.status == 409 and "tia is a teacher" in refused.value.message

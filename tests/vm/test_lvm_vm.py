@@ -14,7 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED = 10  # tests in vm_lvm_inside.py
 
 
-
 def test_lvm_backend_inside_a_vm():
     reason = vmkit.vm_unavailable()
     if reason:

@@ -28,8 +28,7 @@ def nfs_debs() -> Path:
         if not list(DEBS.glob(f"{package}_*.deb")):
             with tempfile.TemporaryDirectory(dir=DEBS) as download:
                 Path(download).chmod(0o777)  # apt's sandbox user writes there
-                subprocess.run(["apt-get", "download", "-qq", package], cwd=download, check=True,
-                               capture_output=True)
+                subprocess.run(["apt-get", "download", "-qq", package], cwd=download, check=True, capture_output=True)
                 for deb in Path(download).glob("*.deb"):
                     deb.rename(DEBS / deb.name)
     return DEBS
@@ -39,5 +38,10 @@ def test_homes_over_nfs_inside_a_vm():
     reason = vmkit.vm_unavailable()
     if reason:
         pytest.skip(reason)
-    vmkit.pytest_in_vm(REPO, "tests/vm/vm_nfs_inside.py", EXPECTED, assets=vmkit.ensure_assets(),
-                       before=["/bin/bash", str(REPO / "tests/vm/nfs_root.sh"), str(nfs_debs())])
+    vmkit.pytest_in_vm(
+        REPO,
+        "tests/vm/vm_nfs_inside.py",
+        EXPECTED,
+        assets=vmkit.ensure_assets(),
+        before=["/bin/bash", str(REPO / "tests/vm/nfs_root.sh"), str(nfs_debs())],
+    )

@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 
 
-
 @pytest.fixture(scope="module")
 def assets():
     reason = vmkit.vm_unavailable()
@@ -75,8 +74,7 @@ def test_lvm_life_cycle_in_one_boot(assets, tmp_path):
     disk = tmp_path / "pv.img"
     with open(disk, "wb") as handle:
         handle.truncate(512 * MiB)
-    result = vmkit.run_in_vm(["sh", "-c", LVM_SMOKE], cwd=Path("/"), extra_disks=[disk], timeout=600,
-                             assets=assets)
+    result = vmkit.run_in_vm(["sh", "-c", LVM_SMOKE], cwd=Path("/"), extra_disks=[disk], timeout=600, assets=assets)
     print(f"VM: {result.duration:.1f}s wall, booted in {result.boot_seconds}s")
     assert result.returncode == 0, result.output
     out = result.output
@@ -100,8 +98,9 @@ def test_lvm_life_cycle_in_one_boot(assets, tmp_path):
 
 
 def test_project_venv_runs_in_the_vm(assets):
-    result = vmkit.run_in_vm([sys.executable, "-c", "import reconciler, pydantic; print('ok')"],
-                             cwd=REPO, timeout=300, assets=assets)
+    result = vmkit.run_in_vm(
+        [sys.executable, "-c", "import reconciler, pydantic; print('ok')"], cwd=REPO, timeout=300, assets=assets
+    )
     assert result.returncode == 0, result.output
     assert result.output.strip().splitlines()[-1] == "ok", result.output
 

@@ -31,6 +31,7 @@ def observe(root, run=None):
     settings = site(root)
     return host_observe.observe(settings.paths, backend_for(settings, run or Runner()))
 
+
 ROOT = Path("/tmp/lvmclass")
 VG = "classvg"
 PV_FILE = ROOT / "pv.img"
@@ -41,15 +42,26 @@ def room():
     ROOT.mkdir(parents=True, exist_ok=True)
     assert cli(["storage", "init", "--vg", VG, "--file", str(PV_FILE), "--size", "1G"]) == 0
     assert cli(["storage", "init", "--vg", VG, "--file", str(PV_FILE), "--size", "1G"]) == 0  # idempotent
-    (ROOT / "site.yaml").write_text(yaml.safe_dump({
-        "state_dir": "state", "homes_dir": "homes", "max_disable_fraction": 1.0,
-        "volumes": {"backend": "lvm", "vg": VG, "pv_file": str(PV_FILE)}}))
+    (ROOT / "site.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": "state",
+                "homes_dir": "homes",
+                "max_disable_fraction": 1.0,
+                "volumes": {"backend": "lvm", "vg": VG, "pv_file": str(PV_FILE)},
+            }
+        )
+    )
     return ROOT
 
 
 def write(root, students):
-    doc = {"version": 1, "name": "lvmc", "quotas": {"default": {"memory": "256Mi", "cpu": 1, "disk": "100Mi"}},
-           "students": students}
+    doc = {
+        "version": 1,
+        "name": "lvmc",
+        "quotas": {"default": {"memory": "256Mi", "cpu": 1, "disk": "100Mi"}},
+        "students": students,
+    }
     (root / "classroom.yaml").write_text(yaml.safe_dump(doc))
 
 
@@ -62,8 +74,12 @@ def site(root):
 
 
 def lvs():
-    out = subprocess.run(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-                          "lv_name,lv_size,lv_active", VG], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "lv_name,lv_size,lv_active", VG],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {lv["lv_name"]: lv for lv in json.loads(out)["report"][0]["lv"]}
 
 
@@ -98,8 +114,10 @@ def test_observe_runs_one_lvs_and_one_vgs(room, monkeypatch):
 
 
 def test_grow_online_keeps_data(room):
-    write(room, [{"username": "ann", "name": "Ann", "disk": "200Mi"}, {"username": "b_tmeta", "name": "Bee",
-                                                                        "disk": "150Mi"}])
+    write(
+        room,
+        [{"username": "ann", "name": "Ann", "disk": "200Mi"}, {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"}],
+    )
     assert reconcile(room) == 0
     actual = observe(room)
     assert actual.volumes["ann"].size == actual.volumes["ann"].fs.size == 200 * MiB
@@ -114,13 +132,23 @@ def test_a_held_volume_grows_online_for_its_holder_but_a_shrink_waits(room):
     holder = Holder(home, ROOT / "inside")
     try:
         before = holder.size()
-        write(room, [{"username": "ann", "name": "Ann", "disk": "240Mi"}, {"username": "b_tmeta", "name": "Bee",
-                                                                            "disk": "150Mi"}])
+        write(
+            room,
+            [
+                {"username": "ann", "name": "Ann", "disk": "240Mi"},
+                {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"},
+            ],
+        )
         assert reconcile(room) == 0  # online: lvextend -r on the mounted LV
         assert holder.size() > before + 30 * MiB  # the holder's own statvfs shows the new size
         assert int(lvs()["home-ann"]["lv_size"]) == 240 * MiB
-        write(room, [{"username": "ann", "name": "Ann", "disk": "200Mi"}, {"username": "b_tmeta", "name": "Bee",
-                                                                            "disk": "150Mi"}])
+        write(
+            room,
+            [
+                {"username": "ann", "name": "Ann", "disk": "200Mi"},
+                {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"},
+            ],
+        )
         assert reconcile(room) == 4  # a shrink needs it offline: it waits
         assert int(lvs()["home-ann"]["lv_size"]) == 240 * MiB
     finally:
@@ -135,8 +163,10 @@ def test_shrink_below_used_is_blocked_and_an_allowed_one_is_done_offline(room):
     home = site(room).paths.home("ann")
     with open(home / "big.bin", "wb") as handle:
         handle.write(os.urandom(120 * MiB))
-    write(room, [{"username": "ann", "name": "Ann", "disk": "100Mi"}, {"username": "b_tmeta", "name": "Bee",
-                                                                        "disk": "150Mi"}])
+    write(
+        room,
+        [{"username": "ann", "name": "Ann", "disk": "100Mi"}, {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"}],
+    )
     assert reconcile(room) == 1  # ann is blocked (her volume keeps its size); nobody else is held up
     assert int(lvs()["home-ann"]["lv_size"]) == 200 * MiB
     (home / "big.bin").unlink()
@@ -168,8 +198,13 @@ def test_export_a_mounted_volume_through_a_snapshot_that_is_removed_after(room, 
 
 
 def test_disable_deactivates_and_keeps_data_then_reenable(room, tmp_path):
-    write(room, [{"username": "ann", "name": "Ann", "status": "disabled"},
-                 {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"}])
+    write(
+        room,
+        [
+            {"username": "ann", "name": "Ann", "status": "disabled"},
+            {"username": "b_tmeta", "name": "Bee", "disk": "150Mi"},
+        ],
+    )
     assert reconcile(room) == 0
     assert lvs()["home-ann"]["lv_active"] == ""
     assert reconcile(room, "--dry-run") == 0  # deactivated in the same pass as the unmount
@@ -209,16 +244,26 @@ def test_thin_pool_volumes_and_the_overcommit_guard(tmp_path):
     root = Path("/tmp/thinclass")
     root.mkdir(exist_ok=True)
     assert cli(["storage", "init", "--vg", "thinvg", "--file", str(root / "pv.img"), "--size", "512M"]) == 0
-    subprocess.run(["lvcreate", "--yes", "--type", "thin-pool", "-L", "200M", "-n", "pool", "thinvg"],
-                   check=True, capture_output=True)
-    (root / "site.yaml").write_text(yaml.safe_dump({
-        "state_dir": "state", "homes_dir": "homes",
-        "volumes": {"backend": "lvm", "vg": "thinvg", "thin_pool": "pool", "max_overcommit": 2.0}}))
+    subprocess.run(
+        ["lvcreate", "--yes", "--type", "thin-pool", "-L", "200M", "-n", "pool", "thinvg"],
+        check=True,
+        capture_output=True,
+    )
+    (root / "site.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": "state",
+                "homes_dir": "homes",
+                "volumes": {"backend": "lvm", "vg": "thinvg", "thin_pool": "pool", "max_overcommit": 2.0},
+            }
+        )
+    )
     write(root, [{"username": f"t{i}", "name": f"T {i}"} for i in range(3)])  # 300 MiB on a 200 MiB pool: 1.5x
     assert reconcile(root) == 0
     assert reconcile(root, "--dry-run") == 0
-    out = subprocess.run(["lvs", "--reportformat", "json", "-o", "lv_name,pool_lv", "thinvg"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["lvs", "--reportformat", "json", "-o", "lv_name,pool_lv", "thinvg"], capture_output=True, text=True, check=True
+    ).stdout
     assert {lv["lv_name"]: lv["pool_lv"] for lv in json.loads(out)["report"][0]["lv"]}["home-t0"] == "pool"
     write(root, [{"username": f"t{i}", "name": f"T {i}"} for i in range(5)])  # 500 MiB: over 2x
     assert reconcile(root) == 3

@@ -63,8 +63,12 @@ def nfs():
         sh("ip", "link", "set", f"c{name}", "netns", name)
         sh("ip", "addr", "add", f"10.77.{i}.1/24", "dev", f"h{name}")
         sh("ip", "link", "set", f"h{name}", "up")
-        for cmd in (["ip", "addr", "add", f"10.77.{i}.2/24", "dev", f"c{name}"], ["ip", "link", "set", "lo", "up"],
-                    ["ip", "link", "set", f"c{name}", "up"], ["ip", "route", "add", "default", "via", f"10.77.{i}.1"]):
+        for cmd in (
+            ["ip", "addr", "add", f"10.77.{i}.2/24", "dev", f"c{name}"],
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "link", "set", f"c{name}", "up"],
+            ["ip", "route", "add", "default", "via", f"10.77.{i}.1"],
+        ):
             sh("ip", "netns", "exec", name, *cmd)
     time.sleep(10)  # the grace period
     return before
@@ -74,18 +78,37 @@ def site():
     ROOT.mkdir(parents=True, exist_ok=True)
     path = ROOT / "site.yaml"
     if not path.exists():
-        path.write_text(yaml.safe_dump({
-            "state_dir": str(ROOT / "state"), "homes_dir": str(HOMES), "max_disable_fraction": 1.0,
-            "volumes": {"backend": "loop"},
-            "hub": {"spawner": "swarm", "shared_dir": "/srv/classroom/shared", "token_file": str(ROOT / "no-token"),
-                    "swarm": {"address": MANAGER, "homes": "nfs", "exports_dir": "/etc/exports.d",
-                              "workers": [{"address": f"10.77.{i}.2"} for i in WORKERS.values()]}}}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "state_dir": str(ROOT / "state"),
+                    "homes_dir": str(HOMES),
+                    "max_disable_fraction": 1.0,
+                    "volumes": {"backend": "loop"},
+                    "hub": {
+                        "spawner": "swarm",
+                        "shared_dir": "/srv/classroom/shared",
+                        "token_file": str(ROOT / "no-token"),
+                        "swarm": {
+                            "address": MANAGER,
+                            "homes": "nfs",
+                            "exports_dir": "/etc/exports.d",
+                            "workers": [{"address": f"10.77.{i}.2"} for i in WORKERS.values()],
+                        },
+                    },
+                }
+            )
+        )
     return load_site(path)
 
 
 def write(people):
-    doc = {"version": 1, "name": "nfsc", "quotas": {"default": {"memory": "256Mi", "cpu": 1, "disk": "256Mi"}},
-           "students": people}
+    doc = {
+        "version": 1,
+        "name": "nfsc",
+        "quotas": {"default": {"memory": "256Mi", "cpu": 1, "disk": "256Mi"}},
+        "students": people,
+    }
     (ROOT / "classroom.yaml").write_text(yaml.safe_dump(doc))
 
 
@@ -134,18 +157,41 @@ def worker_mount(namespace, home, target):
     options = volume_options("nfs", MANAGER, str(home))
     assert options["type"] == "nfs" and options["o"] == f"addr={MANAGER},{NFS_OPTIONS}"
     Path(target).mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["nsenter", f"--net=/run/netns/{namespace}", sys.executable, "-c", MOUNTER,
-                           options["device"], str(target), options["o"]], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [
+            "nsenter",
+            f"--net=/run/netns/{namespace}",
+            sys.executable,
+            "-c",
+            MOUNTER,
+            options["device"],
+            str(target),
+            options["o"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return done.stdout.strip() or done.stderr.strip()
 
 
 def as_user(user_id, code, *args, namespace=None):
     """Run Python as this UID (a server on a worker): 'OK', or the errno's name it failed with."""
-    wrapper = ("import errno, os, sys\ntry:\n" + "".join(f"    {line}\n" for line in code.strip().splitlines())
-               + "    print('OK')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n")
-    argv = ["setpriv", f"--reuid={user_id}", f"--regid={user_id}", "--clear-groups", sys.executable, "-c", wrapper,
-            *map(str, args)]
+    wrapper = (
+        "import errno, os, sys\ntry:\n"
+        + "".join(f"    {line}\n" for line in code.strip().splitlines())
+        + "    print('OK')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
+    )
+    argv = [
+        "setpriv",
+        f"--reuid={user_id}",
+        f"--regid={user_id}",
+        "--clear-groups",
+        sys.executable,
+        "-c",
+        wrapper,
+        *map(str, args),
+    ]
     if namespace:
         argv = ["nsenter", f"--net=/run/netns/{namespace}", *argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout.strip()
@@ -252,14 +298,29 @@ def test_a_worker_holding_files_open_makes_an_offline_shrink_wait(nfs):
     target = Path("/mnt/w1-ann-open")
     assert worker_mount("w1", HOMES / "ann", target) == "OK"
     holder = subprocess.Popen(
-        ["nsenter", "--net=/run/netns/w1", "setpriv", f"--reuid={uid('ann')}", f"--regid={uid('ann')}",
-         "--clear-groups", sys.executable, "-c",
-         "import sys, time\nf = open(sys.argv[1], 'a')\nprint('open', flush=True)\ntime.sleep(600)",
-         str(target / "note.txt")], stdout=subprocess.PIPE, text=True)
+        [
+            "nsenter",
+            "--net=/run/netns/w1",
+            "setpriv",
+            f"--reuid={uid('ann')}",
+            f"--regid={uid('ann')}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import sys, time\nf = open(sys.argv[1], 'a')\nprint('open', flush=True)\ntime.sleep(600)",
+            str(target / "note.txt"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
-        write([{"username": "ann", "name": "Ann", "disk": "128Mi"}, {"username": "bob", "name": "Bob",
-                                                                    "status": "disabled"}])
+        write(
+            [
+                {"username": "ann", "name": "Ann", "disk": "128Mi"},
+                {"username": "bob", "name": "Bob", "status": "disabled"},
+            ]
+        )
         outcome = reconcile()
         (shrink,) = [a for a in outcome.plan.actions if a.kind is Kind.VOLUME]
         assert "mounted in another mount namespace" in shrink.waits, shrink  # the worker's open file holds it

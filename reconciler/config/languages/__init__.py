@@ -29,4 +29,4 @@ def catalogue(language: str) -> dict[str, str]:
 
 def section(language: str, prefix: str) -> dict[str, str]:
     """The strings under ``prefix.`` (e.g. "mail"), without it: what one template or the page needs."""
-    return {key[len(prefix) + 1:]: text for key, text in catalogue(language).items() if key.startswith(prefix + ".")}
+    return {key[len(prefix) + 1 :]: text for key, text in catalogue(language).items() if key.startswith(prefix + ".")}

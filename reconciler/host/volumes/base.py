@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
+from collections.abc import Mapping
 
 from ...core.actual import Mount, Volume
 from ...core.desired import VolumeLayout
@@ -61,29 +62,37 @@ class VolumeBackend(Protocol):
     def detach(self, username: str) -> str:
         """Disabled person, unmounted volume: release its device; the data stays."""
         ...
+
     def destroy(self, username: str) -> str:
         """Purge: delete the volume and its data (refuses while it is in use)."""
         ...
+
     def attach(self, username: str) -> None:
         """Make the source mountable (before a mount)."""
         ...
+
     def release(self, username: str) -> None:
         """Let go of the device after an unmount."""
         ...
+
     def held(self, usernames: set[str], devices: Mapping[str, str] | None = None) -> set[str]:
         """Of these people, whose filesystem another mount namespace has mounted (one scan of /proc); ``devices``:
         username -> device as the pass's snapshot found them, where the backend can use it."""
         ...
+
     def open_view(self, username: str, scratch: Path) -> View:
         """Mount a consistent read-only view of the person's files below ``scratch`` (root's own directory),
         without stopping their server; raise Busy when it cannot be taken now."""
         ...
+
     def close_view(self, view: View) -> None:
         """Unmount the view and remove what it took (a copy, a snapshot)."""
         ...
+
     def clear_views(self, scratch: Path) -> None:
         """Close every view a killed export left below ``scratch`` (one export runs at a time)."""
         ...
+
     def boot(self) -> list[str]:
         """What mount-all must attach before mounting (the LVM PV file); one line per step."""
         ...

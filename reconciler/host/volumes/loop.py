@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ...config.site import Paths
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
@@ -80,11 +80,18 @@ class LoopBackend:
 
     def observe(self) -> VolumeFacts:
         loops = self.host.loops()
-        mounts = read_mounts(self.host.mountinfo, loops, under=str(self.paths.homes), also=[str(self.paths.course_folder)])
+        mounts = read_mounts(
+            self.host.mountinfo, loops, under=str(self.paths.homes), also=[str(self.paths.course_folder)]
+        )
         volumes = read_volumes(self.layout.directory, loops, mounts, self.paths.home, self.host.ext4_alive)
         capacity = images_space(self.layout.directory, volumes.values())
-        return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), VOLUME_STEP, capacity,
-                           "the space of the filesystem that holds the images (free + already written)")
+        return VolumeFacts(
+            MappingProxyType(volumes),
+            MappingProxyType(mounts),
+            VOLUME_STEP,
+            capacity,
+            "the space of the filesystem that holds the images (free + already written)",
+        )
 
     # --- drivers -------------------------------------------------------------------------------------
 
@@ -167,8 +174,10 @@ class LoopBackend:
         number = self.host.device_number(loop) if loop else None
         holders = self.host.holders({number}) if number else []
         if holders:
-            raise Busy(f"{username}'s volume is mounted by {', '.join(holders)} (a running server holds the "
-                       "home); nothing was touched, it applies when that ends")
+            raise Busy(
+                f"{username}'s volume is mounted by {', '.join(holders)} (a running server holds the "
+                "home); nothing was touched, it applies when that ends"
+            )
 
     def _resize_offline(self, username: str, size: int, loop: str | None) -> None:
         """Unmount, check, resize the filesystem, then cut or extend the image; remount as it was."""
@@ -181,8 +190,10 @@ class LoopBackend:
             # unmounted here, but its superblock lives on: mounted somewhere the scan could not see
             if was_mounted:
                 mount_fs(self.run, loop, home, self.layout.mount_options.replace("loop,", ""))
-            raise Busy(f"{username}'s volume is still mounted in another mount namespace; nothing was touched, "
-                       "it applies when that ends")
+            raise Busy(
+                f"{username}'s volume is still mounted in another mount namespace; nothing was touched, "
+                "it applies when that ends"
+            )
         if still := loop_of(self.host, image):  # mount's autoclear has usually detached it already
             self.run.run(["losetup", "--detach", still])
         try:
@@ -207,8 +218,10 @@ class LoopBackend:
             raise RuntimeError(f"{image} does not exist")
         if stale := loop_of(self.host, image):  # two loop devices on one ext4 would corrupt it
             if self.host.ext4_alive(stale):
-                raise Busy(f"{username}'s volume is still mounted through {stale} in another mount namespace; "
-                           "a second loop device would corrupt it: it is mounted when that ends")
+                raise Busy(
+                    f"{username}'s volume is still mounted through {stale} in another mount namespace; "
+                    "a second loop device would corrupt it: it is mounted when that ends"
+                )
             self.run.run(["losetup", "--detach", stale])
 
     def release(self, username: str) -> None:
@@ -253,8 +266,11 @@ class LoopBackend:
 
     def held(self, usernames: set[str], devices: Mapping[str, str] | None = None) -> set[str]:
         """``devices``: username -> loop device, as this pass's snapshot found them (else sysfs is listed again)."""
-        loops = {str(self.layout.image(user)): device for user, device in devices.items()} if devices is not None \
+        loops = (
+            {str(self.layout.image(user)): device for user, device in devices.items()}
+            if devices is not None
             else self.host.loops()
+        )
         numbers = {}
         for user in usernames:
             loop = loops.get(str(self.layout.image(user)))
@@ -280,8 +296,10 @@ class LoopBackend:
         loop = loop_of(self.host, image)
         mounted = is_mounted(self.host, home, str(image))
         if not mounted and loop and self.host.ext4_alive(loop):
-            raise Busy(f"{username}'s volume is mounted in another mount namespace only (a server still ending); "
-                       "export it when that ends")
+            raise Busy(
+                f"{username}'s volume is mounted in another mount namespace only (a server still ending); "
+                "export it when that ends"
+            )
         target = scratch / f"{username}.view"
         source, copy, paused = image, None, None
         if mounted:
@@ -290,8 +308,9 @@ class LoopBackend:
             started = time.monotonic()
             try:
                 with writes_paused(home, self.run):
-                    self.run.run(["cp", "--sparse=always", "--reflink=auto", "--", str(image), str(copy)],
-                                 timeout=PAUSE_LIMIT)
+                    self.run.run(
+                        ["cp", "--sparse=always", "--reflink=auto", "--", str(image), str(copy)], timeout=PAUSE_LIMIT
+                    )
             except BaseException:
                 copy.unlink(missing_ok=True)
                 raise
@@ -305,8 +324,11 @@ class LoopBackend:
             if copy is not None:
                 copy.unlink(missing_ok=True)
             raise
-        how = (f"a copy taken with the home's writes paused {paused:.1f} s" if paused is not None
-               else "the unmounted volume")
+        how = (
+            f"a copy taken with the home's writes paused {paused:.1f} s"
+            if paused is not None
+            else "the unmounted volume"
+        )
         return View(username, target, how, str(copy) if copy else None, paused)
 
     def close_view(self, view: View) -> None:
@@ -330,8 +352,13 @@ def images_space(directory: Path, volumes: Iterable[Volume]) -> int | None:
     return vfs.f_bavail * vfs.f_frsize + sum(volume.allocated for volume in volumes)
 
 
-def read_volumes(directory: Path, loops: dict[str, str], mounts: dict, home: Callable[[str], Path],
-                 alive: Callable[[str], bool] = lambda device: False) -> dict[str, Volume]:
+def read_volumes(
+    directory: Path,
+    loops: dict[str, str],
+    mounts: dict,
+    home: Callable[[str], Path],
+    alive: Callable[[str], bool] = lambda device: False,
+) -> dict[str, Volume]:
     """One scandir of the images; ``alive(device)`` tells whether a loop device's ext4 is mounted anywhere."""
     volumes: dict[str, Volume] = {}
     try:

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from ...config.site import LvmVolumes, Paths
 from ...core.actual import Filesystem, Mount, Volume
@@ -42,7 +42,7 @@ def lv_name(username: str) -> str:
 
 
 def username_of(lv: str) -> str | None:
-    return lv[len(LV_PREFIX):].replace("+", "_") if lv.startswith(LV_PREFIX) else None
+    return lv[len(LV_PREFIX) :].replace("+", "_") if lv.startswith(LV_PREFIX) else None
 
 
 def snapshot_name(username: str) -> str:
@@ -73,8 +73,19 @@ def _report(stdout: str, key: str) -> list[dict]:
 
 def read_vg(vg: str, run: Runner) -> dict:
     """Extent size, size and free bytes of the volume group (one `vgs`)."""
-    out = run.run(["vgs", "--reportformat", "json", "--units", "b", "--nosuffix",
-                   "-o", "vg_name,vg_extent_size,vg_size,vg_free", vg])
+    out = run.run(
+        [
+            "vgs",
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "vg_name,vg_extent_size,vg_size,vg_free",
+            vg,
+        ]
+    )
     (row,) = _report(out, "vg")
     return {"extent": int(row["vg_extent_size"]), "size": int(row["vg_size"]), "free": int(row["vg_free"])}
 
@@ -86,9 +97,12 @@ def read_lvs(vg: str, run: Runner) -> list[dict]:
 
 
 def device_aliases(lvs: list[dict]) -> dict[str, str]:
-    """"major:minor" -> /dev/<vg>/<lv>, so mountinfo's /dev/mapper names map back to our paths."""
-    return {f"{lv['lv_kernel_major']}:{lv['lv_kernel_minor']}": lv["lv_path"]
-            for lv in lvs if lv.get("lv_kernel_major") not in (None, "", "-1")}
+    """ "major:minor" -> /dev/<vg>/<lv>, so mountinfo's /dev/mapper names map back to our paths."""
+    return {
+        f"{lv['lv_kernel_major']}:{lv['lv_kernel_minor']}": lv["lv_path"]
+        for lv in lvs
+        if lv.get("lv_kernel_major") not in (None, "", "-1")
+    }
 
 
 def _number(lv: dict) -> str | None:
@@ -103,10 +117,14 @@ def pool_size(lvs: list[dict], thin_pool: str | None) -> int | None:
     return next((int(lv["lv_size"]) for lv in lvs if thin_pool and lv["lv_name"] == thin_pool), None)
 
 
-def volumes_from(lvs: list[dict], mounts: Mapping[str, Mount], paths: Paths,
-                 superblock: Callable[[str], Filesystem | None] = read_superblock,
-                 statvfs: Callable = os.statvfs,
-                 alive: Callable[[str], bool] = lambda number: False) -> dict[str, Volume]:
+def volumes_from(
+    lvs: list[dict],
+    mounts: Mapping[str, Mount],
+    paths: Paths,
+    superblock: Callable[[str], Filesystem | None] = read_superblock,
+    statvfs: Callable = os.statvfs,
+    alive: Callable[[str], bool] = lambda number: False,
+) -> dict[str, Volume]:
     """The volumes from one `lvs` report; ``alive("major:minor")`` tells whether its ext4 is mounted anywhere."""
     volumes = {}
     for lv in lvs:
@@ -121,9 +139,19 @@ def volumes_from(lvs: list[dict], mounts: Mapping[str, Mount], paths: Paths,
         host_mounted = mount is not None and mount.source == lv["lv_path"]
         number = _number(lv)
         volumes[username] = Volume(
-            username=username, path=lv["lv_path"], complete=complete, size=int(lv["lv_size"]),
-            allocated=int(lv["lv_size"]), fs=fs, loop=None, used=used, in_use=in_use, attached=active,
-            readable=active, held_elsewhere=active and not host_mounted and number is not None and alive(number))
+            username=username,
+            path=lv["lv_path"],
+            complete=complete,
+            size=int(lv["lv_size"]),
+            allocated=int(lv["lv_size"]),
+            fs=fs,
+            loop=None,
+            used=used,
+            in_use=in_use,
+            attached=active,
+            readable=active,
+            held_elsewhere=active and not host_mounted and number is not None and alive(number),
+        )
     return volumes
 
 
@@ -141,12 +169,18 @@ class LvmBackend:
         lvs = read_lvs(self.vg, self.run)
         loops = self.host.loops()
         aliases = {path: device for device, path in device_aliases(lvs).items()}
-        mounts = read_mounts(self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes),
-                             also=[str(self.paths.course_folder)])
+        mounts = read_mounts(
+            self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes), also=[str(self.paths.course_folder)]
+        )
         volumes = volumes_from(lvs, mounts, self.paths, alive=self._alive)
         pool = pool_size(lvs, self.settings.thin_pool)
-        return VolumeFacts(MappingProxyType(volumes), MappingProxyType(mounts), read_vg(self.vg, self.run)["extent"],
-                           pool, f"the thin pool {self.vg}/{self.settings.thin_pool}" if pool is not None else "")
+        return VolumeFacts(
+            MappingProxyType(volumes),
+            MappingProxyType(mounts),
+            read_vg(self.vg, self.run)["extent"],
+            pool,
+            f"the thin pool {self.vg}/{self.settings.thin_pool}" if pool is not None else "",
+        )
 
     def _alive(self, number: str) -> bool:
         """Is the ext4 on device "major:minor" mounted anywhere (any mount namespace)?"""
@@ -158,8 +192,10 @@ class LvmBackend:
         number = _number(lv)
         holders = self.host.holders({number}) if number else []
         if holders:
-            raise Busy(f"{username}'s volume is mounted by {', '.join(holders)} (a running server holds the "
-                       "home); nothing was touched, it applies when that ends")
+            raise Busy(
+                f"{username}'s volume is mounted by {', '.join(holders)} (a running server holds the "
+                "home); nothing was touched, it applies when that ends"
+            )
 
     def _check_size(self, lv_path: str, size: int) -> None:
         now = read_superblock(lv_path)
@@ -183,11 +219,38 @@ class LvmBackend:
         if self._lv(username) is not None:
             return "exists"
         if self.settings.thin_pool:
-            self.run.run(["lvcreate", "--yes", "--thin", "-V", f"{size}b", "--addtag", PARTIAL_TAG,
-                          "-n", lv_name(username), f"{self.vg}/{self.settings.thin_pool}"])
+            self.run.run(
+                [
+                    "lvcreate",
+                    "--yes",
+                    "--thin",
+                    "-V",
+                    f"{size}b",
+                    "--addtag",
+                    PARTIAL_TAG,
+                    "-n",
+                    lv_name(username),
+                    f"{self.vg}/{self.settings.thin_pool}",
+                ]
+            )
         else:
-            self.run.run(["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--addtag", PARTIAL_TAG,
-                          "-L", f"{size}b", "-n", lv_name(username), self.vg])
+            self.run.run(
+                [
+                    "lvcreate",
+                    "--yes",
+                    "--wipesignatures",
+                    "y",
+                    "--zero",
+                    "y",
+                    "--addtag",
+                    PARTIAL_TAG,
+                    "-L",
+                    f"{size}b",
+                    "-n",
+                    lv_name(username),
+                    self.vg,
+                ]
+            )
         return "created"
 
     def make_filesystem(self, username: str, size: int) -> str:
@@ -236,8 +299,10 @@ class LvmBackend:
         if number is not None and self._alive(number):
             if mounted:
                 mount_fs(self.run, source, home, self.layout.mount_options)
-            raise Busy(f"{username}'s volume is still mounted in another mount namespace; nothing was touched, "
-                       "it applies when that ends")
+            raise Busy(
+                f"{username}'s volume is still mounted in another mount namespace; nothing was touched, "
+                "it applies when that ends"
+            )
         try:
             if grow:
                 if current < size:
@@ -303,22 +368,54 @@ class LvmBackend:
         mounted = is_mounted(self.host, home, source)
         number = _number(lv)
         if not mounted and number is not None and self._alive(number):
-            raise Busy(f"{username}'s volume is mounted in another mount namespace only (a server still ending); "
-                       "export it when that ends")
+            raise Busy(
+                f"{username}'s volume is mounted in another mount namespace only (a server still ending); "
+                "export it when that ends"
+            )
         target = scratch / f"{username}.view"
         if mounted:
             snap = snapshot_name(username)
-            if any(other["lv_name"] == snap and EXPORT_TAG in other["lv_tags"].split(",")
-                   for other in read_lvs(self.vg, self.run)):
+            if any(
+                other["lv_name"] == snap and EXPORT_TAG in other["lv_tags"].split(",")
+                for other in read_lvs(self.vg, self.run)
+            ):
                 self.run.run(["lvremove", "--yes", f"{self.vg}/{snap}"])  # left by an export that was killed
             if self.settings.thin_pool:
-                self.run.run(["lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "--addtag", EXPORT_TAG,
-                              "-n", snap, f"{self.vg}/{lv['lv_name']}"])
+                self.run.run(
+                    [
+                        "lvcreate",
+                        "--yes",
+                        "--snapshot",
+                        "--setactivationskip",
+                        "n",
+                        "--addtag",
+                        EXPORT_TAG,
+                        "-n",
+                        snap,
+                        f"{self.vg}/{lv['lv_name']}",
+                    ]
+                )
             else:  # room for what the student writes while the export reads: a fifth of the volume
                 cow = max(int(lv["lv_size"]) // 5, 4 << 20)
-                self.run.run(["lvcreate", "--yes", "--snapshot", "--addtag", EXPORT_TAG, "-L", f"{cow}b", "-n", snap,
-                              lv["lv_path"]])
-            device, how, leftover = f"/dev/{self.vg}/{snap}", "an LVM snapshot of the mounted volume", f"snapshot:{snap}"
+                self.run.run(
+                    [
+                        "lvcreate",
+                        "--yes",
+                        "--snapshot",
+                        "--addtag",
+                        EXPORT_TAG,
+                        "-L",
+                        f"{cow}b",
+                        "-n",
+                        snap,
+                        lv["lv_path"],
+                    ]
+                )
+            device, how, leftover = (
+                f"/dev/{self.vg}/{snap}",
+                "an LVM snapshot of the mounted volume",
+                f"snapshot:{snap}",
+            )
         else:
             activated = self._activate(lv) == "activated"
             device, how = lv["lv_path"], "the unmounted volume"
