@@ -11,7 +11,10 @@ from typing import Protocol
 from collections.abc import Mapping
 
 from ..config.classroom import ROLES, Classroom, group_name
-from ..config.site import Paths
+from ..config.sizes import format_size
+from ..config.site import SHARED_VOLUME, Paths
+from .actions import VolumeFields
+from .actual import Volume
 from .exports import ExportPolicy
 from .firewall import Chain
 
@@ -30,6 +33,59 @@ class VolumeLayout(Protocol):
     def source(self, username: str) -> str:
         """What is mounted at the person's home (an image file, a device path)."""
         ...
+
+    def release(self, volume: Volume) -> Release:
+        """How the plan words letting go of an unmounted volume's device (a loop device, an active LV)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Release:
+    """The step that lets go of an unmounted volume's device, as the backend words it."""
+
+    before: VolumeFields
+    after: VolumeFields
+    reason: str
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a volume's root belongs to, by name (the driver resolves the names on the host when it acts: an
+    account made in the same pass has no uid at planning time), and its mode."""
+
+    user: str
+    group: str
+    mode: int
+
+    @property
+    def text(self) -> str:
+        """As the plan shows it, and as the ownership step carries it to its driver: ``ann:ann 0700``."""
+        return f"{self.user}:{self.group} {self.mode:04o}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner:
+        names, _, mode = text.partition(" ")
+        user, _, group = names.partition(":")
+        if not (user and group and mode.isdigit()):
+            raise ValueError(f"not an owner (user:group mode): {text!r}")
+        return cls(user, group, int(mode, 8))
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """One volume the plan converges, whatever it holds: a person's home, the course folder, and the volumes to
+    come.  Their steps are the same (volume, filesystem, resize, manifest, mount, owner, export); the spec says
+    which volume, where it goes, whose it is and how its steps are worded."""
+
+    key: str  # the steps' target: whose volume it is (a username, SHARED_VOLUME)
+    mount_point: str
+    source: str  # what the backend mounts there (an image, a device)
+    quota: int  # the size asked for, bytes (the volume is that rounded up to the backend's step)
+    owner: Owner
+    what: str  # in its steps' reasons: "home", "course folder"
+    who: str  # in notes about it: "ann", "the course folder"
+    why: str  # why a new one is made: "disk quota 1 GiB"
+    in_every_server: bool = False  # every running server holds it (a bind mount), not only its owner's
 
 
 @dataclass(frozen=True)
@@ -63,6 +119,35 @@ class Desired:
 
     def member(self, username: str) -> Member | None:
         return next((m for m in self.members if m.username == username), None)
+
+    def home(self, member: Member) -> VolumeSpec:
+        """The person's home: their own volume, theirs alone (0700)."""
+        user = member.username
+        return VolumeSpec(
+            user,
+            str(self.paths.home(user)),
+            self.volumes.source(user),
+            member.disk,
+            Owner(user, user, HOME_MODE),
+            "home",
+            user,
+            f"disk quota {format_size(member.disk)}",
+        )
+
+    def course_folder(self, quota: int) -> VolumeSpec:
+        """The course folder's own volume (classroom.yaml's shared_disk): root's and the teachers' group's
+        (setgid: teachers write, students read), open in every running server."""
+        return VolumeSpec(
+            SHARED_VOLUME,
+            str(self.paths.home(SHARED_VOLUME)),
+            self.volumes.source(SHARED_VOLUME),
+            quota,
+            Owner("root", self.groups["teacher"], SHARED_MODE),
+            "course folder",
+            "the course folder",
+            f"course folder: shared_disk {format_size(quota)}",
+            in_every_server=True,
+        )
 
 
 def resolve(

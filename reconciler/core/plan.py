@@ -33,7 +33,7 @@ from .actions import (
 )
 from .actual import Account, Actual, ManifestEntry, Volume, is_disabled, is_enabled
 from .firewall import in_force, rules_of
-from .desired import HOME_MODE, REQUIRED_MOUNT_FLAGS, SHARED_MODE, SHELL, Desired, Member
+from .desired import REQUIRED_MOUNT_FLAGS, SHELL, Desired, Member, VolumeSpec
 
 PASSWORD_NOTE = "generated, to the outbox"  # what a password action shows: never the secret
 RESTART_REASON = "stopped so that its volume can be resized: it starts again at the next login"
@@ -50,12 +50,8 @@ SERVER_UNKNOWN = (
 )
 
 
-def _whose(target: str) -> str:
-    return "the course folder's" if target == SHARED_VOLUME else f"{target}'s"
-
-
-def _held_elsewhere(target: str) -> str:
-    return HELD_ELSEWHERE.format(whose=_whose(target))
+def _held_elsewhere(who: str) -> str:
+    return HELD_ELSEWHERE.format(whose=f"{who}'s")
 
 
 def _owner_text(owner: tuple[int, int, int] | None) -> str | None:
@@ -202,7 +198,6 @@ def _converge_active(
     user = member.username
     group = group_name(desired.classroom, member.role)
     home = str(desired.paths.home(user))
-    source = desired.volumes.source(user)
     new = account is None
     reenabling = account is not None and is_disabled(account, actual.today)
     steps: list[Action] = []
@@ -296,11 +291,43 @@ def _converge_active(
                 )
             )
 
-    # volume
-    volume = actual.volumes.get(user)
-    size = round_up(member.disk, actual.volume_step)
+    spec = desired.home(member)
+    own = actual.groups.get(user)  # the person's own group, as the driver resolves it (else their primary)
+    ids = None if account is None else (account.uid, own.gid if own is not None else account.gid)
+    volume_steps, problem = _converge_volume(
+        spec,
+        desired,
+        actual,
+        policy,
+        shrinks,
+        ids,
+        new,
+        new or reenabling,
+        "the account was missing: its home goes to the new account",
+    )
+    return steps + volume_steps, problem
+
+
+def _converge_volume(
+    spec: VolumeSpec,
+    desired: Desired,
+    actual: Actual,
+    policy: Policy,
+    shrinks: list[Note],
+    ids: tuple[int, int] | None,
+    new: bool,
+    expected: bool,
+    new_owner: str,
+) -> tuple[list[Action], str | None]:
+    """One volume, whatever it holds: made (or its interrupted making finished), resized, in the manifest,
+    mounted, its root owned, exported to the workers.  ``ids``: its owner's (uid, gid) as the host has them now
+    (None: made in this pass); ``new``: its owner is made in this pass; ``expected``: its steps are expected (a
+    new or returning owner), not repairs of a hand edit.  Returns the steps, and a problem that blocks it."""
+    user, volume = spec.key, actual.volumes.get(spec.key)
+    size = round_up(spec.quota, actual.volume_step)
+    steps: list[Action] = []
     if volume is None:
-        steps += _new_volume(user, size, source, f"disk quota {format_size(member.disk)}")
+        steps += _new_volume(user, size, spec.source, spec.why)
     elif not volume.complete:
         steps.append(_finish_volume(user, size, drift=not new))
     elif volume.fs is None and volume.readable:
@@ -310,25 +337,14 @@ def _converge_active(
         )
     elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
         # an inactive LV: its size is known, its filesystem not yet
-        steps += _resize(user, member.disk, volume, size, actual, policy, _mounted(actual, home, source), shrinks)
+        steps += _resize(spec, volume, size, actual, policy, _mounted(actual, spec.mount_point, spec.source), shrinks)
 
-    # manifest, mount, ownership
-    expected_by_file = new or reenabling or volume is None or not volume.complete
-    want = None if account is None else (account.uid, account.gid, HOME_MODE)
-    mounting, problem = _mount_steps(
-        user,
-        volume,
-        desired,
-        actual,
-        want,
-        f"{user}:{user} {HOME_MODE:04o}",
-        expected_by_file,
-        "home",
-        "the account was missing: its home goes to the new account",
-    )
+    want = None if ids is None else (*ids, spec.owner.mode)
+    fresh = expected or volume is None or not volume.complete
+    mounting, problem = _mount_steps(spec, volume, desired, actual, want, fresh, new_owner)
     if problem:
         return steps + mounting, problem
-    return _with_export(user, steps + mounting, desired, actual), None
+    return _with_export(user, spec.mount_point, steps + mounting, desired, actual), None
 
 
 NFS_REASON = "the swarm's workers mount it over NFS"
@@ -356,11 +372,10 @@ def _withdraw(user: str, desired: Desired, actual: Actual, reason: str) -> list[
 
 
 def _with_export(
-    user: str, steps: list[Action], desired: Desired, actual: Actual, mountpoint: bool = True
+    user: str, path: str, steps: list[Action], desired: Desired, actual: Actual, mountpoint: bool = True
 ) -> list[Action]:
-    """The export of a mounted home for the workers, after its mount; withdrawn around an offline resize (the
-    kernel's export holds the filesystem: it could not be unmounted) and exported again after it."""
-    path = str(desired.paths.home(user))
+    """The export of a mounted volume (at ``path``) for the workers, after its mount; withdrawn around an offline
+    resize (the kernel's export holds the filesystem: it could not be unmounted) and exported again after it."""
     live, line = _exported(path, actual)
     if desired.exports is None:
         return steps + _withdraw(
@@ -422,20 +437,17 @@ def _finish_volume(user: str, size: int, drift: bool) -> Action:
 
 
 def _mount_steps(
-    user: str,
+    spec: VolumeSpec,
     volume: Volume | None,
     desired: Desired,
     actual: Actual,
     want_owner: tuple[int, int, int] | None,
-    owner_after: str,
     expected_by_file: bool,
-    what: str,
     new_owner: str,
 ) -> tuple[list[Action], str | None]:
     """The manifest entry, the mount and the owner of a volume's root (``want_owner`` None: the owner is made
     in this pass).  Steps that repair a hand edit are drift."""
-    home = str(desired.paths.home(user))
-    source = desired.volumes.source(user)
+    user, home, source, what, owner_after = spec.key, spec.mount_point, spec.source, spec.what, spec.owner.text
     steps: list[Action] = []
     entry = actual.manifest.get(home)
     want = ManifestEntry(source, home, "ext4", desired.volumes.mount_options)
@@ -467,7 +479,7 @@ def _mount_steps(
     if mount is None:
         # Mounting a filesystem that is still mounted elsewhere would attach its image a second time: two
         # loop devices writing one ext4 corrupt it.  It waits until the other mount is gone.
-        waits = _held_elsewhere(user) if volume is not None and volume.held_elsewhere else ""
+        waits = _held_elsewhere(spec.who) if volume is not None and volume.held_elsewhere else ""
         steps.append(
             Action(
                 Op.CREATE,
@@ -533,62 +545,37 @@ def _mount_steps(
 
 
 def _converge_shared(desired: Desired, actual: Actual, shrinks: list[Note]) -> tuple[list[Action], str | None]:
-    """The course folder's own volume (classroom.yaml's shared_disk): made, resized, mounted like a home.
+    """The course folder's own volume (classroom.yaml's shared_disk): one more volume, planned like a home.
 
     Removing shared_disk leaves the volume as it is (never unmounted or deleted: it holds the course's
-    files).  Every running server holds the folder (a bind mount), so an offline resize waits for all.
+    files).  Every running server holds the folder (a bind mount), so an offline resize waits for all, whatever
+    ``resize_running`` says: the course folder never stops anyone's server.
     """
-    user = SHARED_VOLUME
-    volume = actual.volumes.get(user)
+    volume = actual.volumes.get(SHARED_VOLUME)
     if volume is None and desired.shared_disk is None:  # a plain folder on this server's disk (when it exists)
-        return _with_export(user, [], desired, actual, mountpoint=False) if actual.course_folder_exists else [], None
-    folder = desired.paths.home(user)
-    source = desired.volumes.source(user)
-    quota = desired.shared_disk if desired.shared_disk is not None else volume.size  # type: ignore[union-attr]
-    size = round_up(quota, actual.volume_step)
-    steps: list[Action] = []
-    if volume is None:
-        if actual.course_folder_files:
-            return [], (
-                f"the course folder {folder} already holds files on the host's disk, which a volume "
-                f"mounted there would hide: move them aside (mv {folder} {folder}.old) and copy them back "
-                "into the folder once the next pass has mounted its volume"
-            )
-        steps += _new_volume(user, size, source, f"course folder: shared_disk {format_size(quota)}")
-    elif not volume.complete:
-        steps.append(_finish_volume(user, size, drift=True))
-    elif volume.fs is None and volume.readable:
+        if not actual.course_folder_exists:
+            return [], None
+        return _with_export(SHARED_VOLUME, str(desired.paths.course_folder), [], desired, actual, False), None
+    spec = desired.course_folder(desired.shared_disk if desired.shared_disk is not None else volume.size)  # type: ignore[union-attr]
+    if volume is None and actual.course_folder_files:
+        folder = spec.mount_point
         return [], (
-            f"{volume.path} exists but holds no ext4 filesystem; it is never formatted automatically: "
-            "inspect it by hand"
+            f"the course folder {folder} already holds files on the host's disk, which a volume "
+            f"mounted there would hide: move them aside (mv {folder} {folder}.old) and copy them back "
+            "into the folder once the next pass has mounted its volume"
         )
-    elif volume.size != size or (volume.fs is not None and volume.fs.size != size):
-        steps += _resize(
-            user,
-            quota,
-            volume,
-            size,
-            actual,
-            Policy(resize_running="wait"),
-            _mounted(actual, str(folder), source),
-            shrinks,
-        )
-    teachers = actual.groups.get(group_name(desired.classroom, "teacher"))
-    want = None if teachers is None else (0, teachers.gid, SHARED_MODE)
-    mounting, problem = _mount_steps(
-        user,
-        volume,
+    teachers = actual.groups.get(spec.owner.group)
+    return _converge_volume(
+        spec,
         desired,
         actual,
-        want,
-        f"root:{group_name(desired.classroom, 'teacher')} {SHARED_MODE:04o}",
-        volume is None or not volume.complete,
-        "course folder",
+        Policy(resize_running="wait"),
+        shrinks,
+        None if teachers is None else (0, teachers.gid),
+        False,
+        False,
         "the teachers' group is new: the course folder goes to it",
     )
-    if problem:
-        return steps + mounting, problem
-    return _with_export(user, steps + mounting, desired, actual), None
 
 
 def _mounted(actual: Actual, home: str, source: str) -> bool:
@@ -597,7 +584,7 @@ def _mounted(actual: Actual, home: str, source: str) -> bool:
 
 
 def _resize(
-    user: str, quota: int, volume: Volume, size: int, actual: Actual, policy: Policy, mounted: bool, shrinks: list[Note]
+    spec: VolumeSpec, volume: Volume, size: int, actual: Actual, policy: Policy, mounted: bool, shrinks: list[Note]
 ) -> list[Action]:
     """Resize the volume, unless that needs it unmounted everywhere and someone still holds it.
 
@@ -609,11 +596,13 @@ def _resize(
     the new size at once).  Anything else runs fsck and resize2fs offline, which must never happen while
     the filesystem is mounted anywhere: a running server's container holds a bind mount of the home.
     Then the change waits (shown, not applied, retried every pass) until the server stops, or, with
-    ``resize_running: restart``, the server is stopped first.
+    ``resize_running: restart``, the server is stopped first.  A volume open in every server (the course
+    folder) waits until they have all stopped.
     """
+    user, quota = spec.key, spec.quota
     fs_size = volume.fs.size if volume.fs else volume.size
     current = volume.size if volume.size != size else fs_size
-    refused = _shrink_refused(user, volume, current, size)
+    refused = _shrink_refused(spec, volume, current, size)
     if refused is not None:
         shrinks.append(refused)
         return []
@@ -624,7 +613,7 @@ def _resize(
     else:
         reason, drift = f"disk quota lowered to {format_size(quota)}", False
     online = size > fs_size and mounted and actual.online_resize
-    if user == SHARED_VOLUME:  # every running server holds the course folder
+    if spec.in_every_server:
         running = sum(1 for container in (actual.containers or {}).values() if container.running)
         if not online and running:
             return [
@@ -636,8 +625,7 @@ def _resize(
                     after=VolumeFields(size=size),
                     reason=reason,
                     drift=drift,
-                    waits=f"the course folder is open in {running} running server(s); applies when "
-                    "they have all stopped",
+                    waits=f"{spec.who} is open in {running} running server(s); applies when they have all stopped",
                 )
             ]
     container = (actual.containers or {}).get(user)
@@ -652,7 +640,7 @@ def _resize(
         else:
             waits = f"{user}'s server is running; applies when it stops"
     elif not online and volume.held_elsewhere:
-        waits = _held_elsewhere(user)
+        waits = _held_elsewhere(spec.who)
     steps.append(
         Action(
             Op.UPDATE,
@@ -858,32 +846,19 @@ def _unmount_steps(user: str, desired: Desired, actual: Actual, reason: str, wai
         )
     if volume is not None and volume.attached and home not in actual.mounts:
         waits = _held_elsewhere(user) if volume.held_elsewhere else waits
-        if volume.loop:
-            steps.append(
-                Action(
-                    Op.DISABLE,
-                    Kind.VOLUME,
-                    user,
-                    before=VolumeFields(loop=volume.loop),
-                    after=VolumeFields(loop=None),
-                    reason="image still attached to a loop device",
-                    drift=True,
-                    waits=waits,
-                )
+        release = desired.volumes.release(volume)  # the backend's device: a loop device, an active LV
+        steps.append(
+            Action(
+                Op.DISABLE,
+                Kind.VOLUME,
+                user,
+                before=release.before,
+                after=release.after,
+                reason=release.reason,
+                drift=True,
+                waits=waits,
             )
-        else:
-            steps.append(
-                Action(
-                    Op.DISABLE,
-                    Kind.VOLUME,
-                    user,
-                    before=VolumeFields(active=True),
-                    after=VolumeFields(active=False),
-                    reason="logical volume still active",
-                    drift=True,
-                    waits=waits,
-                )
-            )
+        )
     return steps
 
 
@@ -991,13 +966,13 @@ def _guard_overcommit(actions: Iterable[Action], actual: Actual, policy: Policy)
     ]
 
 
-def _shrink_refused(user: str, volume: Volume, current: int, size: int) -> Note | None:
+def _shrink_refused(spec: VolumeSpec, volume: Volume, current: int, size: int) -> Note | None:
     """Never shrink a filesystem below what its owner has stored (plus metadata, with headroom): the note that
     blocks that resize (and only it), or None."""
     in_use = volume.in_use if volume.in_use is not None else volume.used
     if in_use is None or size >= current or in_use <= size * SHRINK_HEADROOM:
         return None
-    who = "the course folder" if user == SHARED_VOLUME else user
+    user, who = spec.key, spec.who
     return Note(
         "shrink",
         user,

@@ -14,11 +14,10 @@ import os
 import threading
 from pathlib import Path
 
-from ..config.classroom import group_name
-from ..config.site import SHARED_VOLUME, Paths
+from ..config.site import Paths
 from ..core.actions import Action, Kind, Op
 from ..core.actual import ManifestEntry, Mount
-from ..core.desired import HOME_MODE, SHARED_MODE
+from ..core.desired import Owner
 from .drivers import Busy, Context, driver
 from .facts import HostFiles, colon_entry, escape, mount_at, read_manifest, read_mounts
 from .fsutil import write_atomic
@@ -191,23 +190,22 @@ def unmount(action: Action, ctx: Context) -> str:
 @driver(Kind.OWNERSHIP, Op.CREATE)
 @driver(Kind.OWNERSHIP, Op.UPDATE)
 def set_ownership(action: Action, ctx: Context) -> str:
-    """The mounted volume's root belongs to its owner, mode 0700 (the course folder: root and the teachers'
-    group, setgid 2775: teachers write, students read); never the bare mount point."""
+    """The mounted volume's root belongs to the owner the plan names (a home: its person, 0700; the course
+    folder: root and the teachers' group, setgid 2775: teachers write, students read); never the bare mount
+    point."""
     user = action.target
     home = ctx.paths.home(user)
     if not is_mounted(ctx.host, home, ctx.volumes.layout.source(user)):
         raise RuntimeError(f"{home} is not mounted; not changing the bare mount point")
-    if user == SHARED_VOLUME:
-        teachers = group_name(ctx.classroom, "teacher")
-        entry = colon_entry(ctx.host.etc / "group", teachers)
-        if entry is None:
-            raise RuntimeError(f"the group {teachers} does not exist")
-        uid, gid, mode = 0, int(entry[2]), SHARED_MODE
-    else:
-        entry = colon_entry(ctx.host.etc / "passwd", user)
-        if entry is None:
-            raise RuntimeError(f"{user} has no account")
-        uid, gid, mode = int(entry[2]), int(entry[3]), HOME_MODE
+    owner = Owner.parse(action.after)  # by name: resolved now, on the host (an account may be new in this pass)
+    account = colon_entry(ctx.host.etc / "passwd", owner.user)
+    if account is None:
+        raise RuntimeError(f"{owner.user} has no account")
+    group = colon_entry(ctx.host.etc / "group", owner.group)
+    if group is None and owner.group != owner.user:
+        raise RuntimeError(f"the group {owner.group} does not exist")
+    # a person's own group is their primary group when no group of that name exists (as the plan has it)
+    uid, gid, mode = int(account[2]), int(group[2] if group is not None else account[3]), owner.mode
     st = os.stat(home)
     if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode):
         return "already"

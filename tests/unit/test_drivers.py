@@ -312,14 +312,26 @@ def test_ownership_goes_to_the_account_only_on_the_mounted_volume(host):
 
 
 def test_the_course_folder_goes_to_root_and_the_teachers_group_setgid(host):
+    OWNER = "root:py101-teachers 2775"  # as the plan names it (core.desired.Desired.course_folder)
     runner = RecordingRunner()
     folder = host.paths.course_folder
     folder.mkdir(parents=True)
     with pytest.raises(RuntimeError, match="not mounted"):  # never the bare mount point on the host's disk
-        run(Action(Op.CREATE, Kind.OWNERSHIP, "_shared", after="x"), host.context(runner))
+        run(Action(Op.CREATE, Kind.OWNERSHIP, "_shared", after=OWNER), host.context(runner))
     host.mounted(str(host.paths.state / "volumes" / "_shared.img"), folder)
-    assert run(Action(Op.CREATE, Kind.OWNERSHIP, "_shared", after="x"), host.context(runner)) == "set"
+    assert run(Action(Op.CREATE, Kind.OWNERSHIP, "_shared", after=OWNER), host.context(runner)) == "set"
     assert runner.calls == [("chown", "0:2001", str(folder)), ("chmod", "2775", str(folder))]
+
+
+def test_an_owner_the_host_does_not_have_changes_nothing(host):
+    runner = RecordingRunner()
+    host.person("ann", 1001)
+    home(host).mkdir(parents=True)
+    host.mounted(str(image(host)), home(host))
+    for owner, problem in (("bob:bob 0700", "bob has no account"), ("ann:nogroup 0700", "nogroup does not exist")):
+        with pytest.raises(RuntimeError, match=problem):
+            run(Action(Op.CREATE, Kind.OWNERSHIP, "ann", after=owner), host.context(runner))
+    assert runner.calls == []
 
 
 def test_mount_all_finds_the_course_folder_by_its_mount_point(host):

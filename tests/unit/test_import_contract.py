@@ -228,7 +228,7 @@ def test_a_deliberate_wrong_import_is_caught(file, source, expected):
 def test_a_deliberate_cycle_is_caught():
     edges = graph()
     edges["reconciler.core.actions"] = edges["reconciler.core.actions"] | {"reconciler.core.plan"}
-    assert ["reconciler.core.actions", "reconciler.core.plan"] in cycles(edges)
+    assert any({"reconciler.core.actions", "reconciler.core.plan"} <= set(cycle) for cycle in cycles(edges))
 
 
 def test_no_decision_reads_a_reason():

@@ -19,7 +19,9 @@ from types import MappingProxyType
 from collections.abc import Callable, Iterable, Mapping
 
 from ...config.site import Paths
+from ...core.actions import VolumeFields
 from ...core.actual import EXT4_BLOCK_GROUP, Volume
+from ...core.desired import Release
 from ..facts import HostFiles, nearest_existing, read_mounts, read_superblock, usage
 from ..fsutil import fsync_dir
 from ..mounts import is_mounted, loop_of, mount_fs, umount
@@ -43,6 +45,9 @@ class LoopLayout:
 
     directory: Path  # <state_dir>/volumes
     mount_options: str = MOUNT_OPTIONS
+
+    def release(self, volume: Volume) -> Release:
+        return Release(VolumeFields(loop=volume.loop), VolumeFields(loop=None), "image still attached to a loop device")
 
     def source(self, username: str) -> str:
         return _source(self.directory, username)

@@ -19,7 +19,9 @@ from types import MappingProxyType
 from collections.abc import Callable, Mapping
 
 from ...config.site import LvmVolumes, Paths
+from ...core.actions import VolumeFields
 from ...core.actual import Filesystem, Mount, Volume
+from ...core.desired import Release
 from ..facts import HostFiles, read_mounts, read_superblock, usage
 from ..drivers import Busy
 from ..mounts import is_mounted, mount_fs, umount
@@ -58,6 +60,9 @@ def lv_path(vg: str, username: str) -> str:
 class LvmLayout:
     vg: str
     mount_options: str = MOUNT_OPTIONS
+
+    def release(self, volume: Volume) -> Release:
+        return Release(VolumeFields(active=True), VolumeFields(active=False), "logical volume still active")
 
     def source(self, username: str) -> str:
         return lv_path(self.vg, username)
