@@ -19,10 +19,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..config.load import InvalidFile, load_classroom
-from ..config.site import HUB_PORT, LvmVolumes, Site
+from ..config.site import HUB_PORT, Site
 from ..core import exports
 from ..host.facts import HostFiles, alive, read_manifest
 from ..host.mounts import is_mounted
+from ..host import volumes
 from ..host.run import environment
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -57,19 +58,13 @@ def check_tools(site: Site) -> list[Check]:
         "useradd": "passwd",
         "usermod": "passwd",
         "chpasswd": "passwd",
-        "mkfs.ext4": "e2fsprogs",
-        "resize2fs": "e2fsprogs",
-        "e2fsck": "e2fsprogs",
-        "losetup": "mount",
-        "mount": "mount",
+        **volumes.about(site).tools,  # the volume backend's own
         # the end of term: export, archive, restore
         "tar": "tar",
         "zstd": "zstd",
         "setpriv": "util-linux",
         "fsfreeze": "util-linux",
     }
-    if isinstance(site.volumes, LvmVolumes):
-        needed |= {"lvcreate": "lvm2", "lvs": "lvm2"}
     if site.hub is not None:
         needed |= {"docker": "docker.io", "configurable-http-proxy": "node-configurable-http-proxy"}
         if site.hub.spawner == "docker":
@@ -94,31 +89,18 @@ def check_kernel(site: Site, proc: Path = Path("/proc"), dev: Path = Path("/dev"
     filesystems = (proc / "filesystems").read_text() if (proc / "filesystems").exists() else ""
     if "ext4" not in filesystems.split():
         out.append(Check(FAIL, "kernel: ext4", "not in /proc/filesystems", "modprobe ext4"))
-    if isinstance(site.volumes, LvmVolumes):
-        if not (dev / "mapper" / "control").exists():
-            out.append(
-                Check(
-                    FAIL,
-                    "kernel: device-mapper",
-                    "no /dev/mapper/control (LVM needs it)",
-                    "modprobe dm_mod (or a kernel with device-mapper)",
-                )
-            )
-    elif not (dev / "loop-control").exists():
-        out.append(Check(FAIL, "kernel: loop devices", "no /dev/loop-control", "modprobe loop"))
+    need = volumes.about(site).kernel
+    if not (dev / need.device).exists():
+        out.append(
+            Check(FAIL, f"kernel: {need.what}", " ".join(filter(None, [f"no /dev/{need.device}", need.why])), need.fix)
+        )
     if site.hub is not None and "overlay" not in filesystems.split():
         out.append(
             Check(
                 WARN, "kernel: overlay", "not in /proc/filesystems (Docker's usual storage driver)", "modprobe overlay"
             )
         )
-    return out or [
-        Check(
-            OK,
-            "kernel",
-            "ext4 and " + ("device-mapper" if isinstance(site.volumes, LvmVolumes) else "loop devices") + " available",
-        )
-    ]
+    return out or [Check(OK, "kernel", f"ext4 and {need.what} available")]
 
 
 def check_mounts(site: Site, host: HostFiles = HostFiles()) -> list[Check]:

@@ -31,6 +31,7 @@ from ..host.facts import HostFiles
 from ..host.fsutil import private_dir, write_atomic
 from ..host.mounts import is_mounted
 from ..host.run import CommandFailed, Runner
+from ..host import volumes
 from ..host.volumes import backend_for, layout_for
 from ..host.volumes.base import NoVolume, View
 from .journal import record_edit
@@ -92,7 +93,7 @@ def export(
 
 def _clear(site: Site, scratch: Path) -> None:
     """Unmount and remove the views a killed export left (their copies or snapshots too)."""
-    if not any(scratch.iterdir()) and site.volumes.backend != "lvm":
+    if not any(scratch.iterdir()) and not volumes.about(site).views_elsewhere:
         return
     with lock.hold(site.paths.lock, exclusive=True, timeout=site.lock_timeout) as held:
         backend = backend_for(site, Runner().holding(held.fd))
@@ -147,7 +148,7 @@ def clear_stale(site: Site, run: Runner) -> None:
 
 def images_dir(site: Site) -> Path | None:
     """Where sparse volume images live (the loop backend), whose promised space an export must leave alone."""
-    return getattr(layout_for(site), "directory", None)
+    return volumes.about(site).images(site)
 
 
 def _write(site: Site, view: View, out: Path, now: dt.datetime) -> Exported:

@@ -246,7 +246,7 @@ def _look_closer(
         for a in the_plan.actions  # the driver still proves the volume free before acting
         if a.kind is Kind.VOLUME and a.op in (Op.UPDATE, Op.DESTROY) and not a.waits
     } - stopping
-    known = {user: volume.loop for user, volume in actual.volumes.items() if user in suspects and volume.loop}
+    known = {user: volume for user, volume in actual.volumes.items() if user in suspects}
     held = volumes.held(suspects, known) if suspects else set()
     if not held:
         return actual, the_plan
@@ -343,7 +343,9 @@ def plan_offline(site: Site, classroom: Classroom, snapshot: dict, flags: Policy
             update={
                 "state_dir": Path(snapshot["paths"]["state"]),
                 "homes_dir": Path(snapshot["paths"]["homes"]),
-                "volumes": Site.model_validate({"volumes": snapshot.get("volumes") or {"backend": "loop"}}).volumes,
+                "volumes": Site.model_validate(
+                    {"volumes": snapshot["volumes"]} if snapshot.get("volumes") else {}
+                ).volumes,
             }
         )
     limits = snapshot.get("policy", {})  # the server's limits; the flags are this command's

@@ -23,7 +23,17 @@ from ..facts import HostFiles
 from ..run import Runner
 from .base import VolumeBackend, VolumeFacts
 
-__all__ = ["BACKENDS", "VolumeBackend", "VolumeFacts", "backend_for", "layout_for", "places_for"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "KernelNeed",
+    "VolumeBackend",
+    "VolumeFacts",
+    "about",
+    "backend_for",
+    "layout_for",
+    "places_for",
+]
 
 
 def _loop(site: Site, run: Runner, host: HostFiles) -> VolumeBackend:
@@ -58,18 +68,61 @@ def _lvm_places(site: Site) -> list[tuple[str, Path]]:
     return []  # the volume group's own space: `vgs` tells, and thin pools are guarded by max_overcommit
 
 
+def _loop_images(site: Site) -> Path | None:
+    from .loop import layout
+
+    return layout(site.paths).directory
+
+
+@dataclass(frozen=True)
+class KernelNeed:
+    """A kernel feature a backend needs, seen by its device node (below /dev), for `reconcile doctor`."""
+
+    what: str  # "loop devices"
+    device: str  # "loop-control", relative to /dev
+    fix: str  # "modprobe loop"
+    why: str = ""  # said after the missing node: "(LVM needs it)"
+
+
 @dataclass(frozen=True)
 class Backend:
     make: Callable[[Site, Runner, HostFiles], VolumeBackend]
     layout: Callable[[Site], VolumeLayout]  # pure naming, for the planner (also in CI, with no runner)
     places: Callable[[Site], list[tuple[str, Path]]]  # where the volumes' data takes disk space on this host
+    tools: Mapping[str, str]  # the commands it runs -> the Debian package that has them
+    kernel: KernelNeed
+    images: Callable[[Site], Path | None] = lambda site: None  # where sparse images live (their promised space)
+    views_elsewhere: bool = False  # an export's view may leave something outside the scratch folder (a snapshot)
 
+
+COMMON_TOOLS = {"mkfs.ext4": "e2fsprogs", "resize2fs": "e2fsprogs", "e2fsck": "e2fsprogs", "mount": "mount"}
 
 # site.yaml's volumes.backend -> the backend
 BACKENDS: Mapping[str, Backend] = {
-    "loop": Backend(_loop, _loop_layout, _loop_places),
-    "lvm": Backend(_lvm, _lvm_layout, _lvm_places),
+    "loop": Backend(
+        _loop,
+        _loop_layout,
+        _loop_places,
+        tools=COMMON_TOOLS | {"losetup": "mount"},
+        kernel=KernelNeed("loop devices", "loop-control", "modprobe loop"),
+        images=_loop_images,
+    ),
+    "lvm": Backend(
+        _lvm,
+        _lvm_layout,
+        _lvm_places,
+        tools=COMMON_TOOLS | {"losetup": "mount", "lvcreate": "lvm2", "lvs": "lvm2"},
+        kernel=KernelNeed(
+            "device-mapper", "mapper/control", "modprobe dm_mod (or a kernel with device-mapper)", "(LVM needs it)"
+        ),
+        views_elsewhere=True,
+    ),
 }
+
+
+def about(site: Site) -> Backend:
+    """What the chosen backend needs and where it keeps things: the questions asked of it outside this package."""
+    return BACKENDS[site.volumes.backend]
 
 
 def backend_for(site: Site, run: Runner | None = None, host: HostFiles | None = None) -> VolumeBackend:

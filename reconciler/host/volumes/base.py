@@ -75,9 +75,9 @@ class VolumeBackend(Protocol):
         """Let go of the device after an unmount."""
         ...
 
-    def held(self, usernames: set[str], devices: Mapping[str, str] | None = None) -> set[str]:
-        """Of these people, whose filesystem another mount namespace has mounted (one scan of /proc); ``devices``:
-        username -> device as the pass's snapshot found them, where the backend can use it."""
+    def held(self, usernames: set[str], found: Mapping[str, Volume] | None = None) -> set[str]:
+        """Of these people, whose filesystem another mount namespace has mounted (one scan of /proc); ``found``:
+        the volumes as the pass's snapshot found them, where the backend can use them."""
         ...
 
     def open_view(self, username: str, scratch: Path) -> View:

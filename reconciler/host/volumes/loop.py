@@ -269,11 +269,12 @@ class LoopBackend:
                 removed = True
         return "deleted" if removed else "absent"
 
-    def held(self, usernames: set[str], devices: Mapping[str, str] | None = None) -> set[str]:
-        """``devices``: username -> loop device, as this pass's snapshot found them (else sysfs is listed again)."""
+    def held(self, usernames: set[str], found: Mapping[str, Volume] | None = None) -> set[str]:
+        """``found``: the volumes as this pass's snapshot found them, with their loop devices (else sysfs is
+        listed again)."""
         loops = (
-            {str(self.layout.image(user)): device for user, device in devices.items()}
-            if devices is not None
+            {str(self.layout.image(user)): volume.loop for user, volume in found.items() if volume.loop}
+            if found is not None
             else self.host.loops()
         )
         numbers = {}

@@ -352,8 +352,8 @@ class LvmBackend:
         self.run.run(["lvremove", "--yes", lv["lv_path"]])
         return "deleted"
 
-    def held(self, usernames: set[str], devices: Mapping[str, str] | None = None) -> set[str]:
-        """``devices`` is the loop backend's shortcut; an LV's device number comes from one `lvs` here."""
+    def held(self, usernames: set[str], found: Mapping[str, Volume] | None = None) -> set[str]:
+        """An LV's device number comes from one `lvs` here (``found`` is the loop backend's shortcut)."""
         numbers = {}
         for lv in read_lvs(self.vg, self.run):
             user = username_of(lv["lv_name"])
