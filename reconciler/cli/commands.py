@@ -246,22 +246,19 @@ def status(args: argparse.Namespace) -> int:
 
         print(f"lessons: {warm.look(site, classroom, outcome.desired, outcome.actual, dt.datetime.now(dt.UTC)).text}")
     for disk in engine.disks(site):
-        share = disk["free"] / disk["size"] if disk["size"] else 0
-        warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk["low"] else ""
+        share = disk.free / disk.size if disk.size else 0
+        warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk.low else ""
         print(
-            f"disk: {disk['what']} ({disk['path']}): {format_size(disk['free'])} free of "
-            f"{format_size(disk['size'])} ({share:.0%}){warn}"
+            f"disk: {disk.what} ({disk.path}): {format_size(disk.free)} free of "
+            f"{format_size(disk.size)} ({share:.0%}){warn}"
         )
     return EXIT_OK
 
 
 def _last_pass(site: Site) -> str:
     """'; last pass 2026-...: converged', from the daemon's status.json (nothing before its first pass)."""
-    try:
-        record = json.loads(site.paths.pass_record.read_text())
-    except (OSError, ValueError):
-        return ""
-    return f"; last pass {record.get('time', '?')}: {record.get('result', '?')}"
+    record = engine.last_pass(site)
+    return "" if record is None else f"; last pass {record.time}: {record.result}"
 
 
 def image_line(tag: str, actual) -> str:

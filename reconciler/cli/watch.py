@@ -26,6 +26,8 @@ from ..config.classroom import Classroom
 from ..config.load import FileBusy, InvalidFile, check_classroom, read_bytes, read_source
 from ..config.site import Site
 from ..core.actions import Action, Policy
+from ..core.actual import Disk
+from ..core.pass_record import Condition, PassRecord
 from ..core.render import SYMBOLS, render_text
 from ..credentials import delivery, outbox
 from ..engine import reconcile as engine
@@ -153,10 +155,10 @@ class Daemon:
             # written in place right now (scp, `cat >`): the close wakes the daemon; look again soon in any case
             log.info("%s; the last good state stays in force", exc.problems[0])
             self.busy = True
-            self._write_status(started, None, "busy", problems=[str(p) for p in exc.problems])
+            self._write_status(started, None, "busy", problems=tuple(map(str, exc.problems)))
             return
         except InvalidFile as exc:
-            self._write_status(started, None, "invalid", problems=[str(p) for p in exc.problems])
+            self._write_status(started, None, "invalid", problems=tuple(map(str, exc.problems)))
             log.error("%s; the last good state stays in force", exc.problems[0])
             return
         digest = hashlib.sha256(content).hexdigest()
@@ -166,7 +168,7 @@ class Daemon:
             for problem in exc.problems:
                 log.error("%s", problem)
             log.error("%s is invalid and was not applied; the last good state stays in force", self.file)
-            self._write_status(started, digest, "invalid", problems=[str(p) for p in exc.problems])
+            self._write_status(started, digest, "invalid", problems=tuple(map(str, exc.problems)))
             return
 
         def report(action: Action, result: str, detail: str) -> None:
@@ -185,7 +187,7 @@ class Daemon:
             )
         except Exception as exc:  # noqa: BLE001 - the daemon must outlive a failed pass (lock timeout, ...)
             log.exception("pass failed")
-            self._write_status(started, digest, "error", problems=[str(exc)])
+            self._write_status(started, digest, "error", problems=(str(exc),))
             return
         the_plan, result = outcome.plan, outcome.result
         for note in the_plan.refused:
@@ -194,12 +196,12 @@ class Daemon:
         failed = dict(result.failed) if result else {n.target: n.message for n in the_plan.blocked}
         waiting = dict(result.waiting) if result else {a.target: a.waits for a in the_plan.waiting}
 
-        def condition(username: str) -> dict:
+        def condition(username: str) -> Condition:
             if username in failed:
-                return {"condition": "failed", "reason": failed[username]}
+                return Condition("failed", failed[username])
             if username in waiting:
-                return {"condition": "waiting", "reason": waiting[username]}
-            return {"condition": "ok"}
+                return Condition("waiting", waiting[username])
+            return Condition("ok")
 
         people = {m.username: condition(m.username) for m in outcome.desired.members}
         if outcome.verdict in (Verdict.CONVERGED, Verdict.FAILED, Verdict.WAITING):
@@ -222,8 +224,8 @@ class Daemon:
             failed=failed,
             waiting=waiting,
             credentials=credentials,
-            disks=found_disks,
-            **({"prewarm": warm} if warm else {}),
+            disks=tuple(found_disks),
+            prewarm=warm or None,
         )
 
     def _prewarm(self, classroom: Classroom, outcome: Outcome) -> dict | None:
@@ -259,25 +261,25 @@ class Daemon:
                 "cannot keep a copy of the roster in force in %s: %s", self.site.paths.in_force, exc.strerror or exc
             )
 
-    def _disks(self) -> list[dict]:
+    def _disks(self) -> list[Disk]:
         """Free space of the classroom's filesystems; a warning is logged once each time one runs low."""
         found = engine.disks(self.site)
-        low = {disk["path"] for disk in found if disk["low"]}
+        low = {disk.path for disk in found if disk.low}
         for disk in found:
-            if disk["low"] and disk["path"] not in self.low_disks:
+            if disk.low and disk.path not in self.low_disks:
                 log.warning(
                     "low disk space: %s (%s) has %d MiB free of %d MiB",
-                    disk["what"],
-                    disk["path"],
-                    disk["free"] // 2**20,
-                    disk["size"] // 2**20,
+                    disk.what,
+                    disk.path,
+                    disk.free // 2**20,
+                    disk.size // 2**20,
                 )
-            elif not disk["low"] and disk["path"] in self.low_disks:
-                log.info("disk space recovered: %s (%s)", disk["what"], disk["path"])
+            elif not disk.low and disk.path in self.low_disks:
+                log.info("disk space recovered: %s (%s)", disk.what, disk.path)
         self.low_disks = low
         return found
 
-    def _write_snapshot(self, outcome: Outcome, found_disks: list[dict]) -> None:
+    def _write_snapshot(self, outcome: Outcome, found_disks: list[Disk]) -> None:
         """<state_dir>/snapshot.json, as `reconcile status --json` prints it: CI plans against it (--observed).
 
         The pass's own snapshot (observed again when the pass changed the host): no second observation.
@@ -304,20 +306,19 @@ class Daemon:
             log.warning("credentials for %s not sent (kept, will retry): %s", username, error)
         return {"sent": report.sent, "failed": report.failed, "waiting": report.waiting}
 
-    def _write_status(self, started: float, digest: str | None, result: str, **extra) -> None:
-        status = {
-            "format_version": 1,
-            "time": _iso(started),
-            "duration_seconds": round(time.time() - started, 3),
-            "classroom_file": str(self.file),
-            "file_sha256": digest,
-            "git": git_revision(self.file),
-            "result": result,
-            "last_applied": self.last_good,
-            **extra,
-        }
+    def _write_status(self, started: float, digest: str | None, result: str, **parts) -> None:
+        record = PassRecord(
+            time=_iso(started),
+            duration_seconds=round(time.time() - started, 3),
+            classroom_file=str(self.file),
+            file_sha256=digest,
+            git=git_revision(self.file),
+            result=result,
+            last_applied=self.last_good,
+            **parts,
+        )
         try:
-            write_atomic(self.status_file, json.dumps(status, indent=2) + "\n")
+            write_atomic(self.status_file, json.dumps(record.to_json(), indent=2) + "\n")
         except OSError as exc:  # a full disk: the old status.json stays whole; the daemon goes on
             log.error("could not write %s (%s); it still shows the pass before", self.status_file, exc)
 

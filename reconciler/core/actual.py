@@ -48,6 +48,24 @@ class Filesystem:
 
 
 @dataclass(frozen=True)
+class Disk:
+    """One filesystem the classroom writes to, and how full it is (statvfs): status.json, `reconcile status`."""
+
+    what: str  # what lives there: "the volume images, the state"
+    path: str
+    size: int
+    free: int  # bytes an unprivileged writer may still use
+    low: bool  # less free than site.yaml's warn_free_fraction
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Disk:
+        return cls(str(data["what"]), str(data["path"]), int(data["size"]), int(data["free"]), bool(data["low"]))
+
+
+@dataclass(frozen=True)
 class Volume:
     username: str
     path: str  # the image or device (or the unfinished ``.partial`` image)

@@ -7,6 +7,8 @@ teacher page.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 from collections.abc import Mapping
 from urllib.parse import urlencode
@@ -18,7 +20,34 @@ from .actual import Actual, login_state, to_json
 from .desired import Desired
 
 
-def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dict]) -> list[dict]:
+@dataclass(frozen=True)
+class PersonRow:
+    """One person as the host has them, from one snapshot: a line of `reconcile status`, a row of snapshot.json's
+    people, and what the teacher page's row is made from."""
+
+    username: str
+    role: str | None  # student / teacher; None: no longer in the file
+    status: str  # as the file says: active, disabled, archived, purged; "removed" when no longer in it
+    account: str  # enabled / disabled / half-disabled / missing
+    uid: int | None
+    volume_size: int | None
+    volume_used: int | None
+    mounted: bool
+    credentials: str | None  # see credentials_state
+    server: str | None  # running / stopped; None: no hub, or it cannot be asked
+    node: str | None = None  # the swarm worker a running server is on
+    stale_image: bool = False  # the running server has an older image than hub.image names now
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PersonRow:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dict]) -> list[PersonRow]:
     """One row per person in the file, then anyone we manage who is no longer in it."""
     listed = [(m.username, m.role, m.status) for m in desired.members]
     known = {name for name, _, _ in listed}
@@ -32,20 +61,20 @@ def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dic
         volume = actual.volumes.get(username)
         mount = actual.mounts.get(str(desired.paths.home(username)))
         out.append(
-            {
-                "username": username,
-                "role": role,
-                "status": wanted,
-                "account": login_state(account, actual.today),
-                "uid": account.uid if account else None,
-                "volume_size": volume.size if volume else None,
-                "volume_used": volume.used if volume else None,
-                "mounted": mount is not None,
-                "credentials": credentials_state(pending_credentials.get(username), held=wanted != "active"),
-                "server": _server(actual, username),
-                "node": _node(actual, username),
-                "stale_image": _stale(actual, username),
-            }
+            PersonRow(
+                username=username,
+                role=role,
+                status=wanted,
+                account=login_state(account, actual.today),
+                uid=account.uid if account else None,
+                volume_size=volume.size if volume else None,
+                volume_used=volume.used if volume else None,
+                mounted=mount is not None,
+                credentials=credentials_state(pending_credentials.get(username), held=wanted != "active"),
+                server=_server(actual, username),
+                node=_node(actual, username),
+                stale_image=_stale(actual, username),
+            )
         )
     return out
 
@@ -117,15 +146,15 @@ def _node(actual: Actual, username: str) -> str | None:
     return container.node or None if container is not None and container.running else None
 
 
-def server_text(row: dict) -> str:
+def server_text(row: PersonRow) -> str:
     """running, stopped, "running on <worker>" (swarm), or - (hub unknown)."""
-    if row["server"] is None:
+    if row.server is None:
         return "-"
-    text = f"{row['server']} on {row['node']}" if row.get("node") else row["server"]
-    return text + " (old image: restart)" if row.get("stale_image") and row["server"] == "running" else text
+    text = f"{row.server} on {row.node}" if row.node else row.server
+    return text + " (old image: restart)" if row.stale_image and row.server == "running" else text
 
 
-def render(people: list[dict]) -> str:
+def render(people: list[PersonRow]) -> str:
     servers = [server_text(row) for row in people]
     width = max([8, *map(len, servers)])
     header = (
@@ -135,10 +164,10 @@ def render(people: list[dict]) -> str:
     lines = [header]
     for row, server in zip(people, servers, strict=True):
         lines.append(
-            f"{row['username']:<16} {row['role'] or '-':<8} {row['status']:<9} {row['account']:<13} "
-            f"{format_size(row['volume_size']):>9} {format_size(row['volume_used']):>9} "
-            f"{'yes' if row['mounted'] else 'no':<7} {server:<{width}} "
-            f"{row['credentials'] or '-'}"
+            f"{row.username:<16} {row.role or '-':<8} {row.status:<9} {row.account:<13} "
+            f"{format_size(row.volume_size):>9} {format_size(row.volume_used):>9} "
+            f"{'yes' if row.mounted else 'no':<7} {server:<{width}} "
+            f"{row.credentials or '-'}"
         )
     return "\n".join(lines)
 
@@ -157,7 +186,7 @@ def document(
     return {
         "format_version": 1,
         "classroom": desired.classroom,
-        "people": rows(desired, actual, pending_credentials),
+        "people": [row.to_json() for row in rows(desired, actual, pending_credentials)],
         "paths": {
             "state": str(desired.paths.state),
             "homes": str(desired.paths.homes),

@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator
 from ..config.classroom import Classroom
 from ..config.site import Site
 from ..core.actions import Action, Kind, Note, Op, Plan, Policy
-from ..core.actual import Actual, from_json
+from ..core.actual import Actual, Disk, from_json
+from ..core.pass_record import PassRecord
 from ..core.desired import Desired, resolve
 from ..core import exports
 from ..core.firewall import chains
@@ -386,7 +387,7 @@ def check_edit(site: Site, before: Classroom, after: Classroom, host: HostFiles 
     return [n for n in (*will.refused, *will.blocked) if (n.rule, n.target) not in known]
 
 
-def status_document(site: Site, outcome: Outcome, found_disks: list[dict] | None = None) -> dict:
+def status_document(site: Site, outcome: Outcome, found_disks: list[Disk] | None = None) -> dict:
     """`reconcile status --json` and snapshot.json: the people and the snapshot, from this outcome."""
     return {
         **document(
@@ -396,14 +397,22 @@ def status_document(site: Site, outcome: Outcome, found_disks: list[dict] | None
             policy(site),
             site.volumes.model_dump(mode="json", exclude_none=True),
         ),
-        "disks": disks(site) if found_disks is None else found_disks,
+        "disks": [disk.to_json() for disk in (disks(site) if found_disks is None else found_disks)],
     }
 
 
 DOCKER_ROOT = Path("/var/lib/docker")
 
 
-def disks(site: Site) -> list[dict]:
+def last_pass(site: Site) -> PassRecord | None:
+    """The daemon's record of its last pass (status.json); None before its first, or when it cannot be read."""
+    try:
+        return PassRecord.from_json(json.loads(site.paths.pass_record.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def disks(site: Site) -> list[Disk]:
     """The free space of every filesystem the classroom writes to (statvfs; no command runs)."""
     places = [*places_for(site), ("the state", site.paths.state)]
     if site.hub is not None:

@@ -7,6 +7,7 @@ the same parsers at fixture files and the drivers' re-checks at a fake /etc.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import struct
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from ..core.actual import Account, Filesystem, Group, ManifestEntry, Mount
+from ..core.actual import Account, Disk, Filesystem, Group, ManifestEntry, Mount
 import contextlib
 
 MARKER_PREFIX = "classroom="
@@ -415,13 +416,13 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
-def disk_space(places: list[tuple[str, Path]], warn_below: float) -> list[dict]:
+def disk_space(places: list[tuple[str, Path]], warn_below: float) -> list[Disk]:
     """Size and free space of the filesystems holding ``places`` ((what, path)), one entry per filesystem.
 
     ``low`` when less than ``warn_below`` of it is free: when the disk holding sparse images or the
     state fills, students' writes and reconcile's own records fail.
     """
-    found: dict[int, dict] = {}
+    found: dict[int, Disk] = {}
     for what, path in places:
         place = nearest_existing(path)
         try:
@@ -429,16 +430,10 @@ def disk_space(places: list[tuple[str, Path]], warn_below: float) -> list[dict]:
         except OSError:
             continue
         if device in found:
-            found[device]["what"] += f", {what}"
+            found[device] = dataclasses.replace(found[device], what=f"{found[device].what}, {what}")
             continue
         size, free = vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
-        found[device] = {
-            "what": what,
-            "path": str(path),
-            "size": size,
-            "free": free,
-            "low": size > 0 and free < warn_below * size,
-        }
+        found[device] = Disk(what, str(path), size, free, size > 0 and free < warn_below * size)
     return list(found.values())
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config.classroom import USERNAME_PATTERN, Person
+from ..core.pass_record import RESULTS, PassRecord
 from ..roster.edit import EDITABLE
 
 USERNAME = {"type": "string", "pattern": USERNAME_PATTERN}
@@ -251,15 +252,50 @@ def _components() -> dict:
             "PassStatus": {
                 "type": "object",
                 "required": ["format_version", "time", "result"],
-                "description": "The daemon's <state_dir>/status.json",
+                "description": "The daemon's <state_dir>/status.json (core.pass_record.PassRecord); the parts a pass "
+                "did not reach (a busy or invalid file, an error) are left out",
                 "properties": {
-                    "format_version": {"const": 1},
-                    "time": {"type": "string"},
-                    "result": {
-                        "enum": ["converged", "failed", "waiting", "refused", "interrupted", "invalid", "busy", "error"]
+                    "format_version": {"const": PassRecord.FORMAT},
+                    "time": {"type": "string", "format": "date-time"},
+                    "duration_seconds": {"type": "number"},
+                    "classroom_file": {"type": "string"},
+                    "file_sha256": {"type": ["string", "null"]},
+                    "git": {"type": ["object", "null"], "description": "the commit the file comes from"},
+                    "result": {"enum": list(RESULTS)},
+                    "last_applied": {
+                        "type": ["object", "null"],
+                        "description": "the last valid version applied: sha256, time",
                     },
                     "problems": {"type": "array", "items": {"type": "string"}},
                     "plan": {"$ref": "#/components/schemas/Plan"},
+                    "people": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "required": ["condition"],
+                            "properties": {
+                                "condition": {"enum": ["ok", "failed", "waiting"]},
+                                "reason": {"type": "string"},
+                            },
+                        },
+                    },
+                    "applied": {"type": "integer"},
+                    "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "waiting": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "credentials": {"type": "object", "description": "the delivery: sent, failed, waiting (or error)"},
+                    "disks": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "what": {"type": "string"},
+                                "path": {"type": "string"},
+                                "size": {"type": "integer"},
+                                "free": {"type": "integer"},
+                                "low": {"type": "boolean"},
+                            },
+                        },
+                    },
                     "prewarm": {"$ref": "#/components/schemas/Prewarm"},
                 },
             },

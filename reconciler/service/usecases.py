@@ -20,7 +20,7 @@ from ..config.classroom import Classroom
 from ..config.load import InvalidFile, check_classroom, read_source, read_version
 from ..config.site import Site
 from ..core.actions import Action, Kind, Op
-from ..core.report import material_link, rows
+from ..core.report import PersonRow, material_link, rows
 from ..credentials import delivery, outbox
 from ..engine import archive as term
 from ..engine import reconcile as engine
@@ -194,34 +194,32 @@ def students(room: Room) -> dict:
     written = {p.username: p for p in classroom.people}
     people = []
     for row in rows(desired, actual, outbox.pending(room.site.paths.outbox)):
-        name = row["username"]
+        name = row.username
         member = members.get(name)
         hub_user = actual.hub_users.get(name)
         people.append(
             StudentRow(
                 username=name,
                 name=member.name if member else (actual.accounts[name].name if name in actual.accounts else None),
-                role=row["role"],
-                status=row["status"],
+                role=row.role,
+                status=row.status,
                 emails=list(member.emails) if member else [],
                 quota=written[name].quota if name in written else None,
                 overrides=_overrides(raw[name]) if name in written else None,
-                account=row["account"],
+                account=row.account,
                 cpu=member.cpu if member else None,
                 memory_limit=member.memory if member else None,
                 memory_used=memory.get(name),
                 disk_quota=member.disk if member else None,
-                disk_used=row["volume_used"],
-                volume_size=row["volume_size"],
-                mounted=row["mounted"],
-                server=row["server"],
-                node=row["node"],
-                stale_image=row["stale_image"],
+                disk_used=row.volume_used,
+                volume_size=row.volume_size,
+                mounted=row.mounted,
+                server=row.server,
+                node=row.node,
+                stale_image=row.stale_image,
                 last_activity=hub_user.last_activity if hub_user else None,
-                credentials=row["credentials"],
-                server_url=server_url(room.site, name)
-                if row["server"] == "running" and row["role"] == "student"
-                else None,
+                credentials=row.credentials,
+                server_url=server_url(room.site, name) if row.server == "running" and row.role == "student" else None,
             )
         )
     hub = None if actual.hub is None else {"reachable": actual.hub.users is not None, "error": actual.hub.error}
@@ -295,24 +293,19 @@ def pending_plan(room: Room) -> dict:
 
 def last_status(room: Room) -> dict | None:
     """The daemon's last pass (<state_dir>/status.json), None before its first."""
-    try:
-        return json.loads(room.site.paths.pass_record.read_text())
-    except FileNotFoundError:
-        return None
+    record = engine.last_pass(room.site)
+    return None if record is None else record.to_json()
 
 
 def metrics(room: Room) -> bytes:
     """Prometheus' text format from the daemon's status.json and snapshot.json (two reads; no observation)."""
     from ..core.metrics import families
 
-    def read(path: Path) -> dict | None:
-        try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    paths = room.site.paths
-    return prometheus_text(families(read(paths.pass_record), read(paths.snapshot), room.site.metrics.per_person))
+    try:
+        people = [PersonRow.from_json(row) for row in json.loads(room.site.paths.snapshot.read_text())["people"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        people = None
+    return prometheus_text(families(engine.last_pass(room.site), people, room.site.metrics.per_person))
 
 
 def prometheus_text(gauges: list) -> bytes:

@@ -4,11 +4,24 @@ parser."""
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.core.metrics import families
+from reconciler.core.pass_record import PassRecord
+from reconciler.core.report import PersonRow
 from reconciler.service.usecases import prometheus_text
 
 
 def render(status, snapshot, per_person=True) -> bytes:
-    return prometheus_text(families(status, snapshot, per_person))
+    """The two files' JSON, read back into their types as the service does."""
+    record = (
+        None
+        if status is None
+        else PassRecord.from_json({"format_version": 1, "time": "2026-12-07T08:00:00Z", **status})
+    )
+    people = (
+        None
+        if snapshot is None
+        else [PersonRow.from_json({"account": "enabled", "uid": None, **row}) for row in snapshot["people"]]
+    )
+    return prometheus_text(families(record, people, per_person))
 
 
 SNAPSHOT = {

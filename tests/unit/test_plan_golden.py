@@ -1935,7 +1935,7 @@ def test_course_folder_golden(case: Case) -> None:
 def test_the_course_folder_volume_is_never_taken_for_a_removed_person() -> None:
     actual = with_folder(converged(ALICE))
     assert plan(desired(ALICE), actual).actions == ()
-    assert "_shared" not in {row["username"] for row in report_rows(desired(ALICE), actual, {})}
+    assert "_shared" not in {row.username for row in report_rows(desired(ALICE), actual, {})}
 
 
 def test_case_ids_are_unique() -> None:

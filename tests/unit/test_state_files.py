@@ -50,9 +50,10 @@ def test_disk_space_is_one_entry_per_filesystem_and_warns_below_the_share(tmp_pa
         [("the volume images", tmp_path / "state" / "volumes"), ("the state", tmp_path / "state")], warn_below=1.0
     )
     assert len(found) == 1  # the same filesystem: one entry naming both
-    assert found[0]["what"] == "the volume images, the state" and found[0]["low"] is True
-    assert 0 < found[0]["free"] <= found[0]["size"]
-    assert disk_space([("x", tmp_path)], warn_below=0.0)[0]["low"] is False
+    assert found[0].what == "the volume images, the state" and found[0].low is True
+    assert 0 < found[0].free <= found[0].size
+    assert disk_space([("x", tmp_path)], warn_below=0.0)[0].low is False
+    assert type(found[0]).from_json(found[0].to_json()) == found[0]
 
 
 def test_the_journal_rotates_by_size_and_never_loses_an_entry(tmp_path):
