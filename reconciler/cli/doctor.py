@@ -304,7 +304,7 @@ def check_certificate(cert: Path, now: datetime.datetime | None = None) -> list[
                 FAIL,
                 "certificate",
                 f"{cert} cannot be read as a certificate: {done.stderr.strip()[:200]}",
-                "see the README's HTTPS section",
+                "see HTTPS in docs/how-to/jupyterhub.md",
             )
         ]
     stamp = done.stdout.strip().removeprefix("notAfter=")

@@ -102,11 +102,11 @@ def rules_of(name: str, lines: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def reaches(hub: HubSettings, host_networks: tuple[str, ...] = ()) -> list[str]:
-    """In words, what a student container can reach: for the README, `reconcile status` and the page."""
+    """In words, what a student container can reach: for the docs, `reconcile status` and the page."""
     if hub.swarm is not None:
         return [
             f"the hub API ({hub.swarm.address}:{HUB_PORT}) from the swarm's workers; hub.egress is not "
-            "enforced there yet: each worker's own firewall decides (README: When one server is not enough)"
+            "enforced there yet: each worker's own firewall decides (docs/how-to/beyond-one-server.md)"
         ]
     said = [f"the hub API ({hub.gateway}:{HUB_PORT}); nothing else on this host"]
     allowed = ", ".join(hub.egress.allow)

@@ -84,7 +84,7 @@ def check_swarm() -> None:
         raise SystemExit(
             "hub.spawner is swarm but this Docker is not a swarm manager: run "
             "`docker swarm init --advertise-addr <hub.swarm.address>`, then join the workers "
-            "(README: When one server is not enough)"
+            "(docs/how-to/beyond-one-server.md)"
         )
 
 

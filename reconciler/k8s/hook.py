@@ -27,7 +27,9 @@ async def classroom_pre_spawn(spawner, quotas_file: str = QUOTAS_FILE) -> None:
     spawner.mem_limit = person["memory"]
     spawner.mem_guarantee = person["memory"]
     spawner.cpu_limit = person["cpu"]
-    spawner.storage_capacity = str(person["disk"])  # bytes; a claim made earlier keeps its size (see README)
+    spawner.storage_capacity = str(
+        person["disk"]
+    )  # bytes; a claim made earlier keeps its size (docs/how-to/beyond-one-server.md)
 
 
 if "c" in globals():  # run as hub.extraConfig: register the hook

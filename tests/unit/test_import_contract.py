@@ -1,6 +1,8 @@
 """The import contract: the layers of the architecture, checked on the source with ast.
 
-    config  <  core  <  host  <  credentials, roster, image  <  engine  <  service, hub  <  cli
+The layers and their ranks are the table under "## Layers" in docs/architecture.md (read below):
+
+    config  <  core  <  host  <  credentials, roster, image  <  engine  <  service, hub, k8s  <  cli
 
 A package may import only packages below it (and itself); packages on the same
 level are independent of each other; there is no import cycle between modules
@@ -11,26 +13,39 @@ inside functions count too: a lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
-LAYERS = {
-    "config": 0,
-    "core": 1,
-    "host": 2,
-    "credentials": 3,
-    "roster": 3,
-    "image": 3,
-    "engine": 4,
-    "service": 5,
-    "hub": 5,
-    "k8s": 5,
-    "cli": 6,
-    "": 7,  # reconciler/__init__.py and __main__.py
-}
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def read_layers(text: str) -> dict[str, int]:
+    """The layer table of docs/architecture.md: the first Markdown table after its "## Layers" heading, one row per
+    rank, ``| rank | layer | packages | what |`` with the packages in backticks (`reconciler` itself stands for the
+    package's own top-level modules, __init__.py and __main__.py).  The page is the one source of truth: the test
+    below checks the code against it."""
+    lines = text.splitlines()
+    start = lines.index("## Layers")
+    layers: dict[str, int] = {}
+    in_table = False
+    for line in lines[start + 1 :]:
+        if line.startswith("|"):
+            in_table = True
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if not cells[0].isdigit():
+                continue  # the header and its rule
+            for name in re.findall(r"`([^`]+)`", cells[2]):
+                layers["" if name == "reconciler" else name] = int(cells[0])
+        elif in_table or line.startswith("#"):
+            break
+    return layers
+
+
+LAYERS = read_layers(ARCHITECTURE.read_text())
 # What core may import from the standard library: nothing that reaches the system or the clock.
 # datetime for its arithmetic (lessons, time zones given by config); what reads the clock is refused below.
 # urllib.parse only quotes and splits strings (a link's query).
@@ -106,7 +121,7 @@ def violations(path: Path, source: str | None = None) -> list[str]:
             if theirs == mine:
                 continue
             if theirs not in LAYERS or mine not in LAYERS:
-                problems.append(f"{where}: {target}: not a known layer (add it to LAYERS)")
+                problems.append(f"{where}: {target}: not a known layer (add it to the table in docs/architecture.md)")
             elif LAYERS[theirs] >= LAYERS[mine]:
                 how = "a layer above it" if LAYERS[theirs] > LAYERS[mine] else "a layer beside it"
                 problems.append(f"{where}: {mine or 'reconciler'} imports {target}, {how}")
@@ -174,9 +189,20 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def test_the_layer_table_is_read():
+    """Not vacuous: the table in docs/architecture.md gives the known ranks."""
+    assert LAYERS["config"] == 0 and LAYERS["core"] == 1 and LAYERS["cli"] > LAYERS["engine"] > LAYERS["host"]
+    assert LAYERS[""] == max(LAYERS.values())
+
+
 def test_every_package_is_a_known_layer():
+    """Every package of reconciler/ is in the table of docs/architecture.md, and every package there exists:
+    adding or removing a package without updating the map fails here."""
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert packages == set(LAYERS) - {""}
+    missing = sorted(packages - set(LAYERS))
+    stale = sorted(set(LAYERS) - {""} - packages)
+    assert not missing, f"packages not in the layer table of docs/architecture.md: {missing}"
+    assert not stale, f"the layer table of docs/architecture.md names packages that do not exist: {stale}"
 
 
 def test_every_module_keeps_the_layers():

@@ -18,7 +18,7 @@ def _ruff() -> str:
 
 def test_lint_rules_pass():
     done = subprocess.run(
-        [_ruff(), "check", "--no-cache", "--output-format", "concise", "reconciler", "tests"],
+        [_ruff(), "check", "--no-cache", "--output-format", "concise", "reconciler", "tests", "docs"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -28,6 +28,9 @@ def test_lint_rules_pass():
 
 def test_the_tree_is_formatted():
     done = subprocess.run(
-        [_ruff(), "format", "--no-cache", "--check", "reconciler", "tests"], cwd=ROOT, capture_output=True, text=True
+        [_ruff(), "format", "--no-cache", "--check", "reconciler", "tests", "docs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
-    assert done.returncode == 0, "run `ruff format reconciler tests`:\n" + done.stdout + done.stderr
+    assert done.returncode == 0, "run `ruff format reconciler tests docs`:\n" + done.stdout + done.stderr
