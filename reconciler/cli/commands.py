@@ -137,7 +137,10 @@ def run_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
             line = f"[{done[0]:>{width}}/{total[0]}] {result:>7}: {SYMBOLS[action.op]} {action.kind} {action.target}"
             print(f"{line} ({detail})" if detail else line, file=sys.stderr)
 
-    outcome = engine.one_pass(site, classroom, policy, dry_run=dry_run, on_plan=show_and_count, report=report)
+    if dry_run:
+        outcome = engine.preview(site, classroom, policy, on_plan=show_and_count)
+    else:
+        outcome = engine.converge(site, classroom, policy, on_plan=show_and_count, report=report)
     if outcome.verdict is Verdict.REFUSED:
         print("A safety guard refused this pass; nothing was changed.", file=sys.stderr)
     if outcome.result is not None:

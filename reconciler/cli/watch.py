@@ -176,11 +176,10 @@ class Daemon:
             log.log(level, "%s: %s %s %s %s", result, SYMBOLS[action.op], action.kind, action.target, detail)
 
         try:
-            outcome = engine.one_pass(
+            outcome = engine.converge(
                 self.site,
                 classroom,
                 self.policy,
-                dry_run=False,
                 report=report,
                 should_stop=self._stop.is_set,
                 observe_after=True,

@@ -122,109 +122,152 @@ def context(
     )
 
 
-def one_pass(
+@dataclass(frozen=True)
+class _Look:
+    """One look at the host under the pass lock, and the plan made from it: what a preview shows and what a
+    converging pass carries out."""
+
+    desired: Desired
+    actual: Actual
+    plan: Plan
+    volumes: VolumeBackend
+    probes: HubProbes
+    run: Runner
+
+
+def _probes(site: Site, classroom: Classroom, containers: bool) -> HubProbes:
+    probes = hub_probes(site, classroom.name)
+    return probes if containers else HubProbes(probes.client, probes.hub, None, probes.firewall)
+
+
+def _look(site: Site, desired: Desired, policy: Policy, probes: HubProbes, run: Runner) -> _Look:
+    """Observe once, plan, and look closer at the volumes the plan would take offline."""
+    volumes = backend_for(site, run)
+    actual = _observe(site, desired, volumes, probes)
+    the_plan = plan(desired, actual, policy)
+    actual, the_plan = _look_closer(desired, actual, the_plan, policy, volumes)
+    return _Look(desired, actual, the_plan, volumes, probes, run)
+
+
+def _observe(site: Site, desired: Desired, volumes: VolumeBackend, probes: HubProbes) -> Actual:
+    return observe(
+        site.paths,
+        volumes,
+        hub=probes.hub,
+        containers=probes.containers,
+        disable_window=site.mass_disable_window,
+        firewall=probes.firewall,
+        **_nfs(site, desired),
+    )
+
+
+def verdict(the_plan: Plan, result: Result | None, *, dry_run: bool) -> Verdict:
+    """The one place a pass's outcome is named: from its plan, and what applying it did (None: nothing was)."""
+    if the_plan.refused:
+        return Verdict.REFUSED
+    if result is None:
+        if dry_run and the_plan.blocked:
+            return Verdict.BLOCKED
+        return Verdict.PENDING if dry_run and the_plan.actions else Verdict.CONVERGED
+    if result.interrupted and "journal" not in result.failed:  # SIGTERM between actions
+        return Verdict.INTERRUPTED
+    if result.failed:
+        return Verdict.FAILED
+    return Verdict.WAITING if result.waiting else Verdict.CONVERGED
+
+
+def preview(
     site: Site,
     classroom: Classroom,
     policy: Policy,
     *,
-    dry_run: bool,
+    on_plan: Callable[[Plan], None] = lambda p: None,
+    lock_timeout: float | None = None,
+    containers: bool = True,
+    locked: bool = True,
+) -> Outcome:
+    """Observe and plan, changing nothing (a dry run).  Plans are made under the shared pass lock; without it
+    (``locked=False``) the preview shows the host as it is right now, even halfway through another pass's apply
+    (the teacher page's table)."""
+    desired = desire(site, classroom)
+    timeout = site.lock_timeout if lock_timeout is None else lock_timeout
+    with lock.hold(site.paths.lock, exclusive=False, timeout=timeout) if locked else _unlocked() as held:
+        seen = _look(site, desired, policy, _probes(site, classroom, containers), _runner(held))
+    on_plan(seen.plan)
+    return Outcome(verdict(seen.plan, None, dry_run=True), seen.plan, desired, seen.actual, dry_run=True)
+
+
+def converge(
+    site: Site,
+    classroom: Classroom,
+    policy: Policy,
+    *,
     on_plan: Callable[[Plan], None] = lambda p: None,
     report: Callable[[Action, str, str], None] = lambda a, r, d: None,
     should_stop: Callable[[], bool] = lambda: False,
     lock_timeout: float | None = None,
-    containers: bool = True,
-    locked: bool = True,
     observe_after: bool = False,
 ) -> Outcome:
-    """Observe, plan, then preview (``dry_run``) or apply, holding the pass lock throughout.
-
-    A dry run may skip the lock (``locked=False``) when it only shows the host as it is right now, even
-    halfway through another pass's apply (the teacher page's table); plans are made under the lock.
-    ``observe_after``: when the pass changed the host, observe it once more before letting go of the
-    lock (``Outcome.after``: what the daemon publishes as the server's state).
-    """
-    if not locked and not dry_run:
-        raise ValueError("an applying pass always holds the lock")
+    """Observe, plan and apply, holding the pass lock throughout.  ``observe_after``: when the pass changed the
+    host, observe it once more before letting go of the lock (``Outcome.after``: what the daemon publishes as
+    the server's state)."""
     desired = desire(site, classroom)
-    probes = hub_probes(site, classroom.name)
-    if not containers:
-        probes = HubProbes(probes.client, probes.hub, None, probes.firewall)
+    probes = _probes(site, classroom, containers=True)
     timeout = site.lock_timeout if lock_timeout is None else lock_timeout
-    if not dry_run:
-        private_dir(site.state_dir)
-    with lock.hold(site.paths.lock, exclusive=not dry_run, timeout=timeout) if locked else _unlocked() as held:
-        run = Runner().holding(held.fd) if held is not None else Runner()
-        volumes = backend_for(site, run)
-        if not dry_run:
-            from .archive import clear_stale
+    private_dir(site.state_dir)
+    with lock.hold(site.paths.lock, exclusive=True, timeout=timeout) as held:
+        run = _runner(held)
+        from .archive import clear_stale
 
-            clear_stale(site, run)
-        actual = observe(
-            site.paths,
-            volumes,
-            hub=probes.hub,
-            containers=probes.containers,
-            disable_window=site.mass_disable_window,
-            firewall=probes.firewall,
-            **_nfs(site, desired),
-        )
-        the_plan = plan(desired, actual, policy)
-        actual, the_plan = _look_closer(desired, actual, the_plan, policy, volumes)
-        on_plan(the_plan)
-        if the_plan.refused:
-            return Outcome(Verdict.REFUSED, the_plan, desired, actual, dry_run=dry_run)
-        if dry_run:
-            verdict = (
-                Verdict.BLOCKED if the_plan.blocked else (Verdict.PENDING if the_plan.actions else Verdict.CONVERGED)
-            )
-            return Outcome(verdict, the_plan, desired, actual, dry_run=True)
-        if not the_plan.actions and not the_plan.blocked:
-            return Outcome(Verdict.CONVERGED, the_plan, desired, actual)
-        journal = Journal(
-            site.paths.journal,
-            time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}",
-            max_size=site.journal_max_size,
-        )
-        try:
-            result = apply(
-                the_plan,
-                context(site, desired, run, volumes, probes),
-                journal,
-                should_stop=should_stop,
-                report=report,
-                workers=site.apply_workers,
-            )
-        finally:
-            journal.close()
-        now = time.time()
-        gone = [a.target for a in result.done if a.kind is Kind.ACCOUNT and a.op in (Op.DISABLE, Op.DESTROY)]
-        try:
-            disables.record(site.paths.disables, gone, now, now - site.mass_disable_window)
-        except OSError as exc:
-            result.failed.setdefault(
-                "disables", f"cannot record the disables in {site.paths.disables}: {exc.strerror or exc}"
-            )
+        clear_stale(site, run)
+        seen = _look(site, desired, policy, probes, run)
+        on_plan(seen.plan)
+        if seen.plan.refused or (not seen.plan.actions and not seen.plan.blocked):
+            return Outcome(verdict(seen.plan, None, dry_run=False), seen.plan, desired, seen.actual)
+        result = _apply(site, seen, report, should_stop)
         after = None
         if result.ok and observe_after:
             try:
-                after = observe(
-                    site.paths,
-                    volumes,
-                    hub=probes.hub,
-                    containers=probes.containers,
-                    disable_window=site.mass_disable_window,
-                    firewall=probes.firewall,
-                    **_nfs(site, desired),
-                )
+                after = _observe(site, desired, seen.volumes, probes)
             except Exception:  # noqa: BLE001 - what was applied stands; the next pass observes again
                 after = None
-        if result.interrupted and "journal" not in result.failed:  # SIGTERM between actions
-            verdict = Verdict.INTERRUPTED
-        elif result.failed:
-            verdict = Verdict.FAILED
-        else:
-            verdict = Verdict.WAITING if result.waiting else Verdict.CONVERGED
-        return Outcome(verdict, the_plan, desired, actual, result, after)
+        return Outcome(verdict(seen.plan, result, dry_run=False), seen.plan, desired, seen.actual, result, after)
+
+
+def _runner(held) -> Runner:
+    """The pass's commands hold the lock's descriptor (an orphaned mkfs of a killed pass still holds it)."""
+    return Runner().holding(held.fd) if held is not None else Runner()
+
+
+def _apply(
+    site: Site, seen: _Look, report: Callable[[Action, str, str], None], should_stop: Callable[[], bool]
+) -> Result:
+    """Carry the plan out through the drivers, journaling each action; record who was disabled."""
+    journal = Journal(
+        site.paths.journal,
+        time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}",
+        max_size=site.journal_max_size,
+    )
+    try:
+        result = apply(
+            seen.plan,
+            context(site, seen.desired, seen.run, seen.volumes, seen.probes),
+            journal,
+            should_stop=should_stop,
+            report=report,
+            workers=site.apply_workers,
+        )
+    finally:
+        journal.close()
+    now = time.time()
+    gone = [a.target for a in result.done if a.kind is Kind.ACCOUNT and a.op in (Op.DISABLE, Op.DESTROY)]
+    try:
+        disables.record(site.paths.disables, gone, now, now - site.mass_disable_window)
+    except OSError as exc:
+        result.failed.setdefault(
+            "disables", f"cannot record the disables in {site.paths.disables}: {exc.strerror or exc}"
+        )
+    return result
 
 
 def _nfs(site: Site, desired: Desired) -> dict:
@@ -321,10 +364,9 @@ def daemon_snapshot(site: Site, classroom: str, roster_changed: float) -> tuple[
 def look(
     site: Site, classroom: Classroom, *, lock_timeout: float | None = None, containers: bool = True, locked: bool = True
 ) -> Outcome:
-    """A dry run: the host as it is now and what the next pass would do (status, the teacher page)."""
-    return one_pass(
-        site, classroom, policy(site), dry_run=True, lock_timeout=lock_timeout, containers=containers, locked=locked
-    )
+    """A preview with the site's own policy: the host as it is now and what the next pass would do (status, the
+    teacher page)."""
+    return preview(site, classroom, policy(site), lock_timeout=lock_timeout, containers=containers, locked=locked)
 
 
 @contextmanager

@@ -116,7 +116,8 @@ def reconcile(dry_run=False):
     """One pass of the engine, as the daemon runs it: the hub and Docker are absent, nothing else may fail."""
     settings = site()
     classroom = load_classroom(ROOT / "classroom.yaml", settings)
-    outcome = engine.one_pass(settings, classroom, engine.policy(settings), dry_run=dry_run)
+    step = engine.preview if dry_run else engine.converge
+    outcome = step(settings, classroom, engine.policy(settings))
     assert {note.rule for note in outcome.plan.blocked} <= {"hub", "docker"}, outcome.plan.blocked
     assert not outcome.plan.refused
     if outcome.result is not None:
