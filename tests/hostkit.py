@@ -31,7 +31,7 @@ from reconciler.host.run import Runner
 from reconciler.host.volumes.loop import LoopBackend, LoopLayout
 from reconciler.host.volumes.loop import layout as loop_layout
 
-# The configuration cache (reconciler.config.remember) of every command the tests and benchmarks run, in-process
+# The configuration cache (reconciler.config.cache) of every command the tests and benchmarks run, in-process
 # or not: one throw-away directory per session, never the host's /var/cache/classroom.
 if "RECONCILE_CACHE" not in os.environ:
     os.environ["RECONCILE_CACHE"] = tempfile.mkdtemp(prefix="reconcile-cache-")

@@ -30,7 +30,7 @@ from ..host.facts import alive
 from ..host.fsutil import private_dir, write_atomic
 from ..host.supervisor import start_logged, stop_tree
 from ..hub.launch import write_effective
-from ..image import build as image
+from ..image import build
 from . import progress
 from .commands import classroom_path, run_pass, site_of
 
@@ -131,7 +131,7 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
     write_atomic(state / UP_CLASSROOM, f"{classroom_file.resolve()}\n")
     ensure_docker()
     progress("the student image")
-    if image.report(site.hub.image, state / "image-cache", False, progress, site.image, site.pins_file) != 0:
+    if build.report(site.hub.image, state / "image-cache", False, progress, site.image, site.pins_file) != 0:
         return 1
     progress("mounting the volumes in the manifest")
     engine.mount_all(site)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import remember as memory
+from . import cache
 from . import settled, yamlsrc
 from .classroom import RESERVED_USERNAMES, ROLES, Classroom, group_name, parse_cpu
 from .site import HubSettings, Site
@@ -114,7 +114,7 @@ def load_classroom(path: Path, site: Site, *, remember: bool = False) -> Classro
     """Parse and validate the whole file; raise InvalidFile listing every problem.
 
     ``remember``: reuse (and keep) the validated result while the file's bytes, the site it is checked against
-    and the validating code are unchanged (config.remember), for commands that load it once and exit.
+    and the validating code are unchanged (config.cache), for commands that load it once and exit.
     """
     if not remember:
         return check_classroom(read_source(path), site)
@@ -123,12 +123,12 @@ def load_classroom(path: Path, site: Site, *, remember: bool = False) -> Classro
     if origin is None or origin[0] is not site:  # a site not loaded by load_site(remember=True): no key for it
         return check_classroom(read_source(path, data), site)
     slot = f"classroom:{os.path.abspath(path)}"
-    wanted = memory.key(slot, origin[1], data)
-    found = memory.fetch(slot, wanted)
+    wanted = cache.key(slot, origin[1], data)
+    found = cache.fetch(slot, wanted)
     if isinstance(found, Classroom):
         return found
     classroom = check_classroom(read_source(path, data), site)
-    memory.store(slot, wanted, classroom)
+    cache.store(slot, wanted, classroom)
     return classroom
 
 
@@ -244,11 +244,11 @@ def load_site(path: Path | None, *, remember: bool = False) -> Site:
         return _load_site(path, None if path is None else read_bytes(path))
     data = None if path is None else read_bytes(path)
     slot = f"site:{os.path.abspath(path)}" if path is not None else f"site:built-in:{os.getcwd()}"
-    wanted = memory.key(slot, b"" if data is None else data)
-    found = memory.fetch(slot, wanted)
+    wanted = cache.key(slot, b"" if data is None else data)
+    found = cache.fetch(slot, wanted)
     site = found if isinstance(found, Site) else _load_site(path, data)
     if site is not found:
-        memory.store(slot, wanted, site)
+        cache.store(slot, wanted, site)
     if len(_site_keys) > 16:
         _site_keys.clear()
     _site_keys[id(site)] = (site, wanted)

@@ -64,7 +64,7 @@ def format_path(path: Path) -> str:
 
 def load(text: str, file: str) -> Source:
     """Parse one YAML document; syntax errors become Problems instead of exceptions."""
-    import yaml  # here, not at the top: a command whose files are remembered (config.remember) never parses
+    import yaml  # here, not at the top: a command whose files are remembered (config.cache) never parses
 
     # libyaml's loader is ~6x faster on a 1000-student roster and keeps line/column marks just the same.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)

@@ -6,7 +6,7 @@ sha256 of each regular file's content, and the archive's own size and sha256.  A
 disk fewer than its length: a student's ``truncate -s 1T``) is recorded with its length and the blocks it
 holds but no hash, so neither the export nor its check ever reads a terabyte of holes.
 
-The host side (``host.archive``) makes the view, writes and reads the archives; this module only describes
+The host side (``host.tarball``) makes the view, writes and reads the archives; this module only describes
 them, so naming, the manifest's round trip and the restore guard are table-tested without a filesystem.
 """
 
@@ -159,7 +159,7 @@ def needs(entries: Iterable[Entry]) -> int:
 
 @dataclass(frozen=True)
 class Existing:
-    """What a path of the archive already is in the home it is restored into (``host.archive`` looks)."""
+    """What a path of the archive already is in the home it is restored into (``host.tarball`` looks)."""
 
     kind: str  # file, dir, symlink, other
     sha256: str | None = None  # a regular file's content (when its length is the archived one's)

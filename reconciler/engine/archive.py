@@ -24,7 +24,7 @@ from ..config.classroom import Classroom
 from ..config.site import Site
 from ..core.actions import Action, Kind, Op
 from ..core.archive import MANIFEST_SUFFIX, Manifest, archive_name, manifest_name, restore_problems
-from ..host import archive as tarball
+from ..host import tarball
 from ..host import lock
 from ..host.drivers import Busy
 from ..host.facts import HostFiles

@@ -38,8 +38,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..host import run as system
-from ..host.run import CommandFailed
+
+from ..host.run import CommandFailed, run
 from ..config.site import CourseImage
 from .course import NO_COURSE, Course, CourseError, differences, pins_state, prepare, summary
 
@@ -234,7 +234,7 @@ def build_image(
 
 def _step(what: str, argv: Sequence[str]) -> str:
     try:
-        return system.run(argv)
+        return run(argv)
     except CommandFailed as exc:
         raise ImageBuildError(f"{what} failed: {exc}") from exc
     except FileNotFoundError as exc:
@@ -283,7 +283,7 @@ def _debootstrap(target: Path, extra: list[str], apt: Sequence[str] = ()) -> Non
         host_mirror(),
     ]
     try:
-        system.run(argv)
+        run(argv)
     except CommandFailed as exc:
         log = target / "debootstrap" / "debootstrap.log"
         tail = ""
@@ -477,7 +477,7 @@ def _prune_replaced(keep: str) -> None:
 
 def _remove(image_id: str) -> None:
     with contextlib.suppress(CommandFailed):  # in use by a (stopped) container: it goes once that does
-        system.run(["docker", "rmi", image_id])
+        run(["docker", "rmi", image_id])
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -536,10 +536,10 @@ def _unmount_under(path: Path) -> None:
             return
         for point in points:
             try:
-                system.run(["umount", point])
+                run(["umount", point])
             except CommandFailed:
                 with suppress(CommandFailed):
-                    system.run(["umount", "--lazy", point])
+                    run(["umount", "--lazy", point])
     points = _mounts_under(path)
     if points:
         raise ImageBuildError(f"could not unmount {', '.join(points)}; {path} was left in place")
@@ -581,7 +581,7 @@ def course_for(
 def image_labels(tag: str) -> dict[str, str] | None:
     """The labels of the image ``tag`` names now (None: there is none)."""
     try:
-        out = system.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", tag])
+        out = run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", tag])
     except CommandFailed:
         return None
     return json.loads(out) or {}
@@ -750,7 +750,7 @@ def report(
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    size = int(system.run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
+    size = int(run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
     print(
         f"{result.tag} {result.image_id} {'cached' if result.cached else 'built'} in {result.seconds:.1f} s, "
         f"{size / 1e6:.0f} MB, inputs {result.inputs_hash[:12]}"

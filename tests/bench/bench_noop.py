@@ -465,7 +465,7 @@ def bench_one(n: int, args: argparse.Namespace, profiles: dict[int, str]) -> Row
     # N sparse 128 MiB images promise more than this disk holds; they never fill (the benchmark writes nothing)
     room = make_classroom(volumes={"backend": "loop", "max_overcommit": 1000})
     print(f"\n== N={n}: classroom {room.name}, users {room.prefix}*, in {room.root}", flush=True)
-    # the CLI's configuration cache (reconciler.config.remember) for this classroom's runs, removed with it
+    # the CLI's configuration cache (reconciler.config.cache) for this classroom's runs, removed with it
     os.environ["RECONCILE_CACHE"] = str(room.root / "config-cache")
     try:
         write_roster(room, n)

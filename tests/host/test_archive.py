@@ -151,7 +151,7 @@ def test_a_killed_export_never_leaves_a_home_frozen(room):
     """The writes of a frozen filesystem cannot even be killed; the thaw must not depend on the exporter living."""
     home = room.paths.home(room.user("ann"))
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom reconciler.host.archive import writes_paused\n"
+        "import sys, time\nfrom pathlib import Path\nfrom reconciler.host.tarball import writes_paused\n"
         "from reconciler.host.run import Runner\n"
         "with writes_paused(Path(sys.argv[1]), Runner()):\n    print('frozen', flush=True)\n    time.sleep(600)\n"
     )

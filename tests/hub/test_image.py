@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.host import run as system
+from reconciler.host.run import run
 from reconciler.image import build as image
 
 from imagekit import CACHE, TAG, build_test_image, image_unavailable, make_tiny_wheel
@@ -35,7 +35,7 @@ def built() -> image.Built:
     if reason:
         pytest.skip(reason)
     result = build_test_image()
-    size = int(system.run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
+    size = int(run(["docker", "image", "inspect", "--format", "{{.Size}}", result.image_id]))
     print(
         f"\nstudent image {result.image_id[:19]}: {'cached' if result.cached else 'built'} "
         f"in {result.seconds:.1f} s, {size / 1e6:.0f} MB"
@@ -112,14 +112,14 @@ def ok(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_image_is_labelled_and_configured(built):
-    config = json.loads(system.run(["docker", "image", "inspect", "--format", "{{json .Config}}", built.image_id]))
+    config = json.loads(run(["docker", "image", "inspect", "--format", "{{json .Config}}", built.image_id]))
     assert config["Labels"][image.LABEL] == image.inputs_hash() == built.inputs_hash
     assert config["Labels"][image.JUPYTERHUB_LABEL] == "6.1.1"
     assert config["Entrypoint"] == ["/usr/bin/tini", "--"]
     assert config["Cmd"] == ["jupyterhub-singleuser"]
     assert "PATH=/usr/local/bin:/usr/bin:/bin" in config["Env"] and "LANG=C.UTF-8" in config["Env"]
     assert not config.get("WorkingDir") and not config.get("User")
-    tagged = system.run(["docker", "image", "inspect", "--format", "{{.Id}}", TAG]).strip()
+    tagged = run(["docker", "image", "inspect", "--format", "{{.Id}}", TAG]).strip()
     assert tagged == built.image_id
 
 
@@ -266,13 +266,13 @@ def test_singleuser_server_starts_as_arbitrary_uid(built, home):
 
 def test_unchanged_inputs_reuse_the_image_without_building(built, monkeypatch):
     calls: list[list[str]] = []
-    real_run = system.run
+    real_run = image.run  # the build's own reference to host.run.run
 
     def spy(argv, *args, **kwargs):
         calls.append(list(argv))
         return real_run(argv, *args, **kwargs)
 
-    monkeypatch.setattr(system, "run", spy)
+    monkeypatch.setattr(image, "run", spy)
     again = image.build_image(tag=TAG, cache_dir=CACHE)
     assert again.cached and again.image_id == built.image_id
     assert image.build(tag=TAG, cache_dir=CACHE) == built.image_id
@@ -290,15 +290,15 @@ def test_build_directory_removal_unmounts_and_never_follows_a_mount(tmp_path):
     work = tmp_path / "tmp-build-x"
     (work / "rootfs" / "proc").mkdir(parents=True)
     (work / "rootfs" / "dev").mkdir()
-    system.run(["mount", "-t", "tmpfs", "tmpfs", str(work / "rootfs" / "proc")])
-    system.run(["mount", "--bind", str(outside), str(work / "rootfs" / "dev")])
+    run(["mount", "-t", "tmpfs", "tmpfs", str(work / "rootfs" / "proc")])
+    run(["mount", "--bind", str(outside), str(work / "rootfs" / "dev")])
     try:
         image._remove_tree(work)
         assert not work.exists()
         assert (outside / "precious").read_text() == "keep me"
     finally:
         for point in image._mounts_under(work):
-            system.run(["umount", "--lazy", point])
+            run(["umount", "--lazy", point])
 
 
 def test_jupyterlab_classroom_defaults(built, home):

@@ -132,7 +132,7 @@ def test_a_subcommand_option_is_never_taken_for_an_abbreviation_of_a_top_level_o
 
 
 def test_commands_remember_validated_files_until_they_change(tmp_path):
-    """The real CLI keeps what it validated (config.remember) and validates again on the first changed byte."""
+    """The real CLI keeps what it validated (config.cache) and validates again on the first changed byte."""
     cache = tmp_path / "cache"
     site = tmp_path / "site.yaml"
     site.write_text(f"state_dir: {tmp_path / 'state'}\n")

@@ -294,7 +294,7 @@ class LoopBackend:
     def open_view(self, username: str, scratch: Path) -> View:
         """The unmounted image itself, read-only; a mounted one is copied while its writes are paused (a
         sparse copy: as long as copying the blocks it holds takes, at most ``PAUSE_LIMIT``)."""
-        from ..archive import check_room, writes_paused  # only an export needs it: every pass imports this module
+        from ..tarball import check_room, writes_paused  # only an export needs it: every pass imports this module
 
         image, home = self.layout.image(username), self.paths.home(username)
         if not image.exists():

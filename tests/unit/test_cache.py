@@ -1,4 +1,4 @@
-"""Validated configuration remembered by content (config.remember): a hit skips parsing and validation, anything
+"""Validated configuration remembered by content (config.cache): a hit skips parsing and validation, anything
 that could change the result is a miss, and an entry that is not this user's own, torn or not a configuration
 is never loaded."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import load as loading
-from reconciler.config import remember as memory
+from reconciler.config import cache as cache_module  # `cache` is each test's cache directory
 from reconciler.config.classroom import Classroom
 from reconciler.config.load import InvalidFile, load_classroom, load_site
 from reconciler.config.site import Paths, Site, find_site
@@ -28,7 +28,7 @@ students:
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setenv(memory.ENV, str(cache))
+    monkeypatch.setenv(cache_module.ENV, str(cache))
     site_file = tmp_path / "site.yaml"
     site_file.write_text(f"state_dir: {tmp_path / 'state'}\nlimits: {{memory: 2Gi}}\n")
     roster = tmp_path / "classroom.yaml"
@@ -78,7 +78,7 @@ def test_changed_bytes_code_or_site_are_misses(files, monkeypatch):
     site_file.write_text(site_file.read_text().replace("768Mi", "2Gi"))
     site = load_site(site_file, remember=True)
     load_classroom(roster, site, remember=True)
-    monkeypatch.setattr(memory, "_fingerprint_parts", ("another version of the code",))
+    monkeypatch.setattr(cache_module, "_fingerprint_parts", ("another version of the code",))
     calls = []
     real = loading.check_classroom
     monkeypatch.setattr(loading, "check_classroom", lambda *a: calls.append(1) or real(*a))
@@ -105,7 +105,7 @@ def test_entries_others_could_write_are_not_read(files, monkeypatch, capsys):
     site_file, roster, cache = files
     site = load_site(site_file, remember=True)
     load_classroom(roster, site, remember=True)
-    site_entry = only_entry(cache, lambda p: memory._file_name(f"site:{site_file}") == p.name)
+    site_entry = only_entry(cache, lambda p: cache_module._file_name(f"site:{site_file}") == p.name)
     site_entry.chmod(0o620)
     calls = []
     real = loading._load_site
@@ -125,7 +125,7 @@ def test_an_entry_another_user_owns_is_not_read(files, monkeypatch):
     site_file, roster, cache = files
     site = load_site(site_file, remember=True)
     load_classroom(roster, site, remember=True)
-    site_entry = only_entry(cache, lambda p: memory._file_name(f"site:{site_file}") == p.name)
+    site_entry = only_entry(cache, lambda p: cache_module._file_name(f"site:{site_file}") == p.name)
     os.chown(site_entry, 65534, 65534)  # owned by another user, even if only it could write
     calls = []
     real = loading._load_site
@@ -138,8 +138,10 @@ def forged(cache, slot, wanted, payload):
     """An entry with a valid header and checksum around any payload."""
     import hashlib
 
-    (cache / memory._file_name(slot)).write_bytes(memory._MAGIC + wanted + hashlib.sha256(payload).digest() + payload)
-    (cache / memory._file_name(slot)).chmod(0o600)
+    (cache / cache_module._file_name(slot)).write_bytes(
+        cache_module._MAGIC + wanted + hashlib.sha256(payload).digest() + payload
+    )
+    (cache / cache_module._file_name(slot)).chmod(0o600)
 
 
 class Boom:
@@ -151,27 +153,27 @@ def test_only_configuration_objects_are_unpickled(files):
     site_file, roster, cache = files
     site = load_site(site_file, remember=True)
     slot = f"site:{site_file}"
-    wanted = memory.key(slot, site_file.read_bytes())
-    assert memory.fetch(slot, wanted) == site
+    wanted = cache_module.key(slot, site_file.read_bytes())
+    assert cache_module.fetch(slot, wanted) == site
     forged(cache, slot, wanted, pickle.dumps(Boom()))
-    assert memory.fetch(slot, wanted) is None and not os.path.exists("/tmp/remember-test-pwned")
+    assert cache_module.fetch(slot, wanted) is None and not os.path.exists("/tmp/remember-test-pwned")
     for other in (find_site, Paths(Path("/x"), Path("/y"))):  # a function, a class of the config: not models
         forged(cache, slot, wanted, pickle.dumps(other))
-        assert memory.fetch(slot, wanted) is None
+        assert cache_module.fetch(slot, wanted) is None
     # a torn write: the payload no longer matches its checksum
-    data = (cache / memory._file_name(slot)).read_bytes()
-    (cache / memory._file_name(slot)).write_bytes(data[:-5])
-    assert memory.fetch(slot, wanted) is None
+    data = (cache / cache_module._file_name(slot)).read_bytes()
+    (cache / cache_module._file_name(slot)).write_bytes(data[:-5])
+    assert cache_module.fetch(slot, wanted) is None
     assert isinstance(load_site(site_file, remember=True), Site)  # and the command goes on, validating
 
 
 def test_off_and_pruning(files, monkeypatch, tmp_path):
     site_file, roster, cache = files
-    monkeypatch.setenv(memory.ENV, "off")
+    monkeypatch.setenv(cache_module.ENV, "off")
     load_classroom(roster, load_site(site_file, remember=True), remember=True)
     assert not cache.exists()
-    monkeypatch.setenv(memory.ENV, str(cache))
-    monkeypatch.setattr(memory, "KEEP", 3)
+    monkeypatch.setenv(cache_module.ENV, str(cache))
+    monkeypatch.setattr(cache_module, "KEEP", 3)
     site = load_site(site_file, remember=True)
     for index in range(5):
         other = tmp_path / f"class{index}.yaml"
