@@ -332,7 +332,12 @@ class Classroom(Strict):
         Field(pattern=CLASSROOM_PATTERN, description="Classroom id; Unix groups <name>-students and <name>-teachers"),
     ]
     quotas: dict[Annotated[str, Field(pattern=QUOTA_NAME_PATTERN)], Quota] = Field(default_factory=dict)
-    admins: list[Person] = Field(default_factory=list, description="Teachers: hub admins")
+    admins: list[Person] = Field(
+        default_factory=list,
+        description="The teachers (the name is the file format's, kept): each gets the classroom's teacher role "
+        "(the roster, the teacher page and API, their students' servers), never JupyterHub admin rights; "
+        "a teacher's own lab, volume and quota work as a student's do",
+    )
     students: list[Person] = Field(default_factory=list)
     shared_disk: Size | None = Field(
         None,
