@@ -19,7 +19,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
-from tornado import web
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from tornado import httputil, web
 from tornado.escape import json_encode
 from tornado.iostream import StreamClosedError
 
@@ -38,14 +39,37 @@ STATIC = Path(__file__).with_name("static")
 USERNAME = USERNAME_PATTERN.strip("^$")
 log = logging.getLogger("reconcile.api")
 
+PROBLEM_JSON = "application/problem+json"  # every error of the API (RFC 9457)
+MERGE_PATCH_JSON = "application/merge-patch+json"  # what a PATCH sends (RFC 7396)
+PATCH_TYPES = (MERGE_PATCH_JSON, "application/json")  # application/json: the same document, as before the above
+
 
 class ApiError(Exception):
+    """An answer other than 2xx: its status, the detail (one sentence for a person), the per-field problems."""
+
     def __init__(
         self, status: int, message: str, problems: list[dict] | None = None, headers: dict[str, str] | None = None
     ):
         self.status, self.message, self.problems = status, message, problems or []
         self.headers = headers or {}  # sent with the error (tornado clears the handler's own before writing it)
         super().__init__(message)
+
+
+def problem_document(status: int, detail: str, problems: list[dict] | None = None) -> dict:
+    """An error as problem details (RFC 9457, ``application/problem+json``).
+
+    No error has a type of its own (the status and ``problems`` say what went wrong), so ``type`` is
+    ``about:blank`` and ``title`` the status' reason phrase, as the RFC asks for then.  Two extension members:
+    ``problems``, one ``{path, message}`` per field or CSV line at fault (often empty), and ``error``, the same
+    text as ``detail``, for clients written before the API answered problem details."""
+    return {
+        "type": "about:blank",
+        "title": httputil.responses.get(status, "Unknown"),
+        "status": status,
+        "detail": detail,
+        "problems": problems or [],
+        "error": detail,
+    }
 
 
 class Teacher(HubOAuthenticated, web.RequestHandler):
@@ -105,17 +129,19 @@ class Api(Teacher):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
 
     def write_error(self, status_code: int, **kwargs) -> None:
+        """Every error, whoever raised it (the handlers, tornado's 405 or a failed login, a bug), as a problem."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        problems: list[dict] = []
         if isinstance(exc, ApiError):
-            body = {"error": exc.message, "problems": exc.problems}
+            detail, problems = exc.message, exc.problems
             for name, value in exc.headers.items():
                 self.set_header(name, value)
         elif isinstance(exc, web.HTTPError) and exc.log_message:
-            body = {"error": exc.log_message % exc.args if exc.args else exc.log_message, "problems": []}
-        else:
-            body = {"error": self._reason, "problems": []}
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(body))
+            detail = exc.log_message % exc.args if exc.args else exc.log_message
+        else:  # an unexpected exception: its text stays in the log
+            detail = self._reason
+        self.set_header("Content-Type", PROBLEM_JSON)
+        self.finish(json.dumps(problem_document(status_code, detail, problems)))
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, ApiError):
@@ -162,6 +188,21 @@ class Api(Teacher):
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return data
+
+    def merge_patch(self) -> dict:
+        """A PATCH's body: a JSON merge patch (RFC 7396), the members given are set and a null removes one.
+
+        Sent as application/merge-patch+json; application/json is taken as the same document (what clients sent
+        before the type was named).  Any other type, or none, is 415, with the types taken in Accept-Patch."""
+        media = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media not in PATCH_TYPES:
+            raise ApiError(
+                415,
+                f"send the changes as {MERGE_PATCH_JSON} (a JSON merge patch), not "
+                + (media or "a body without Content-Type"),
+                headers={"Accept-Patch": ", ".join(PATCH_TYPES)},
+            )
+        return self.body()
 
     def flag(self, name: str) -> bool:
         """A boolean query parameter: true/false (also 1/0, yes/no); anything else is a client error."""
@@ -218,6 +259,10 @@ class Username(Api):
 
 
 class Student(Api):
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Accept-Patch", ", ".join(PATCH_TYPES))  # RFC 5789: the person is changed with PATCH
+
     @web.authenticated
     async def get(self, username: str) -> None:
         listing = await self.call(teacher.students, self.room)
@@ -231,7 +276,9 @@ class Student(Api):
     @web.authenticated
     async def patch(self, username: str) -> None:
         self.send(
-            await self.call(teacher.change_student, self.room, self.actor, username, self.body(), self.expected())
+            await self.call(
+                teacher.change_student, self.room, self.actor, username, self.merge_patch(), self.expected()
+            )
         )
 
     @web.authenticated
@@ -339,7 +386,7 @@ class Metrics(Api):
     @web.authenticated
     async def get(self) -> None:
         text = await self.call(teacher.metrics, self.room)
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)  # the format generate_latest writes
         self.finish(text)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Literal
 
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config.classroom import USERNAME_PATTERN, Person
@@ -193,17 +194,38 @@ def _components() -> dict:
     return {
         "schemas": {
             **_model_schemas(StudentList),
-            "Problem": {
+            "FieldProblem": {
                 "type": "object",
                 "required": ["path", "message"],
+                "description": "One field (or CSV line) at fault; path is empty when the problem is the whole input",
                 "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
             },
-            "Error": {
+            "Problem": {
                 "type": "object",
-                "required": ["error", "problems"],
+                "required": ["type", "title", "status", "detail", "problems"],
+                "description": "Every error, as problem details (RFC 9457, application/problem+json).  No error has a "
+                "type of its own: type is about:blank and title the status' reason phrase; detail says what went "
+                "wrong, for a person",
                 "properties": {
-                    "error": {"type": "string"},
-                    "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
+                    "type": {
+                        "type": "string",
+                        "format": "uri-reference",
+                        "description": "about:blank (a client must take any other URI as about:blank, RFC 9457)",
+                    },
+                    "title": {"type": "string", "description": "the HTTP reason phrase of status"},
+                    "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                    "detail": {"type": "string"},
+                    "problems": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/FieldProblem"},
+                        "description": "extension member: each field or line at fault, with its path (may be empty)",
+                    },
+                    "error": {
+                        "type": "string",
+                        "deprecated": True,
+                        "description": "extension member: the same text as detail, for clients written before "
+                        "problem details; read detail",
+                    },
                 },
             },
             "NewStudent": new,
@@ -343,8 +365,12 @@ def _components() -> dict:
     }
 
 
-def _json(schema: str) -> dict:
-    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+def _json(schema: str, *media: str) -> dict:
+    ref = {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+    return {"content": {kind: deepcopy(ref) for kind in media or ("application/json",)}}
+
+
+MERGE_PATCH = ("application/merge-patch+json", "application/json")  # the second: the same document (compatibility)
 
 
 def _errors(*codes: int) -> dict:
@@ -356,9 +382,14 @@ def _errors(*codes: int) -> dict:
         422: "Invalid input: problems with field paths; classroom.yaml untouched",
         412: "If-Match names a version of classroom.yaml that is not the file's now: nothing was written; "
         "read again (the ETag header is the file's version now)",
+        415: "The body is neither application/merge-patch+json nor application/json (Accept-Patch names both)",
         503: "Another pass holds the lock, or classroom.yaml is being written in place; retry (Retry-After)",
+        507: "The journal or the state has no room on disk: nothing was changed",
     }
-    return {str(code): {"description": text[code], **_json("Error")} for code in (403, 503, *codes)}
+    return {
+        str(code): {"description": text[code], **_json("Problem", "application/problem+json")}
+        for code in (403, 503, *codes)
+    }
 
 
 def document(prefix: str = "/services/classroom/") -> dict:
@@ -396,7 +427,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                     "requestBody": {"required": True, **_json("NewStudent")},
                     "responses": {
                         "201": {"description": "Added as written", **_json("Entry")},
-                        **_errors(400, 409, 412, 422),
+                        **_errors(400, 409, 412, 422, 507),
                     },
                 },
             },
@@ -441,15 +472,16 @@ def document(prefix: str = "/services/classroom/") -> dict:
                 },
                 "patch": {
                     "summary": "Change a person (quota, e-mail, status: disabled / active, ...)",
+                    "description": "A JSON merge patch (RFC 7396, application/merge-patch+json): the members given "
+                    "are set, a null removes one (an override goes back to the quota's value, quota to default, "
+                    "status to active; name cannot be removed).  application/json is taken as the same document, "
+                    "for clients written before; any other Content-Type is 415.",
                     "operationId": "changeStudent",
                     "parameters": [if_match],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StudentChanges"}}},
-                    },
+                    "requestBody": {"required": True, **_json("StudentChanges", *MERGE_PATCH)},
                     "responses": {
                         "200": {"description": "The person as now written", **_json("Entry")},
-                        **_errors(400, 404, 409, 412, 422),
+                        **_errors(400, 404, 409, 412, 415, 422, 507),
                     },
                 },
                 "delete": {
@@ -458,7 +490,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                     "parameters": [if_match],
                     "responses": {
                         "200": {"description": "The person as now written", **_json("Entry")},
-                        **_errors(404, 409, 412, 422),
+                        **_errors(404, 409, 412, 422, 507),
                     },
                 },
             },
@@ -469,7 +501,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                     "operationId": "resetPassword",
                     "responses": {
                         "200": {"description": "How it will reach the person", **_json("Reset")},
-                        **_errors(404, 409),
+                        **_errors(404, 409, 507),
                     },
                 },
             },
@@ -488,7 +520,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                                 }
                             },
                         },
-                        **_errors(404, 409, 503),
+                        **_errors(404, 409, 503, 507),
                     },
                 },
             },
@@ -528,7 +560,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                     },
                     "responses": {
                         "200": {"description": "Who was (or would be) added", **_json("ImportResult")},
-                        **_errors(400, 409, 412, 422),
+                        **_errors(400, 409, 412, 422, 507),
                     },
                 },
             },
@@ -553,8 +585,8 @@ def document(prefix: str = "/services/classroom/") -> dict:
                     "operationId": "getMetrics",
                     "responses": {
                         "200": {
-                            "description": "Prometheus exposition format 0.0.4",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                            "description": "Prometheus' text exposition format, as prometheus_client writes it",
+                            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
                         },
                         **_errors(),
                     },
@@ -570,7 +602,7 @@ def document(prefix: str = "/services/classroom/") -> dict:
                             "description": "The slips page",
                             "content": {"text/html": {"schema": {"type": "string"}}},
                         },
-                        **_errors(400, 409),
+                        **_errors(400, 409, 507),
                     },
                 },
             },

@@ -22,6 +22,7 @@ from reconciler.engine import journal
 pytestmark = pytest.mark.skipif(bool(host_ready() or hub_ready()), reason=str(host_ready() or hub_ready()))
 
 SCOPE = "custom:classroom:manage"
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
 
 def password(room, short):
@@ -117,7 +118,8 @@ def test_students_and_anonymous_requests_are_refused(served):
 def test_teacher_changes_reach_the_file_with_comments_and_the_journal(served):
     room, hub, api = served
     ann = room.user("ann")
-    response = api("PATCH", f"/api/students/{ann}", json={"memory": "512Mi", "disk": "192Mi"})
+    changes = json.dumps({"memory": "512Mi", "disk": "192Mi"})
+    response = api("PATCH", f"/api/students/{ann}", data=changes, headers=MERGE_PATCH)  # a JSON merge patch
     assert response.status_code == 200, response.text
     assert response.json()["memory"] == "512Mi"
     text = room.file.read_text()
@@ -176,17 +178,26 @@ def test_invalid_input_is_422_with_the_field_and_the_file_is_untouched(served, m
     before = room.file.read_bytes()
     response = api(method, path.format(cat=room.user("cat")), json=body)
     assert response.status_code == 422, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"  # RFC 9457, the field in "problems"
+    assert response.json()["status"] == 422 and response.json()["title"] == "Unprocessable Entity"
     assert any(where in p["path"] for p in response.json()["problems"]), response.json()
     assert room.file.read_bytes() == before
 
 
 def test_not_json_and_unknown_people(served):
     room, hub, api = served
-    assert api("PATCH", f"/api/students/{room.user('cat')}", data=b"{not json").status_code == 400
+    cat = room.user("cat")
+    assert api("PATCH", f"/api/students/{cat}", data=b"{not json", headers=MERGE_PATCH).status_code == 400
+    for other in ({}, {"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}):
+        refused = api("PATCH", f"/api/students/{cat}", data=b'{"quota": "big"}', headers=other)
+        assert refused.status_code == 415 and "merge-patch+json" in refused.json()["detail"], refused.text
+        assert refused.headers["Accept-Patch"] == "application/merge-patch+json, application/json"
     assert api("PATCH", "/api/students/nobody", json={"memory": "1Gi"}).status_code == 404
     assert api("GET", "/api/students/nobody").status_code == 404
     assert api("POST", "/api/students/nobody/reset-password").status_code == 404
-    assert api("GET", "/api/no-such-thing").json()["error"].startswith("no such endpoint")
+    missing = api("GET", "/api/no-such-thing")
+    assert missing.headers["Content-Type"] == "application/problem+json"
+    assert missing.json()["detail"].startswith("no such endpoint") and missing.json()["type"] == "about:blank"
     teacher = room.user("tea")
     for method, path in (
         ("DELETE", f"/api/students/{teacher}"),
@@ -275,7 +286,7 @@ def test_a_teacher_never_reaches_another_teachers_credentials_or_files(served):
         ("DELETE", f"/api/students/{tia}"),
     ):
         response = api(method, path, json={"email": "mine@example.org"} if method == "PATCH" else None)
-        assert response.status_code == 409 and "is a teacher" in response.json()["error"], (method, response.text)
+        assert response.status_code == 409 and "is a teacher" in response.json()["detail"], (method, response.text)
     assert password(room, "tia") == room.first_passwords["tia"]
     assert hub.login(tia, room.first_passwords["tia"]) is not None  # her account is still hers
 
@@ -435,11 +446,12 @@ def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(
 
 def test_metrics_for_prometheus_from_the_last_pass(served):
     """After the daemon's pass above: Prometheus' own parser reads the figures; a student's token gets 403."""
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
     from prometheus_client.parser import text_string_to_metric_families
 
     room, hub, api = served
     response = api("GET", "/api/metrics")
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert response.status_code == 200 and response.headers["Content-Type"] == CONTENT_TYPE_LATEST
     found = {family.name: family for family in text_string_to_metric_families(response.text)}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in found.values() for s in f.samples}
     assert samples[("classroom_people", (("role", "teacher"), ("status", "active")))] == 2

@@ -261,6 +261,18 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             expect(page.locator("#message")).to_contain_text("saved to classroom.yaml")
             assert "bob@example.org" in room.file.read_text() and "Ann Meanwhile" in room.file.read_text()
 
+            # an invalid value: the form shows the API's problem details, the detail and the field at fault
+            saved = room.file.read_text()
+            page.locator(f'tr[data-user="{bob}"] button', has_text="Edit").click()
+            page.fill('#person-form input[name="memory"]', "lots")
+            page.click("#person-save")
+            problems = page.locator("#person-form .problems")
+            expect(problems).to_contain_text("invalid input; classroom.yaml was not changed", timeout=20_000)
+            expect(problems).to_contain_text("memory: 'lots' is not a size")
+            assert room.file.read_text() == saved
+            page.locator('#person-form button[value="cancel"]').click()
+            expect(page.locator("#person-dialog")).to_be_hidden()
+
             # a phone and a tablet: nothing scrolls sideways, every action is on screen, buttons do not touch
             for width, height in ((390, 844), (768, 1024)):
                 page.set_viewport_size({"width": width, "height": height})

@@ -11,21 +11,27 @@ let editing = null; // the person being edited, null when adding
 let refreshing = null; // the refresh in flight: a slow pass must not stack requests
 let again = false; // asked for while one was in flight: its answer may predate the change, so one more follows
 
+// application/json and its +json kinds: application/merge-patch+json (a PATCH), application/problem+json (an error)
+const isJson = (type) => /^application\/([\w.-]+\+)?json\s*(;|$)/i.test(type ?? '');
+// A PATCH is a JSON merge patch (RFC 7396): the members given are set, a null removes one.
+const MERGE_PATCH = 'application/merge-patch+json';
+
 async function call(method, path, body, type = 'application/json', ifMatch = null) {
   const headers = { 'X-XSRFToken': xsrf };
   if (body !== undefined && type) headers['Content-Type'] = type;
   if (ifMatch) headers['If-Match'] = `"${ifMatch}"`;
   const response = await fetch(path, {
     method, headers, credentials: 'same-origin',
-    body: body === undefined ? undefined : (type === 'application/json' ? JSON.stringify(body) : body),
+    body: body === undefined ? undefined : (isJson(type) ? JSON.stringify(body) : body),
   });
-  const data = response.headers.get('Content-Type')?.startsWith('application/json') ? await response.json() : null;
+  const data = isJson(response.headers.get('Content-Type')) ? await response.json() : null;
   if (ifMatch && response.ok && response.headers.get('ETag')) {
     state.etag = response.headers.get('ETag').replaceAll('"', ''); // the version this write made: the next is on it
   }
   if (!response.ok) {
-    const error = new Error(data?.error || `${response.status} ${response.statusText}`);
-    error.problems = data?.problems || [];
+    // every error of the API is problem details (RFC 9457): detail for the teacher, problems per field
+    const error = new Error(data?.detail || data?.title || `${response.status} ${response.statusText}`);
+    error.problems = Array.isArray(data?.problems) ? data.problems : [];
     error.stale = response.status === 412;
     throw error;
   }
@@ -351,7 +357,7 @@ function refresh() {
 
 async function change(username, changes, what) {
   try {
-    await edit('PATCH', `api/students/${username}`, changes);
+    await edit('PATCH', `api/students/${username}`, changes, MERGE_PATCH);
     show(t('js.updated', { user: username, what }), 'ok');
   } catch (error) {
     show(t('js.not_changed', { user: username, error: error.message }), 'error', error.problems);
@@ -476,7 +482,7 @@ async function savePerson(event) {
     let username;
     if (editing) {
       username = editing.username;
-      if (Object.keys(body).length) await edit('PATCH', `api/students/${username}`, body);
+      if (Object.keys(body).length) await edit('PATCH', `api/students/${username}`, body, MERGE_PATCH);
     } else {
       if (form.username.value.trim()) body.username = form.username.value.trim();
       username = (await edit('POST', 'api/students', body)).username;

@@ -1,0 +1,232 @@
+"""The teacher API over HTTP, without a hub: the service's own handlers, with the hub's login stubbed out.
+
+Every error is problem details (RFC 9457, application/problem+json), a PATCH is a JSON merge patch (RFC 7396)
+under its own media type, the metrics carry prometheus_client's content type, and the answers are what the
+OpenAPI document says.  tests/hub/test_api.py drives the same handlers behind a real hub."""
+
+import asyncio
+import json
+from http import HTTPStatus
+
+import jsonschema
+import pytest
+from driverkit import FakeHost
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from reconciler.config.load import load_site
+from reconciler.host.lock import LockBusy
+from reconciler.service import app as service
+from reconciler.service import openapi
+from reconciler.service import usecases as teacher
+
+PREFIX = "/services/classroom/"
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+ROSTER = """\
+version: 1
+name: py101
+quotas:
+  default: {memory: 1Gi, cpu: 1, disk: 1Gi}
+  big: {memory: 2Gi, cpu: 2, disk: 5Gi}
+admins:
+  - username: tea
+    name: Tea Cher
+students:
+  - username: ann
+    name: Ann Example
+    memory: 1536Mi   # she runs big notebooks
+  - username: bob
+    name: Bob Example
+"""
+
+
+@pytest.fixture
+def room(tmp_path, monkeypatch):
+    """The classroom, and the hub's login stubbed: every request comes from the teacher tea."""
+    (tmp_path / "classroom.yaml").write_text(ROSTER)
+    site = load_site(None).model_copy(update={"state_dir": tmp_path / "state", "hub": None})
+    monkeypatch.setattr(service.Teacher, "get_current_user", lambda self: {"name": "tea", "kind": "user"})
+    return teacher.Room(site, tmp_path / "classroom.yaml", FakeHost(tmp_path / "host").files())
+
+
+def call(room, method: str, path: str, body=None, headers: dict | None = None):
+    """One request to the service on a port of its own; the answer whatever its status."""
+    if isinstance(body, dict | list):
+        body = json.dumps(body)
+
+    async def go():
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(service.make_app(room, PREFIX))
+        server.add_sockets(sockets)
+        client = AsyncHTTPClient(force_instance=True)
+        try:
+            return await client.fetch(
+                f"http://127.0.0.1:{sockets[0].getsockname()[1]}{PREFIX}{path}",
+                method=method,
+                body=body,
+                headers=headers or {},
+                raise_error=False,
+                allow_nonstandard_methods=True,
+                request_timeout=60,
+            )
+        finally:
+            client.close()
+            server.stop()
+            await server.close_all_connections()
+
+    return asyncio.run(go())
+
+
+def problem(response, status: int) -> dict:
+    """The answer is problem details with this status, valid against the OpenAPI document's Problem schema."""
+    assert response.code == status, response.body
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = json.loads(response.body)
+    schemas = json.loads(
+        json.dumps(openapi.document()["components"]["schemas"]).replace("/components/schemas/", "/$defs/")
+    )
+    jsonschema.Draft202012Validator({"$ref": "#/$defs/Problem", "$defs": schemas}).validate(body)
+    assert body["type"] == "about:blank" and body["status"] == status
+    assert body["title"] == HTTPStatus(status).phrase
+    assert body["error"] == body["detail"]  # the extension member clients read before problem details
+    return body
+
+
+def test_an_error_is_a_problem_document(room):
+    body = problem(call(room, "GET", "api/students/nobody"), 404)
+    assert body == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "nobody is not in the classroom",
+        "problems": [],
+        "error": "nobody is not in the classroom",
+    }
+    assert problem(call(room, "GET", "api/no-such-thing"), 404)["detail"].startswith("no such endpoint")
+    assert problem(call(room, "PUT", "api/students", body={}), 405)["detail"] == "Method Not Allowed"
+    assert (
+        problem(call(room, "POST", "api/students", body="{not json"), 400)["detail"] == "the request body is not JSON"
+    )
+    teacher_itself = problem(call(room, "PATCH", "api/students/tea", body={"name": "X"}, headers=MERGE_PATCH), 409)
+    assert "is a teacher" in teacher_itself["detail"]
+
+
+def test_invalid_input_names_the_fields_in_problems(room):
+    before = room.file.read_bytes()
+    body = problem(
+        call(room, "PATCH", "api/students/ann", body={"memory": "lots", "shoe_size": 44}, headers=MERGE_PATCH), 422
+    )
+    assert [p["path"] for p in body["problems"]] == ["shoe_size"]  # not editable: refused before any value
+    body = problem(call(room, "POST", "api/students", body={"name": "New", "memory": "lots"}), 422)
+    assert any("memory" in p["path"] for p in body["problems"]), body
+    assert room.file.read_bytes() == before
+
+
+def test_a_stale_version_is_412_with_the_files_version_in_etag(room):
+    etag = room.etag()
+    response = call(
+        room, "PATCH", "api/students/ann", body={"name": "Ann"}, headers={**MERGE_PATCH, "If-Match": '"bogus"'}
+    )
+    body = problem(response, 412)
+    assert response.headers["ETag"] == f'"{etag}"'
+    assert "changed since you read it" in body["problems"][0]["message"]
+
+
+def test_a_busy_lock_is_503_with_retry_after(room, monkeypatch):
+    def busy(room):
+        raise LockBusy("another pass holds the lock")
+
+    monkeypatch.setattr(teacher, "pending_plan", busy)
+    response = call(room, "GET", "api/plan")
+    assert problem(response, 503)["detail"] == "another pass holds the lock"
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_a_bug_is_a_500_problem_that_keeps_its_text_in_the_log(room, monkeypatch):
+    def broken(room):
+        raise RuntimeError("a secret path /etc/shadow")
+
+    monkeypatch.setattr(teacher, "last_status", broken)
+    response = call(room, "GET", "api/status")
+    assert problem(response, 500)["detail"] == "Internal Server Error"
+    assert b"shadow" not in response.body
+
+
+def test_nobody_logged_in_is_a_403_problem(room, monkeypatch):
+    monkeypatch.setattr(service.Teacher, "get_current_user", lambda self: None)
+    body = problem(call(room, "GET", "api/students"), 403)
+    assert "custom:classroom:manage" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/merge-patch+json", "application/merge-patch+json; charset=utf-8", "application/json"],
+)
+def test_patch_is_a_merge_patch_and_null_removes_an_override(room, content_type):
+    """application/json is taken as the same document as application/merge-patch+json."""
+    response = call(
+        room, "PATCH", "api/students/ann", body={"memory": None, "quota": "big"}, headers={"Content-Type": content_type}
+    )
+    assert response.code == 200, response.body
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert json.loads(response.body) == {"username": "ann", "name": "Ann Example", "quota": "big"}
+    assert "1536Mi" not in room.file.read_text() and "# she runs big notebooks" not in room.file.read_text()
+    assert response.headers["ETag"] == f'"{room.etag()}"'
+    # null on a key with a default: back to it (the file says only what differs)
+    again = call(room, "PATCH", "api/students/ann", body={"quota": None}, headers={"Content-Type": content_type})
+    assert json.loads(again.body) == {"username": "ann", "name": "Ann Example"}
+
+
+def test_a_required_field_cannot_be_removed(room):
+    before = room.file.read_bytes()
+    body = problem(call(room, "PATCH", "api/students/ann", body={"name": None}, headers=MERGE_PATCH), 422)
+    assert body["problems"] == [{"path": "name", "message": "Field required"}]  # a name is required
+    assert room.file.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}, {}],
+    ids=["text", "form", "none"],
+)
+def test_patch_in_another_media_type_is_415(room, headers):
+    before = room.file.read_bytes()
+    response = call(room, "PATCH", "api/students/ann", body={"quota": "big"}, headers=headers)
+    body = problem(response, 415)
+    assert "application/merge-patch+json" in body["detail"]
+    assert response.headers["Accept-Patch"] == "application/merge-patch+json, application/json"
+    assert room.file.read_bytes() == before
+
+
+def test_a_person_says_how_it_is_patched(room):
+    response = call(room, "GET", "api/students/ann")
+    assert response.code == 200, response.body
+    assert response.headers["Accept-Patch"] == "application/merge-patch+json, application/json"
+
+
+def test_the_metrics_carry_prometheus_clients_content_type(room):
+    response = call(room, "GET", "api/metrics")
+    assert response.code == 200, response.body
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    documented = openapi.document()["paths"]["/api/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(documented) == [CONTENT_TYPE_LATEST]
+
+
+def test_the_openapi_document_says_the_same():
+    document = openapi.document()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            for status, answer in operation["responses"].items():
+                if int(status) >= 400:
+                    assert answer["content"] == {
+                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }, (path, method, status)
+    patch = document["paths"]["/api/students/{username}"]["patch"]
+    assert list(patch["requestBody"]["content"]) == ["application/merge-patch+json", "application/json"]
+    assert "415" in patch["responses"]
+    schema = document["components"]["schemas"]["Problem"]
+    assert set(schema["required"]) == {"type", "title", "status", "detail", "problems"}
