@@ -443,7 +443,7 @@ def import_csv(args: argparse.Namespace) -> int:
     from ..roster import csv_import, edit
     from ..engine.journal import Unwritable
     from ..engine.journal import before as journal_before
-    from ..service.usecases import journal_imported, refuse_new_problems
+    from ..service.teacher import journal_imported, refuse_new_problems
 
     site = site_of(args)
     classroom_file = classroom_path(args, site)
@@ -510,13 +510,13 @@ def operator() -> str:
 
 
 def reset_password(args: argparse.Namespace) -> int:
-    from ..service import usecases
+    from ..service import teacher
 
     site = site_of(args, applies=True)
     classroom = roster_of(args, site)
     try:
-        usecases.reset_password(site, classroom, args.username, actor=operator())
-    except usecases.Refused as exc:
+        teacher.reset_password(site, classroom, args.username, actor=operator())
+    except teacher.Refused as exc:
         print(f"reconcile: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
     except (lock.LockBusy, PermissionError):

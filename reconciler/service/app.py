@@ -33,7 +33,7 @@ from ..host import liveness
 from ..host.lock import LockBusy
 from ..roster.edit import Rejected, Stale, Written
 from . import openapi
-from . import usecases as teacher
+from . import teacher
 
 STATIC = Path(__file__).with_name("static")
 USERNAME = USERNAME_PATTERN.strip("^$")

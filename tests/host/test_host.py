@@ -444,7 +444,7 @@ def test_a_teacher_write_that_cannot_be_journaled_is_not_made(classroom):
     refused with the reason (the API answers 507), and classroom.yaml and the outbox are as they were."""
     from reconciler.config.load import load_site
     from reconciler.engine.journal import Unwritable
-    from reconciler.service import usecases as teacher
+    from reconciler.service import teacher
 
     room = classroom
     room.write([{"username": "ann"}, {"username": "bob"}])

@@ -20,7 +20,7 @@ from reconciler.config.load import load_site
 from reconciler.host.lock import LockBusy
 from reconciler.service import app as service
 from reconciler.service import openapi
-from reconciler.service import usecases as teacher
+from reconciler.service import teacher
 
 PREFIX = "/services/classroom/"
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}

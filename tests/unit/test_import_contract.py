@@ -243,7 +243,7 @@ def test_the_engine_reaches_every_layer_it_needs():
             "from ..hub.config import HUB_PORT\n",
             "service imports reconciler.hub.config, a layer beside it",
         ),
-        ("engine/apply.py", "from ..service import usecases\n", "engine imports reconciler.service.usecases"),
+        ("engine/apply.py", "from ..service import teacher\n", "engine imports reconciler.service.teacher"),
     ],
 )
 def test_a_deliberate_wrong_import_is_caught(file, source, expected):

@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconciler.core.metrics import families
 from reconciler.core.pass_record import PassRecord
 from reconciler.core.report import PersonRow
-from reconciler.service.usecases import prometheus_text
+from reconciler.service.teacher import prometheus_text
 
 
 def render(status, snapshot, per_person=True) -> bytes:

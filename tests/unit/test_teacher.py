@@ -12,7 +12,7 @@ from reconciler.engine import journal
 from reconciler.host import containers
 from reconciler.roster import edit as rosteredit
 from reconciler.service import openapi
-from reconciler.service import usecases as teacher
+from reconciler.service import teacher
 
 ROSTER = """\
 # Python 101, spring term
@@ -237,7 +237,7 @@ def test_the_username_is_shown_before_saving(room):
 
 
 def test_while_the_file_is_invalid_the_page_shows_the_class_in_force_and_why(room, tmp_path):
-    from reconciler.service.usecases import _PARSED
+    from reconciler.service.teacher import _PARSED
 
     good = teacher.students(room)
     assert good["invalid"] is None

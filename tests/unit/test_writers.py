@@ -26,7 +26,7 @@ from reconciler.credentials import outbox
 from reconciler.host import fsutil
 from reconciler.host.fsutil import replace_if_unchanged
 from reconciler.roster import edit
-from reconciler.service import usecases as teacher
+from reconciler.service import teacher
 
 pytestmark = pytest.mark.unit
 
