@@ -1,4 +1,4 @@
-"""`reconcile export`, `reconcile archive`, `reconcile restore`: the end of term (engine/archive.py does it).
+"""`reconcile export`, `reconcile archive`, `reconcile restore`: the end of term (engine/end_of_term.py does it).
 
 The parser is built for every command; the engine's archive module is imported only when one of these runs.
 """
@@ -40,32 +40,32 @@ def _progress(args: argparse.Namespace):
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from ..engine import archive as term
+    from ..engine import end_of_term
 
     site = site_of(args, applies=True)
     classroom = roster_of(args, site)
-    known = term.exportable(classroom)
+    known = end_of_term.exportable(classroom)
     if args.all == bool(args.users):
         raise UsageError("export: name the people (USER ...) or give --all, not both")
     users = known if args.all else args.users
     unknown = [user for user in users if user not in known]
     if unknown:
         raise UsageError(f"export: not in classroom.yaml with files kept: {', '.join(unknown)}")
-    return _report(term.export(site, users, args.out, on_start=_progress(args)))
+    return _report(end_of_term.export(site, users, args.out, on_start=_progress(args)))
 
 
 def archive_command(args: argparse.Namespace) -> int:
     """Export everyone in status: archived who has no archive in OUT yet, then one pass (which disables them)."""
-    from ..engine import archive as term
+    from ..engine import end_of_term
 
     site = site_of(args, applies=True)
     classroom = roster_of(args, site)
     out = args.out or site.paths.state / "archives"
-    due = term.to_archive(classroom)
-    fresh = [user for user in due if args.again or term.latest(out, user) is None]
+    due = end_of_term.to_archive(classroom)
+    fresh = [user for user in due if args.again or end_of_term.latest(out, user) is None]
     for user in sorted(set(due) - set(fresh)):
-        print(f"{user}: already archived: {term.latest(out, user)}")
-    code = _report(term.export(site, fresh, out, on_start=_progress(args))) if fresh else EXIT_OK
+        print(f"{user}: already archived: {end_of_term.latest(out, user)}")
+    code = _report(end_of_term.export(site, fresh, out, on_start=_progress(args))) if fresh else EXIT_OK
     if not due:
         print("nobody has status: archived in classroom.yaml")
     passed = run_pass(site, classroom, policy_of(args, site), dry_run=False, as_json=False)
@@ -73,13 +73,13 @@ def archive_command(args: argparse.Namespace) -> int:
 
 
 def restore_command(args: argparse.Namespace) -> int:
-    from ..engine import archive as term
+    from ..engine import end_of_term
 
     site = site_of(args, applies=True)
     classroom = roster_of(args, site)
     if not args.source.is_file():
         raise UsageError(f"restore: {args.source} is not a file")
-    done = term.restore(site, classroom, args.username, args.source, args.into)
+    done = end_of_term.restore(site, classroom, args.username, args.source, args.into)
     for problem in done.problems:
         print(f"{args.username}: {problem}", file=sys.stderr)
     if done.target is None:

@@ -217,7 +217,7 @@ def converge(
     private_dir(site.state_dir)
     with lock.hold(site.paths.lock, exclusive=True, timeout=timeout) as held:
         run = _runner(held)
-        from .archive import clear_stale
+        from .end_of_term import clear_stale
 
         clear_stale(site, run)
         seen = _look(site, desired, policy, probes, run)

@@ -299,7 +299,7 @@ async def send_archive(handler: web.RequestHandler, path: Path) -> None:
 
 
 class StudentExport(Api):
-    """A teacher downloads a student's files (a verified export, engine/archive.py)."""
+    """A teacher downloads a student's files (a verified export, engine/end_of_term.py)."""
 
     @web.authenticated
     async def get(self, username: str) -> None:

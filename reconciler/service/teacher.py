@@ -22,7 +22,7 @@ from ..config.site import Site
 from ..core.actions import Action, Kind, Op
 from ..core.report import PersonRow, material_link, rows
 from ..credentials import delivery, outbox
-from ..engine import archive as term
+from ..engine import end_of_term
 from ..engine import reconcile as engine
 from ..engine.journal import Journal, record_edit
 from ..engine.journal import before as journal_before
@@ -490,7 +490,7 @@ def own_download(room: Room, username: str) -> Path:
 
 
 def download(room: Room, username: str, actor: str) -> Path:
-    """A verified archive of ``username``'s files for a browser (engine/archive.py: a consistent view even while
+    """A verified archive of ``username``'s files for a browser (engine/end_of_term.py: a consistent view even while
     their server runs).  One made in the last ten minutes is served again, so repeated clicks cost one export;
     older ones are removed.  Journaled with who asked."""
     classroom = room.classroom()
@@ -509,7 +509,7 @@ def download(room: Room, username: str, actor: str) -> Path:
         one = _DOWNLOADING.setdefault(username, threading.Lock())
     with one:  # two clicks at once: one export
         mine = private_dir(folder / username)
-        ready = term.latest(mine, username)
+        ready = end_of_term.latest(mine, username)
         if ready is not None:  # who read whose files is journaled for every download, not only the export
             _journal(
                 room,
@@ -524,7 +524,7 @@ def download(room: Room, username: str, actor: str) -> Path:
             )
             return ready
         try:
-            done = term.export(room.site, [username], mine, actor=actor, source="api")[0]
+            done = end_of_term.export(room.site, [username], mine, actor=actor, source="api")[0]
         except lock.LockBusy:
             raise Refused(503, "another export is running; try again in a minute") from None
         if done.missing or done.waiting:  # no volume yet; a server still ending holds it
