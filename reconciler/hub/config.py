@@ -11,11 +11,23 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import traceback
 from pathlib import Path
 
-from ..config.classroom import group_name
+from traitlets.config.loader import PyFileConfigLoader
+
+from ..config.classroom import Classroom, group_name
 from ..config.load import load_classroom, load_site
-from ..config.site import HSTS, HUB_PORT, MANAGE_SCOPE, METRICS_SCOPE, SERVICE_NAME, Site, find_site
+from ..config.site import (
+    HSTS,
+    HUB_PORT,
+    MANAGE_SCOPE,
+    METRICS_SCOPE,
+    SERVICE_NAME,
+    HubSettings,
+    Site,
+    find_site,
+)
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
 START_WALL_SECONDS = 10.0  # one JupyterLab boot holding a start slot: 7-9 s measured under load, rounded up
@@ -114,34 +126,68 @@ def load() -> tuple[Site, Path]:
     return site, classroom
 
 
-def configure(c, site: Site | None = None, classroom_file: Path | None = None) -> None:
+OUR_AUTHENTICATOR = "reconciler.hub.auth.ClassroomAuthenticator"
+
+
+def configure(c, site: Site | None = None, classroom_file: Path | None = None, load_subconfig=None) -> None:
+    """The packaged configuration, one concern after the other; then the operator's files
+    (hub.extra_config_dir) and, whatever they set, what stays reconcile's.
+
+    ``load_subconfig`` is the one traitlets gives the config file that calls this (jupyterhub_config.py);
+    without it (tests, tools) the same loader is used on ``c``.
+    """
     if site is None or classroom_file is None:
         site, classroom_file = load()
     hub = site.hub
     if hub is None:
         raise SystemExit("site.yaml has no hub: section; add one to run JupyterHub (see examples/site.yaml)")
     classroom = load_classroom(classroom_file, site)
-    token = hub.token_file.read_text().strip()
+    update_network(c, hub)
+    update_state(c, site)
+    update_auth(c, classroom.name)
+    update_tls(c, hub)
+    update_limits(c, classroom)
+    update_spawner(c, hub, classroom.name, classroom_file)
+    update_services(c, hub, classroom_file)
+    update_roles(c, classroom.name, bool(hub.subdomain_host))
+    load_extra_config(c, hub.extra_config_dir, load_subconfig)
+    keep_what_reconcile_owns(
+        c, site, classroom_file, group_name(classroom.name, "teacher"), group_name(classroom.name, "student")
+    )
 
+
+def update_network(c, hub: HubSettings) -> None:
+    """Where the proxy, the hub API and the proxy's API listen."""
     c.JupyterHub.bind_url = hub.public_url
     c.JupyterHub.hub_bind_url = f"http://{hub.hub_address}:{HUB_PORT}"
     c.JupyterHub.hub_connect_url = c.JupyterHub.hub_bind_url
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"  # never reachable from containers
+
+
+def update_state(c, site: Site) -> None:
+    """The hub's database, cookie secret and pid file; students' servers outlive the hub."""
+    hub = site.hub
     c.JupyterHub.db_url = hub.db_url
     c.JupyterHub.db_kwargs = database_settings(hub.db_url)
     c.JupyterHub.cookie_secret_file = str(site.cookie_secret_file)
     c.JupyterHub.pid_file = str(site.state_dir / "jupyterhub.pid")
     c.JupyterHub.cleanup_servers = False  # a hub restart must not kill every student's running notebook
 
-    # PAM against the accounts reconcile manages; locked or expired accounts are refused.
-    c.JupyterHub.authenticator_class = "reconciler.hub.auth.ClassroomAuthenticator"
-    c.ClassroomAuthenticator.teachers_group = group_name(classroom.name, "teacher")
-    c.ClassroomAuthenticator.students_group = group_name(classroom.name, "student")
-    c.PAMAuthenticator.allowed_groups = {group_name(classroom.name, "student"), group_name(classroom.name, "teacher")}
+
+def update_auth(c, classroom: str) -> None:
+    """PAM against the accounts reconcile manages; locked or expired accounts are refused; nobody is admin."""
+    c.JupyterHub.authenticator_class = OUR_AUTHENTICATOR
+    c.ClassroomAuthenticator.teachers_group = group_name(classroom, "teacher")
+    c.ClassroomAuthenticator.students_group = group_name(classroom, "student")
+    c.PAMAuthenticator.allowed_groups = {group_name(classroom, "student"), group_name(classroom, "teacher")}
     c.PAMAuthenticator.admin_groups = set()  # nobody is a hub admin: teachers have a role of their own
     c.PAMAuthenticator.check_account = True
     c.PAMAuthenticator.open_sessions = False
     c.Authenticator.admin_users = set()
+
+
+def update_tls(c, hub: HubSettings) -> None:
+    """hub.tls and hub.subdomain_host: the proxy's certificate, secure cookies, HSTS; per-user origins."""
     if hub.tls is not None:
         # the proxy terminates TLS; cookies are marked secure (the hub sees https via X-Forwarded-Proto);
         # HSTS keeps browsers on https for the hub and, with per-user subdomains, every server below it
@@ -155,20 +201,27 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
         # every user server (and the teacher page) on an origin of its own: <user>.<host>, classroom--service.<host>
         c.JupyterHub.subdomain_host = hub.subdomain_host
 
-    # Class-start storms: a whole class logs in within seconds.  Starts queue for a CPU slot (see
-    # ClassroomSpawner.start_slots) behind a page that waits, so the hub must neither refuse them (429)
-    # nor time them out: the limits grow with the class and with the CPU time the queue needs.
+
+def update_limits(c, classroom: Classroom) -> None:
+    """Class-start storms: a whole class logs in within seconds.  Starts queue for a CPU slot (see
+    ClassroomSpawner.start_slots) behind a page that waits, so the hub must neither refuse them (429)
+    nor time them out: the limits grow with the class and with the CPU time the queue needs."""
     people = len(classroom.admins) + len(classroom.students)
     c.JupyterHub.concurrent_spawn_limit = max(100, people)
     slots = 2 * (os.cpu_count() or 1)  # ClassroomSpawner.start_slots
     c.Spawner.start_timeout = max(300, int(people * START_WALL_SECONDS / slots) + 300)
     c.Spawner.http_timeout = c.Spawner.start_timeout
+
+
+def update_spawner(c, hub: HubSettings, classroom: str, classroom_file: Path) -> None:
+    """Student servers: hardened containers of the locally built image (hub/spawner.py), or swarm services on
+    the workers (hub/swarm.py)."""
     c.JupyterHub.spawner_class = "reconciler.hub.spawner.ClassroomSpawner"
     c.Spawner.default_url = "/lab"
     c.DockerSpawner.image = hub.image
     c.DockerSpawner.pull_policy = "never"  # no registry: the image is built locally
     c.DockerSpawner.remove = True
-    c.DockerSpawner.prefix = f"jupyter-{classroom.name}"
+    c.DockerSpawner.prefix = f"jupyter-{classroom}"
     if hub.spawner == "swarm":
         # services on the workers (hub/swarm.py), reached at their worker's address and host-mode port
         c.JupyterHub.spawner_class = "reconciler.hub.swarm.ClassroomSwarmSpawner"
@@ -178,7 +231,14 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     else:
         c.DockerSpawner.network_name = hub.network
         c.DockerSpawner.use_internal_ip = True
+    c.ClassroomSpawner.site_file = str(find_site(None) or "")
+    c.ClassroomSpawner.classroom_file = str(classroom_file)
+    c.ClassroomSpawner.classroom_name = classroom
 
+
+def update_services(c, hub: HubSettings, classroom_file: Path) -> None:
+    """The culler, the reconciler's API token and the teacher service."""
+    token = hub.token_file.read_text().strip()
     c.JupyterHub.services = [
         # jupyterhub-idle-culler, paused while a lesson of classroom.yaml's schedule is on (hub/culler.py)
         {
@@ -203,8 +263,12 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
             "oauth_no_confirm": True,
         },  # the hub's own packaged service: no "authorize this app?" step
     ]
-    # Teachers (the Unix teachers group, mirrored into the hub by ClassroomAuthenticator) manage the
-    # classroom through the service; scripts use a token the teacher makes with the custom scope.
+
+
+def update_roles(c, classroom: str, subdomains: bool) -> None:
+    """Least privilege for each service; teachers (the Unix teachers group, mirrored into the hub by
+    ClassroomAuthenticator) manage the classroom through the service; scripts use a token the teacher makes
+    with the custom scope."""
     c.JupyterHub.custom_scopes = {
         MANAGE_SCOPE: {"description": "Manage the classroom's students through the classroom service"},
         # a teacher makes a token with this scope alone for Prometheus: it reads the figures, changes nothing
@@ -212,29 +276,19 @@ def configure(c, site: Site | None = None, classroom_file: Path | None = None) -
     }
     c.JupyterHub.load_roles = [
         {"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]},
-        {"name": "reconciler", "scopes": reconciler_scopes(classroom.name), "services": ["reconciler"]},
+        {"name": "reconciler", "scopes": reconciler_scopes(classroom), "services": ["reconciler"]},
         {
             "name": "classroom-teacher",
-            "scopes": teacher_scopes(classroom.name, bool(hub.subdomain_host)),
-            "groups": [group_name(classroom.name, "teacher")],
+            "scopes": teacher_scopes(classroom, subdomains),
+            "groups": [group_name(classroom, "teacher")],
         },
         # students reach the service only for /me/export (their own files); everything else needs the custom scope
         {
             "name": "classroom-student",
             "scopes": [f"access:services!service={SERVICE_NAME}"],
-            "groups": [group_name(classroom.name, "student")],
+            "groups": [group_name(classroom, "student")],
         },
     ]
-    c.ClassroomSpawner.site_file = str(find_site(None) or "")
-    c.ClassroomSpawner.classroom_file = str(classroom_file)
-    c.ClassroomSpawner.classroom_name = classroom.name
-    load_extra_config(c, hub.extra_config_dir)
-    keep_what_reconcile_owns(
-        c, site, classroom_file, group_name(classroom.name, "teacher"), group_name(classroom.name, "student")
-    )
-
-
-OUR_AUTHENTICATOR = "reconciler.hub.auth.ClassroomAuthenticator"
 
 
 def trusted(path: Path) -> None:
@@ -248,17 +302,45 @@ def trusted(path: Path) -> None:
         )
 
 
-def load_extra_config(c, directory: Path) -> list[Path]:
-    """jupyterhub_config.d: each *.py in name order, with ``c`` (and get_config) in scope, as TLJH does."""
+def merging_into(c):
+    """traitlets' ``load_subconfig`` for a ``c`` that no config file made (tests, tools): the same loader and merge."""
+
+    def load_subconfig(fname: str) -> None:
+        c.merge(PyFileConfigLoader(fname).load_config())
+
+    return load_subconfig
+
+
+def load_extra_config(c, directory: Path, load_subconfig=None) -> list[Path]:
+    """jupyterhub_config.d as Z2JH and TLJH load it: ``load_subconfig`` on each *.py in name order.
+
+    Each file runs with a ``c`` of its own, merged into ours afterwards: what it sets replaces ours, what it
+    appends or updates (``c.JupyterHub.services.append(...)``) extends ours.  The directory and each file must be
+    root's and writable by nobody else, all of them checked before any runs; an error in a file stops the hub
+    with the file and line named.
+    """
     if not directory.is_dir():
         return []
     trusted(directory)
-    files = sorted(directory.glob("*.py"))
+    files = sorted(path for path in directory.glob("*.py") if path.is_file())
     for path in files:
         trusted(path)
-        code = compile(path.read_text(), str(path), "exec")
-        exec(code, {"c": c, "get_config": lambda: c, "__file__": str(path), "__name__": "jupyterhub_config_d"})
+    load = load_subconfig or merging_into(c)
+    for path in files:
+        try:
+            load(str(path))
+        except Exception as error:
+            traceback.print_exception(error, file=sys.stderr)
+            raise SystemExit(f"hub.extra_config_dir: {where(path, error)}: {type(error).__name__}: {error}") from error
     return files
+
+
+def where(path: Path, error: BaseException) -> str:
+    """The operator's file, and the line of it the error comes from (a syntax error's own, or the traceback's)."""
+    if isinstance(error, SyntaxError) and error.filename == str(path) and error.lineno:
+        return f"{path}, line {error.lineno}"
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__) if frame.filename == str(path)]
+    return f"{path}, line {lines[-1]}" if lines else str(path)
 
 
 def keep_what_reconcile_owns(c, site: Site, classroom_file: Path, teachers: str, students: str) -> None:

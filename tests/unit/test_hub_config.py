@@ -253,3 +253,97 @@ def test_the_embedded_database_commits_to_a_write_ahead_log(tmp_path):
     session.close()
     c, _ = build(tmp_path, "  db_url: postgresql://hub@db.school/jupyterhub\n")
     assert c.JupyterHub.db_kwargs == {}  # another database: its own settings
+
+
+def test_one_function_per_concern_builds_the_same_configuration(tmp_path):
+    """configure() is the update_* functions in order (then the operator's files): each sets only its own part."""
+    c, site = build(tmp_path)
+    parts = Config()
+    classroom = config.load_classroom(ROOT / "examples" / "classroom.yaml", site)
+    config.update_network(parts, site.hub)
+    config.update_state(parts, site)
+    config.update_auth(parts, classroom.name)
+    config.update_tls(parts, site.hub)
+    config.update_limits(parts, classroom)
+    config.update_spawner(parts, site.hub, classroom.name, ROOT / "examples" / "classroom.yaml")
+    config.update_services(parts, site.hub, ROOT / "examples" / "classroom.yaml")
+    config.update_roles(parts, classroom.name, False)
+    assert parts == c
+    auth = Config()
+    config.update_auth(auth, "py101")
+    assert set(auth) == {"JupyterHub", "ClassroomAuthenticator", "PAMAuthenticator", "Authenticator"}
+    assert set(auth.JupyterHub) == {"authenticator_class"}
+
+
+def extra(tmp_path, files: dict[str, str]):
+    """The packaged configuration with these files in hub.extra_config_dir."""
+    directory = tmp_path / "jupyterhub_config.d"
+    directory.mkdir(mode=0o755)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return build(tmp_path, f"  extra_config_dir: {directory}\n")[0]
+
+
+def test_extra_files_load_as_sub_configs_in_name_order(tmp_path):
+    """Each file is a traitlets sub-config: what it sets replaces ours, later files win, .append extends our
+    lists; nobody becomes admin and another authenticator goes through the classroom's gate."""
+    c = extra(
+        tmp_path,
+        {
+            "20-password.py": 'c.DummyAuthenticator.password = "second"\n',
+            "10-auth.py": 'c.JupyterHub.authenticator_class = "dummy"\n'
+            'c.DummyAuthenticator.password = "first"\n'
+            'c.Authenticator.admin_users = {"tea"}\n'
+            'c.JupyterHub.services.append({"name": "announce", "url": "http://127.0.0.1:8009"})\n',
+            "notes.txt": "c.JupyterHub.bind_url = 'http://0.0.0.0:1'\n",  # *.py only
+        },
+    )
+    assert c.JupyterHub.authenticator_class == "dummy" and c.DummyAuthenticator.password == "second"
+    assert [s["name"] for s in c.JupyterHub.services] == ["idle-culler", "reconciler", "classroom", "announce"]
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000"
+    assert c.Authenticator.admin_users == set()
+    assert type(c.Authenticator.post_auth_hook).__name__ == "ClassroomGate" and c.Authenticator.allow_all is True
+
+
+def test_the_packaged_file_hands_traitlets_load_subconfig_on(tmp_path, monkeypatch):
+    """As `jupyterhub -f` reads it: the operator's file is merged by the config file's own load_subconfig."""
+    from jupyterhub.app import JupyterHub
+
+    directory = tmp_path / "jupyterhub_config.d"
+    directory.mkdir(mode=0o755)
+    (directory / "10-announce.py").write_text('c.JupyterHub.template_vars = {"announcement": "Lab 3 today"}\n')
+    (tmp_path / "token").write_text("t\n")
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(f"state_dir: state\nhub:\n  token_file: token\n  extra_config_dir: {directory}\n")
+    monkeypatch.setenv("RECONCILE_SITE", str(site_file))
+    monkeypatch.setenv("RECONCILE_CLASSROOM", str(ROOT / "examples" / "classroom.yaml"))
+    app = JupyterHub()
+    app.load_config_file(str(config.CONFIG_FILE))
+    assert app.config.JupyterHub.template_vars == {"announcement": "Lab 3 today"}
+    assert app.config.JupyterHub.authenticator_class == config.OUR_AUTHENTICATOR
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("x = 1\nimport no_such_authenticator\n", "10-bad.py, line 2: ModuleNotFoundError: No module named"),
+        ("c.JupyterHub.bind_url = (\n", "10-bad.py, line 1: SyntaxError:"),
+    ],
+)
+def test_an_error_in_an_extra_file_names_the_file_and_line(tmp_path, text, said):
+    with pytest.raises(SystemExit) as stopped:
+        extra(tmp_path, {"10-bad.py": text})
+    assert str(stopped.value).startswith("hub.extra_config_dir: ") and said in str(stopped.value)
+
+
+def test_an_extra_file_others_can_write_is_refused_before_any_runs(tmp_path):
+    directory = tmp_path / "jupyterhub_config.d"
+    directory.mkdir(mode=0o755)
+    (directory / "10-first.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+    (directory / "20-loose.py").write_text("")
+    (directory / "20-loose.py").chmod(0o666)
+    with pytest.raises(SystemExit) as stopped:
+        build(tmp_path, f"  extra_config_dir: {directory}\n")
+    said = str(stopped.value)
+    assert f"20-loose.py is owned by uid {os.geteuid()} with mode 0666" in said and "chmod go-w" in said
+    assert not (directory / "10-first.py.ran").exists()
