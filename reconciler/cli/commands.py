@@ -110,7 +110,9 @@ def reconcile(args: argparse.Namespace) -> int:
     policy = policy_of(args, site)
     if args.observed:
         outcome = engine.plan_offline(site, classroom, json.loads(args.observed.read_text()), policy)
-        print(render_json(outcome.plan) if args.json else render_text(outcome.plan, colour=colour_on(sys.stdout)))
+        print(
+            render_json(outcome.plan) if args.json else render_text(outcome.plan, colour=progress.colour_on(sys.stdout))
+        )
         return exit_code(outcome)
     return run_pass(site, classroom, policy, dry_run=args.dry_run, as_json=args.json)
 
@@ -121,7 +123,7 @@ def run_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
         print("note: site.yaml has no hub: section, so JupyterHub users and servers are left alone.", file=sys.stderr)
 
     def show(the_plan: Plan) -> None:
-        print(render_json(the_plan) if as_json else render_text(the_plan, colour=colour_on(out)), file=out)
+        print(render_json(the_plan) if as_json else render_text(the_plan, colour=progress.colour_on(out)), file=out)
 
     done = [0]
     total = [0]
@@ -146,11 +148,6 @@ def run_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
     if outcome.result is not None:
         _summarize(outcome.plan, outcome.result, site)
     return exit_code(outcome)
-
-
-def colour_on(stream) -> bool:
-    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
 def _summarize(the_plan: Plan, result: Result, site: Site) -> None:

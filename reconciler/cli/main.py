@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-q",
         "--quiet",
         action="store_true",
-        help="no progress lines (they are shown only on a terminal anyway, and never with NO_COLOR)",
+        help="no progress lines (they are shown only on a terminal anyway; NO_COLOR turns off colour only)",
     )
     _common(parser, suppress=False)
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")

@@ -45,7 +45,7 @@ def describe(action: Action) -> str:
     return ", ".join(parts)
 
 
-# ANSI colours for a terminal: + green, ~ yellow, - and ! red (the caller decides: never with NO_COLOR)
+# ANSI colours for a terminal: + green, ~ yellow, - and ! red (the caller decides: cli.progress.colour_on)
 COLOURS = {Op.CREATE: "\x1b[32m", Op.UPDATE: "\x1b[33m", Op.DISABLE: "\x1b[31m", Op.DESTROY: "\x1b[1;31m"}
 RESET = "\x1b[0m"
 

@@ -2,6 +2,7 @@
 host change with the built-in site outside the checkout.  The real command, as a subprocess (no root)."""
 
 import argparse
+import io
 import os
 import subprocess
 import sys
@@ -105,24 +106,40 @@ class Terminal:
         pass
 
 
-def test_progress_only_on_a_terminal_and_never_with_no_color_or_quiet(monkeypatch):
+def test_progress_only_on_a_terminal_and_never_with_quiet(monkeypatch):
     from reconciler.cli.progress import Progress
 
     monkeypatch.delenv("NO_COLOR", raising=False)
     terminal = Terminal()
     Progress(stream=terminal)("debootstrap")
     assert "s] debootstrap" in "".join(terminal.lines)
-    for quiet, env in ((True, None), (False, "1")):
-        if env:
-            monkeypatch.setenv("NO_COLOR", env)
-        silent = Terminal()
-        Progress(quiet=quiet, stream=silent)("debootstrap")
-        assert silent.lines == []
-    import io
-
+    silent = Terminal()
+    Progress(quiet=True, stream=silent)("debootstrap")
+    assert silent.lines == []
     piped = io.StringIO()  # a pipe or a log file
     Progress(stream=piped)("debootstrap")
     assert piped.getvalue() == ""
+
+
+@pytest.mark.parametrize(("no_color", "coloured"), [(None, True), ("", True), ("1", False), ("0", False)])
+def test_no_color_turns_off_colour_only_and_only_when_not_empty(monkeypatch, no_color, coloured):
+    """https://no-color.org: NO_COLOR "present and not an empty string" (any value, "0" too) means no colour
+    codes; the progress lines stay, they are a terminal's, not a colour."""
+    from reconciler.cli.progress import Progress, colour_on
+
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    terminal = Terminal()
+    plan = Plan("c", (Action(Op.CREATE, Kind.GROUP, "c-students"),))
+    print(render_text(plan, colour=colour_on(terminal)), file=terminal)
+    Progress(stream=terminal)("applying")
+    out = "".join(terminal.lines)
+    assert ("\x1b[32m+\x1b[0m group" in out) is coloured
+    assert ("\x1b[" in out) is coloured
+    assert "s] applying" in out  # progress, with or without colour
+    assert colour_on(io.StringIO()) is False  # never in a pipe
 
 
 def test_a_subcommand_option_is_never_taken_for_an_abbreviation_of_a_top_level_one():
