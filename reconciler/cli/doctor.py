@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography import x509
+
 from ..config.load import InvalidFile, load_classroom
 from ..config.site import HUB_PORT, Site
 from ..core import exports
@@ -142,12 +144,12 @@ def check_disks(site: Site) -> list[Check]:
 
     out = []
     for disk in disks(site):
-        if disk["low"]:
+        if disk.low:
             out.append(
                 Check(
                     WARN,
                     "disk",
-                    f"{disk['what']} ({disk['path']}): {disk['free'] // 2**20} MiB free of {disk['size'] // 2**20} MiB",
+                    f"{disk.what} ({disk.path}): {disk.free // 2**20} MiB free of {disk.size // 2**20} MiB",
                     "free space there, or move it to a bigger disk",
                 )
             )
@@ -295,20 +297,18 @@ def check_hub(site: Site, pam: Path = Path("/etc/pam.d")) -> list[Check]:
 
 
 def check_certificate(cert: Path, now: datetime.datetime | None = None) -> list[Check]:
-    done = subprocess.run(
-        ["openssl", "x509", "-noout", "-enddate", "-in", str(cert)], capture_output=True, text=True, env=environment()
-    )
-    if done.returncode != 0:
+    """The proxy's certificate (the first of a chain: the server's own) still valid, and for CERT_WARN_DAYS more."""
+    try:
+        ends = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
+    except (OSError, ValueError) as error:
         return [
             Check(
                 FAIL,
                 "certificate",
-                f"{cert} cannot be read as a certificate: {done.stderr.strip()[:200]}",
+                f"{cert} cannot be read as a certificate: {str(error).strip()[:200]}",
                 "see HTTPS in docs/how-to/jupyterhub.md",
             )
         ]
-    stamp = done.stdout.strip().removeprefix("notAfter=")
-    ends = datetime.datetime.strptime(stamp, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.UTC)
     left = ends - (now or datetime.datetime.now(datetime.UTC))
     if left.total_seconds() <= 0:
         return [

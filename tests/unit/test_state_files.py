@@ -80,3 +80,15 @@ def test_the_journal_rotates_by_size_and_never_loses_an_entry(tmp_path):
     early.close()
     assert rotated is not None and "late" in rotated.read_text()
     assert journal.read(path)[-1]["target"] == "late"
+
+
+def test_the_doctor_reads_the_disks_it_is_given(tmp_path: Path):
+    """`reconcile doctor`'s disk check over engine.disks: a warning per low filesystem, said in MiB."""
+    from reconciler.cli.doctor import OK, WARN, check_disks
+    from reconciler.config.site import Site
+
+    low = check_disks(Site.model_validate({"state_dir": str(tmp_path / "state"), "warn_free_fraction": 1.0}))
+    assert low and {check.verdict for check in low} == {WARN}
+    assert "MiB free of" in low[0].detail and "the state" in low[0].detail
+    (fine,) = check_disks(Site.model_validate({"state_dir": str(tmp_path / "state"), "warn_free_fraction": 0.0}))
+    assert fine.verdict == OK
