@@ -66,3 +66,37 @@ def test_the_daemon_tells_systemd_it_is_alive():
     assert daemon["Type"] == "notify" and daemon["NotifyAccess"] == "main"
     assert int(daemon["WatchdogSec"]) >= 3 * liveness.BEAT  # three heartbeats may be missed before a restart
     assert daemon["Restart"] == "always"
+
+
+# The Littlest JupyterHub's jupyterhub.service sets these; each one gives the unit a mount namespace of its own
+# (systemd.exec(5)), from which no mount reaches the host or Docker's containers.
+TLJH_SANDBOXING = ("PrivateTmp", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules", "ProtectHome")
+MOUNT_NAMESPACE = (
+    *TLJH_SANDBOXING,
+    "PrivateMounts",
+    "ProtectSystem",
+    "ProtectControlGroups",
+    "ProtectKernelLogs",
+    "ReadOnlyPaths",
+    "InaccessiblePaths",
+    "TemporaryFileSystem",
+    "BindPaths",
+    "BindReadOnlyPaths",
+    "RootDirectory",
+    "MountFlags",
+)
+
+
+@pytest.mark.parametrize("name", ["classroom-mount.service", "classroom-reconcile.service", "classroom-hub.service"])
+def test_units_that_mount_keep_the_host_mount_namespace(name):
+    """Every unit mounts (the boot unit and the daemon the homes; the hub's classroom service an export's view, which
+    the daemon's pass must see to clear): TLJH's sandboxing is written out as off, each with its reason next to it,
+    and nothing else gives the unit a mount namespace of its own."""
+    service = unit(name)["Service"]
+    text = (UNITS / name).read_text()
+    for key in TLJH_SANDBOXING:
+        assert service.get(key) == "no", (name, key)
+        assert f"# - {key}: " in text, f"{name}: say why {key} is off"
+    for key in MOUNT_NAMESPACE:
+        assert service.get(key, "no") == "no", (name, key)
+    assert service.get("DynamicUser", "no") == "no"  # it implies PrivateTmp and ProtectSystem=strict
