@@ -24,9 +24,9 @@ from ..core.report import render as render_people
 from ..core.report import render_exports, render_swarm
 from ..core.report import rows
 from ..credentials import outbox
-from ..engine import reconcile as engine
+from ..engine import passes
 from ..engine.apply import Result
-from ..engine.reconcile import Outcome, Verdict
+from ..engine.passes import Outcome, Verdict
 from ..host import lock
 from . import progress
 
@@ -95,7 +95,7 @@ def classroom_path(args: argparse.Namespace, site: Site) -> Path:
 
 
 def policy_of(args: argparse.Namespace, site: Site) -> Policy:
-    return engine.policy(site, getattr(args, "allow_destroy", False), getattr(args, "allow_mass_disable", False))
+    return passes.policy(site, getattr(args, "allow_destroy", False), getattr(args, "allow_mass_disable", False))
 
 
 # --- a pass --------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def reconcile(args: argparse.Namespace) -> int:
     classroom = roster_of(args, site)
     policy = policy_of(args, site)
     if args.observed:
-        outcome = engine.plan_offline(site, classroom, json.loads(args.observed.read_text()), policy)
+        outcome = passes.plan_offline(site, classroom, json.loads(args.observed.read_text()), policy)
         print(
             render_json(outcome.plan) if args.json else render_text(outcome.plan, colour=progress.colour_on(sys.stdout))
         )
@@ -140,9 +140,9 @@ def run_pass(site: Site, classroom: Classroom, policy: Policy, *, dry_run: bool,
             print(f"{line} ({detail})" if detail else line, file=sys.stderr)
 
     if dry_run:
-        outcome = engine.preview(site, classroom, policy, on_plan=show_and_count)
+        outcome = passes.preview(site, classroom, policy, on_plan=show_and_count)
     else:
-        outcome = engine.converge(site, classroom, policy, on_plan=show_and_count, report=report)
+        outcome = passes.converge(site, classroom, policy, on_plan=show_and_count, report=report)
     if outcome.verdict is Verdict.REFUSED:
         print("A safety guard refused this pass; nothing was changed.", file=sys.stderr)
     if outcome.result is not None:
@@ -208,12 +208,12 @@ def status(args: argparse.Namespace) -> int:
     classroom = roster_of(args, site)
     swarm = site.hub is not None and site.hub.spawner == "swarm"
     # the containers (one Docker call): which worker runs each server (swarm), which servers run an older image
-    outcome = engine.look(site, classroom, containers=site.hub is not None)
+    outcome = passes.look(site, classroom, containers=site.hub is not None)
     from ..host import liveness  # `status` only: a dry run never loads it
 
     daemon = liveness.look(site.paths.heartbeat)
     if args.json:
-        print(json.dumps({**engine.status_document(site, outcome), "daemon": daemon}, indent=2))
+        print(json.dumps({**passes.status_document(site, outcome), "daemon": daemon}, indent=2))
         return EXIT_OK
     print(render_people(rows(outcome.desired, outcome.actual, outbox.pending(site.paths.outbox))))
     print()
@@ -245,7 +245,7 @@ def status(args: argparse.Namespace) -> int:
         from ..engine import prewarm as warm
 
         print(f"lessons: {warm.look(site, classroom, outcome.desired, outcome.actual, dt.datetime.now(dt.UTC)).text}")
-    for disk in engine.disks(site):
+    for disk in passes.disks(site):
         share = disk.free / disk.size if disk.size else 0
         warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk.low else ""
         print(
@@ -257,7 +257,7 @@ def status(args: argparse.Namespace) -> int:
 
 def _last_pass(site: Site) -> str:
     """'; last pass 2026-...: converged', from the daemon's status.json (nothing before its first pass)."""
-    record = engine.last_pass(site)
+    record = passes.last_pass(site)
     return "" if record is None else f"; last pass {record.time}: {record.result}"
 
 
@@ -297,7 +297,7 @@ def prewarm(args: argparse.Namespace) -> int:
     classroom = roster_of(args, site)
     failed = False
     while True:
-        outcome = engine.look(site, classroom, containers=False)
+        outcome = passes.look(site, classroom, containers=False)
         client = hub_probes(site, classroom.name).client
         done = warm.run(site, classroom, outcome.desired, outcome.current, client)
         for name in done.started:
@@ -328,7 +328,7 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def mount_all(args: argparse.Namespace) -> int:
-    attached, results = engine.mount_all(site_of(args, applies=True))
+    attached, results = passes.mount_all(site_of(args, applies=True))
     for line in attached:
         print(line)
     for username, result in results.items():

@@ -140,7 +140,7 @@ def check_state(site: Site) -> list[Check]:
 
 
 def check_disks(site: Site) -> list[Check]:
-    from ..engine.reconcile import disks
+    from ..engine.passes import disks
 
     out = []
     for disk in disks(site):

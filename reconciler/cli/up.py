@@ -24,7 +24,7 @@ import psutil
 from ..config.load import load_classroom
 from ..config.site import Site
 from ..credentials import outbox
-from ..engine import reconcile as engine
+from ..engine import passes
 from ..host.containers import LABEL_CLASSROOM
 from ..host.facts import alive
 from ..host.fsutil import private_dir, write_atomic
@@ -134,7 +134,7 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
     if build.report(site.hub.image, state / "image-cache", False, progress, site.image, site.pins_file) != 0:
         return 1
     progress("mounting the volumes in the manifest")
-    engine.mount_all(site)
+    passes.mount_all(site)
     me = [sys.executable, "-m", "reconciler"]
     hub = [*me, "hub", "--site", str(effective), "-f", str(classroom_file.resolve())]
     daemon = [*me, "watch", "--site", str(effective), "-f", str(classroom_file.resolve())]
@@ -146,7 +146,7 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
             print(f"{name}: already running (pid {pid})")
     print(f"hub: pid {_running(state, 'hub')}, log {state / 'hub.log'}")
     _wait_for_hub(site.hub.public_url, state / "hub.log", progress=progress)
-    code = run_pass(site, classroom, engine.policy(site), dry_run=False, as_json=False)
+    code = run_pass(site, classroom, passes.policy(site), dry_run=False, as_json=False)
     _supervise(state, {"hub": hub, "watch": daemon})
     print(f"watch: pid {_running(state, 'watch')}, log {state / 'watch.log'}")
     waiting = outbox.pending(site.paths.outbox)

@@ -30,8 +30,8 @@ from ..core.actual import Disk
 from ..core.pass_record import Condition, PassRecord
 from ..core.render import SYMBOLS, render_text
 from ..credentials import delivery, outbox
-from ..engine import reconcile as engine
-from ..engine.reconcile import Outcome, Verdict
+from ..engine import passes
+from ..engine.passes import Outcome, Verdict
 from ..host import liveness, lock
 from ..host.fsutil import write_atomic
 from ..host.gitinfo import git_revision
@@ -176,7 +176,7 @@ class Daemon:
             log.log(level, "%s: %s %s %s %s", result, SYMBOLS[action.op], action.kind, action.target, detail)
 
         try:
-            outcome = engine.converge(
+            outcome = passes.converge(
                 self.site,
                 classroom,
                 self.policy,
@@ -262,7 +262,7 @@ class Daemon:
 
     def _disks(self) -> list[Disk]:
         """Free space of the classroom's filesystems; a warning is logged once each time one runs low."""
-        found = engine.disks(self.site)
+        found = passes.disks(self.site)
         low = {disk.path for disk in found if disk.low}
         for disk in found:
             if disk.low and disk.path not in self.low_disks:
@@ -284,7 +284,7 @@ class Daemon:
         The pass's own snapshot (observed again when the pass changed the host): no second observation.
         """
         try:
-            document = engine.status_document(self.site, outcome, found_disks)
+            document = passes.status_document(self.site, outcome, found_disks)
             write_atomic(self.site.paths.snapshot, json.dumps(document, indent=1) + "\n")
         except Exception:  # noqa: BLE001 - a snapshot is a convenience; never stop the daemon for it
             log.exception("could not write snapshot.json")

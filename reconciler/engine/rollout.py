@@ -11,7 +11,7 @@ from ..config.classroom import Classroom
 from ..config.site import Site
 from ..core.rollout import Rollout, due
 from ..host.observe import hub_probes
-from . import reconcile as engine
+from . import passes
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Rolled:
 
 
 def rollout(site: Site, classroom: Classroom, idle: dt.timedelta, dry_run: bool = False) -> Rolled:
-    outcome = engine.look(site, classroom, containers=True)
+    outcome = passes.look(site, classroom, containers=True)
     students = {p.username for p in classroom.students if p.status == "active"}
     plan = due(outcome.current, students, dt.datetime.now(dt.UTC), idle)
     if dry_run or not plan.restart:

@@ -23,7 +23,7 @@ from ..core.actions import Action, Kind, Op
 from ..core.report import PersonRow, material_link, rows
 from ..credentials import delivery, outbox
 from ..engine import end_of_term
-from ..engine import reconcile as engine
+from ..engine import passes
 from ..engine.journal import Journal, record_edit
 from ..engine.journal import before as journal_before
 from ..host import accounts, containers, liveness, lock
@@ -146,7 +146,7 @@ def _journal_first(room: Room, actor: str):
 
 def refuse_new_problems(site: Site, before: Classroom, after: Classroom, host: HostFiles = HostFiles()) -> None:
     """Plan the edited file against the host as it is: what it would newly refuse or block stops the edit."""
-    notes = engine.check_edit(site, before, after, host)
+    notes = passes.check_edit(site, before, after, host)
     if notes:
         raise Rejected([{"path": f"{n.target}" if n.target else "", "message": n.message} for n in notes], status=409)
 
@@ -188,7 +188,7 @@ def students(room: Room) -> dict:
         classroom, raw = found
         invalid = {"problems": [str(p) for p in exc.problems], "changed": room.who_changed()}
     # the host as it is, even in the middle of a pass: the daemon's last look at it when that saw this roster
-    desired, actual, seen = engine.observe_now(room.site, classroom, _mtime(room.file) if invalid is None else None)
+    desired, actual, seen = passes.observe_now(room.site, classroom, _mtime(room.file) if invalid is None else None)
     memory = containers.memory_usage(actual.containers)
     members = {m.username: m for m in desired.members}
     written = {p.username: p for p in classroom.people}
@@ -288,12 +288,12 @@ def _overrides(entry: dict) -> dict:
 def pending_plan(room: Room) -> dict:
     """The current dry run, in the core's JSON format: what the daemon will do next."""
     wait = min(room.site.lock_timeout, PLAN_LOCK_WAIT)  # 503 while a pass runs
-    return engine.look(room.site, room.classroom(), lock_timeout=wait).plan.to_json()
+    return passes.look(room.site, room.classroom(), lock_timeout=wait).plan.to_json()
 
 
 def last_status(room: Room) -> dict | None:
     """The daemon's last pass (<state_dir>/status.json), None before its first."""
-    record = engine.last_pass(room.site)
+    record = passes.last_pass(room.site)
     return None if record is None else record.to_json()
 
 
@@ -305,7 +305,7 @@ def metrics(room: Room) -> bytes:
         people = [PersonRow.from_json(row) for row in json.loads(room.site.paths.snapshot.read_text())["people"]]
     except (OSError, ValueError, KeyError, TypeError):
         people = None
-    return prometheus_text(families(engine.last_pass(room.site), people, room.site.metrics.per_person))
+    return prometheus_text(families(passes.last_pass(room.site), people, room.site.metrics.per_person))
 
 
 def prometheus_text(gauges: list) -> bytes:
@@ -546,7 +546,7 @@ def reset_password(
     Not a roster edit, so it works when the roster is kept in git.
     """
     paths = site.paths
-    member = engine.desire(site, classroom).member(username)
+    member = passes.desire(site, classroom).member(username)
     if member is None or member.status != "active":
         raise Refused(404, f"{username} is not an active person in {classroom.name}")
     try:

@@ -105,7 +105,7 @@ def main() -> int:
             return 1
         times = found
         from reconciler.config.load import load_classroom, load_site
-        from reconciler.engine import reconcile as engine
+        from reconciler.engine import passes as engine
 
         settings = load_site(room.site)
         classroom = load_classroom(room.file, settings)

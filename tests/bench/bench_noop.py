@@ -57,7 +57,7 @@ from reconciler.config.classroom import group_name  # noqa: E402
 from reconciler.core import render  # noqa: E402
 from reconciler.core.actions import Policy  # noqa: E402
 from reconciler.core.plan import plan  # noqa: E402
-from reconciler.engine.reconcile import desire  # noqa: E402
+from reconciler.engine.passes import desire  # noqa: E402
 from reconciler.host import facts as obs  # noqa: E402
 from reconciler.host.observe import observe as host_observe  # noqa: E402
 from reconciler.host.volumes import backend_for  # noqa: E402

@@ -23,7 +23,7 @@ from reconciler.config.sizes import parse_size
 from reconciler.core.actions import Policy
 from reconciler.core.actual import is_disabled, is_enabled
 from reconciler.core.plan import plan
-from reconciler.engine.reconcile import desire
+from reconciler.engine.passes import desire
 
 pytestmark = pytest.mark.skipif(host_ready() is not None, reason=host_ready() or "")
 

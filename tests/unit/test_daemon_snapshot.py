@@ -1,4 +1,4 @@
-"""The teacher page's table from the daemon's last snapshot (engine.reconcile.daemon_snapshot): only when the daemon
+"""The teacher page's table from the daemon's last snapshot (engine.passes.daemon_snapshot): only when the daemon
 saw the roster as it is now and is alive; parsed once per write."""
 
 import json
@@ -7,7 +7,7 @@ import time
 
 from reconciler.config.site import Site
 from reconciler.core.actual import to_json
-from reconciler.engine.reconcile import daemon_snapshot
+from reconciler.engine.passes import daemon_snapshot
 from test_plan_golden import snapshot
 
 

@@ -217,9 +217,9 @@ def test_no_import_cycles():
 def test_the_engine_reaches_every_layer_it_needs():
     """Not vacuous: the graph sees real edges across layers."""
     edges = graph()
-    assert "reconciler.core.plan" in edges["reconciler.engine.reconcile"]
-    assert "reconciler.host.observe" in edges["reconciler.engine.reconcile"]
-    assert "reconciler.engine.reconcile" in edges["reconciler.cli.commands"]
+    assert "reconciler.core.plan" in edges["reconciler.engine.passes"]
+    assert "reconciler.host.observe" in edges["reconciler.engine.passes"]
+    assert "reconciler.engine.passes" in edges["reconciler.cli.commands"]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.core.actual import Disk
 from reconciler.core.pass_record import RESULTS, Condition, PassRecord
-from reconciler.engine.reconcile import Verdict
+from reconciler.engine.passes import Verdict
 from reconciler.service.openapi import document
 
 BASE = dict(

@@ -4,7 +4,7 @@ import pytest
 
 from reconciler.core.actions import Action, Kind, Note, Op, Plan
 from reconciler.engine.apply import Result
-from reconciler.engine.reconcile import Verdict, verdict
+from reconciler.engine.passes import Verdict, verdict
 
 STEP = Action(Op.CREATE, Kind.GROUP, "py101-students", reason="classroom group")
 REFUSED = Note("mass-disable", "", "this pass would disable 9 of 10 active people")

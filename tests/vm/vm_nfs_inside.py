@@ -30,7 +30,7 @@ from reconciler.cli.doctor import OK, check_nfs
 from reconciler.config.load import load_classroom, load_site
 from reconciler.core.actions import Kind, Op
 from reconciler.core.exports import parse_etab
-from reconciler.engine import reconcile as engine
+from reconciler.engine import passes as engine
 from reconciler.hub.swarm import NFS_OPTIONS, volume_options
 
 ROOT = Path("/var/lib/classroom-nfs")  # state, images: the VM's memory
