@@ -1,6 +1,6 @@
 """`reconcile export`, `reconcile archive`, `reconcile restore`: the end of term (engine/end_of_term.py does it).
 
-The parser is built for every command; the engine's archive module is imported only when one of these runs.
+The parser is built for every command; engine.end_of_term is imported only when one of these runs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..config.sizes import format_size
+from .parser import command
 from .commands import EXIT_ERROR, EXIT_OK, EXIT_WAITING, UsageError, policy_of, roster_of, run_pass, site_of
 
 
@@ -95,13 +96,12 @@ def restore_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub, command, later) -> None:
-    """The three commands, on the top-level parser's subcommands (``command``, ``later``: cli.main's helpers)."""
-    _later = later
+def register(sub) -> None:
+    """The three commands of the end of term."""
     export = command(
         sub,
         "export",
-        _later("archive", "export_command"),
+        export_command,
         "write each person's home to OUT/USER-YYYYMMDD.tar.zst with a manifest (sizes, sha256), from a "
         "consistent view even while their server runs, and verify it",
     )
@@ -117,7 +117,7 @@ def register(sub, command, later) -> None:
     archive = command(
         sub,
         "archive",
-        _later("archive", "archive_command"),
+        archive_command,
         "export everyone with status: archived who has no archive yet, verify it, then apply "
         "classroom.yaml (which disables them)",
     )
@@ -128,7 +128,7 @@ def register(sub, command, later) -> None:
     restore = command(
         sub,
         "restore",
-        _later("archive", "restore_command"),
+        restore_command,
         "unpack an export into an active person's home (or a new folder of it), as that person, "
         "never replacing a file; refused when it does not verify or fit",
     )

@@ -29,9 +29,9 @@ from ..engine.apply import Result
 from ..engine.passes import Outcome, Verdict
 from ..host import lock
 from . import progress
+from .parser import command
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_REFUSED, EXIT_WAITING = 0, 1, 2, 3, 4
-EXIT_USAGE = 64  # EX_USAGE: a mistyped option, or a command that needs a site file it was not given
 
 
 class UsageError(Exception):
@@ -283,47 +283,6 @@ def image_line(tag: str, actual) -> str:
     return text
 
 
-def prewarm(args: argparse.Namespace) -> int:
-    """One pre-warm step (what the daemon does between its passes), or with --wait every step until nothing more
-    is due now.  Exit 0, 1 when a start failed or the hub cannot be asked."""
-    import time
-
-    from ..engine import prewarm as warm
-    from ..host.observe import hub_probes
-
-    site = site_of(args)
-    if site.hub is None:
-        raise UsageError("prewarm: site.yaml has no hub section")
-    classroom = roster_of(args, site)
-    failed = False
-    while True:
-        outcome = passes.look(site, classroom, containers=False)
-        client = hub_probes(site, classroom.name).client
-        done = warm.run(site, classroom, outcome.desired, outcome.current, client)
-        for name in done.started:
-            print(f"started {name}'s server")
-        for name, why in done.failed.items():
-            print(f"could not start {name}'s server: {why}", file=sys.stderr)
-            failed = True
-        if not args.wait or not done.step.start:
-            break
-        time.sleep(done.step.wake or 0)
-    print(done.step.text)
-    if outcome.actual.hub is not None and outcome.actual.hub.error and done.step.phase in ("warming", "lesson"):
-        print(f"the hub cannot be asked: {outcome.actual.hub.error}", file=sys.stderr)
-        failed = True
-    return EXIT_ERROR if failed else EXIT_OK
-
-
-def doctor(args: argparse.Namespace) -> int:
-    from . import doctor as checks
-
-    site = site_of(args)
-    found = checks.diagnose(site, classroom_path(args, site))
-    print(checks.render(found))
-    return EXIT_ERROR if any(c.verdict == checks.FAIL for c in found) else EXIT_OK
-
-
 # --- the host -------------------------------------------------------------------------------------
 
 
@@ -562,3 +521,145 @@ def slips(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{len(written)} slip(s) written to {args.out} (it contains passwords: print it, then delete it).")
     return EXIT_OK
+
+
+def register(sub) -> None:
+    """This module's subcommands: the files, status, the hub and its service, passwords, the roster, storage,
+    the image, Kubernetes."""
+    command(sub, "validate", validate, "check classroom.yaml (and site.yaml); change nothing")
+    command(sub, "schema", schema, "print the JSON schema of classroom.yaml", common=False)
+    status_parser = command(sub, "status", status, "show each person's account, volume and mount")
+    status_parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="the people and the raw snapshot as JSON (what CI plans against with --observed)",
+    )
+    command(sub, "mount-all", mount_all, "mount every volume in the manifest (at boot, before the hub)")
+    command(sub, "hub", hub, "run JupyterHub for this classroom in the foreground (site.yaml needs a hub: section)")
+    command(sub, "api", api, "the teacher API and page (a JupyterHub service: `reconcile hub` starts it)")
+
+    reset = command(
+        sub, "reset-password", reset_password, "give USER a new generated password, delivered like a new one"
+    )
+    reset.add_argument("username", help="the person (a student or teacher in classroom.yaml)")
+
+    credentials = sub.add_parser(
+        "credentials",
+        help="deliver new passwords: e-mail or printable slips",
+        description="deliver new passwords: e-mail or printable slips",
+    )
+    cred_sub = credentials.add_subparsers(dest="credentials_command", metavar="ACTION", required=True)
+    command(
+        cred_sub,
+        "send",
+        send_credentials,
+        "e-mail every waiting password now (the daemon does this after each pass)",
+    )
+    slips_parser = command(
+        cred_sub,
+        "slips",
+        slips,
+        "write printable slips (HTML) for people without e-mail; those passwords leave the outbox",
+    )
+    slips_parser.add_argument("--out", type=Path, required=True, help="the HTML file to write (mode 0600)")
+    slips_parser.add_argument("--all", action="store_true", help="also people who have an e-mail address")
+
+    imp = command(sub, "import-csv", import_csv, "add the people of a CSV roster to classroom.yaml (comments kept)")
+    imp.add_argument("csv", type=Path, metavar="roster.csv", help="UTF-8 CSV with a name (or first/last name) column")
+    imp.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help="show who would be added")
+    imp.add_argument("--skip-invalid", action="store_true", help="add the valid rows, report the others")
+    imp.add_argument(
+        "--name-order",
+        choices=("given-first", "surname-first"),
+        default="given-first",
+        help="how a name cell without a comma is written: 'Marco Bianchi' (given-first, the default) or "
+        "'BIANCHI Marco' (surname-first, many Italian exports); 'Bianchi, Marco' is always "
+        "surname, given name",
+    )
+
+    storage = sub.add_parser("storage", help="LVM storage for the volumes", description="LVM storage for the volumes")
+    storage_sub = storage.add_subparsers(dest="storage_command", metavar="ACTION", required=True)
+    init = command(
+        storage_sub,
+        "init",
+        storage_init,
+        "create a volume group on a sparse file behind a loop device (for servers without a spare disk); idempotent",
+        common=False,
+    )
+    init.add_argument("--vg", required=True, help="the volume group's name")
+    init.add_argument("--file", type=Path, required=True, help="the sparse file that holds the physical volume")
+    init.add_argument("--size", required=True, help="the file's size, e.g. 100G")
+
+    image = sub.add_parser("image", help="the student container image", description="the student container image")
+    image_sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    build = command(
+        image_sub,
+        "build",
+        image_build,
+        "build it locally (debootstrap + wheels, no registry); cached by a hash of its inputs",
+    )
+    build.add_argument("--tag", default=None, help="default: site.yaml's hub.image, else classroom-student:latest")
+    build.add_argument("--cache-dir", type=Path, default=None, help="default: <state_dir>/image-cache")
+    build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    build.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="say what a build would change in the image (site.yaml's image: section against the "
+        "labels of the image in use); exit 2 when it would change, 0 when up to date",
+    )
+    build.add_argument(
+        "--update-pins",
+        action="store_true",
+        help="resolve image.requirements again (newer versions) instead of reusing the pins file",
+    )
+    roll = command(
+        image_sub,
+        "rollout",
+        image_rollout,
+        "restart the idle students' servers that run an older image than hub.image names, so they get "
+        "the new one (servers in use get it at their next start)",
+    )
+    roll.add_argument(
+        "--idle",
+        type=float,
+        default=15.0,
+        metavar="MINUTES",
+        help="a server without activity for this long counts as idle (default 15)",
+    )
+    roll.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="say which servers would be restarted, restart none",
+    )
+    push = command(
+        image_sub,
+        "push-nodes",
+        image_push_nodes,
+        "copy the image onto every worker of hub.swarm (docker save | docker -H <worker> load; no "
+        "registry); workers that already hold it are skipped",
+    )
+    push.add_argument("--tag", default=None, help="default: site.yaml's hub.image")
+    k8s = sub.add_parser(
+        "k8s",
+        help="the classroom on Kubernetes (Zero to JupyterHub)",
+        description="the classroom on Kubernetes (Zero to JupyterHub)",
+    )
+    k8s_sub = k8s.add_subparsers(dest="k8s_command", metavar="ACTION", required=True)
+    render = command(
+        k8s_sub,
+        "render",
+        k8s_render,
+        "write the values.yaml fragment for the jupyterhub Helm chart: who may log in, each person's "
+        "memory/CPU/disk (a KubeSpawner hook), the teachers' role",
+    )
+    render.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="values.yaml",
+        help="write it here (atomically) instead of printing it",
+    )

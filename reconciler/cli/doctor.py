@@ -10,6 +10,7 @@ units are enabled and running.  Exit 1 when anything is wrong ("FAIL"); "warn" l
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import shutil
 import socket
@@ -18,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cryptography import x509
-
 from ..config.load import InvalidFile, load_classroom
 from ..config.site import HUB_PORT, Site
 from ..core import exports
@@ -27,6 +26,8 @@ from ..host.facts import HostFiles, alive, read_manifest
 from ..host.mounts import is_mounted
 from ..host import volumes
 from ..host.run import environment
+from .commands import EXIT_ERROR, EXIT_OK, classroom_path, site_of
+from .parser import command
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 CERT_WARN_DAYS = 14
@@ -299,6 +300,8 @@ def check_hub(site: Site, pam: Path = Path("/etc/pam.d")) -> list[Check]:
 def check_certificate(cert: Path, now: datetime.datetime | None = None) -> list[Check]:
     """The proxy's certificate (the first of a chain: the server's own) still valid, and for CERT_WARN_DAYS more."""
     try:
+        from cryptography import x509  # only when there is a certificate to read
+
         ends = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
     except (OSError, ValueError) as error:
         return [
@@ -429,3 +432,20 @@ def render(checks: list[Check]) -> str:
     failed = sum(1 for c in checks if c.verdict == FAIL)
     lines.append(f"\n{failed} problem(s)" if failed else "\nno problems found")
     return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    site = site_of(args)
+    found = diagnose(site, classroom_path(args, site))
+    print(render(found))
+    return EXIT_ERROR if any(c.verdict == FAIL for c in found) else EXIT_OK
+
+
+def register(sub) -> None:
+    command(
+        sub,
+        "doctor",
+        run,
+        "check this host for the classroom (kernel, commands, volumes, disks, "
+        "Docker, the swarm, the image, PAM, ports, certificate, systemd) and say how to fix what is wrong",
+    )

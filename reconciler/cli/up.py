@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 from ..config.load import load_classroom
 from ..config.site import Site
 from ..credentials import outbox
@@ -28,11 +26,9 @@ from ..engine import passes
 from ..host.containers import LABEL_CLASSROOM
 from ..host.facts import alive
 from ..host.fsutil import private_dir, write_atomic
-from ..host.supervisor import start_logged, stop_tree
-from ..hub.launch import write_effective
-from ..image import build
 from . import progress
 from .commands import classroom_path, run_pass, site_of
+from .parser import command
 
 
 def up_command(args: argparse.Namespace) -> int:
@@ -88,6 +84,8 @@ def _supervise(state: Path, components: dict[str, list[str]]) -> None:
     if pid:
         os.kill(pid, signal.SIGHUP)
         return
+    from ..host.supervisor import start_logged  # psutil: `up` and `down` alone load it
+
     proc, _ = start_logged("supervisor", [sys.executable, "-m", "reconciler.host.supervisor", str(state / SPEC)], state)
     print(f"supervisor: started (pid {proc.pid}, log {state / 'supervisor.log'}); it restarts what stops")
 
@@ -127,6 +125,9 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
         raise SystemExit("site.yaml has no hub: section; `reconcile up` runs the hub (see examples/site.yaml)")
     state = site.state_dir
     private_dir(state)
+    from ..hub.launch import write_effective  # `up` alone needs the hub's and the image's code
+    from ..image import build
+
     effective = write_effective(site, state / "site.effective.yaml")
     write_atomic(state / UP_CLASSROOM, f"{classroom_file.resolve()}\n")
     ensure_docker()
@@ -165,6 +166,10 @@ def up(site: Site, classroom_file: Path, progress=lambda text: None) -> int:
 def down(site: Site, classroom_file: Path) -> int:
     """Stop the supervisor, the daemon, the hub (with its proxy and services) and the students' servers; files
     stay."""
+    import psutil
+
+    from ..host.supervisor import stop_tree
+
     supervisor = alive(site.state_dir / "supervisor.pid")
     if supervisor:  # it stops its components itself, each as a whole tree, then ends
         os.kill(supervisor, signal.SIGTERM)
@@ -197,3 +202,13 @@ def down(site: Site, classroom_file: Path) -> int:
         container.remove(force=True)
     print(f"student servers: {len(found)} stopped")
     return 0
+
+
+def register(sub) -> None:
+    command(
+        sub,
+        "up",
+        up_command,
+        "everything on this machine: image, volumes, hub and daemon in the background, one pass",
+    )
+    command(sub, "down", down_command, "stop the hub and the daemon started by `reconcile up`")

@@ -29,13 +29,14 @@ from ..core.actions import Action, Policy
 from ..core.actual import Disk
 from ..core.pass_record import Condition, PassRecord
 from ..core.render import SYMBOLS, render_text
-from ..credentials import delivery, outbox
+from ..credentials import outbox
 from ..engine import passes
 from ..engine.passes import Outcome, Verdict
 from ..host import liveness, lock
 from ..host.fsutil import write_atomic
 from ..host.gitinfo import git_revision
 from .commands import classroom_path, policy_of, site_of
+from . import parser
 
 log = logging.getLogger("reconcile.watch")
 # A save wakes the daemon when it is complete: a rename onto the file (editors), or the close after writing it in
@@ -294,6 +295,8 @@ class Daemon:
         if self.site.delivery.smtp is None:
             return {"waiting": sorted(outbox.pending(self.site.paths.outbox))}
         try:
+            from ..credentials import delivery  # jinja2 and smtplib: only once there is something to send
+
             with lock.hold(self.site.paths.lock, exclusive=True, timeout=self.site.lock_timeout):
                 report = delivery.deliver(self.site, classroom.name, active=delivery.active_people(classroom))
         except Exception as exc:  # noqa: BLE001
@@ -329,3 +332,24 @@ def _iso(seconds: float) -> str:
 def main(site: Site, classroom_file: Path, policy: Policy) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return Daemon(site, classroom_file, policy).run()
+
+
+def register(sub) -> None:
+    daemon = parser.command(
+        sub,
+        "watch",
+        command,
+        "the daemon: apply classroom.yaml on every save and every resync_interval",
+    )
+    daemon.add_argument(
+        "--allow-mass-disable",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="let the daemon's passes disable more than max_disable_fraction of the class",
+    )
+    daemon.add_argument(
+        "--allow-destroy",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="let the daemon's passes carry out status: purged",
+    )

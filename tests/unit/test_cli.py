@@ -165,3 +165,33 @@ def test_commands_remember_validated_files_until_they_change(tmp_path):
     assert broken.returncode != 0 and f"{roster}:" in broken.stderr and "version" in broken.stderr
     off = cli("--site", str(site), "validate", "-f", str(tmp_path / "classroom.yaml"), RECONCILE_CACHE="off")
     assert off.returncode == broken.returncode
+
+
+def _funcs(parser: argparse.ArgumentParser) -> dict[str, object]:
+    """Every (sub)command's function, by its full name: "image build" -> image_build."""
+    out = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                func = child.get_default("func")
+                if func is not None:
+                    out[name] = func
+                out |= {f"{name} {inner}": f for inner, f in _funcs(child).items()}
+    return out
+
+
+def test_every_command_module_registers_its_own_commands_and_only_those():
+    from reconciler.cli import archive, commands, doctor, prewarm, up, watch
+    from reconciler.cli.parser import Parser
+
+    registered = {}
+    for module in (commands, doctor, prewarm, archive, watch, up):
+        top = Parser(prog="reconcile")
+        module.register(top.add_subparsers())
+        funcs = _funcs(top)
+        assert funcs, f"{module.__name__} registers nothing"
+        assert {f.__module__ for f in funcs.values()} == {module.__name__}, funcs
+        registered |= funcs
+    whole = _funcs(build_parser())
+    assert set(whole) - set(registered) == {"completion"}  # the parser's own: it prints the parser
+    assert all(whole[name] is registered[name] for name in registered)
