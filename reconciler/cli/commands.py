@@ -242,9 +242,10 @@ def status(args: argparse.Namespace) -> int:
     if site.hub is not None and classroom.schedule:
         import datetime as dt
 
-        from ..engine import prewarm as warm
+        from ..engine import prewarm
 
-        print(f"lessons: {warm.look(site, classroom, outcome.desired, outcome.actual, dt.datetime.now(dt.UTC)).text}")
+        now = dt.datetime.now(dt.UTC)
+        print(f"lessons: {prewarm.look(site, classroom, outcome.desired, outcome.actual, now).text}")
     for disk in passes.disks(site):
         share = disk.free / disk.size if disk.size else 0
         warn = f"  LOW (below {site.warn_free_fraction:.0%})" if disk.low else ""

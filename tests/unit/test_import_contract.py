@@ -268,3 +268,24 @@ def test_no_decision_reads_a_reason():
                 if any(isinstance(side, ast.Attribute) and side.attr == "reason" for side in sides):
                     found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not found, found
+
+
+def test_no_module_of_the_package_is_imported_under_another_name():
+    """A module is imported by its own name (``from ..engine import passes``), never renamed on the way in: when
+    its name is worse than an alias would be, the module is renamed.  Functions and classes may be aliased."""
+    modules = {module_name(path) for path in PACKAGE.rglob("*.py")}
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = module_name(path)
+        package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                source = f"{base}.{node.module}" if node.module else base
+                renamed = [a for a in node.names if a.asname and f"{source}.{a.name}" in modules]
+            elif isinstance(node, ast.Import):
+                renamed = [a for a in node.names if a.asname and a.name in modules]
+            else:
+                continue
+            found += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {a.name} as {a.asname}" for a in renamed]
+    assert not found, found
