@@ -214,6 +214,7 @@ class Daemon:
         found_disks = self._disks()
         self._write_snapshot(outcome, found_disks)
         warm = self._prewarm(classroom, outcome)
+        self._wake_for_releases(outcome)
         self._write_status(
             started,
             digest,
@@ -251,6 +252,14 @@ class Daemon:
             log.warning("pre-warm: could not start %s's server: %s", username, why)
         self.wake_in = done.step.wake
         return done.to_json()
+
+    def _wake_for_releases(self, outcome: Outcome) -> None:
+        """Wake at the next assignment's release, when that comes before the next resync."""
+        now = time.time()
+        due = [h.release.timestamp() - now for h in outcome.desired.handouts if h.release.timestamp() > now]
+        if due:
+            soonest = min(due) + 1  # just after it: the pass's snapshot is then at or after the release
+            self.wake_in = soonest if self.wake_in is None else min(self.wake_in, soonest)
 
     def _keep_in_force(self, content: bytes) -> None:
         """The roster this pass applied, for the teacher page to show while a later save is invalid."""

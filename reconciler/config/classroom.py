@@ -315,6 +315,67 @@ class CourseRepo(Strict):
         return name.removesuffix(".git") or "course"
 
 
+ASSIGNMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a folder name in every student's home
+# a folder below the course folder: plain names joined by "/" (never "." or "..": Assignment checks), never absolute
+SOURCE_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+_LOCAL_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(:\d{2})?)$")
+
+
+def _local_time(value: object) -> object:
+    """A moment as a teacher writes it: "2026-12-14 09:00" (in the classroom's time zone), or with an offset
+    ("2026-12-14T09:00+01:00").  A date alone is refused: which hour would it be?"""
+    if isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, datetime.date):
+        raise ValueError(f"{value} has no time of day: write it with one, e.g. {value} 09:00")
+    if isinstance(value, str):
+        text = value.strip()
+        match = _LOCAL_TIME.match(text)
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(f"{value!r} has no time of day: write it with one, e.g. {text} 09:00")
+        try:
+            return datetime.datetime.fromisoformat(f"{match[1]}T{match[2]}" if match else text)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a date and time: write YYYY-MM-DD HH:MM (in the classroom's timezone)")
+
+
+LocalTime = Annotated[
+    datetime.datetime,
+    BeforeValidator(_local_time),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "YYYY-MM-DD HH:MM in the classroom's timezone, or ISO 8601 with an offset",
+            "examples": ["2026-12-14 09:00"],
+        }
+    ),
+]
+
+
+class Assignment(Strict):
+    """Work handed out to every active student: at ``release``, each gets their own copy of ``source`` as
+    ~/assignments/<name>/ (their files: nothing of theirs is ever overwritten; a student added later gets it at
+    their first pass)."""
+
+    name: Annotated[str, Field(pattern=ASSIGNMENT_PATTERN, description="The folder's name in ~/assignments/ (unique)")]
+    source: Annotated[
+        str,
+        Field(
+            pattern=SOURCE_PATTERN,
+            description="A folder in the course folder (~/shared), e.g. hw1 or week2/lab: what each student gets",
+        ),
+    ]
+    release: LocalTime = Field(description="When each student gets their copy")
+
+    @field_validator("source")
+    @classmethod
+    def _below_the_course_folder(cls, value: str) -> str:
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"{value!r} must name a folder inside the course folder: no '.' or '..' in it")
+        return value
+
+
 class Classroom(Strict):
     """classroom.yaml, version 1: the desired state of one classroom."""
 
@@ -356,6 +417,29 @@ class Classroom(Strict):
         description="The course material in git: the teacher page gives the link that pulls it into each "
         "student's home (nbgitpuller)",
     )
+    timezone: str = Field(
+        "UTC",
+        description="IANA time zone of the times this file writes without an offset (assignments' release), "
+        "e.g. Europe/Rome; summer time follows it",
+    )
+    assignments: list[Assignment] = Field(
+        default_factory=list,
+        description="Work handed out: each active student gets their own copy of a course-folder folder at its "
+        "release time",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Rome or UTC") from None
+        return value
+
+    def moment(self, when: datetime.datetime) -> datetime.datetime:
+        """A time of this file as an aware moment: one written without an offset is in ``timezone``."""
+        return when if when.tzinfo is not None else when.replace(tzinfo=ZoneInfo(self.timezone))
 
     @property
     def people(self) -> tuple[Person, ...]:

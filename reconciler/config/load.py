@@ -71,6 +71,13 @@ def pydantic_problems(source: Source, error: ValidationError, model: type[BaseMo
             message = f"unknown {loc[-1]} {ctx.get('tag')!r} (one of {ctx.get('expected_tags')})"
         elif item["type"] == "missing":
             message = f"missing required key {loc[-1]!r}"
+        elif item["type"] == "string_pattern_mismatch" and loc[:1] == ("assignments",) and loc[-1:] == ("name",):
+            message = (
+                f"{item['input']!r} is not a folder name: a letter or digit first, then letters, digits, . _ -; "
+                "at most 64"
+            )
+        elif item["type"] == "string_pattern_mismatch" and loc[:1] == ("assignments",) and loc[-1:] == ("source",):
+            message = f"{item['input']!r} is not a folder of the course folder: names joined by /, no spaces"
         elif item["type"] == "string_pattern_mismatch" and loc and loc[-1] == "username":
             message = f"{item['input']!r} is not a valid username: lowercase letter first, then a-z 0-9 _ -, at most 32"
         problems.append(source.problem(loc, message))
@@ -202,6 +209,26 @@ def _cross_check(source: Source, site: Site) -> list[Problem]:
     for name, quota in quotas.items():
         if isinstance(quota, dict):
             problems.extend(_check_limits(source, ("quotas", name), quota, site))
+    problems.extend(_unique_assignments(source))
+    return problems
+
+
+def _unique_assignments(source: Source) -> list[Problem]:
+    """Each assignment is a folder in every student's home: two of one name would be one folder."""
+    assignments = source.data.get("assignments")
+    if not isinstance(assignments, list):
+        return []
+    problems, seen = [], {}
+    for index, item in enumerate(assignments):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            problems.append(
+                source.problem(("assignments", index, "name"), f"assignment {name!r} is already at {seen[name]}")
+            )
+        else:
+            seen[name] = yamlsrc.format_path(("assignments", index))
     return problems
 
 

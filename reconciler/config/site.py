@@ -416,6 +416,11 @@ class Paths:
         return self.state / "outbox"
 
     @property
+    def handouts(self) -> Path:
+        """Who got which assignment's copy, and when: a copy is handed out once, never again over their work."""
+        return self.state / "handouts.json"
+
+    @property
     def disables(self) -> Path:
         """When each person was last disabled: the mass-disable guard's rolling window."""
         return self.state / "disables.json"

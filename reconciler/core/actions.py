@@ -51,6 +51,7 @@ class Kind(StrEnum):
     EXPORT = "export"  # a home exported over NFS to the swarm's workers (core.exports)
     ROSTER = "roster"  # an edit of classroom.yaml (teacher API, import): journaled, never planned
     ARCHIVE = "archive"  # a person's files exported (create) or restored (update): journaled, never planned
+    HANDOUT = "handout"  # an assignment's copy given to a student at its release (core.assignments)
 
 
 class _Unset:
@@ -155,6 +156,13 @@ class ContainerFields(Fields):
 
 
 @dataclass(frozen=True)
+class HandoutFields(Fields):
+    TYPES: ClassVar = {"assignment": (str,), "source": (str,)}
+    assignment: str = UNSET  # its name: the folder ~/assignments/<name>
+    source: str = UNSET  # the folder in the course folder it is copied from
+
+
+@dataclass(frozen=True)
 class HubUserFields(Fields):
     TYPES: ClassVar = {"admin": (bool,)}
     admin: bool = UNSET
@@ -178,6 +186,7 @@ OPS_BY_KIND: Mapping[Kind, frozenset[Op]] = MappingProxyType(
         Kind.EXPORT: frozenset({Op.CREATE, Op.UPDATE, Op.DISABLE}),
         Kind.ROSTER: frozenset({Op.CREATE, Op.UPDATE}),
         Kind.ARCHIVE: frozenset({Op.CREATE, Op.UPDATE}),
+        Kind.HANDOUT: frozenset({Op.CREATE}),
     }
 )
 PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType(
@@ -197,6 +206,7 @@ PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType(
         Kind.EXPORT: (str,),  # the clients it is exported to, as shown; the options come from core.exports
         Kind.ROSTER: (Mapping,),  # the person's entry as written in classroom.yaml
         Kind.ARCHIVE: (str,),  # the archive's path; a restore's target folder
+        Kind.HANDOUT: (HandoutFields,),
     }
 )
 # Kinds that only the journal records (edits by people); plan() never emits them and no driver exists.
@@ -315,6 +325,7 @@ class Plan:
     refused: tuple[Note, ...] = ()
     blocked: tuple[Note, ...] = ()
     summary: Mapping[str, int] = field(default_factory=dict)
+    upcoming: tuple[Note, ...] = ()  # what falls due later (an assignment's release): shown, nothing to do yet
 
     def __post_init__(self) -> None:
         counts = {"create": 0, "change": 0, "disable": 0, "destroy": 0}
@@ -340,4 +351,5 @@ class Plan:
             "refused": [n.to_json() for n in self.refused],
             "blocked": [n.to_json() for n in self.blocked],
             "summary": dict(self.summary),
+            **({"upcoming": [n.to_json() for n in self.upcoming]} if self.upcoming else {}),
         }

@@ -166,6 +166,11 @@ class Actual:
     exports: Mapping[str, Mapping[str, frozenset[str]]] | None = None
     export_lines: Mapping[str, str] | None = None
     course_folder_exists: bool = True
+    # When the snapshot was taken (ISO 8601, UTC): the plan's clock for what falls due (an assignment's release).
+    # "" (an old snapshot): nothing that depends on the time is planned.
+    observed_at: str = ""
+    handed_out: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))  # by assignment
+    sources_missing: frozenset[str] = frozenset()  # assignments whose source is not a folder in the course folder
 
     @property
     def hub_users(self) -> Mapping[str, HubUser]:
@@ -257,6 +262,9 @@ def from_json(data: dict) -> Actual:
         ),
         export_lines=None if data.get("export_lines") is None else MappingProxyType(dict(data["export_lines"])),
         course_folder_exists=data.get("course_folder_exists", True),
+        observed_at=data.get("observed_at", ""),
+        handed_out=MappingProxyType({name: frozenset(users) for name, users in (data.get("handed_out") or {}).items()}),
+        sources_missing=frozenset(data.get("sources_missing", ())),
         hub=None
         if hub is None
         else HubState(

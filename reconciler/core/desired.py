@@ -6,6 +6,7 @@ checks and the drivers apply.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Protocol
 from collections.abc import Mapping
@@ -103,6 +104,15 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Handout:
+    """An assignment of classroom.yaml: at ``release`` each active student gets their own copy of ``source``."""
+
+    name: str  # the folder ~/assignments/<name>
+    source: str  # the folder in the course folder, as a host path
+    release: datetime.datetime  # aware: the file's time zone applied
+
+
+@dataclass(frozen=True)
 class Desired:
     classroom: str
     members: tuple[Member, ...]
@@ -112,6 +122,7 @@ class Desired:
     firewall: Mapping[str, Chain] = field(default_factory=dict)  # the students' chains (with a hub), by key
     exports: ExportPolicy | None = None  # the homes over NFS for swarm workers (hub.swarm.homes: nfs)
     servers_here: bool = False  # the students' servers run on this host's Docker (a hub, not the swarm spawner)
+    handouts: tuple[Handout, ...] = ()
 
     @property
     def groups(self) -> dict[str, str]:
@@ -175,6 +186,9 @@ def resolve(
                     emails=tuple(person.email),
                 )
             )
+    handouts = tuple(
+        Handout(a.name, str(paths.course_folder / a.source), classroom.moment(a.release)) for a in classroom.assignments
+    )
     return Desired(
         classroom.name,
         tuple(members),
@@ -184,4 +198,5 @@ def resolve(
         dict(firewall or {}),
         exports,
         servers_here,
+        handouts,
     )

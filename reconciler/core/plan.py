@@ -32,6 +32,7 @@ from .actions import (
     VolumeFields,
 )
 from .actual import Account, Actual, ManifestEntry, Volume, is_disabled, is_enabled
+from . import assignments
 from .firewall import in_force, rules_of
 from .desired import REQUIRED_MOUNT_FLAGS, SHELL, Desired, Member, VolumeSpec
 
@@ -76,6 +77,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
         blocked.append(Note("docker", "", "Docker is unreachable: running servers' limits are not updated"))
 
     listed = {m.username for m in desired.members}
+    ready: list[str] = []  # active students whose home is mounted by the end of their own steps
     for member in desired.members:
         # A name that clashes with what is not ours blocks that person only: everyone else converges.
         account = actual.accounts.get(member.username)
@@ -104,6 +106,10 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
             actions += steps + _hub_active(member, actual, policy)
             if problem:
                 blocked.append(Note("blocked", member.username, problem))
+            elif member.role == "student" and not any(
+                step.waits for step in steps if step.kind in (Kind.MOUNT, Kind.OWNERSHIP)
+            ):
+                ready.append(member.username)
         elif member.status in ("disabled", "archived"):  # archived: `reconcile archive` exports the files too
             actions += _converge_disabled(member.username, account, desired, actual, f"status: {member.status}")
         else:
@@ -123,6 +129,10 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
     actions += steps
     if problem:
         blocked.append(Note("blocked", SHARED_VOLUME, problem))
+    course_folder_busy = problem is not None or any(s.kind is Kind.MOUNT and s.op is Op.CREATE for s in steps)
+    copies, held_back, upcoming = assignments.handouts(desired, actual, ready, course_folder_busy)
+    actions += copies  # after each student's own steps: their home is mounted and theirs by then
+    blocked += held_back
 
     for username in sorted(_leftovers(desired, actual) - listed - {SHARED_VOLUME}):
         account = actual.accounts.get(username)
@@ -132,7 +142,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
     blocked += shrinks
     refused += _guard_mass_disable(actions, desired, actual, policy)
     refused += _guard_overcommit(actions, actual, policy)
-    return Plan(desired.classroom, tuple(actions), tuple(refused), tuple(blocked))
+    return Plan(desired.classroom, tuple(actions), tuple(refused), tuple(blocked), upcoming=tuple(upcoming))
 
 
 def _converge_firewall(desired: Desired, actual: Actual) -> tuple[list[Action], list[Note]]:

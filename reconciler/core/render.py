@@ -79,6 +79,9 @@ def render_text(plan: Plan, colour: bool = False) -> str:
         lines.append("")
     if not plan.actions:
         lines.append(f"No changes. Classroom {plan.classroom} matches classroom.yaml.")
+    if plan.upcoming:
+        lines.append("Next (nothing to do before then):")
+        lines += [f"  > {n.message}" for n in plan.upcoming]
     s = plan.summary
     lines.append(
         f"Plan: {s['create']} to create, {s['change']} to change, {s['disable']} to disable, {s['destroy']} to destroy."

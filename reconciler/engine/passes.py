@@ -158,6 +158,7 @@ def _observe(site: Site, desired: Desired, volumes: VolumeBackend, probes: HubPr
         disable_window=site.mass_disable_window,
         firewall=probes.firewall,
         **_nfs(site, desired),
+        assignments=desired.handouts,
     )
 
 
@@ -332,6 +333,7 @@ def observe_now(site: Site, classroom: Classroom, roster_changed: float | None =
         disable_window=site.mass_disable_window,
         firewall=probes.firewall,
         **_nfs(site, desired),
+        assignments=desired.handouts,
     )
     return desired, actual, when
 

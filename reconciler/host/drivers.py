@@ -33,7 +33,7 @@ from .volumes.base import VolumeBackend
 
 Driver = Callable[[Action, "Context"], str]
 _DRIVERS: dict[tuple[Kind, Op], Driver] = {}
-MODULES = ("accounts", "mounts", "volumes.drivers", "containers", "hubusers", "firewall", "exports")
+MODULES = ("accounts", "mounts", "volumes.drivers", "containers", "hubusers", "firewall", "exports", "handouts")
 
 
 class Busy(RuntimeError):

@@ -10,16 +10,18 @@ under a second.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from ..config.site import Paths, Site
 from ..core.actual import Actual, Container, HubState
-from . import disables
+from ..core.desired import Handout
+from . import disables, handouts
 from .facts import HostFiles, read_accounts, read_groups, read_manifest, read_shadow
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ def observe(
     firewall: Callable[[], tuple[str, ...] | None] | None = None,
     exports_file: str | None = None,
     nfs: bool = False,
+    assignments: Sequence[Handout] = (),
 ) -> Actual:
     """Take the snapshot.  Reads each source exactly once; ``hub`` and ``containers`` are one call each.
 
@@ -76,6 +79,9 @@ def observe(
         export_lines=exported[1] if exported else None,
         firewall=rules,
         firewall_error="" if rules is not None or firewall is None else "`iptables -S` failed",
+        observed_at=datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds"),
+        handed_out=MappingProxyType(handouts.read(paths.handouts)),
+        sources_missing=frozenset(a.name for a in assignments if not handouts.is_folder(a.source)),
     )
 
 

@@ -88,3 +88,8 @@ def run(argv: Sequence[str], stdin: str | None = None, ok_codes: tuple[int, ...]
 
 def succeeds(argv: Sequence[str]) -> bool:
     return Runner().succeeds(argv)
+
+
+def as_user(uid: int, gid: int) -> list[str]:
+    """The prefix that runs a command as the student: their uid and group only, no capabilities."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 
 from ..core.archive import Entry, Existing, Manifest
 from .fsutil import fsync_dir
-from .run import CommandFailed, Runner, environment
+from .run import CommandFailed, Runner, as_user, environment
 
 CHUNK = 1 << 20
 CHECK_EVERY = 64 << 20  # look at the disk's free space this often while writing
@@ -362,11 +362,6 @@ def existing(target: Path, manifest: Manifest) -> dict[str, Existing]:
     finally:
         os.close(root)
     return found
-
-
-def as_user(uid: int, gid: int) -> list[str]:
-    """The prefix that runs a command as the student: their uid and group only, no capabilities."""
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]
 
 
 def restore(archive: Path, home: Path, uid: int, gid: int, into: str | None = None) -> Path:
