@@ -623,25 +623,13 @@ def _resize(
     else:
         reason, drift = f"disk quota lowered to {format_size(quota)}", False
     online = size > fs_size and mounted and actual.online_resize
-    if spec.in_every_server:
-        running = sum(1 for container in (actual.containers or {}).values() if container.running)
-        if not online and running:
-            return [
-                Action(
-                    Op.UPDATE,
-                    Kind.VOLUME,
-                    user,
-                    before=VolumeFields(size=current, used=volume.used),
-                    after=VolumeFields(size=size),
-                    reason=reason,
-                    drift=drift,
-                    waits=f"{spec.who} is open in {running} running server(s); applies when they have all stopped",
-                )
-            ]
+    everyone = sum(1 for c in (actual.containers or {}).values() if c.running) if spec.in_every_server else 0
     container = (actual.containers or {}).get(user)
     running = container is not None and container.running
     waits, steps = "", []
-    if not online and running:  # its container holds the volume (and is what a scan finds holding it)
+    if not online and everyone:
+        waits = f"{spec.who} is open in {everyone} running server(s); applies when they have all stopped"
+    elif not online and running:  # its container holds the volume (and is what a scan finds holding it)
         hub_reachable = actual.hub is not None and actual.hub.users is not None
         if policy.resize_running == "restart" and hub_reachable:
             steps.append(

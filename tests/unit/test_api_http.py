@@ -21,25 +21,10 @@ from reconciler.host.lock import LockBusy
 from reconciler.service import app as service
 from reconciler.service import openapi
 from reconciler.service import teacher
+from test_teacher import ROSTER  # the same classroom as the use cases' tests
 
 PREFIX = "/services/classroom/"
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
-ROSTER = """\
-version: 1
-name: py101
-quotas:
-  default: {memory: 1Gi, cpu: 1, disk: 1Gi}
-  big: {memory: 2Gi, cpu: 2, disk: 5Gi}
-admins:
-  - username: tea
-    name: Tea Cher
-students:
-  - username: ann
-    name: Ann Example
-    memory: 1536Mi   # she runs big notebooks
-  - username: bob
-    name: Bob Example
-"""
 
 
 @pytest.fixture
