@@ -271,7 +271,7 @@ class Lesson(Strict):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones ("Europe")
             raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Rome or UTC") from None
         return value
 
@@ -433,7 +433,7 @@ class Classroom(Strict):
     def _timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones ("Europe")
             raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Rome or UTC") from None
         return value
 

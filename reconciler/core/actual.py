@@ -171,6 +171,7 @@ class Actual:
     observed_at: str = ""
     handed_out: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))  # by assignment
     sources_missing: frozenset[str] = frozenset()  # assignments whose source is not a folder in the course folder
+    handouts_blocked: str = ""  # why no copy may be handed out now (the ledger of who got which cannot be read)
 
     @property
     def hub_users(self) -> Mapping[str, HubUser]:
@@ -265,6 +266,7 @@ def from_json(data: dict) -> Actual:
         observed_at=data.get("observed_at", ""),
         handed_out=MappingProxyType({name: frozenset(users) for name, users in (data.get("handed_out") or {}).items()}),
         sources_missing=frozenset(data.get("sources_missing", ())),
+        handouts_blocked=data.get("handouts_blocked", ""),
         hub=None
         if hub is None
         else HubState(

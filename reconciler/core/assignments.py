@@ -43,17 +43,24 @@ def handouts(
     now = observed(actual)
     if now is None or not desired.handouts:
         return [], [], []
+    if actual.handouts_blocked:
+        return [], [Note("blocked", "assignments", actual.handouts_blocked)], []
     steps: list[Action] = []
     blocked: list[Note] = []
     upcoming: list[Note] = []
     students = sorted(ready)
     for handout in sorted(desired.handouts, key=lambda h: (h.release, h.name)):
         if handout.release > now:
+            missing = (
+                f"; its source {handout.source} is not a folder in the course folder yet"
+                if handout.name in actual.sources_missing
+                else ""
+            )
             upcoming.append(
                 Note(
                     "release",
                     handout.name,
-                    f"{handout.name} is released {when(handout.release)} ({after(now, handout.release)})",
+                    f"{handout.name} is released {when(handout.release)} ({after(now, handout.release)}){missing}",
                 )
             )
             continue

@@ -101,7 +101,19 @@ def _is(path: Path, seen: settled.Version) -> bool:
         os.close(fd)
 
 
-_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+_AT_FDCWD, _RENAME_NOREPLACE, _RENAME_EXCHANGE = -100, 1, 2
+
+
+def rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
+    """Move ``src`` (in the directory open as ``src_dir``) to ``dst`` (in ``dst_dir``), never over anything:
+    FileExistsError when ``dst`` exists, whatever it is (rename(2) would replace a file or an empty folder)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(src_dir, os.fsencode(src), dst_dir, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return
+    code = ctypes.get_errno()
+    raise OSError(code, os.strerror(code), dst) if code != errno.EEXIST else FileExistsError(code, "exists", dst)
 
 
 def _exchange(a: str | Path, b: str | Path) -> bool:

@@ -1,62 +1,91 @@
 """Driver for handing out an assignment: a student's own copy of a course-folder folder in ~/assignments/<name>.
 
-The copy is made as the student (setpriv: their uid and group, no other groups, no capabilities), so nothing
-they placed in their home (a symlink out of it, say) can make root write anywhere they could not; files they
-already have are never replaced (``cp --no-clobber``).  Who got which assignment is kept in
-``<state_dir>/handouts.json`` (``Paths.handouts``): each copy is handed out once.
+A student controls everything in their home, symlinks included, and can change it while a pass runs; the
+copy is made by root without ever following one.  Every folder of the home it writes into is opened with
+``O_NOFOLLOW`` and held by its descriptor, and every file is created in one (``O_EXCL``): what a student swaps
+in meanwhile is never written through, and nothing lands outside their own volume.  The course folder's side
+is read the same way, and only what a student may read there is copied (a teacher's 0600 solutions stay
+back).  The copy is built in ``~/assignments/.<name>.handout`` and moved into place in one rename, so a full
+disk or a killed pass never leaves half a notebook where the student works (the next pass starts it again);
+a student who already has the folder keeps every file of theirs (only what they lack is moved in, each by a
+rename that never replaces).  Files and folders belong to the student; modes are the usual 0644 / 0755
+(executable files stay executable), whatever the teacher's copy has.
+
+Who got which copy is kept in ``<state_dir>/handouts.json`` (``Paths.handouts``) with their uid: each copy is
+handed out once, and a person made again under the same name is someone new.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import json
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..core.actions import Action, Kind, Op
+from .accounts import ours
 from .drivers import Context, driver
-from .facts import colon_entry
-from .fsutil import write_atomic
+from .fsutil import rename_noreplace, write_atomic
 from .mounts import is_mounted
-from .run import as_user
 
 FOLDER = "assignments"  # in each student's home
 FORMAT = 1
+FIRST_UID = 1000  # below: system accounts, never a student's
 _LEDGER = threading.Lock()  # a pass hands out to several students side by side: one ledger write at a time
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def read(path: Path) -> Mapping[str, frozenset[str]]:
-    """The ledger: assignment -> the students who got their copy.  Missing or unreadable: nobody yet (a copy
-    handed out again lands beside the student's files, never over them)."""
+class LedgerDamaged(RuntimeError):
+    """handouts.json exists but cannot be read: handing out again could bring back what students removed."""
+
+
+def read(path: Path, uids: Mapping[str, int]) -> dict[str, frozenset[str]]:
+    """Assignment -> the students who got their copy, counting only entries of the account that has the name
+    now (``uids``: username -> uid).  No ledger yet: nobody.  Raises LedgerDamaged."""
+    data = _load(path)
+    return {
+        name: frozenset(user for user, got in people.items() if uids.get(user) == got["uid"])
+        for name, people in data["assignments"].items()
+    }
+
+
+def _load(path: Path) -> dict:
+    """The ledger as written, checked whole; a new one when there is none yet.  Raises LedgerDamaged."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT:
-        return {}
-    return {name: frozenset(users) for name, users in (data.get("assignments") or {}).items()}
+        if data.get("format_version") != FORMAT:
+            raise ValueError(f"format {data.get('format_version')!r}, not {FORMAT}")
+        for people in data["assignments"].values():
+            for got in people.values():
+                if not isinstance(got["uid"], int):
+                    raise ValueError(f"uid {got['uid']!r}")
+        return data
+    except FileNotFoundError:
+        return {"format_version": FORMAT, "assignments": {}}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LedgerDamaged(f"{path} cannot be read ({exc}); no assignment is handed out until it is repaired") from exc
 
 
-def is_folder(path: str) -> bool:
-    """A real folder (not a symlink to one): what a handout copies from."""
+def source_ok(source: str, course_folder: Path) -> bool:
+    """A real folder (not a symlink to one), inside the course folder once every symlink on the way is resolved."""
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
+        if not stat.S_ISDIR(os.lstat(source).st_mode):
+            return False
     except OSError:
         return False
+    return Path(os.path.realpath(source)).is_relative_to(os.path.realpath(course_folder))
 
 
-def _record(path: Path, name: str, user: str, when: str) -> None:
+def _record(path: Path, name: str, user: str, uid: int, when: str) -> None:
     with _LEDGER:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        if not isinstance(data, dict) or data.get("format_version") != FORMAT:
-            data = {"format_version": FORMAT, "assignments": {}}
-        data.setdefault("assignments", {}).setdefault(name, {})[user] = when
+        data = _load(path)
+        data["assignments"].setdefault(name, {})[user] = {"uid": uid, "at": when}
         write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
@@ -66,15 +95,174 @@ def hand_out(action: Action, ctx: Context) -> str:
     home = ctx.paths.home(user)
     if not is_mounted(ctx.host, home, ctx.volumes.layout.source(user)):
         raise RuntimeError(f"{home} is not mounted; nothing is handed out to the bare mount point")
-    account = colon_entry(ctx.host.etc / "passwd", user)
+    account = ours(ctx.host, user, ctx.classroom)
     if account is None:
         raise RuntimeError(f"{user} has no account")
-    if not is_folder(source):
+    uid, gid = int(account[2]), int(account[3])
+    if uid < FIRST_UID:
+        raise RuntimeError(f"{user} has uid {uid}, a system account's: nothing is handed out")
+    if not source_ok(source, ctx.paths.course_folder):
         raise RuntimeError(f"{source} is not a folder in the course folder")
-    student = as_user(int(account[2]), int(account[3]))
-    target = f"{home}/{FOLDER}/{name}"
-    ctx.run.run([*student, "mkdir", "-p", "--", target])
-    ctx.run.run([*student, "cp", "-R", "--no-clobber", "--", f"{source}/.", target])
+    kept = copy_into_home(source, home, name, uid, gid)
     when = datetime.datetime.fromtimestamp(ctx.host.clock(), datetime.UTC).isoformat(timespec="seconds")
-    _record(ctx.paths.handouts, name, user, when)
-    return "handed out"
+    _record(ctx.paths.handouts, name, user, uid, when)
+    return "handed out" + (f"; {kept} teacher-only file(s) kept back (not readable by students)" if kept else "")
+
+
+def copy_into_home(source: str, home: Path, name: str, uid: int, gid: int) -> int:
+    """Copy ``source`` into ``home``/assignments/``name`` as described above; how many entries were kept back."""
+    home_fd = os.open(home, _DIR)
+    try:
+        top = _folder(home_fd, FOLDER, uid, gid, f"~/{FOLDER}")
+        try:
+            return _build_and_place(source, top, name, uid, gid)
+        finally:
+            os.close(top)
+    finally:
+        os.close(home_fd)
+
+
+def _build_and_place(source: str, top: int, name: str, uid: int, gid: int) -> int:
+    staging = f".{name}.handout"
+    _remove(top, staging)  # what an interrupted handout left
+    try:
+        os.mkdir(staging, 0o700, dir_fd=top)
+        built = _folder(top, staging, uid, gid, f"~/{FOLDER}/{staging}")
+        try:
+            src = os.open(source, _DIR)
+            try:
+                if os.fstat(src).st_mode & 0o005 != 0o005:
+                    raise RuntimeError(f"{source} is not readable by students: chmod a+rX it, or nothing is handed out")
+                kept = _fill(src, built, uid, gid)
+            finally:
+                os.close(src)
+            os.fchmod(built, 0o755)
+            os.fsync(built)
+        finally:
+            os.close(built)
+        try:
+            rename_noreplace(top, staging, top, name)  # the whole copy appears at once
+        except FileExistsError:
+            _merge(top, staging, name)  # the student has the folder: add only what they lack
+        os.fsync(top)
+        return kept
+    except OSError as exc:
+        raise RuntimeError(f"the copy could not be made ({exc.strerror or exc}); nothing was changed") from exc
+    finally:
+        _remove(top, staging)
+
+
+def _folder(parent: int, name: str, uid: int, gid: int, shown: str) -> int:
+    """The folder ``name`` in ``parent``, made (the student's, 0755) when missing, never through a symlink."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o755, dir_fd=parent)
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise RuntimeError(f"{shown} is not a folder (a symlink or a file): nothing is handed out") from None
+        raise
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.fchown(fd, uid, gid)
+    return fd
+
+
+def _fill(src: int, dst: int, uid: int, gid: int) -> int:
+    """Copy the folder open as ``src`` into the new folder ``dst``; what a student may not read stays back."""
+    kept = 0
+    for entry in os.scandir(src):
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode):
+            os.symlink(os.readlink(entry.name, dir_fd=src), entry.name, dir_fd=dst)
+            os.chown(entry.name, uid, gid, dir_fd=dst, follow_symlinks=False)
+        elif stat.S_ISDIR(info.st_mode) and info.st_mode & 0o005 == 0o005:  # students may list and enter it
+            os.mkdir(entry.name, 0o700, dir_fd=dst)
+            inner_dst = os.open(entry.name, _DIR, dir_fd=dst)
+            try:
+                os.fchown(inner_dst, uid, gid)
+                inner_src = os.open(entry.name, _DIR, dir_fd=src)
+                try:
+                    kept += _fill(inner_src, inner_dst, uid, gid)
+                finally:
+                    os.close(inner_src)
+                os.fchmod(inner_dst, 0o755)
+            finally:
+                os.close(inner_dst)
+        elif stat.S_ISREG(info.st_mode) and info.st_mode & 0o004:
+            _copy_file(src, dst, entry.name, uid, gid, 0o755 if info.st_mode & 0o111 else 0o644)
+        else:  # a teacher-only file or folder, a device, a socket
+            kept += 1
+    return kept
+
+
+def _copy_file(src: int, dst: int, name: str, uid: int, gid: int, mode: int) -> None:
+    reading = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+    try:
+        writing = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst)
+        try:
+            os.fchown(writing, uid, gid)
+            size = os.fstat(reading).st_size
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(writing, reading, offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+            os.fchmod(writing, mode)
+            os.fsync(writing)
+        finally:
+            os.close(writing)
+    finally:
+        os.close(reading)
+
+
+def _merge(top: int, staging: str, name: str) -> None:
+    """Move into the student's existing ``name`` what they lack, each entry in one rename that never replaces."""
+    try:
+        target = os.open(name, _DIR, dir_fd=top)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise RuntimeError(
+                f"~/{FOLDER}/{name} is not a folder (a symlink or a file): nothing is handed out; move it away"
+            ) from None
+        raise
+    built = os.open(staging, _DIR, dir_fd=top)
+    try:
+        _move_missing(built, target)
+    finally:
+        os.close(built)
+        os.close(target)
+
+
+def _move_missing(src: int, dst: int) -> None:
+    for entry in os.scandir(src):
+        try:
+            rename_noreplace(src, entry.name, dst, entry.name)
+            continue
+        except FileExistsError:
+            pass
+        if not entry.is_dir(follow_symlinks=False):
+            continue  # the student has this file (or something by its name): theirs stays
+        try:
+            inner_dst = os.open(entry.name, _DIR, dir_fd=dst)
+        except OSError:
+            continue  # not a folder of theirs: left as it is
+        inner_src = os.open(entry.name, _DIR, dir_fd=src)
+        try:
+            _move_missing(inner_src, inner_dst)
+        finally:
+            os.close(inner_src)
+            os.close(inner_dst)
+
+
+def _remove(top: int, name: str) -> None:
+    """Remove ``name`` (a staging folder) from the folder open as ``top``: a folder with shutil.rmtree (which
+    never follows a link), anything a student put there by that name (a symlink, a file) unlinked."""
+    try:
+        if stat.S_ISDIR(os.stat(name, dir_fd=top, follow_symlinks=False).st_mode):
+            shutil.rmtree(name, dir_fd=top)
+        else:
+            os.unlink(name, dir_fd=top)
+    except FileNotFoundError:
+        pass

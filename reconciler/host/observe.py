@@ -59,6 +59,10 @@ def observe(
 
         exported = exports.observe(paths, Path(exports_file), host)
     folder_exists = folder.is_dir()
+    try:
+        handed_out, handouts_blocked = handouts.read(paths.handouts, {a.username: a.uid for a in accounts.values()}), ""
+    except handouts.LedgerDamaged as exc:
+        handed_out, handouts_blocked = {}, str(exc)
     return Actual(
         accounts=MappingProxyType(accounts),
         groups=MappingProxyType(groups),
@@ -80,8 +84,9 @@ def observe(
         firewall=rules,
         firewall_error="" if rules is not None or firewall is None else "`iptables -S` failed",
         observed_at=datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds"),
-        handed_out=MappingProxyType(handouts.read(paths.handouts)),
-        sources_missing=frozenset(a.name for a in assignments if not handouts.is_folder(a.source)),
+        handed_out=MappingProxyType(handed_out),
+        sources_missing=frozenset(a.name for a in assignments if not handouts.source_ok(a.source, folder)),
+        handouts_blocked=handouts_blocked,
     )
 
 

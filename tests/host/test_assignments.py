@@ -1,13 +1,15 @@
 """Handing out an assignment on the real host: real accounts, loop volumes and ext4, the real `reconcile`.
 
 At its release each active student gets their own copy of a course-folder folder in ~/assignments/<name>,
-owned by them; their later work is never overwritten; a student added after the release gets theirs; and
-the copy is made as the student, so a symlink they plant in their home cannot make root write outside it.
+owned by them, with the usual modes; what only teachers may read stays back; their later work is never
+overwritten; a student added after the release gets theirs; a symlink a student plants in their home is never
+written through; and a copy that does not fit their disk leaves nothing half-made behind.
 """
 
 import datetime
 import json
 import os
+import stat
 
 import pytest
 
@@ -22,24 +24,36 @@ def moment(hours: float) -> str:
     return f"{when:%Y-%m-%d %H:%M}"
 
 
+def material(folder, files: dict[str, tuple[str, int]]) -> None:
+    for name, (text, mode) in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+
+
 def test_an_assignment_reaches_every_student_as_their_own_files(classroom):
     room = classroom
     room.root.chmod(0o755)  # the course folder's parents are traversable, as on a server
-    folder = room.root / "shared" / "hw1"
-    (folder / "data").mkdir(parents=True)
-    (folder / "exercise.ipynb").write_text('{"cells": []}')
-    (folder / "data" / "points.csv").write_text("x,y\n1,2\n")
-    for path in (folder / "exercise.ipynb", folder / "data" / "points.csv"):
-        path.chmod(0o644)
-
+    shared = room.root / "shared"
+    material(
+        shared / "hw1",
+        {
+            "exercise.ipynb": ('{"cells": []}', 0o444),  # the teacher's master copy, read-only
+            "data/points.csv": ("x,y\n1,2\n", 0o644),
+            "run.sh": ("#!/bin/sh\n", 0o755),
+            "solutions.ipynb": ('{"answers": 42}', 0o600),  # teachers only: never handed out
+        },
+    )
+    people = [{"username": "ann"}, {"username": "bob"}]
     later = [{"name": "hw1", "source": "hw1", "release": moment(+48)}]
-    room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tom"}], assignments=later)
+    room.write(people, admins=[{"username": "tom"}], assignments=later)
     assert room.cli().returncode == 0
     preview = room.cli("--dry-run")
     assert preview.returncode == 0 and "> hw1 is released" in preview.stdout and "(in 1 d 23 h" in preview.stdout
 
     released = [{"name": "hw1", "source": "hw1", "release": moment(-1)}]
-    room.write([{"username": "ann"}, {"username": "bob"}], admins=[{"username": "tom"}], assignments=released)
+    room.write(people, admins=[{"username": "tom"}], assignments=released)
     preview = room.cli("--dry-run")
     assert preview.returncode == 2 and preview.stdout.count("+ handout") == 2, preview.stdout  # not the teacher
     out = room.cli()
@@ -50,7 +64,12 @@ def test_an_assignment_reaches_every_student_as_their_own_files(classroom):
         uid = room.observe().accounts[user].uid
         assert (copy / "exercise.ipynb").read_text() == '{"cells": []}'
         assert (copy / "data" / "points.csv").read_text() == "x,y\n1,2\n"
-        assert {p.stat().st_uid for p in (copy, copy / "data", copy / "exercise.ipynb")} == {uid}
+        assert not (copy / "solutions.ipynb").exists()
+        made = [copy.parent, copy, copy / "data", copy / "exercise.ipynb", copy / "run.sh"]
+        assert {p.stat().st_uid for p in made} == {uid}
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in made[1:]}
+        assert modes == {"hw1": 0o755, "data": 0o755, "exercise.ipynb": 0o644, "run.sh": 0o755}
+        assert not list(copy.parent.glob(".*"))  # no staging folder left
     assert not (room.paths.home(room.user("tom")) / "assignments").exists()
     ledger = json.loads(room.paths.handouts.read_text())["assignments"]["hw1"]
     assert set(ledger) == {room.user("ann"), room.user("bob")}
@@ -58,7 +77,8 @@ def test_an_assignment_reaches_every_student_as_their_own_files(classroom):
     # the student's work is theirs: the course's copy changing, or the student emptying theirs, changes nothing
     ann_copy = room.paths.home(room.user("ann")) / "assignments" / "hw1" / "exercise.ipynb"
     ann_copy.write_text('{"cells": ["my answer"]}')
-    (folder / "exercise.ipynb").write_text('{"cells": ["teacher edited"]}')
+    (shared / "hw1" / "exercise.ipynb").chmod(0o644)
+    (shared / "hw1" / "exercise.ipynb").write_text('{"cells": ["teacher edited"]}')
     (room.paths.home(room.user("bob")) / "assignments" / "hw1" / "data" / "points.csv").unlink()
     assert room.cli("--dry-run").returncode == 0
     assert room.cli().returncode == 0
@@ -66,35 +86,50 @@ def test_an_assignment_reaches_every_student_as_their_own_files(classroom):
     assert not (room.paths.home(room.user("bob")) / "assignments" / "hw1" / "data" / "points.csv").exists()
 
     # students added after the release get theirs in the pass that makes their homes
-    room.write(
-        [{"username": "ann"}, {"username": "bob"}, {"username": "cat"}, {"username": "dan"}],
-        admins=[{"username": "tom"}],
-        assignments=released,
-    )
-    dan = room.user("dan")
-    assert room.cli("--dry-run").returncode == 2
+    people += [{"username": short} for short in ("cat", "dan", "eve")]
+    room.write(people, admins=[{"username": "tom"}], assignments=released)
     out = room.cli()
     assert out.returncode == 0, out.stdout + out.stderr
-    assert (room.paths.home(room.user("cat")) / "assignments" / "hw1" / "exercise.ipynb").exists()
-    assert (room.paths.home(dan) / "assignments" / "hw1").is_dir()
+    for short in ("cat", "dan", "eve"):
+        assert (room.paths.home(room.user(short)) / "assignments" / "hw1" / "exercise.ipynb").exists()
 
-    # a new assignment, and dan has planted a symlink where its copy goes, to a root-owned folder outside his
-    # home: his copy fails (it runs as him), nothing is written where the symlink points, the others get theirs
+    # symlinks planted by students to a folder anyone may write (as /tmp is): dan's where hw2's copy goes, eve's
+    # in place of her whole ~/assignments.  Their copies fail, nothing is written there, the others get theirs
     outside = room.root / "outside"
-    outside.mkdir(mode=0o755)
-    hw2 = room.root / "shared" / "hw2"
-    hw2.mkdir()
-    (hw2 / "task.txt").write_text("do it")
-    (hw2 / "task.txt").chmod(0o644)
+    outside.mkdir()
+    outside.chmod(0o1777)
+    dan, eve = room.paths.home(room.user("dan")), room.paths.home(room.user("eve"))
+    os.symlink(outside, dan / "assignments" / "hw2")
+    os.rename(eve / "assignments", eve / "assignments.mine")
+    os.symlink(outside, eve / "assignments")
+    material(shared / "hw2", {"task.txt": ("do it", 0o644)})
     both = [*released, {"name": "hw2", "source": "hw2", "release": moment(-1)}]
-    people = [{"username": short} for short in ("ann", "bob", "cat", "dan")]
-    dan_home = room.paths.home(dan)
-    os.symlink(outside, dan_home / "assignments" / "hw2")
     room.write(people, admins=[{"username": "tom"}], assignments=both)
     out = room.cli()
-    assert out.returncode == 1, out.stdout + out.stderr  # dan's copy failed; everyone else got theirs
-    assert dan in out.stderr
-    assert list(outside.iterdir()) == []  # root never wrote through his symlink
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "assignments/hw2 is not a folder" in out.stderr and "~/assignments is not a folder" in out.stderr
+    assert list(outside.iterdir()) == []
     for short in ("ann", "bob", "cat"):
         assert (room.paths.home(room.user(short)) / "assignments" / "hw2" / "task.txt").read_text() == "do it"
-    assert dan not in json.loads(room.paths.handouts.read_text())["assignments"]["hw2"]
+    got = json.loads(room.paths.handouts.read_text())["assignments"]["hw2"]
+    assert set(got) == {room.user(short) for short in ("ann", "bob", "cat")}
+
+    # more than a student's disk holds (128 MiB): nobody gets half of it, and nothing half-made stays
+    (dan / "assignments" / "hw2").unlink()
+    os.unlink(eve / "assignments")
+    os.rename(eve / "assignments.mine", eve / "assignments")
+    (shared / "hw3").mkdir()
+    with open(shared / "hw3" / "dataset.bin", "wb") as handle:
+        handle.truncate(200 * 2**20)  # sparse here; a real 200 MiB once copied
+    (shared / "hw3" / "dataset.bin").chmod(0o644)
+    three = [*both, {"name": "hw3", "source": "hw3", "release": moment(-1)}]
+    room.write(people, admins=[{"username": "tom"}], assignments=three)
+    out = room.cli()
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "the copy could not be made" in out.stderr
+    for short in ("ann", "bob", "cat", "dan", "eve"):
+        folder = room.paths.home(room.user(short)) / "assignments"
+        assert not (folder / "hw3").exists() and not list(folder.glob(".hw3*")), short
+    assert "hw3" not in json.loads(room.paths.handouts.read_text())["assignments"]
+    for short in ("dan", "eve"):  # their symlinks gone, the next pass gave them hw2 after all
+        assert (room.paths.home(room.user(short)) / "assignments" / "hw2" / "task.txt").read_text() == "do it"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
@@ -167,7 +166,9 @@ def host(tmp_path):
     return FakeHost(tmp_path).add_group("py101-students", 2000).add_group("py101-teachers", 2001)
 
 
-def test_the_copy_is_made_as_the_student_and_never_over_their_files(host):
+def test_the_driver_refuses_a_bare_mount_point_and_a_source_outside_the_course_folder(host, tmp_path):
+    """What the driver checks before it writes anything (the copy itself, as root into a student's home, is
+    tested on the real host: tests/host/test_assignments.py)."""
     runner = RecordingRunner()
     host.person("alice", 1001)
     home = host.paths.home("alice")
@@ -178,32 +179,52 @@ def test_the_copy_is_made_as_the_student_and_never_over_their_files(host):
     with pytest.raises(RuntimeError, match="not mounted"):
         carry_out(action, host.context(runner))
     host.mounted(str(host.paths.state / "volumes" / "alice.img"), home)
-    assert carry_out(action, host.context(runner)) == "handed out"
-    student = ["setpriv", "--reuid=1001", "--regid=1001", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--"]
-    assert runner.calls == [
-        (*student, "mkdir", "-p", "--", f"{home}/assignments/hw1"),
-        (*student, "cp", "-R", "--no-clobber", "--", f"{source}/.", f"{home}/assignments/hw1"),
-    ]
-    ledger = json.loads(host.paths.handouts.read_text())
-    assert list(ledger["assignments"]["hw1"]) == ["alice"]
-    assert handouts.read(host.paths.handouts) == {"hw1": frozenset({"alice"})}
-
-
-def test_a_source_that_is_a_symlink_or_gone_hands_out_nothing(host, tmp_path):
-    runner = RecordingRunner()
-    host.person("alice", 1001)
-    home = host.paths.home("alice")
-    home.mkdir(parents=True)
-    host.mounted(str(host.paths.state / "volumes" / "alice.img"), home)
-    link = host.paths.course_folder / "hw1"
-    link.parent.mkdir(parents=True)
+    link = host.paths.course_folder / "linked"
     link.symlink_to(tmp_path)  # a folder, but through a symlink: not one of the course folder's
-    for source in (link, host.paths.course_folder / "gone"):
-        action = Action(Op.CREATE, Kind.HANDOUT, "alice", after=HandoutFields(assignment="hw1", source=str(source)))
+    inside = host.paths.course_folder / "week2"
+    inside.symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "lab").mkdir()
+    for bad in (link, host.paths.course_folder / "gone", inside / "lab"):  # the last: a symlink on the way
+        action = Action(Op.CREATE, Kind.HANDOUT, "alice", after=HandoutFields(assignment="hw1", source=str(bad)))
         with pytest.raises(RuntimeError, match="is not a folder in the course folder"):
             carry_out(action, host.context(runner))
-    assert runner.calls == [] and not host.paths.handouts.exists()
-    assert handouts.read(Path("/nonexistent/handouts.json")) == {}
+    assert runner.calls == [] and not host.paths.handouts.exists() and not (home / "assignments").exists()
+
+
+def test_the_ledger_counts_only_the_account_that_has_the_name_now(tmp_path):
+    ledger = tmp_path / "handouts.json"
+    assert handouts.read(ledger, {}) == {}  # none yet: nobody got anything
+    handouts._record(ledger, "hw1", "alice", 1001, "2026-12-14T08:00:00+00:00")
+    handouts._record(ledger, "hw1", "bob", 1002, "2026-12-14T08:00:00+00:00")
+    assert handouts.read(ledger, {"alice": 1001, "bob": 1002}) == {"hw1": frozenset({"alice", "bob"})}
+    # bob purged and made again: a new uid, a new person, who gets the copy
+    assert handouts.read(ledger, {"alice": 1001, "bob": 1077}) == {"hw1": frozenset({"alice"})}
+    assert json.loads(ledger.read_text())["assignments"]["hw1"]["alice"] == {
+        "uid": 1001,
+        "at": "2026-12-14T08:00:00+00:00",
+    }
+
+
+def test_a_damaged_ledger_blocks_every_handout_and_is_never_overwritten(tmp_path):
+    ledger = tmp_path / "handouts.json"
+    for damaged in ('{"format_version": 1, "assignments": ["hw1"]}', "{not json", '{"format_version": 9}'):
+        ledger.write_text(damaged)
+        with pytest.raises(handouts.LedgerDamaged, match="cannot be read"):
+            handouts.read(ledger, {"alice": 1001})
+    with pytest.raises(handouts.LedgerDamaged):
+        handouts._record(ledger, "hw1", "alice", 1001, "now")
+    assert ledger.read_text() == '{"format_version": 9}'
+    blocked = at(converged(ALICE), RELEASE, handouts_blocked="the ledger cannot be read")
+    the_plan = plan(desired(ALICE), blocked)
+    assert copies(the_plan) == [] and [(n.target, n.message) for n in the_plan.blocked] == [
+        ("assignments", "the ledger cannot be read")
+    ]
+
+
+def test_a_source_still_missing_before_the_release_is_said_in_advance():
+    early = at(converged(ALICE), RELEASE - datetime.timedelta(hours=1), sources_missing=frozenset({"hw1"}))
+    (note,) = plan(desired(ALICE), early).upcoming
+    assert note.message.endswith("; its source /s/shared/hw1 is not a folder in the course folder yet")
 
 
 def test_the_daemon_wakes_just_after_the_next_release(tmp_path):
