@@ -269,6 +269,11 @@ def _components() -> dict:
                     "refused": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}},
                     "blocked": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}},
                     "summary": {"type": "object"},
+                    "upcoming": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Note"},
+                        "description": "What falls due later (an assignment's release); present when there is any",
+                    },
                 },
             },
             "PassStatus": {
