@@ -168,7 +168,7 @@ def host(tmp_path):
 
 def test_the_driver_refuses_a_bare_mount_point_and_a_source_outside_the_course_folder(host, tmp_path):
     """What the driver checks before it writes anything (the copy itself, as root into a student's home, is
-    tested on the real host: tests/host/test_assignments.py)."""
+    tested on the real host: tests/host/test_handouts.py)."""
     runner = RecordingRunner()
     host.person("alice", 1001)
     home = host.paths.home("alice")

@@ -439,6 +439,31 @@ def test_grow_falls_back_offline_when_the_kernel_denies_online_resizing(host):
 
 
 @needs_mkfs
+def test_an_offline_resize_takes_a_loop_device_the_kernel_freed_meanwhile_for_detached(host):
+    """After the unmount, mount's autoclear frees the loop device on its own; when that lands between our look
+    and `losetup --detach` (ENXIO), the device is gone as wanted and the resize goes on."""
+    loop3 = mounted_image(host)
+    denied = failed("resize2fs", "resize2fs: Permission denied to resize filesystem")
+    raced = []
+
+    def answer(argv):
+        if list(argv) == ["resize2fs", loop3]:
+            return denied
+        if argv[0] == "umount":
+            host.alive.discard("loop3")
+            host.files()
+        if list(argv) == ["losetup", "--detach", loop3] and not raced:
+            raced.append(True)
+            del host.loops[str(image(host))]  # autoclear won the race
+            host.files()
+            return failed("losetup", f"losetup: {loop3}: detach failed: No such device or address")
+        return e2fsprogs(argv)
+
+    assert run(GROW, host.context(RecordingRunner(answer))) == "grown offline" and raced
+    assert read_superblock(str(image(host))).size == 256 * MiB
+
+
+@needs_mkfs
 def test_offline_work_never_starts_while_a_running_server_holds_the_volume(host):
     """The container's mount namespace has a bind mount of the home: nothing is unmounted, checked or resized."""
     mounted_image(host)

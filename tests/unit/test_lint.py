@@ -34,3 +34,10 @@ def test_the_tree_is_formatted():
         text=True,
     )
     assert done.returncode == 0, "run `ruff format reconciler tests docs`:\n" + done.stdout + done.stderr
+
+
+def test_no_two_test_modules_share_a_name():
+    """The tiers' folders are no packages: pytest imports each test module by its file name, and a second module
+    of the same name stops the whole run at collection."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []

@@ -200,7 +200,7 @@ class LoopBackend:
                 "it applies when that ends"
             )
         if still := loop_of(self.host, image):  # mount's autoclear has usually detached it already
-            self.run.run(["losetup", "--detach", still])
+            self._detach(still, image)
         try:
             self._size(image, size)
             self.run.run(["e2fsck", "-f", "-p", str(image)], ok_codes=(0, 1, 2))
@@ -227,7 +227,7 @@ class LoopBackend:
                     f"{username}'s volume is still mounted through {stale} in another mount namespace; "
                     "a second loop device would corrupt it: it is mounted when that ends"
                 )
-            self.run.run(["losetup", "--detach", stale])
+            self._detach(stale, image)
 
     def release(self, username: str) -> None:
         """After an unmount: detach the loop device (mount's autoclear usually has)."""
