@@ -14,7 +14,16 @@ import unicodedata
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from .sizes import parse_size
 
@@ -251,6 +260,16 @@ class Person(Strict):
         return value.strip()
 
 
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones ("Europe")
+        raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Rome or UTC") from None
+    return value
+
+
+Zone = Annotated[str, AfterValidator(_zone)]  # an IANA time zone's name
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
@@ -264,16 +283,7 @@ class Lesson(Strict):
     date: datetime.date | None = Field(None, description="Once, on this day (YYYY-MM-DD)")
     start: Annotated[str, Field(pattern=TIME_PATTERN, description="HH:MM, local time in tz")]
     end: Annotated[str, Field(pattern=TIME_PATTERN, description="HH:MM, after start, the same day")]
-    tz: str = Field("UTC", description="IANA time zone, e.g. Europe/Rome (summer time follows it)")
-
-    @field_validator("tz")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones ("Europe")
-            raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Rome or UTC") from None
-        return value
+    tz: Zone = Field("UTC", description="IANA time zone, e.g. Europe/Rome (summer time follows it)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Lesson:
@@ -417,7 +427,7 @@ class Classroom(Strict):
         description="The course material in git: the teacher page gives the link that pulls it into each "
         "student's home (nbgitpuller)",
     )
-    timezone: str = Field(
+    timezone: Zone = Field(
         "UTC",
         description="IANA time zone of the times this file writes without an offset (assignments' release), "
         "e.g. Europe/Rome; summer time follows it",
@@ -427,15 +437,6 @@ class Classroom(Strict):
         description="Work handed out: each active student gets their own copy of a course-folder folder at its "
         "release time",
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones ("Europe")
-            raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Europe/Rome or UTC") from None
-        return value
 
     def moment(self, when: datetime.datetime) -> datetime.datetime:
         """A time of this file as an aware moment: one written without an offset is in ``timezone``."""
