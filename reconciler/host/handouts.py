@@ -147,7 +147,7 @@ def _build_and_place(source: str, top: int, name: str, uid: int, gid: int) -> in
         os.fsync(top)
         return kept
     except OSError as exc:
-        raise RuntimeError(f"the copy could not be made ({exc.strerror or exc}); nothing was changed") from exc
+        raise RuntimeError(f"the copy could not be made ({exc.strerror or exc}); the next pass tries again") from exc
     finally:
         _remove(top, staging)
 
