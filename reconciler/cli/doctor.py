@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,6 +403,8 @@ def _hub_running(site: Site) -> bool:
 def _in_use(host: str, port: int) -> bool:
     """Is something listening there (a connect on loopback for wildcard addresses)?"""
     target = "127.0.0.1" if host in ("0.0.0.0", "", "*") else host
+    import socket  # `doctor` alone
+
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex((target, port)) == 0

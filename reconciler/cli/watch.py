@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import math
 import signal
 import threading
@@ -27,7 +26,6 @@ from ..config.load import FileBusy, InvalidFile, check_classroom, read_bytes, re
 from ..config.site import Site
 from ..core.actions import Action, Policy
 from ..core.actual import Disk
-from ..core.pass_record import Condition, PassRecord
 from ..core.render import SYMBOLS, render_text
 from ..credentials import outbox
 from ..engine import passes
@@ -38,7 +36,18 @@ from ..host.gitinfo import git_revision
 from .commands import classroom_path, policy_of, site_of
 from . import parser
 
-log = logging.getLogger("reconcile.watch")
+
+class _Log:
+    """The daemon's logger, with logging imported at its first line: every command builds the parser, which
+    imports this module, and only the daemon logs."""
+
+    def __getattr__(self, name: str):
+        import logging
+
+        return getattr(logging.getLogger("reconcile.watch"), name)
+
+
+log = _Log()
 # A save wakes the daemon when it is complete: a rename onto the file (editors), or the close after writing it in
 # place (never the writes themselves: a file cut short at a line's end may still be valid YAML, with people
 # missing).  Then it waits until the events stop for this long, in case a tool saves twice.
@@ -173,6 +182,8 @@ class Daemon:
             return
 
         def report(action: Action, result: str, detail: str) -> None:
+            import logging
+
             level = logging.INFO if result == "ok" else logging.WARNING
             log.log(level, "%s: %s %s %s %s", result, SYMBOLS[action.op], action.kind, action.target, detail)
 
@@ -195,6 +206,8 @@ class Daemon:
         state = str(outcome.verdict)
         failed = dict(result.failed) if result else {n.target: n.message for n in the_plan.blocked}
         waiting = dict(result.waiting) if result else {a.target: a.waits for a in the_plan.waiting}
+
+        from ..core.pass_record import Condition
 
         def condition(username: str) -> Condition:
             if username in failed:
@@ -318,6 +331,8 @@ class Daemon:
         return {"sent": report.sent, "failed": report.failed, "waiting": report.waiting}
 
     def _write_status(self, started: float, digest: str | None, result: str, **parts) -> None:
+        from ..core.pass_record import PassRecord
+
         record = PassRecord(
             time=_iso(started),
             duration_seconds=round(time.time() - started, 3),
@@ -339,6 +354,8 @@ def _iso(seconds: float) -> str:
 
 
 def main(site: Site, classroom_file: Path, policy: Policy) -> int:
+    import logging
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return Daemon(site, classroom_file, policy).run()
 

@@ -14,6 +14,8 @@ what the host shows after the change, not what it was before.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dataclasses
 import json
 import os
@@ -29,7 +31,6 @@ from ..config.classroom import Classroom
 from ..config.site import Site
 from ..core.actions import Action, Kind, Note, Op, Plan, Policy
 from ..core.actual import Actual, Disk, from_json
-from ..core.pass_record import PassRecord
 from ..core.desired import Desired, resolve
 from ..core import exports
 from ..core.firewall import chains
@@ -46,6 +47,9 @@ from ..host.run import Runner
 from ..host.volumes import VolumeBackend, backend_for, layout_for, places_for
 from .apply import Result, apply
 from .journal import Journal
+
+if TYPE_CHECKING:
+    from ..core.pass_record import PassRecord
 
 
 class Verdict(StrEnum):
@@ -450,6 +454,8 @@ DOCKER_ROOT = Path("/var/lib/docker")
 
 def last_pass(site: Site) -> PassRecord | None:
     """The daemon's record of its last pass (status.json); None before its first, or when it cannot be read."""
+    from ..core.pass_record import PassRecord  # status and the service: a pass never reads its own record
+
     try:
         return PassRecord.from_json(json.loads(site.paths.pass_record.read_text()))
     except (OSError, ValueError):

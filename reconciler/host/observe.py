@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from ..config.site import Paths, Site
 from ..core.actual import Actual, Container, HubState
 from ..core.desired import Handout
-from . import disables, handouts
+from . import disables
 from .facts import HostFiles, read_accounts, read_groups, read_manifest, read_shadow
 
 if TYPE_CHECKING:
@@ -59,10 +59,15 @@ def observe(
 
         exported = exports.observe(paths, Path(exports_file), host)
     folder_exists = folder.is_dir()
-    try:
-        handed_out, handouts_blocked = handouts.read(paths.handouts, {a.username: a.uid for a in accounts.values()}), ""
-    except handouts.LedgerDamaged as exc:
-        handed_out, handouts_blocked = {}, str(exc)
+    handed_out, handouts_blocked, missing = {}, "", frozenset()
+    if assignments or paths.handouts.exists():  # a classroom without assignments never loads the driver
+        from . import handouts
+
+        missing = frozenset(a.name for a in assignments if not handouts.source_ok(a.source, folder))
+        try:
+            handed_out = handouts.read(paths.handouts, {a.username: a.uid for a in accounts.values()})
+        except handouts.LedgerDamaged as exc:
+            handouts_blocked = str(exc)
     return Actual(
         accounts=MappingProxyType(accounts),
         groups=MappingProxyType(groups),
@@ -85,7 +90,7 @@ def observe(
         firewall_error="" if rules is not None or firewall is None else "`iptables -S` failed",
         observed_at=datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds"),
         handed_out=MappingProxyType(handed_out),
-        sources_missing=frozenset(a.name for a in assignments if not handouts.source_ok(a.source, folder)),
+        sources_missing=missing,
         handouts_blocked=handouts_blocked,
     )
 
