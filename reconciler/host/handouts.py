@@ -156,16 +156,21 @@ def _folder(parent: int, name: str, uid: int, gid: int, shown: str) -> int:
     """The folder ``name`` in ``parent``, made (the student's, 0755) when missing, never through a symlink."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, 0o755, dir_fd=parent)
-    try:
-        fd = os.open(name, _DIR, dir_fd=parent)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise RuntimeError(f"{shown} is not a folder (a symlink or a file): nothing is handed out") from None
-        raise
+    fd = _open_folder(parent, name, shown)
     st = os.fstat(fd)
     if (st.st_uid, st.st_gid) != (uid, gid):
         os.fchown(fd, uid, gid)
     return fd
+
+
+def _open_folder(parent: int, name: str, shown: str, hint: str = "") -> int:
+    """``name`` in ``parent`` as a folder, never through a symlink; a clear error when it is none."""
+    try:
+        return os.open(name, _DIR, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise RuntimeError(f"{shown} is not a folder (a symlink or a file): nothing is handed out{hint}") from None
+        raise
 
 
 def _fill(src: int, dst: int, uid: int, gid: int) -> int:
@@ -219,14 +224,7 @@ def _copy_file(src: int, dst: int, name: str, uid: int, gid: int, mode: int) -> 
 
 def _merge(top: int, staging: str, name: str) -> None:
     """Move into the student's existing ``name`` what they lack, each entry in one rename that never replaces."""
-    try:
-        target = os.open(name, _DIR, dir_fd=top)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise RuntimeError(
-                f"~/{FOLDER}/{name} is not a folder (a symlink or a file): nothing is handed out; move it away"
-            ) from None
-        raise
+    target = _open_folder(top, name, f"~/{FOLDER}/{name}", "; move it away")
     built = os.open(staging, _DIR, dir_fd=top)
     try:
         _move_missing(built, target)
