@@ -267,11 +267,13 @@ class Daemon:
         return done.to_json()
 
     def _wake_for_releases(self, outcome: Outcome) -> None:
-        """Wake at the next assignment's release, when that comes before the next resync."""
+        """Wake at the next assignment's release, due time (extensions included) or the end of a late window,
+        when that comes before the next resync."""
         now = time.time()
-        due = [h.release.timestamp() - now for h in outcome.desired.handouts if h.release.timestamp() > now]
+        moments = (moment.timestamp() for h in outcome.desired.handouts for moment in h.moments())
+        due = [moment - now for moment in moments if moment > now]
         if due:
-            soonest = min(due) + 1  # just after it: the pass's snapshot is then at or after the release
+            soonest = min(due) + 1  # just after it: the pass's snapshot is then at or after the moment
             self.wake_in = soonest if self.wake_in is None else min(self.wake_in, soonest)
 
     def _keep_in_force(self, content: bytes) -> None:

@@ -363,10 +363,34 @@ LocalTime = Annotated[
 ]
 
 
+_DURATION = re.compile(r"^(?:(\d{1,3})d)?\s*(?:(\d{1,4})h)?\s*(?:(\d{1,5})m(?:in)?)?$")
+
+
+def _duration(value: object) -> object:
+    """How much longer one student has: "2d", "36h", "1d 12h", "90m"."""
+    if isinstance(value, datetime.timedelta):
+        return value
+    match = _DURATION.match(value.strip()) if isinstance(value, str) else None
+    if match is None or not any(match.groups()):
+        raise ValueError(f"{value!r} is not a length of time: write e.g. 2d, 36h, 1d 12h or 90m")
+    days, hours, minutes = (int(part or 0) for part in match.groups())
+    return datetime.timedelta(days=days, hours=hours, minutes=minutes)
+
+
+Duration = Annotated[
+    datetime.timedelta,
+    BeforeValidator(_duration),
+    WithJsonSchema({"type": "string", "description": "days, hours, minutes: 2d, 36h, 1d 12h, 90m", "examples": ["2d"]}),
+]
+DEFAULT_SUBMISSION_LIMIT = 100 * 1024**2
+DEFAULT_COLLECTION_DISK = 2 * 1024**3
+
+
 class Assignment(Strict):
     """Work handed out to every active student: at ``release``, each gets their own copy of ``source`` as
     ~/assignments/<name>/ (their files: nothing of theirs is ever overwritten; a student added later gets it at
-    their first pass)."""
+    their first pass).  At ``due`` (plus the student's extension) a copy of that folder is collected into the
+    collection area, in nbgrader's layout."""
 
     name: Annotated[str, Field(pattern=ASSIGNMENT_PATTERN, description="The folder's name in ~/assignments/ (unique)")]
     source: Annotated[
@@ -377,6 +401,30 @@ class Assignment(Strict):
         ),
     ]
     release: LocalTime = Field(description="When each student gets their copy")
+    due: LocalTime | None = Field(
+        None,
+        description="When each student's folder is collected (a consistent copy, into the collection area); "
+        "none: never collected",
+    )
+    late_until: LocalTime | None = Field(
+        None,
+        description="Until when work changed after the due time is collected again, marked late (the first "
+        "copy is kept)",
+    )
+    extensions: dict[Annotated[str, Field(pattern=USERNAME_PATTERN)], Duration] = Field(
+        default_factory=dict,
+        description="Students with more time, e.g. {jdoe: 2d}: their due time and late window move by that much",
+    )
+    feedback: LocalTime | None = Field(
+        None,
+        description="From when the feedback teachers wrote (nbgrader generate_feedback, in the collection area's "
+        "feedback/<student>/<name>/) reaches each student as ~/assignments/<name>/feedback/, read-only; "
+        "regenerated feedback reaches them again",
+    )
+    max_submission: Size = Field(
+        DEFAULT_SUBMISSION_LIMIT,
+        description="What one submission may hold: files beyond it are listed in its manifest, not collected",
+    )
 
     @field_validator("source")
     @classmethod
@@ -435,12 +483,25 @@ class Classroom(Strict):
     assignments: list[Assignment] = Field(
         default_factory=list,
         description="Work handed out: each active student gets their own copy of a course-folder folder at its "
-        "release time",
+        "release time, collected at its due time",
+    )
+    collection_disk: Size | None = Field(
+        None,
+        description="The size of the collection area's own volume (collected assignments, in nbgrader's "
+        "layout: teachers read, students never see it); made when an assignment has a due time, "
+        f"{DEFAULT_COLLECTION_DISK // 1024**3} GiB unless set.  Once made it stays",
     )
 
     def moment(self, when: datetime.datetime) -> datetime.datetime:
         """A time of this file as an aware moment: one written without an offset is in ``timezone``."""
         return when if when.tzinfo is not None else when.replace(tzinfo=ZoneInfo(self.timezone))
+
+    @property
+    def collection_size(self) -> int | None:
+        """The collection area's volume as asked: collection_disk, or the default once something is due."""
+        if self.collection_disk is not None:
+            return self.collection_disk
+        return DEFAULT_COLLECTION_DISK if any(a.due is not None for a in self.assignments) else None
 
     @property
     def people(self) -> tuple[Person, ...]:

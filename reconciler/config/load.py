@@ -156,6 +156,8 @@ def check_classroom(source: Source, site: Site) -> Classroom:
     except ValidationError as exc:
         problems.extend(pydantic_problems(source, exc, Classroom))
     problems.extend(_cross_check(source, site))
+    if classroom is not None:
+        problems.extend(_assignment_times(source, classroom))
     if problems or classroom is None:
         raise InvalidFile(sorted(set(problems), key=lambda p: (p.line, p.column, p.message)))
     return classroom
@@ -229,6 +231,35 @@ def _unique_assignments(source: Source) -> list[Problem]:
             )
         else:
             seen[name] = yamlsrc.format_path(("assignments", index))
+    return problems
+
+
+def _assignment_times(source: Source, classroom: Classroom) -> list[Problem]:
+    """Release, due and late_until in that order (as moments: one may carry an offset); extensions only for
+    students of this file."""
+    problems = []
+    students = {p.username for p in classroom.students}
+    for index, work in enumerate(classroom.assignments):
+        where = ("assignments", index)
+        release, due, late = (classroom.moment(t) if t else None for t in (work.release, work.due, work.late_until))
+        if due is not None and due <= release:  # type: ignore[operator]
+            problems.append(source.problem((*where, "due"), f"{work.name} is due before (or at) its release"))
+        if late is not None and due is None:
+            problems.append(source.problem((*where, "late_until"), "late_until needs a due time to follow"))
+        elif late is not None and due is not None and late <= due:
+            problems.append(source.problem((*where, "late_until"), "late_until is not after the due time"))
+        if work.feedback is not None and due is None:
+            problems.append(source.problem((*where, "feedback"), "feedback is returned after a due time: add due"))
+        elif work.feedback is not None and classroom.moment(work.feedback) <= (late or due):  # type: ignore[operator]
+            closes = "late_until" if late is not None else "the due time"
+            problems.append(source.problem((*where, "feedback"), f"feedback is returned after {closes}, not before"))
+        if work.extensions and due is None:
+            problems.append(source.problem((*where, "extensions"), "extensions need a due time to extend"))
+        for user in work.extensions:
+            if user not in students:
+                problems.append(
+                    source.problem((*where, "extensions", user), f"{user!r} is not a student of this classroom")
+                )
     return problems
 
 

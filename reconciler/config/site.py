@@ -32,6 +32,7 @@ HSTS = "max-age=31536000; includeSubDomains"
 # The course folder's own volume (classroom.yaml's shared_disk) goes by this name wherever a person's volume goes
 # by their username: never a username (those start with a letter), always a legal image and LV name.
 SHARED_VOLUME = "_shared"
+COLLECTION_VOLUME = "_collected"  # the collection area: assignments collected at their deadline
 
 
 class LoopVolumes(Strict):
@@ -395,9 +396,19 @@ class Paths:
         return self.shared if self.shared is not None else self.homes.parent / "shared"
 
     @property
+    def collection_area(self) -> Path:
+        """Where collected assignments go (its own volume, beside the course folder): nbgrader's course layout."""
+        return self.course_folder.parent / "collected"
+
+    @property
+    def own_folders(self) -> tuple[str, ...]:
+        """The mount points of the volumes that are nobody's home: the course folder, the collection area."""
+        return str(self.course_folder), str(self.collection_area)
+
+    @property
     def mount_roots(self) -> tuple[str, ...]:
-        """Where volumes are mounted: below the homes directory, and the course folder itself."""
-        return str(self.homes), str(self.course_folder)
+        """Where volumes are mounted: below the homes directory, the course folder and the collection area."""
+        return (str(self.homes), *self.own_folders)
 
     @property
     def manifest(self) -> Path:
@@ -419,6 +430,16 @@ class Paths:
     def handouts(self) -> Path:
         """Who got which assignment's copy, and when: a copy is handed out once, never again over their work."""
         return self.state / "handouts.json"
+
+    @property
+    def collections(self) -> Path:
+        """Whose submission of which assignment was collected, when, and as what (on time, late, missing)."""
+        return self.state / "collections.json"
+
+    @property
+    def returns(self) -> Path:
+        """Which feedback (by digest) reached which student: returned again only when teachers regenerate it."""
+        return self.state / "feedback.json"
 
     @property
     def disables(self) -> Path:
@@ -457,13 +478,16 @@ class Paths:
         return self.state / "snapshot.json"
 
     def home(self, username: str) -> Path:
-        """Where a volume is mounted: the person's home, or the course folder for SHARED_VOLUME."""
+        """Where a volume is mounted: the person's home, the course folder (SHARED_VOLUME) or the collection area
+        (COLLECTION_VOLUME)."""
         return _home(self, username)
 
     def volume_of(self, target: str) -> str | None:
         """The inverse of home(): whose volume belongs at this mount point, if any."""
         if target == str(self.course_folder):
             return SHARED_VOLUME
+        if target == str(self.collection_area):
+            return COLLECTION_VOLUME
         parent, _, name = target.rpartition("/")
         return name if parent == str(self.homes).rstrip("/") and name else None
 
@@ -629,7 +653,9 @@ class Site(Strict):
 @functools.lru_cache(maxsize=8192)
 def _home(paths: Paths, username: str) -> Path:
     """Paths.home, remembered: a pass asks it several times per person, and pathlib's joins cost at class size."""
-    return paths.course_folder if username == SHARED_VOLUME else paths.homes / username
+    if username == SHARED_VOLUME:
+        return paths.course_folder
+    return paths.collection_area if username == COLLECTION_VOLUME else paths.homes / username
 
 
 def find_site(explicit: str | None) -> Path | None:

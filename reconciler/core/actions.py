@@ -52,6 +52,8 @@ class Kind(StrEnum):
     ROSTER = "roster"  # an edit of classroom.yaml (teacher API, import): journaled, never planned
     ARCHIVE = "archive"  # a person's files exported (create) or restored (update): journaled, never planned
     HANDOUT = "handout"  # an assignment's copy given to a student at its release (core.assignments)
+    COLLECTION = "collection"  # a student's assignment copied into the collection area at its deadline
+    FEEDBACK = "feedback"  # teachers' feedback on an assignment returned into a student's home, read-only
 
 
 class _Unset:
@@ -163,6 +165,21 @@ class HandoutFields(Fields):
 
 
 @dataclass(frozen=True)
+class CollectFields(Fields):
+    TYPES: ClassVar = {"assignment": (str,), "deadline": (str,), "limit": (int,)}
+    assignment: str = UNSET  # its name: the folder ~/assignments/<name>
+    deadline: str = UNSET  # the student's own deadline (ISO 8601, aware): changed after it, the work is late
+    limit: int = UNSET  # bytes: the files of one submission that fit (in walk order) are collected, the rest listed
+
+
+@dataclass(frozen=True)
+class FeedbackFields(Fields):
+    TYPES: ClassVar = {"assignment": (str,), "digest": (str,)}
+    assignment: str = UNSET  # its name: returned into ~/assignments/<name>/feedback
+    digest: str = UNSET  # of the feedback folder as planned: the driver returns it only if it is still that
+
+
+@dataclass(frozen=True)
 class HubUserFields(Fields):
     TYPES: ClassVar = {"admin": (bool,)}
     admin: bool = UNSET
@@ -187,6 +204,8 @@ OPS_BY_KIND: Mapping[Kind, frozenset[Op]] = MappingProxyType(
         Kind.ROSTER: frozenset({Op.CREATE, Op.UPDATE}),
         Kind.ARCHIVE: frozenset({Op.CREATE, Op.UPDATE}),
         Kind.HANDOUT: frozenset({Op.CREATE}),
+        Kind.COLLECTION: frozenset({Op.CREATE}),
+        Kind.FEEDBACK: frozenset({Op.CREATE}),
     }
 )
 PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType(
@@ -207,6 +226,8 @@ PAYLOADS: Mapping[Kind, tuple[type, ...]] = MappingProxyType(
         Kind.ROSTER: (Mapping,),  # the person's entry as written in classroom.yaml
         Kind.ARCHIVE: (str,),  # the archive's path; a restore's target folder
         Kind.HANDOUT: (HandoutFields,),
+        Kind.COLLECTION: (CollectFields,),
+        Kind.FEEDBACK: (FeedbackFields,),
     }
 )
 # Kinds that only the journal records (edits by people); plan() never emits them and no driver exists.

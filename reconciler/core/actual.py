@@ -172,11 +172,31 @@ class Actual:
     handed_out: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))  # by assignment
     sources_missing: frozenset[str] = frozenset()  # assignments whose source is not a folder in the course folder
     handouts_blocked: str = ""  # why no copy may be handed out now (the ledger of who got which cannot be read)
+    collected: Mapping[str, Mapping[str, Collected]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )  # by assignment, user
+    # During an assignment's late window: each collected student's folder as it is now (Collected.fingerprint).
+    fingerprints: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    collections_blocked: str = ""  # why nothing may be collected now (the collection ledger cannot be read)
+    # Once an assignment's feedback time has come: each student's feedback folder in the collection area
+    # (digest of names, sizes, change times), and the digest last returned to them (the feedback ledger).
+    feedback: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    returned: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    returns_blocked: str = ""  # why no feedback may be returned now (its ledger cannot be read)
 
     @property
     def hub_users(self) -> Mapping[str, HubUser]:
         """The hub's users, empty when there is no hub or it could not be asked."""
         return self.hub.users if self.hub is not None and self.hub.users is not None else MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A student's submission as last collected (the collection ledger, host.collect)."""
+
+    status: str  # "on time" | "late" | "missing"
+    fingerprint: str  # of their folder when it was collected (names, sizes, change times): changed since = new work
+    at: str  # when (ISO 8601, UTC)
 
 
 def is_disabled(account: Account, today: int) -> bool:
@@ -267,6 +287,23 @@ def from_json(data: dict) -> Actual:
         handed_out=MappingProxyType({name: frozenset(users) for name, users in (data.get("handed_out") or {}).items()}),
         sources_missing=frozenset(data.get("sources_missing", ())),
         handouts_blocked=data.get("handouts_blocked", ""),
+        collected=MappingProxyType(
+            {
+                name: MappingProxyType({user: Collected(**got) for user, got in people.items()})
+                for name, people in (data.get("collected") or {}).items()
+            }
+        ),
+        fingerprints=MappingProxyType(
+            {name: MappingProxyType(dict(people)) for name, people in (data.get("fingerprints") or {}).items()}
+        ),
+        collections_blocked=data.get("collections_blocked", ""),
+        feedback=MappingProxyType(
+            {name: MappingProxyType(dict(people)) for name, people in (data.get("feedback") or {}).items()}
+        ),
+        returned=MappingProxyType(
+            {name: MappingProxyType(dict(people)) for name, people in (data.get("returned") or {}).items()}
+        ),
+        returns_blocked=data.get("returns_blocked", ""),
         hub=None
         if hub is None
         else HubState(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from ..config.classroom import ROLES, Classroom, group_name
 from ..config.sizes import format_size
-from ..config.site import SHARED_VOLUME, Paths
+from ..config.site import COLLECTION_VOLUME, SHARED_VOLUME, Paths
 from .actions import VolumeFields
 from .actual import Volume
 from .exports import ExportPolicy
@@ -22,6 +22,7 @@ from .firewall import Chain
 SHELL = "/usr/sbin/nologin"  # students log in to the hub, never to a shell on the host
 HOME_MODE = 0o700
 SHARED_MODE = 0o2775  # the course folder: root and the teachers' group (setgid), students read
+COLLECTION_MODE = 0o2770  # the collection area: root and the teachers' group (setgid), students nothing
 REQUIRED_MOUNT_FLAGS = frozenset({"nodev", "nosuid"})
 
 
@@ -105,11 +106,46 @@ class Member:
 
 @dataclass(frozen=True)
 class Handout:
-    """An assignment of classroom.yaml: at ``release`` each active student gets their own copy of ``source``."""
+    """An assignment of classroom.yaml: at ``release`` each active student gets their own copy of ``source``; at
+    ``due`` (plus their extension) it is collected, and again until ``late_until`` when changed since."""
 
     name: str  # the folder ~/assignments/<name>
     source: str  # the folder in the course folder, as a host path
     release: datetime.datetime  # aware: the file's time zone applied
+    due: datetime.datetime | None = None
+    late_until: datetime.datetime | None = None
+    extensions: Mapping[str, datetime.timedelta] = field(default_factory=dict)
+    limit: int = 100 * 1024**2  # bytes of one submission
+    feedback: datetime.datetime | None = None  # from when teachers' feedback is returned to the students
+
+    def deadline(self, user: str) -> datetime.datetime | None:
+        """When ``user``'s work is collected: the due time plus their extension."""
+        return None if self.due is None else self.due + self.extensions.get(user, datetime.timedelta())
+
+    def late_end(self, user: str) -> datetime.datetime | None:
+        """Until when ``user``'s changed work is collected again (late): late_until plus their extension."""
+        if self.late_until is None:
+            return None
+        return self.late_until + self.extensions.get(user, datetime.timedelta())
+
+    def moments(self) -> list[datetime.datetime]:
+        """When a pass should run for it: the release, the due time and each extended one, and just before each
+        late window closes (work changed until then is still collected)."""
+        shifts = {datetime.timedelta(), *self.extensions.values()}
+        found = [self.release]
+        if self.due is not None:
+            found += [self.due + shift for shift in shifts]
+        if self.late_until is not None:
+            found += [self.late_until + shift - datetime.timedelta(seconds=2) for shift in shifts]
+        if self.feedback is not None:
+            found.append(self.feedback)
+        return sorted(found)
+
+    def open_late(self, now: datetime.datetime) -> bool:
+        """Is the late window open for anyone now (from the due time to the latest extended late_until)?"""
+        if self.due is None or self.late_until is None or now < self.due:
+            return False
+        return now <= self.late_until + max(self.extensions.values(), default=datetime.timedelta())
 
 
 @dataclass(frozen=True)
@@ -123,6 +159,7 @@ class Desired:
     exports: ExportPolicy | None = None  # the homes over NFS for swarm workers (hub.swarm.homes: nfs)
     servers_here: bool = False  # the students' servers run on this host's Docker (a hub, not the swarm spawner)
     handouts: tuple[Handout, ...] = ()
+    collection_disk: int | None = None  # the collection area's volume (collection_disk, or the default once due)
 
     @property
     def groups(self) -> dict[str, str]:
@@ -160,6 +197,21 @@ class Desired:
             in_every_server=True,
         )
 
+    def collection(self, quota: int) -> VolumeSpec:
+        """The collection area's own volume: root's and the teachers' group's (setgid: teachers read the
+        submissions and write nbgrader's own folders beside them); students have no way in."""
+        return VolumeSpec(
+            COLLECTION_VOLUME,
+            str(self.paths.home(COLLECTION_VOLUME)),
+            self.volumes.source(COLLECTION_VOLUME),
+            quota,
+            Owner("root", self.groups["teacher"], COLLECTION_MODE),
+            "collection area",
+            "the collection area",
+            f"collection area: collection_disk {format_size(quota)}",
+            in_every_server=True,
+        )
+
 
 def resolve(
     classroom: Classroom,
@@ -187,7 +239,17 @@ def resolve(
                 )
             )
     handouts = tuple(
-        Handout(a.name, str(paths.course_folder / a.source), classroom.moment(a.release)) for a in classroom.assignments
+        Handout(
+            a.name,
+            str(paths.course_folder / a.source),
+            classroom.moment(a.release),
+            classroom.moment(a.due) if a.due else None,
+            classroom.moment(a.late_until) if a.late_until else None,
+            dict(a.extensions),
+            a.max_submission,
+            classroom.moment(a.feedback) if a.feedback else None,
+        )
+        for a in classroom.assignments
     )
     return Desired(
         classroom.name,
@@ -199,4 +261,5 @@ def resolve(
         exports,
         servers_here,
         handouts,
+        classroom.collection_size,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ..config.classroom import ROLES, group_name
-from ..config.site import SHARED_VOLUME
+from ..config.site import COLLECTION_VOLUME, SHARED_VOLUME
 from ..config.sizes import format_size, round_up
 from .actions import (
     AccountFields,
@@ -133,8 +133,21 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
     copies, held_back, upcoming = assignments.handouts(desired, actual, ready, course_folder_busy)
     actions += copies  # after each student's own steps: their home is mounted and theirs by then
     blocked += held_back
+    steps, problem = _converge_collection_area(desired, actual, shrinks)
+    actions += steps
+    if problem:
+        blocked.append(Note("blocked", COLLECTION_VOLUME, problem))
+    area_mounting = any(s.kind is Kind.MOUNT and s.op is Op.CREATE for s in steps)
+    collections, held_back, due = assignments.collections(desired, actual, ready, problem, area_mounting)
+    actions += collections  # after the handouts: a student given their copy in this pass is collected after it
+    blocked += held_back
+    upcoming += due
+    given, held_back, later = assignments.returns(desired, actual, ready, problem, area_mounting)
+    actions += given
+    blocked += held_back
+    upcoming += later
 
-    for username in sorted(_leftovers(desired, actual) - listed - {SHARED_VOLUME}):
+    for username in sorted(_leftovers(desired, actual) - listed - {SHARED_VOLUME, COLLECTION_VOLUME}):
         account = actual.accounts.get(username)
         ours = account if account is not None and account.classroom == desired.classroom else None
         actions += _converge_disabled(username, ours, desired, actual, REMOVED)
@@ -585,6 +598,28 @@ def _converge_shared(desired: Desired, actual: Actual, shrinks: list[Note]) -> t
         False,
         False,
         "the teachers' group is new: the course folder goes to it",
+    )
+
+
+def _converge_collection_area(desired: Desired, actual: Actual, shrinks: list[Note]) -> tuple[list[Action], str | None]:
+    """The collection area's own volume, made once an assignment has a due time (collection_disk, or the
+    default): planned like the course folder's.  Once made it stays, whatever the file says later (it holds
+    the students' submissions); it is never a folder on the host's own disk."""
+    volume = actual.volumes.get(COLLECTION_VOLUME)
+    if volume is None and desired.collection_disk is None:
+        return [], None
+    spec = desired.collection(desired.collection_disk if desired.collection_disk is not None else volume.size)  # type: ignore[union-attr]
+    teachers = actual.groups.get(spec.owner.group)
+    return _converge_volume(
+        spec,
+        desired,
+        actual,
+        Policy(resize_running="wait"),
+        shrinks,
+        None if teachers is None else (0, teachers.gid),
+        False,
+        volume is None,
+        "the teachers' group is new: the collection area goes to it",
     )
 
 

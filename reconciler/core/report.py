@@ -13,7 +13,7 @@ from typing import Any
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
-from ..config.site import SHARED_VOLUME
+from ..config.site import COLLECTION_VOLUME, SHARED_VOLUME
 from ..config.sizes import format_size
 from .actions import Policy
 from .actual import Actual, login_state, to_json
@@ -54,7 +54,7 @@ def rows(desired: Desired, actual: Actual, pending_credentials: Mapping[str, dic
     extra = sorted(
         a.username for a in actual.accounts.values() if a.classroom == desired.classroom and a.username not in known
     )
-    extra += sorted(set(actual.volumes) - known - set(extra) - {SHARED_VOLUME})
+    extra += sorted(set(actual.volumes) - known - set(extra) - {SHARED_VOLUME, COLLECTION_VOLUME})
     out = []
     for username, role, wanted in listed + [(name, None, "removed") for name in extra]:
         account = actual.accounts.get(username)

@@ -33,7 +33,18 @@ from .volumes.base import VolumeBackend
 
 Driver = Callable[[Action, "Context"], str]
 _DRIVERS: dict[tuple[Kind, Op], Driver] = {}
-MODULES = ("accounts", "mounts", "volumes.drivers", "containers", "hubusers", "firewall", "exports", "handouts")
+MODULES = (
+    "accounts",
+    "mounts",
+    "volumes.drivers",
+    "containers",
+    "hubusers",
+    "firewall",
+    "exports",
+    "handouts",
+    "collect",
+    "returns",
+)
 
 
 class Busy(RuntimeError):

@@ -107,25 +107,33 @@ _AT_FDCWD, _RENAME_NOREPLACE, _RENAME_EXCHANGE = -100, 1, 2
 def rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
     """Move ``src`` (in the directory open as ``src_dir``) to ``dst`` (in ``dst_dir``), never over anything:
     FileExistsError when ``dst`` exists, whatever it is (rename(2) would replace a file or an empty folder)."""
-    import ctypes
+    code = _renameat2(src_dir, src, dst_dir, dst, _RENAME_NOREPLACE)
+    if code:
+        raise OSError(code, os.strerror(code), dst) if code != errno.EEXIST else FileExistsError(code, "exists", dst)
+
+
+def exchange_at(directory: int, a: str, b: str) -> None:
+    """Swap the names ``a`` and ``b`` in the directory open as ``directory``, in one step (both must exist)."""
+    code = _renameat2(directory, a, directory, b, _RENAME_EXCHANGE)
+    if code:
+        raise OSError(code, os.strerror(code), b)
+
+
+def _renameat2(src_dir: int, src: str | Path, dst_dir: int, dst: str | Path, flags: int) -> int:
+    """renameat2(2); 0, or the errno it failed with."""
+    import ctypes  # only the writers that need it load it
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.renameat2(src_dir, os.fsencode(src), dst_dir, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
-        return
-    code = ctypes.get_errno()
-    raise OSError(code, os.strerror(code), dst) if code != errno.EEXIST else FileExistsError(code, "exists", dst)
+    if libc.renameat2(src_dir, os.fsencode(src), dst_dir, os.fsencode(dst), flags) == 0:
+        return 0
+    return ctypes.get_errno()
 
 
 def _exchange(a: str | Path, b: str | Path) -> bool:
     """Swap two names atomically; False where the filesystem (or kernel) cannot."""
-    import ctypes  # only the roster's writers need it
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
+    code = _renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE)
+    if code in (0, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return code == 0
     if code == errno.ENOENT:
         raise FileNotFoundError(code, os.strerror(code), str(b))
     raise OSError(code, os.strerror(code), str(b))

@@ -218,7 +218,7 @@ def mount_all(ctx: Context) -> dict[str, str]:
     """Mount every manifest entry that is not mounted yet (at boot).  A no-op when all are."""
     entries = read_manifest(ctx.paths.manifest)
     mounts = read_mounts(
-        ctx.host.mountinfo, ctx.host.loops(), under=str(ctx.paths.homes), also=[str(ctx.paths.course_folder)]
+        ctx.host.mountinfo, ctx.host.loops(), under=str(ctx.paths.homes), also=list(ctx.paths.own_folders)
     )
     results = {}
     for target, entry in sorted(entries.items()):

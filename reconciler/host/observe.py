@@ -68,6 +68,8 @@ def observe(
             handed_out = handouts.read(paths.handouts, {a.username: a.uid for a in accounts.values()})
         except handouts.LedgerDamaged as exc:
             handouts_blocked = str(exc)
+    collected, fingerprints, collections_blocked = _collections(paths, assignments, accounts, found.mounts, now)
+    feedback, returned, returns_blocked = _feedback(paths, assignments, accounts, found.mounts, now)
     return Actual(
         accounts=MappingProxyType(accounts),
         groups=MappingProxyType(groups),
@@ -92,6 +94,71 @@ def observe(
         handed_out=MappingProxyType(handed_out),
         sources_missing=missing,
         handouts_blocked=handouts_blocked,
+        collected=collected,
+        fingerprints=fingerprints,
+        collections_blocked=collections_blocked,
+        feedback=feedback,
+        returned=returned,
+        returns_blocked=returns_blocked,
+    )
+
+
+def _collections(
+    paths: Paths, assignments: Sequence[Handout], accounts: Mapping, mounts: Mapping, now: float
+) -> tuple[Mapping, Mapping, str]:
+    """Who was collected (the ledger) and, for the assignments whose late window is open, each collected
+    student's folder as it is now (a stat walk of their mounted home, nothing read)."""
+    if not any(a.due for a in assignments) and not paths.collections.exists():
+        return MappingProxyType({}), MappingProxyType({}), ""  # the driver is never loaded without a due time
+    from . import collect
+
+    try:
+        collected = collect.read(paths.collections, {a.username: a.uid for a in accounts.values()})
+    except collect.LedgerDamaged as exc:
+        return MappingProxyType({}), MappingProxyType({}), str(exc)
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    fingerprints = {}
+    for work in assignments:
+        if work.open_late(moment):
+            fingerprints[work.name] = MappingProxyType(
+                {
+                    user: collect.fingerprint(paths.home(user), work.name)
+                    for user in collected.get(work.name, {})
+                    if str(paths.home(user)) in mounts
+                }
+            )
+    return (
+        MappingProxyType({name: MappingProxyType(people) for name, people in collected.items()}),
+        MappingProxyType(fingerprints),
+        "",
+    )
+
+
+def _feedback(
+    paths: Paths, assignments: Sequence[Handout], accounts: Mapping, mounts: Mapping, now: float
+) -> tuple[Mapping, Mapping, str]:
+    """Once an assignment's feedback time has come: the feedback teachers wrote for each of our accounts in the
+    mounted collection area (a stat walk, by digest), and what each student was last given (the ledger)."""
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    timed = [a for a in assignments if a.feedback is not None and a.feedback <= moment]
+    if not timed:
+        return MappingProxyType({}), MappingProxyType({}), ""
+    from . import returns
+
+    try:
+        returned = returns.read(paths.returns, {a.username: a.uid for a in accounts.values()})
+    except returns.LedgerDamaged as exc:
+        return MappingProxyType({}), MappingProxyType({}), str(exc)
+    written = {}
+    if str(paths.collection_area) in mounts:  # never the bare folder below the volume
+        students = returns.with_feedback(paths.collection_area) & set(accounts)
+        for work in timed:
+            found = {user: returns.digest(paths.collection_area, user, work.name) for user in sorted(students)}
+            written[work.name] = MappingProxyType({user: d for user, d in found.items() if d is not None})
+    return (
+        MappingProxyType(written),
+        MappingProxyType({name: MappingProxyType(people) for name, people in returned.items()}),
+        "",
     )
 
 

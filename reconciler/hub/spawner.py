@@ -23,7 +23,7 @@ from traitlets import Integer, Unicode
 
 from ..config.classroom import Classroom, group_name
 from ..config.load import InvalidFile, load_classroom, load_site
-from ..config.site import HSTS, Site
+from ..config.site import COLLECTION_VOLUME, HSTS, Site
 from ..core.desired import resolve
 from ..host.containers import LABEL_CLASSROOM, LABEL_USER
 from ..host.facts import HostFiles
@@ -74,6 +74,10 @@ def container_settings(
     binds = [{"type": "bind", "source": str(paths.home(username)), "target": home, "read_only": False}]
     if shared.is_dir():
         binds.append({"type": "bind", "source": str(shared), "target": f"{home}/shared", "read_only": not teacher})
+    area = paths.collection_area
+    if teacher and is_mounted(host, area, layout.source(COLLECTION_VOLUME)):  # never the bare folder below it
+        # nbgrader's course directory: submitted/ (root's, read-only to teachers), their autograded/ and feedback/
+        binds.append({"type": "bind", "source": str(area), "target": f"{home}/collected", "read_only": False})
     files = identity_dir(site, username)
     written = identity(
         username,

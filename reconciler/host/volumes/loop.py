@@ -85,9 +85,7 @@ class LoopBackend:
 
     def observe(self) -> VolumeFacts:
         loops = self.host.loops()
-        mounts = read_mounts(
-            self.host.mountinfo, loops, under=str(self.paths.homes), also=[str(self.paths.course_folder)]
-        )
+        mounts = read_mounts(self.host.mountinfo, loops, under=str(self.paths.homes), also=list(self.paths.own_folders))
         volumes = read_volumes(self.layout.directory, loops, mounts, self.paths.home, self.host.ext4_alive)
         capacity = images_space(self.layout.directory, volumes.values())
         return VolumeFacts(

@@ -175,7 +175,7 @@ class LvmBackend:
         loops = self.host.loops()
         aliases = {path: device for device, path in device_aliases(lvs).items()}
         mounts = read_mounts(
-            self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes), also=[str(self.paths.course_folder)]
+            self.host.mountinfo, {**loops, **aliases}, under=str(self.paths.homes), also=list(self.paths.own_folders)
         )
         volumes = volumes_from(lvs, mounts, self.paths, alive=self._alive)
         pool = pool_size(lvs, self.settings.thin_pool)
