@@ -17,9 +17,11 @@ from pathlib import Path
 from ..config.load import InvalidFile
 from ..host.lock import LockBusy
 from ..host.run import CommandFailed
-from . import archive, commands, doctor, prewarm, up, watch
+from . import archive, assignments, commands, doctor, prewarm, up, watch
 from .commands import EXIT_ERROR, UsageError
 from .parser import EXIT_USAGE, Parser, Version, add_common_options, command
+
+COMMAND_MODULES = (commands, assignments, doctor, prewarm, archive, watch, up)  # each adds its own commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=commands.reconcile)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for module in (commands, doctor, prewarm, archive, watch, up):
+    for module in COMMAND_MODULES:
         module.register(sub)
     completion = command(
         sub,

@@ -368,6 +368,12 @@ class Plan(Api):
         self.send(await self.call(teacher.pending_plan, self.room))
 
 
+class Assignments(Api):
+    @web.authenticated
+    async def get(self) -> None:
+        self.send(await self.call(teacher.assignments, self.room))
+
+
 class Status(Api):
     @web.authenticated
     async def get(self) -> None:
@@ -489,6 +495,7 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
             (api + "import", Import),
             (api + "plan", Plan),
             (api + "status", Status),
+            (api + "assignments", Assignments),
             (api + "metrics", Metrics),
             (api + "events", Events),
             (api + "slips", Slips),

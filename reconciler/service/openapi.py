@@ -276,6 +276,74 @@ def _components() -> dict:
                     },
                 },
             },
+            "Assignments": {
+                "type": "object",
+                "required": ["observed_at", "assignments"],
+                "properties": {
+                    "observed_at": {"type": "string", "description": "when the host was looked at (ISO 8601)"},
+                    "assignments": {"type": "array", "items": {"$ref": "#/components/schemas/Assignment"}},
+                },
+            },
+            "Assignment": {
+                "type": "object",
+                "required": ["name", "stage", "release", "due", "late_until", "feedback", "extensions", "shown"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "stage": {
+                        "enum": [
+                            "unknown",
+                            "not released",
+                            "released (never collected)",
+                            "released",
+                            "late window open",
+                            "extensions running",
+                            "collected",
+                            "feedback returned",
+                        ]
+                    },
+                    "release": {"type": "string", "format": "date-time"},
+                    "due": {"type": ["string", "null"], "format": "date-time"},
+                    "late_until": {"type": ["string", "null"], "format": "date-time"},
+                    "feedback": {"type": ["string", "null"], "format": "date-time"},
+                    "extensions": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer"},
+                        "description": "seconds",
+                    },
+                    "shown": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "the times as classroom.yaml's zone words them",
+                    },
+                    "source_missing": {"type": "boolean"},
+                    "handed_out": {"type": "integer", "minimum": 0},
+                    "submissions": {
+                        "type": "object",
+                        "required": ["on time", "late", "missing", "not yet"],
+                        "additionalProperties": {"type": "integer", "minimum": 0},
+                    },
+                    "students": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["username", "handed_out", "deadline", "submission", "feedback"],
+                            "properties": {
+                                "username": {"type": "string"},
+                                "handed_out": {"type": "boolean"},
+                                "deadline": {"type": ["string", "null"], "format": "date-time"},
+                                "deadline_shown": {"type": ["string", "null"]},
+                                "submission": {"enum": ["on time", "late", "missing", None]},
+                                "collected_at": {"type": ["string", "null"]},
+                                "changed_since": {
+                                    "type": "boolean",
+                                    "description": "changed since collected, in the late window: collected again",
+                                },
+                                "feedback": {"enum": ["returned", "written", None]},
+                            },
+                        },
+                    },
+                },
+            },
             "PassStatus": {
                 "type": "object",
                 "required": ["format_version", "time", "result"],
@@ -574,6 +642,13 @@ def document(prefix: str = "/services/classroom/") -> dict:
                     "summary": "The pending plan (the core's dry run, JSON format)",
                     "operationId": "getPlan",
                     "responses": {"200": {"description": "The plan", **_json("Plan")}, **_errors(409)},
+                },
+            },
+            "/api/assignments": {
+                "get": {
+                    "summary": "Each assignment's times and each active student's copy, submission and feedback",
+                    "operationId": "getAssignments",
+                    "responses": {"200": {"description": "The assignments", **_json("Assignments")}, **_errors(409)},
                 },
             },
             "/api/status": {

@@ -285,6 +285,15 @@ def _overrides(entry: dict) -> dict:
     return {key: entry.get(key) for key in ("memory", "cpu", "disk")}
 
 
+def assignments(room: Room) -> dict:
+    """Each assignment's times and each active student's copy, submission and feedback: GET /api/assignments
+    (the host as it is now, as the page's table reads it: no plan, no lock)."""
+    from ..core.assignments import report
+
+    desired, actual, _ = passes.observe_now(room.site, room.classroom(), _mtime(room.file))
+    return {"observed_at": actual.observed_at, "assignments": report(desired, actual)}
+
+
 def pending_plan(room: Room) -> dict:
     """The current dry run, in the core's JSON format: what the daemon will do next."""
     wait = min(room.site.lock_timeout, PLAN_LOCK_WAIT)  # 503 while a pass runs

@@ -215,3 +215,25 @@ def test_the_openapi_document_says_the_same():
     assert "415" in patch["responses"]
     schema = document["components"]["schemas"]["Problem"]
     assert set(schema["required"]) == {"type", "title", "status", "detail", "problems"}
+
+
+def test_the_assignments_are_what_the_openapi_document_says(room):
+    """GET /api/assignments: each assignment's times (also as the file's zone words them) and a row per active
+    student, valid against its schema."""
+    room.file.write_text(
+        ROSTER
+        + "timezone: Europe/Rome\nassignments:\n"
+        + "  - {name: hw1, source: hw1, release: 2026-12-14 09:00, due: 2026-12-21 23:59, extensions: {bob: 1d}}\n"
+    )
+    answer = call(room, "GET", "api/assignments")
+    assert answer.code == 200, answer.body
+    body = json.loads(answer.body)
+    schemas = json.loads(
+        json.dumps(openapi.document()["components"]["schemas"]).replace("/components/schemas/", "/$defs/")
+    )
+    jsonschema.Draft202012Validator({"$ref": "#/$defs/Assignments", "$defs": schemas}).validate(body)
+    hw1 = body["assignments"][0]
+    assert hw1["shown"]["due"] == "2026-12-21 23:59 CET" and hw1["extensions"] == {"bob": 86400}
+    assert [row["username"] for row in hw1["students"]] == ["ann", "bob"]
+    assert hw1["students"][1]["deadline_shown"] == "2026-12-22 23:59 CET"
+    assert "/api/assignments" in openapi.document()["paths"]

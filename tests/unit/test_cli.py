@@ -181,11 +181,11 @@ def _funcs(parser: argparse.ArgumentParser) -> dict[str, object]:
 
 
 def test_every_command_module_registers_its_own_commands_and_only_those():
-    from reconciler.cli import archive, commands, doctor, prewarm, up, watch
+    from reconciler.cli.main import COMMAND_MODULES
     from reconciler.cli.parser import Parser
 
     registered = {}
-    for module in (commands, doctor, prewarm, archive, watch, up):
+    for module in COMMAND_MODULES:
         top = Parser(prog="reconcile")
         module.register(top.add_subparsers())
         funcs = _funcs(top)
