@@ -23,3 +23,10 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import reconciler, pydantic, yaml, hypothesis, pamela, jupyterhub, dockerspawner, playwright, kubespawner'
+# nbgrader, for the tests that grade collected work with it: a venv of its own (it brings JupyterLab and a
+# jupyter_server the hub's venv must not take)
+[ -x .venv-nbgrader/bin/nbgrader ] || {
+  python3 -m venv .venv-nbgrader
+  .venv-nbgrader/bin/python -m pip install -q --disable-pip-version-check 'nbgrader>=0.9.6,<0.10' 2>&1 | grep -v "^WARNING: Location" || true
+}
+.venv-nbgrader/bin/nbgrader --version >/dev/null

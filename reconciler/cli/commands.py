@@ -219,6 +219,15 @@ def status(args: argparse.Namespace) -> int:
     print()
     print(f"daemon: {liveness.describe(daemon)}{_last_pass(site)}")
     print(render_course_folder(course_folder(outcome.desired, outcome.actual)))
+    if classroom.assignments:
+        from ..core.assignments import counts
+
+        for name, found in counts(outcome.desired, outcome.actual).items():
+            print(
+                f"assignment {name}: handed out {found['handed_out']}; on time {found['on time']}, late "
+                f"{found['late']}, missing {found['missing']}, not collected yet {found['not yet']}; feedback "
+                f"returned {found['feedback_returned']} (reconcile assignments for each student)"
+            )
     if classroom.course_repo is not None and site.hub is not None:
         repo = classroom.course_repo
         print(

@@ -207,6 +207,7 @@ class Daemon:
         failed = dict(result.failed) if result else {n.target: n.message for n in the_plan.blocked}
         waiting = dict(result.waiting) if result else {a.target: a.waits for a in the_plan.waiting}
 
+        from ..core.assignments import counts
         from ..core.pass_record import Condition
 
         def condition(username: str) -> Condition:
@@ -240,6 +241,7 @@ class Daemon:
             credentials=credentials,
             disks=tuple(found_disks),
             prewarm=warm or None,
+            assignments=counts(outcome.desired, outcome.current) or None,
         )
 
     def _prewarm(self, classroom: Classroom, outcome: Outcome) -> dict | None:

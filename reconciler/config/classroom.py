@@ -331,7 +331,7 @@ SOURCE_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
 _LOCAL_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(:\d{2})?)$")
 
 
-def _local_time(value: object) -> object:
+def parse_local_time(value: object) -> object:
     """A moment as a teacher writes it: "2026-12-14 09:00" (in the classroom's time zone), or with an offset
     ("2026-12-14T09:00+01:00").  A date alone is refused: which hour would it be?"""
     if isinstance(value, datetime.datetime):
@@ -352,7 +352,7 @@ def _local_time(value: object) -> object:
 
 LocalTime = Annotated[
     datetime.datetime,
-    BeforeValidator(_local_time),
+    BeforeValidator(parse_local_time),
     WithJsonSchema(
         {
             "type": "string",

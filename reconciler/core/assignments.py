@@ -123,6 +123,11 @@ def collections(
             if record is None:
                 steps.append(_collect(work, user, _due_reason(work, user), area_mounting))
                 continue
+            deadline = work.deadline(user)
+            if datetime.datetime.fromisoformat(record.at) < deadline:  # type: ignore[operator]
+                moved = f"{work.name}: {user}'s due time moved to {when(deadline)} after it was collected: "  # type: ignore[arg-type]
+                steps.append(_collect(work, user, moved + "collected again", area_mounting))
+                continue
             end = work.late_end(user)
             changed = now_like.get(user)
             if end is not None and now <= end and changed is not None and changed != record.fingerprint:
@@ -285,6 +290,18 @@ def report(desired: Desired, actual: Actual) -> list[dict]:
                 "students": rows,
             }
         )
+    return out
+
+
+def counts(desired: Desired, actual: Actual) -> dict[str, dict[str, int]]:
+    """Per assignment: copies handed out, submissions by verdict, feedback returned (status.json, the metrics)."""
+    out = {}
+    for item in report(desired, actual):
+        out[item["name"]] = {
+            "handed_out": item["handed_out"],
+            **item["submissions"],
+            "feedback_returned": sum(1 for row in item["students"] if row["feedback"] == "returned"),
+        }
     return out
 
 

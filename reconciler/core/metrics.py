@@ -76,6 +76,26 @@ def families(status: PassRecord | None, people: Sequence[PersonRow] | None, per_
                 status.duration_seconds,
             )
         )
+        if status.assignments:
+            handed = Gauge(
+                "classroom_assignment_handed_out", "Students given their copy of each assignment", labels=["assignment"]
+            )
+            submissions = Gauge(
+                "classroom_assignment_submissions",
+                "Active students' submissions of each assignment by verdict (not yet: not collected)",
+                labels=["assignment", "status"],
+            )
+            returned = Gauge(
+                "classroom_assignment_feedback_returned",
+                "Students whose feedback on each assignment reached them",
+                labels=["assignment"],
+            )
+            for name, found in sorted(status.assignments.items()):
+                handed.add_metric([name], found.get("handed_out", 0))
+                returned.add_metric([name], found.get("feedback_returned", 0))
+                for verdict in ("on time", "late", "missing", "not yet"):
+                    submissions.add_metric([name, verdict], found.get(verdict, 0))
+            out += [handed, submissions, returned]
         result = Gauge("classroom_last_pass_result", "1 for the last pass's result", labels=["result"])
         result.add_metric([status.result], 1)
         out.append(result)

@@ -51,11 +51,13 @@ class PassRecord:
     credentials: Mapping[str, Any] | None = None  # the delivery's report: sent, failed, waiting (or its error)
     disks: tuple[Disk, ...] | None = None
     prewarm: Mapping[str, Any] | None = None  # the next lesson's pre-warm, with a schedule
+    # per assignment, after the pass: handed_out, "on time", "late", "missing", "not yet", feedback_returned
+    assignments: Mapping[str, Mapping[str, int]] | None = None
 
     def __post_init__(self) -> None:
         if self.result not in RESULTS:
             raise ValueError(f"a pass cannot end in {self.result!r} (one of {', '.join(RESULTS)})")
-        for name in ("git", "last_applied", "plan", "failed", "waiting", "credentials", "prewarm"):
+        for name in ("git", "last_applied", "plan", "failed", "waiting", "credentials", "prewarm", "assignments"):
             object.__setattr__(self, name, freeze(getattr(self, name)))
         object.__setattr__(self, "people", MappingProxyType(dict(self.people)))
 
@@ -101,6 +103,7 @@ class PassRecord:
                 credentials=data.get("credentials"),
                 disks=None if data.get("disks") is None else tuple(Disk.from_json(d) for d in data["disks"]),
                 prewarm=data.get("prewarm"),
+                assignments=data.get("assignments"),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"a pass record with a missing or mistyped field: {exc}") from exc

@@ -644,7 +644,9 @@ def collect(action: Action, ctx: Context) -> str:
     before = _load(ctx.paths.collections)["assignments"].get(name, {}).get(user)
     if before is not None and before["uid"] == uid:
         done = _already(before, home, user, name, deadline, area)
-        if done:
+        if done:  # found as it was collected: the ledger says it was looked at now (a moved deadline is met)
+            now = datetime.datetime.fromtimestamp(ctx.host.clock(), datetime.UTC).isoformat(timespec="seconds")
+            _record(ctx.paths.collections, name, user, {**before, "at": now})
             return done
     got = _collect(ctx, user, name, limit, deadline, gid)
     entry = {k: got[k] for k in ("at", "status", "fingerprint", "files", "bytes", "skipped")}

@@ -26,13 +26,14 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
-from ..config.classroom import Classroom, Person
+from ..config.classroom import Classroom, Person, parse_local_time
 from ..config.load import InvalidFile, parse_classroom, read_version
 from ..config.site import Site
 from ..host import lock
 from ..host.fsutil import replace_if_unchanged
 
 EDITABLE = ("name", "email", "quota", "memory", "cpu", "disk", "status")
+ASSIGNMENT_EDITABLE = ("due", "late_until", "feedback", "extensions")  # what the page and the API change
 LOCK_TIMEOUT = 10.0
 
 
@@ -236,6 +237,77 @@ def change_person(
         return before, plain(entry)
 
     return rewrite(path, site, edit, accept, expect)
+
+
+def change_assignment(
+    path: Path,
+    site: Site,
+    name: str,
+    changes: dict,
+    accept: Accept | None = None,
+    expect: Collection[str] | None = None,
+) -> Written:
+    """Merge ``changes`` into the assignment ``name``: its due, late_until and feedback times (null removes one)
+    and its extensions (a merge too: ``{"bob": "2d"}`` adds or changes bob's, ``{"bob": null}`` removes it).  A
+    time given with an offset (a browser's "now") is written in the file's own time zone, to the minute, as a
+    teacher writes it.  The result is the entry before and after."""
+    unknown = sorted(set(changes) - set(ASSIGNMENT_EDITABLE))
+    if unknown:
+        editable = ", ".join(ASSIGNMENT_EDITABLE)
+        raise Rejected([{"path": key, "message": f"cannot be changed here (editable: {editable})"} for key in unknown])
+    if "extensions" in changes and not isinstance(changes["extensions"], dict | None):
+        raise Rejected([{"path": "extensions", "message": "an object: username -> length (2d, 36h) or null"}])
+
+    def edit(doc: CommentedMap) -> tuple[dict, dict]:
+        entry = next((a for a in doc.get("assignments") or [] if isinstance(a, dict) and a.get("name") == name), None)
+        if entry is None:
+            raise Rejected([{"path": "name", "message": f"{name} is not an assignment of the classroom"}], status=404)
+        before = plain(entry)
+        for key, value in changes.items():
+            if key == "extensions":
+                _merge_extensions(entry, value)
+            elif value is None:
+                entry.pop(key, None)
+            else:
+                entry[key] = scalar(_written_time(key, value, doc.get("timezone")))
+        return before, plain(entry)
+
+    return rewrite(path, site, edit, accept, expect)
+
+
+def _merge_extensions(entry: CommentedMap, value: dict | None) -> None:
+    found = entry.get("extensions")
+    if value is not None:
+        if found is None:
+            found = CommentedMap()
+            if getattr(entry, "fa", None) is not None and entry.fa.flow_style():
+                found.fa.set_flow_style()
+        for user, length in value.items():
+            if length is None:
+                found.pop(user, None)
+            else:
+                found[user] = scalar(str(length))
+    if value is None or not found:
+        entry.pop("extensions", None)
+    else:
+        entry["extensions"] = found
+
+
+def _written_time(key: str, value: object, zone_name: object) -> str:
+    """A time as classroom.yaml holds it: YYYY-MM-DD HH:MM in the file's zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        moment = parse_local_time(value)
+    except ValueError as exc:
+        raise Rejected([{"path": key, "message": str(exc)}]) from None
+    if moment.tzinfo is not None:  # type: ignore[union-attr]
+        try:
+            zone = ZoneInfo(zone_name if isinstance(zone_name, str) else "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        moment = moment.astimezone(zone)  # type: ignore[union-attr]
+    return f"{moment:%Y-%m-%d %H:%M}"
 
 
 def is_default(key: str, value) -> bool:

@@ -24,7 +24,7 @@ from tornado import httputil, web
 from tornado.escape import json_encode
 from tornado.iostream import StreamClosedError
 
-from ..config.classroom import USERNAME_PATTERN
+from ..config.classroom import ASSIGNMENT_PATTERN, USERNAME_PATTERN
 from ..config import languages
 from ..config.load import FileBusy, InvalidFile
 from ..config.site import HSTS, MANAGE_SCOPE, METRICS_SCOPE, Site
@@ -37,6 +37,7 @@ from . import teacher
 
 STATIC = Path(__file__).with_name("static")
 USERNAME = USERNAME_PATTERN.strip("^$")
+ASSIGNMENT = ASSIGNMENT_PATTERN.strip("^$")
 log = logging.getLogger("reconcile.api")
 
 PROBLEM_JSON = "application/problem+json"  # every error of the API (RFC 9457)
@@ -374,6 +375,18 @@ class Assignments(Api):
         self.send(await self.call(teacher.assignments, self.room))
 
 
+class Assignment(Api):
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Accept-Patch", ", ".join(PATCH_TYPES))
+
+    @web.authenticated
+    async def patch(self, name: str) -> None:
+        self.send(
+            await self.call(teacher.change_assignment, self.room, self.actor, name, self.merge_patch(), self.expected())
+        )
+
+
 class Status(Api):
     @web.authenticated
     async def get(self) -> None:
@@ -496,6 +509,7 @@ def make_app(room: teacher.Room, prefix: str) -> web.Application:
             (api + "plan", Plan),
             (api + "status", Status),
             (api + "assignments", Assignments),
+            (api + f"assignments/({ASSIGNMENT})", Assignment),
             (api + "metrics", Metrics),
             (api + "events", Events),
             (api + "slips", Slips),

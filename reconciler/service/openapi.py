@@ -276,6 +276,24 @@ def _components() -> dict:
                     },
                 },
             },
+            "AssignmentEntry": {
+                "type": "object",
+                "required": ["name", "source", "release"],
+                "description": "The assignment's entry in classroom.yaml, as written",
+            },
+            "AssignmentChange": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "due": {"type": ["string", "null"], "examples": ["2026-12-21 23:59", "2026-12-21T22:59:00Z"]},
+                    "late_until": {"type": ["string", "null"]},
+                    "feedback": {"type": ["string", "null"]},
+                    "extensions": {
+                        "type": ["object", "null"],
+                        "additionalProperties": {"type": ["string", "null"], "examples": ["2d", "36h"]},
+                    },
+                },
+            },
             "Assignments": {
                 "type": "object",
                 "required": ["observed_at", "assignments"],
@@ -392,6 +410,12 @@ def _components() -> dict:
                         },
                     },
                     "prewarm": {"$ref": "#/components/schemas/Prewarm"},
+                    "assignments": {
+                        "type": "object",
+                        "description": "per assignment, after the pass: copies handed out, submissions by verdict "
+                        "(on time, late, missing, not yet), feedback returned",
+                        "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    },
                 },
             },
             "Prewarm": {
@@ -450,7 +474,7 @@ def _errors(*codes: int) -> dict:
     text = {
         400: "The body is not a JSON object",
         403: "Not a teacher (or no login / token)",
-        404: "No such person",
+        404: "No such person or assignment",
         409: "The roster is kept in git, the person exists, or the file is invalid",
         422: "Invalid input: problems with field paths; classroom.yaml untouched",
         412: "If-Match names a version of classroom.yaml that is not the file's now: nothing was written; "
@@ -649,6 +673,23 @@ def document(prefix: str = "/services/classroom/") -> dict:
                     "summary": "Each assignment's times and each active student's copy, submission and feedback",
                     "operationId": "getAssignments",
                     "responses": {"200": {"description": "The assignments", **_json("Assignments")}, **_errors(409)},
+                },
+            },
+            "/api/assignments/{name}": {
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "patch": {
+                    "summary": "Change an assignment's times or extensions: extend for a student, collect now, "
+                    "return feedback now (written into classroom.yaml, comments kept)",
+                    "description": "A JSON merge patch (RFC 7396) of due, late_until, feedback (a time, or null to "
+                    "remove it) and extensions (username -> 2d / 36h, or null).  A time with an offset is written "
+                    "in the file's time zone, to the minute.  If-Match: the ETag of the version the client read.",
+                    "operationId": "changeAssignment",
+                    "parameters": [if_match],
+                    "requestBody": {"required": True, **_json("AssignmentChange", *MERGE_PATCH)},
+                    "responses": {
+                        "200": {"description": "The assignment as now written", **_json("AssignmentEntry")},
+                        **_errors(400, 404, 409, 412, 415, 422, 503, 507),
+                    },
                 },
             },
             "/api/status": {

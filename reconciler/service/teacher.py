@@ -424,6 +424,36 @@ def change_student(
     return Written(after, written.etag)
 
 
+def change_assignment(
+    room: Room, actor: str, name: str, changes: dict, expect: Collection[str] | None = None
+) -> Written:
+    """Merge-patch one assignment: "extend for this student" (extensions), "collect now" (due), "return feedback
+    now" (feedback).  An extension only for a student of the classroom (the file's validation says so)."""
+    _writable(room)
+    with _journal_first(room, actor) as journal:
+        try:
+            written = edit.change_assignment(room.file, room.site, name, changes, room.accept, expect)
+        except Rejected as exc:
+            if exc.status == 404:
+                raise Refused(404, f"{name} is not an assignment of the classroom") from None
+            raise
+        before, after = written.result
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        if changed:
+            journal.record(
+                Action(
+                    Op.UPDATE,
+                    Kind.ROSTER,
+                    f"assignment {name}",
+                    before={k: before.get(k) for k in changed},
+                    after={k: after.get(k) for k in changed},
+                    reason="assignment changed through the teacher API",
+                ),
+                "ok",
+            )
+    return Written(after, written.etag)
+
+
 def reach(classroom: Classroom) -> frozenset[str]:
     """Whom a teacher acts on through the API and the page: the classroom's students, never a teacher.
 

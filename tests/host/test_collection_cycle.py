@@ -87,6 +87,8 @@ def test_an_assignment_is_collected_at_each_students_due_time_and_late_work_agai
     assert hw1["submissions"] == {"on time": 0, "late": 1, "missing": 0, "not yet": 1}
     text = room.cli("assignments").stdout
     assert f"{bob}" in text and "not collected yet (extended to" in text and "late" in text
+    status = room.cli("status").stdout
+    assert "assignment hw1: handed out 2; on time 0, late 1, missing 0, not collected yet 1" in status, status
 
 
 def as_student(user: str, command: str) -> subprocess.CompletedProcess:

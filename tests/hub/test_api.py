@@ -381,6 +381,8 @@ def test_openapi_is_served_and_describes_every_route(served):
         "/api/import",
         "/api/plan",
         "/api/status",
+        "/api/assignments",
+        "/api/assignments/{name}",
         "/api/slips",
         "/api/username",
         "/api/events",

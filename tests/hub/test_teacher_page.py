@@ -62,10 +62,23 @@ def classroom():
         tomorrow = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[
             (datetime.datetime.now(datetime.UTC).weekday() + 1) % 7
         ]
+        room.root.chmod(0o755)
+        (room.root / "shared" / "hw1").mkdir(parents=True)
+        (room.root / "shared" / "hw1" / "exercise.ipynb").write_text("{}")
+        (room.root / "shared" / "hw1" / "exercise.ipynb").chmod(0o644)
+        now = datetime.datetime.now(datetime.UTC)
+        hw1 = {
+            "name": "hw1",
+            "source": "hw1",
+            "release": f"{now - datetime.timedelta(hours=2):%Y-%m-%d %H:%M}",
+            "due": f"{now - datetime.timedelta(hours=1):%Y-%m-%d %H:%M}",  # handed out after it: late
+        }
         room.write(
             [{"username": "ann"}, {"username": "bob"}],
             admins=[{"username": "tea"}],
             schedule=[{"days": [tomorrow], "start": "09:00", "end": "10:00", "tz": "UTC"}],
+            assignments=[hw1],
+            collection_disk="128Mi",
         )
         assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
         hub = Hub(room)
@@ -100,7 +113,12 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
 
             def on_dialog(dialog):
                 dialogs.append(dialog.message)
-                dialog.accept() if answer["accept"] else dialog.dismiss()
+                if not answer["accept"]:
+                    dialog.dismiss()
+                elif dialog.type == "prompt":
+                    dialog.accept(answer.get("prompt", ""))
+                else:
+                    dialog.accept()
 
             page.on("dialog", on_dialog)
             log_in(page, hub.url, room.user("tea"), teacher_password, "/services/classroom/")
@@ -124,6 +142,19 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             # one origin: no way to open a student's server from here, and the page says why
             expect(page.locator("#open-note")).to_contain_text("per-user subdomains")
             expect(ann_row.locator("a", has_text="Open")).to_have_count(0)
+            # the assignment: handed out, collected by the daemon while ann's server ran, each student's verdict
+            work = page.locator('#assignments .assignment[data-assignment="hw1"]')
+            expect(work).to_contain_text("handed out 2/2", timeout=30_000)
+            expect(work).to_contain_text("late 2", timeout=30_000)
+            work.locator("summary").click()
+            expect(work.locator(f'li[data-user="{ann}"]')).to_contain_text("late")
+            # "Extend…" for bob: written into classroom.yaml's assignment, comments kept
+            answer["prompt"] = "2d"
+            work.locator(f'li[data-user="{bob}"] button', has_text="Extend").click()
+            expect(page.locator("#message")).to_contain_text(f"{bob} has 2d more for hw1")
+            assert f"How much longer for {bob} on hw1?" in dialogs[-1]
+            written = yaml.safe_load(room.file.read_text())["assignments"][0]
+            assert written["extensions"] == {bob: "2d"}
             page.screenshot(path=str(ARTIFACTS / "teacher-page.png"), full_page=True)
 
             # live: a change made elsewhere (here: the file, by hand) is pushed to the page (server-sent events);
@@ -291,6 +322,7 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
                         )
                         assert apart >= 4, (width, row, a, b)
                 expect(page.locator(f'tr[data-user="{ann}"] td[data-label="Disk"]')).to_be_visible()
+                expect(page.locator('#assignments .assignment[data-assignment="hw1"]')).to_be_visible()
                 page.screenshot(path=str(ARTIFACTS / f"teacher-page-{width}px.png"), full_page=True)
         finally:
             browser.close()

@@ -237,3 +237,50 @@ def test_the_assignments_are_what_the_openapi_document_says(room):
     assert [row["username"] for row in hw1["students"]] == ["ann", "bob"]
     assert hw1["students"][1]["deadline_shown"] == "2026-12-22 23:59 CET"
     assert "/api/assignments" in openapi.document()["paths"]
+
+
+HOMEWORK = (
+    "timezone: Europe/Rome\nassignments:\n"
+    "  - name: hw1   # the first homework\n"
+    "    source: hw1\n"
+    "    release: 2026-12-14 09:00\n"
+    "    due: 2026-12-21 23:59   # before the holidays\n"
+)
+
+
+def test_an_assignment_is_extended_collected_now_and_its_feedback_returned_in_classroom_yaml(room):
+    """PATCH /api/assignments/<name>: the page's three actions, each a merge patch written into the file with its
+    comments kept, checked whole (an extension only for a student), journaled, If-Match honoured."""
+    room.file.write_text(ROSTER + HOMEWORK)
+    answer = call(room, "PATCH", "api/assignments/hw1", {"extensions": {"bob": "2d"}}, MERGE_PATCH)
+    assert answer.code == 200, answer.body
+    assert json.loads(answer.body)["extensions"] == {"bob": "2d"}
+    text = room.file.read_text()
+    assert "# the first homework" in text and "# before the holidays" in text and "bob: 2d" in text
+    # "collect now" from a browser in another zone: written in the file's zone, to the minute
+    answer = call(room, "PATCH", "api/assignments/hw1", {"due": "2026-12-18T10:30:45Z"}, MERGE_PATCH)
+    assert answer.code == 200, answer.body
+    assert "due: 2026-12-18 11:30" in room.file.read_text()
+    etag = answer.headers["ETag"]
+    answer = call(
+        room, "PATCH", "api/assignments/hw1", {"feedback": "2026-12-19 09:00"}, {**MERGE_PATCH, "If-Match": etag}
+    )
+    assert answer.code == 200 and "feedback: 2026-12-19 09:00" in room.file.read_text()
+    stale = call(room, "PATCH", "api/assignments/hw1", {"feedback": None}, {**MERGE_PATCH, "If-Match": etag})
+    assert stale.code == 412  # the version it was made on is gone
+    before = room.file.read_text()
+    for body, code, said in (
+        ({"extensions": {"tea": "1d"}}, 422, "'tea' is not a student of this classroom"),  # a teacher: no
+        ({"due": "2026-12-01 09:00"}, 422, "hw1 is due before (or at) its release"),
+        ({"source": "other"}, 422, "cannot be changed here"),
+        ({"due": "soon"}, 422, "is not a date and time"),
+    ):
+        answer = call(room, "PATCH", "api/assignments/hw1", body, MERGE_PATCH)
+        assert answer.code == code and said in answer.body.decode(), (body, answer.body)
+    assert call(room, "PATCH", "api/assignments/nope", {"due": None}, MERGE_PATCH).code == 404
+    assert room.file.read_text() == before  # nothing refused was written
+    from reconciler.engine import journal
+
+    entries = [e for e in journal.read(room.site.paths.journal) if e["kind"] == "roster"]
+    assert [e["target"] for e in entries] == ["assignment hw1"] * 3 and entries[0]["actor"] == "tea"
+    assert entries[0]["after"] == {"extensions": {"bob": "2d"}}

@@ -72,8 +72,11 @@ def collects(the_plan):
     ]
 
 
-def record(status="on time", fingerprint="f1"):
-    return Collected(status, fingerprint, "2026-12-21T23:00:00+00:00")
+def record(status="on time", fingerprint="f1", at="2026-12-21T23:00:00+00:00"):
+    return Collected(status, fingerprint, at)
+
+
+BOB_AT_HIS = "2026-12-23T23:00:00+00:00"  # collected at his extended due time (12-23 23:59 CET)
 
 
 def test_the_collection_area_is_made_once_something_is_due_and_collection_waits_for_its_mount():
@@ -135,7 +138,7 @@ def test_bob_is_collected_at_the_end_of_his_extension():
 
 
 def test_work_changed_in_the_late_window_is_collected_again_and_after_it_never():
-    done = MappingProxyType({"hw1": MappingProxyType({"alice": record(), "bob": record()})})
+    done = MappingProxyType({"hw1": MappingProxyType({"alice": record(), "bob": record(at=BOB_AT_HIS)})})
     changed = MappingProxyType({"hw1": MappingProxyType({"alice": "f2", "bob": "f1"})})
     inside = ready(LATE - datetime.timedelta(hours=1), collected=done, fingerprints=changed)
     the_plan = plan(desired(ALICE, BOB), inside)
@@ -154,7 +157,7 @@ def test_work_changed_in_the_late_window_is_collected_again_and_after_it_never()
 
 def test_without_a_late_window_changes_after_the_due_time_are_not_collected():
     no_late = Handout("hw1", "/shared/hw1", RELEASE, DUE)
-    done = MappingProxyType({"hw1": MappingProxyType({"alice": record(), "bob": record()})})
+    done = MappingProxyType({"hw1": MappingProxyType({"alice": record(), "bob": record(at=BOB_AT_HIS)})})
     changed = MappingProxyType({"hw1": MappingProxyType({"alice": "f2"})})
     assert (
         collects(
@@ -289,7 +292,7 @@ def gives(the_plan):
 
 
 def test_feedback_is_returned_from_its_time_once_per_version_and_only_where_written():
-    done = MappingProxyType({"hw1": MappingProxyType({"alice": record(), "bob": record()})})
+    done = MappingProxyType({"hw1": MappingProxyType({"alice": record(), "bob": record(at=BOB_AT_HIS)})})
     before = plan(
         desired(ALICE, BOB, assignments=(GRADED,)), ready(FEEDBACK - datetime.timedelta(hours=2), collected=done)
     )
@@ -347,3 +350,27 @@ def test_the_report_shows_where_each_student_stands():
     assert "alice                late; feedback written, not returned yet" in text
     assert "bob                  not collected yet (extended to 2026-12-23 23:59 CET)" in text
     assert render_report([]) == "no assignments in classroom.yaml"
+
+
+def test_an_extension_given_after_the_collection_collects_again_at_the_new_due_time():
+    done = MappingProxyType({"hw1": MappingProxyType({"alice": record(), "bob": record()})})  # both at DUE
+    no_ext = dataclasses.replace(HW1, extensions={})
+    assert (
+        collects(
+            plan(desired(ALICE, BOB, assignments=(no_ext,)), ready(DUE + datetime.timedelta(hours=1), collected=done))
+        )
+        == []
+    )
+    extended = dataclasses.replace(HW1, extensions={"bob": datetime.timedelta(days=1)})
+    during = plan(
+        desired(ALICE, BOB, assignments=(extended,)), ready(DUE + datetime.timedelta(hours=1), collected=done)
+    )
+    assert collects(during) == []  # his new due time has not come
+    after = plan(
+        desired(ALICE, BOB, assignments=(extended,)), ready(DUE + datetime.timedelta(days=1, minutes=1), collected=done)
+    )
+    assert collects(after) == [("bob", "hw1", (DUE + datetime.timedelta(days=1)).isoformat(), "")]
+    assert (
+        "bob's due time moved to 2026-12-22 23:59 CET after it was collected: collected again"
+        in after.actions[-1].reason
+    )

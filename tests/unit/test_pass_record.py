@@ -75,3 +75,22 @@ def test_the_api_schema_describes_exactly_the_record():
     assert set(schema["properties"]) == {"format_version"} | {f.name for f in dataclasses.fields(PassRecord)}
     assert schema["properties"]["result"]["enum"] == list(RESULTS)
     assert set(schema["properties"]["disks"]["items"]["properties"]) == {f.name for f in dataclasses.fields(Disk)}
+
+
+def test_assignment_counts_travel_in_the_record_and_become_metrics():
+    from reconciler.core.metrics import families
+
+    counts = {"hw1": {"handed_out": 3, "on time": 2, "late": 1, "missing": 0, "not yet": 0, "feedback_returned": 1}}
+    record = PassRecord(**BASE, result="converged", plan={"actions": [], "drift": []}, assignments=counts)
+    again = PassRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert again == record and again.to_json()["assignments"] == counts
+    gauges = {g.name: g for g in families(again, None)}
+    assert sorted(gauges["classroom_assignment_submissions"].samples) == [
+        (["hw1", "late"], 1),
+        (["hw1", "missing"], 0),
+        (["hw1", "not yet"], 0),
+        (["hw1", "on time"], 2),
+    ]
+    assert gauges["classroom_assignment_handed_out"].samples == [(["hw1"], 3)]
+    assert gauges["classroom_assignment_feedback_returned"].samples == [(["hw1"], 1)]
+    assert "classroom_assignment_submissions" not in {g.name for g in families(PassRecord(**BASE, result="busy"), None)}

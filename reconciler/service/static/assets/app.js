@@ -291,6 +291,81 @@ async function loadStatus() {
   }
 }
 
+async function loadAssignments() {
+  // classroom.yaml's assignments: where each stands, and each active student's copy, submission and feedback
+  try {
+    showAssignments((await call('GET', 'api/assignments')).assignments);
+  } catch (error) {
+    $('#assignments').replaceChildren(el('p', { class: 'warn' }, error.message));
+  }
+}
+
+const VERDICT = { 'on time': 'ok', late: 'warn', missing: 'warn' };
+
+function showAssignments(assignments) {
+  $('#assignments-section').hidden = !assignments.length;
+  const writable = !state.rosterInGit && !state.invalid;
+  $('#assignments').replaceChildren(...assignments.map((work) => {
+    const times = [['release', 'js.assign_release'], ['due', 'js.assign_due'], ['late_until', 'js.assign_late'],
+      ['feedback', 'js.assign_feedback']].filter(([key]) => work.shown[key])
+      .map(([key, words]) => t(words, { when: work.shown[key] }));
+    const counts = work.due ? t('js.assign_counts', { ...work.submissions, on_time: work.submissions['on time'],
+      not_yet: work.submissions['not yet'] }) : '';
+    const rows = work.students.map((row) => {
+      const state = work.due ? (row.submission ?? t('js.assign_not_yet')) : (row.handed_out ? t('js.assign_has_copy') : '–');
+      const extra = [];
+      if (row.username in work.extensions) extra.push(t('js.assign_extended', { when: row.deadline_shown }));
+      if (row.changed_since) extra.push(t('js.assign_changed'));
+      if (row.feedback) extra.push(t(row.feedback === 'returned' ? 'js.assign_fb_returned' : 'js.assign_fb_written'));
+      const extend = work.due ? [' ', el('button', { class: 'write quiet small', disabled: !writable,
+        onclick: () => extendFor(work.name, row.username) }, t('js.assign_extend'))] : [];
+      return el('li', { 'data-user': row.username }, el('strong', {}, row.username), ' ',
+        el('span', { class: VERDICT[row.submission] ?? 'muted' }, state),
+        ...(extra.length ? [el('small', { class: 'muted' }, ` · ${extra.join(' · ')}`)] : []), ...extend);
+    });
+    const now = Date.now();
+    const buttons = [];
+    if (!work.due || Date.parse(work.due) > now) {
+      buttons.push(el('button', { class: 'write quiet', disabled: !writable, onclick: () => {
+        if (confirm(t('js.assign_collect_confirm', { name: work.name }))) {
+          changeAssignment(work.name, { due: new Date().toISOString() }, t('js.assign_collect_done', { name: work.name }));
+        }
+      } }, t('js.assign_collect_now')));
+    } else if (!work.feedback || Date.parse(work.feedback) > now) {
+      buttons.push(el('button', { class: 'write quiet', disabled: !writable, onclick: () => {
+        if (confirm(t('js.assign_return_confirm', { name: work.name }))) {
+          changeAssignment(work.name, { feedback: new Date().toISOString() }, t('js.assign_return_done', { name: work.name }));
+        }
+      } }, t('js.assign_return_now')));
+    }
+    return el('div', { class: 'card assignment', 'data-assignment': work.name },
+      el('h3', {}, work.name, ' ', el('span', { class: 'tag' }, work.stage)),
+      el('p', { class: 'muted' }, times.join(' · ')),
+      el('p', {}, t('js.assign_handed', { n: work.handed_out, of: work.students.length }), counts ? ` · ${counts}` : ''),
+      ...(work.source_missing ? [el('p', { class: 'warn' }, t('js.assign_source_missing'))] : []),
+      ...(buttons.length ? [el('p', { class: 'assignment-actions' }, ...buttons)] : []),
+      el('details', {}, el('summary', {}, t('js.assign_students')), el('ul', { class: 'submissions' }, ...rows)));
+  }));
+}
+
+async function changeAssignment(name, changes, done) {
+  // "collect now", "return feedback now", "extend": written into classroom.yaml (on the version shown)
+  try {
+    await edit('PATCH', `api/assignments/${encodeURIComponent(name)}`, changes, MERGE_PATCH);
+    show(done, 'ok');
+  } catch (error) {
+    show(t('js.assign_not_changed', { name, error: error.message }), 'error', error.problems);
+  }
+  await refresh();
+}
+
+function extendFor(name, username) {
+  const length = prompt(t('js.assign_extend_prompt', { user: username, name }), '1d');
+  if (!length) return;
+  changeAssignment(name, { extensions: { [username]: length.trim() } },
+    t('js.assign_extend_done', { user: username, name, length: length.trim() }));
+}
+
 function showMaterial(material) {
   // classroom.yaml's course_repo: one link for the class, each student's click pulls it into their own home
   $('#material-card').hidden = !material;
@@ -344,7 +419,7 @@ function refresh() {
     } catch (error) {
       show(error.message, 'error', error.problems);
     }
-    await Promise.all([loadPlan(), loadStatus()]);
+    await Promise.all([loadPlan(), loadStatus(), loadAssignments()]);
   })().finally(() => {
     refreshing = null;
     if (again) {
