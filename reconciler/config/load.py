@@ -8,6 +8,7 @@ reserved names, the site's limits).
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
 from pathlib import Path
@@ -242,6 +243,14 @@ def _assignment_times(source: Source, classroom: Classroom) -> list[Problem]:
     for index, work in enumerate(classroom.assignments):
         where = ("assignments", index)
         release, due, late = (classroom.moment(t) if t else None for t in (work.release, work.due, work.late_until))
+        longest = max(work.extensions.values(), default=datetime.timedelta())
+        try:
+            for moment in (due, late, classroom.moment(work.feedback) if work.feedback else None):
+                if moment is not None:
+                    _ = moment + longest + datetime.timedelta(days=1)  # every student's moments exist
+        except OverflowError:
+            problems.append(source.problem(where, f"{work.name}'s times (with the extensions) are out of range"))
+            continue
         if due is not None and due <= release:  # type: ignore[operator]
             problems.append(source.problem((*where, "due"), f"{work.name} is due before (or at) its release"))
         if late is not None and due is None:

@@ -174,9 +174,10 @@ class CollectFields(Fields):
 
 @dataclass(frozen=True)
 class FeedbackFields(Fields):
-    TYPES: ClassVar = {"assignment": (str,), "digest": (str,)}
+    TYPES: ClassVar = {"assignment": (str,), "digest": (str,), "limit": (int,)}
     assignment: str = UNSET  # its name: returned into ~/assignments/<name>/feedback
     digest: str = UNSET  # of the feedback folder as planned: the driver returns it only if it is still that
+    limit: int = UNSET  # bytes it may write into the student's home (the assignment's max_submission)
 
 
 @dataclass(frozen=True)

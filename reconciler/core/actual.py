@@ -170,6 +170,8 @@ class Actual:
     # "" (an old snapshot): nothing that depends on the time is planned.
     observed_at: str = ""
     handed_out: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))  # by assignment
+    # by assignment, user: when their copy was handed out (ISO 8601): a due time before it is not theirs
+    handed_out_at: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
     sources_missing: frozenset[str] = frozenset()  # assignments whose source is not a folder in the course folder
     handouts_blocked: str = ""  # why no copy may be handed out now (the ledger of who got which cannot be read)
     collected: Mapping[str, Mapping[str, Collected]] = field(
@@ -188,6 +190,9 @@ class Actual:
     def hub_users(self) -> Mapping[str, HubUser]:
         """The hub's users, empty when there is no hub or it could not be asked."""
         return self.hub.users if self.hub is not None and self.hub.users is not None else MappingProxyType({})
+
+
+NO_FOLDER = "missing"  # the fingerprint of an assignment folder that is not there (or is a symlink)
 
 
 @dataclass(frozen=True)
@@ -285,6 +290,9 @@ def from_json(data: dict) -> Actual:
         course_folder_exists=data.get("course_folder_exists", True),
         observed_at=data.get("observed_at", ""),
         handed_out=MappingProxyType({name: frozenset(users) for name, users in (data.get("handed_out") or {}).items()}),
+        handed_out_at=MappingProxyType(
+            {name: MappingProxyType(dict(people)) for name, people in (data.get("handed_out_at") or {}).items()}
+        ),
         sources_missing=frozenset(data.get("sources_missing", ())),
         handouts_blocked=data.get("handouts_blocked", ""),
         collected=MappingProxyType(

@@ -16,7 +16,7 @@ import datetime
 from collections.abc import Iterable
 
 from .actions import Action, CollectFields, FeedbackFields, HandoutFields, Kind, Note, Op
-from .actual import Actual
+from .actual import NO_FOLDER, Actual
 from .desired import Desired, Handout
 
 COURSE_FOLDER_FIRST = "the course folder's volume is mounted in this pass first: handed out at the next"
@@ -95,10 +95,17 @@ def _copy(handout: Handout, user: str, course_folder_busy: bool) -> Action:
 
 
 def collections(
-    desired: Desired, actual: Actual, ready: Iterable[str], area_problem: str | None, area_mounting: bool
+    desired: Desired,
+    actual: Actual,
+    ready: Iterable[str],
+    area_problem: str | None,
+    area_mounting: bool,
+    handing: Iterable[Action] = (),
 ) -> tuple[list[Action], list[Note], list[Note]]:
     """The submissions to collect now from the students in ``ready``, the assignments blocked, and the deadlines
-    and late windows still to come."""
+    and late windows still to come.  A student whose copy comes (``handing``: this pass's handouts) or came after
+    their due time is not collected at it: that due time was never theirs (an extension gives them one)."""
+    late_copies = {(a.after.assignment, a.target) for a in handing}
     now = observed(actual)
     due_ones = sorted((h for h in desired.handouts if h.due is not None), key=lambda h: (h.due, h.name))
     if now is None or not due_ones:
@@ -118,8 +125,25 @@ def collections(
             continue
         got = actual.collected.get(work.name, {})
         now_like = actual.fingerprints.get(work.name, {})
+        given = actual.handed_out_at.get(work.name, {})
+        after_due = [
+            user
+            for user in late
+            if user not in got and ((work.name, user) in late_copies or _given_after(given.get(user), work, user))
+        ]
+        if after_due:
+            upcoming.append(
+                Note(
+                    "due",
+                    work.name,
+                    f"{work.name}: {', '.join(after_due)} got their copy after their due time: not collected until an "
+                    f"extension gives them one (extensions: {{{after_due[0]}: 2d}})",
+                )
+            )
         for user in late:
             record = got.get(user)
+            if user in after_due:
+                continue
             if record is None:
                 steps.append(_collect(work, user, _due_reason(work, user), area_mounting))
                 continue
@@ -130,10 +154,32 @@ def collections(
                 continue
             end = work.late_end(user)
             changed = now_like.get(user)
+            if changed == NO_FOLDER and record.status != "missing":
+                continue  # the folder is gone: what was collected stays what was handed in
             if end is not None and now <= end and changed is not None and changed != record.fingerprint:
+                if not _recollect_now(record, now, end):
+                    continue
                 reason = f"{work.name}: ~/assignments/{work.name} changed since it was collected ({record.status}); "
                 steps.append(_collect(work, user, reason + f"late work is collected until {when(end)}", area_mounting))
     return steps, blocked, upcoming
+
+
+def _given_after(at: str | None, work: Handout, user: str) -> bool:
+    """Did ``user`` get their copy (at ``at``, from the handout ledger, to the second) after their due time?"""
+    return bool(at) and datetime.datetime.fromisoformat(at) > work.deadline(user)  # type: ignore[arg-type,operator]
+
+
+RECOLLECT_EVERY = datetime.timedelta(minutes=10)  # late work changing all the time is copied at most this often
+
+
+def _recollect_now(record, now: datetime.datetime, end: datetime.datetime) -> bool:
+    """The first late change is collected at once; late work that keeps changing is collected again at most every
+    RECOLLECT_EVERY (a notebook saved every minute is not copied, nor its home paused, every pass), and always in
+    the late window's last minute (the daemon wakes just before it closes)."""
+    if record.status != "late":
+        return True
+    since = now - datetime.datetime.fromisoformat(record.at)
+    return since >= RECOLLECT_EVERY or end - now <= datetime.timedelta(minutes=1)
 
 
 def _due_reason(work: Handout, user: str) -> str:
@@ -233,7 +279,7 @@ def returns(
                     Op.CREATE,
                     Kind.FEEDBACK,
                     user,
-                    after=FeedbackFields(assignment=work.name, digest=digest),
+                    after=FeedbackFields(assignment=work.name, digest=digest, limit=work.limit),
                     reason=f"feedback on {work.name} {again}: ~/assignments/{work.name}/feedback, read-only",
                     waits=AREA_FIRST.replace("collected", "returned") if area_mounting else "",
                 )

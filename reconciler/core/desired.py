@@ -139,6 +139,9 @@ class Handout:
             found += [self.late_until + shift - datetime.timedelta(seconds=2) for shift in shifts]
         if self.feedback is not None:
             found.append(self.feedback)
+            closes = self.late_until or self.due
+            if closes is not None:  # a student whose window outlasts the feedback time gets theirs when it closes
+                found += [closes + s + datetime.timedelta(seconds=1) for s in shifts if closes + s > self.feedback]
         return sorted(found)
 
     def open_late(self, now: datetime.datetime) -> bool:

@@ -138,7 +138,7 @@ def plan(desired: Desired, actual: Actual, policy: Policy = Policy()) -> Plan:
     if problem:
         blocked.append(Note("blocked", COLLECTION_VOLUME, problem))
     area_mounting = any(s.kind is Kind.MOUNT and s.op is Op.CREATE for s in steps)
-    collections, held_back, due = assignments.collections(desired, actual, ready, problem, area_mounting)
+    collections, held_back, due = assignments.collections(desired, actual, ready, problem, area_mounting, copies)
     actions += collections  # after the handouts: a student given their copy in this pass is collected after it
     blocked += held_back
     upcoming += due
@@ -587,18 +587,7 @@ def _converge_shared(desired: Desired, actual: Actual, shrinks: list[Note]) -> t
             f"mounted there would hide: move them aside (mv {folder} {folder}.old) and copy them back "
             "into the folder once the next pass has mounted its volume"
         )
-    teachers = actual.groups.get(spec.owner.group)
-    return _converge_volume(
-        spec,
-        desired,
-        actual,
-        Policy(resize_running="wait"),
-        shrinks,
-        None if teachers is None else (0, teachers.gid),
-        False,
-        False,
-        "the teachers' group is new: the course folder goes to it",
-    )
+    return _converge_teachers_volume(spec, desired, actual, shrinks)
 
 
 def _converge_collection_area(desired: Desired, actual: Actual, shrinks: list[Note]) -> tuple[list[Action], str | None]:
@@ -609,6 +598,14 @@ def _converge_collection_area(desired: Desired, actual: Actual, shrinks: list[No
     if volume is None and desired.collection_disk is None:
         return [], None
     spec = desired.collection(desired.collection_disk if desired.collection_disk is not None else volume.size)  # type: ignore[union-attr]
+    return _converge_teachers_volume(spec, desired, actual, shrinks)
+
+
+def _converge_teachers_volume(
+    spec: VolumeSpec, desired: Desired, actual: Actual, shrinks: list[Note]
+) -> tuple[list[Action], str | None]:
+    """A volume of root and the teachers' group (the course folder, the collection area): a resize waits for
+    every server that holds it, whatever ``resize_running`` says; its root goes to the group once it exists."""
     teachers = actual.groups.get(spec.owner.group)
     return _converge_volume(
         spec,
@@ -618,8 +615,8 @@ def _converge_collection_area(desired: Desired, actual: Actual, shrinks: list[No
         shrinks,
         None if teachers is None else (0, teachers.gid),
         False,
-        volume is None,
-        "the teachers' group is new: the collection area goes to it",
+        False,
+        f"the teachers' group is new: {spec.who} goes to it",
     )
 
 

@@ -41,7 +41,6 @@ import re
 import secrets
 import shutil
 import stat
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,18 +48,19 @@ from pathlib import Path
 from ..config.classroom import ASSIGNMENT_PATTERN, USERNAME_PATTERN, group_name
 from ..config.site import COLLECTION_VOLUME
 from ..core.actions import Action, Kind, Op
-from ..core.actual import Collected
+from ..core.actual import NO_FOLDER, Collected
 from .accounts import ours
 from .drivers import Context, driver
 from .facts import colon_entry
-from .fsutil import rename_noreplace, write_atomic
+from .fsutil import rename_noreplace
+from .ledger import Ledger
 from .mounts import is_mounted
 from .tarball import writes_paused
 
 FOLDER = "assignments"  # in each student's home
 FORMAT = 1
 FIRST_UID = 1000  # below: system accounts, never a student's
-MISSING = "missing"  # the fingerprint of a folder that is not there (or not a folder: a symlink)
+MISSING = NO_FOLDER  # the fingerprint of a folder that is not there (or not a folder: a symlink)
 UNREADABLE = "unreadable"  # the fingerprint of a folder that could not be walked (an I/O error)
 MAX_ENTRIES = 20000  # entries of one submission looked at, folders and skipped ones included
 MAX_DEPTH = 32  # folders deep: each level holds two descriptors while it is walked
@@ -72,11 +72,12 @@ TIMESTAMP = "timestamp.txt"  # nbgrader's: when the submission was made (here: c
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f %Z"  # nbgrader's default; in UTC: 2026-12-21 23:00:01.123456 UTC
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"  # an earlier copy's folder name in earlier/<name>/<user>/
 STAGING = ".staging"
-# In the folder itself, not the student's work: the feedback teachers return there (host.returns), neither
-# collected nor part of the fingerprint (its return must not look like new work)
-NOT_THEIRS = (b"feedback",)
+# What nbgrader itself leaves out of a submission (its CourseDirectory.ignore: .ipynb_checkpoints, *.pyc,
+# __pycache__, feedback), at any depth: listed in the manifest, neither collected nor part of the fingerprint or
+# the verdict -- JupyterLab's checkpoints appear when a notebook is opened, and the feedback returned into the
+# folder (host.returns) is the teachers', not new work.
+IGNORED = (b".ipynb_checkpoints", b"__pycache__", b"feedback")
 FOLDER_MODE, FILE_MODE = 0o750, 0o640  # root's, the teachers' group reads
-_LEDGER = threading.Lock()  # a pass collects from several students side by side: one ledger write at a time
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _KINDS = {
     stat.S_IFDIR: "folder",
@@ -89,53 +90,27 @@ _KINDS = {
 }
 
 
-class LedgerDamaged(RuntimeError):
-    """collections.json exists but cannot be read: collecting again could replace what was collected on time."""
-
-
 # --- the ledger ---------------------------------------------------------------------------------------------
+
+
+def _check(entry: dict) -> None:
+    if entry["status"] not in STATUSES:
+        raise ValueError(f"status {entry['status']!r}")
+    if not isinstance(entry["fingerprint"], str) or not isinstance(entry["at"], str):
+        raise ValueError(f"fingerprint {entry['fingerprint']!r}, at {entry['at']!r}")
+
+
+def _ledger(path: Path) -> Ledger:
+    return Ledger(path, "nothing is collected", _check)
 
 
 def read(path: Path, uids: Mapping[str, int]) -> dict[str, dict[str, Collected]]:
     """Assignment -> user -> their submission as last collected, counting only entries of the account that has
     the name now (``uids``: username -> uid).  No ledger yet: nothing.  Raises LedgerDamaged."""
-    data = _load(path)
     return {
-        name: {
-            user: Collected(got["status"], got["fingerprint"], got["at"])
-            for user, got in people.items()
-            if uids.get(user) == got["uid"]
-        }
-        for name, people in data["assignments"].items()
+        name: {user: Collected(got["status"], got["fingerprint"], got["at"]) for user, got in people.items()}
+        for name, people in _ledger(path).entries(uids).items()
     }
-
-
-def _load(path: Path) -> dict:
-    """The ledger as written, checked whole; a new one when there is none yet.  Raises LedgerDamaged."""
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format_version") != FORMAT:
-            raise ValueError(f"format {data.get('format_version')!r}, not {FORMAT}")
-        for people in data["assignments"].values():
-            for got in people.values():
-                if not isinstance(got["uid"], int) or isinstance(got["uid"], bool):
-                    raise ValueError(f"uid {got['uid']!r}")
-                if got["status"] not in STATUSES:
-                    raise ValueError(f"status {got['status']!r}")
-                if not isinstance(got["fingerprint"], str) or not isinstance(got["at"], str):
-                    raise ValueError(f"fingerprint {got['fingerprint']!r}, at {got['at']!r}")
-        return data
-    except FileNotFoundError:
-        return {"format_version": FORMAT, "assignments": {}}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise LedgerDamaged(f"{path} cannot be read ({exc}); nothing is collected until it is repaired") from exc
-
-
-def _record(path: Path, name: str, user: str, entry: dict) -> None:
-    with _LEDGER:
-        data = _load(path)
-        data["assignments"].setdefault(name, {})[user] = entry
-        write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 # --- walking a student's folder -----------------------------------------------------------------------------
@@ -238,7 +213,8 @@ def _walk(top: int, visit: _Look, made: int | None = None) -> _Survey:
                 break
             visit.tick()
             name = todo.pop()
-            if not prefix and name in NOT_THEIRS:
+            if name in IGNORED or name.endswith(b".pyc"):
+                visit.other(fd, name, prefix + name, "ignored", "left out, as nbgrader leaves it out")
                 continue
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -274,6 +250,13 @@ def _walk(top: int, visit: _Look, made: int | None = None) -> _Survey:
         os.close(fd)
         visit.leave(into)
     return survey
+
+
+def survey(top: int) -> tuple[str, bool]:
+    """The fingerprint of the folder open as ``top`` (a stat walk: bounded, iterative, never through a symlink,
+    what vanishes meanwhile skipped) and whether it stopped at MAX_ENTRIES: the returned feedback's digest."""
+    found = _walk(top, _Look())
+    return found.fingerprint, found.truncated
 
 
 def _enter(parent: int, name: bytes, seen: os.stat_result) -> int | None:
@@ -641,17 +624,17 @@ def collect(action: Action, ctx: Context) -> str:
     if uid < FIRST_UID:
         raise RuntimeError(f"{user} has uid {uid}, a system account's: nothing is collected")
     gid = _teachers(ctx)
-    before = _load(ctx.paths.collections)["assignments"].get(name, {}).get(user)
+    before = _ledger(ctx.paths.collections).entry(name, user)
     if before is not None and before["uid"] == uid:
         done = _already(before, home, user, name, deadline, area)
         if done:  # found as it was collected: the ledger says it was looked at now (a moved deadline is met)
             now = datetime.datetime.fromtimestamp(ctx.host.clock(), datetime.UTC).isoformat(timespec="seconds")
-            _record(ctx.paths.collections, name, user, {**before, "at": now})
+            _ledger(ctx.paths.collections).record(name, user, {**before, "at": now})
             return done
     got = _collect(ctx, user, name, limit, deadline, gid)
     entry = {k: got[k] for k in ("at", "status", "fingerprint", "files", "bytes", "skipped")}
     try:
-        _record(ctx.paths.collections, name, user, {"uid": uid, **entry})
+        _ledger(ctx.paths.collections).record(name, user, {"uid": uid, **entry})
     except OSError as exc:
         raise RuntimeError(
             f"collected, but {ctx.paths.collections} could not be written ({exc.strerror or exc}); the next pass "
@@ -780,23 +763,33 @@ def _place(
     area: int, staging: int, staged: str, user: str, name: str, gid: int, present: bool, manifest: dict
 ) -> str | None:
     """The manifest written (not yet in place), the earlier copy moved to earlier/, the new one renamed in, then
-    the manifest: nothing that needs space comes after the first move.  Where the earlier copy went, if any."""
+    the manifest: nothing that needs space comes after the first move.  Where the earlier copy went, if any.
+
+    Only the first copy is kept in earlier/ (the one collected at the due time): a late copy that a later one
+    replaces is removed, so a student whose work keeps changing in the late window takes at most twice their
+    submission's room."""
     manifests = _own_path(area, ("manifests", name), gid)
     assert manifests is not None
     temp = f".{user}.json.{secrets.token_hex(4)}.tmp"
     submitted = keep = old_manifests = None
     try:
         submitted = _own_path(area, ("submitted", user), gid, make=present)
-        earlier = None
+        earlier, first = None, []
         if submitted is not None and _exists(submitted, name):
             keep = _own_path(area, ("earlier", name, user), gid)
             old_manifests = _own_folder(manifests, "earlier", gid)
             assert keep is not None and old_manifests is not None
-            moved = _free_name(keep, old_manifests, user, _collected_when(submitted, name).strftime(STAMP_FORMAT))
+            first = sorted(os.listdir(keep))
+            moved = first[0] if first else ""
+            if not first:
+                moved = _free_name(keep, old_manifests, user, _collected_when(submitted, name).strftime(STAMP_FORMAT))
             earlier = f"earlier/{name}/{user}/{moved}"
         data = manifest | {"earlier": earlier}
         _write_new(manifests, temp, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode(), gid)
-        if earlier:
+        if earlier and first:
+            assert submitted is not None
+            _remove(submitted, name)  # a late copy replaced by a later one: the first copy stays in earlier/
+        elif earlier:
             assert submitted is not None and keep is not None and old_manifests is not None
             _move_earlier(submitted, keep, manifests, old_manifests, user, name, moved)
         if present:

@@ -20,56 +20,35 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import json
 import os
 import shutil
 import stat
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..core.actions import Action, Kind, Op
 from .accounts import ours
 from .drivers import Context, driver
-from .fsutil import rename_noreplace, write_atomic
+from .fsutil import rename_noreplace
+from .ledger import Ledger
 from .mounts import is_mounted
 
 FOLDER = "assignments"  # in each student's home
-FORMAT = 1
 FIRST_UID = 1000  # below: system accounts, never a student's
-_LEDGER = threading.Lock()  # a pass hands out to several students side by side: one ledger write at a time
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class LedgerDamaged(RuntimeError):
-    """handouts.json exists but cannot be read: handing out again could bring back what students removed."""
+def _ledger(path: Path) -> Ledger:
+    return Ledger(path, "no assignment is handed out")
 
 
-def read(path: Path, uids: Mapping[str, int]) -> dict[str, frozenset[str]]:
-    """Assignment -> the students who got their copy, counting only entries of the account that has the name
-    now (``uids``: username -> uid).  No ledger yet: nobody.  Raises LedgerDamaged."""
-    data = _load(path)
+def read(path: Path, uids: Mapping[str, int]) -> dict[str, dict[str, str]]:
+    """Assignment -> the students who got their copy -> when (ISO 8601), counting only entries of the account
+    that has the name now (``uids``: username -> uid).  No ledger yet: nobody.  Raises LedgerDamaged."""
     return {
-        name: frozenset(user for user, got in people.items() if uids.get(user) == got["uid"])
-        for name, people in data["assignments"].items()
+        name: {user: str(got.get("at", "")) for user, got in people.items()}
+        for name, people in _ledger(path).entries(uids).items()
     }
-
-
-def _load(path: Path) -> dict:
-    """The ledger as written, checked whole; a new one when there is none yet.  Raises LedgerDamaged."""
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format_version") != FORMAT:
-            raise ValueError(f"format {data.get('format_version')!r}, not {FORMAT}")
-        for people in data["assignments"].values():
-            for got in people.values():
-                if not isinstance(got["uid"], int):
-                    raise ValueError(f"uid {got['uid']!r}")
-        return data
-    except FileNotFoundError:
-        return {"format_version": FORMAT, "assignments": {}}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise LedgerDamaged(f"{path} cannot be read ({exc}); no assignment is handed out until it is repaired") from exc
 
 
 def source_ok(source: str, course_folder: Path) -> bool:
@@ -83,10 +62,7 @@ def source_ok(source: str, course_folder: Path) -> bool:
 
 
 def _record(path: Path, name: str, user: str, uid: int, when: str) -> None:
-    with _LEDGER:
-        data = _load(path)
-        data["assignments"].setdefault(name, {})[user] = {"uid": uid, "at": when}
-        write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    _ledger(path).record(name, user, {"uid": uid, "at": when})
 
 
 @driver(Kind.HANDOUT, Op.CREATE)
@@ -201,13 +177,21 @@ def _fill(src: int, dst: int, uid: int, gid: int) -> int:
     return kept
 
 
-def _copy_file(src: int, dst: int, name: str, uid: int, gid: int, mode: int) -> None:
-    reading = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+def _copy_file(src: int, dst: int, name: str, uid: int, gid: int, mode: int, limit: int | None = None) -> int:
+    """Copy the regular file ``name`` of ``src`` into ``dst`` as new; its size.  Opened without blocking and
+    checked to be a regular file once open (one swapped for a FIFO or a device meanwhile is refused, never
+    waited on); ``limit``: refuse a file larger than that (apparent size: a sparse file counts whole)."""
+    reading = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src)
     try:
+        info = os.fstat(reading)
+        if not stat.S_ISREG(info.st_mode):
+            raise RuntimeError(f"{name!r} was replaced by something that is not a file while it was copied")
+        size = info.st_size
+        if limit is not None and size > limit:
+            raise RuntimeError(f"{name!r} is larger ({size} bytes) than what is left of the limit ({limit} bytes)")
         writing = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst)
         try:
             os.fchown(writing, uid, gid)
-            size = os.fstat(reading).st_size
             offset = 0
             while offset < size:
                 sent = os.sendfile(writing, reading, offset, size - offset)
@@ -218,6 +202,7 @@ def _copy_file(src: int, dst: int, name: str, uid: int, gid: int, mode: int) -> 
             os.fsync(writing)
         finally:
             os.close(writing)
+        return size
     finally:
         os.close(reading)
 

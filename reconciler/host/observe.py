@@ -23,6 +23,7 @@ from ..core.actual import Actual, Container, HubState
 from ..core.desired import Handout
 from . import disables
 from .facts import HostFiles, read_accounts, read_groups, read_manifest, read_shadow
+from .ledger import LedgerDamaged
 
 if TYPE_CHECKING:
     from .hubusers import HubClient
@@ -59,14 +60,16 @@ def observe(
 
         exported = exports.observe(paths, Path(exports_file), host)
     folder_exists = folder.is_dir()
-    handed_out, handouts_blocked, missing = {}, "", frozenset()
+    handed_out, handed_out_at, handouts_blocked, missing = {}, {}, "", frozenset()
     if assignments or paths.handouts.exists():  # a classroom without assignments never loads the driver
         from . import handouts
 
         missing = frozenset(a.name for a in assignments if not handouts.source_ok(a.source, folder))
         try:
-            handed_out = handouts.read(paths.handouts, {a.username: a.uid for a in accounts.values()})
-        except handouts.LedgerDamaged as exc:
+            handed = handouts.read(paths.handouts, {a.username: a.uid for a in accounts.values()})
+            handed_out = {name: frozenset(people) for name, people in handed.items()}
+            handed_out_at = {name: MappingProxyType(people) for name, people in handed.items()}
+        except LedgerDamaged as exc:
             handouts_blocked = str(exc)
     collected, fingerprints, collections_blocked = _collections(paths, assignments, accounts, found.mounts, now)
     feedback, returned, returns_blocked = _feedback(paths, assignments, accounts, found.mounts, now)
@@ -92,6 +95,7 @@ def observe(
         firewall_error="" if rules is not None or firewall is None else "`iptables -S` failed",
         observed_at=datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds"),
         handed_out=MappingProxyType(handed_out),
+        handed_out_at=MappingProxyType(handed_out_at),
         sources_missing=missing,
         handouts_blocked=handouts_blocked,
         collected=collected,
@@ -114,7 +118,7 @@ def _collections(
 
     try:
         collected = collect.read(paths.collections, {a.username: a.uid for a in accounts.values()})
-    except collect.LedgerDamaged as exc:
+    except LedgerDamaged as exc:
         return MappingProxyType({}), MappingProxyType({}), str(exc)
     moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
     fingerprints = {}
@@ -147,7 +151,7 @@ def _feedback(
 
     try:
         returned = returns.read(paths.returns, {a.username: a.uid for a in accounts.values()})
-    except returns.LedgerDamaged as exc:
+    except LedgerDamaged as exc:
         return MappingProxyType({}), MappingProxyType({}), str(exc)
     written = {}
     if str(paths.collection_area) in mounts:  # never the bare folder below the volume

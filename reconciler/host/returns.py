@@ -16,11 +16,8 @@ with their uid: feedback is returned again only when teachers write it again.
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import os
 import stat
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,44 +25,31 @@ from ..config.site import COLLECTION_VOLUME
 from ..core.actions import Action, Kind, Op
 from .accounts import ours
 from .drivers import Context, driver
-from .fsutil import exchange_at, rename_noreplace, write_atomic
+from .fsutil import exchange_at, rename_noreplace
+from .ledger import Ledger
+from .collect import MAX_DEPTH, MAX_ENTRIES, survey
 from .handouts import _DIR, FIRST_UID, FOLDER, _copy_file, _folder, _open_folder, _remove
 from .mounts import is_mounted
 
-FORMAT = 1
 FEEDBACK = "feedback"  # nbgrader's folder in the course directory, and the folder each student gets
-MAX_ENTRIES = 20000  # a feedback folder larger than this is not returned
-_LEDGER = threading.Lock()
 
 
-class LedgerDamaged(RuntimeError):
-    """feedback.json exists but cannot be read: returning again could replace what students have."""
+def _check(entry: dict) -> None:
+    if not isinstance(entry["digest"], str):
+        raise ValueError(f"digest {entry['digest']!r}")
+
+
+def _ledger(path: Path) -> Ledger:
+    return Ledger(path, "no feedback is returned", _check)
 
 
 def read(path: Path, uids: Mapping[str, int]) -> dict[str, dict[str, str]]:
     """Assignment -> student -> the digest of the feedback they were given, counting only entries of the account
     that has the name now.  No ledger yet: nobody.  Raises LedgerDamaged."""
-    data = _load(path)
     return {
-        name: {user: got["digest"] for user, got in people.items() if uids.get(user) == got["uid"]}
-        for name, people in data["assignments"].items()
+        name: {user: got["digest"] for user, got in people.items()}
+        for name, people in _ledger(path).entries(uids).items()
     }
-
-
-def _load(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format_version") != FORMAT:
-            raise ValueError(f"format {data.get('format_version')!r}, not {FORMAT}")
-        for people in data["assignments"].values():
-            for got in people.values():
-                if not isinstance(got["uid"], int) or not isinstance(got["digest"], str):
-                    raise ValueError(f"entry {got!r}")
-        return data
-    except FileNotFoundError:
-        return {"format_version": FORMAT, "assignments": {}}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise LedgerDamaged(f"{path} cannot be read ({exc}); no feedback is returned until it is repaired") from exc
 
 
 def with_feedback(area: Path) -> set[str]:
@@ -79,13 +63,15 @@ def with_feedback(area: Path) -> set[str]:
 
 def digest(area: Path, user: str, name: str) -> str | None:
     """Of ``feedback/<user>/<name>`` in the area (names, kinds, sizes, change times; nothing read), None when
-    there is none (or it is a symlink)."""
+    there is none (or it is a symlink), or it cannot be looked at now (the next pass looks again)."""
     try:
         fd = _feedback_folder(area, user, name)
     except OSError:
         return None
     try:
-        return _digest(fd)
+        return survey(fd)[0]
+    except (OSError, RuntimeError):
+        return None
     finally:
         os.close(fd)
 
@@ -102,37 +88,6 @@ def _feedback_folder(area: Path, user: str, name: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-
-
-def _digest(top: int) -> str:
-    found = hashlib.sha256()
-    count = 0
-
-    def walk(fd: int, prefix: bytes) -> None:
-        nonlocal count
-        for entry in sorted(os.scandir(fd), key=lambda e: e.name):
-            count += 1
-            if count > MAX_ENTRIES:
-                raise RuntimeError(f"more than {MAX_ENTRIES} entries: not returned")
-            info = entry.stat(follow_symlinks=False)
-            path = prefix + os.fsencode(entry.name)
-            found.update(b"%s\0%o\0%d\0%d\0" % (path, info.st_mode, info.st_size, info.st_ctime_ns))
-            if stat.S_ISDIR(info.st_mode):
-                inner = os.open(entry.name, _DIR, dir_fd=fd)
-                try:
-                    walk(inner, path + b"/")
-                finally:
-                    os.close(inner)
-
-    walk(top, b"")
-    return found.hexdigest()[:32]
-
-
-def _record(path: Path, name: str, user: str, uid: int, seen: str, when: str) -> None:
-    with _LEDGER:
-        data = _load(path)
-        data["assignments"].setdefault(name, {})[user] = {"uid": uid, "digest": seen, "at": when}
-        write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 @driver(Kind.FEEDBACK, Op.CREATE)
@@ -154,19 +109,23 @@ def give_back(action: Action, ctx: Context) -> str:
     except OSError as exc:
         raise RuntimeError(f"{FEEDBACK}/{user}/{name} in the collection area is not a folder: {exc.strerror}") from exc
     try:
-        before = _digest(source)
-        files = _return(source, home, name, uid, gid)
-        seen = _digest(source)
+        before, too_many = survey(source)
+        if too_many:
+            raise RuntimeError(f"{FEEDBACK}/{user}/{name} holds more than {MAX_ENTRIES} entries: not returned")
+        if before != action.after.digest:  # written again since the plan: the next pass returns the new one
+            raise RuntimeError("the feedback changed since this pass looked at it; the next pass returns it")
+        files = _return(source, home, name, uid, gid, action.after.limit)
+        seen = survey(source)[0]
     finally:
         os.close(source)
     if seen != before:  # a teacher was writing it meanwhile: theirs is what the student gets, next pass
         raise RuntimeError("the feedback changed while it was returned; the next pass returns it whole")
     when = datetime.datetime.fromtimestamp(ctx.host.clock(), datetime.UTC).isoformat(timespec="seconds")
-    _record(ctx.paths.returns, name, user, uid, seen, when)
+    _ledger(ctx.paths.returns).record(name, user, {"uid": uid, "digest": seen, "at": when})
     return f"returned: {files} file(s) in ~/{FOLDER}/{name}/{FEEDBACK}, read-only"
 
 
-def _return(source: int, home: Path, name: str, uid: int, gid: int) -> int:
+def _return(source: int, home: Path, name: str, uid: int, gid: int, limit: int) -> int:
     """Build the copy in ``~/assignments/<name>/.feedback.returning`` and swap it in; how many files."""
     home_fd = os.open(home, _DIR)
     try:
@@ -176,21 +135,21 @@ def _return(source: int, home: Path, name: str, uid: int, gid: int) -> int:
         finally:
             os.close(top)
         try:
-            return _build_and_swap(source, work, name)
+            return _build_and_swap(source, work, name, limit)
         finally:
             os.close(work)
     finally:
         os.close(home_fd)
 
 
-def _build_and_swap(source: int, work: int, name: str) -> int:
+def _build_and_swap(source: int, work: int, name: str, limit: int) -> int:
     staging = f".{FEEDBACK}.returning"
     _remove(work, staging)
     try:
         os.mkdir(staging, 0o700, dir_fd=work)
         built = _open_folder(work, staging, f"~/{FOLDER}/{name}/{staging}")
         try:
-            files = _fill(source, built)
+            files = _fill(source, built, _Budget(limit))
             os.fchmod(built, 0o555)
             os.fsync(built)
         finally:
@@ -215,25 +174,42 @@ def _build_and_swap(source: int, work: int, name: str) -> int:
         _remove(work, staging)  # what an interrupted return left, or the feedback it replaced
 
 
-def _fill(src: int, dst: int) -> int:
+class _Budget:
+    """What a return may still write into the student's home: bytes (the assignment's max_submission: a teacher's
+    sparse terabyte is refused, not written out by root) and entries."""
+
+    def __init__(self, limit: int) -> None:
+        self.bytes, self.entries = limit, MAX_ENTRIES
+
+    def entry(self) -> None:
+        self.entries -= 1
+        if self.entries < 0:
+            raise RuntimeError(f"more than {MAX_ENTRIES} entries: not returned")
+
+
+def _fill(src: int, dst: int, budget: _Budget, depth: int = 0) -> int:
     """Copy the regular files and folders of ``src`` into ``dst`` as root's, read-only; symlinks and anything
-    else stay back.  How many files."""
+    else stay back, and folders deeper than MAX_DEPTH.  How many files."""
     files = 0
-    for entry in os.scandir(src):
-        info = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(info.st_mode):
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        budget.entry()
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # gone meanwhile: the digest check after the copy says the feedback changed
+        if stat.S_ISDIR(info.st_mode) and depth < MAX_DEPTH:
             os.mkdir(entry.name, 0o700, dir_fd=dst)
             inner_dst = os.open(entry.name, _DIR, dir_fd=dst)
             try:
                 inner_src = os.open(entry.name, _DIR, dir_fd=src)
                 try:
-                    files += _fill(inner_src, inner_dst)
+                    files += _fill(inner_src, inner_dst, budget, depth + 1)
                 finally:
                     os.close(inner_src)
                 os.fchmod(inner_dst, 0o555)
             finally:
                 os.close(inner_dst)
         elif stat.S_ISREG(info.st_mode):
-            _copy_file(src, dst, entry.name, 0, 0, 0o444)
+            budget.bytes -= _copy_file(src, dst, entry.name, 0, 0, 0o444, budget.bytes)
             files += 1
     return files

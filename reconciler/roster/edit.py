@@ -9,6 +9,7 @@ so no writer -- another teacher, an editor, scp, CI -- loses a change.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import re
@@ -286,7 +287,7 @@ def _merge_extensions(entry: CommentedMap, value: dict | None) -> None:
             if length is None:
                 found.pop(user, None)
             else:
-                found[user] = scalar(str(length))
+                found[scalar(user)] = scalar(str(length))
     if value is None or not found:
         entry.pop("extensions", None)
     else:
@@ -306,7 +307,10 @@ def _written_time(key: str, value: object, zone_name: object) -> str:
             zone = ZoneInfo(zone_name if isinstance(zone_name, str) else "UTC")
         except (ZoneInfoNotFoundError, ValueError):
             zone = ZoneInfo("UTC")
-        moment = moment.astimezone(zone)  # type: ignore[union-attr]
+        try:
+            moment = moment.astimezone(zone)  # type: ignore[union-attr]
+        except (OverflowError, ValueError):
+            raise Rejected([{"path": key, "message": f"{value!r} is out of range"}]) from None
     return f"{moment:%Y-%m-%d %H:%M}"
 
 
@@ -330,8 +334,14 @@ def find(doc: CommentedMap, username: str, among: tuple[str, ...] = SECTIONS) ->
 
 
 def plain(value):
+    """A document's part as plain JSON data: a time the YAML reader made a datetime (2026-01-01 09:00:00) is
+    written back as text, as the file says it."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [plain(v) for v in value]
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
     return value

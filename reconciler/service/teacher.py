@@ -408,19 +408,7 @@ def change_student(
                 raise Refused(404, f"{username} is not in the classroom") from None
             raise
         before, after = written.result
-        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-        if changed:
-            journal.record(
-                Action(
-                    Op.UPDATE,
-                    Kind.ROSTER,
-                    username,
-                    before={k: before.get(k) for k in changed},
-                    after={k: after.get(k) for k in changed},
-                    reason="changed through the teacher API",
-                ),
-                "ok",
-            )
+        _record_change(journal, username, before, after, "changed through the teacher API")
     return Written(after, written.etag)
 
 
@@ -438,20 +426,25 @@ def change_assignment(
                 raise Refused(404, f"{name} is not an assignment of the classroom") from None
             raise
         before, after = written.result
-        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-        if changed:
-            journal.record(
-                Action(
-                    Op.UPDATE,
-                    Kind.ROSTER,
-                    f"assignment {name}",
-                    before={k: before.get(k) for k in changed},
-                    after={k: after.get(k) for k in changed},
-                    reason="assignment changed through the teacher API",
-                ),
-                "ok",
-            )
+        _record_change(journal, f"assignment {name}", before, after, "assignment changed through the teacher API")
     return Written(after, written.etag)
+
+
+def _record_change(journal, target: str, before: dict, after: dict, reason: str) -> None:
+    """Journal the keys an edit changed, before and after (nothing when it changed nothing)."""
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if changed:
+        journal.record(
+            Action(
+                Op.UPDATE,
+                Kind.ROSTER,
+                target,
+                before={k: before.get(k) for k in changed},
+                after={k: after.get(k) for k in changed},
+                reason=reason,
+            ),
+            "ok",
+        )
 
 
 def reach(classroom: Classroom) -> frozenset[str]:

@@ -30,6 +30,7 @@ from reconciler.core.actual import Collected
 from reconciler.host import collect as collection
 from reconciler.host.drivers import Context
 from reconciler.host.facts import HostFiles
+from reconciler.host.ledger import LedgerDamaged
 from reconciler.host.mounts import mount_fs
 from reconciler.host.run import Runner, as_user
 from reconciler.host.volumes.loop import MOUNT_OPTIONS, LoopBackend
@@ -201,6 +202,15 @@ def test_on_time_then_unchanged_then_late(room):
     assert collection.read(room.paths.collections, {room.user("ann"): room.uids["ann"]})["hw1"][
         room.user("ann")
     ] == Collected("late", collection.fingerprint(room.home("ann"), "hw1"), entry_at(room, "ann"))
+
+    # changed once more: the late copy it replaces is removed, the first (on-time) copy stays the only earlier one
+    time.sleep(1.1)
+    with open(room.home("ann") / "assignments" / "hw1" / "exercise.ipynb", "ab") as handle:
+        handle.write(b"more\n")
+    assert room.collect("ann", deadline=deadline).startswith("collected: 2 file(s)")
+    assert (copy / "exercise.ipynb").read_bytes() == files["exercise.ipynb"] + b"\nmore\n"
+    assert [p.name for p in (area / "earlier" / "hw1" / room.user("ann")).iterdir()] == [kept[0].name]
+    assert room.manifest("ann")["earlier"] == f"earlier/hw1/{room.user('ann')}/{kept[0].name}"
 
 
 def entry_at(room, short: str) -> str:
@@ -411,11 +421,11 @@ def test_the_ledger_counts_the_account_that_has_the_name_now(tmp_path):
 
     for damaged in ("{not json", json.dumps({"format_version": 2, "assignments": {}}), '{"format_version": 1}'):
         path.write_text(damaged)
-        with pytest.raises(collection.LedgerDamaged, match="nothing is collected until it is repaired"):
+        with pytest.raises(LedgerDamaged, match="nothing is collected until it is repaired"):
             collection.read(path, {"ann": 1001})
     data["assignments"]["hw1"]["ann"]["status"] = "whenever"
     path.write_text(json.dumps(data))
-    with pytest.raises(collection.LedgerDamaged):
+    with pytest.raises(LedgerDamaged):
         collection.read(path, {"ann": 1001})
 
 

@@ -79,6 +79,9 @@ def test_an_assignment_is_collected_at_each_students_due_time_and_late_work_agai
     kept = list((area / "earlier" / "hw1" / ann).iterdir())
     assert len(kept) == 1 and (kept[0] / "exercise.ipynb").read_text() == '{"cells": []}'  # the first copy stays
     assert room.cli("--dry-run").returncode == 0
+    # late work that keeps changing is copied again at most every ten minutes (or in the window's last minute)
+    (room.paths.home(ann) / "assignments" / "hw1" / "exercise.ipynb").write_text('{"cells": ["later still"]}')
+    assert room.cli("--dry-run").returncode == 0
 
     shown = room.cli("assignments", "--json")
     assert shown.returncode == 0, shown.stderr

@@ -95,7 +95,7 @@ def test_nbgrader_grades_what_reconcile_collected_and_its_feedback_goes_back(cla
     mine = room.paths.home(ann) / "assignments" / "hw1" / "exercise.ipynb"
     assert as_user(ann, ["python3", "-c", solve, str(mine)]).returncode == 0  # ann solves it, as herself
 
-    time.sleep(1.5)  # the due time (to the second) after her save
+    time.sleep(2.1)  # the due time (to the second) after her save
     work["due"] = stamp(datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1))
     room.write(people, admins=teachers, assignments=[work], collection_disk="128Mi")
     collected = room.cli()

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -71,16 +72,18 @@ def classroom():
             "name": "hw1",
             "source": "hw1",
             "release": f"{now - datetime.timedelta(hours=2):%Y-%m-%d %H:%M}",
-            "due": f"{now - datetime.timedelta(hours=1):%Y-%m-%d %H:%M}",  # handed out after it: late
+            "due": f"{now + datetime.timedelta(days=1):%Y-%m-%d %H:%M}",
         }
-        room.write(
-            [{"username": "ann"}, {"username": "bob"}],
+        people = dict(
             admins=[{"username": "tea"}],
             schedule=[{"days": [tomorrow], "start": "09:00", "end": "10:00", "tz": "UTC"}],
-            assignments=[hw1],
             collection_disk="128Mi",
         )
-        assert room.cli().returncode == 1  # the hub is not up yet: only its part fails
+        room.write([{"username": "ann"}, {"username": "bob"}], assignments=[hw1], **people)
+        assert room.cli().returncode == 1  # the hub is not up yet: only its part fails; hw1 is handed out
+        time.sleep(1.1)  # then it falls due (to the second), after the copies: the daemon collects them on time
+        hw1["due"] = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S}"
+        room.write([{"username": "ann"}, {"username": "bob"}], assignments=[hw1], **people)
         hub = Hub(room)
         hub.start()
         teacher_password = password(room, "tea")
@@ -145,9 +148,9 @@ def test_teacher_page_shows_the_class_and_changes_reach_the_host(classroom):
             # the assignment: handed out, collected by the daemon while ann's server ran, each student's verdict
             work = page.locator('#assignments .assignment[data-assignment="hw1"]')
             expect(work).to_contain_text("handed out 2/2", timeout=30_000)
-            expect(work).to_contain_text("late 2", timeout=30_000)
+            expect(work).to_contain_text("on time 2", timeout=30_000)
             work.locator("summary").click()
-            expect(work.locator(f'li[data-user="{ann}"]')).to_contain_text("late")
+            expect(work.locator(f'li[data-user="{ann}"]')).to_contain_text("on time")
             # "Extend…" for bob: written into classroom.yaml's assignment, comments kept
             answer["prompt"] = "2d"
             work.locator(f'li[data-user="{bob}"] button', has_text="Extend").click()

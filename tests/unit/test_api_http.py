@@ -284,3 +284,19 @@ def test_an_assignment_is_extended_collected_now_and_its_feedback_returned_in_cl
     entries = [e for e in journal.read(room.site.paths.journal) if e["kind"] == "roster"]
     assert [e["target"] for e in entries] == ["assignment hw1"] * 3 and entries[0]["actor"] == "tea"
     assert entries[0]["after"] == {"extensions": {"bob": "2d"}}
+
+
+def test_assignment_edits_at_the_edges_are_refused_not_failed(room):
+    """Times at the ends of the calendar, a time written with seconds, a username YAML 1.1 reads as a boolean:
+    each a clear 422 or a clean write, never a 500 (and never a 500 after the file was written)."""
+    room.file.write_text(
+        ROSTER.replace("  - username: bob\n", "  - username: 'off'\n    name: Off Example\n  - username: bob\n")
+        + HOMEWORK.replace("release: 2026-12-14 09:00", "release: 2026-12-14 09:00:00")
+    )
+    answer = call(room, "PATCH", "api/assignments/hw1", {"extensions": {"off": "1d"}}, MERGE_PATCH)
+    assert answer.code == 200, answer.body  # written as 'off': a string for every YAML reader
+    assert json.loads(answer.body)["release"] == "2026-12-14 09:00:00"
+    far = call(room, "PATCH", "api/assignments/hw1", {"due": "0001-01-01T00:10:00+05:00"}, MERGE_PATCH)
+    assert far.code == 422 and "out of range" in far.body.decode(), far.body
+    late = call(room, "PATCH", "api/assignments/hw1", {"due": "9999-12-31 23:00"}, MERGE_PATCH)
+    assert late.code == 422 and "out of range" in late.body.decode(), late.body

@@ -150,9 +150,39 @@ def test_work_changed_in_the_late_window_is_collected_again_and_after_it_never()
     after = ready(LATE + datetime.timedelta(minutes=1), collected=done, fingerprints=changed)
     assert collects(plan(desired(ALICE, BOB), after)) == []  # alice's window closed; bob's (extended) is open
     bob_changed = MappingProxyType({"hw1": MappingProxyType({"bob": "f9"})})
-    assert [
-        c[0] for c in collects(plan(desired(ALICE, BOB), dataclasses.replace(after, fingerprints=bob_changed)))
-    ] == ["bob"]
+    later = ready(LATE + datetime.timedelta(hours=1), collected=done, fingerprints=bob_changed)
+    assert [c[0] for c in collects(plan(desired(ALICE, BOB), later))] == ["bob"]
+
+
+def test_late_work_changing_all_the_time_is_copied_every_ten_minutes_and_in_the_last_minute():
+    moment = LATE - datetime.timedelta(hours=3)
+    stamp = moment.astimezone(datetime.UTC).isoformat()
+    changed = MappingProxyType({"hw1": MappingProxyType({"alice": "f2"})})
+    first = MappingProxyType({"hw1": MappingProxyType({"alice": record("on time", at=stamp)})})
+    at_once = ready(moment + datetime.timedelta(minutes=1), collected=first, fingerprints=changed)
+    assert [c[0] for c in collects(plan(desired(ALICE), at_once))] == ["alice"]  # the first late change: at once
+    just = MappingProxyType({"hw1": MappingProxyType({"alice": record("late", at=stamp)})})
+    soon = ready(moment + datetime.timedelta(minutes=4), collected=just, fingerprints=changed)
+    assert collects(plan(desired(ALICE), soon)) == []  # collected 4 minutes ago: not yet again
+    ten = ready(moment + datetime.timedelta(minutes=10), collected=just, fingerprints=changed)
+    assert [c[0] for c in collects(plan(desired(ALICE), ten))] == ["alice"]
+    last = ready(LATE - datetime.timedelta(seconds=30), collected=just, fingerprints=changed)
+    assert [c[0] for c in collects(plan(desired(ALICE), last))] == ["alice"]  # the window's last minute
+
+
+def test_a_folder_deleted_in_the_late_window_keeps_what_was_collected():
+    from reconciler.core.actual import NO_FOLDER
+
+    done = MappingProxyType({"hw1": MappingProxyType({"alice": record()})})
+    gone = MappingProxyType({"hw1": MappingProxyType({"alice": NO_FOLDER})})
+    assert (
+        collects(plan(desired(ALICE), ready(LATE - datetime.timedelta(hours=1), collected=done, fingerprints=gone)))
+        == []
+    )
+    never = MappingProxyType({"hw1": MappingProxyType({"alice": record("missing", NO_FOLDER)})})
+    made = MappingProxyType({"hw1": MappingProxyType({"alice": "f3"})})  # missing at the due time, made since
+    late = ready(LATE - datetime.timedelta(hours=1), collected=never, fingerprints=made)
+    assert [c[0] for c in collects(plan(desired(ALICE), late))] == ["alice"]
 
 
 def test_without_a_late_window_changes_after_the_due_time_are_not_collected():
@@ -170,13 +200,23 @@ def test_without_a_late_window_changes_after_the_due_time_are_not_collected():
     )
 
 
-def test_a_student_added_after_the_due_time_is_collected_after_their_own_steps_and_removed_ones_never():
+def test_a_student_who_gets_their_copy_after_the_due_time_waits_for_an_extension_and_removed_ones_never():
     carol = member("carol")
     moment = DUE + datetime.timedelta(hours=1)
     done = MappingProxyType({"hw1": MappingProxyType({"alice": record()})})
     the_plan = plan(desired(ALICE, carol), ready(moment, collected=done))
     kinds = [(a.kind, a.target) for a in the_plan.actions if a.target == "carol"]
-    assert kinds[-2:] == [(Kind.HANDOUT, "carol"), (Kind.COLLECTION, "carol")]  # her copy first, then collected
+    assert kinds[-1] == (Kind.HANDOUT, "carol") and (Kind.COLLECTION, "carol") not in kinds
+    assert "hw1: carol got their copy after their due time: not collected until an extension gives them one" in (
+        " ".join(n.message for n in the_plan.upcoming)
+    )
+    given = MappingProxyType({"hw1": MappingProxyType({"carol": moment.astimezone(datetime.UTC).isoformat()})})
+    handed = MappingProxyType({"hw1": frozenset({"alice", "bob", "carol"})})
+    next_pass = ready(moment, collected=done, handed_out=handed, handed_out_at=given)
+    assert collects(plan(desired(ALICE, carol), next_pass)) == []  # still not: her due time came before her copy
+    extended = dataclasses.replace(HW1, extensions={"carol": datetime.timedelta(days=2)})
+    later = dataclasses.replace(next_pass, observed_at=(DUE + datetime.timedelta(days=2, minutes=1)).isoformat())
+    assert [c[0] for c in collects(plan(desired(ALICE, carol, assignments=(extended,)), later))] == ["carol"]
     assert "bob" not in [c[0] for c in collects(the_plan)]  # removed from the file: disabled, not collected
     disabled = plan(desired(ALICE, member("bob", status="disabled")), ready(moment, collected=done))
     assert collects(disabled) == []
