@@ -401,6 +401,11 @@ class Assignment(Strict):
         ),
     ]
     release: LocalTime = Field(description="When each student gets their copy")
+    rerelease: LocalTime | None = Field(
+        None,
+        description="Hand the source out again at this time (after a change to it): each student gets only the "
+        "files and folders they never had; nothing of theirs is replaced",
+    )
     due: LocalTime | None = Field(
         None,
         description="When each student's folder is collected (a consistent copy, into the collection area); "

@@ -251,6 +251,8 @@ def _assignment_times(source: Source, classroom: Classroom) -> list[Problem]:
         except OverflowError:
             problems.append(source.problem(where, f"{work.name}'s times (with the extensions) are out of range"))
             continue
+        if work.rerelease is not None and classroom.moment(work.rerelease) <= release:  # type: ignore[operator]
+            problems.append(source.problem((*where, "rerelease"), "rerelease is not after the release"))
         if due is not None and due <= release:  # type: ignore[operator]
             problems.append(source.problem((*where, "due"), f"{work.name} is due before (or at) its release"))
         if late is not None and due is None:

@@ -172,7 +172,10 @@ class Actual:
     handed_out: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))  # by assignment
     # by assignment, user: when their copy was handed out (ISO 8601): a due time before it is not theirs
     handed_out_at: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    handed_again_at: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))  # latest
     sources_missing: frozenset[str] = frozenset()  # assignments whose source is not a folder in the course folder
+    # assignments whose source changed after a copy of it was handed out (its newest change is later)
+    sources_changed: frozenset[str] = frozenset()
     handouts_blocked: str = ""  # why no copy may be handed out now (the ledger of who got which cannot be read)
     collected: Mapping[str, Mapping[str, Collected]] = field(
         default_factory=lambda: MappingProxyType({})
@@ -294,6 +297,10 @@ def from_json(data: dict) -> Actual:
             {name: MappingProxyType(dict(people)) for name, people in (data.get("handed_out_at") or {}).items()}
         ),
         sources_missing=frozenset(data.get("sources_missing", ())),
+        sources_changed=frozenset(data.get("sources_changed", ())),
+        handed_again_at=MappingProxyType(
+            {name: MappingProxyType(dict(people)) for name, people in (data.get("handed_again_at") or {}).items()}
+        ),
         handouts_blocked=data.get("handouts_blocked", ""),
         collected=MappingProxyType(
             {

@@ -80,16 +80,41 @@ def handouts(
             continue
         got = actual.handed_out.get(handout.name, frozenset())
         steps += [_copy(handout, user, course_folder_busy) for user in students if user not in got]
+        again = handout.rerelease
+        if again is not None and again <= now:
+            when_given = actual.handed_again_at.get(handout.name, {})
+            steps += [
+                _copy(handout, user, course_folder_busy, again=True)
+                for user in students
+                if user in got
+                and datetime.datetime.fromisoformat(when_given.get(user) or "1970-01-01T00:00+00:00") < again
+            ]
+        elif again is not None:
+            upcoming.append(
+                Note("release", handout.name, f"{handout.name} is handed out again {when(again)} ({after(now, again)})")
+            )
+        elif handout.name in actual.sources_changed:
+            upcoming.append(
+                Note(
+                    "release",
+                    handout.name,
+                    f"{handout.name}'s source changed after it was handed out: students keep their copies as they are; "
+                    "`rerelease: <time>` gives each the files they never had",
+                )
+            )
     return steps, blocked, upcoming
 
 
-def _copy(handout: Handout, user: str, course_folder_busy: bool) -> Action:
+def _copy(handout: Handout, user: str, course_folder_busy: bool, again: bool = False) -> Action:
+    reason = f"{handout.name} released {when(handout.release)}: their own copy in ~/assignments/{handout.name}"
+    if again:
+        reason = f"{handout.name} handed out again {when(handout.rerelease)}: only the files they never had"  # type: ignore[arg-type]
     return Action(
         Op.CREATE,
         Kind.HANDOUT,
         user,
         after=HandoutFields(assignment=handout.name, source=handout.source),
-        reason=f"{handout.name} released {when(handout.release)}: their own copy in ~/assignments/{handout.name}",
+        reason=reason,
         waits=COURSE_FOLDER_FIRST if course_folder_busy else "",
     )
 
@@ -105,7 +130,9 @@ def collections(
     """The submissions to collect now from the students in ``ready``, the assignments blocked, and the deadlines
     and late windows still to come.  A student whose copy comes (``handing``: this pass's handouts) or came after
     their due time is not collected at it: that due time was never theirs (an extension gives them one)."""
-    late_copies = {(a.after.assignment, a.target) for a in handing}
+    late_copies = {  # first copies only: a copy handed out again changes nobody's due time
+        (a.after.assignment, a.target) for a in handing if a.target not in actual.handed_out.get(a.after.assignment, ())
+    }
     now = observed(actual)
     due_ones = sorted((h for h in desired.handouts if h.due is not None), key=lambda h: (h.due, h.name))
     if now is None or not due_ones:

@@ -117,6 +117,7 @@ class Handout:
     extensions: Mapping[str, datetime.timedelta] = field(default_factory=dict)
     limit: int = 100 * 1024**2  # bytes of one submission
     feedback: datetime.datetime | None = None  # from when teachers' feedback is returned to the students
+    rerelease: datetime.datetime | None = None  # handed out again: only what each student never had
 
     def deadline(self, user: str) -> datetime.datetime | None:
         """When ``user``'s work is collected: the due time plus their extension."""
@@ -132,7 +133,7 @@ class Handout:
         """When a pass should run for it: the release, the due time and each extended one, and just before each
         late window closes (work changed until then is still collected)."""
         shifts = {datetime.timedelta(), *self.extensions.values()}
-        found = [self.release]
+        found = [self.release, *([self.rerelease] if self.rerelease is not None else [])]
         if self.due is not None:
             found += [self.due + shift for shift in shifts]
         if self.late_until is not None:
@@ -251,6 +252,7 @@ def resolve(
             dict(a.extensions),
             a.max_submission,
             classroom.moment(a.feedback) if a.feedback else None,
+            classroom.moment(a.rerelease) if a.rerelease else None,
         )
         for a in classroom.assignments
     )

@@ -39,7 +39,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import stat
 import time
 from collections.abc import Mapping
@@ -52,7 +51,7 @@ from ..core.actual import NO_FOLDER, Collected
 from .accounts import ours
 from .drivers import Context, driver
 from .facts import colon_entry
-from .fsutil import rename_noreplace
+from .fsutil import remove_at, rename_noreplace
 from .ledger import Ledger
 from .mounts import is_mounted
 from .tarball import writes_paused
@@ -304,15 +303,16 @@ def _open_step(parent: int, name: str, shown: str) -> int | str:
     return f"{shown} is not a folder"
 
 
-def _survey(home: Path, name: str) -> tuple[_Survey | None, str]:
-    """A stat walk of ~/assignments/``name`` in ``home`` as it is now (not paused); (None, why) when missing."""
+def _survey(home: Path, name: str, visit: _Look | None = None, made: int | None = None) -> tuple[_Survey | None, str]:
+    """The walk of ~/assignments/``name`` in ``home``; (None, why) when it is missing.  Only reads: a stat walk as
+    the folder is now, or (``visit``: the copy, inside the pause) the copy into ``made``."""
     home_fd = os.open(home, _DIR)
     try:
         work, why = _open_work(home_fd, name)
         if work is None:
             return None, why
         try:
-            return _walk(work, _Look()), ""
+            return _walk(work, visit or _Look(), made), ""
         finally:
             os.close(work)
     finally:
@@ -448,18 +448,6 @@ def _syncfs(fd: int) -> None:
     if libc.syncfs(fd) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
-
-
-def _remove(parent: int, name: str) -> None:
-    """Remove ``name`` from the folder open as ``parent``: a folder with shutil.rmtree (never following a link),
-    anything else unlinked."""
-    try:
-        if stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
-            shutil.rmtree(name, dir_fd=parent)
-        else:
-            os.unlink(name, dir_fd=parent)
-    except FileNotFoundError:
-        pass
 
 
 # --- the collection area ------------------------------------------------------------------------------------
@@ -668,11 +656,11 @@ def _collect(ctx: Context, user: str, name: str, limit: int, deadline: datetime.
             staging = _own_folder(area, STAGING, 0, 0o700)
             assert staging is not None
             try:
-                _remove(staging, staged)  # what an interrupted collection left
+                remove_at(staging, staged)  # what an interrupted collection left
                 return _build_and_place(ctx, area, staging, staged, user, name, limit, deadline, gid)
             finally:
                 try:
-                    _remove(staging, staged)
+                    remove_at(staging, staged)
                 finally:
                     os.close(staging)
         finally:
@@ -703,7 +691,7 @@ def _build_and_place(
         with writes_paused(home, ctx.run, limit=PAUSE_LIMIT):
             began = time.monotonic()
             copy.stop_at = began + READ_WITHIN
-            survey, why = _read(home, name, copy, made)
+            survey, why = _survey(home, name, copy, made)
         paused = time.monotonic() - began
         now = datetime.datetime.fromtimestamp(ctx.host.clock(), datetime.UTC)
         status = _status(survey, deadline)
@@ -744,21 +732,6 @@ def _build_and_place(
     }
 
 
-def _read(home: Path, name: str, copy: _Copy, made: int) -> tuple[_Survey | None, str]:
-    """Inside the pause: the folder's walk, copied into ``made``; (None, why) when it is missing.  Only reads."""
-    home_fd = os.open(home, _DIR)
-    try:
-        work, why = _open_work(home_fd, name)
-        if work is None:
-            return None, why
-        try:
-            return _walk(work, copy, made), ""
-        finally:
-            os.close(work)
-    finally:
-        os.close(home_fd)
-
-
 def _place(
     area: int, staging: int, staged: str, user: str, name: str, gid: int, present: bool, manifest: dict
 ) -> str | None:
@@ -788,7 +761,7 @@ def _place(
         _write_new(manifests, temp, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode(), gid)
         if earlier and first:
             assert submitted is not None
-            _remove(submitted, name)  # a late copy replaced by a later one: the first copy stays in earlier/
+            remove_at(submitted, name)  # a late copy replaced by a later one: the first copy stays in earlier/
         elif earlier:
             assert submitted is not None and keep is not None and old_manifests is not None
             _move_earlier(submitted, keep, manifests, old_manifests, user, name, moved)

@@ -139,6 +139,21 @@ def _exchange(a: str | Path, b: str | Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+def remove_at(parent: int, name: str) -> None:
+    """Remove ``name`` from the folder open as ``parent`` if it is there: a folder with shutil.rmtree (which never
+    follows a link), anything else (a file, a symlink someone put there by that name) unlinked."""
+    import shutil
+    import stat
+
+    try:
+        if stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            shutil.rmtree(name, dir_fd=parent)
+        else:
+            os.unlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

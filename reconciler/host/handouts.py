@@ -21,7 +21,6 @@ import contextlib
 import datetime
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 from ..core.actions import Action, Kind, Op
 from .accounts import ours
 from .drivers import Context, driver
-from .fsutil import rename_noreplace
+from .fsutil import remove_at, rename_noreplace
 from .ledger import Ledger
 from .mounts import is_mounted
 
@@ -42,13 +41,41 @@ def _ledger(path: Path) -> Ledger:
     return Ledger(path, "no assignment is handed out")
 
 
-def read(path: Path, uids: Mapping[str, int]) -> dict[str, dict[str, str]]:
-    """Assignment -> the students who got their copy -> when (ISO 8601), counting only entries of the account
-    that has the name now (``uids``: username -> uid).  No ledger yet: nobody.  Raises LedgerDamaged."""
+def read(path: Path, uids: Mapping[str, int]) -> dict[str, dict[str, tuple[str, str]]]:
+    """Assignment -> the students who got their copy -> when their first copy came and when the latest (ISO 8601;
+    the same unless it was handed out again), counting only entries of the account that has the name now
+    (``uids``: username -> uid).  No ledger yet: nobody.  Raises LedgerDamaged."""
     return {
-        name: {user: str(got.get("at", "")) for user, got in people.items()}
+        name: {
+            user: (str(got.get("at", "")), str(got.get("again") or got.get("at", ""))) for user, got in people.items()
+        }
         for name, people in _ledger(path).entries(uids).items()
     }
+
+
+SOURCE_ENTRIES = 5000  # a source tree looked at for changes: at most this many entries
+
+
+def changed_since(source: str, since: str) -> bool:
+    """Did anything in the source folder change (its content, names or modes: the change time) after ``since``
+    (ISO 8601)?  A stat walk that never follows a symlink, bounded; False when it cannot be looked at."""
+    try:
+        limit = datetime.datetime.fromisoformat(since).timestamp()
+        todo, seen = [source], 0
+        while todo:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > SOURCE_ENTRIES:
+                        return False
+                    info = entry.stat(follow_symlinks=False)
+                    if info.st_ctime > limit:
+                        return True
+                    if stat.S_ISDIR(info.st_mode):
+                        todo.append(entry.path)
+        return os.lstat(source).st_ctime > limit
+    except (OSError, ValueError):
+        return False
 
 
 def source_ok(source: str, course_folder: Path) -> bool:
@@ -62,7 +89,14 @@ def source_ok(source: str, course_folder: Path) -> bool:
 
 
 def _record(path: Path, name: str, user: str, uid: int, when: str) -> None:
-    _ledger(path).record(name, user, {"uid": uid, "at": when})
+    """``at``: when their first copy was handed out (it decides whether a due time was theirs); a copy handed out
+    again (a rerelease) is ``again``."""
+    ledger = _ledger(path)
+    before = ledger.entry(name, user)
+    if before is not None and before.get("uid") == uid and before.get("at"):
+        ledger.record(name, user, {**before, "again": when})
+    else:
+        ledger.record(name, user, {"uid": uid, "at": when})
 
 
 @driver(Kind.HANDOUT, Op.CREATE)
@@ -100,7 +134,7 @@ def copy_into_home(source: str, home: Path, name: str, uid: int, gid: int) -> in
 
 def _build_and_place(source: str, top: int, name: str, uid: int, gid: int) -> int:
     staging = f".{name}.handout"
-    _remove(top, staging)  # what an interrupted handout left
+    remove_at(top, staging)  # what an interrupted handout left
     try:
         os.mkdir(staging, 0o700, dir_fd=top)
         built = _folder(top, staging, uid, gid, f"~/{FOLDER}/{staging}")
@@ -125,7 +159,7 @@ def _build_and_place(source: str, top: int, name: str, uid: int, gid: int) -> in
     except OSError as exc:
         raise RuntimeError(f"the copy could not be made ({exc.strerror or exc}); the next pass tries again") from exc
     finally:
-        _remove(top, staging)
+        remove_at(top, staging)
 
 
 def _folder(parent: int, name: str, uid: int, gid: int, shown: str) -> int:
@@ -237,15 +271,3 @@ def _move_missing(src: int, dst: int) -> None:
         finally:
             os.close(inner_src)
             os.close(inner_dst)
-
-
-def _remove(top: int, name: str) -> None:
-    """Remove ``name`` (a staging folder) from the folder open as ``top``: a folder with shutil.rmtree (which
-    never follows a link), anything a student put there by that name (a symlink, a file) unlinked."""
-    try:
-        if stat.S_ISDIR(os.stat(name, dir_fd=top, follow_symlinks=False).st_mode):
-            shutil.rmtree(name, dir_fd=top)
-        else:
-            os.unlink(name, dir_fd=top)
-    except FileNotFoundError:
-        pass

@@ -60,7 +60,8 @@ def observe(
 
         exported = exports.observe(paths, Path(exports_file), host)
     folder_exists = folder.is_dir()
-    handed_out, handed_out_at, handouts_blocked, missing = {}, {}, "", frozenset()
+    handed_out, handed_out_at, handed_again_at, handouts_blocked, missing = {}, {}, {}, "", frozenset()
+    changed: frozenset[str] = frozenset()
     if assignments or paths.handouts.exists():  # a classroom without assignments never loads the driver
         from . import handouts
 
@@ -68,7 +69,17 @@ def observe(
         try:
             handed = handouts.read(paths.handouts, {a.username: a.uid for a in accounts.values()})
             handed_out = {name: frozenset(people) for name, people in handed.items()}
-            handed_out_at = {name: MappingProxyType(people) for name, people in handed.items()}
+            handed_out_at = {
+                name: MappingProxyType({u: t[0] for u, t in people.items()}) for name, people in handed.items()
+            }
+            handed_again_at = {
+                name: MappingProxyType({u: t[1] for u, t in people.items()}) for name, people in handed.items()
+            }
+            changed = frozenset(
+                a.name
+                for a in assignments
+                if handed.get(a.name) and handouts.changed_since(a.source, min(t[0] for t in handed[a.name].values()))
+            )
         except LedgerDamaged as exc:
             handouts_blocked = str(exc)
     collected, fingerprints, collections_blocked = _collections(paths, assignments, accounts, found.mounts, now)
@@ -96,6 +107,8 @@ def observe(
         observed_at=datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds"),
         handed_out=MappingProxyType(handed_out),
         handed_out_at=MappingProxyType(handed_out_at),
+        handed_again_at=MappingProxyType(handed_again_at),
+        sources_changed=changed,
         sources_missing=missing,
         handouts_blocked=handouts_blocked,
         collected=collected,

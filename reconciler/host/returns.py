@@ -25,10 +25,10 @@ from ..config.site import COLLECTION_VOLUME
 from ..core.actions import Action, Kind, Op
 from .accounts import ours
 from .drivers import Context, driver
-from .fsutil import exchange_at, rename_noreplace
+from .fsutil import exchange_at, remove_at, rename_noreplace
 from .ledger import Ledger
 from .collect import MAX_DEPTH, MAX_ENTRIES, survey
-from .handouts import _DIR, FIRST_UID, FOLDER, _copy_file, _folder, _open_folder, _remove
+from .handouts import _DIR, FIRST_UID, FOLDER, _copy_file, _folder, _open_folder
 from .mounts import is_mounted
 
 FEEDBACK = "feedback"  # nbgrader's folder in the course directory, and the folder each student gets
@@ -144,7 +144,7 @@ def _return(source: int, home: Path, name: str, uid: int, gid: int, limit: int) 
 
 def _build_and_swap(source: int, work: int, name: str, limit: int) -> int:
     staging = f".{FEEDBACK}.returning"
-    _remove(work, staging)
+    remove_at(work, staging)
     try:
         os.mkdir(staging, 0o700, dir_fd=work)
         built = _open_folder(work, staging, f"~/{FOLDER}/{name}/{staging}")
@@ -171,7 +171,7 @@ def _build_and_swap(source: int, work: int, name: str, limit: int) -> int:
             f"the feedback could not be returned ({exc.strerror or exc}); the next pass tries again"
         ) from exc
     finally:
-        _remove(work, staging)  # what an interrupted return left, or the feedback it replaced
+        remove_at(work, staging)  # what an interrupted return left, or the feedback it replaced
 
 
 class _Budget:

@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import stat
+import time
 
 import pytest
 
@@ -80,10 +81,26 @@ def test_an_assignment_reaches_every_student_as_their_own_files(classroom):
     (shared / "hw1" / "exercise.ipynb").chmod(0o644)
     (shared / "hw1" / "exercise.ipynb").write_text('{"cells": ["teacher edited"]}')
     (room.paths.home(room.user("bob")) / "assignments" / "hw1" / "data" / "points.csv").unlink()
-    assert room.cli("--dry-run").returncode == 0
+    preview = room.cli("--dry-run")
+    assert preview.returncode == 0 and "hw1's source changed after it was handed out" in preview.stdout, preview.stdout
     assert room.cli().returncode == 0
     assert ann_copy.read_text() == '{"cells": ["my answer"]}'
     assert not (room.paths.home(room.user("bob")) / "assignments" / "hw1" / "data" / "points.csv").exists()
+
+    # an explicit rerelease: each student gets the files they never had (or removed), nothing of theirs replaced
+    (shared / "hw1" / "extra.txt").write_text("new")
+    (shared / "hw1" / "extra.txt").chmod(0o644)
+    time.sleep(1.1)  # the rerelease (to the second) after every copy handed out so far
+    again = [{**released[0], "rerelease": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S}"}]
+    room.write(people, admins=[{"username": "tom"}], assignments=again)
+    out = room.cli()
+    assert out.returncode == 0 and out.stdout.count("only the files they never had") == 2, out.stdout + out.stderr
+    assert ann_copy.read_text() == '{"cells": ["my answer"]}'
+    for short in ("ann", "bob"):
+        assert (room.paths.home(room.user(short)) / "assignments" / "hw1" / "extra.txt").read_text() == "new"
+    assert (room.paths.home(room.user("bob")) / "assignments" / "hw1" / "data" / "points.csv").exists()
+    assert "+ handout" not in room.cli("--dry-run").stdout  # once
+    released = again
 
     # students added after the release get theirs in the pass that makes their homes
     people += [{"username": short} for short in ("cat", "dan", "eve")]

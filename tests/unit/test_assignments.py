@@ -198,9 +198,9 @@ def test_the_ledger_counts_only_the_account_that_has_the_name_now(tmp_path):
     handouts._record(ledger, "hw1", "alice", 1001, "2026-12-14T08:00:00+00:00")
     handouts._record(ledger, "hw1", "bob", 1002, "2026-12-14T08:00:00+00:00")
     at = "2026-12-14T08:00:00+00:00"
-    assert handouts.read(ledger, {"alice": 1001, "bob": 1002}) == {"hw1": {"alice": at, "bob": at}}
+    assert handouts.read(ledger, {"alice": 1001, "bob": 1002}) == {"hw1": {"alice": (at, at), "bob": (at, at)}}
     # bob purged and made again: a new uid, a new person, who gets the copy
-    assert handouts.read(ledger, {"alice": 1001, "bob": 1077}) == {"hw1": {"alice": at}}
+    assert handouts.read(ledger, {"alice": 1001, "bob": 1077}) == {"hw1": {"alice": (at, at)}}
     assert json.loads(ledger.read_text())["assignments"]["hw1"]["alice"] == {
         "uid": 1001,
         "at": "2026-12-14T08:00:00+00:00",
@@ -250,3 +250,37 @@ def test_the_daemon_wakes_just_after_the_next_release(tmp_path):
     daemon.wake_in = 10.0  # a pre-warm's pace is sooner: it stays
     daemon._wake_for_releases(outcome)
     assert daemon.wake_in == 10.0
+
+
+def test_a_rerelease_hands_out_again_once_and_a_changed_source_is_said(tmp_path):
+    """rerelease: every student who had their copy before it gets the source again (the driver moves in only what
+    they lack), once; a source changed after the handout is said in the plan, and nobody's copy is touched."""
+    ledger = tmp_path / "handouts.json"
+    handouts._record(ledger, "hw1", "alice", 1001, "2026-12-14T08:00:00+00:00")
+    handouts._record(ledger, "hw1", "alice", 1001, "2026-12-15T10:00:00+00:00")  # handed out again
+    assert handouts.read(ledger, {"alice": 1001}) == {
+        "hw1": {"alice": ("2026-12-14T08:00:00+00:00", "2026-12-15T10:00:00+00:00")}
+    }
+    first = MappingProxyType({"hw1": frozenset({"alice", "bob"})})
+    given = MappingProxyType({"hw1": MappingProxyType({"alice": RELEASE.isoformat(), "bob": RELEASE.isoformat()})})
+    again_at = RELEASE + datetime.timedelta(days=1)
+    changed = at(
+        converged(ALICE, BOB),
+        RELEASE + datetime.timedelta(hours=5),
+        handed_out=first,
+        handed_out_at=given,
+        handed_again_at=given,
+        sources_changed=frozenset({"hw1"}),
+    )
+    said = plan(desired(ALICE, BOB), changed)
+    assert said.actions == () and "hw1's source changed after it was handed out" in said.upcoming[0].message
+    again = dataclasses.replace(HW1, rerelease=again_at)
+    before = plan(desired(ALICE, BOB, assignments=(again,)), changed)
+    assert before.actions == () and "hw1 is handed out again 2026-12-15 09:00 CET" in before.upcoming[0].message
+    due = dataclasses.replace(changed, observed_at=(again_at + datetime.timedelta(minutes=1)).isoformat())
+    steps = plan(desired(ALICE, BOB, assignments=(again,)), due)
+    assert [(a.target, a.reason) for a in steps.actions] == [
+        (u, "hw1 handed out again 2026-12-15 09:00 CET: only the files they never had") for u in ("alice", "bob")
+    ]
+    once = MappingProxyType({"hw1": MappingProxyType({"alice": due.observed_at, "bob": due.observed_at})})
+    assert plan(desired(ALICE, BOB, assignments=(again,)), dataclasses.replace(due, handed_again_at=once)).actions == ()
