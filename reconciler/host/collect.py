@@ -48,17 +48,15 @@ from ..config.classroom import ASSIGNMENT_PATTERN, USERNAME_PATTERN, group_name
 from ..config.site import COLLECTION_VOLUME
 from ..core.actions import Action, Kind, Op
 from ..core.actual import NO_FOLDER, Collected
-from .accounts import ours
 from .drivers import Context, driver
 from .facts import colon_entry
 from .fsutil import remove_at, rename_noreplace
+from .handouts import FOLDER, student
 from .ledger import Ledger
 from .mounts import is_mounted
 from .tarball import writes_paused
 
-FOLDER = "assignments"  # in each student's home
 FORMAT = 1
-FIRST_UID = 1000  # below: system accounts, never a student's
 MISSING = NO_FOLDER  # the fingerprint of a folder that is not there (or not a folder: a symlink)
 UNREADABLE = "unreadable"  # the fingerprint of a folder that could not be walked (an I/O error)
 MAX_ENTRIES = 20000  # entries of one submission looked at, folders and skipped ones included
@@ -602,15 +600,7 @@ def collect(action: Action, ctx: Context) -> str:
     area = ctx.paths.collection_area
     if not is_mounted(ctx.host, area, ctx.volumes.layout.source(COLLECTION_VOLUME)):
         raise RuntimeError(f"the collection area {area} is not mounted; nothing is collected onto the bare mount point")
-    home = ctx.paths.home(user)
-    if not is_mounted(ctx.host, home, ctx.volumes.layout.source(user)):
-        raise RuntimeError(f"{home} is not mounted; nothing is collected from the bare mount point")
-    account = ours(ctx.host, user, ctx.classroom)
-    if account is None:
-        raise RuntimeError(f"{user} has no account")
-    uid = int(account[2])
-    if uid < FIRST_UID:
-        raise RuntimeError(f"{user} has uid {uid}, a system account's: nothing is collected")
+    home, uid, _ = student(ctx, user, "collected")
     gid = _teachers(ctx)
     before = _ledger(ctx.paths.collections).entry(name, user)
     if before is not None and before["uid"] == uid:

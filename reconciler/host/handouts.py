@@ -99,18 +99,26 @@ def _record(path: Path, name: str, user: str, uid: int, when: str) -> None:
         ledger.record(name, user, {"uid": uid, "at": when})
 
 
-@driver(Kind.HANDOUT, Op.CREATE)
-def hand_out(action: Action, ctx: Context) -> str:
-    user, name, source = action.target, action.after.assignment, action.after.source
+def student(ctx: Context, user: str, doing: str) -> tuple[Path, int, int]:
+    """What the teaching cycle's drivers check before touching a student's home: it is mounted from their volume
+    (never the bare mount point), and the account is ours and no system account's.  Their home, uid and gid;
+    a RuntimeError saying that nothing is ``doing`` ("handed out") otherwise."""
     home = ctx.paths.home(user)
     if not is_mounted(ctx.host, home, ctx.volumes.layout.source(user)):
-        raise RuntimeError(f"{home} is not mounted; nothing is handed out to the bare mount point")
+        raise RuntimeError(f"{home} is not mounted; nothing is {doing} at the bare mount point")
     account = ours(ctx.host, user, ctx.classroom)
     if account is None:
         raise RuntimeError(f"{user} has no account")
     uid, gid = int(account[2]), int(account[3])
     if uid < FIRST_UID:
-        raise RuntimeError(f"{user} has uid {uid}, a system account's: nothing is handed out")
+        raise RuntimeError(f"{user} has uid {uid}, a system account's: nothing is {doing}")
+    return home, uid, gid
+
+
+@driver(Kind.HANDOUT, Op.CREATE)
+def hand_out(action: Action, ctx: Context) -> str:
+    user, name, source = action.target, action.after.assignment, action.after.source
+    home, uid, gid = student(ctx, user, "handed out")
     if not source_ok(source, ctx.paths.course_folder):
         raise RuntimeError(f"{source} is not a folder in the course folder")
     kept = copy_into_home(source, home, name, uid, gid)

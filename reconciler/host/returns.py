@@ -23,12 +23,11 @@ from pathlib import Path
 
 from ..config.site import COLLECTION_VOLUME
 from ..core.actions import Action, Kind, Op
-from .accounts import ours
 from .drivers import Context, driver
 from .fsutil import exchange_at, remove_at, rename_noreplace
 from .ledger import Ledger
 from .collect import MAX_DEPTH, MAX_ENTRIES, survey
-from .handouts import _DIR, FIRST_UID, FOLDER, _copy_file, _folder, _open_folder
+from .handouts import _DIR, FOLDER, _copy_file, _folder, _open_folder, student
 from .mounts import is_mounted
 
 FEEDBACK = "feedback"  # nbgrader's folder in the course directory, and the folder each student gets
@@ -93,17 +92,10 @@ def _feedback_folder(area: Path, user: str, name: str) -> int:
 @driver(Kind.FEEDBACK, Op.CREATE)
 def give_back(action: Action, ctx: Context) -> str:
     user, name = action.target, action.after.assignment
-    area, home = ctx.paths.collection_area, ctx.paths.home(user)
+    area = ctx.paths.collection_area
     if not is_mounted(ctx.host, area, ctx.volumes.layout.source(COLLECTION_VOLUME)):
         raise RuntimeError(f"the collection area {area} is not mounted; its feedback is not read from the bare folder")
-    if not is_mounted(ctx.host, home, ctx.volumes.layout.source(user)):
-        raise RuntimeError(f"{home} is not mounted; nothing is returned to the bare mount point")
-    account = ours(ctx.host, user, ctx.classroom)
-    if account is None:
-        raise RuntimeError(f"{user} has no account")
-    uid, gid = int(account[2]), int(account[3])
-    if uid < FIRST_UID:
-        raise RuntimeError(f"{user} has uid {uid}, a system account's: nothing is returned")
+    home, uid, gid = student(ctx, user, "returned")
     try:
         source = _feedback_folder(area, user, name)
     except OSError as exc:
