@@ -42,11 +42,13 @@ async function call(method, path, body, type = 'application/json', ifMatch = nul
 // teacher, an editor, CI -- nothing is written (412); the page reloads and says what changed, and the teacher makes
 // the change again on what is there now.
 async function edit(method, path, body, type = 'application/json') {
+  // the class as the teacher saw it when they made the change: a refresh landing while the write is on its way
+  // (a pushed change) must not hide what changed from the list below
+  const before = state.people;
   try {
     return await call(method, path, body, type, state.etag);
   } catch (error) {
     if (error.stale) {
-      const before = state.people;
       await refresh();
       while (refreshing) await refreshing; // a refresh already in flight may predate the other writer's change
       error.message = t('js.stale');
